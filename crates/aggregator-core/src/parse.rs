@@ -1,0 +1,419 @@
+//! Tolerant parsing of `machines/{id}/scrap` payloads into a [`Reading`].
+//!
+//! Accepts both field-name families of the original service (`machineId`/`maschinenId`,
+//! `scrapIndex`/`scrapeIndex`, `timestamp`/`zeitstempel`), numbers inside strings, RFC 3339
+//! with any offset and fraction, and epoch milliseconds. The payload is walked once with a
+//! hand-written map visitor, borrowing strings where possible, so a reading costs no
+//! allocation; every problem becomes a typed [`Rejection`] naming the field.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::rejection::Rejection;
+use crate::timestamp::Timestamp;
+use crate::topic::{machine_from_readings_topic, validate_topic_level};
+
+/// Default `max_payload_bytes` of the contract: 64 KiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Limits applied while parsing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Payloads larger than this are rejected as `too_large` before any parsing.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits {
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+}
+
+/// One accepted scrap reading. The machine id borrows from the topic, which is authoritative.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reading<'t> {
+    /// Machine id: the topic level.
+    pub machine: &'t str,
+    /// Scrap index.
+    pub scrap_index: u32,
+    /// Finite value.
+    pub value: f64,
+    /// Event time: the payload's time, else the time of receipt.
+    pub event_time: Timestamp,
+    /// Whether `event_time` came from the payload (false: time of receipt).
+    pub time_from_payload: bool,
+}
+
+/// Parses one payload received on `topic` at `received_at`.
+///
+/// Checks everything that needs no window state: size, JSON shape, fields and values, and the
+/// machine id against the topic. `late`, `future` and `too_many_keys` are decided by the
+/// [`WindowStore`](crate::window::WindowStore), which knows the window and the keys.
+pub fn parse_reading<'t>(
+    topic: &'t str,
+    payload: &[u8],
+    received_at: Timestamp,
+    limits: &ParseLimits,
+) -> Result<Reading<'t>, Rejection> {
+    if payload.len() > limits.max_payload_bytes {
+        return Err(Rejection::TooLarge {
+            size: payload.len(),
+            limit: limits.max_payload_bytes,
+        });
+    }
+    let machine = machine_from_readings_topic(topic)
+        .ok_or_else(|| Rejection::bad_value("topic", "expected machines/{machineId}/scrap"))?;
+    if machine.is_empty() {
+        return Err(Rejection::MissingField { field: "machineId" });
+    }
+    validate_topic_level(machine)
+        .map_err(|e| Rejection::bad_value("topic", format!("machine id {e}")))?;
+
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let fields = de
+        .deserialize_map(FieldsVisitor)
+        .map_err(|e| Rejection::InvalidJson {
+            detail: e.to_string(),
+        })?;
+    de.end().map_err(|e| Rejection::InvalidJson {
+        detail: e.to_string(),
+    })?;
+
+    for (name, given) in [
+        ("machineId", &fields.machine_id),
+        ("maschinenId", &fields.maschinen_id),
+    ] {
+        if let Some(given) = given {
+            check_machine(name, given, machine)?;
+        }
+    }
+    let scrap_index = match (&fields.scrap_index, &fields.scrape_index) {
+        (None, None) => {
+            return Err(Rejection::MissingField {
+                field: "scrapIndex",
+            });
+        }
+        (Some(a), None) => scrap_index_from("scrapIndex", a)?,
+        (None, Some(b)) => scrap_index_from("scrapeIndex", b)?,
+        (Some(a), Some(b)) => {
+            let (a, b) = (
+                scrap_index_from("scrapIndex", a)?,
+                scrap_index_from("scrapeIndex", b)?,
+            );
+            if a != b {
+                return Err(Rejection::bad_value(
+                    "scrapIndex",
+                    format!("scrapIndex {a} and scrapeIndex {b} disagree"),
+                ));
+            }
+            a
+        }
+    };
+    let value = match &fields.value {
+        None => return Err(Rejection::MissingField { field: "value" }),
+        Some(v) => value_from(v)?,
+    };
+    let time = match (&fields.timestamp, &fields.zeitstempel) {
+        (Some(_), Some(_)) => {
+            let a = time_from("timestamp", fields.timestamp.as_ref())?;
+            let b = time_from("zeitstempel", fields.zeitstempel.as_ref())?;
+            if a.is_some() && b.is_some() && a != b {
+                return Err(Rejection::bad_value(
+                    "timestamp",
+                    "timestamp and zeitstempel disagree",
+                ));
+            }
+            a.or(b)
+        }
+        (a, None) => time_from("timestamp", a.as_ref())?,
+        (None, b) => time_from("zeitstempel", b.as_ref())?,
+    };
+    Ok(Reading {
+        machine,
+        scrap_index,
+        value,
+        event_time: time.unwrap_or(received_at),
+        time_from_payload: time.is_some(),
+    })
+}
+
+fn check_machine(name: &str, given: &Scalar<'_>, topic_machine: &str) -> Result<(), Rejection> {
+    let text: Cow<'_, str> = match given {
+        Scalar::Null => return Ok(()),
+        Scalar::Str(s) => Cow::Borrowed(s.as_ref()),
+        Scalar::U64(n) => Cow::Owned(n.to_string()),
+        Scalar::I64(n) => Cow::Owned(n.to_string()),
+        other => {
+            return Err(Rejection::bad_value(
+                name,
+                format!("expected a string, got {other}"),
+            ));
+        }
+    };
+    if text != topic_machine {
+        return Err(Rejection::MachineMismatch {
+            topic_machine: topic_machine.to_owned(),
+            payload_machine: text.into_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn scrap_index_from(name: &str, given: &Scalar<'_>) -> Result<u32, Rejection> {
+    let out_of_range =
+        || Rejection::bad_value(name, format!("must be an integer from 0 to {}", u32::MAX));
+    match given {
+        Scalar::U64(n) => u32::try_from(*n).map_err(|_| out_of_range()),
+        Scalar::I64(_) => Err(out_of_range()),
+        Scalar::F64(f) if f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX) => {
+            Ok(*f as u32)
+        }
+        Scalar::F64(_) => Err(out_of_range()),
+        Scalar::Str(s) => {
+            let trimmed = s.trim();
+            trimmed.parse::<u32>().map_err(|_| {
+                Rejection::bad_value(
+                    name,
+                    format!("{trimmed:?} is not an integer from 0 to {}", u32::MAX),
+                )
+            })
+        }
+        Scalar::Null => Err(Rejection::MissingField {
+            field: "scrapIndex",
+        }),
+        other => Err(Rejection::bad_value(
+            name,
+            format!("expected an integer, got {other}"),
+        )),
+    }
+}
+
+fn value_from(given: &Scalar<'_>) -> Result<f64, Rejection> {
+    let v = match given {
+        Scalar::U64(n) => *n as f64,
+        Scalar::I64(n) => *n as f64,
+        Scalar::F64(f) => *f,
+        Scalar::Str(s) => {
+            let trimmed = s.trim();
+            trimmed.parse::<f64>().map_err(|_| {
+                Rejection::bad_value("value", format!("{trimmed:?} is not a number"))
+            })?
+        }
+        Scalar::Null => return Err(Rejection::MissingField { field: "value" }),
+        other => {
+            return Err(Rejection::bad_value(
+                "value",
+                format!("expected a number, got {other}"),
+            ));
+        }
+    };
+    if !v.is_finite() {
+        return Err(Rejection::bad_value("value", "must be a finite number"));
+    }
+    Ok(v)
+}
+
+fn time_from(name: &str, given: Option<&Scalar<'_>>) -> Result<Option<Timestamp>, Rejection> {
+    let bad = |detail: String| Rejection::bad_value(name, detail);
+    match given {
+        None | Some(Scalar::Null) => Ok(None),
+        Some(Scalar::U64(n)) => i64::try_from(*n)
+            .ok()
+            .and_then(Timestamp::from_unix_millis)
+            .map(Some)
+            .ok_or_else(|| bad("epoch milliseconds out of range".into())),
+        Some(Scalar::I64(n)) => Timestamp::from_unix_millis(*n)
+            .map(Some)
+            .ok_or_else(|| bad("epoch milliseconds out of range".into())),
+        Some(Scalar::F64(f)) => Timestamp::from_unix_millis_f64(*f)
+            .map(Some)
+            .map_err(|e| bad(e.to_string())),
+        Some(Scalar::Str(s)) => {
+            let text = s.trim();
+            match Timestamp::parse_rfc3339(text) {
+                Ok(t) => Ok(Some(t)),
+                // Some senders put epoch milliseconds in a string; accept that too.
+                Err(e) => match text.parse::<f64>() {
+                    Ok(ms)
+                        if !text.is_empty()
+                            && text
+                                .bytes()
+                                .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') =>
+                    {
+                        Timestamp::from_unix_millis_f64(ms)
+                            .map(Some)
+                            .map_err(|e| bad(e.to_string()))
+                    }
+                    _ => Err(bad(format!("{text:?}: {e}"))),
+                },
+            }
+        }
+        Some(other) => Err(bad(format!(
+            "expected an RFC 3339 string or epoch milliseconds, got {other}"
+        ))),
+    }
+}
+
+/// The fields we care about, each as the raw JSON scalar the sender wrote.
+#[derive(Default)]
+struct Fields<'de> {
+    machine_id: Option<Scalar<'de>>,
+    maschinen_id: Option<Scalar<'de>>,
+    scrap_index: Option<Scalar<'de>>,
+    scrape_index: Option<Scalar<'de>>,
+    value: Option<Scalar<'de>>,
+    timestamp: Option<Scalar<'de>>,
+    zeitstempel: Option<Scalar<'de>>,
+}
+
+/// A JSON value reduced to what validation needs; containers are skipped, not stored.
+enum Scalar<'de> {
+    Null,
+    Bool,
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(Cow<'de, str>),
+    Array,
+    Object,
+}
+
+impl fmt::Display for Scalar<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scalar::Null => "null",
+            Scalar::Bool => "a boolean",
+            Scalar::U64(_) | Scalar::I64(_) | Scalar::F64(_) => "a number",
+            Scalar::Str(_) => "a string",
+            Scalar::Array => "an array",
+            Scalar::Object => "an object",
+        })
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool)
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::U64(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::I64(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::F64(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Object)
+    }
+}
+
+/// Field names we recognise; everything else is ignored.
+enum FieldName {
+    MachineId,
+    MaschinenId,
+    ScrapIndex,
+    ScrapeIndex,
+    Value,
+    Timestamp,
+    Zeitstempel,
+    Unknown,
+}
+
+impl<'de> de::Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = FieldName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FieldName, E> {
+                Ok(match v {
+                    "machineId" => FieldName::MachineId,
+                    "maschinenId" => FieldName::MaschinenId,
+                    "scrapIndex" => FieldName::ScrapIndex,
+                    "scrapeIndex" => FieldName::ScrapeIndex,
+                    "value" => FieldName::Value,
+                    "timestamp" => FieldName::Timestamp,
+                    "zeitstempel" => FieldName::Zeitstempel,
+                    _ => FieldName::Unknown,
+                })
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(name) = map.next_key::<FieldName>()? {
+            let slot = match name {
+                FieldName::MachineId => &mut fields.machine_id,
+                FieldName::MaschinenId => &mut fields.maschinen_id,
+                FieldName::ScrapIndex => &mut fields.scrap_index,
+                FieldName::ScrapeIndex => &mut fields.scrape_index,
+                FieldName::Value => &mut fields.value,
+                FieldName::Timestamp => &mut fields.timestamp,
+                FieldName::Zeitstempel => &mut fields.zeitstempel,
+                FieldName::Unknown => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            // A repeated key is ambiguous: which one did the sender mean?
+            if slot.is_some() {
+                return Err(de::Error::custom("duplicate field"));
+            }
+            *slot = Some(map.next_value::<Scalar<'de>>()?);
+        }
+        Ok(fields)
+    }
+}

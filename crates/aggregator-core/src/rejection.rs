@@ -1,0 +1,172 @@
+//! Why a payload was not used: one variant per reason of the contract, each carrying what an
+//! operator needs to fix the sender.
+
+use crate::timestamp::Timestamp;
+
+/// The reason codes of `DESIGN.md`, as used in metrics labels and dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectionReason {
+    /// Payload over `max_payload_bytes`.
+    TooLarge,
+    /// Not a JSON object.
+    InvalidJson,
+    /// A required field is absent (or the topic's machine level is empty).
+    MissingField,
+    /// A field is present but its value cannot be used.
+    BadValue,
+    /// The payload names a different machine than the topic.
+    MachineMismatch,
+    /// The reading's time is already outside the window.
+    Late,
+    /// The reading's time is too far ahead of the ingest clock.
+    Future,
+    /// A new key would exceed `max_keys`.
+    TooManyKeys,
+}
+
+impl RejectionReason {
+    /// Every reason, in the order of the contract (handy for pre-registering metric labels).
+    pub const ALL: [RejectionReason; 8] = [
+        RejectionReason::TooLarge,
+        RejectionReason::InvalidJson,
+        RejectionReason::MissingField,
+        RejectionReason::BadValue,
+        RejectionReason::MachineMismatch,
+        RejectionReason::Late,
+        RejectionReason::Future,
+        RejectionReason::TooManyKeys,
+    ];
+
+    /// The snake_case code of the contract, e.g. `"too_large"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RejectionReason::TooLarge => "too_large",
+            RejectionReason::InvalidJson => "invalid_json",
+            RejectionReason::MissingField => "missing_field",
+            RejectionReason::BadValue => "bad_value",
+            RejectionReason::MachineMismatch => "machine_mismatch",
+            RejectionReason::Late => "late",
+            RejectionReason::Future => "future",
+            RejectionReason::TooManyKeys => "too_many_keys",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A payload that cannot be used, with the detail needed to fix the sender.
+///
+/// The `Display` text is the human detail; [`Rejection::reason`] is the stable code.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    /// The payload is larger than the configured limit.
+    #[error("payload is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// Payload size in bytes.
+        size: usize,
+        /// The configured `max_payload_bytes`.
+        limit: usize,
+    },
+    /// The payload is not a JSON object.
+    #[error("payload is not a JSON object: {detail}")]
+    InvalidJson {
+        /// What the JSON parser said.
+        detail: String,
+    },
+    /// A required field is absent.
+    #[error("missing field `{field}`")]
+    MissingField {
+        /// The field (or topic level) that is missing, named as the sender would write it.
+        field: &'static str,
+    },
+    /// A field is present but unusable.
+    #[error("bad value for `{field}`: {detail}")]
+    BadValue {
+        /// Field name as the sender wrote it.
+        field: String,
+        /// Why the value was refused.
+        detail: String,
+    },
+    /// Payload machine id differs from the topic's.
+    #[error(
+        "payload machine id {payload_machine:?} differs from topic machine id {topic_machine:?}"
+    )]
+    MachineMismatch {
+        /// The machine id from the topic level (authoritative).
+        topic_machine: String,
+        /// The machine id in the payload.
+        payload_machine: String,
+    },
+    /// The reading is already outside the window.
+    #[error("reading time {event_time} is not after the window start {window_start}")]
+    Late {
+        /// The reading's event time.
+        event_time: Timestamp,
+        /// `now - window`: readings at or before this instant are outside the window.
+        window_start: Timestamp,
+    },
+    /// The reading is too far in the future.
+    #[error("reading time {event_time} is after the latest accepted time {latest_accepted}")]
+    Future {
+        /// The reading's event time.
+        event_time: Timestamp,
+        /// `now + max_future_skew`.
+        latest_accepted: Timestamp,
+    },
+    /// Accepting the reading would create one key too many.
+    #[error("new key would exceed max_keys = {limit}")]
+    TooManyKeys {
+        /// The configured `max_keys`.
+        limit: usize,
+    },
+}
+
+impl Rejection {
+    /// The stable reason code of this rejection.
+    pub fn reason(&self) -> RejectionReason {
+        match self {
+            Rejection::TooLarge { .. } => RejectionReason::TooLarge,
+            Rejection::InvalidJson { .. } => RejectionReason::InvalidJson,
+            Rejection::MissingField { .. } => RejectionReason::MissingField,
+            Rejection::BadValue { .. } => RejectionReason::BadValue,
+            Rejection::MachineMismatch { .. } => RejectionReason::MachineMismatch,
+            Rejection::Late { .. } => RejectionReason::Late,
+            Rejection::Future { .. } => RejectionReason::Future,
+            Rejection::TooManyKeys { .. } => RejectionReason::TooManyKeys,
+        }
+    }
+
+    pub(crate) fn bad_value(field: &str, detail: impl Into<String>) -> Self {
+        Rejection::BadValue {
+            field: field.to_owned(),
+            detail: detail.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_those_of_the_contract() {
+        let codes: Vec<&str> = RejectionReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            codes,
+            [
+                "too_large",
+                "invalid_json",
+                "missing_field",
+                "bad_value",
+                "machine_mismatch",
+                "late",
+                "future",
+                "too_many_keys"
+            ]
+        );
+    }
+}

@@ -1,0 +1,604 @@
+//! The keyed sliding-window store: exact sum and count of the last `window` per
+//! (machine, scrap index), expiry scheduling, idle-key forgetting and the `max_keys` cap.
+//!
+//! Semantics (DESIGN.md "The window"): at instant `T` a key's window holds the accepted
+//! readings with `T - W < t`. A reading at `t` therefore expires at exactly `t + W`.
+//!
+//! Cost: accepting an in-order reading is a hash lookup and a push; expiry touches only the
+//! keys whose oldest reading is due, found through an ordered index of each key's oldest
+//! reading, so there is never a scan over all keys. [`WindowStore::next_deadline`] tells the
+//! caller when to wake next.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::parse::Reading;
+use crate::rejection::Rejection;
+use crate::sum::CompensatedSum;
+use crate::timestamp::Timestamp;
+use crate::wire::Aggregate;
+
+/// Settings of the window store, with the contract's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// Window length `W` (`window_seconds`, default 60 s).
+    pub window: Duration,
+    /// How far ahead of the ingest clock a reading may be (`max_future_skew`, default 5 s).
+    pub max_future_skew: Duration,
+    /// Most keys tracked at once (`max_keys`, default 100 000).
+    pub max_keys: usize,
+    /// How long a key's window stays empty before the key is forgotten (`key_idle_ttl`,
+    /// default 10 min).
+    pub key_idle_ttl: Duration,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            window: Duration::from_secs(60),
+            max_future_skew: Duration::from_secs(5),
+            max_keys: 100_000,
+            key_idle_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A (machine, scrap index) pair. The machine id is shared, so handing keys out is cheap.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// Machine id (a legal topic level).
+    pub machine: Arc<str>,
+    /// Scrap index.
+    pub scrap_index: u32,
+}
+
+/// A handle to a key inside one [`WindowStore`]. Stale handles (of forgotten keys) are
+/// detected by a generation number and resolve to nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId {
+    slot: u32,
+    generation: u32,
+}
+
+/// The sum and count of one key's window: the cheap form of an [`Aggregate`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WindowTotals {
+    /// Exact sum; exactly 0.0 when `count` is 0.
+    pub sum: f64,
+    /// Readings in the window.
+    pub count: u64,
+}
+
+impl WindowTotals {
+    /// `sum / count`, `None` for an empty window.
+    pub fn avg(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
+
+/// One buffered reading: 16 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    time: i64,
+    value: f64,
+}
+
+struct Slot {
+    key: Key,
+    generation: u32,
+    /// Sorted by time; readings mostly arrive in order, so inserts land at the back.
+    entries: VecDeque<Entry>,
+    sum: CompensatedSum,
+    removed_since_rebuild: usize,
+    /// The instant the window last became empty, while it is empty.
+    empty_since: Option<i64>,
+}
+
+impl Slot {
+    fn totals(&self) -> WindowTotals {
+        if self.entries.is_empty() {
+            WindowTotals { sum: 0.0, count: 0 }
+        } else {
+            WindowTotals {
+                sum: self.sum.value(),
+                count: self.entries.len() as u64,
+            }
+        }
+    }
+}
+
+/// The window of every key, with exact sums.
+///
+/// # Memory
+/// A buffered reading takes 16 bytes (an `i64` time and an `f64` value) in a per-key ring
+/// buffer. Buffers grow by doubling and are shrunk when less than half full, so on average a
+/// buffered reading costs at most 32 bytes, plus a fixed cost per key (its id, the index
+/// entries, about 150 bytes). [`WindowStore::buffer_bytes`] reports the buffer part.
+///
+/// # Time
+/// Every method that depends on time takes `now` from the caller; call
+/// [`WindowStore::expire`] with the current instant before reading totals.
+pub struct WindowStore {
+    config: WindowConfig,
+    window_nanos: i64,
+    index: HashMap<Arc<str>, HashMap<u32, KeyId>>,
+    slots: Vec<Option<Slot>>,
+    free_slots: Vec<u32>,
+    next_generation: u32,
+    live_keys: usize,
+    buffered: usize,
+    /// `(oldest reading time, slot)` of every non-empty key: the expiry schedule.
+    oldest: BTreeSet<(i64, u32)>,
+    /// `(empty since, slot)` of every key whose window is empty: the forgetting schedule.
+    idle: BTreeSet<(i64, u32)>,
+}
+
+impl WindowStore {
+    /// An empty store.
+    pub fn new(config: WindowConfig) -> Self {
+        let window_nanos = i64::try_from(config.window.as_nanos()).unwrap_or(i64::MAX);
+        WindowStore {
+            config,
+            window_nanos,
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            next_generation: 0,
+            live_keys: 0,
+            buffered: 0,
+            oldest: BTreeSet::new(),
+            idle: BTreeSet::new(),
+        }
+    }
+
+    /// The settings this store was built with.
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
+    /// Adds a reading at ingest-clock instant `now`.
+    ///
+    /// Rejects it as `late` when `t <= now - W`, as `future` when `t > now + max_future_skew`,
+    /// and as `too_many_keys` when it would create key number `max_keys + 1`. Returns the key
+    /// whose aggregate changed.
+    pub fn accept(&mut self, reading: &Reading<'_>, now: Timestamp) -> Result<KeyId, Rejection> {
+        let t = reading.event_time.unix_nanos();
+        let window_start = now.unix_nanos().saturating_sub(self.window_nanos);
+        if t <= window_start {
+            return Err(Rejection::Late {
+                event_time: reading.event_time,
+                window_start: Timestamp::from_unix_nanos(window_start),
+            });
+        }
+        let latest = now.saturating_add(self.config.max_future_skew);
+        if reading.event_time > latest {
+            return Err(Rejection::Future {
+                event_time: reading.event_time,
+                latest_accepted: latest,
+            });
+        }
+        let id = match self.lookup(reading.machine, reading.scrap_index) {
+            Some(id) => id,
+            None => self.create_key(reading.machine, reading.scrap_index)?,
+        };
+        self.push(
+            id.slot,
+            Entry {
+                time: t,
+                value: reading.value,
+            },
+        );
+        Ok(id)
+    }
+
+    fn create_key(&mut self, machine: &str, scrap_index: u32) -> Result<KeyId, Rejection> {
+        if self.live_keys >= self.config.max_keys {
+            return Err(Rejection::TooManyKeys {
+                limit: self.config.max_keys,
+            });
+        }
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let machine: Arc<str> = match self.index.get_key_value(machine) {
+            Some((shared, _)) => Arc::clone(shared),
+            None => Arc::from(machine),
+        };
+        let slot = Slot {
+            key: Key {
+                machine: Arc::clone(&machine),
+                scrap_index,
+            },
+            generation,
+            entries: VecDeque::new(),
+            sum: CompensatedSum::ZERO,
+            removed_since_rebuild: 0,
+            empty_since: None,
+        };
+        let slot_no = match self.free_slots.pop() {
+            Some(n) => {
+                self.slots[n as usize] = Some(slot);
+                n
+            }
+            None => {
+                self.slots.push(Some(slot));
+                // Slots are bounded by max_keys, which is far below u32::MAX.
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let id = KeyId {
+            slot: slot_no,
+            generation,
+        };
+        self.index
+            .entry(machine)
+            .or_default()
+            .insert(scrap_index, id);
+        self.live_keys += 1;
+        Ok(id)
+    }
+
+    fn push(&mut self, slot_no: u32, entry: Entry) {
+        let Some(slot) = self.slots[slot_no as usize].as_mut() else {
+            return;
+        };
+        let old_front = slot.entries.front().map(|e| e.time);
+        match slot.entries.back() {
+            Some(last) if last.time > entry.time => {
+                // Out of order: keep the buffer sorted so expiry can pop from the front.
+                let at = slot.entries.partition_point(|e| e.time <= entry.time);
+                slot.entries.insert(at, entry);
+            }
+            _ => slot.entries.push_back(entry),
+        }
+        slot.sum.add(entry.value);
+        if let Some(since) = slot.empty_since.take() {
+            self.idle.remove(&(since, slot_no));
+        }
+        match old_front {
+            None => {
+                self.oldest.insert((entry.time, slot_no));
+            }
+            Some(front) if entry.time < front => {
+                self.oldest.remove(&(front, slot_no));
+                self.oldest.insert((entry.time, slot_no));
+            }
+            Some(_) => {}
+        }
+        self.buffered += 1;
+    }
+
+    /// Removes every reading with `t <= now - W` and records in `changed` each key whose
+    /// aggregate changed. Keys whose window becomes empty start their idle time at the instant
+    /// their last reading expired.
+    pub fn expire(&mut self, now: Timestamp, changed: &mut Vec<KeyId>) {
+        let cutoff = now.unix_nanos().saturating_sub(self.window_nanos);
+        while let Some(&(front, slot_no)) = self.oldest.first() {
+            if front > cutoff {
+                break;
+            }
+            self.oldest.pop_first();
+            let Some(slot) = self.slots[slot_no as usize].as_mut() else {
+                continue;
+            };
+            let mut last_removed = front;
+            let mut removed = 0;
+            while let Some(e) = slot.entries.front() {
+                if e.time > cutoff {
+                    break;
+                }
+                last_removed = e.time;
+                slot.sum.add(-e.value);
+                slot.entries.pop_front();
+                removed += 1;
+            }
+            self.buffered -= removed;
+            slot.removed_since_rebuild += removed;
+            match slot.entries.front() {
+                None => {
+                    // Exactly zero, whatever rounding the removals left behind.
+                    slot.sum = CompensatedSum::ZERO;
+                    slot.removed_since_rebuild = 0;
+                    let since = last_removed.saturating_add(self.window_nanos);
+                    slot.empty_since = Some(since);
+                    self.idle.insert((since, slot_no));
+                }
+                Some(first) => {
+                    self.oldest.insert((first.time, slot_no));
+                    if slot.removed_since_rebuild >= slot.entries.len().max(32) {
+                        slot.sum = CompensatedSum::of(slot.entries.iter().map(|e| e.value));
+                        slot.removed_since_rebuild = 0;
+                    }
+                }
+            }
+            let len = slot.entries.len();
+            if slot.entries.capacity() > 2 * len + 8 {
+                slot.entries.shrink_to(len + len / 2);
+            }
+            changed.push(KeyId {
+                slot: slot_no,
+                generation: slot.generation,
+            });
+        }
+    }
+
+    /// Forgets every key whose window has been empty for `key_idle_ttl` at `now`, appending
+    /// them to `forgotten` (their retained aggregates are to be cleared). Their [`KeyId`]s
+    /// become stale.
+    pub fn forget_idle(&mut self, now: Timestamp, forgotten: &mut Vec<Key>) {
+        let ttl = i64::try_from(self.config.key_idle_ttl.as_nanos()).unwrap_or(i64::MAX);
+        let deadline = now.unix_nanos().saturating_sub(ttl);
+        while let Some(&(since, slot_no)) = self.idle.first() {
+            if since > deadline {
+                break;
+            }
+            self.idle.pop_first();
+            let Some(slot) = self.slots[slot_no as usize].take() else {
+                continue;
+            };
+            if let Some(by_index) = self.index.get_mut(&*slot.key.machine) {
+                by_index.remove(&slot.key.scrap_index);
+                if by_index.is_empty() {
+                    self.index.remove(&*slot.key.machine);
+                }
+            }
+            self.free_slots.push(slot_no);
+            self.live_keys -= 1;
+            forgotten.push(slot.key);
+        }
+    }
+
+    /// The earliest instant at which [`expire`](Self::expire) or
+    /// [`forget_idle`](Self::forget_idle) would change anything, so a service can sleep until
+    /// exactly then. `None` when nothing is buffered and no key is idle.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let expiry = self.next_expiry();
+        let ttl = i64::try_from(self.config.key_idle_ttl.as_nanos()).unwrap_or(i64::MAX);
+        let forget = self
+            .idle
+            .first()
+            .map(|&(since, _)| Timestamp::from_unix_nanos(since.saturating_add(ttl)));
+        match (expiry, forget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The instant the oldest buffered reading leaves its window.
+    pub fn next_expiry(&self) -> Option<Timestamp> {
+        self.oldest
+            .first()
+            .map(|&(t, _)| Timestamp::from_unix_nanos(t.saturating_add(self.window_nanos)))
+    }
+
+    /// The handle of a key, if it is tracked.
+    pub fn lookup(&self, machine: &str, scrap_index: u32) -> Option<KeyId> {
+        self.index.get(machine)?.get(&scrap_index).copied()
+    }
+
+    fn slot(&self, id: KeyId) -> Option<&Slot> {
+        self.slots
+            .get(id.slot as usize)?
+            .as_ref()
+            .filter(|s| s.generation == id.generation)
+    }
+
+    /// The key behind a handle; `None` if it has been forgotten.
+    pub fn key(&self, id: KeyId) -> Option<&Key> {
+        self.slot(id).map(|s| &s.key)
+    }
+
+    /// Sum and count of a key's window as of the last [`expire`](Self::expire).
+    pub fn totals(&self, id: KeyId) -> Option<WindowTotals> {
+        self.slot(id).map(Slot::totals)
+    }
+
+    /// The wire aggregate of a key, stamped with `now`.
+    pub fn aggregate(&self, id: KeyId, now: Timestamp) -> Option<Aggregate> {
+        let slot = self.slot(id)?;
+        let totals = slot.totals();
+        Some(Aggregate {
+            machine_id: slot.key.machine.to_string(),
+            scrap_index: slot.key.scrap_index,
+            sum: totals.sum,
+            avg: totals.avg(),
+            count: totals.count,
+            window_seconds: self.config.window.as_secs(),
+            timestamp: now.to_rfc3339_millis(),
+        })
+    }
+
+    /// Handles of every tracked key, in no particular order.
+    pub fn key_ids(&self) -> impl Iterator<Item = KeyId> + '_ {
+        self.slots.iter().enumerate().filter_map(|(n, s)| {
+            s.as_ref().map(|s| KeyId {
+                slot: n as u32,
+                generation: s.generation,
+            })
+        })
+    }
+
+    /// Number of tracked keys (including idle ones not yet forgotten).
+    pub fn key_count(&self) -> usize {
+        self.live_keys
+    }
+
+    /// Number of buffered readings over all keys.
+    pub fn buffered_readings(&self) -> usize {
+        self.buffered
+    }
+
+    /// Bytes reserved by the reading buffers (capacity, not length).
+    pub fn buffer_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|s| s.entries.capacity() * std::mem::size_of::<Entry>())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: i64 = 1_000_000_000;
+
+    fn at(secs: f64) -> Timestamp {
+        Timestamp::from_unix_nanos((secs * SEC as f64) as i64 + 1_700_000_000 * SEC)
+    }
+
+    fn reading(machine: &str, index: u32, value: f64, t: Timestamp) -> Reading<'_> {
+        Reading {
+            machine,
+            scrap_index: index,
+            value,
+            event_time: t,
+            time_from_payload: true,
+        }
+    }
+
+    fn store() -> WindowStore {
+        WindowStore::new(WindowConfig {
+            window: Duration::from_secs(60),
+            max_future_skew: Duration::from_secs(5),
+            max_keys: 3,
+            key_idle_ttl: Duration::from_secs(600),
+        })
+    }
+
+    #[test]
+    fn window_boundary_is_exclusive_at_the_start() {
+        let mut s = store();
+        let id = s.accept(&reading("A1", 2, 4.0, at(0.0)), at(0.0)).unwrap();
+        let mut changed = Vec::new();
+        s.expire(at(59.999), &mut changed);
+        assert!(changed.is_empty());
+        assert_eq!(s.totals(id).unwrap().count, 1);
+        assert_eq!(s.next_expiry(), Some(at(60.0)));
+        s.expire(at(60.0), &mut changed);
+        assert_eq!(changed, vec![id]);
+        let totals = s.totals(id).unwrap();
+        assert_eq!((totals.sum, totals.count, totals.avg()), (0.0, 0, None));
+    }
+
+    #[test]
+    fn late_and_future_readings_are_rejected() {
+        let mut s = store();
+        let late = s.accept(&reading("A1", 1, 1.0, at(0.0)), at(60.0));
+        assert!(matches!(late, Err(Rejection::Late { .. })), "{late:?}");
+        let ok = s.accept(&reading("A1", 1, 1.0, at(65.0)), at(60.0));
+        assert!(ok.is_ok());
+        let future = s.accept(&reading("A1", 1, 1.0, at(65.001)), at(60.0));
+        assert!(
+            matches!(future, Err(Rejection::Future { .. })),
+            "{future:?}"
+        );
+        assert_eq!(s.buffered_readings(), 1);
+    }
+
+    #[test]
+    fn max_keys_caps_new_keys_but_not_existing_ones() {
+        let mut s = store();
+        for m in ["A", "B", "C"] {
+            s.accept(&reading(m, 0, 1.0, at(0.0)), at(0.0)).unwrap();
+        }
+        let err = s
+            .accept(&reading("D", 0, 1.0, at(0.0)), at(0.0))
+            .unwrap_err();
+        assert_eq!(err, Rejection::TooManyKeys { limit: 3 });
+        assert!(s.accept(&reading("A", 0, 1.0, at(1.0)), at(1.0)).is_ok());
+        assert_eq!(s.key_count(), 3);
+    }
+
+    #[test]
+    fn out_of_order_readings_expire_at_their_own_time() {
+        let mut s = store();
+        let id = s
+            .accept(&reading("A1", 1, 1.0, at(10.0)), at(10.0))
+            .unwrap();
+        s.accept(&reading("A1", 1, 2.0, at(5.0)), at(10.0)).unwrap();
+        s.accept(&reading("A1", 1, 4.0, at(7.0)), at(10.0)).unwrap();
+        assert_eq!(s.next_expiry(), Some(at(65.0)));
+        let mut changed = Vec::new();
+        s.expire(at(67.0), &mut changed);
+        assert_eq!(s.totals(id).unwrap(), WindowTotals { sum: 1.0, count: 1 });
+        assert_eq!(s.next_expiry(), Some(at(70.0)));
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_after_the_ttl_and_free_their_place() {
+        let mut s = store();
+        let id = s.accept(&reading("A1", 1, 1.0, at(0.0)), at(0.0)).unwrap();
+        let mut changed = Vec::new();
+        s.expire(at(61.0), &mut changed);
+        assert_eq!(s.next_deadline(), Some(at(660.0)));
+        let mut forgotten = Vec::new();
+        s.forget_idle(at(659.0), &mut forgotten);
+        assert!(forgotten.is_empty());
+        s.forget_idle(at(660.0), &mut forgotten);
+        assert_eq!(forgotten.len(), 1);
+        assert_eq!(&*forgotten[0].machine, "A1");
+        assert_eq!(s.key(id), None, "stale handle resolves to nothing");
+        assert_eq!(s.key_count(), 0);
+        assert_eq!(s.next_deadline(), None);
+        let again = s
+            .accept(&reading("A1", 1, 3.0, at(700.0)), at(700.0))
+            .unwrap();
+        assert_ne!(again, id);
+        assert_eq!(s.totals(again).unwrap().sum, 3.0);
+    }
+
+    #[test]
+    fn a_new_reading_cancels_forgetting() {
+        let mut s = store();
+        s.accept(&reading("A1", 1, 1.0, at(0.0)), at(0.0)).unwrap();
+        let mut changed = Vec::new();
+        s.expire(at(61.0), &mut changed);
+        s.accept(&reading("A1", 1, 1.0, at(100.0)), at(100.0))
+            .unwrap();
+        let mut forgotten = Vec::new();
+        s.forget_idle(at(700.0), &mut forgotten);
+        assert!(forgotten.is_empty());
+        assert_eq!(s.key_count(), 1);
+    }
+
+    #[test]
+    fn aggregate_has_the_wire_fields() {
+        let mut s = store();
+        let id = s.accept(&reading("A1", 2, 4.0, at(0.0)), at(0.0)).unwrap();
+        s.accept(&reading("A1", 2, 3.0, at(1.0)), at(1.0)).unwrap();
+        let agg = s.aggregate(id, at(1.5)).unwrap();
+        assert_eq!(agg.machine_id, "A1");
+        assert_eq!(agg.scrap_index, 2);
+        assert_eq!(agg.sum, 7.0);
+        assert_eq!(agg.avg, Some(3.5));
+        assert_eq!(agg.count, 2);
+        assert_eq!(agg.window_seconds, 60);
+    }
+
+    #[test]
+    fn buffers_cost_at_most_32_bytes_per_reading_on_average() {
+        let mut s = WindowStore::new(WindowConfig::default());
+        let machines: Vec<String> = (0..50).map(|m| format!("M{m}")).collect();
+        let mut changed = Vec::new();
+        // 10 000 readings/s for 120 s over 250 keys, so buffers have grown and shrunk.
+        for step in 0..120_000_i64 {
+            let now = Timestamp::from_unix_nanos(step * 12_000_000);
+            let m = &machines[(step % 50) as usize];
+            s.accept(&reading(m, (step % 5) as u32, 1.0, now), now)
+                .unwrap();
+            if step % 1000 == 0 {
+                s.expire(now, &mut changed);
+                changed.clear();
+                if s.buffered_readings() > 10_000 {
+                    let per_reading = s.buffer_bytes() as f64 / s.buffered_readings() as f64;
+                    assert!(
+                        per_reading <= 32.0,
+                        "{per_reading} bytes per reading at {step}"
+                    );
+                }
+            }
+        }
+    }
+}

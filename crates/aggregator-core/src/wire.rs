@@ -1,0 +1,142 @@
+//! JSON published by the services: aggregates, dead letters and ingest liveness.
+//!
+//! Field names follow the original service's WebSocket message (kept for its users).
+
+use serde::{Deserialize, Serialize};
+
+use crate::rejection::Rejection;
+use crate::timestamp::Timestamp;
+
+/// How many payload bytes a dead letter carries.
+pub const DEAD_LETTER_PAYLOAD_BYTES: usize = 1024;
+
+/// The window state of one (machine, scrap index) key, as published on
+/// `aggregates/{machineId}/{scrapIndex}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// Machine id (the topic level).
+    #[serde(rename = "maschinenId")]
+    pub machine_id: String,
+    /// Scrap index.
+    #[serde(rename = "scrapIndex")]
+    pub scrap_index: u32,
+    /// Sum of the values in the window; exactly 0 when empty. The name keeps `60s` whatever
+    /// the window, for compatibility; `windowSeconds` tells the real length.
+    #[serde(rename = "sumLast60s")]
+    pub sum: f64,
+    /// `sum / count`, `null` for an empty window. Full precision: rounding is the display's job.
+    #[serde(rename = "avgLast60s")]
+    pub avg: Option<f64>,
+    /// Readings in the window.
+    pub count: u64,
+    /// Window length in seconds.
+    #[serde(rename = "windowSeconds")]
+    pub window_seconds: u64,
+    /// Ingest-clock time of this aggregate, RFC 3339 UTC with milliseconds.
+    pub timestamp: String,
+}
+
+/// A key as it appears in WebSocket `remove` frames.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyRef {
+    /// Machine id.
+    #[serde(rename = "maschinenId")]
+    pub machine_id: String,
+    /// Scrap index.
+    #[serde(rename = "scrapIndex")]
+    pub scrap_index: u32,
+}
+
+/// A rejected payload as published on `ingest/rejected` (not retained).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Reason code, e.g. `bad_value`.
+    pub reason: String,
+    /// Human detail of what was wrong (an addition to the contract's fields).
+    pub detail: String,
+    /// The topic the payload came in on.
+    pub topic: String,
+    /// The first KiB of the payload, lossy UTF-8.
+    pub payload: String,
+    /// Ingest-clock time of receipt.
+    #[serde(rename = "receivedAt")]
+    pub received_at: String,
+}
+
+impl DeadLetter {
+    /// Builds the dead letter for `rejection` of `payload` received on `topic` at `received_at`.
+    pub fn new(rejection: &Rejection, topic: &str, payload: &[u8], received_at: Timestamp) -> Self {
+        let head = &payload[..payload.len().min(DEAD_LETTER_PAYLOAD_BYTES)];
+        DeadLetter {
+            reason: rejection.reason().as_str().to_owned(),
+            detail: rejection.to_string(),
+            topic: topic.to_owned(),
+            payload: String::from_utf8_lossy(head).into_owned(),
+            received_at: received_at.to_rfc3339_millis(),
+        }
+    }
+}
+
+/// Ingest liveness on `status/ingest` (retained; the `false` form is the last will).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestStatus {
+    /// Whether ingest is connected and working.
+    pub online: bool,
+    /// When this ingest process started, RFC 3339.
+    #[serde(rename = "startedAt")]
+    pub started_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregate_json_has_the_contract_field_names() {
+        let a = Aggregate {
+            machine_id: "A1".into(),
+            scrap_index: 2,
+            sum: 25.0,
+            avg: Some(25.0 / 7.0),
+            count: 7,
+            window_seconds: 60,
+            timestamp: "2026-01-01T12:00:30.123Z".into(),
+        };
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(
+            json,
+            r#"{"maschinenId":"A1","scrapIndex":2,"sumLast60s":25.0,"avgLast60s":3.5714285714285716,"count":7,"windowSeconds":60,"timestamp":"2026-01-01T12:00:30.123Z"}"#
+        );
+        let empty = Aggregate {
+            sum: 0.0,
+            avg: None,
+            count: 0,
+            ..a
+        };
+        let json = serde_json::to_string(&empty).unwrap();
+        assert!(
+            json.contains(r#""sumLast60s":0.0,"avgLast60s":null,"count":0"#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn dead_letter_truncates_to_one_kib_lossily() {
+        let mut payload = vec![b'a'; 1023];
+        payload.extend_from_slice("ü".as_bytes()); // split across the 1 KiB boundary
+        payload.extend_from_slice(&[b'b'; 10]);
+        let rejection = Rejection::TooLarge {
+            size: payload.len(),
+            limit: 10,
+        };
+        let letter = DeadLetter::new(&rejection, "machines/A1/scrap", &payload, Timestamp::EPOCH);
+        assert_eq!(letter.reason, "too_large");
+        assert!(letter.payload.starts_with(&"a".repeat(1023)));
+        assert!(letter.payload.ends_with('\u{FFFD}'));
+        assert!(!letter.payload.contains('b'));
+        let json = serde_json::to_value(&letter).unwrap();
+        for field in ["reason", "topic", "payload", "receivedAt"] {
+            assert!(json.get(field).is_some(), "{field}");
+        }
+    }
+}

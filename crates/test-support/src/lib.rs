@@ -1,0 +1,32 @@
+//! Integration-test helpers shared by every scrap-pulse crate.
+//!
+//! Tests run against real things: a Mosquitto child process per test on a free port
+//! ([`Broker`]), real MQTT clients that record what they receive ([`Collector`]) or count
+//! acknowledgements of what they send ([`Publisher`]), and the service binaries themselves
+//! ([`ServiceProcess`]). Waiting is always on a condition with a deadline ([`wait_until`],
+//! [`Collector::wait_for`]), never a bare sleep.
+//!
+//! Helpers panic with a message that carries the relevant logs when the environment is broken
+//! (missing tool, broker that never comes up); conditions a test asserts on return `Result`
+//! so the test decides how to fail.
+
+mod broker;
+mod collector;
+mod http;
+mod process;
+mod publisher;
+mod tools;
+mod wait;
+
+pub use broker::{Broker, BrokerOptions};
+pub use collector::{Collector, Message};
+pub use http::{http_get, try_http_get};
+pub use process::ServiceProcess;
+pub use publisher::{Publisher, publish_retained};
+pub use rumqttc::QoS;
+pub use tools::{free_port, require_tool, unique_client_id};
+pub use wait::wait_until;
+
+/// The install hint used for Mosquitto everywhere, so every failing test says the same thing.
+pub const MOSQUITTO_INSTALL_HINT: &str =
+    "apt-get install mosquitto mosquitto-clients (Debian/Ubuntu), brew install mosquitto (macOS)";

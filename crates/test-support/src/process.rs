@@ -1,0 +1,197 @@
+//! A service binary run as a real child process, with its output kept for failure messages.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+use crate::broker::pid_i32;
+
+/// Default time a service gets to exit after SIGTERM in [`ServiceProcess::terminate`].
+const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running binary (e.g. `env!("CARGO_BIN_EXE_ingest")`) with stdout and stderr captured to
+/// files in its own temp dir. Killed with SIGKILL when dropped.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    name: String,
+    dir: TempDir,
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+impl ServiceProcess {
+    /// Spawns `program` with `args` and the extra environment `env` (added to the inherited one).
+    ///
+    /// # Panics
+    /// When the program cannot be started (message names it).
+    pub fn spawn<I, S, E, K, V>(program: impl AsRef<Path>, args: I, env: E) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+        E: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let program = program.as_ref();
+        let name = program.file_name().map_or_else(
+            || program.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        // expect: failing to create temp files means the test machine is broken.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("scrap-pulse-{name}-"))
+            .tempdir()
+            .expect("create process temp dir");
+        let stdout =
+            std::fs::File::create(dir.path().join("stdout.log")).expect("create stdout.log");
+        let stderr =
+            std::fs::File::create(dir.path().join("stderr.log")).expect("create stderr.log");
+        let child = Command::new(program)
+            .args(args)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Self {
+            name,
+            dir,
+            child,
+            status: None,
+        }
+    }
+
+    /// The OS process id (None once it has been reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        if self.status.is_some() {
+            return false;
+        }
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.status = Some(status);
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Sends `signal` (e.g. SIGINT) without waiting.
+    ///
+    /// # Errors
+    /// When the process is gone or the signal cannot be sent.
+    pub fn signal(&self, signal: Signal) -> Result<(), String> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| format!("{} has already exited", self.name))?;
+        kill(Pid::from_raw(pid_i32(pid)), signal)
+            .map_err(|e| format!("sending {signal} to {}: {e}", self.name))
+    }
+
+    /// Sends SIGTERM and waits up to 10 s for the exit status.
+    ///
+    /// # Panics
+    /// When the process does not exit in time (it is then killed; the message holds its logs).
+    pub async fn terminate(&mut self) -> ExitStatus {
+        self.terminate_with(Signal::SIGTERM, TERMINATE_TIMEOUT)
+            .await
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the exit status.
+    ///
+    /// # Panics
+    /// As [`ServiceProcess::terminate`].
+    pub async fn terminate_with(&mut self, signal: Signal, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let _ = self.signal(signal);
+        match self.wait_exit(timeout).await {
+            Ok(status) => status,
+            Err(e) => {
+                let _ = self.child.kill().await;
+                panic!("{e}\n{}", self.logs());
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    ///
+    /// # Errors
+    /// When it is still running after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(Ok(status)) => {
+                self.status = Some(status);
+                Ok(status)
+            }
+            Ok(Err(e)) => Err(format!("waiting for {}: {e}", self.name)),
+            Err(_) => Err(format!("{} did not exit within {timeout:?}", self.name)),
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub async fn kill(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill().await;
+            self.status = self.child.try_wait().ok().flatten();
+        }
+    }
+
+    /// What the process wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Both outputs, labelled, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- {} stdout ---\n{}--- {} stderr ---\n{}",
+            self.name,
+            self.stdout(),
+            self.name,
+            self.stderr()
+        )
+    }
+
+    /// Waits until stderr or stdout contains `needle`.
+    ///
+    /// # Errors
+    /// After `timeout`, with the logs.
+    pub async fn wait_for_output(&self, needle: &str, timeout: Duration) -> Result<(), String> {
+        crate::wait_until(
+            timeout,
+            &format!("{} output contains {needle:?}", self.name),
+            || async { self.stderr().contains(needle) || self.stdout().contains(needle) },
+        )
+        .await
+        .map_err(|e| format!("{e}\n{}", self.logs()))
+    }
+
+    /// The directory holding the captured output; also a private scratch dir for the test.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}

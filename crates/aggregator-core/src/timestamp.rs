@@ -56,12 +56,19 @@ impl Timestamp {
         if !millis.is_finite() {
             return Err(TimestampError::NotFinite);
         }
-        let nanos = (millis * NANOS_PER_MILLI as f64).round();
+        // Whole and fractional milliseconds apart: multiplying the whole number by 1e6 in
+        // floating point would lose the last digits of a current epoch time.
+        let whole = millis.trunc();
         // i64::MAX as f64 rounds up to 2^63, so the bound must be strict.
-        if nanos >= i64::MAX as f64 || nanos < i64::MIN as f64 {
+        if whole >= i64::MAX as f64 || whole < i64::MIN as f64 {
             return Err(TimestampError::OutOfRange);
         }
-        Ok(Timestamp(nanos as i64))
+        let sub_milli = ((millis - whole) * NANOS_PER_MILLI as f64).round() as i64;
+        (whole as i64)
+            .checked_mul(NANOS_PER_MILLI)
+            .and_then(|n| n.checked_add(sub_milli))
+            .map(Timestamp)
+            .ok_or(TimestampError::OutOfRange)
     }
 
     /// Whole milliseconds since the epoch (floored).

@@ -9,7 +9,9 @@
 //! reading, so there is never a scan over all keys. [`WindowStore::next_deadline`] tells the
 //! caller when to wake next.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use hashbrown::{Equivalent, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +53,19 @@ pub struct Key {
     pub machine: Arc<str>,
     /// Scrap index.
     pub scrap_index: u32,
+}
+
+/// A borrowed [`Key`] for lookups; hashes exactly like `Key` (a `str`, then a `u32`).
+#[derive(Hash)]
+struct KeyQuery<'a> {
+    machine: &'a str,
+    scrap_index: u32,
+}
+
+impl Equivalent<Key> for KeyQuery<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.scrap_index == key.scrap_index && self.machine == &*key.machine
+    }
 }
 
 /// A handle to a key inside one [`WindowStore`]. Stale handles (of forgotten keys) are
@@ -122,7 +137,10 @@ impl Slot {
 pub struct WindowStore {
     config: WindowConfig,
     window_nanos: i64,
-    index: HashMap<Arc<str>, HashMap<u32, KeyId>>,
+    /// hashbrown with its default foldhash: several times faster than SipHash on short ids
+    /// and randomly seeded per process, so crafted machine ids cannot aim at one bucket.
+    /// Looked up by a borrowed [`KeyQuery`], so finding a key hashes once and allocates nothing.
+    index: HashMap<Key, KeyId>,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<u32>,
     next_generation: u32,
@@ -141,7 +159,7 @@ impl WindowStore {
         WindowStore {
             config,
             window_nanos,
-            index: HashMap::new(),
+            index: HashMap::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
             next_generation: 0,
@@ -200,15 +218,12 @@ impl WindowStore {
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
-        let machine: Arc<str> = match self.index.get_key_value(machine) {
-            Some((shared, _)) => Arc::clone(shared),
-            None => Arc::from(machine),
+        let key = Key {
+            machine: Arc::from(machine),
+            scrap_index,
         };
         let slot = Slot {
-            key: Key {
-                machine: Arc::clone(&machine),
-                scrap_index,
-            },
+            key: key.clone(),
             generation,
             entries: VecDeque::new(),
             sum: CompensatedSum::ZERO,
@@ -230,10 +245,7 @@ impl WindowStore {
             slot: slot_no,
             generation,
         };
-        self.index
-            .entry(machine)
-            .or_default()
-            .insert(scrap_index, id);
+        self.index.insert(key, id);
         self.live_keys += 1;
         Ok(id)
     }
@@ -336,12 +348,7 @@ impl WindowStore {
             let Some(slot) = self.slots[slot_no as usize].take() else {
                 continue;
             };
-            if let Some(by_index) = self.index.get_mut(&*slot.key.machine) {
-                by_index.remove(&slot.key.scrap_index);
-                if by_index.is_empty() {
-                    self.index.remove(&*slot.key.machine);
-                }
-            }
+            self.index.remove(&slot.key);
             self.free_slots.push(slot_no);
             self.live_keys -= 1;
             forgotten.push(slot.key);
@@ -373,7 +380,12 @@ impl WindowStore {
 
     /// The handle of a key, if it is tracked.
     pub fn lookup(&self, machine: &str, scrap_index: u32) -> Option<KeyId> {
-        self.index.get(machine)?.get(&scrap_index).copied()
+        self.index
+            .get(&KeyQuery {
+                machine,
+                scrap_index,
+            })
+            .copied()
     }
 
     fn slot(&self, id: KeyId) -> Option<&Slot> {

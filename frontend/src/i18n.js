@@ -1,0 +1,145 @@
+// Texts and number/time formats in German (the original's language, and the default) and
+// English. The language comes from a stored choice, else from the browser, else German.
+
+const STORAGE_KEY = 'scrapPulse.lang';
+export const LANGUAGES = ['de', 'en'];
+
+const TEXTS = {
+  de: {
+    title: 'Ausschuss live',
+    subtitle: 'Summe und Durchschnitt der letzten {s} s je Maschine und Ausschuss-Index',
+    chartTitleSum: 'Ausschuss-Summe je Maschine',
+    chartTitleAvg: 'Ausschuss-Durchschnitt je Maschine',
+    showSum: 'Summen',
+    showAvg: 'Durchschnitte',
+    chartMode: 'Diagramm zeigt',
+    language: 'Sprache',
+    index: 'Index {i}',
+    sum: 'Summe',
+    avg: 'Durchschnitt',
+    count: 'Meldungen',
+    age: 'Aktualisiert',
+    machine: 'Maschine',
+    ws: 'Verbindung',
+    wsConnecting: 'verbinde …',
+    wsOpen: 'verbunden',
+    wsClosed: 'getrennt, neuer Versuch in {s} s',
+    broker: 'Broker',
+    brokerUp: 'verbunden',
+    brokerDown: 'getrennt',
+    ingest: 'Ingest',
+    ingestOnline: 'online',
+    ingestOffline: 'offline',
+    unknown: 'unbekannt',
+    lastUpdate: 'Letzte Daten',
+    never: 'noch keine',
+    empty: 'Noch keine Daten. Sobald Maschinen Ausschuss melden, erscheinen sie hier.',
+    cardsHeading: 'Maschinen',
+  },
+  en: {
+    title: 'Scrap live',
+    subtitle: 'Sum and average of the last {s} s per machine and scrap index',
+    chartTitleSum: 'Scrap sum per machine',
+    chartTitleAvg: 'Scrap average per machine',
+    showSum: 'Sums',
+    showAvg: 'Averages',
+    chartMode: 'Chart shows',
+    language: 'Language',
+    index: 'Index {i}',
+    sum: 'Sum',
+    avg: 'Average',
+    count: 'Readings',
+    age: 'Updated',
+    machine: 'Machine',
+    ws: 'Connection',
+    wsConnecting: 'connecting …',
+    wsOpen: 'connected',
+    wsClosed: 'disconnected, retrying in {s} s',
+    broker: 'Broker',
+    brokerUp: 'connected',
+    brokerDown: 'disconnected',
+    ingest: 'Ingest',
+    ingestOnline: 'online',
+    ingestOffline: 'offline',
+    unknown: 'unknown',
+    lastUpdate: 'Last data',
+    never: 'none yet',
+    empty: 'No data yet. Machines appear here as soon as they report scrap.',
+    cardsHeading: 'Machines',
+  },
+};
+
+/** Picks the language: stored choice, then the browser's preferences, then German. */
+export function initialLanguage(stored, preferred) {
+  if (LANGUAGES.includes(stored)) return stored;
+  for (const tag of preferred ?? []) {
+    const base = String(tag).toLowerCase().split('-')[0];
+    if (LANGUAGES.includes(base)) return base;
+  }
+  return 'de';
+}
+
+/** Reads the stored choice; storage may be disabled (private mode, kiosk policies). */
+export function storedLanguage() {
+  try {
+    return globalThis.localStorage?.getItem(STORAGE_KEY) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+export function storeLanguage(lang) {
+  try {
+    globalThis.localStorage?.setItem(STORAGE_KEY, lang);
+  } catch {
+    // Not persisting is acceptable: the switch still works for this page's lifetime.
+  }
+}
+
+/** Formatters and texts of one language, built once per switch (Intl objects are costly). */
+export class Locale {
+  constructor(lang) {
+    this.lang = LANGUAGES.includes(lang) ? lang : 'de';
+    this.texts = TEXTS[this.lang];
+    const tag = this.lang === 'de' ? 'de-DE' : 'en-GB';
+    this.tag = tag;
+    this.sumFormat = new Intl.NumberFormat(tag, { maximumFractionDigits: 2 });
+    this.avgFormat = new Intl.NumberFormat(tag, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    this.countFormat = new Intl.NumberFormat(tag, { maximumFractionDigits: 0 });
+    this.relative = new Intl.RelativeTimeFormat(tag, { style: 'narrow', numeric: 'always' });
+    this.clock = new Intl.DateTimeFormat(tag, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  }
+
+  /** The text `key`, with `{name}` placeholders filled from `vars`. */
+  t(key, vars) {
+    const text = this.texts[key] ?? key;
+    if (!vars) return text;
+    return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ''));
+  }
+
+  sum(value) {
+    return this.sumFormat.format(value);
+  }
+
+  /** Two decimals; a dash for an empty window (no average exists). */
+  avg(value) {
+    return value === null ? '–' : this.avgFormat.format(value);
+  }
+
+  count(value) {
+    return this.countFormat.format(value);
+  }
+
+  /** "vor 3 s" / "3s ago", in whole units so the text changes at most once a second. */
+  age(ms) {
+    const s = Math.max(0, Math.floor(ms / 1000));
+    if (s < 60) return this.relative.format(-s, 'second');
+    if (s < 3600) return this.relative.format(-Math.floor(s / 60), 'minute');
+    if (s < 86400) return this.relative.format(-Math.floor(s / 3600), 'hour');
+    return this.relative.format(-Math.floor(s / 86400), 'day');
+  }
+
+  time(ms) {
+    return this.clock.format(ms);
+  }
+}

@@ -1,0 +1,180 @@
+// Wires the dashboard together: WebSocket frames go into the state, and one render per
+// animation frame brings the cards, the status line and (throttled) the chart up to date.
+
+import { CardsView } from './cards.js';
+import { ScrapChart } from './chart.js';
+import { Connection, socketUrl } from './connection.js';
+import { Locale, initialLanguage, storeLanguage, storedLanguage } from './i18n.js';
+import { DashboardState } from './state.js';
+
+const $ = (id) => document.getElementById(id);
+
+const state = new DashboardState();
+let locale = new Locale(initialLanguage(storedLanguage(), navigator.languages ?? [navigator.language]));
+const cards = new CardsView($('machines'), $('empty'));
+const chart = typeof globalThis.Chart === 'function' ? new ScrapChart(globalThis.Chart, $('chart'), locale) : null;
+if (!chart) console.error('scrap-pulse: Chart.js did not load; the chart stays empty');
+
+/** WebSocket state as last told by the connection. */
+let socket = { state: 'connecting', retryAt: null };
+let windowSeconds = 60;
+let renderQueued = false;
+let clockDirty = true;
+let labelsDirty = true;
+/** Counters for tests and the console: frames received, renders and their longest JS time. */
+const stats = { frames: 0, renders: 0, renderMsMax: 0 };
+
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(render);
+}
+
+function render() {
+  const started = performance.now();
+  renderQueued = false;
+  stats.renders += 1;
+  const now = Date.now();
+  if (labelsDirty) {
+    labelsDirty = false;
+    applyStaticTexts();
+    cards.relabel(locale, now);
+    chart?.setLocale(locale);
+  }
+  const dataChanged = state.dirty.size > 0;
+  if (dataChanged) {
+    for (const key of state.dirty) {
+      const split = key.indexOf('\u0000');
+      const a = state.get(key.slice(0, split), Number(key.slice(split + 1)));
+      if (a?.windowSeconds && a.windowSeconds !== windowSeconds) {
+        windowSeconds = a.windowSeconds;
+        renderSubtitle();
+      }
+      break; // one window length for the whole pipeline: sampling one changed key is enough
+    }
+    cards.render(state, locale, now);
+    chart?.refresh(state);
+  }
+  if (clockDirty) {
+    clockDirty = false;
+    cards.tick(locale, now);
+  }
+  renderStatus(now);
+  state.structureChanged = false;
+  state.statusChanged = false;
+  stats.renderMsMax = Math.max(stats.renderMsMax, performance.now() - started);
+}
+
+function setText(id, text) {
+  const node = $(id);
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function setLevel(id, level) {
+  const node = $(id);
+  if (node.dataset.level !== level) node.dataset.level = level;
+}
+
+function renderStatus(now) {
+  if (socket.state === 'open') {
+    setText('status-ws', locale.t('wsOpen'));
+    setLevel('dot-ws', 'ok');
+  } else if (socket.state === 'closed' && socket.retryAt !== null) {
+    const s = Math.max(0, Math.ceil((socket.retryAt - now) / 1000));
+    setText('status-ws', locale.t('wsClosed', { s }));
+    setLevel('dot-ws', 'bad');
+  } else {
+    setText('status-ws', locale.t('wsConnecting'));
+    setLevel('dot-ws', 'warn');
+  }
+  const mqtt = state.mqtt;
+  setText('status-broker', mqtt === null ? locale.t('unknown') : mqtt === 'connected' ? locale.t('brokerUp') : locale.t('brokerDown'));
+  setLevel('dot-broker', mqtt === null ? 'unknown' : mqtt === 'connected' ? 'ok' : 'bad');
+  const ingest = state.ingestOnline;
+  setText('status-ingest', ingest === null ? locale.t('unknown') : ingest ? locale.t('ingestOnline') : locale.t('ingestOffline'));
+  setLevel('dot-ingest', ingest === null ? 'unknown' : ingest ? 'ok' : 'bad');
+  setText(
+    'status-last',
+    state.lastUpdate === null ? locale.t('never') : `${locale.time(state.lastUpdate)} (${locale.age(now - state.lastUpdate)})`,
+  );
+  document.body.classList.toggle('stale', socket.state !== 'open');
+}
+
+function renderSubtitle() {
+  setText('subtitle', locale.t('subtitle', { s: windowSeconds }));
+}
+
+function applyStaticTexts() {
+  document.documentElement.lang = locale.lang;
+  document.title = `${locale.t('title')} · scrap-pulse`;
+  for (const node of document.querySelectorAll('header [data-i18n], #status [data-i18n], #empty[data-i18n]')) {
+    node.textContent = locale.t(node.dataset.i18n);
+  }
+  for (const node of document.querySelectorAll('[data-i18n-label]')) {
+    node.setAttribute('aria-label', locale.t(node.dataset.i18nLabel));
+  }
+  for (const button of document.querySelectorAll('[data-lang]')) {
+    button.setAttribute('aria-pressed', String(button.dataset.lang === locale.lang));
+  }
+  renderSubtitle();
+}
+
+function setLanguage(lang) {
+  if (lang === locale.lang) return;
+  locale = new Locale(lang);
+  storeLanguage(locale.lang);
+  labelsDirty = true;
+  scheduleRender();
+}
+
+function setChartMode(mode) {
+  for (const button of document.querySelectorAll('[data-mode]')) {
+    button.setAttribute('aria-pressed', String(button.dataset.mode === mode));
+  }
+  chart?.setMode(mode);
+}
+
+for (const button of document.querySelectorAll('[data-lang]')) {
+  button.addEventListener('click', () => setLanguage(button.dataset.lang));
+}
+for (const button of document.querySelectorAll('[data-mode]')) {
+  button.addEventListener('click', () => setChartMode(button.dataset.mode));
+}
+
+const connection = new Connection(socketUrl(location), {
+  healthUrl: new URL('api/health', location.href).href,
+  onFrame(frame) {
+    stats.frames += 1;
+    state.apply(frame);
+    scheduleRender();
+  },
+  onState(next) {
+    socket = next;
+    if (next.state !== 'open') state.markUnknown();
+    scheduleRender();
+  },
+});
+
+// Ages, the retry countdown and "last data" tick once a second, data or not.
+setInterval(() => {
+  clockDirty = true;
+  scheduleRender();
+}, 1000);
+
+connection.start();
+scheduleRender();
+
+/** Read-only view for tests and for an operator poking at the console. */
+window.__scrapPulse = {
+  state: () => state.toJSON(),
+  cards: () => cards.snapshot(),
+  chart: () => chart?.snapshot() ?? null,
+  socket: () => ({ ...socket }),
+  stats: () => ({ ...stats, rejected: state.rejected, chartDraws: chart?.draws ?? 0, chartMsMax: chart?.drawMsMax ?? 0 }),
+  /** Starts the maxima afresh (a test measures a steady state, not the page load). */
+  resetMaxima() {
+    stats.renderMsMax = 0;
+    if (chart) chart.drawMsMax = 0;
+  },
+  language: () => locale.lang,
+};

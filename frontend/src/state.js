@@ -1,0 +1,257 @@
+// The dashboard's model: the latest aggregate per (machine, scrap index) and the pipeline
+// status, fed with the gateway's WebSocket frames. No DOM here, so node's test runner can
+// exercise it directly; the views read it and a `dirty` set tells them what changed.
+
+/** Compares machine ids the way an operator reads them: A2 before A10, case as a tie-break. */
+const collator = new Intl.Collator('en', { numeric: true });
+export function naturalCompare(a, b) {
+  // The collator calls "a1" and "A1" different but may order them either way per locale;
+  // the plain comparison after it keeps distinct ids in a stable, total order.
+  return collator.compare(a, b) || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** Insertion point of `item` in the sorted array `list` (binary search). */
+export function sortedIndex(list, item, compare) {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compare(list[mid], item) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+const byNumber = (a, b) => a - b;
+
+/**
+ * Turns one wire aggregate into the shape the views use, or `null` when it is unusable.
+ * The gateway relays what ingest published; a malformed entry is skipped rather than
+ * allowed to break the page.
+ */
+export function parseAggregate(raw) {
+  if (raw === null || typeof raw !== 'object') return null;
+  const machine = raw.maschinenId;
+  const index = raw.scrapIndex;
+  const sum = raw.sumLast60s;
+  const avg = raw.avgLast60s;
+  const count = raw.count;
+  if (typeof machine !== 'string' || machine.length === 0) return null;
+  if (!Number.isSafeInteger(index) || index < 0) return null;
+  if (typeof sum !== 'number' || !Number.isFinite(sum)) return null;
+  if (!Number.isSafeInteger(count) || count < 0) return null;
+  if (avg !== null && avg !== undefined && (typeof avg !== 'number' || !Number.isFinite(avg))) {
+    return null;
+  }
+  const time = typeof raw.timestamp === 'string' ? Date.parse(raw.timestamp) : NaN;
+  return {
+    machine,
+    index,
+    sum,
+    avg: count === 0 || avg === undefined ? null : avg,
+    count,
+    windowSeconds: Number.isSafeInteger(raw.windowSeconds) ? raw.windowSeconds : null,
+    time: Number.isFinite(time) ? time : null,
+  };
+}
+
+/** One string per key, for the dirty set and the views' keyed maps (ids never hold U+0000). */
+export const keyOf = (machine, index) => `${machine}\u0000${index}`;
+
+/** Latest aggregates and pipeline status, as told by the gateway. */
+export class DashboardState {
+  constructor() {
+    /** @type {Map<string, Map<number, object>>} machine -> index -> aggregate */
+    this.machines = new Map();
+    /** Machine ids in natural order. */
+    this.machineOrder = [];
+    /** Per machine, its scrap indices in ascending order. */
+    this.indexOrder = new Map();
+    /** Every scrap index present on any machine, ascending, with how many machines have it. */
+    this.allIndices = [];
+    this.indexUse = new Map();
+    /** `'connected'`, another broker state string from the gateway, or `null` (not told yet). */
+    this.mqtt = null;
+    /** `true`, `false` or `null` (not told yet). */
+    this.ingestOnline = null;
+    /** Browser time of the last frame that carried aggregates. */
+    this.lastUpdate = null;
+    /** Keys whose aggregate changed, appeared or went since the views last looked. */
+    this.dirty = new Set();
+    /** Set when machines or indices appeared or went (the views re-check their layout). */
+    this.structureChanged = false;
+    /** Set when the pipeline status changed. */
+    this.statusChanged = false;
+    /** Frames that could not be used (bad JSON, unknown type, bad entries). */
+    this.rejected = 0;
+  }
+
+  /** Number of keys held. */
+  get size() {
+    let n = 0;
+    for (const indices of this.machines.values()) n += indices.size;
+    return n;
+  }
+
+  get(machine, index) {
+    return this.machines.get(machine)?.get(index);
+  }
+
+  /**
+   * Applies one frame (already parsed from JSON). Returns `false` when the frame was not
+   * understood. A snapshot replaces everything: keys it does not name are gone.
+   */
+  apply(frame, now = Date.now()) {
+    if (frame === null || typeof frame !== 'object') {
+      this.rejected += 1;
+      return false;
+    }
+    switch (frame.type) {
+      case 'snapshot': {
+        const incoming = this.#parseList(frame.aggregates);
+        const keep = new Set(incoming.map((a) => keyOf(a.machine, a.index)));
+        for (const [machine, indices] of this.machines) {
+          for (const index of [...indices.keys()]) {
+            if (!keep.has(keyOf(machine, index))) this.#remove(machine, index);
+          }
+        }
+        for (const a of incoming) this.#upsert(a);
+        this.#applyStatus(frame);
+        this.lastUpdate = now;
+        return true;
+      }
+      case 'update': {
+        for (const a of this.#parseList(frame.aggregates)) this.#upsert(a);
+        this.lastUpdate = now;
+        return true;
+      }
+      case 'remove': {
+        if (!Array.isArray(frame.keys)) {
+          this.rejected += 1;
+          return false;
+        }
+        for (const key of frame.keys) {
+          if (key && typeof key.maschinenId === 'string' && Number.isSafeInteger(key.scrapIndex)) {
+            this.#remove(key.maschinenId, key.scrapIndex);
+          } else {
+            this.rejected += 1;
+          }
+        }
+        this.lastUpdate = now;
+        return true;
+      }
+      case 'status':
+        this.#applyStatus(frame);
+        return true;
+      default:
+        this.rejected += 1;
+        return false;
+    }
+  }
+
+  /** Forgets the broker/ingest status (the WebSocket went away, so we no longer know). */
+  markUnknown() {
+    if (this.mqtt !== null || this.ingestOnline !== null) {
+      this.mqtt = null;
+      this.ingestOnline = null;
+      this.statusChanged = true;
+    }
+  }
+
+  #applyStatus(frame) {
+    if (typeof frame.mqtt === 'string' && frame.mqtt !== this.mqtt) {
+      this.mqtt = frame.mqtt;
+      this.statusChanged = true;
+    }
+    const online = frame.ingest?.online;
+    if (typeof online === 'boolean' && online !== this.ingestOnline) {
+      this.ingestOnline = online;
+      this.statusChanged = true;
+    }
+  }
+
+  #parseList(list) {
+    if (!Array.isArray(list)) {
+      this.rejected += 1;
+      return [];
+    }
+    const out = [];
+    for (const raw of list) {
+      const a = parseAggregate(raw);
+      if (a) out.push(a);
+      else this.rejected += 1;
+    }
+    return out;
+  }
+
+  #upsert(a) {
+    let indices = this.machines.get(a.machine);
+    if (!indices) {
+      indices = new Map();
+      this.machines.set(a.machine, indices);
+      this.machineOrder.splice(sortedIndex(this.machineOrder, a.machine, naturalCompare), 0, a.machine);
+      this.indexOrder.set(a.machine, []);
+      this.structureChanged = true;
+    }
+    const old = indices.get(a.index);
+    if (!old) {
+      const order = this.indexOrder.get(a.machine);
+      order.splice(sortedIndex(order, a.index, byNumber), 0, a.index);
+      const uses = this.indexUse.get(a.index) ?? 0;
+      if (uses === 0) {
+        this.allIndices.splice(sortedIndex(this.allIndices, a.index, byNumber), 0, a.index);
+      }
+      this.indexUse.set(a.index, uses + 1);
+      this.structureChanged = true;
+    } else if (
+      old.sum === a.sum &&
+      old.avg === a.avg &&
+      old.count === a.count &&
+      old.time === a.time &&
+      old.windowSeconds === a.windowSeconds
+    ) {
+      return;
+    }
+    indices.set(a.index, a);
+    this.dirty.add(keyOf(a.machine, a.index));
+  }
+
+  #remove(machine, index) {
+    const indices = this.machines.get(machine);
+    if (!indices || !indices.delete(index)) return;
+    const order = this.indexOrder.get(machine);
+    order.splice(order.indexOf(index), 1);
+    if (indices.size === 0) {
+      this.machines.delete(machine);
+      this.indexOrder.delete(machine);
+      this.machineOrder.splice(this.machineOrder.indexOf(machine), 1);
+    }
+    const uses = this.indexUse.get(index) - 1;
+    if (uses === 0) {
+      this.indexUse.delete(index);
+      this.allIndices.splice(this.allIndices.indexOf(index), 1);
+    } else {
+      this.indexUse.set(index, uses);
+    }
+    this.structureChanged = true;
+    this.dirty.add(keyOf(machine, index));
+  }
+
+  /** Plain copy of the state, for the test hook and debugging. */
+  toJSON() {
+    const aggregates = [];
+    for (const machine of this.machineOrder) {
+      for (const index of this.indexOrder.get(machine)) {
+        const a = this.machines.get(machine).get(index);
+        aggregates.push({ ...a });
+      }
+    }
+    return {
+      aggregates,
+      mqtt: this.mqtt,
+      ingestOnline: this.ingestOnline,
+      lastUpdate: this.lastUpdate,
+      rejected: this.rejected,
+    };
+  }
+}

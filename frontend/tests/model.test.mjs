@@ -1,0 +1,140 @@
+// The page's pure modules (state, formats, backoff, chart series), tested in node without a
+// browser: quick checks of the rules the browser tests then see end to end.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { chartData } from '../src/chart.js';
+import { backoffDelay, socketUrl } from '../src/connection.js';
+import { Locale, initialLanguage } from '../src/i18n.js';
+import { DashboardState, naturalCompare } from '../src/state.js';
+
+const agg = (machine, index, sum, count, extra = {}) => ({
+  maschinenId: machine,
+  scrapIndex: index,
+  sumLast60s: sum,
+  avgLast60s: count ? sum / count : null,
+  count,
+  windowSeconds: 60,
+  timestamp: '2026-01-01T12:00:00.000Z',
+  ...extra,
+});
+
+test('machine ids sort naturally: A2 before A10, distinct ids never tie', () => {
+  const ids = ['A10', 'B1', 'A2', 'a1', 'A1', 'A100', 'Z'];
+  assert.deepEqual([...ids].sort(naturalCompare), ['a1', 'A1', 'A2', 'A10', 'A100', 'B1', 'Z']);
+  assert.notEqual(naturalCompare('a1', 'A1'), 0);
+});
+
+test('a snapshot replaces all state; updates and removes change only their keys', () => {
+  const s = new DashboardState();
+  s.apply({ type: 'snapshot', aggregates: [agg('A10', 1, 5, 2), agg('A2', 3, 1, 1), agg('A2', 1, 2, 1)], ingest: { online: true } });
+  assert.deepEqual(s.machineOrder, ['A2', 'A10']);
+  assert.deepEqual(s.indexOrder.get('A2'), [1, 3]);
+  assert.deepEqual(s.allIndices, [1, 3]);
+  assert.equal(s.ingestOnline, true);
+  assert.equal(s.dirty.size, 3);
+  s.dirty.clear();
+
+  s.apply({ type: 'update', aggregates: [agg('A2', 1, 7, 3)] });
+  assert.equal(s.get('A2', 1).sum, 7);
+  assert.deepEqual([...s.dirty], ['A2\u00001']);
+
+  s.apply({ type: 'remove', keys: [{ maschinenId: 'A2', scrapIndex: 3 }] });
+  assert.equal(s.get('A2', 3), undefined);
+  assert.deepEqual(s.allIndices, [1]);
+
+  // A later snapshot without A10 drops it, and brings B1.
+  s.apply({ type: 'snapshot', aggregates: [agg('A2', 1, 7, 3), agg('B1', 2, 4, 4)], ingest: { online: false } });
+  assert.deepEqual(s.machineOrder, ['A2', 'B1']);
+  assert.equal(s.get('A10', 1), undefined);
+  assert.deepEqual(s.allIndices, [1, 2]);
+  assert.equal(s.size, 2);
+  assert.equal(s.ingestOnline, false);
+});
+
+test('an unchanged aggregate marks nothing dirty', () => {
+  const s = new DashboardState();
+  s.apply({ type: 'update', aggregates: [agg('A1', 1, 5, 2)] });
+  s.dirty.clear();
+  s.apply({ type: 'update', aggregates: [agg('A1', 1, 5, 2)] });
+  assert.equal(s.dirty.size, 0);
+});
+
+test('malformed frames and entries are counted and skipped, never thrown', () => {
+  const s = new DashboardState();
+  assert.equal(s.apply(null), false);
+  assert.equal(s.apply({ type: 'bogus' }), false);
+  s.apply({
+    type: 'update',
+    aggregates: [
+      agg('A1', 1, 5, 2),
+      { maschinenId: 'A1', scrapIndex: -1, sumLast60s: 1, count: 1 },
+      { maschinenId: 'A1', scrapIndex: 2, sumLast60s: 'NaN', count: 1 },
+      { maschinenId: 42, scrapIndex: 2, sumLast60s: 1, count: 1 },
+      'junk',
+    ],
+  });
+  s.apply({ type: 'remove', keys: 'nope' });
+  assert.equal(s.size, 1);
+  assert.equal(s.rejected, 7);
+});
+
+test('status frames set broker and ingest state; losing the socket makes them unknown', () => {
+  const s = new DashboardState();
+  s.apply({ type: 'status', mqtt: 'disconnected', ingest: { online: true } });
+  assert.equal(s.mqtt, 'disconnected');
+  assert.equal(s.ingestOnline, true);
+  s.markUnknown();
+  assert.equal(s.mqtt, null);
+  assert.equal(s.ingestOnline, null);
+});
+
+test('numbers use the locale: German decimal comma, two decimals, a dash for no average', () => {
+  const de = new Locale('de');
+  const en = new Locale('en');
+  assert.equal(de.avg(25 / 7), '3,57');
+  assert.equal(en.avg(25 / 7), '3.57');
+  assert.equal(de.avg(null), '–');
+  assert.equal(de.sum(1234.5), '1.234,5');
+  assert.equal(en.sum(1234.5), '1,234.5');
+  assert.equal(de.sum(0), '0');
+  assert.match(de.age(3400), /^vor 3/);
+  assert.match(en.age(125_000), /2.*ago/);
+});
+
+test('the language is the stored choice, else the browser language, else German', () => {
+  assert.equal(initialLanguage(null, ['en-US', 'de']), 'en');
+  assert.equal(initialLanguage(null, ['fr-FR', 'de-AT']), 'de');
+  assert.equal(initialLanguage(null, ['fr-FR']), 'de');
+  assert.equal(initialLanguage('de', ['en-US']), 'de');
+  assert.equal(initialLanguage('xx', ['en-GB']), 'en');
+});
+
+test('reconnect delays grow exponentially to a cap, with jitter in [50 %, 100 %)', () => {
+  const low = { random: () => 0 };
+  const high = { random: () => 0.999999 };
+  assert.equal(backoffDelay(0, low), 250);
+  assert.equal(backoffDelay(1, low), 500);
+  assert.equal(backoffDelay(3, high), 4000);
+  assert.equal(backoffDelay(50, high), 30_000);
+  assert.equal(backoffDelay(50, low), 15_000);
+});
+
+test('the socket URL sits beside the page, ws or wss like the page', () => {
+  assert.equal(socketUrl(new URL('http://h:8000/')), 'ws://h:8000/ws');
+  assert.equal(socketUrl(new URL('https://h/scrap/#x')), 'wss://h/scrap/ws');
+});
+
+test('chart series: one per scrap index, machines in natural order, gaps as null', () => {
+  const s = new DashboardState();
+  s.apply({ type: 'snapshot', aggregates: [agg('A10', 1, 5, 2), agg('A2', 2, 3, 3), agg('A2', 1, 0, 0)] });
+  assert.deepEqual(chartData(s, 'sum'), {
+    labels: ['A2', 'A10'],
+    series: [
+      { index: 1, data: [0, 5] },
+      { index: 2, data: [3, null] },
+    ],
+  });
+  assert.deepEqual(chartData(s, 'avg').series[0].data, [null, 2.5]);
+});

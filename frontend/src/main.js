@@ -88,8 +88,10 @@ function renderStatus(now) {
     setLevel('dot-ws', 'warn');
   }
   const mqtt = state.mqtt;
-  setText('status-broker', mqtt === null ? locale.t('unknown') : mqtt === 'connected' ? locale.t('brokerUp') : locale.t('brokerDown'));
-  setLevel('dot-broker', mqtt === null ? 'unknown' : mqtt === 'connected' ? 'ok' : 'bad');
+  const brokerLevel = mqtt === null ? 'unknown' : mqtt === 'connected' ? 'ok' : /connecting/.test(mqtt) ? 'warn' : 'bad';
+  const brokerText = { unknown: 'unknown', ok: 'brokerUp', warn: 'wsConnecting', bad: 'brokerDown' }[brokerLevel];
+  setText('status-broker', locale.t(brokerText));
+  setLevel('dot-broker', brokerLevel);
   const ingest = state.ingestOnline;
   setText('status-ingest', ingest === null ? locale.t('unknown') : ingest ? locale.t('ingestOnline') : locale.t('ingestOffline'));
   setLevel('dot-ingest', ingest === null ? 'unknown' : ingest ? 'ok' : 'bad');

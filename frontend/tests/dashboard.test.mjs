@@ -40,7 +40,7 @@ async function waitForCards(page, what, check, timeoutMs = 15_000) {
   }
 }
 
-test('cards and chart show the exact sums of the readings published', async () => {
+test('cards and chart show the exact sums of the readings published', { timeout: 60000 }, async () => {
   const page = await openDashboard(browser, stack.url);
   // Quarter steps are exact in binary, so any summation order gives the same sum.
   const plan = {
@@ -111,7 +111,7 @@ test('cards and chart show the exact sums of the readings published', async () =
   await page.close();
 });
 
-test('a machine id made of HTML is shown as text and runs nothing', async () => {
+test('a machine id made of HTML is shown as text and runs nothing', { timeout: 60000 }, async () => {
   const page = await openDashboard(browser, stack.url);
   const evil = ['<img src=x onerror=window.__pwned=1>', '<svg onload=window.__pwned=2>'];
   for (const machine of evil) await stack.publisher.reading(machine, 1, 2);
@@ -133,7 +133,7 @@ test('a machine id made of HTML is shown as text and runs nothing', async () => 
   await page.close();
 });
 
-test('an empty window shows 0 and a dash, greyed; a cleared key disappears', async () => {
+test('an empty window shows 0 and a dash, greyed; a cleared key disappears', { timeout: 60000 }, async () => {
   const page = await openDashboard(browser, stack.url);
   // Straight to the aggregate topic: an empty window takes 60 s to reach through ingest.
   await stack.publisher.aggregate(makeAggregate('E1', 4, []));
@@ -156,7 +156,7 @@ test('an empty window shows 0 and a dash, greyed; a cleared key disappears', asy
   await page.close();
 });
 
-test('ingest going offline shows in the status line', async () => {
+test('ingest going offline shows in the status line', { timeout: 60000 }, async () => {
   const page = await openDashboard(browser, stack.url);
   await waitFor('ingest online', async () => /online/.test(await page.locator('#status-ingest').innerText()));
   // The retained liveness message is what ingest's last will publishes.
@@ -169,7 +169,7 @@ test('ingest going offline shows in the status line', async () => {
   await page.close();
 });
 
-test('English from the browser language, the switch changes it and the choice sticks', async () => {
+test('English from the browser language, the switch changes it and the choice sticks', { timeout: 60000 }, async () => {
   const english = await launchBrowser({ locale: 'en-US' });
   try {
     const page = await openDashboard(english, stack.url);
@@ -191,7 +191,7 @@ test('English from the browser language, the switch changes it and the choice st
   }
 });
 
-test('screenshots at wall-screen and phone sizes', async () => {
+test('screenshots at wall-screen and phone sizes', { timeout: 60000 }, async () => {
   mkdirSync(ARTIFACTS_DIR, { recursive: true });
   for (const [name, viewport] of [
     ['dashboard-1920x1080.png', { width: 1920, height: 1080 }],

@@ -22,7 +22,7 @@ after(async () => {
 const cardsOf = (page) => page.evaluate(() => window.__scrapPulse.cards());
 const socketOf = (page) => page.evaluate(() => window.__scrapPulse.socket().state);
 
-test('after the gateway is killed and restarted the page reconnects and resyncs', async () => {
+test('after the gateway is killed and restarted the page reconnects and resyncs', { timeout: 90000 }, async () => {
   const page = await openDashboard(browser, stack.url);
   await stack.publisher.reading('M1', 1, 3);
   await stack.publisher.reading('M1', 1, 4);

@@ -40,6 +40,9 @@ const running = new Set();
 process.on('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => process.exit(130));
+}
 
 let uniqueCounter = 0;
 /** A name no other test process uses at the same time (MQTT client ids must be unique). */

@@ -1,0 +1,654 @@
+//! Settings of the simulator: built-in defaults < TOML file (`--config`) < environment <
+//! flags, layered with the `config` crate and validated once into [`SimConfig`].
+//!
+//! Environment: `MQTT_BROKER` and `MQTT_PORT` (the original service's names), and
+//! `SIMULATOR_<KEY>` for every top-level key below (e.g. `SIMULATOR_RATE=1000`),
+//! `SIMULATOR_MQTT__CLIENT_ID` for nested ones.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aggregator_core::topic::validate_topic_level;
+use clap::Parser;
+use rumqttc::QoS;
+use serde::Deserialize;
+
+use crate::invalid::InvalidKind;
+
+/// Command-line flags; each one overrides the file and the environment.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "simulator",
+    version,
+    about = "Publishes scrap readings on machines/{id}/scrap like real machines; doubles as the load generator.",
+    after_help = "Environment: MQTT_BROKER, MQTT_PORT, SIMULATOR_<SETTING> (e.g. SIMULATOR_RATE, SIMULATOR_MACHINES),\n\
+                  RUST_LOG, LOG_FORMAT=json. Precedence: defaults < --config file < environment < flags.\n\
+                  Without --rate every machine sends one reading every 0.5 to 2 s, like the original."
+)]
+pub struct Cli {
+    /// TOML settings file (keys as the flags, with `_`, e.g. `invalid_ratio`; broker under `[mqtt]`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Broker host [env: MQTT_BROKER] [default: localhost].
+    #[arg(long, value_name = "HOST")]
+    pub mqtt_host: Option<String>,
+    /// Broker port [env: MQTT_PORT] [default: 1883].
+    #[arg(long, value_name = "PORT")]
+    pub mqtt_port: Option<u16>,
+    /// MQTT client id [default: scrap-pulse-simulator-<pid>].
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Messages per second, all machines together (e.g. 200000 for load tests).
+    /// Without it, every machine sends one message every 0.5 to 2 s at random.
+    #[arg(long, value_name = "MSGS_PER_S")]
+    pub rate: Option<f64>,
+    /// Stop after this many messages (valid and invalid together).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after this long: `90`, `90s`, `500ms`, `2m`, `1h`.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Machine ids as a list (`A1,B1,C1`) or a count (`100` gives M1..M100).
+    #[arg(long, value_name = "LIST|N")]
+    pub machines: Option<String>,
+    /// Scrap indices as a list (`1,2,5`), a range (`0..9`) or a count (`3` gives 1..3).
+    #[arg(long, value_name = "LIST|A..B|N")]
+    pub indices: Option<String>,
+    /// Value range `MIN..MAX` (inclusive); integers when both bounds are integers, else
+    /// values with two decimals.
+    #[arg(long, value_name = "MIN..MAX")]
+    pub values: Option<String>,
+    /// MQTT QoS of the readings: 0, 1 or 2.
+    #[arg(long, value_name = "0|1|2")]
+    pub qos: Option<u8>,
+    /// Random seed: the same seed gives the same messages (apart from the time values,
+    /// which carry the send time). Without it a random seed is chosen and logged.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Share of malformed payloads, 0 to 1; they cycle through every rejection reason.
+    #[arg(long, value_name = "0..1")]
+    pub invalid_ratio: Option<f64>,
+    /// Rejection reasons the malformed payloads cycle through [default: all], e.g. `late,future`.
+    #[arg(long, value_name = "LIST")]
+    pub invalid_kinds: Option<String>,
+    /// Print the expected sum and count per key of the valid readings sent, as JSON on stdout
+    /// at the end.
+    #[arg(long)]
+    pub print_expected: bool,
+}
+
+/// Broker connection settings (`[mqtt]` in the file).
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttSettings {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker TCP port.
+    pub port: u16,
+    /// MQTT client id; empty means `scrap-pulse-simulator-<pid>`.
+    pub client_id: String,
+    /// Keep-alive interval in seconds.
+    pub keep_alive_secs: u64,
+    /// How long to keep trying to reach the broker at start and after a connection loss.
+    pub connect_timeout_secs: u64,
+}
+
+/// Raw settings as layered from all sources, before validation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Broker connection.
+    pub mqtt: MqttSettings,
+    /// Messages per second overall; absent means the original per-machine timing.
+    pub rate: Option<f64>,
+    /// Total messages to send; absent means no limit.
+    pub count: Option<u64>,
+    /// Run time limit (`90s`, `2m`, ...); absent means no limit.
+    pub duration: Option<String>,
+    /// Machine list or count.
+    pub machines: String,
+    /// Index list, range or count.
+    pub indices: String,
+    /// Value range `MIN..MAX`.
+    pub values: String,
+    /// QoS 0, 1 or 2.
+    pub qos: u8,
+    /// Random seed; absent means random.
+    pub seed: Option<u64>,
+    /// Share of malformed payloads.
+    pub invalid_ratio: f64,
+    /// Comma-separated rejection reasons to cycle through; empty means all.
+    pub invalid_kinds: String,
+    /// Print expected sums at the end.
+    pub print_expected: bool,
+    /// Seconds between progress lines.
+    pub progress_interval_secs: f64,
+}
+
+/// A setting that could not be loaded or makes no sense, named for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or merged.
+    #[error("cannot load settings: {0}")]
+    Load(#[from] config::ConfigError),
+    /// One setting has an unusable value.
+    #[error("invalid setting `{setting}`: {message}")]
+    Invalid {
+        /// The setting's file key.
+        setting: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// Built-in defaults, the lowest layer: the original simulator's behaviour.
+const DEFAULTS: &str = r#"
+machines = "A1,B1,C1"
+indices = "1..3"
+values = "1..5"
+qos = 0
+invalid_ratio = 0.0
+invalid_kinds = ""
+print_expected = false
+progress_interval_secs = 1.0
+
+[mqtt]
+host = "localhost"
+port = 1883
+client_id = ""
+keep_alive_secs = 30
+connect_timeout_secs = 30
+"#;
+
+impl Settings {
+    /// Layers defaults < `--config` file < environment < flags.
+    ///
+    /// # Errors
+    /// When the file cannot be read or a value has the wrong type.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        Self::load_from(cli, &std::env::vars().collect())
+    }
+
+    /// As [`Settings::load`], with the environment given as a map (for tests).
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn load_from(cli: &Cli, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = &cli.config {
+            builder = builder.add_source(
+                config::File::from(path.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let prefixed: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("SIMULATOR_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder
+            .add_source(
+                config::Environment::with_prefix("SIMULATOR")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(prefixed)),
+            )
+            .set_override_option("mqtt.host", env.get("MQTT_BROKER").cloned())?
+            .set_override_option("mqtt.port", env.get("MQTT_PORT").cloned())?
+            .set_override_option("mqtt.host", cli.mqtt_host.clone())?
+            .set_override_option("mqtt.port", cli.mqtt_port)?
+            .set_override_option("mqtt.client_id", cli.client_id.clone())?
+            .set_override_option("rate", cli.rate)?
+            .set_override_option("count", cli.count)?
+            .set_override_option("duration", cli.duration.clone())?
+            .set_override_option("machines", cli.machines.clone())?
+            .set_override_option("indices", cli.indices.clone())?
+            .set_override_option("values", cli.values.clone())?
+            .set_override_option("qos", cli.qos)?
+            .set_override_option("seed", cli.seed)?
+            .set_override_option("invalid_ratio", cli.invalid_ratio)?
+            .set_override_option("invalid_kinds", cli.invalid_kinds.clone())?;
+        if cli.print_expected {
+            builder = builder.set_override("print_expected", true)?;
+        }
+        Ok(builder.build()?.try_deserialize()?)
+    }
+
+    /// Checks every setting and turns it into its working type.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad setting.
+    pub fn validate(&self) -> Result<SimConfig, ConfigError> {
+        if self.mqtt.host.trim().is_empty() {
+            return Err(invalid("mqtt.host", "must not be empty"));
+        }
+        if self.mqtt.port == 0 {
+            return Err(invalid("mqtt.port", "must be 1 to 65535"));
+        }
+        if self.mqtt.keep_alive_secs == 0 {
+            return Err(invalid("mqtt.keep_alive_secs", "must be at least 1"));
+        }
+        let rate = match self.rate {
+            None => None,
+            Some(r) if r.is_finite() && r > 0.0 => Some(r),
+            Some(r) => {
+                return Err(invalid(
+                    "rate",
+                    format!("{r} is not a positive number of messages per second"),
+                ));
+            }
+        };
+        if self.count == Some(0) {
+            return Err(invalid(
+                "count",
+                "must be at least 1 (omit it to run without a limit)",
+            ));
+        }
+        let duration = self
+            .duration
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|m| invalid("duration", m))?;
+        let machines = parse_machines(&self.machines).map_err(|m| invalid("machines", m))?;
+        let indices = parse_indices(&self.indices).map_err(|m| invalid("indices", m))?;
+        let values = ValueRange::parse(&self.values).map_err(|m| invalid("values", m))?;
+        let qos = match self.qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            other => return Err(invalid("qos", format!("{other} is not 0, 1 or 2"))),
+        };
+        if !(0.0..=1.0).contains(&self.invalid_ratio) {
+            return Err(invalid(
+                "invalid_ratio",
+                format!("{} is not between 0 and 1", self.invalid_ratio),
+            ));
+        }
+        let invalid_kinds = InvalidKind::parse_list(&self.invalid_kinds)
+            .map_err(|m| invalid("invalid_kinds", m))?;
+        if !(self.progress_interval_secs.is_finite() && self.progress_interval_secs > 0.0) {
+            return Err(invalid(
+                "progress_interval_secs",
+                "must be a positive number of seconds",
+            ));
+        }
+        let client_id = if self.mqtt.client_id.is_empty() {
+            format!("scrap-pulse-simulator-{}", std::process::id())
+        } else {
+            self.mqtt.client_id.clone()
+        };
+        Ok(SimConfig {
+            host: self.mqtt.host.clone(),
+            port: self.mqtt.port,
+            client_id,
+            keep_alive: Duration::from_secs(self.mqtt.keep_alive_secs),
+            connect_timeout: Duration::from_secs(self.mqtt.connect_timeout_secs),
+            rate,
+            count: self.count,
+            duration,
+            machines,
+            indices,
+            values,
+            qos,
+            seed: self.seed.unwrap_or_else(rand::random),
+            invalid_ratio: self.invalid_ratio,
+            invalid_kinds,
+            print_expected: self.print_expected,
+            progress_interval: Duration::from_secs_f64(self.progress_interval_secs),
+        })
+    }
+}
+
+/// Validated settings in their working types.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT client id.
+    pub client_id: String,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// How long to keep trying to (re)connect before giving up.
+    pub connect_timeout: Duration,
+    /// Messages per second overall; `None`: every machine every 0.5 to 2 s.
+    pub rate: Option<f64>,
+    /// Total messages; `None`: no limit.
+    pub count: Option<u64>,
+    /// Run time; `None`: no limit.
+    pub duration: Option<Duration>,
+    /// Machine ids, each a legal topic level.
+    pub machines: Vec<String>,
+    /// Scrap indices.
+    pub indices: Vec<u32>,
+    /// Value range.
+    pub values: ValueRange,
+    /// QoS of the readings.
+    pub qos: QoS,
+    /// Seed actually used (chosen at random when not configured).
+    pub seed: u64,
+    /// Share of malformed payloads.
+    pub invalid_ratio: f64,
+    /// Rejection reasons cycled through by malformed payloads, never empty.
+    pub invalid_kinds: Vec<InvalidKind>,
+    /// Print expected sums at the end.
+    pub print_expected: bool,
+    /// Time between progress lines.
+    pub progress_interval: Duration,
+}
+
+impl SimConfig {
+    /// The defaults with `host:port`, for tests and embedding.
+    ///
+    /// # Panics
+    /// Never: the built-in defaults are valid.
+    pub fn for_broker(host: &str, port: u16) -> Self {
+        let cli = Cli {
+            mqtt_host: Some(host.to_owned()),
+            mqtt_port: Some(port),
+            ..Cli::default()
+        };
+        // expect: the built-in defaults and these two overrides are always valid.
+        Settings::load_from(&cli, &HashMap::new())
+            .and_then(|s| s.validate())
+            .expect("built-in defaults are valid")
+    }
+}
+
+/// Inclusive range of reading values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ValueRange {
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Draw whole numbers (both bounds were integers).
+    pub integers: bool,
+}
+
+impl ValueRange {
+    /// Parses `MIN..MAX` (also `MIN..=MAX`).
+    ///
+    /// # Errors
+    /// A message saying what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (a, b) = text
+            .split_once("..")
+            .ok_or_else(|| format!("{text:?} is not MIN..MAX"))?;
+        let b = b.strip_prefix('=').unwrap_or(b);
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| format!("{s:?} is not a finite number"))
+        };
+        let (min, max) = (parse(a)?, parse(b)?);
+        if min > max {
+            return Err(format!("minimum {min} is above maximum {max}"));
+        }
+        let integers =
+            min.fract() == 0.0 && max.fract() == 0.0 && min.abs() < 1e15 && max.abs() < 1e15;
+        Ok(Self { min, max, integers })
+    }
+}
+
+/// Parses `90`, `90s`, `500ms`, `2m`, `1h`, `1.5s`.
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 500ms, 2m or 1h"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A list `A1,B1`, or a count `N` giving `M1..MN`.
+fn parse_machines(text: &str) -> Result<Vec<String>, String> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<u32>() {
+        if n == 0 {
+            return Err("a machine count must be at least 1".into());
+        }
+        return Ok((1..=n).map(|i| format!("M{i}")).collect());
+    }
+    let machines: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if machines.is_empty() {
+        return Err("no machine ids given".into());
+    }
+    for id in &machines {
+        validate_topic_level(id).map_err(|e| format!("machine id {id:?} {e}"))?;
+    }
+    Ok(machines)
+}
+
+/// A list `1,2,5`, a range `A..B` (inclusive) or a count `N` giving `1..N`.
+fn parse_indices(text: &str) -> Result<Vec<u32>, String> {
+    let text = text.trim();
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{s:?} is not a non-negative integer"))
+    };
+    let indices: Vec<u32> = if let Some((a, b)) = text.split_once("..") {
+        let (a, b) = (number(a)?, number(b.strip_prefix('=').unwrap_or(b))?);
+        if a > b {
+            return Err(format!("range {a}..{b} is empty"));
+        }
+        if b - a >= 1_000_000 {
+            return Err(format!("range {a}..{b} has more than a million indices"));
+        }
+        (a..=b).collect()
+    } else if !text.contains(',') {
+        let n = number(text)?;
+        if n == 0 || n > 1_000_000 {
+            return Err("an index count must be 1 to 1000000".into());
+        }
+        (1..=n).collect()
+    } else {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(number)
+            .collect::<Result<_, _>>()?
+    };
+    if indices.is_empty() {
+        return Err("no indices given".into());
+    }
+    Ok(indices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(cli: &Cli, env: &[(&str, &str)]) -> Result<SimConfig, ConfigError> {
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::load_from(cli, &env)?.validate()
+    }
+
+    #[test]
+    fn defaults_are_the_original_simulator() {
+        let config = load(&Cli::default(), &[]).unwrap();
+        assert_eq!(config.machines, ["A1", "B1", "C1"]);
+        assert_eq!(config.indices, [1, 2, 3]);
+        assert_eq!(
+            config.values,
+            ValueRange {
+                min: 1.0,
+                max: 5.0,
+                integers: true
+            }
+        );
+        assert_eq!((config.host.as_str(), config.port), ("localhost", 1883));
+        assert_eq!(config.rate, None);
+        assert_eq!(config.qos, QoS::AtMostOnce);
+        assert_eq!(config.invalid_kinds.len(), 8);
+    }
+
+    #[test]
+    fn env_overrides_defaults_and_flags_override_env() {
+        let env = [("MQTT_BROKER", "broker.local"), ("MQTT_PORT", "1999")];
+        let config = load(&Cli::default(), &env).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("broker.local", 1999));
+        let cli = Cli {
+            mqtt_port: Some(2000),
+            ..Cli::default()
+        };
+        let config = load(&cli, &env).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("broker.local", 2000));
+    }
+
+    #[test]
+    fn file_is_between_defaults_and_env() {
+        let dir = std::env::temp_dir().join(format!("sim-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sim.toml");
+        std::fs::write(
+            &path,
+            "rate = 50.0\nmachines = \"4\"\n[mqtt]\nport = 1234\nhost = \"file-host\"\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path),
+            ..Cli::default()
+        };
+        let config = load(&cli, &[("MQTT_BROKER", "env-host")]).unwrap();
+        assert_eq!(config.rate, Some(50.0));
+        assert_eq!(config.machines, ["M1", "M2", "M3", "M4"]);
+        assert_eq!((config.host.as_str(), config.port), ("env-host", 1234));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let cases = [
+            (
+                Cli {
+                    qos: Some(3),
+                    ..Cli::default()
+                },
+                "qos",
+            ),
+            (
+                Cli {
+                    rate: Some(-1.0),
+                    ..Cli::default()
+                },
+                "rate",
+            ),
+            (
+                Cli {
+                    machines: Some("A/1".into()),
+                    ..Cli::default()
+                },
+                "machines",
+            ),
+            (
+                Cli {
+                    values: Some("5..1".into()),
+                    ..Cli::default()
+                },
+                "values",
+            ),
+            (
+                Cli {
+                    invalid_ratio: Some(1.5),
+                    ..Cli::default()
+                },
+                "invalid_ratio",
+            ),
+            (
+                Cli {
+                    invalid_kinds: Some("nonsense".into()),
+                    ..Cli::default()
+                },
+                "invalid_kinds",
+            ),
+            (
+                Cli {
+                    duration: Some("10 parsecs".into()),
+                    ..Cli::default()
+                },
+                "duration",
+            ),
+        ];
+        for (cli, setting) in cases {
+            let err = load(&cli, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{setting}`")), "{setting}: {err}");
+        }
+        let config = load(
+            &Cli::default(),
+            &[
+                ("SIMULATOR_RATE", "250"),
+                ("SIMULATOR_MQTT__CLIENT_ID", "sim-x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (config.rate, config.client_id.as_str()),
+            (Some(250.0), "sim-x")
+        );
+        let err = load(&Cli::default(), &[("MQTT_PORT", "not-a-port")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn lists_ranges_and_counts() {
+        assert_eq!(parse_indices("0..2").unwrap(), [0, 1, 2]);
+        assert_eq!(parse_indices("4").unwrap(), [1, 2, 3, 4]);
+        assert_eq!(parse_indices("7,0").unwrap(), [7, 0]);
+        assert_eq!(parse_machines(" A1 , B2 ").unwrap(), ["A1", "B2"]);
+        assert_eq!(
+            ValueRange::parse("0.5..2.5").unwrap(),
+            ValueRange {
+                min: 0.5,
+                max: 2.5,
+                integers: false
+            }
+        );
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+    }
+}

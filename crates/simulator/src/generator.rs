@@ -1,0 +1,520 @@
+//! Deterministic message content: which machine, index and value, which field-name variant
+//! and timestamp form, and when a malformed payload is due. Everything is drawn from one
+//! seeded RNG, so the same seed gives the same messages; only the time values differ, because
+//! they carry the send time (readings must fall inside ingest's window).
+
+use std::io::Write as _;
+use std::time::{Duration, SystemTime};
+
+use aggregator_core::Timestamp;
+use aggregator_core::sum::CompensatedSum;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::macros::{format_description, offset};
+
+use crate::configuration::{SimConfig, ValueRange};
+use crate::invalid::{FUTURE_BY_SECS, InvalidKind, LATE_BY_SECS, TOO_LARGE_PADDING};
+
+/// The time values of one send instant, formatted once and shared by a batch of messages.
+#[derive(Debug, Clone)]
+pub struct TimeStamps {
+    /// `2026-01-01T12:00:30.123Z`
+    rfc3339_utc: String,
+    /// The same instant as `2026-01-01T14:00:30.123+02:00` (a plant's local time).
+    rfc3339_offset: String,
+    /// Epoch milliseconds.
+    epoch_millis: i64,
+    /// One hour ago, RFC 3339 UTC (for `late`).
+    late: String,
+    /// One hour ahead, RFC 3339 UTC (for `future`).
+    future: String,
+}
+
+impl TimeStamps {
+    /// Formats the time values of `now`.
+    pub fn at(now: SystemTime) -> Self {
+        let ts = Timestamp::from_system_time(now);
+        let local = OffsetDateTime::from(now).to_offset(offset!(+2));
+        let rfc3339_offset = local
+            .format(format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3][offset_hour sign:mandatory]:[offset_minute]"
+            ))
+            // The format has no component that can fail for a real clock; fall back to UTC.
+            .unwrap_or_else(|_| ts.to_rfc3339_millis());
+        Self {
+            rfc3339_utc: ts.to_rfc3339_millis(),
+            rfc3339_offset,
+            epoch_millis: ts.unix_millis(),
+            late: ts
+                .saturating_sub(Duration::from_secs(LATE_BY_SECS.unsigned_abs()))
+                .to_rfc3339_millis(),
+            future: ts
+                .saturating_add(Duration::from_secs(FUTURE_BY_SECS.unsigned_abs()))
+                .to_rfc3339_millis(),
+        }
+    }
+
+    /// The time values of the current wall-clock time.
+    pub fn now() -> Self {
+        Self::at(SystemTime::now())
+    }
+}
+
+/// What one generated message was.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Generated {
+    /// A valid reading for configured machine `machine` (index into the machine list).
+    Valid {
+        /// Index into the configured machines.
+        machine: usize,
+        /// The scrap index.
+        scrap_index: u32,
+        /// The value.
+        value: f64,
+    },
+    /// A malformed payload of this kind.
+    Invalid(InvalidKind),
+}
+
+/// Expected aggregate of one key over everything sent.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ExpectedKey {
+    /// Machine id.
+    #[serde(rename = "maschinenId")]
+    pub machine: String,
+    /// Scrap index.
+    #[serde(rename = "scrapIndex")]
+    pub scrap_index: u32,
+    /// Sum of the valid values sent.
+    pub sum: f64,
+    /// Number of valid readings sent.
+    pub count: u64,
+}
+
+/// Produces the topic and payload of every message into reused buffers.
+#[derive(Debug)]
+pub struct Generator {
+    rng: StdRng,
+    seed: u64,
+    machines: Vec<String>,
+    indices: Vec<u32>,
+    values: ValueRange,
+    invalid_ratio: f64,
+    invalid_debt: f64,
+    invalid_kinds: Vec<InvalidKind>,
+    next_kind: usize,
+    flood_next: u64,
+    sums: Vec<(CompensatedSum, u64)>,
+    invalid_counts: [u64; 8],
+}
+
+impl Generator {
+    /// A generator for `config`, seeded with `config.seed`.
+    pub fn new(config: &SimConfig) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(config.seed),
+            seed: config.seed,
+            machines: config.machines.clone(),
+            indices: config.indices.clone(),
+            values: config.values,
+            invalid_ratio: config.invalid_ratio,
+            invalid_debt: 0.0,
+            invalid_kinds: config.invalid_kinds.clone(),
+            next_kind: 0,
+            flood_next: 0,
+            sums: vec![(CompensatedSum::ZERO, 0); config.machines.len() * config.indices.len()],
+            invalid_counts: [0; 8],
+        }
+    }
+
+    /// Number of configured machines.
+    pub fn machine_count(&self) -> usize {
+        self.machines.len()
+    }
+
+    /// Draws a machine uniformly (used when the schedule does not fix one).
+    pub fn pick_machine(&mut self) -> usize {
+        self.rng.random_range(0..self.machines.len())
+    }
+
+    /// Writes the next message for `machine` into `topic` and `payload` (both cleared first).
+    ///
+    /// Malformed payloads come at `invalid_ratio` exactly on average (error diffusion, not
+    /// chance), cycling through the configured kinds in order.
+    pub fn next(
+        &mut self,
+        machine: usize,
+        times: &TimeStamps,
+        topic: &mut String,
+        payload: &mut Vec<u8>,
+    ) -> Generated {
+        topic.clear();
+        payload.clear();
+        let index_slot = self.rng.random_range(0..self.indices.len());
+        let scrap_index = self.indices[index_slot];
+        let value = self.draw_value();
+        self.invalid_debt += self.invalid_ratio;
+        // The epsilon keeps ratios like 0.1 from missing their share through rounding.
+        if self.invalid_debt >= 1.0 - 1e-9 {
+            self.invalid_debt -= 1.0;
+            let kind = self.invalid_kinds[self.next_kind % self.invalid_kinds.len()];
+            self.next_kind += 1;
+            self.write_invalid(kind, machine, scrap_index, times, topic, payload);
+            self.invalid_counts[kind as usize] += 1;
+            return Generated::Invalid(kind);
+        }
+        self.write_valid(machine, scrap_index, value, times, topic, payload);
+        let slot = &mut self.sums[machine * self.indices.len() + index_slot];
+        slot.0.add(value);
+        slot.1 += 1;
+        Generated::Valid {
+            machine,
+            scrap_index,
+            value,
+        }
+    }
+
+    fn draw_value(&mut self) -> f64 {
+        let ValueRange { min, max, integers } = self.values;
+        if integers {
+            // Bounds were checked to be integers below 1e15, so the casts are exact.
+            #[allow(clippy::cast_possible_truncation)]
+            let (lo, hi) = (min as i64, max as i64);
+            self.rng.random_range(lo..=hi) as f64
+        } else {
+            (self.rng.random_range(min..=max) * 100.0).round() / 100.0
+        }
+    }
+
+    fn write_valid(
+        &mut self,
+        machine: usize,
+        scrap_index: u32,
+        value: f64,
+        times: &TimeStamps,
+        topic: &mut String,
+        payload: &mut Vec<u8>,
+    ) {
+        let id = &self.machines[machine];
+        write_topic(topic, id);
+        // One draw per choice, always in the same order, so the stream stays reproducible.
+        let german_machine = self.rng.random_bool(0.5);
+        let german_index = self.rng.random_bool(0.5);
+        let german_time = self.rng.random_bool(0.5);
+        let with_machine = self.rng.random_bool(0.9);
+        let index_as_text = self.rng.random_bool(0.1);
+        let value_as_text = self.rng.random_bool(0.1);
+        let time_form = self.rng.random_range(0..4_u8);
+
+        payload.push(b'{');
+        if with_machine {
+            let name = if german_machine {
+                "maschinenId"
+            } else {
+                "machineId"
+            };
+            let _ = write!(payload, "\"{name}\":\"{id}\",");
+        }
+        let name = if german_index {
+            "scrapeIndex"
+        } else {
+            "scrapIndex"
+        };
+        if index_as_text {
+            let _ = write!(payload, "\"{name}\":\"{scrap_index}\",");
+        } else {
+            let _ = write!(payload, "\"{name}\":{scrap_index},");
+        }
+        if value_as_text {
+            let _ = write!(payload, "\"value\":\"{value}\"");
+        } else {
+            let _ = write!(payload, "\"value\":{value}");
+        }
+        let name = if german_time {
+            "zeitstempel"
+        } else {
+            "timestamp"
+        };
+        match time_form {
+            0 => {
+                let _ = write!(payload, ",\"{name}\":\"{}\"", times.rfc3339_utc);
+            }
+            1 => {
+                let _ = write!(payload, ",\"{name}\":\"{}\"", times.rfc3339_offset);
+            }
+            2 => {
+                let _ = write!(payload, ",\"{name}\":{}", times.epoch_millis);
+            }
+            // Missing: ingest uses the time of receipt.
+            _ => {}
+        }
+        payload.push(b'}');
+    }
+
+    fn write_invalid(
+        &mut self,
+        kind: InvalidKind,
+        machine: usize,
+        scrap_index: u32,
+        times: &TimeStamps,
+        topic: &mut String,
+        payload: &mut Vec<u8>,
+    ) {
+        let id = &self.machines[machine];
+        let now = &times.rfc3339_utc;
+        match kind {
+            InvalidKind::TooLarge => {
+                write_topic(topic, id);
+                let _ = write!(
+                    payload,
+                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"padding\":\""
+                );
+                payload.resize(payload.len() + TOO_LARGE_PADDING, b'x');
+                payload.extend_from_slice(b"\"}");
+            }
+            InvalidKind::InvalidJson => {
+                write_topic(topic, id);
+                let _ = write!(
+                    payload,
+                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":"
+                );
+            }
+            InvalidKind::MissingField => {
+                write_topic(topic, id);
+                let _ = write!(
+                    payload,
+                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"timestamp\":\"{now}\"}}"
+                );
+            }
+            InvalidKind::BadValue => {
+                write_topic(topic, id);
+                let _ = write!(
+                    payload,
+                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":\"not-a-number\",\"timestamp\":\"{now}\"}}"
+                );
+            }
+            InvalidKind::MachineMismatch => {
+                write_topic(topic, id);
+                let _ = write!(
+                    payload,
+                    "{{\"machineId\":\"not-{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"timestamp\":\"{now}\"}}"
+                );
+            }
+            InvalidKind::Late => {
+                write_topic(topic, id);
+                let _ = write!(
+                    payload,
+                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"timestamp\":\"{}\"}}",
+                    times.late
+                );
+            }
+            InvalidKind::Future => {
+                write_topic(topic, id);
+                let _ = write!(
+                    payload,
+                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"timestamp\":\"{}\"}}",
+                    times.future
+                );
+            }
+            InvalidKind::TooManyKeys => {
+                let fresh = format!("x{}-{}", self.seed, self.flood_next);
+                self.flood_next += 1;
+                write_topic(topic, &fresh);
+                let _ = write!(
+                    payload,
+                    "{{\"machineId\":\"{fresh}\",\"scrapIndex\":{scrap_index},\"value\":1}}"
+                );
+            }
+        }
+    }
+
+    /// Malformed messages sent so far, per kind (indexed like [`InvalidKind::ALL`]).
+    pub fn invalid_counts(&self) -> [u64; 8] {
+        self.invalid_counts
+    }
+
+    /// Fresh machine ids used by `too_many_keys` messages so far.
+    pub fn flood_keys(&self) -> u64 {
+        self.flood_next
+    }
+
+    /// The expected sum and count per key of the valid readings generated so far (keys with
+    /// no reading left out), in machine then index order.
+    pub fn expected(&self) -> Vec<ExpectedKey> {
+        let mut keys = Vec::new();
+        for (m, machine) in self.machines.iter().enumerate() {
+            for (i, &scrap_index) in self.indices.iter().enumerate() {
+                let (sum, count) = &self.sums[m * self.indices.len() + i];
+                if *count > 0 {
+                    keys.push(ExpectedKey {
+                        machine: machine.clone(),
+                        scrap_index,
+                        sum: sum.value(),
+                        count: *count,
+                    });
+                }
+            }
+        }
+        keys
+    }
+}
+
+fn write_topic(topic: &mut String, machine: &str) {
+    topic.push_str("machines/");
+    topic.push_str(machine);
+    topic.push_str("/scrap");
+}
+
+#[cfg(test)]
+mod tests {
+    use aggregator_core::{ParseLimits, RejectionReason, WindowConfig, WindowStore, parse_reading};
+
+    use super::*;
+
+    fn config(seed: u64, invalid_ratio: f64) -> SimConfig {
+        let mut config = SimConfig::for_broker("localhost", 1883);
+        config.seed = seed;
+        config.invalid_ratio = invalid_ratio;
+        config
+    }
+
+    fn generate(config: &SimConfig, n: usize) -> (Generator, Vec<(String, Vec<u8>, Generated)>) {
+        let mut generator = Generator::new(config);
+        let times = TimeStamps::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let (mut topic, mut payload) = (String::new(), Vec::new());
+            let machine = generator.pick_machine();
+            let what = generator.next(machine, &times, &mut topic, &mut payload);
+            out.push((topic, payload, what));
+        }
+        (generator, out)
+    }
+
+    #[test]
+    fn same_seed_same_messages_other_seed_others() {
+        let (_, a) = generate(&config(7, 0.2), 500);
+        let (_, b) = generate(&config(7, 0.2), 500);
+        let (_, c) = generate(&config(8, 0.2), 500);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn valid_messages_parse_in_the_core_to_what_was_generated() {
+        let (generator, messages) = generate(&config(1, 0.0), 2000);
+        let received = Timestamp::from_unix_millis(1_800_000_000_000).unwrap();
+        let mut forms = std::collections::HashSet::new();
+        for (topic, payload, what) in &messages {
+            let reading = parse_reading(topic, payload, received, &ParseLimits::default()).unwrap();
+            let Generated::Valid {
+                machine,
+                scrap_index,
+                value,
+            } = *what
+            else {
+                panic!("all valid")
+            };
+            assert_eq!(reading.machine, ["A1", "B1", "C1"][machine]);
+            assert_eq!((reading.scrap_index, reading.value), (scrap_index, value));
+            assert!((1.0..=5.0).contains(&value) && value.fract() == 0.0);
+            assert_eq!(
+                reading.event_time, received,
+                "every time form means the same instant"
+            );
+            let text = String::from_utf8_lossy(payload);
+            for needle in [
+                "machineId",
+                "maschinenId",
+                "scrapIndex",
+                "scrapeIndex",
+                "\"timestamp\"",
+                "zeitstempel",
+                "Z\"",
+                "+02:00",
+                ":1800000000000",
+                "\"value\":\"",
+            ] {
+                if text.contains(needle) {
+                    forms.insert(needle);
+                }
+            }
+            if !text.contains("timestamp") && !text.contains("zeitstempel") {
+                forms.insert("no time");
+            }
+        }
+        assert_eq!(forms.len(), 11, "every variant occurs: {forms:?}");
+        let total: u64 = generator.expected().iter().map(|k| k.count).sum();
+        assert_eq!(total, 2000);
+    }
+
+    #[test]
+    fn invalid_ratio_cycles_through_every_reason_and_the_core_agrees() {
+        let (generator, messages) = generate(&config(3, 0.5), 160);
+        let received = Timestamp::from_unix_millis(1_800_000_000_000).unwrap();
+        // Room for exactly the 9 configured keys, created up front: every fresh key is refused.
+        let mut store = WindowStore::new(WindowConfig {
+            max_keys: 9,
+            ..WindowConfig::default()
+        });
+        for machine in ["A1", "B1", "C1"] {
+            for index in 1..=3 {
+                let topic = format!("machines/{machine}/scrap");
+                let payload = format!("{{\"scrapIndex\":{index},\"value\":0}}");
+                let reading = parse_reading(
+                    &topic,
+                    payload.as_bytes(),
+                    received,
+                    &ParseLimits::default(),
+                )
+                .unwrap();
+                store.accept(&reading, received).unwrap();
+            }
+        }
+        let mut seen = Vec::new();
+        for (topic, payload, what) in &messages {
+            let outcome = parse_reading(topic, payload, received, &ParseLimits::default())
+                .and_then(|r| store.accept(&r, received).map(|_| ()));
+            match what {
+                Generated::Valid { .. } => assert!(
+                    outcome.is_ok(),
+                    "{topic} {}",
+                    String::from_utf8_lossy(payload)
+                ),
+                Generated::Invalid(InvalidKind::TooManyKeys) => {
+                    assert_eq!(outcome.unwrap_err().reason(), RejectionReason::TooManyKeys);
+                    seen.push(RejectionReason::TooManyKeys);
+                }
+                Generated::Invalid(kind) => {
+                    let reason = outcome.unwrap_err().reason();
+                    assert_eq!(reason, kind.reason(), "{topic}");
+                    seen.push(reason);
+                }
+            }
+        }
+        assert_eq!(generator.invalid_counts(), [10; 8]);
+        for reason in RejectionReason::ALL {
+            assert!(seen.contains(&reason), "{reason} never produced");
+        }
+        assert_eq!(
+            generator.expected().iter().map(|k| k.count).sum::<u64>(),
+            80
+        );
+    }
+
+    #[test]
+    fn float_ranges_give_two_decimals() {
+        let mut config = config(5, 0.0);
+        config.values = ValueRange::parse("0.5..1.5").unwrap();
+        let (_, messages) = generate(&config, 200);
+        for (_, _, what) in messages {
+            let Generated::Valid { value, .. } = what else {
+                panic!()
+            };
+            assert!((0.5..=1.5).contains(&value));
+            assert!(((value * 100.0).round() - value * 100.0).abs() < 1e-9);
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! A minimal MQTT 3.1.1 QoS 0 publisher for load generation.
+//!
+//! rumqttc moves every publish through a channel, an owned `Publish` and its state machine;
+//! for QoS 0 none of that buys anything, so this writer encodes PUBLISH packets straight into
+//! one reused buffer and writes it in large chunks. The broker's answers (CONNACK, PINGRESP)
+//! are read by a small task; the end of the stream is how a clean finish is confirmed:
+//! Mosquitto handles packets in order and closes the socket only after our DISCONNECT, so
+//! once it closes, every publish before it has been processed.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Delivery, TransportError};
+use crate::configuration::SimConfig;
+
+/// Write the buffer out once it holds this much, even inside a batch.
+const FLUSH_AT: usize = 256 * 1024;
+/// Pause between connection attempts.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+/// How long the broker has to answer CONNECT.
+const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connected QoS 0 writer.
+#[derive(Debug)]
+pub struct RawConnection {
+    config: SimConfig,
+    addr: String,
+    writer: OwnedWriteHalf,
+    closed: oneshot::Receiver<()>,
+    buf: Vec<u8>,
+    buffered: u64,
+    last_write: Instant,
+    delivery: Delivery,
+}
+
+impl RawConnection {
+    /// Connects and waits for a successful CONNACK, retrying within the connect timeout.
+    ///
+    /// # Errors
+    /// [`TransportError::Unreachable`] or [`TransportError::Refused`].
+    pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
+        let addr = format!("{}:{}", config.host, config.port);
+        let (writer, closed) = connect_with_retry(config, &addr).await?;
+        Ok(Self {
+            config: config.clone(),
+            addr,
+            writer,
+            closed,
+            buf: Vec::with_capacity(FLUSH_AT + 70 * 1024),
+            buffered: 0,
+            last_write: Instant::now(),
+            delivery: Delivery::default(),
+        })
+    }
+
+    /// Encodes one PUBLISH into the buffer; writes the buffer when it is full.
+    ///
+    /// # Errors
+    /// When the connection fails and cannot be re-established.
+    pub async fn send(&mut self, topic: &str, payload: &[u8]) -> Result<(), TransportError> {
+        encode_publish(&mut self.buf, topic, payload);
+        self.buffered += 1;
+        self.delivery.sent += 1;
+        if self.buf.len() >= FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer out (adding a PINGREQ when the line has been quiet for half the
+    /// keep-alive). A failed write counts its messages lost and reconnects.
+    ///
+    /// # Errors
+    /// When the connection fails and cannot be re-established.
+    pub async fn flush(&mut self) -> Result<(), TransportError> {
+        if self.buf.is_empty() && self.last_write.elapsed() < self.config.keep_alive / 2 {
+            return Ok(());
+        }
+        if self.buf.is_empty() {
+            self.buf.extend_from_slice(&[0xC0, 0x00]);
+        }
+        let written = self.writer.write_all(&self.buf).await;
+        self.buf.clear();
+        match written {
+            Ok(()) => {
+                self.delivery.acknowledged += self.buffered;
+                self.buffered = 0;
+                self.last_write = Instant::now();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(broker = %self.addr, error = %e, lost = self.buffered, "connection lost; reconnecting");
+                self.delivery.lost += self.buffered;
+                self.delivery.errors += 1;
+                self.buffered = 0;
+                let (writer, closed) = connect_with_retry(&self.config, &self.addr).await?;
+                self.writer = writer;
+                self.closed = closed;
+                self.last_write = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
+    /// Current counters.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// Flushes, sends DISCONNECT and waits up to `timeout` for the broker to close the
+    /// connection, which confirms it processed everything. Unconfirmed messages count as lost.
+    pub async fn finish(mut self, timeout: Duration) -> Delivery {
+        if self.flush().await.is_err() {
+            return self.delivery;
+        }
+        let confirmed = async {
+            self.writer.write_all(&[0xE0, 0x00]).await?;
+            self.writer.shutdown().await?;
+            // Err means the reader task saw an error rather than a clean close; both end it.
+            let _ = (&mut self.closed).await;
+            Ok::<(), std::io::Error>(())
+        };
+        match tokio::time::timeout(timeout, confirmed).await {
+            Ok(Ok(())) => {}
+            outcome => {
+                tracing::warn!(broker = %self.addr, ?outcome, "broker did not confirm the end of the stream");
+                self.delivery.errors += 1;
+                self.delivery.lost =
+                    self.delivery.sent - self.delivery.lost.min(self.delivery.sent);
+                self.delivery.acknowledged = 0;
+            }
+        }
+        self.delivery
+    }
+}
+
+/// Connects once with a clean session under the configured client id and disconnects, which
+/// makes the broker drop any session stored for that id.
+///
+/// # Errors
+/// When the broker cannot be reached or refuses the connection.
+pub async fn forget_session(config: &SimConfig) -> Result<(), TransportError> {
+    let addr = format!("{}:{}", config.host, config.port);
+    let (mut writer, closed) = connect_once(config, &addr).await?;
+    let io = |source| TransportError::Io {
+        addr: addr.clone(),
+        source,
+    };
+    writer.write_all(&[0xE0, 0x00]).await.map_err(io)?;
+    writer.shutdown().await.map_err(io)?;
+    let _ = tokio::time::timeout(CONNACK_TIMEOUT, closed).await;
+    Ok(())
+}
+
+/// Connects and completes the MQTT handshake, retrying until the connect timeout.
+async fn connect_with_retry(
+    config: &SimConfig,
+    addr: &str,
+) -> Result<(OwnedWriteHalf, oneshot::Receiver<()>), TransportError> {
+    let deadline = Instant::now() + config.connect_timeout;
+    loop {
+        match connect_once(config, addr).await {
+            Ok(connection) => return Ok(connection),
+            Err(e @ TransportError::Refused { .. }) => return Err(e),
+            Err(e) if Instant::now() + RETRY_EVERY >= deadline => {
+                return Err(TransportError::Unreachable {
+                    addr: addr.to_owned(),
+                    timeout: config.connect_timeout,
+                    last_error: e.to_string(),
+                });
+            }
+            Err(e) => {
+                tracing::debug!(broker = addr, error = %e, "broker not reachable yet");
+                tokio::time::sleep(RETRY_EVERY).await;
+            }
+        }
+    }
+}
+
+async fn connect_once(
+    config: &SimConfig,
+    addr: &str,
+) -> Result<(OwnedWriteHalf, oneshot::Receiver<()>), TransportError> {
+    let io = |source| TransportError::Io {
+        addr: addr.to_owned(),
+        source,
+    };
+    let mut stream = TcpStream::connect((config.host.as_str(), config.port))
+        .await
+        .map_err(io)?;
+    stream.set_nodelay(true).map_err(io)?;
+    let keep_alive = u16::try_from(config.keep_alive.as_secs()).unwrap_or(u16::MAX);
+    let mut connect = Vec::new();
+    encode_connect(&mut connect, &config.client_id, keep_alive);
+    stream.write_all(&connect).await.map_err(io)?;
+    let mut connack = [0_u8; 4];
+    match tokio::time::timeout(CONNACK_TIMEOUT, stream.read_exact(&mut connack)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(io(e)),
+        Err(_) => {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no CONNACK",
+            )));
+        }
+    }
+    if connack[0] != 0x20 || connack[1] != 0x02 {
+        return Err(TransportError::Refused {
+            addr: addr.to_owned(),
+            reason: format!("unexpected answer {connack:02x?}"),
+        });
+    }
+    if connack[3] != 0 {
+        return Err(TransportError::Refused {
+            addr: addr.to_owned(),
+            reason: format!("CONNACK return code {}", connack[3]),
+        });
+    }
+    let (mut reader, writer) = stream.into_split();
+    let (closed_tx, closed) = oneshot::channel();
+    // The broker only sends PINGRESP from here on; drain until it closes the connection.
+    tokio::spawn(async move {
+        let mut sink = [0_u8; 512];
+        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+        let _ = closed_tx.send(());
+    });
+    Ok((writer, closed))
+}
+
+/// Appends an MQTT remaining-length varint.
+fn encode_remaining_length(out: &mut Vec<u8>, mut len: usize) {
+    loop {
+        // The mask keeps the value in 0..128, so the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+}
+
+/// Appends a QoS 0, non-retained PUBLISH packet.
+///
+/// Topics are machine ids checked against the 256-byte topic-level cap, so the length fits
+/// MQTT's u16.
+pub fn encode_publish(out: &mut Vec<u8>, topic: &str, payload: &[u8]) {
+    let topic_len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
+    out.push(0x30);
+    encode_remaining_length(out, 2 + topic.len() + payload.len());
+    out.extend_from_slice(&topic_len.to_be_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Appends a CONNECT packet: MQTT 3.1.1, clean session, no will, no credentials.
+pub fn encode_connect(out: &mut Vec<u8>, client_id: &str, keep_alive_secs: u16) {
+    let id_len = u16::try_from(client_id.len()).unwrap_or(u16::MAX);
+    out.push(0x10);
+    encode_remaining_length(out, 10 + 2 + client_id.len());
+    out.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02]);
+    out.extend_from_slice(&keep_alive_secs.to_be_bytes());
+    out.extend_from_slice(&id_len.to_be_bytes());
+    out.extend_from_slice(client_id.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use rumqttc::QoS;
+    use rumqttc::mqttbytes::v4::Packet;
+
+    use super::*;
+
+    #[test]
+    fn publish_encoding_is_read_back_by_rumqttc() {
+        for size in [0, 1, 100, 127, 128, 16_383, 16_384, 70_000] {
+            let payload = vec![b'p'; size];
+            let mut out = Vec::new();
+            encode_publish(&mut out, "machines/A1/scrap", &payload);
+            let mut stream = BytesMut::from(&out[..]);
+            let Packet::Publish(publish) = Packet::read(&mut stream, 1 << 20).unwrap() else {
+                panic!("not a publish")
+            };
+            assert_eq!(publish.topic, "machines/A1/scrap");
+            assert_eq!(publish.qos, QoS::AtMostOnce);
+            assert!(!publish.retain);
+            assert_eq!(publish.payload.len(), size);
+            assert!(stream.is_empty(), "no trailing bytes for size {size}");
+        }
+    }
+
+    #[test]
+    fn connect_encoding_is_read_back_by_rumqttc() {
+        let mut out = Vec::new();
+        encode_connect(&mut out, "sim-1", 30);
+        let mut stream = BytesMut::from(&out[..]);
+        let Packet::Connect(connect) = Packet::read(&mut stream, 1 << 20).unwrap() else {
+            panic!("not a connect")
+        };
+        assert_eq!(
+            (
+                connect.client_id.as_str(),
+                connect.keep_alive,
+                connect.clean_session
+            ),
+            ("sim-1", 30, true)
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! The command line: help, bad settings, an unreachable broker, signals.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use test_support::{Broker, Collector, ServiceProcess, free_port};
+
+use crate::helpers::{SIMULATOR, WAIT, run, spawn};
+
+#[tokio::test]
+async fn help_lists_the_contract_flags() {
+    let mut process =
+        ServiceProcess::spawn(SIMULATOR, ["--help"], std::iter::empty::<(&str, &str)>());
+    let status = process.wait_exit(WAIT).await.unwrap();
+    assert!(status.success());
+    let help = process.stdout();
+    for flag in [
+        "--mqtt-host",
+        "--mqtt-port",
+        "--config",
+        "--rate",
+        "--machines",
+        "--indices",
+        "--count",
+        "--duration",
+        "--qos",
+        "--seed",
+        "--values",
+        "--invalid-ratio",
+        "MQTT_BROKER",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn bad_setting_is_named_and_fails() {
+    let finished = run(free_port(), &["--qos", "7"]).await;
+    assert!(!finished.status.success());
+    assert!(finished.stderr.contains("`qos`"), "{}", finished.stderr);
+}
+
+#[tokio::test]
+async fn unreachable_broker_fails_with_a_message() {
+    let port = free_port();
+    let mut process = ServiceProcess::spawn(
+        SIMULATOR,
+        [
+            "--mqtt-host",
+            "127.0.0.1",
+            "--mqtt-port",
+            &port.to_string(),
+            "--count",
+            "1",
+        ],
+        [("SIMULATOR_MQTT__CONNECT_TIMEOUT_SECS", "1")],
+    );
+    let status = process.wait_exit(WAIT).await.unwrap();
+    assert!(!status.success());
+    assert!(
+        process.stderr().contains("not reachable"),
+        "{}",
+        process.logs()
+    );
+}
+
+#[tokio::test]
+async fn env_names_of_the_original_service_work() {
+    let broker = Broker::start().await;
+    let collector = Collector::start(broker.port(), &["machines/+/scrap"]).await;
+    let mut process = ServiceProcess::spawn(
+        SIMULATOR,
+        ["--count", "5", "--rate", "100"],
+        [
+            ("MQTT_BROKER", "127.0.0.1".to_owned()),
+            ("MQTT_PORT", broker.port().to_string()),
+        ],
+    );
+    let status = process.wait_exit(WAIT).await.unwrap();
+    assert!(status.success(), "{}", process.logs());
+    collector.wait_for(|m| m.len() == 5, WAIT).await.unwrap();
+}
+
+async fn stops_cleanly_on(signal: Signal) {
+    let broker = Broker::start().await;
+    let collector = Collector::start(broker.port(), &["machines/+/scrap"]).await;
+    let mut process = spawn(
+        broker.port(),
+        &["--rate", "2000", "--qos", "1", "--print-expected"],
+    );
+    collector.wait_for(|m| m.len() >= 500, WAIT).await.unwrap();
+    let status = process
+        .terminate_with(signal, Duration::from_secs(30))
+        .await;
+    assert!(status.success(), "{status:?}\n{}", process.logs());
+    let summary: serde_json::Value = serde_json::from_str(process.stdout().trim()).unwrap();
+    assert_eq!(summary["stopped_by"], "signal");
+    let sent = summary["sent"].as_u64().unwrap();
+    assert_eq!(summary["acknowledged"].as_u64().unwrap(), sent);
+    let sent = usize::try_from(sent).unwrap();
+    let messages = collector.wait_for(|m| m.len() >= sent, WAIT).await.unwrap();
+    assert_eq!(messages.len(), sent);
+    assert!(process.stderr().contains("summary"));
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_with_a_summary() {
+    stops_cleanly_on(Signal::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn sigint_stops_cleanly_with_a_summary() {
+    stops_cleanly_on(Signal::SIGINT).await;
+}
+
+#[tokio::test]
+async fn progress_line_every_second() {
+    let broker = Broker::start().await;
+    let finished = run(broker.port(), &["--rate", "1000", "--duration", "2200ms"]).await;
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let lines = finished
+        .stderr
+        .lines()
+        .filter(|l| l.contains("progress"))
+        .count();
+    assert_eq!(lines, 2, "{}", finished.stderr);
+    assert!(finished.stderr.contains("rate="));
+}

@@ -1,0 +1,670 @@
+//! The gateway's state and its fan-out: the latest aggregate per key, the pipeline status,
+//! and the frames that tell WebSocket clients about changes.
+//!
+//! The MQTT task applies changes as they arrive and marks keys dirty; the batcher
+//! ([`Hub::run_batcher`]) turns the dirty keys of a short interval into `remove`, `update`
+//! and `status` frames, encodes each once and broadcasts it. Clients subscribe and take their
+//! snapshot under the same lock the batcher broadcasts under, so no change falls between a
+//! snapshot and the frames that follow it (a change may arrive twice, which is harmless:
+//! frames carry latest values, not deltas).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use aggregator_core::{Aggregate, KeyRef};
+use bytestring::ByteString;
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// A (machine, scrap index) key.
+pub type Key = (String, u32);
+
+/// Most aggregates in one update frame: a frame is one allocation shared by every client,
+/// and a client's socket buffers hold a few of them, so they are kept to a few MB.
+const MAX_ITEMS_PER_FRAME: usize = 10_000;
+
+/// Broker connection state as shown to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttState {
+    /// Connected to the broker.
+    Connected,
+    /// Not connected (starting, or the broker is unreachable).
+    Disconnected,
+}
+
+/// Ingest liveness as shown to clients: `{"online":true}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IngestView {
+    /// Whether ingest said it is online.
+    pub online: bool,
+}
+
+/// The `?machines=A1,B2` filter of a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineFilter(HashSet<String>);
+
+impl MachineFilter {
+    /// Parses a comma-separated list; `None` when it names no machine (no filter).
+    pub fn parse(list: &str) -> Option<Self> {
+        let set: HashSet<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!set.is_empty()).then_some(Self(set))
+    }
+
+    /// Whether `machine` passes.
+    pub fn matches(&self, machine: &str) -> bool {
+        self.0.contains(machine)
+    }
+}
+
+/// What a frame says, kept next to its encoding so filtered clients can re-encode a subset.
+#[derive(Debug)]
+pub enum FrameBody {
+    /// Changed aggregates.
+    Update(Vec<Aggregate>),
+    /// Forgotten keys.
+    Remove(Vec<KeyRef>),
+    /// Pipeline status.
+    Status,
+}
+
+/// One broadcast frame: encoded once, shared by every unfiltered client.
+#[derive(Debug)]
+pub struct Frame {
+    /// The JSON text for clients without a filter.
+    pub text: ByteString,
+    /// The content, for clients with a filter.
+    pub body: FrameBody,
+}
+
+impl Frame {
+    /// The text for a client with `filter`; `None` when nothing in the frame concerns it.
+    pub fn text_for(&self, filter: Option<&MachineFilter>) -> Option<ByteString> {
+        let Some(filter) = filter else {
+            return Some(self.text.clone());
+        };
+        match &self.body {
+            FrameBody::Status => Some(self.text.clone()),
+            FrameBody::Update(all) => {
+                let kept: Vec<&Aggregate> = all
+                    .iter()
+                    .filter(|a| filter.matches(&a.machine_id))
+                    .collect();
+                match kept.len() {
+                    0 => None,
+                    n if n == all.len() => Some(self.text.clone()),
+                    _ => Some(encode(&Wire::Update { aggregates: kept })),
+                }
+            }
+            FrameBody::Remove(all) => {
+                let kept: Vec<&KeyRef> = all
+                    .iter()
+                    .filter(|k| filter.matches(&k.machine_id))
+                    .collect();
+                match kept.len() {
+                    0 => None,
+                    n if n == all.len() => Some(self.text.clone()),
+                    _ => Some(encode(&Wire::Remove { keys: kept })),
+                }
+            }
+        }
+    }
+}
+
+/// The JSON frames of the WebSocket protocol.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Wire<'a> {
+    Snapshot {
+        aggregates: Vec<&'a Aggregate>,
+        ingest: Option<IngestView>,
+        mqtt: MqttState,
+    },
+    Update {
+        aggregates: Vec<&'a Aggregate>,
+    },
+    Remove {
+        keys: Vec<&'a KeyRef>,
+    },
+    Status {
+        mqtt: MqttState,
+        ingest: Option<IngestView>,
+    },
+}
+
+fn encode(wire: &Wire<'_>) -> ByteString {
+    // expect: these types have string keys and no fallible Serialize impls, so serde_json
+    // cannot fail on them (non-finite floats become null).
+    let json = serde_json::to_string(wire).expect("frames always serialize");
+    ByteString::from(json)
+}
+
+/// `/api/health` body.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// `ok` while connected to the broker, else `degraded`.
+    pub status: &'static str,
+    /// Open WebSocket connections.
+    pub clients_connected: usize,
+    /// Broker connection state.
+    pub mqtt: MqttState,
+    /// Ingest liveness, `null` when unknown.
+    pub ingest: Option<IngestView>,
+    /// Aggregates held.
+    pub keys: usize,
+}
+
+impl Health {
+    /// Whether the gateway can serve live data.
+    pub fn is_ok(&self) -> bool {
+        self.mqtt == MqttState::Connected
+    }
+}
+
+/// What a new (or resynced) client starts from.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Frames after the snapshot.
+    pub frames: broadcast::Receiver<Arc<Frame>>,
+    /// The snapshot frame text.
+    pub snapshot: ByteString,
+}
+
+#[derive(Debug)]
+struct Inner {
+    aggregates: BTreeMap<Key, Aggregate>,
+    ingest: Option<IngestView>,
+    mqtt: MqttState,
+    /// Keys changed since the last flush.
+    dirty: BTreeSet<Key>,
+    /// Status changed since the last flush.
+    status_dirty: bool,
+    /// Encoded unfiltered snapshot, valid until the next change.
+    snapshot: Option<ByteString>,
+    /// During the retained replay after a reconnect: keys heard of since the reconnect.
+    seen: Option<HashSet<Key>>,
+}
+
+/// State plus fan-out; shared by the MQTT task, the batcher, HTTP handlers and clients.
+#[derive(Debug)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+    frames: broadcast::Sender<Arc<Frame>>,
+    wake: Notify,
+    clients: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// A hub whose clients may fall `queue_frames` frames behind before they are resynced.
+    pub fn new(queue_frames: usize, metrics: Arc<Metrics>) -> Self {
+        let (frames, _) = broadcast::channel(queue_frames.max(1));
+        Self {
+            inner: Mutex::new(Inner {
+                aggregates: BTreeMap::new(),
+                ingest: None,
+                mqtt: MqttState::Disconnected,
+                dirty: BTreeSet::new(),
+                status_dirty: false,
+                snapshot: None,
+                seen: None,
+            }),
+            frames,
+            wake: Notify::new(),
+            clients: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    /// The metrics this hub updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every update is one insert
+        // or remove), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn changed(&self, inner: &mut Inner, key: Key) {
+        inner.snapshot = None;
+        inner.dirty.insert(key);
+        self.metrics.keys.set(gauge_value(inner.aggregates.len()));
+        self.wake.notify_one();
+    }
+
+    /// Stores the latest aggregate of its key.
+    pub fn upsert(&self, aggregate: Aggregate) {
+        let key = (aggregate.machine_id.clone(), aggregate.scrap_index);
+        let mut inner = self.lock();
+        if let Some(seen) = inner.seen.as_mut() {
+            seen.insert(key.clone());
+        }
+        if inner.aggregates.get(&key) == Some(&aggregate) {
+            return;
+        }
+        inner.aggregates.insert(key.clone(), aggregate);
+        self.changed(&mut inner, key);
+    }
+
+    /// Forgets a key (its retained aggregate was cleared).
+    pub fn remove(&self, machine: &str, index: u32) {
+        let key = (machine.to_owned(), index);
+        let mut inner = self.lock();
+        if let Some(seen) = inner.seen.as_mut() {
+            seen.insert(key.clone());
+        }
+        if inner.aggregates.remove(&key).is_some() {
+            self.changed(&mut inner, key);
+        }
+    }
+
+    /// Records ingest liveness (`None`: its retained status was cleared).
+    pub fn set_ingest(&self, ingest: Option<IngestView>) {
+        let mut inner = self.lock();
+        if inner.ingest != ingest {
+            inner.ingest = ingest;
+            self.status_changed(&mut inner);
+        }
+    }
+
+    /// Records the broker connection state.
+    pub fn set_mqtt(&self, state: MqttState) {
+        self.metrics
+            .broker_connected
+            .set(i64::from(state == MqttState::Connected));
+        let mut inner = self.lock();
+        if inner.mqtt != state {
+            inner.mqtt = state;
+            self.status_changed(&mut inner);
+        }
+    }
+
+    fn status_changed(&self, inner: &mut Inner) {
+        inner.snapshot = None;
+        inner.status_dirty = true;
+        self.wake.notify_one();
+    }
+
+    /// Starts a retained replay (after a ConnAck): keys not heard of until
+    /// [`Hub::finish_resync`] were cleared while the gateway was away.
+    pub fn begin_resync(&self) {
+        self.lock().seen = Some(HashSet::new());
+    }
+
+    /// Ends the retained replay: forgets every key that was not re-delivered. Returns how
+    /// many were forgotten.
+    pub fn finish_resync(&self) -> usize {
+        let mut inner = self.lock();
+        let Some(seen) = inner.seen.take() else {
+            return 0;
+        };
+        let stale: Vec<Key> = inner
+            .aggregates
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for key in &stale {
+            inner.aggregates.remove(key);
+            self.changed(&mut inner, key.clone());
+        }
+        stale.len()
+    }
+
+    /// Turns the changes since the last call into frames and broadcasts them.
+    pub fn flush(&self) {
+        let mut inner = self.lock();
+        if inner.dirty.is_empty() && !inner.status_dirty {
+            return;
+        }
+        let dirty = std::mem::take(&mut inner.dirty);
+        let mut updates = Vec::new();
+        let mut removes = Vec::new();
+        for key in dirty {
+            match inner.aggregates.get(&key) {
+                Some(a) => updates.push(a.clone()),
+                None => removes.push(KeyRef {
+                    machine_id: key.0,
+                    scrap_index: key.1,
+                }),
+            }
+        }
+        // Sent while holding the lock: a client subscribing now sees either the state before
+        // these frames and then the frames, or the state after them.
+        while !removes.is_empty() {
+            let rest = removes.split_off(removes.len().min(MAX_ITEMS_PER_FRAME));
+            let text = encode(&Wire::Remove {
+                keys: removes.iter().collect(),
+            });
+            self.broadcast(text, FrameBody::Remove(removes));
+            removes = rest;
+        }
+        while !updates.is_empty() {
+            let rest = updates.split_off(updates.len().min(MAX_ITEMS_PER_FRAME));
+            let text = encode(&Wire::Update {
+                aggregates: updates.iter().collect(),
+            });
+            self.broadcast(text, FrameBody::Update(updates));
+            updates = rest;
+        }
+        if std::mem::take(&mut inner.status_dirty) {
+            let text = encode(&Wire::Status {
+                mqtt: inner.mqtt,
+                ingest: inner.ingest,
+            });
+            self.broadcast(text, FrameBody::Status);
+        }
+    }
+
+    fn broadcast(&self, text: ByteString, body: FrameBody) {
+        // An error only means no client is connected right now.
+        let _ = self.frames.send(Arc::new(Frame { text, body }));
+    }
+
+    /// Flushes changes every `interval` after the first change of a batch, until `shutdown`.
+    pub async fn run_batcher(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wake.notified() => {}
+            }
+            if !interval.is_zero() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+            self.flush();
+        }
+    }
+
+    /// Subscribes to the frames and takes the snapshot they follow, atomically.
+    pub fn subscribe(&self, filter: Option<&MachineFilter>) -> Subscription {
+        let mut inner = self.lock();
+        let frames = self.frames.subscribe();
+        let snapshot = match filter {
+            Some(filter) => encode(&Wire::Snapshot {
+                aggregates: inner
+                    .aggregates
+                    .values()
+                    .filter(|a| filter.matches(&a.machine_id))
+                    .collect(),
+                ingest: inner.ingest,
+                mqtt: inner.mqtt,
+            }),
+            None => {
+                if let Some(cached) = &inner.snapshot {
+                    cached.clone()
+                } else {
+                    let text = encode(&Wire::Snapshot {
+                        aggregates: inner.aggregates.values().collect(),
+                        ingest: inner.ingest,
+                        mqtt: inner.mqtt,
+                    });
+                    inner.snapshot = Some(text.clone());
+                    text
+                }
+            }
+        };
+        Subscription { frames, snapshot }
+    }
+
+    /// Every aggregate as a JSON array, sorted by machine, then index.
+    pub fn aggregates_json(&self) -> String {
+        let inner = self.lock();
+        let all: Vec<&Aggregate> = inner.aggregates.values().collect();
+        // expect: as in `encode`.
+        serde_json::to_string(&all).expect("aggregates always serialize")
+    }
+
+    /// The `/api/health` view.
+    pub fn health(&self) -> Health {
+        let inner = self.lock();
+        let mqtt = inner.mqtt;
+        Health {
+            status: if mqtt == MqttState::Connected {
+                "ok"
+            } else {
+                "degraded"
+            },
+            clients_connected: self.clients.load(Ordering::Relaxed),
+            mqtt,
+            ingest: inner.ingest,
+            keys: inner.aggregates.len(),
+        }
+    }
+
+    /// Reserves a client slot unless `max` clients are connected.
+    pub fn try_admit(self: &Arc<Self>, max: usize) -> Option<ClientSlot> {
+        self.clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        self.metrics.clients.inc();
+        Some(ClientSlot {
+            hub: Arc::clone(self),
+        })
+    }
+
+    /// Open client connections.
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+}
+
+/// One admitted client; frees its slot when dropped.
+#[derive(Debug)]
+pub struct ClientSlot {
+    hub: Arc<Hub>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.hub.clients.fetch_sub(1, Ordering::AcqRel);
+        self.hub.metrics.clients.dec();
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agg(machine: &str, index: u32, sum: f64) -> Aggregate {
+        Aggregate {
+            machine_id: machine.into(),
+            scrap_index: index,
+            sum,
+            avg: Some(sum),
+            count: 1,
+            window_seconds: 60,
+            timestamp: "2026-01-01T00:00:00.000Z".into(),
+        }
+    }
+
+    fn hub() -> Arc<Hub> {
+        Arc::new(Hub::new(16, Arc::new(Metrics::new())))
+    }
+
+    fn json(text: &ByteString) -> serde_json::Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn next(sub: &mut Subscription) -> serde_json::Value {
+        json(&sub.frames.try_recv().unwrap().text)
+    }
+
+    #[test]
+    fn snapshot_is_sorted_and_carries_status() {
+        let hub = hub();
+        hub.upsert(agg("B1", 1, 1.0));
+        hub.upsert(agg("A1", 2, 2.0));
+        hub.upsert(agg("A1", 1, 3.0));
+        hub.set_ingest(Some(IngestView { online: true }));
+        let sub = hub.subscribe(None);
+        let snap = json(&sub.snapshot);
+        assert_eq!(snap["type"], "snapshot");
+        assert_eq!(snap["ingest"], serde_json::json!({"online": true}));
+        assert_eq!(snap["mqtt"], "disconnected");
+        let keys: Vec<(String, u64)> = snap["aggregates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["maschinenId"].as_str().unwrap().to_owned(),
+                    a["scrapIndex"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![("A1".into(), 1), ("A1".into(), 2), ("B1".into(), 1)]
+        );
+        let api: serde_json::Value = serde_json::from_str(&hub.aggregates_json()).unwrap();
+        assert_eq!(api, snap["aggregates"]);
+    }
+
+    #[test]
+    fn a_batch_sends_latest_values_removals_and_status() {
+        let hub = hub();
+        hub.upsert(agg("A1", 1, 1.0));
+        hub.upsert(agg("A1", 2, 1.0));
+        hub.flush();
+        let mut sub = hub.subscribe(None);
+        hub.upsert(agg("A1", 1, 2.0));
+        hub.upsert(agg("A1", 1, 3.0));
+        hub.remove("A1", 2);
+        hub.set_mqtt(MqttState::Connected);
+        hub.flush();
+        let remove = next(&mut sub);
+        assert_eq!(
+            remove,
+            serde_json::json!({"type":"remove","keys":[{"maschinenId":"A1","scrapIndex":2}]})
+        );
+        let update = next(&mut sub);
+        assert_eq!(update["type"], "update");
+        assert_eq!(update["aggregates"].as_array().unwrap().len(), 1);
+        assert_eq!(update["aggregates"][0]["sumLast60s"], 3.0);
+        let status = next(&mut sub);
+        assert_eq!(
+            status,
+            serde_json::json!({"type":"status","mqtt":"connected","ingest":null})
+        );
+        assert!(sub.frames.try_recv().is_err(), "nothing more");
+        hub.flush();
+        assert!(
+            sub.frames.try_recv().is_err(),
+            "an empty flush sends nothing"
+        );
+    }
+
+    #[test]
+    fn unchanged_values_send_nothing() {
+        let hub = hub();
+        hub.upsert(agg("A1", 1, 1.0));
+        hub.flush();
+        let mut sub = hub.subscribe(None);
+        hub.upsert(agg("A1", 1, 1.0));
+        hub.remove("Z9", 1);
+        hub.set_mqtt(MqttState::Disconnected);
+        hub.flush();
+        assert!(sub.frames.try_recv().is_err());
+    }
+
+    #[test]
+    fn filters_keep_only_their_machines() {
+        let hub = hub();
+        let filter = MachineFilter::parse("A1, C3").unwrap();
+        hub.upsert(agg("A1", 1, 1.0));
+        hub.upsert(agg("B1", 1, 1.0));
+        let mut sub = hub.subscribe(Some(&filter));
+        let snap = json(&sub.snapshot);
+        assert_eq!(snap["aggregates"].as_array().unwrap().len(), 1);
+        hub.upsert(agg("A1", 1, 5.0));
+        hub.upsert(agg("B1", 1, 5.0));
+        hub.flush();
+        let frame = sub.frames.try_recv().unwrap();
+        let text = frame.text_for(Some(&filter)).unwrap();
+        let v = json(&text);
+        assert_eq!(v["aggregates"].as_array().unwrap().len(), 1);
+        assert_eq!(v["aggregates"][0]["maschinenId"], "A1");
+        hub.upsert(agg("B1", 1, 6.0));
+        hub.flush();
+        let frame = sub.frames.try_recv().unwrap();
+        assert!(frame.text_for(Some(&filter)).is_none());
+        assert!(frame.text_for(None).is_some());
+        assert_eq!(MachineFilter::parse(" , "), None);
+    }
+
+    #[test]
+    fn resync_forgets_keys_not_redelivered() {
+        let hub = hub();
+        hub.upsert(agg("A1", 1, 1.0));
+        hub.upsert(agg("A1", 2, 1.0));
+        hub.flush();
+        let mut sub = hub.subscribe(None);
+        hub.begin_resync();
+        hub.upsert(agg("A1", 1, 1.0));
+        assert_eq!(hub.finish_resync(), 1);
+        hub.flush();
+        assert_eq!(next(&mut sub)["type"], "remove");
+        assert_eq!(hub.health().keys, 1);
+        assert_eq!(hub.finish_resync(), 0, "only once per replay");
+    }
+
+    #[test]
+    fn a_lagging_receiver_sees_lagged() {
+        let hub = Arc::new(Hub::new(2, Arc::new(Metrics::new())));
+        let mut sub = hub.subscribe(None);
+        for i in 0..5 {
+            hub.upsert(agg("A1", 1, f64::from(i)));
+            hub.flush();
+        }
+        assert!(matches!(
+            sub.frames.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(3))
+        ));
+    }
+
+    #[test]
+    fn admission_is_capped_and_slots_are_freed() {
+        let hub = hub();
+        let a = hub.try_admit(2).unwrap();
+        let _b = hub.try_admit(2).unwrap();
+        assert!(hub.try_admit(2).is_none());
+        drop(a);
+        assert!(hub.try_admit(2).is_some());
+        assert_eq!(hub.health().clients_connected, 1);
+    }
+
+    #[test]
+    fn health_reflects_the_broker() {
+        let hub = hub();
+        assert!(!hub.health().is_ok());
+        assert_eq!(hub.health().status, "degraded");
+        hub.set_mqtt(MqttState::Connected);
+        assert!(hub.health().is_ok());
+        let v = serde_json::to_value(hub.health()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"status":"ok","clients_connected":0,"mqtt":"connected","ingest":null,"keys":0})
+        );
+    }
+}

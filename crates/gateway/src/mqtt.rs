@@ -1,0 +1,289 @@
+//! The broker side: one task owns the rumqttc event loop, keeps polling it, feeds the hub
+//! and reconnects with capped exponential backoff.
+//!
+//! The session is clean and the subscription is renewed on every ConnAck, so the broker
+//! replays every retained aggregate: that replay *is* the gateway's state after a (re)start.
+//! Keys not replayed after a reconnect were cleared while the gateway was away and are
+//! forgotten once the replay has gone quiet.
+
+use std::time::Duration;
+
+use aggregator_core::Aggregate;
+use aggregator_core::topic::{AGGREGATES_FILTER, INGEST_STATUS_TOPIC, key_from_aggregate_topic};
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter};
+use serde::Deserialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, IngestView, MqttState};
+
+/// First pause after a connection error.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// How long a graceful disconnect may take.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one warning of a kind per this interval; the rest are counted.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Settings of the MQTT task.
+#[derive(Debug, Clone, Copy)]
+pub struct MqttTaskConfig {
+    /// Ceiling of the reconnect backoff.
+    pub backoff_max: Duration,
+    /// Quiet time that ends a retained replay.
+    pub resync_quiet: Duration,
+}
+
+/// Why a publish was ignored.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InvalidMessage {
+    /// Topic is neither an aggregate nor the ingest status.
+    #[error("unexpected topic")]
+    Topic,
+    /// Payload is not an aggregate.
+    #[error("payload is not an aggregate: {0}")]
+    Aggregate(String),
+    /// Payload names another key than its topic.
+    #[error("payload key {machine}/{index} differs from the topic")]
+    KeyMismatch {
+        /// Machine in the payload.
+        machine: String,
+        /// Index in the payload.
+        index: u32,
+    },
+    /// Payload is not an ingest status.
+    #[error("payload is not an ingest status: {0}")]
+    Status(String),
+}
+
+/// The part of `status/ingest` the gateway needs; other fields are ignored.
+#[derive(Deserialize)]
+struct Liveness {
+    online: bool,
+}
+
+/// Applies one publish to the hub. An empty payload clears the key (or the ingest status).
+///
+/// # Errors
+/// When the topic or payload cannot be used; the hub is then unchanged.
+pub fn apply_publish(hub: &Hub, topic: &str, payload: &[u8]) -> Result<(), InvalidMessage> {
+    if topic == INGEST_STATUS_TOPIC {
+        if payload.is_empty() {
+            hub.set_ingest(None);
+            return Ok(());
+        }
+        let liveness: Liveness =
+            serde_json::from_slice(payload).map_err(|e| InvalidMessage::Status(e.to_string()))?;
+        hub.set_ingest(Some(IngestView {
+            online: liveness.online,
+        }));
+        return Ok(());
+    }
+    let (machine, index) = key_from_aggregate_topic(topic).ok_or(InvalidMessage::Topic)?;
+    if payload.is_empty() {
+        hub.remove(machine, index);
+        return Ok(());
+    }
+    let aggregate: Aggregate =
+        serde_json::from_slice(payload).map_err(|e| InvalidMessage::Aggregate(e.to_string()))?;
+    if aggregate.machine_id != machine || aggregate.scrap_index != index {
+        return Err(InvalidMessage::KeyMismatch {
+            machine: aggregate.machine_id,
+            index: aggregate.scrap_index,
+        });
+    }
+    hub.upsert(aggregate);
+    Ok(())
+}
+
+/// Logs at most once per [`LOG_EVERY`], saying how many were suppressed in between.
+#[derive(Debug, Default)]
+struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    /// Returns `Some(suppressed)` when a line may be logged now.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now - last < LOG_EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Polls `event_loop` until `shutdown`, then disconnects cleanly.
+pub async fn run(
+    client: AsyncClient,
+    mut event_loop: EventLoop,
+    hub: std::sync::Arc<Hub>,
+    config: MqttTaskConfig,
+    shutdown: CancellationToken,
+) {
+    let metrics = std::sync::Arc::clone(hub.metrics());
+    let mut backoff = BACKOFF_START;
+    let mut replay_ends: Option<Instant> = None;
+    let mut invalid_log = RateLimited::default();
+    let mut error_log = RateLimited::default();
+    loop {
+        let replay_at = replay_ends;
+        let replay_timer = async move {
+            match replay_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            () = replay_timer => {
+                replay_ends = None;
+                let forgotten = hub.finish_resync();
+                tracing::info!(forgotten, keys = hub.health().keys, "retained replay complete");
+                continue;
+            }
+            event = event_loop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = BACKOFF_START;
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the broker"
+                );
+                hub.begin_resync();
+                hub.set_mqtt(MqttState::Connected);
+                let filters = [AGGREGATES_FILTER, INGEST_STATUS_TOPIC]
+                    .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(filters) {
+                    tracing::error!(error = %e, "cannot queue the subscription");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                tracing::debug!("subscription acknowledged");
+                replay_ends = Some(Instant::now() + config.resync_quiet);
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                metrics.messages_received.inc();
+                on_publish(&hub, &publish, &mut invalid_log);
+                if publish.retain && replay_ends.is_some() {
+                    replay_ends = Some(Instant::now() + config.resync_quiet);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics.mqtt_errors.inc();
+                hub.set_mqtt(MqttState::Disconnected);
+                replay_ends = None;
+                if let Some(suppressed) = error_log.allow() {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, suppressed, "broker connection failed");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(config.backoff_max);
+            }
+        }
+    }
+    disconnect(&client, &mut event_loop).await;
+    hub.set_mqtt(MqttState::Disconnected);
+}
+
+fn on_publish(hub: &Hub, publish: &Publish, log: &mut RateLimited) {
+    if let Err(e) = apply_publish(hub, &publish.topic, &publish.payload) {
+        hub.metrics().messages_invalid.inc();
+        if let Some(suppressed) = log.allow() {
+            tracing::warn!(topic = %publish.topic, error = %e, suppressed, "ignored an unusable message");
+        }
+    }
+}
+
+/// Sends DISCONNECT and polls until it is written (or the connection is gone).
+async fn disconnect(client: &AsyncClient, event_loop: &mut EventLoop) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let flushed = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
+        loop {
+            match event_loop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    if flushed.is_ok() {
+        tracing::info!("disconnected from the broker");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    const A1_2: &str = r#"{"maschinenId":"A1","scrapIndex":2,"sumLast60s":25.0,"avgLast60s":3.5714285714285716,"count":7,"windowSeconds":60,"timestamp":"2026-01-01T12:00:30.123Z"}"#;
+
+    fn hub() -> Hub {
+        Hub::new(8, Arc::new(Metrics::new()))
+    }
+
+    #[test]
+    fn aggregates_are_stored_and_cleared() {
+        let hub = hub();
+        apply_publish(&hub, "aggregates/A1/2", A1_2.as_bytes()).unwrap();
+        assert_eq!(hub.health().keys, 1);
+        let v: serde_json::Value = serde_json::from_str(&hub.aggregates_json()).unwrap();
+        assert_eq!(v[0]["sumLast60s"], 25.0);
+        apply_publish(&hub, "aggregates/A1/2", b"").unwrap();
+        assert_eq!(hub.health().keys, 0);
+    }
+
+    #[test]
+    fn bad_messages_change_nothing() {
+        let hub = hub();
+        for (topic, payload, want) in [
+            ("aggregates/A1/2", &b"{"[..], "Aggregate"),
+            ("aggregates/A1/2", b"{\"x\":1}", "Aggregate"),
+            ("aggregates/B1/2", A1_2.as_bytes(), "KeyMismatch"),
+            ("aggregates/A1/x", A1_2.as_bytes(), "Topic"),
+            ("status/ingest", b"[]", "Status"),
+        ] {
+            let err = apply_publish(&hub, topic, payload).unwrap_err();
+            assert!(format!("{err:?}").starts_with(want), "{topic}: {err:?}");
+        }
+        assert_eq!(hub.health().keys, 0);
+        assert_eq!(hub.health().ingest, None);
+    }
+
+    #[test]
+    fn ingest_status_is_tracked() {
+        let hub = hub();
+        apply_publish(
+            &hub,
+            "status/ingest",
+            br#"{"online":true,"startedAt":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(hub.health().ingest, Some(IngestView { online: true }));
+        apply_publish(&hub, "status/ingest", br#"{"online":false}"#).unwrap();
+        assert_eq!(hub.health().ingest, Some(IngestView { online: false }));
+        apply_publish(&hub, "status/ingest", b"").unwrap();
+        assert_eq!(hub.health().ingest, None);
+    }
+
+    #[test]
+    fn rate_limit_counts_what_it_suppresses() {
+        let mut log = RateLimited::default();
+        assert_eq!(log.allow(), Some(0));
+        assert_eq!(log.allow(), None);
+        assert_eq!(log.allow(), None);
+        assert_eq!(log.suppressed, 2);
+    }
+}

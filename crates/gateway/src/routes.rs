@@ -1,0 +1,59 @@
+//! The plain HTTP endpoints: health, aggregates, metrics, Chart.js and the dashboard files.
+
+use std::path::Path;
+
+use actix_files::{Files, NamedFile};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{HttpResponse, web};
+
+use crate::startup::AppState;
+
+/// Answers that must always be fresh.
+const NO_STORE: (actix_web::http::header::HeaderName, &str) = (CACHE_CONTROL, "no-store");
+
+/// `GET /api/health`: 200 while connected to the broker, 503 (`degraded`) otherwise.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let health = state.hub.health();
+    let mut response = if health.is_ok() {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    response.insert_header(NO_STORE).json(health)
+}
+
+/// `GET /api/aggregates`: every current aggregate, sorted by machine, then index.
+pub async fn aggregates(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(NO_STORE)
+        .content_type("application/json")
+        .body(state.hub.aggregates_json())
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ))
+        .body(state.hub.metrics().render())
+}
+
+/// `GET /vendor/chart.umd.js`: the Chart.js the frontend installed with npm, so the
+/// dashboard needs no CDN.
+pub async fn chart_js(state: web::Data<AppState>) -> actix_web::Result<NamedFile> {
+    Ok(NamedFile::open_async(&state.chart_js).await?)
+}
+
+/// The dashboard: `static_dir` at `/` with `index.html`, hidden files and `node_modules`
+/// excluded (only Chart.js is served from there, by [`chart_js`]).
+pub fn static_files(static_dir: &Path) -> Files {
+    Files::new("/", static_dir)
+        .index_file("index.html")
+        .path_filter(|path, _| {
+            path.components()
+                .next()
+                .is_none_or(|first| first.as_os_str() != "node_modules")
+        })
+}

@@ -1,0 +1,278 @@
+//! `TestGateway` (the real `gateway` binary against a test broker) and `WsClient`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use test_support::{ServiceProcess, http_get, try_http_get, wait_until};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a gateway may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The `gateway` binary, running against a test broker, listening on a port of its choosing.
+pub struct TestGateway {
+    pub process: ServiceProcess,
+    pub addr: SocketAddr,
+}
+
+impl TestGateway {
+    /// Starts the gateway on `127.0.0.1:0` for the broker at `broker_port`, with extra flags.
+    pub async fn start(broker_port: u16, extra_args: &[&str]) -> Self {
+        let mut args: Vec<String> = vec![
+            "--mqtt-host".into(),
+            "127.0.0.1".into(),
+            "--mqtt-port".into(),
+            broker_port.to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra_args.iter().map(|s| (*s).to_owned()));
+        let process = ServiceProcess::spawn(
+            env!("CARGO_BIN_EXE_gateway"),
+            &args,
+            [
+                ("LOG_FORMAT", "json"),
+                ("RUST_LOG", "info,gateway=debug"),
+                ("GATEWAY_MQTT_RECONNECT_BACKOFF_MAX_MS", "500"),
+            ],
+        );
+        process
+            .wait_for_output("gateway listening", START_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = process
+            .stderr()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|v| v["fields"]["message"] == "gateway listening")
+            .and_then(|v| v["fields"]["address"].as_str().map(str::to_owned))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no listen address in the log\n{}", process.logs()));
+        Self { process, addr }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT/ws{query}`.
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{query}", self.addr)
+    }
+
+    /// Waits until `/api/health` answers 200 (the broker link is up).
+    pub async fn wait_healthy(&self) {
+        let url = self.url("/api/health");
+        wait_until(Duration::from_secs(15), "gateway health is 200", || {
+            let url = url.clone();
+            async move { matches!(try_http_get(&url).await, Ok((200, _))) }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.process.logs()));
+    }
+
+    /// Waits until the gateway holds `keys` aggregates (the retained replay has arrived).
+    pub async fn wait_keys(&self, keys: u64) {
+        let url = self.url("/api/health");
+        wait_until(
+            Duration::from_secs(10),
+            &format!("gateway holds {keys} keys"),
+            || {
+                let url = url.clone();
+                async move {
+                    matches!(try_http_get(&url).await, Ok((200, body))
+                    if serde_json::from_str::<Value>(&body).is_ok_and(|v| v["keys"] == keys))
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.process.logs()));
+    }
+
+    /// `/api/health` status and body.
+    pub async fn health(&self) -> (u16, Value) {
+        let (status, body) = http_get(&self.url("/api/health")).await;
+        (status, serde_json::from_str(&body).expect("health is JSON"))
+    }
+
+    /// `/api/aggregates` as JSON.
+    pub async fn aggregates(&self) -> Value {
+        let (status, body) = http_get(&self.url("/api/aggregates")).await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("aggregates are JSON")
+    }
+
+    /// One sample from `/metrics` (`name` including `_total` for counters).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = http_get(&self.url("/metrics")).await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing\n{body}"))
+    }
+
+    /// Waits until the metric equals `want`.
+    pub async fn wait_metric(&self, name: &str, want: f64, timeout: Duration) {
+        let ok = wait_until(timeout, name, || async { self.metric(name).await == want }).await;
+        if let Err(e) = ok {
+            let last = self.metric(name).await;
+            panic!("{e}: last {last}, want {want}\n{}", self.process.logs());
+        }
+    }
+
+    /// Resident memory of the gateway process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.process.pid().expect("gateway runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+}
+
+/// A WebSocket test client.
+pub struct WsClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Connects without an Origin header.
+    pub async fn connect(url: &str) -> Result<Self, tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Self { ws })
+    }
+
+    /// Connects with an Origin header.
+    pub async fn connect_with_origin(url: &str, origin: &str) -> Result<Self, tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().expect("origin header value"));
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self { ws })
+    }
+
+    /// The next JSON frame (pings are answered and skipped).
+    pub async fn next_json(&mut self, timeout: Duration) -> Result<Value, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| format!("no frame within {timeout:?}"))?;
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(text.as_str())
+                        .map_err(|e| format!("frame is not JSON: {e}: {text}"));
+                }
+                Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}")),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("WebSocket error: {e}")),
+                None => return Err("connection ended".into()),
+            }
+        }
+    }
+
+    /// The next frame of `kind`, skipping others.
+    pub async fn next_of(&mut self, kind: &str, timeout: Duration) -> Result<Value, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = self.next_json(left).await?;
+            if frame["type"] == kind {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// Reads until the server's Close frame and returns it.
+    pub async fn next_close(&mut self, timeout: Duration) -> Result<Option<CloseFrame>, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| format!("no close frame within {timeout:?}"))?;
+            match message {
+                Some(Ok(Message::Close(frame))) => return Ok(frame),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("WebSocket error before close: {e}")),
+                None => return Err("connection ended without a close frame".into()),
+            }
+        }
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: String) -> Result<(), tungstenite::Error> {
+        self.ws.send(Message::text(text)).await
+    }
+}
+
+/// The key of an aggregate or key object.
+pub fn key_of(v: &Value) -> (String, u64) {
+    (
+        v["maschinenId"].as_str().expect("maschinenId").to_owned(),
+        v["scrapIndex"].as_u64().expect("scrapIndex"),
+    )
+}
+
+/// A client's view of the state, built from the frames it received.
+#[derive(Debug, Default)]
+pub struct View {
+    pub aggregates: BTreeMap<(String, u64), Value>,
+    pub status: Option<Value>,
+}
+
+impl View {
+    /// Applies one frame.
+    pub fn apply(&mut self, frame: &Value) {
+        match frame["type"].as_str() {
+            Some("snapshot") => {
+                self.aggregates = frame["aggregates"]
+                    .as_array()
+                    .expect("snapshot aggregates")
+                    .iter()
+                    .map(|a| (key_of(a), a.clone()))
+                    .collect();
+            }
+            Some("update") => {
+                for a in frame["aggregates"].as_array().expect("update aggregates") {
+                    self.aggregates.insert(key_of(a), a.clone());
+                }
+            }
+            Some("remove") => {
+                for k in frame["keys"].as_array().expect("remove keys") {
+                    self.aggregates.remove(&key_of(k));
+                }
+            }
+            Some("status") => self.status = Some(frame.clone()),
+            other => panic!("unknown frame type {other:?}: {frame}"),
+        }
+    }
+}
+
+/// An aggregate payload as ingest publishes it.
+pub fn aggregate_json(machine: &str, index: u32, sum: f64, count: u64) -> String {
+    let avg = if count == 0 {
+        Value::Null
+    } else {
+        Value::from(sum / count as f64)
+    };
+    serde_json::json!({
+        "maschinenId": machine,
+        "scrapIndex": index,
+        "sumLast60s": sum,
+        "avgLast60s": avg,
+        "count": count,
+        "windowSeconds": 60,
+        "timestamp": "2026-01-01T12:00:30.123Z",
+    })
+    .to_string()
+}

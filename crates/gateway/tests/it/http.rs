@@ -1,0 +1,91 @@
+//! The plain HTTP side: dashboard files, the local Chart.js, metrics, and settings errors.
+
+use std::time::Duration;
+
+use test_support::{Broker, ServiceProcess, http_get};
+
+use crate::helpers::TestGateway;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_the_dashboard_and_chart_js_but_not_node_modules() {
+    let broker = Broker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("index.html"),
+        "<!doctype html><title>dash</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("app.js"), "console.log(1)").unwrap();
+    let chart = dir.path().join("node_modules/chart.js/dist");
+    std::fs::create_dir_all(&chart).unwrap();
+    std::fs::write(chart.join("chart.umd.js"), "/* chart */").unwrap();
+    std::fs::write(dir.path().join("node_modules/chart.js/package.json"), "{}").unwrap();
+    let gw = TestGateway::start(
+        broker.port(),
+        &["--static-dir", dir.path().to_str().unwrap()],
+    )
+    .await;
+
+    let (status, body) = http_get(&gw.url("/")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "<!doctype html><title>dash</title>")
+    );
+    assert_eq!(http_get(&gw.url("/app.js")).await.0, 200);
+    assert_eq!(
+        http_get(&gw.url("/vendor/chart.umd.js")).await,
+        (200, "/* chart */".to_owned())
+    );
+    assert_eq!(
+        http_get(&gw.url("/node_modules/chart.js/package.json"))
+            .await
+            .0,
+        404
+    );
+    assert!(!gw.process.stderr().contains("Chart.js not found"));
+
+    let (status, metrics) = http_get(&gw.url("/metrics")).await;
+    assert_eq!(status, 200);
+    for name in [
+        "gateway_ws_clients",
+        "gateway_ws_frames_sent_total",
+        "gateway_ws_resyncs_total",
+        "gateway_ws_slow_clients_dropped_total",
+        "gateway_broker_connected",
+        "gateway_keys",
+        "gateway_mqtt_messages_received_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_chart_js_is_a_warning_not_a_failure() {
+    let broker = Broker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "x").unwrap();
+    let gw = TestGateway::start(
+        broker.port(),
+        &["--static-dir", dir.path().to_str().unwrap()],
+    )
+    .await;
+    assert!(gw.process.stderr().contains("Chart.js not found"));
+    assert_eq!(http_get(&gw.url("/vendor/chart.umd.js")).await.0, 404);
+    assert_eq!(http_get(&gw.url("/")).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_setting_is_named_and_the_exit_code_is_not_zero() {
+    let mut process = ServiceProcess::spawn(
+        env!("CARGO_BIN_EXE_gateway"),
+        ["--listen", "127.0.0.1:0"],
+        [("GATEWAY_MAX_CLIENTS", "0")],
+    );
+    let status = process.wait_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(!status.success());
+    assert!(
+        process.stderr().contains("ws.max_clients"),
+        "{}",
+        process.logs()
+    );
+}

@@ -1,0 +1,164 @@
+//! Broker outages and shutdown, with the real binary.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use test_support::{Broker, publish_retained, try_http_get, wait_until};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::helpers::{TestGateway, WsClient, aggregate_json};
+
+async fn wait_health(gw: &TestGateway, want: u16, timeout: Duration) {
+    let url = gw.url("/api/health");
+    wait_until(timeout, &format!("health is {want}"), || {
+        let url = url.clone();
+        async move { matches!(try_http_get(&url).await, Ok((status, _)) if status == want) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.process.logs()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_while_the_broker_is_down_and_200_when_it_returns() {
+    let mut broker = Broker::start().await;
+    publish_retained(
+        broker.port(),
+        "aggregates/A1/1",
+        aggregate_json("A1", 1, 5.0, 2),
+    )
+    .await
+    .unwrap();
+    let gw = TestGateway::start(broker.port(), &[]).await;
+    gw.wait_healthy().await;
+    gw.wait_keys(1).await;
+    let mut client = WsClient::connect(&gw.ws_url("")).await.unwrap();
+    assert_eq!(
+        client.next_json(Duration::from_secs(5)).await.unwrap()["type"],
+        "snapshot"
+    );
+
+    broker.kill().await;
+    wait_health(&gw, 503, Duration::from_secs(15)).await;
+    let (status, health) = gw.health().await;
+    assert_eq!(status, 503);
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["mqtt"], "disconnected");
+    assert_eq!(
+        health["keys"], 1,
+        "the last known state is kept while the broker is away"
+    );
+    let status = client
+        .next_of("status", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(status["mqtt"], "disconnected");
+    assert_eq!(gw.metric("gateway_broker_connected").await, 0.0);
+
+    broker.restart().await;
+    wait_health(&gw, 200, Duration::from_secs(20)).await;
+    let (_, health) = gw.health().await;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["mqtt"], "connected");
+    let status = client
+        .next_of("status", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(status["mqtt"], "connected");
+    assert!(gw.process.stderr().contains("connected to the broker"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_cleared_while_disconnected_are_removed_after_reconnect() {
+    let mut broker = Broker::start().await;
+    publish_retained(
+        broker.port(),
+        "aggregates/A1/1",
+        aggregate_json("A1", 1, 5.0, 2),
+    )
+    .await
+    .unwrap();
+    publish_retained(
+        broker.port(),
+        "aggregates/A1/2",
+        aggregate_json("A1", 2, 5.0, 2),
+    )
+    .await
+    .unwrap();
+    let gw = TestGateway::start(broker.port(), &[]).await;
+    gw.wait_healthy().await;
+    gw.wait_keys(2).await;
+    let mut client = WsClient::connect(&gw.ws_url("")).await.unwrap();
+    client.next_json(Duration::from_secs(5)).await.unwrap();
+
+    // The broker goes away; meanwhile (in its persisted state) A1/2 is cleared.
+    broker.stop().await;
+    wait_health(&gw, 503, Duration::from_secs(15)).await;
+    broker.restart().await;
+    // Clear it right after the restart: the gateway may or may not have reconnected yet, and
+    // either way the key must go.
+    publish_retained(broker.port(), "aggregates/A1/2", "")
+        .await
+        .unwrap();
+    let remove = client
+        .next_of("remove", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        remove["keys"],
+        json!([{"maschinenId": "A1", "scrapIndex": 2}])
+    );
+    wait_health(&gw, 200, Duration::from_secs(20)).await;
+    assert_eq!(gw.health().await.1["keys"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_sends_close_frames_and_exits_zero() {
+    let broker = Broker::start().await;
+    let mut gw = TestGateway::start(broker.port(), &[]).await;
+    gw.wait_healthy().await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = WsClient::connect(&gw.ws_url("")).await.unwrap();
+        client.next_json(Duration::from_secs(5)).await.unwrap();
+        clients.push(client);
+    }
+    gw.process.signal(Signal::SIGTERM).unwrap();
+    for client in &mut clients {
+        let close = client
+            .next_close(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("a close reason");
+        assert_eq!(close.code, CloseCode::Away, "1001 going away");
+    }
+    let status = gw
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", gw.process.logs()));
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        gw.process.logs()
+    );
+    let logs = gw.process.stderr();
+    assert!(logs.contains("disconnected from the broker"), "{logs}");
+    assert!(logs.contains("gateway stopped"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_the_gateway_too() {
+    let broker = Broker::start().await;
+    let mut gw = TestGateway::start(broker.port(), &[]).await;
+    gw.wait_healthy().await;
+    let status = gw
+        .process
+        .terminate_with(Signal::SIGINT, Duration::from_secs(10))
+        .await;
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        gw.process.logs()
+    );
+}

@@ -1,0 +1,10 @@
+//! Gateway integration tests: the real `gateway` binary, a real Mosquitto per test on a free
+//! port, real WebSocket and HTTP clients.
+
+mod admission;
+mod fanout;
+mod frames;
+mod helpers;
+mod http;
+mod lifecycle;
+mod slow_client;

@@ -1,0 +1,118 @@
+//! A client that never reads must not delay the others nor grow the gateway's memory.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use test_support::{Broker, Publisher, QoS, wait_until};
+
+use crate::helpers::{TestGateway, View, WsClient, aggregate_json};
+
+const MACHINES: u32 = 10;
+const INDICES: u32 = 10;
+const ROUNDS: u32 = 1_000;
+const READERS: usize = 3;
+/// Generous bound on the gateway's memory growth over the run.
+const MAX_RSS_GROWTH_KIB: u64 = 100 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_delays_nobody_and_memory_stays_bounded() {
+    let broker = Broker::start().await;
+    let gw = TestGateway::start(broker.port(), &[]).await;
+    gw.wait_healthy().await;
+
+    // Never read after the handshake: its socket buffers fill and stay full.
+    let stuck = WsClient::connect(&gw.ws_url("")).await.unwrap();
+
+    let views: Vec<Arc<Mutex<View>>> = (0..READERS).map(|_| Arc::default()).collect();
+    let mut readers = Vec::new();
+    for view in &views {
+        let mut client = WsClient::connect(&gw.ws_url("")).await.unwrap();
+        let view = Arc::clone(view);
+        readers.push(tokio::spawn(async move {
+            loop {
+                match client.next_json(Duration::from_secs(120)).await {
+                    Ok(frame) => view.lock().unwrap().apply(&frame),
+                    Err(e) => return e,
+                }
+            }
+        }));
+    }
+    gw.wait_metric(
+        "gateway_ws_clients",
+        (READERS + 1) as f64,
+        Duration::from_secs(5),
+    )
+    .await;
+    let rss_before = gw.rss_kib();
+
+    let mut expected: BTreeMap<(String, u64), Value> = BTreeMap::new();
+    let mut publisher = Publisher::connect(broker.port()).await;
+    let started = Instant::now();
+    for round in 1..=ROUNDS {
+        for m in 0..MACHINES {
+            let machine = format!("M{m}");
+            for index in 0..INDICES {
+                let payload = aggregate_json(&machine, index, f64::from(round), u64::from(round));
+                if round == ROUNDS {
+                    expected.insert(
+                        (machine.clone(), u64::from(index)),
+                        serde_json::from_str(&payload).unwrap(),
+                    );
+                }
+                let topic = format!("aggregates/{machine}/{index}");
+                publisher
+                    .publish(&topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    publisher.flush(Duration::from_secs(300)).await.unwrap();
+    let published_in = started.elapsed();
+    let acked = Instant::now();
+
+    let all_final = || {
+        views
+            .iter()
+            .all(|v| v.lock().unwrap().aggregates == expected)
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "every reader has every final value",
+        || {
+            let done = all_final();
+            async move { done }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.process.logs()));
+    let final_after = acked.elapsed();
+    let rss_after = gw.rss_kib();
+    let messages = MACHINES * INDICES * ROUNDS;
+    let resyncs = gw.metric("gateway_ws_resyncs_total").await;
+    let frames = gw.metric("gateway_ws_frames_sent_total").await;
+    eprintln!(
+        "{messages} updates published in {published_in:?}; readers had every final value {final_after:?} after the last ack; \
+         gateway RSS {rss_before} KiB -> {rss_after} KiB; frames sent {frames}; resyncs {resyncs}"
+    );
+    assert_eq!(
+        gw.metric("gateway_mqtt_messages_received_total").await,
+        f64::from(messages)
+    );
+    assert!(
+        final_after < Duration::from_secs(1),
+        "readers got the final values only {final_after:?} after the last ack"
+    );
+    assert!(
+        rss_after.saturating_sub(rss_before) < MAX_RSS_GROWTH_KIB,
+        "gateway RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    // The stuck client did not take the gateway down with it.
+    assert_eq!(gw.health().await.0, 200);
+    for reader in &readers {
+        assert!(!reader.is_finished(), "a reader stopped");
+    }
+    drop(stuck);
+}

@@ -1,0 +1,81 @@
+//! The HTTP side: `GET /health` (readiness) and `GET /metrics` (Prometheus text).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::metrics::render;
+use crate::mqtt::LinkState;
+
+/// OpenMetrics text, which Prometheus scrapes natively.
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the handlers read.
+#[derive(Clone)]
+struct HttpState {
+    registry: Arc<Registry>,
+    link: watch::Receiver<LinkState>,
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    mqtt: &'static str,
+    subscribed: bool,
+}
+
+/// `200` while connected and subscribed, `503` otherwise; the body says which part is missing.
+async fn health(state: web::Data<HttpState>) -> HttpResponse {
+    let link = *state.link.borrow();
+    let body = Health {
+        status: if link.ready() { "ok" } else { "unavailable" },
+        mqtt: if link.connected {
+            "connected"
+        } else {
+            "disconnected"
+        },
+        subscribed: link.subscribed,
+    };
+    if link.ready() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(METRICS_CONTENT_TYPE)
+        .body(render(&state.registry))
+}
+
+/// Builds the server on an already bound `listener`. It does not handle signals (the service
+/// does); stop it through its handle.
+///
+/// # Errors
+/// When the listener cannot be handed to actix.
+pub fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    link: watch::Receiver<LinkState>,
+) -> std::io::Result<Server> {
+    let state = web::Data::new(HttpState { registry, link });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/health", web::get().to(health))
+            .route("/metrics", web::get().to(metrics))
+    })
+    // Two endpoints hit by probes and a scraper: one worker is plenty.
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,23 @@
+//! The scrap-pulse ingest service as a library; `main.rs` only loads settings and calls
+//! [`Application::build`] and [`Application::run`].
+//!
+//! - [`mqtt`]: the task that owns rumqttc's event loop and forwards messages.
+//! - [`pipeline`]: the aggregation task around `aggregator_core::WindowStore`.
+//! - [`coalesce`]: per-key publish coalescing (pure).
+//! - [`rejections`]: rate-limited logging of rejections (pure).
+//! - [`metrics`], [`http`]: `/metrics` and `/health`.
+//! - [`configuration`], [`telemetry`], [`signals`], [`startup`]: settings, logs, signals, wiring.
+#![warn(missing_docs)]
+
+pub mod coalesce;
+pub mod configuration;
+pub mod http;
+pub mod metrics;
+pub mod mqtt;
+pub mod pipeline;
+pub mod rejections;
+pub mod signals;
+pub mod startup;
+pub mod telemetry;
+
+pub use startup::{Application, StartupError};

@@ -1,0 +1,159 @@
+//! Prometheus metrics of the ingest service, served as text on `GET /metrics`.
+
+use aggregator_core::RejectionReason;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set of the rejection counter: `reason="too_large"` etc.
+type ReasonLabel = [(&'static str, &'static str); 1];
+
+/// Every metric the service updates. Cloning shares the underlying values.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// MQTT messages received on `machines/+/scrap`.
+    pub readings_received: Counter,
+    /// Readings accepted into a window.
+    pub readings_accepted: Counter,
+    /// Rejections, one counter per reason in the order of [`RejectionReason::ALL`].
+    rejected: [Counter; 8],
+    /// Aggregates (and retained clears) handed to the MQTT client.
+    pub aggregates_published: Counter,
+    /// Dead letters dropped because the outgoing queue was full (they are best effort).
+    pub dead_letters_dropped: Counter,
+    /// Readings received after shutdown began, which are not aggregated.
+    pub readings_dropped_at_shutdown: Counter,
+    /// Successful connections to the broker (CONNACKs).
+    pub broker_connects: Counter,
+    /// Keys tracked.
+    pub keys: Gauge,
+    /// Readings buffered in all windows.
+    pub buffered_readings: Gauge,
+    /// 1 while connected to the broker, else 0.
+    pub broker_connected: Gauge,
+    /// Seconds spent aggregating one batch of incoming messages.
+    pub batch_seconds: Histogram,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry` under the `ingest_` prefix.
+    /// Every rejection reason is registered up front so dashboards see zeros, not gaps.
+    pub fn register(registry: &mut Registry) -> Self {
+        let registry = registry.sub_registry_with_prefix("ingest");
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        let metrics = Metrics {
+            readings_received: Counter::default(),
+            readings_accepted: Counter::default(),
+            rejected: RejectionReason::ALL
+                .map(|reason| rejected.get_or_create_owned(&[("reason", reason.as_str())])),
+            aggregates_published: Counter::default(),
+            dead_letters_dropped: Counter::default(),
+            readings_dropped_at_shutdown: Counter::default(),
+            broker_connects: Counter::default(),
+            keys: Gauge::default(),
+            buffered_readings: Gauge::default(),
+            broker_connected: Gauge::default(),
+            batch_seconds: Histogram::new(exponential_buckets(0.000_01, 2.5, 14)),
+        };
+        registry.register(
+            "readings_received",
+            "MQTT messages received on machines/+/scrap",
+            metrics.readings_received.clone(),
+        );
+        registry.register(
+            "readings_accepted",
+            "Readings accepted into a window",
+            metrics.readings_accepted.clone(),
+        );
+        registry.register("readings_rejected", "Rejected payloads by reason", rejected);
+        registry.register(
+            "aggregates_published",
+            "Aggregates and retained clears handed to the MQTT client",
+            metrics.aggregates_published.clone(),
+        );
+        registry.register(
+            "dead_letters_dropped",
+            "Dead letters dropped because the outgoing MQTT queue was full",
+            metrics.dead_letters_dropped.clone(),
+        );
+        registry.register(
+            "readings_dropped_at_shutdown",
+            "Readings received after shutdown began, not aggregated",
+            metrics.readings_dropped_at_shutdown.clone(),
+        );
+        registry.register(
+            "broker_connects",
+            "Successful connections to the MQTT broker",
+            metrics.broker_connects.clone(),
+        );
+        registry.register(
+            "keys",
+            "(machine, scrap index) keys tracked",
+            metrics.keys.clone(),
+        );
+        registry.register(
+            "buffered_readings",
+            "Readings buffered in all windows",
+            metrics.buffered_readings.clone(),
+        );
+        registry.register(
+            "broker_connected",
+            "1 while connected to the MQTT broker",
+            metrics.broker_connected.clone(),
+        );
+        registry.register(
+            "batch_processing_seconds",
+            "Time to aggregate one batch of incoming messages",
+            metrics.batch_seconds.clone(),
+        );
+        metrics
+    }
+
+    /// The rejection counter of `reason`.
+    pub fn rejected(&self, reason: RejectionReason) -> &Counter {
+        let i = RejectionReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        &self.rejected[i]
+    }
+}
+
+/// Renders `registry` in the Prometheus/OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::with_capacity(4096);
+    // Writing into a String cannot fail; an Err would only come from a metric's encoder.
+    if let Err(e) = encode(&mut out, registry) {
+        tracing::error!(error = %e, "encoding metrics failed");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_exported_before_any_rejection() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.rejected(RejectionReason::Late).inc();
+        let text = render(&registry);
+        for reason in RejectionReason::ALL {
+            assert!(
+                text.contains(&format!(
+                    "ingest_readings_rejected_total{{reason=\"{}\"}}",
+                    reason.as_str()
+                )),
+                "{reason}: {text}"
+            );
+        }
+        assert!(text.contains("ingest_readings_rejected_total{reason=\"late\"} 1"));
+        assert!(text.contains("ingest_readings_received_total 0"));
+        assert!(text.contains("ingest_broker_connected 0"));
+        assert!(text.contains("ingest_batch_processing_seconds_bucket"));
+    }
+}

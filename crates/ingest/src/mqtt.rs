@@ -1,0 +1,234 @@
+//! The MQTT event-loop task: the only code that polls rumqttc's [`EventLoop`].
+//!
+//! It never does aggregation or publishing work (rumqttc sends requests only while `poll` runs,
+//! and a slow poller misses keep-alives): it forwards incoming publishes and connection events
+//! into a bounded channel, subscribes when the broker has no session for us, backs off after
+//! errors, and reports the link state for `/health`.
+
+use std::time::Duration;
+
+use aggregator_core::topic::READINGS_FILTER;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, Outgoing, Publish, QoS,
+    SubscribeReasonCode,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// What the event loop hands to the aggregation task, in arrival order.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message on `machines/+/scrap`. The whole packet is kept (packet id, QoS) so that it
+    /// can be acknowledged by hand once durable (exactly-once, later).
+    Reading(Publish),
+    /// A CONNACK: the broker accepted the connection.
+    Connected {
+        /// False when the broker kept no session for us: we subscribed again, and anything
+        /// queued in the client before the disconnect was dropped by rumqttc.
+        session_present: bool,
+    },
+}
+
+/// The connection as seen by `/health` and the shutdown sequence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkState {
+    /// A CONNACK has been received and no error since.
+    pub connected: bool,
+    /// The readings subscription is acknowledged (in this session or a resumed one).
+    pub subscribed: bool,
+    /// Our DISCONNECT has been written: the event loop has ended.
+    pub closed: bool,
+}
+
+impl LinkState {
+    /// Ready to serve: connected and subscribed.
+    pub fn ready(&self) -> bool {
+        self.connected && self.subscribed
+    }
+}
+
+/// Capped exponential backoff between reconnection attempts.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min`, doubles per failure, never above `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The pause before the next attempt; doubles the one after.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Back to `min` after a successful connection.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Everything the event-loop task needs.
+pub struct LinkTask {
+    /// The rumqttc event loop (owned here, polled nowhere else).
+    pub event_loop: EventLoop,
+    /// Client handle, used only for non-blocking `try_subscribe`.
+    pub client: AsyncClient,
+    /// Towards the aggregation task.
+    pub inbound: mpsc::Sender<Inbound>,
+    /// Link state for `/health` and shutdown.
+    pub state: watch::Sender<LinkState>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Reconnect pacing.
+    pub backoff: Backoff,
+    /// Shutdown has begun: stop forwarding readings, keep polling so the last publishes and
+    /// the DISCONNECT go out.
+    pub draining: CancellationToken,
+    /// Stop polling at once (the shutdown gave up waiting).
+    pub abort: CancellationToken,
+}
+
+impl LinkTask {
+    /// Polls until our DISCONNECT has been written, `abort` fires, or the aggregation task is
+    /// gone.
+    pub async fn run(mut self) {
+        let mut need_subscribe = false;
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = self.abort.cancelled() => break,
+                event = self.event_loop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                    if !self.forward(publish).await {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    if ack.code != ConnectReturnCode::Success {
+                        continue;
+                    }
+                    self.backoff.reset();
+                    self.metrics.broker_connects.inc();
+                    self.metrics.broker_connected.set(1);
+                    // A resumed session still holds our subscription; subscribing again would
+                    // make the broker resend retained readings, counting them twice.
+                    need_subscribe = !ack.session_present;
+                    self.state.send_modify(|s| {
+                        s.connected = true;
+                        s.subscribed = ack.session_present;
+                    });
+                    tracing::info!(
+                        session_present = ack.session_present,
+                        "connected to the MQTT broker"
+                    );
+                    let connected = Inbound::Connected {
+                        session_present: ack.session_present,
+                    };
+                    if self.inbound.send(connected).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
+                    {
+                        tracing::info!(filter = READINGS_FILTER, "subscription acknowledged");
+                        self.state.send_modify(|s| s.subscribed = true);
+                    } else {
+                        tracing::error!(
+                            filter = READINGS_FILTER,
+                            codes = ?ack.return_codes,
+                            "the broker refused the subscription (check its ACL)"
+                        );
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    tracing::info!("disconnected from the MQTT broker");
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.metrics.broker_connected.set(0);
+                    let was_connected = self.state.borrow().connected;
+                    self.state.send_modify(|s| {
+                        s.connected = false;
+                        s.subscribed = false;
+                    });
+                    let delay = self.backoff.next_delay();
+                    if was_connected {
+                        tracing::warn!(error = %e, "lost the MQTT broker connection; reconnecting");
+                    } else {
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach the MQTT broker");
+                    }
+                    // rumqttc retries at once on the next poll: pace it ourselves.
+                    tokio::select! {
+                        () = self.abort.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            }
+            // Subscribe after handling the event, and keep trying while the request queue
+            // is full (every poll drains it a little).
+            if need_subscribe {
+                match self.client.try_subscribe(READINGS_FILTER, QoS::ExactlyOnce) {
+                    Ok(()) => need_subscribe = false,
+                    Err(e) => tracing::debug!(error = %e, "subscribe queued later"),
+                }
+            }
+        }
+        self.metrics.broker_connected.set(0);
+        self.state.send_modify(|s| {
+            s.connected = false;
+            s.subscribed = false;
+            s.closed = true;
+        });
+    }
+
+    /// Hands a reading to the aggregation task; false when that task is gone.
+    async fn forward(&mut self, publish: Publish) -> bool {
+        if self.draining.is_cancelled() {
+            self.metrics.readings_dropped_at_shutdown.inc();
+            return true;
+        }
+        tokio::select! {
+            sent = self.inbound.send(Inbound::Reading(publish)) => sent.is_ok(),
+            // The aggregation task stops reading the channel at shutdown: never wait on it then.
+            () = self.draining.cancelled() => {
+                self.metrics.readings_dropped_at_shutdown.inc();
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        let delays: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+}

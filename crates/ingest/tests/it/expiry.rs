@@ -73,3 +73,64 @@ async fn expiry_without_new_input_gives_sum_zero_count_zero_avg_null() {
         stamped.duration_since(expiry)
     );
 }
+
+#[tokio::test]
+async fn an_idle_key_is_forgotten_and_its_retained_aggregate_cleared() {
+    let broker = Broker::start().await;
+    let ingest = TestIngest::start(
+        &broker,
+        &["--window-seconds", "1", "--key-idle-ttl-seconds", "1"],
+    )
+    .await;
+    let collector = Collector::start(broker.port(), &["aggregates/#"]).await;
+    let mut publisher = Publisher::connect(broker.port()).await;
+    publisher
+        .publish_all(
+            QoS::AtLeastOnce,
+            [
+                (readings_topic("I1"), crate::helpers::reading(1, 4.0)),
+                (readings_topic("I2"), crate::helpers::reading(1, 1.0)),
+            ],
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let topic = "aggregates/I1/1";
+    // 4.0 -> empty window after 1 s -> forgotten 1 s later: an empty retained payload.
+    let messages = collector
+        .wait_for(
+            |m| latest(m, topic).is_some_and(|m| m.payload.is_empty()),
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
+    let seen: Vec<_> = messages.iter().filter(|m| m.topic == topic).collect();
+    assert!(is_aggregate(seen[0], 1, 4.0), "{seen:?}");
+    assert!(seen.iter().any(|m| is_aggregate(m, 0, 0.0)), "{seen:?}");
+    crate::helpers::wait_metric(&ingest, "ingest_keys 0").await;
+
+    // The broker holds nothing for the forgotten keys any more.
+    publish_marker(&broker).await;
+    let late = Collector::start(broker.port(), &["aggregates/#"]).await;
+    let retained = late
+        .wait_for(|m| latest(m, "aggregates/M1/1").is_some(), WAIT)
+        .await
+        .unwrap();
+    assert!(
+        retained.iter().all(|m| m.topic == "aggregates/M1/1"),
+        "{retained:?}"
+    );
+}
+
+/// A fresh key whose retained aggregate shows that everything before it was delivered.
+async fn publish_marker(broker: &Broker) {
+    let mut publisher = Publisher::connect(broker.port()).await;
+    publisher
+        .publish_all(
+            QoS::AtLeastOnce,
+            [(readings_topic("M1"), crate::helpers::reading(1, 1.0))],
+            WAIT,
+        )
+        .await
+        .unwrap();
+}

@@ -219,12 +219,13 @@ mkdir -p "$work/secured-conf/secured" "$work/secured-data"
 cp "$repo_root/mosquitto/config/secured/acl" "$work/secured-conf/secured/acl"
 # Throwaway passwords made here, through the same script users run.
 pw() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-ingest_pw=$(pw) gateway_pw=$(pw) sim_pw=$(pw) a1_pw=$(pw) b1_pw=$(pw)
+ingest_pw=$(pw) gateway_pw=$(pw) sim_pw=$(pw) hc_pw=$(pw) a1_pw=$(pw) b1_pw=$(pw)
 MQTT_INGEST_PASSWORD=$ingest_pw MQTT_GATEWAY_PASSWORD=$gateway_pw MQTT_SIMULATOR_PASSWORD=$sim_pw \
+  MQTT_HEALTHCHECK_PASSWORD=$hc_pw \
   MQTT_MACHINE_CREDENTIALS=$'A1:'"$a1_pw"$'\nB1:'"$b1_pw" \
   "$repo_root/scripts/make-passwords.sh" "$work/secured-conf/secured/passwd" >/dev/null
 check "make-passwords.sh writes a hashed password file with mode 600" bash -c \
-  "[[ \$(stat -c %a '$work/secured-conf/secured/passwd') == 600 ]] && ! grep -qF '$a1_pw' '$work/secured-conf/secured/passwd' && [[ \$(wc -l <'$work/secured-conf/secured/passwd') -eq 5 ]]"
+  "[[ \$(stat -c %a '$work/secured-conf/secured/passwd') == 600 ]] && ! grep -qF '$a1_pw' '$work/secured-conf/secured/passwd' && [[ \$(wc -l <'$work/secured-conf/secured/passwd') -eq 6 ]]"
 render_mosquitto_conf "$repo_root/mosquitto/config/secured/mosquitto.conf" "$work/secured.conf" \
   "$sport" "$sws_port" "$work/secured-data" "$work/secured-conf"
 
@@ -243,6 +244,8 @@ SIM="$S -u simulator -P $sim_pw"
 A1="$S -u A1 -P $a1_pw"
 
 check "an anonymous client is refused" bash -c "! mosquitto_pub -h 127.0.0.1 $S -t machines/A1/scrap -m x 2>/dev/null"
+check "the healthcheck account reads \$SYS/broker/uptime (the secured compose healthcheck)" bash -c \
+  "mosquitto_sub -h 127.0.0.1 $S -u healthcheck -P $hc_pw -t '\$SYS/broker/uptime' -C 1 -W 5 | grep -q seconds"
 check "a wrong password is refused" bash -c "! mosquitto_pub -h 127.0.0.1 $S -u A1 -P not-$a1_pw -t machines/A1/scrap -m x 2>/dev/null"
 
 # ingest's view of the input; readiness proves A1 -> machines/A1/scrap -> ingest.

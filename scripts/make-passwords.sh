@@ -12,6 +12,7 @@
 #   MQTT_INGEST_PASSWORD            required: password of user `ingest`
 #   MQTT_GATEWAY_PASSWORD           required: password of user `gateway`
 #   MQTT_SIMULATOR_PASSWORD         optional: creates user `simulator` (test/demo only)
+#   MQTT_HEALTHCHECK_PASSWORD       optional: creates user `healthcheck` (reads $SYS/broker/uptime)
 #   MQTT_MACHINE_CREDENTIALS        optional: machine accounts, one `machineId:password`
 #                                   per line; the username is the machine id
 #   MQTT_MACHINE_CREDENTIALS_FILE   optional: the same lines read from a file
@@ -61,6 +62,9 @@ add ingest "$MQTT_INGEST_PASSWORD"
 add gateway "$MQTT_GATEWAY_PASSWORD"
 if [[ -n "${MQTT_SIMULATOR_PASSWORD:-}" ]]; then
   add simulator "$MQTT_SIMULATOR_PASSWORD"
+fi
+if [[ -n "${MQTT_HEALTHCHECK_PASSWORD:-}" ]]; then
+  add healthcheck "$MQTT_HEALTHCHECK_PASSWORD"
 fi
 
 add_machine_lines() {

@@ -1,14 +1,14 @@
 //! The gateway's state and its fan-out: the latest aggregate per key, the pipeline status,
 //! and the frames that tell WebSocket clients about changes.
 //!
-//! The MQTT task applies changes as they arrive and marks keys dirty; the batcher
-//! ([`Hub::run_batcher`]) turns the dirty keys of a short interval into `remove`, `update`
-//! and `status` frames, encodes each once and broadcasts it. Clients subscribe and take their
-//! snapshot under the same lock the batcher broadcasts under, so no change falls between a
-//! snapshot and the frames that follow it (a change may arrive twice, which is harmless:
-//! frames carry latest values, not deltas).
+//! The MQTT task records changes as pending; the batcher ([`Hub::run_batcher`]) applies the
+//! pending changes of a short interval to the published state and turns them into `remove`,
+//! `update` and `status` frames, each encoded once and broadcast. Clients subscribe and take
+//! their snapshot of the published state under the same lock the batcher applies and
+//! broadcasts under, so a client's frames continue its snapshot exactly: nothing missed,
+//! nothing twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -24,9 +24,9 @@ use crate::metrics::Metrics;
 /// A (machine, scrap index) key.
 pub type Key = (String, u32);
 
-/// Most aggregates in one update frame: a frame is one allocation shared by every client,
-/// and a client's socket buffers hold a few of them, so they are kept to a few MB.
-const MAX_ITEMS_PER_FRAME: usize = 10_000;
+/// Most aggregates (or keys) in one frame (~200 KB). The broadcast ring holds up to
+/// `client_queue_frames` frames, so this bounds its memory even when every key changes.
+const MAX_ITEMS_PER_FRAME: usize = 1_000;
 
 /// Broker connection state as shown to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -182,11 +182,12 @@ pub struct Subscription {
 
 #[derive(Debug)]
 struct Inner {
+    /// What clients have been told: snapshots and `/api/aggregates` show this.
     aggregates: BTreeMap<Key, Aggregate>,
+    /// Changes since the last flush, latest per key; `None` removes the key.
+    pending: BTreeMap<Key, Option<Aggregate>>,
     ingest: Option<IngestView>,
     mqtt: MqttState,
-    /// Keys changed since the last flush.
-    dirty: BTreeSet<Key>,
     /// Status changed since the last flush.
     status_dirty: bool,
     /// Encoded unfiltered snapshot, valid until the next change.
@@ -214,7 +215,7 @@ impl Hub {
                 aggregates: BTreeMap::new(),
                 ingest: None,
                 mqtt: MqttState::Disconnected,
-                dirty: BTreeSet::new(),
+                pending: BTreeMap::new(),
                 status_dirty: false,
                 snapshot: None,
                 seen: None,
@@ -237,10 +238,17 @@ impl Hub {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn changed(&self, inner: &mut Inner, key: Key) {
-        inner.snapshot = None;
-        inner.dirty.insert(key);
-        self.metrics.keys.set(gauge_value(inner.aggregates.len()));
+    /// Records a change of `key` to `value` (`None`: forget it) for the next flush, unless it
+    /// changes nothing.
+    fn change(&self, inner: &mut Inner, key: Key, value: Option<Aggregate>) {
+        let current = match inner.pending.get(&key) {
+            Some(pending) => pending.as_ref(),
+            None => inner.aggregates.get(&key),
+        };
+        if current == value.as_ref() {
+            return;
+        }
+        inner.pending.insert(key, value);
         self.wake.notify_one();
     }
 
@@ -251,11 +259,7 @@ impl Hub {
         if let Some(seen) = inner.seen.as_mut() {
             seen.insert(key.clone());
         }
-        if inner.aggregates.get(&key) == Some(&aggregate) {
-            return;
-        }
-        inner.aggregates.insert(key.clone(), aggregate);
-        self.changed(&mut inner, key);
+        self.change(&mut inner, key, Some(aggregate));
     }
 
     /// Forgets a key (its retained aggregate was cleared).
@@ -265,9 +269,7 @@ impl Hub {
         if let Some(seen) = inner.seen.as_mut() {
             seen.insert(key.clone());
         }
-        if inner.aggregates.remove(&key).is_some() {
-            self.changed(&mut inner, key);
-        }
+        self.change(&mut inner, key, None);
     }
 
     /// Records ingest liveness (`None`: its retained status was cleared).
@@ -292,6 +294,8 @@ impl Hub {
     }
 
     fn status_changed(&self, inner: &mut Inner) {
+        // Status is small and idempotent, so snapshots show it at once; the status frame
+        // that follows may repeat it.
         inner.snapshot = None;
         inner.status_dirty = true;
         self.wake.notify_one();
@@ -310,36 +314,49 @@ impl Hub {
         let Some(seen) = inner.seen.take() else {
             return 0;
         };
-        let stale: Vec<Key> = inner
-            .aggregates
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
-            .collect();
-        for key in &stale {
-            inner.aggregates.remove(key);
-            self.changed(&mut inner, key.clone());
+        let live = inner.aggregates.keys().chain(
+            inner
+                .pending
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|_| k)),
+        );
+        let stale: HashSet<Key> = live.filter(|k| !seen.contains(*k)).cloned().collect();
+        let forgotten = stale.len();
+        for key in stale {
+            self.change(&mut inner, key, None);
         }
-        stale.len()
+        forgotten
     }
 
     /// Turns the changes since the last call into frames and broadcasts them.
     pub fn flush(&self) {
         let mut inner = self.lock();
-        if inner.dirty.is_empty() && !inner.status_dirty {
+        if inner.pending.is_empty() && !inner.status_dirty {
             return;
         }
-        let dirty = std::mem::take(&mut inner.dirty);
+        let pending = std::mem::take(&mut inner.pending);
         let mut updates = Vec::new();
         let mut removes = Vec::new();
-        for key in dirty {
-            match inner.aggregates.get(&key) {
-                Some(a) => updates.push(a.clone()),
-                None => removes.push(KeyRef {
-                    machine_id: key.0,
-                    scrap_index: key.1,
-                }),
+        for (key, value) in pending {
+            match value {
+                Some(a) => {
+                    inner.aggregates.insert(key, a.clone());
+                    updates.push(a);
+                }
+                // A key added and removed within one batch was never shown: nothing to say.
+                None => {
+                    if inner.aggregates.remove(&key).is_some() {
+                        removes.push(KeyRef {
+                            machine_id: key.0,
+                            scrap_index: key.1,
+                        });
+                    }
+                }
             }
+        }
+        if !updates.is_empty() || !removes.is_empty() {
+            inner.snapshot = None;
+            self.metrics.keys.set(gauge_value(inner.aggregates.len()));
         }
         // Sent while holding the lock: a client subscribing now sees either the state before
         // these frames and then the frames, or the state after them.
@@ -517,6 +534,7 @@ mod tests {
         hub.upsert(agg("A1", 2, 2.0));
         hub.upsert(agg("A1", 1, 3.0));
         hub.set_ingest(Some(IngestView { online: true }));
+        hub.flush();
         let sub = hub.subscribe(None);
         let snap = json(&sub.snapshot);
         assert_eq!(snap["type"], "snapshot");
@@ -576,6 +594,37 @@ mod tests {
     }
 
     #[test]
+    fn frames_continue_the_snapshot_without_repeats() {
+        let hub = hub();
+        hub.upsert(agg("A1", 1, 1.0));
+        hub.upsert(agg("A1", 2, 1.0));
+        hub.flush();
+        hub.upsert(agg("A1", 1, 2.0));
+        hub.remove("A1", 2);
+        hub.upsert(agg("B1", 1, 1.0));
+        hub.remove("B1", 1);
+        // Subscribed between the changes and their flush: the snapshot is the flushed state,
+        // and the frames carry exactly the changes.
+        let mut sub = hub.subscribe(None);
+        assert_eq!(
+            json(&sub.snapshot)["aggregates"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(hub.health().keys, 2);
+        hub.flush();
+        assert_eq!(
+            next(&mut sub)["keys"],
+            serde_json::json!([{"maschinenId":"A1","scrapIndex":2}]),
+            "B1/1 was never shown, so it is not removed"
+        );
+        let update = next(&mut sub);
+        assert_eq!(update["aggregates"].as_array().unwrap().len(), 1);
+        assert_eq!(update["aggregates"][0]["sumLast60s"], 2.0);
+        assert!(sub.frames.try_recv().is_err());
+        assert_eq!(hub.health().keys, 1);
+    }
+
+    #[test]
     fn unchanged_values_send_nothing() {
         let hub = hub();
         hub.upsert(agg("A1", 1, 1.0));
@@ -594,6 +643,7 @@ mod tests {
         let filter = MachineFilter::parse("A1, C3").unwrap();
         hub.upsert(agg("A1", 1, 1.0));
         hub.upsert(agg("B1", 1, 1.0));
+        hub.flush();
         let mut sub = hub.subscribe(Some(&filter));
         let snap = json(&sub.snapshot);
         assert_eq!(snap["aggregates"].as_array().unwrap().len(), 1);

@@ -238,10 +238,12 @@ mod tests {
     fn aggregates_are_stored_and_cleared() {
         let hub = hub();
         apply_publish(&hub, "aggregates/A1/2", A1_2.as_bytes()).unwrap();
+        hub.flush();
         assert_eq!(hub.health().keys, 1);
         let v: serde_json::Value = serde_json::from_str(&hub.aggregates_json()).unwrap();
         assert_eq!(v[0]["sumLast60s"], 25.0);
         apply_publish(&hub, "aggregates/A1/2", b"").unwrap();
+        hub.flush();
         assert_eq!(hub.health().keys, 0);
     }
 
@@ -258,6 +260,7 @@ mod tests {
             let err = apply_publish(&hub, topic, payload).unwrap_err();
             assert!(format!("{err:?}").starts_with(want), "{topic}: {err:?}");
         }
+        hub.flush();
         assert_eq!(hub.health().keys, 0);
         assert_eq!(hub.health().ingest, None);
     }

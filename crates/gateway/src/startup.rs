@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use rumqttc::{AsyncClient, EventLoop};
 use tokio_util::sync::CancellationToken;
@@ -169,27 +170,7 @@ impl Application {
             clients: clients.clone(),
             chart_js,
         });
-        let mut server = HttpServer::new(move || {
-            let app = App::new()
-                .app_data(state.clone())
-                .route("/ws", web::get().to(ws_route))
-                .route("/api/health", web::get().to(routes::health))
-                .route("/api/aggregates", web::get().to(routes::aggregates))
-                .route("/metrics", web::get().to(routes::metrics))
-                .route("/vendor/chart.umd.js", web::get().to(routes::chart_js));
-            if serve_static {
-                app.service(routes::static_files(&static_dir))
-            } else {
-                app
-            }
-        })
-        .disable_signals()
-        .shutdown_timeout(settings.http.shutdown_timeout_secs)
-        .listen(listener)?;
-        if settings.http.workers > 0 {
-            server = server.workers(settings.http.workers);
-        }
-        let server = server.run();
+        let server = http_server(state, listener, &settings, static_dir, serve_static)?;
         let handle = server.handle();
         let mut server_task = tokio::spawn(server);
         tracing::info!(address = %local, mqtt_host = %settings.mqtt.host, mqtt_port = settings.mqtt.port, "gateway listening");
@@ -227,6 +208,38 @@ impl Application {
             Err(join) => Err(StartupError::Server(std::io::Error::other(join))),
         }
     }
+}
+
+/// The actix server, not yet polled. A plain function so that no `App` builder (which is
+/// `!Send`) is held in [`Application::run`]'s future.
+fn http_server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    settings: &Settings,
+    static_dir: PathBuf,
+    serve_static: bool,
+) -> std::io::Result<Server> {
+    let mut server = HttpServer::new(move || {
+        let app = App::new()
+            .app_data(state.clone())
+            .route("/ws", web::get().to(ws_route))
+            .route("/api/health", web::get().to(routes::health))
+            .route("/api/aggregates", web::get().to(routes::aggregates))
+            .route("/metrics", web::get().to(routes::metrics))
+            .route("/vendor/chart.umd.js", web::get().to(routes::chart_js));
+        if serve_static {
+            app.service(routes::static_files(&static_dir))
+        } else {
+            app
+        }
+    })
+    .disable_signals()
+    .shutdown_timeout(settings.http.shutdown_timeout_secs)
+    .listen(listener)?;
+    if settings.http.workers > 0 {
+        server = server.workers(settings.http.workers);
+    }
+    Ok(server.run())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -161,6 +161,20 @@ impl WsClient {
         Ok(Self { ws })
     }
 
+    /// Connects with a 4 KiB socket receive buffer, so a client that does not read stalls
+    /// the gateway's sends after little data instead of after megabytes of kernel buffers.
+    pub async fn connect_small_buffer(addr: SocketAddr, url: &str) -> Result<Self, String> {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .set_recv_buffer_size(4096)
+            .map_err(|e| e.to_string())?;
+        let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self { ws })
+    }
+
     /// The next JSON frame (pings are answered and skipped).
     pub async fn next_json(&mut self, timeout: Duration) -> Result<Value, String> {
         let deadline = tokio::time::Instant::now() + timeout;

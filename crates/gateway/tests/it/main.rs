@@ -6,5 +6,6 @@ mod fanout;
 mod frames;
 mod helpers;
 mod http;
+mod in_process;
 mod lifecycle;
 mod slow_client;

@@ -1,4 +1,5 @@
-//! A client that never reads must not delay the others nor grow the gateway's memory.
+//! A client that never reads must not delay the others nor grow the gateway's memory; once
+//! it reads again it is resynced with a snapshot instead of the backlog.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,21 +10,27 @@ use test_support::{Broker, Publisher, QoS, wait_until};
 
 use crate::helpers::{TestGateway, View, WsClient, aggregate_json};
 
-const MACHINES: u32 = 10;
-const INDICES: u32 = 10;
-const ROUNDS: u32 = 1_000;
+/// 1 000 keys x 100 rounds = 100 000 updates; frames carry up to 1 000 aggregates (~180 KB),
+/// tens of MB per client in all: far more than the stuck client's socket buffers hold.
+const MACHINES: u32 = 20;
+const INDICES: u32 = 50;
+const ROUNDS: u32 = 100;
 const READERS: usize = 3;
+/// Small, so the stuck client overflows its queue and must be resynced.
+const QUEUE_FRAMES: &str = "16";
 /// Generous bound on the gateway's memory growth over the run.
 const MAX_RSS_GROWTH_KIB: u64 = 100 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_delays_nobody_and_memory_stays_bounded() {
     let broker = Broker::start().await;
-    let gw = TestGateway::start(broker.port(), &[]).await;
+    let gw = TestGateway::start(broker.port(), &["--client-queue-frames", QUEUE_FRAMES]).await;
     gw.wait_healthy().await;
 
-    // Never read after the handshake: its socket buffers fill and stay full.
-    let stuck = WsClient::connect(&gw.ws_url("")).await.unwrap();
+    // Not read until the end: its socket buffers fill and the gateway's sends to it stall.
+    let mut stuck = WsClient::connect_small_buffer(gw.addr, &gw.ws_url(""))
+        .await
+        .unwrap();
 
     let views: Vec<Arc<Mutex<View>>> = (0..READERS).map(|_| Arc::default()).collect();
     let mut readers = Vec::new();
@@ -73,16 +80,13 @@ async fn a_client_that_never_reads_delays_nobody_and_memory_stays_bounded() {
     let published_in = started.elapsed();
     let acked = Instant::now();
 
-    let all_final = || {
-        views
-            .iter()
-            .all(|v| v.lock().unwrap().aggregates == expected)
-    };
     wait_until(
         Duration::from_secs(30),
         "every reader has every final value",
         || {
-            let done = all_final();
+            let done = views
+                .iter()
+                .all(|v| v.lock().unwrap().aggregates == expected);
             async move { done }
         },
     )
@@ -91,12 +95,6 @@ async fn a_client_that_never_reads_delays_nobody_and_memory_stays_bounded() {
     let final_after = acked.elapsed();
     let rss_after = gw.rss_kib();
     let messages = MACHINES * INDICES * ROUNDS;
-    let resyncs = gw.metric("gateway_ws_resyncs_total").await;
-    let frames = gw.metric("gateway_ws_frames_sent_total").await;
-    eprintln!(
-        "{messages} updates published in {published_in:?}; readers had every final value {final_after:?} after the last ack; \
-         gateway RSS {rss_before} KiB -> {rss_after} KiB; frames sent {frames}; resyncs {resyncs}"
-    );
     assert_eq!(
         gw.metric("gateway_mqtt_messages_received_total").await,
         f64::from(messages)
@@ -109,10 +107,42 @@ async fn a_client_that_never_reads_delays_nobody_and_memory_stays_bounded() {
         rss_after.saturating_sub(rss_before) < MAX_RSS_GROWTH_KIB,
         "gateway RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
-    // The stuck client did not take the gateway down with it.
     assert_eq!(gw.health().await.0, 200);
     for reader in &readers {
         assert!(!reader.is_finished(), "a reader stopped");
     }
-    drop(stuck);
+
+    // The stuck client reads again: it gets what was buffered, then a fresh snapshot, and
+    // ends with the final values, not with a replay of everything it missed.
+    let mut view = View::default();
+    let mut snapshots = 0;
+    let mut frames = 0;
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        while view.aggregates != expected {
+            let frame = stuck.next_json(Duration::from_secs(30)).await?;
+            frames += 1;
+            if frame["type"] == "snapshot" {
+                snapshots += 1;
+            }
+            view.apply(&frame);
+        }
+        Ok::<_, String>(())
+    })
+    .await;
+    assert!(
+        matches!(drained, Ok(Ok(()))),
+        "the stuck client never caught up: {drained:?}"
+    );
+    let resyncs = gw.metric("gateway_ws_resyncs_total").await;
+    let sent = gw.metric("gateway_ws_frames_sent_total").await;
+    eprintln!(
+        "{messages} updates published in {published_in:?}; readers had every final value {final_after:?} after the last ack; \
+         gateway RSS {rss_before} KiB -> {rss_after} KiB; frames sent {sent}; resyncs {resyncs}; \
+         the stuck client caught up with {frames} frames, {snapshots} of them snapshots"
+    );
+    assert!(
+        snapshots >= 2,
+        "the stuck client was never resynced ({frames} frames)"
+    );
+    assert!(resyncs >= 1.0);
 }

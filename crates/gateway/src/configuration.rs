@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 #[command(
     name = "gateway",
     version,
-    about = "scrap-pulse gateway: live aggregates from MQTT to browsers over WebSocket, plus the dashboard"
+    about = "scrap-pulse gateway: live aggregates from MQTT to browsers over WebSocket, plus the dashboard",
+    after_help = "Every setting, with its environment variable and default: crates/gateway/gateway.example.toml"
 )]
 pub struct Cli {
     /// TOML settings file (sections [mqtt], [http], [ws]).
@@ -467,6 +468,23 @@ mod tests {
         assert_eq!(s.ws.client_timeout_secs, 30);
         assert_eq!(s.ws.batch_interval_ms, 20);
         assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn the_example_file_lists_the_defaults() {
+        let cli = Cli {
+            config: Some(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/gateway.example.toml"
+            ))),
+            ..Cli::default()
+        };
+        let s = Settings::load(&cli, env_of(&[])).unwrap();
+        assert_eq!(s, Settings::default());
+        let text = std::fs::read_to_string(cli.config.unwrap()).unwrap();
+        for (var, _) in ENV_VARS {
+            assert!(text.contains(var), "{var} is not documented in the example");
+        }
     }
 
     #[test]

@@ -146,3 +146,75 @@ async fn a_client_that_never_reads_delays_nobody_and_memory_stays_bounded() {
     );
     assert!(resyncs >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_client_is_dropped_and_the_others_stay() {
+    let broker = Broker::start().await;
+    let gw = TestGateway::start(
+        broker.port(),
+        &["--ping-interval-secs", "1", "--client-timeout-secs", "2"],
+    )
+    .await;
+    gw.wait_healthy().await;
+    let stuck = WsClient::connect_small_buffer(gw.addr, &gw.ws_url(""))
+        .await
+        .unwrap();
+    let view: Arc<Mutex<View>> = Arc::default();
+    let mut reader = WsClient::connect(&gw.ws_url("")).await.unwrap();
+    let reader_view = Arc::clone(&view);
+    let reading = tokio::spawn(async move {
+        loop {
+            match reader.next_json(Duration::from_secs(60)).await {
+                Ok(frame) => reader_view.lock().unwrap().apply(&frame),
+                Err(e) => return e,
+            }
+        }
+    });
+    gw.wait_metric("gateway_ws_clients", 2.0, Duration::from_secs(5))
+        .await;
+
+    // Enough data to fill the stuck client's buffers while it also ignores pings.
+    let mut publisher = Publisher::connect(broker.port()).await;
+    for round in 1..=20_u32 {
+        for index in 0..1_000 {
+            publisher
+                .publish(
+                    &format!("aggregates/S1/{index}"),
+                    QoS::AtMostOnce,
+                    false,
+                    aggregate_json("S1", index, f64::from(round), u64::from(round)),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    publisher.flush(Duration::from_secs(120)).await.unwrap();
+
+    gw.wait_metric("gateway_ws_clients", 1.0, Duration::from_secs(30))
+        .await;
+    let slow = gw.metric("gateway_ws_slow_clients_dropped_total").await;
+    let timed_out = gw.metric("gateway_ws_clients_timed_out_total").await;
+    assert_eq!(
+        slow + timed_out,
+        1.0,
+        "the stuck client, and only it, is gone (slow {slow}, timed out {timed_out})"
+    );
+    assert!(!reading.is_finished(), "the reading client stays connected");
+    wait_until(
+        Duration::from_secs(10),
+        "the reader has the last round",
+        || {
+            let done = view.lock().unwrap().aggregates.len() == 1_000
+                && view
+                    .lock()
+                    .unwrap()
+                    .aggregates
+                    .values()
+                    .all(|a| a["count"] == 20);
+            async move { done }
+        },
+    )
+    .await
+    .unwrap();
+    drop(stuck);
+}

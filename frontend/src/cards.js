@@ -53,6 +53,8 @@ class Card {
     head.append(title, age);
 
     const sumBox = el('div', 'card-sum');
+    this.sumBox = sumBox;
+    this.sumSize = null;
     label(sumBox, 'sum', locale);
     const sumValue = el('span', 'value');
     this.sum = new Slot(sumValue);
@@ -79,7 +81,14 @@ class Card {
 
   update(aggregate, locale) {
     this.aggregate = aggregate;
-    this.sum.set(locale.sum(aggregate.sum));
+    const sumText = locale.sum(aggregate.sum);
+    this.sum.set(sumText);
+    // Big numbers get a smaller font rather than wrapping mid-number in a narrow card.
+    const size = sumText.length > 9 ? 'xlong' : sumText.length > 6 ? 'long' : '';
+    if (size !== this.sumSize) {
+      this.sumSize = size;
+      this.sumBox.dataset.size = size;
+    }
     this.avg.set(locale.avg(aggregate.avg));
     this.count.set(locale.count(aggregate.count));
     const empty = aggregate.count === 0;

@@ -12,11 +12,19 @@ export function backoffDelay(attempt, { baseMs = 500, maxMs = 30_000, random = M
   return Math.round(ceiling * (0.5 + random() * 0.5));
 }
 
-/** `ws:` or `wss:` URL of `path` relative to the page, so a reverse-proxy prefix still works. */
+/**
+ * `ws:` or `wss:` URL of `path` relative to the page, so a reverse-proxy prefix still works.
+ * A `machines=A1,B2` in the page's query goes along: the gateway then sends only those
+ * machines (a screen per hall).
+ */
 export function socketUrl(location, path = 'ws') {
-  const url = new URL(path, location.href);
+  const page = new URL(location.href);
+  const url = new URL(path, page);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  url.search = '';
   url.hash = '';
+  const machines = page.searchParams.get('machines');
+  if (machines) url.searchParams.set('machines', machines);
   return url.href;
 }
 

@@ -16,7 +16,8 @@ const TEXTS = {
     language: 'Sprache',
     index: 'Index {i}',
     sum: 'Summe',
-    avg: 'Durchschnitt',
+    // Short: it sits beside the value in a narrow card ("Durchschnitt" would be cut).
+    avg: 'Mittel',
     count: 'Meldungen',
     age: 'Aktualisiert',
     machine: 'Maschine',

@@ -180,7 +180,7 @@ test('English from the browser language, the switch changes it and the choice st
     await page.getByRole('button', { name: 'DE', exact: true }).click();
     await waitForCards(page, 'cards in German', (cards) => cards.some((c) => c.machine === 'A10' && c.index === 1 && c.avg === '2,25'));
     assert.equal(await page.locator('h1').innerText(), 'Ausschuss live');
-    assert.ok(await page.getByText('Durchschnitt', { exact: true }).first().isVisible());
+    assert.ok(await page.getByText('Mittel', { exact: true }).first().isVisible());
 
     await page.reload();
     await waitForCards(page, 'German after reload', (cards) => cards.some((c) => c.avg === '2,25'));

@@ -102,6 +102,13 @@ test('cards and chart show the exact sums of the readings published', { timeout:
   assert.deepEqual(avgChart.datasets[2].data, [6.75 / 4, null, null]);
   await page.getByRole('button', { name: 'Summen' }).click();
 
+  // Updates rewrite the existing card in place: the element stays, its text changes.
+  const a2 = await page.evaluateHandle(() => document.querySelector('.card'));
+  await stack.publisher.reading('A2', 1, 0.5);
+  await waitFor('A2/1 to show the new sum', async () => (await cardsOf(page))[0].sum === '5,75');
+  assert.equal(await a2.evaluate((el) => el.isConnected && el === document.querySelector('.card')), true);
+  await a2.dispose();
+
   // Status line: everything up.
   await waitFor('status line all up', async () => {
     const text = await page.locator('#status').innerText();

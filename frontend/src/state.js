@@ -163,8 +163,9 @@ export class DashboardState {
       this.mqtt = frame.mqtt;
       this.statusChanged = true;
     }
-    const online = frame.ingest?.online;
-    if (typeof online === 'boolean' && online !== this.ingestOnline) {
+    // `ingest: null` means the gateway has no liveness message (yet): unknown, not offline.
+    const online = frame.ingest === null ? null : frame.ingest?.online;
+    if ((typeof online === 'boolean' || online === null) && online !== this.ingestOnline) {
       this.ingestOnline = online;
       this.statusChanged = true;
     }

@@ -85,6 +85,10 @@ test('status frames set broker and ingest state; losing the socket makes them un
   s.apply({ type: 'status', mqtt: 'disconnected', ingest: { online: true } });
   assert.equal(s.mqtt, 'disconnected');
   assert.equal(s.ingestOnline, true);
+  s.apply({ type: 'status', mqtt: 'connected' });
+  assert.equal(s.ingestOnline, true, 'a frame without ingest leaves it as it was');
+  s.apply({ type: 'status', mqtt: 'connected', ingest: null });
+  assert.equal(s.ingestOnline, null, 'ingest: null is unknown');
   s.markUnknown();
   assert.equal(s.mqtt, null);
   assert.equal(s.ingestOnline, null);

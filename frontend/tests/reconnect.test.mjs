@@ -66,3 +66,17 @@ test('after the gateway is killed and restarted the page reconnects and resyncs'
   assert.match(await page.locator('#status-ws').innerText(), /verbunden/);
   await page.close();
 });
+
+test('a broker outage shows in the status line while the page stays connected', { timeout: 60000 }, async () => {
+  const page = await openDashboard(browser, stack.url);
+  await waitFor('broker connected', async () => /verbunden/.test(await page.locator('#status-broker').innerText()));
+  await stack.mosquitto.stop();
+  await waitFor('broker disconnected', async () => /getrennt/.test(await page.locator('#status-broker').innerText()), {
+    timeoutMs: 30_000,
+  });
+  assert.equal(await page.locator('#dot-broker').getAttribute('data-level'), 'bad');
+  // The gateway itself is fine: the page keeps its socket and its last known values.
+  assert.equal(await socketOf(page), 'open');
+  assert.ok((await cardsOf(page)).some((c) => c.machine === 'M1'));
+  await page.close();
+});

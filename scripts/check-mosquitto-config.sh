@@ -187,7 +187,9 @@ check "a 2 MiB payload (above message_size_limit) is dropped by the broker" \
 # Offline persistent session: more than Mosquitto's default queue of 1000.
 queued=5000
 mosquitto_sub "${P[@]}" -c -i check-queue -q 1 -t 'queue/+/scrap' -E
-seq 1 "$queued" | mosquitto_pub "${P[@]}" -q 1 -t queue/Q1/scrap -l
+# --repeat publishes each copy after the previous one is acknowledged; `-l`
+# (one message per stdin line) may drop unacknowledged ones at end of input.
+mosquitto_pub "${P[@]}" -q 1 -t queue/Q1/scrap -m '{"scrapIndex":1,"value":2}' --repeat "$queued"
 mosquitto_sub "${P[@]}" -c -i check-queue -q 1 -t 'queue/+/scrap' -C "$queued" -W 30 >"$work/queue.out" 2>&1 || true
 got=$(count_lines "$work/queue.out")
 check "an offline persistent session receives all $queued queued QoS 1 messages (got $got)" test "$got" -eq "$queued"
@@ -195,7 +197,7 @@ check "an offline persistent session receives all $queued queued QoS 1 messages 
 # Broker restart: the queue of an offline session and retained messages survive.
 restart_queued=2000
 mosquitto_sub "${P[@]}" -c -i check-restart -q 1 -t 'restart/+/scrap' -E
-seq 1 "$restart_queued" | mosquitto_pub "${P[@]}" -q 1 -t restart/R1/scrap -l
+mosquitto_pub "${P[@]}" -q 1 -t restart/R1/scrap -m '{"scrapIndex":1,"value":2}' --repeat "$restart_queued"
 mosquitto_pub "${P[@]}" -q 1 -r -t aggregates/R1/1 -m retained-before-restart
 stop_broker
 check "the broker saved its database on shutdown" test -s "$work/stack-data/mosquitto.db"

@@ -138,7 +138,9 @@ export class ScrapChart {
   }
 
   #applyTexts() {
-    this.chart.options.plugins.title.text = this.locale.t(this.mode === 'avg' ? 'chartTitleAvg' : 'chartTitleSum');
+    const title = this.locale.t(this.mode === 'avg' ? 'chartTitleAvg' : 'chartTitleSum');
+    this.chart.options.plugins.title.text = title;
+    this.chart.canvas.setAttribute('aria-label', title);
   }
 
   #draw() {

@@ -33,12 +33,13 @@ export function socketUrl(location, path = 'ws') {
  * state `connecting`, `open` or `closed`.
  */
 export class Connection {
-  constructor(url, { onFrame, onState, healthUrl = null, healthEveryMs = 30_000 }) {
+  constructor(url, { onFrame, onState, healthUrl = null, healthEveryMs = 30_000, connectTimeoutMs = 10_000 }) {
     this.url = url;
     this.onFrame = onFrame;
     this.onState = onState;
     this.healthUrl = healthUrl;
     this.healthEveryMs = healthEveryMs;
+    this.connectTimeoutMs = connectTimeoutMs;
     this.attempt = 0;
     this.socket = null;
     this.retryTimer = null;
@@ -69,7 +70,10 @@ export class Connection {
       return;
     }
     this.socket = socket;
+    // A blackholed address can leave a socket connecting for minutes: give up sooner.
+    const connectTimer = setTimeout(() => this.#drop(socket), this.connectTimeoutMs);
     socket.addEventListener('open', () => {
+      clearTimeout(connectTimer);
       this.onState({ state: 'open', retryAt: null });
       this.#watchHealth(socket);
     });
@@ -87,7 +91,10 @@ export class Connection {
       if (frame?.type === 'snapshot') this.attempt = 0;
       this.onFrame(frame);
     });
-    socket.addEventListener('close', () => this.#drop(socket));
+    socket.addEventListener('close', () => {
+      clearTimeout(connectTimer);
+      this.#drop(socket);
+    });
     // 'error' is always followed by 'close', which does the work.
   }
 

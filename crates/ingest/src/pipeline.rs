@@ -159,9 +159,14 @@ impl Pipeline {
             );
             return;
         }
-        let closed = tokio::time::timeout_at(deadline, link.wait_for(|s| s.closed)).await;
-        if !matches!(closed, Ok(Ok(_))) {
-            tracing::warn!("shutdown: the DISCONNECT was not sent in time");
+        // Done when the DISCONNECT is written; without a connection nothing more can go out
+        // (the broker publishes our last will instead), so do not wait for one.
+        let closed =
+            tokio::time::timeout_at(deadline, link.wait_for(|s| s.closed || !s.connected)).await;
+        match closed {
+            Ok(Ok(state)) if state.closed => {}
+            Ok(_) => tracing::warn!("shutdown: not connected, the last aggregates are lost"),
+            Err(_) => tracing::warn!("shutdown: the DISCONNECT was not sent in time"),
         }
     }
 

@@ -36,6 +36,8 @@ const TEXTS = {
     never: 'noch keine',
     empty: 'Noch keine Daten. Sobald Maschinen Ausschuss melden, erscheinen sie hier.',
     cardsHeading: 'Maschinen',
+    ago: 'vor {t}',
+    dayUnit: 'T',
   },
   en: {
     title: 'Scrap live',
@@ -67,6 +69,8 @@ const TEXTS = {
     never: 'none yet',
     empty: 'No data yet. Machines appear here as soon as they report scrap.',
     cardsHeading: 'Machines',
+    ago: '{t} ago',
+    dayUnit: 'd',
   },
 };
 
@@ -107,7 +111,6 @@ export class Locale {
     this.sumFormat = new Intl.NumberFormat(tag, { maximumFractionDigits: 2 });
     this.avgFormat = new Intl.NumberFormat(tag, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
     this.countFormat = new Intl.NumberFormat(tag, { maximumFractionDigits: 0 });
-    this.relative = new Intl.RelativeTimeFormat(tag, { style: 'narrow', numeric: 'always' });
     this.clock = new Intl.DateTimeFormat(tag, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
   }
 
@@ -131,13 +134,15 @@ export class Locale {
     return this.countFormat.format(value);
   }
 
-  /** "vor 3 s" / "3s ago", in whole units so the text changes at most once a second. */
+  /**
+   * "vor 3 s" / "3 s ago", in whole units so the text changes at most once a second. Our own
+   * short units: Intl's narrow forms differ between ICU versions and can be wide ("3 Sek.").
+   */
   age(ms) {
     const s = Math.max(0, Math.floor(ms / 1000));
-    if (s < 60) return this.relative.format(-s, 'second');
-    if (s < 3600) return this.relative.format(-Math.floor(s / 60), 'minute');
-    if (s < 86400) return this.relative.format(-Math.floor(s / 3600), 'hour');
-    return this.relative.format(-Math.floor(s / 86400), 'day');
+    const [n, unit] =
+      s < 60 ? [s, 's'] : s < 3600 ? [Math.floor(s / 60), 'min'] : s < 86400 ? [Math.floor(s / 3600), 'h'] : [Math.floor(s / 86400), this.texts.dayUnit];
+    return this.t('ago', { t: `${this.countFormat.format(n)} ${unit}` });
   }
 
   time(ms) {

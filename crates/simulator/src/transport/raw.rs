@@ -78,6 +78,16 @@ impl RawConnection {
     /// # Errors
     /// When the connection fails and cannot be re-established.
     pub async fn flush(&mut self) -> Result<(), TransportError> {
+        // The reader saw the broker close the connection: reconnect before writing, so this
+        // batch goes to the new connection instead of into a dead socket.
+        if !matches!(
+            self.closed.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ) {
+            tracing::warn!(broker = %self.addr, "broker closed the connection; reconnecting");
+            self.delivery.errors += 1;
+            self.reconnect().await?;
+        }
         if self.buf.is_empty() && self.last_write.elapsed() < self.config.keep_alive / 2 {
             return Ok(());
         }
@@ -98,13 +108,17 @@ impl RawConnection {
                 self.delivery.lost += self.buffered;
                 self.delivery.errors += 1;
                 self.buffered = 0;
-                let (writer, closed) = connect_with_retry(&self.config, &self.addr).await?;
-                self.writer = writer;
-                self.closed = closed;
-                self.last_write = Instant::now();
-                Ok(())
+                self.reconnect().await
             }
         }
+    }
+
+    async fn reconnect(&mut self) -> Result<(), TransportError> {
+        let (writer, closed) = connect_with_retry(&self.config, &self.addr).await?;
+        self.writer = writer;
+        self.closed = closed;
+        self.last_write = Instant::now();
+        Ok(())
     }
 
     /// Current counters.

@@ -72,8 +72,9 @@ pub struct Cli {
     /// Rejection reasons the malformed payloads cycle through [default: all], e.g. `late,future`.
     #[arg(long, value_name = "LIST")]
     pub invalid_kinds: Option<String>,
-    /// Print the expected sum and count per key of the valid readings sent, as JSON on stdout
-    /// at the end.
+    /// Print the run summary as one JSON line on stdout at the end: sent, acknowledged, lost,
+    /// invalid per reason, and `keys`: [{maschinenId, scrapIndex, sum, count}] of the valid
+    /// readings sent (totals over the run; fresh `too_many_keys` ids not included).
     #[arg(long)]
     pub print_expected: bool,
 }

@@ -5,6 +5,7 @@
 //! - [`pipeline`]: the aggregation task around `aggregator_core::WindowStore`.
 //! - [`coalesce`]: per-key publish coalescing (pure).
 //! - [`rejections`]: rate-limited logging of rejections (pure).
+//! - [`snapshot`]: emptying and clearing retained aggregates a previous run left behind.
 //! - [`metrics`], [`http`]: `/metrics` and `/health`.
 //! - [`configuration`], [`telemetry`], [`signals`], [`startup`]: settings, logs, signals, wiring.
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod rejections;
 pub mod signals;
+pub mod snapshot;
 pub mod startup;
 pub mod telemetry;
 

@@ -23,6 +23,8 @@ pub enum Inbound {
     /// A message on `machines/+/scrap`. The whole packet is kept (packet id, QoS) so that it
     /// can be acknowledged by hand once durable (exactly-once, later).
     Reading(Publish),
+    /// Retained aggregates of a previous run, read once at start-up.
+    Retained(Vec<crate::snapshot::RetainedAggregate>),
     /// A CONNACK: the broker accepted the connection.
     Connected {
         /// False when the broker kept no session for us: we subscribed again, and anything

@@ -23,6 +23,7 @@ use crate::coalesce::Coalescer;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
 use crate::rejections::RejectionLog;
+use crate::snapshot::{OrphanAction, Orphans};
 
 /// Pause before handing a refused publish to the client again.
 const RETRY_DELAY: Duration = Duration::from_millis(20);
@@ -77,6 +78,9 @@ pub struct Pipeline {
     retry_at: Option<Timestamp>,
     /// Connections seen, to tell a reconnect from the first connect.
     connects: u64,
+    /// Retained aggregates of a previous run for keys this process does not track.
+    orphans: Orphans,
+    orphans_due: Vec<(String, u32, OrphanAction)>,
     changed: Vec<KeyId>,
     forgotten: Vec<Key>,
     ready: Vec<KeyId>,
@@ -86,7 +90,7 @@ impl Pipeline {
     /// A pipeline publishing through `client`.
     pub fn new(settings: PipelineSettings, client: AsyncClient, metrics: Metrics) -> Self {
         Pipeline {
-            store: WindowStore::new(settings.window),
+            store: WindowStore::new(settings.window.clone()),
             coalescer: Coalescer::new(settings.publish_interval),
             client,
             metrics,
@@ -98,6 +102,8 @@ impl Pipeline {
             status_pending: false,
             retry_at: None,
             connects: 0,
+            orphans: Orphans::new(settings.window.window, settings.window.key_idle_ttl),
+            orphans_due: Vec::new(),
             changed: Vec::new(),
             forgotten: Vec::new(),
             ready: Vec::new(),
@@ -233,6 +239,7 @@ impl Pipeline {
                     accepted += u64::from(self.ingest(&publish, now));
                 }
                 Inbound::Connected { session_present } => self.on_connected(session_present),
+                Inbound::Retained(found) => self.adopt_orphans(found),
             }
         }
         self.metrics.readings_received.inc_by(received);
@@ -306,6 +313,63 @@ impl Pipeline {
         }
     }
 
+    fn adopt_orphans(&mut self, found: Vec<crate::snapshot::RetainedAggregate>) {
+        let before = self.orphans.len();
+        for one in found {
+            if self.store.lookup(&one.machine, one.scrap_index).is_none() {
+                self.orphans.add(one);
+            }
+        }
+        tracing::info!(
+            keys = self.orphans.len() - before,
+            "retained aggregates of a previous run will be emptied and cleared on schedule"
+        );
+    }
+
+    /// Empties, then clears, the retained aggregates of a previous run for untracked keys.
+    fn handle_orphans(&mut self, now: Timestamp) {
+        self.orphans.take_due(now, &mut self.orphans_due);
+        for (machine, index, action) in std::mem::take(&mut self.orphans_due) {
+            if self.store.lookup(&machine, index).is_some() {
+                continue;
+            }
+            match action {
+                OrphanAction::Clear => self.pending_clears.push_back(Key {
+                    machine: machine.into(),
+                    scrap_index: index,
+                }),
+                OrphanAction::Empty => {
+                    let empty = aggregator_core::Aggregate {
+                        machine_id: machine.clone(),
+                        scrap_index: index,
+                        sum: 0.0,
+                        avg: None,
+                        count: 0,
+                        window_seconds: self.store.config().window.as_secs(),
+                        timestamp: now.to_rfc3339_millis(),
+                    };
+                    let topic = aggregate_topic(&machine, index);
+                    let payload = serde_json::to_vec(&empty).unwrap_or_default();
+                    let (at, action) =
+                        match self
+                            .client
+                            .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                        {
+                            Ok(()) => {
+                                self.metrics.aggregates_published.inc();
+                                (
+                                    now.saturating_add(self.orphans.idle_ttl()),
+                                    OrphanAction::Clear,
+                                )
+                            }
+                            Err(_) => (now.saturating_add(RETRY_DELAY), OrphanAction::Empty),
+                        };
+                    self.orphans.schedule(at, machine, index, action);
+                }
+            }
+        }
+    }
+
     /// Expiry, forgetting, retries and due publishes at `now`.
     pub fn tick(&mut self, now: Timestamp) {
         self.expire(now);
@@ -313,6 +377,9 @@ impl Pipeline {
         if !self.forgotten.is_empty() {
             tracing::debug!(count = self.forgotten.len(), "forgetting idle keys");
             self.pending_clears.extend(self.forgotten.drain(..));
+        }
+        if self.orphans.next_deadline().is_some_and(|at| at <= now) {
+            self.handle_orphans(now);
         }
         if self.retry_at.is_none_or(|at| at <= now) {
             self.retry_at = None;
@@ -412,6 +479,7 @@ impl Pipeline {
             self.store.next_deadline(),
             self.coalescer.next_deadline(),
             self.retry_at,
+            self.orphans.next_deadline(),
             self.coalescer.has_fresh().then(clock_now),
         ]
         .into_iter()

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::configuration::IngestConfig;
 use crate::metrics::Metrics;
-use crate::mqtt::{Backoff, LinkState, LinkTask};
+use crate::mqtt::{Backoff, Inbound, LinkState, LinkTask};
 use crate::pipeline::{Pipeline, PipelineSettings, clock_now, status_payload};
 
 /// Why the service could not start or run.
@@ -82,6 +82,7 @@ impl Application {
         let (client, event_loop) = AsyncClient::new(options, config.request_capacity);
         let (link_tx, link_rx) = watch::channel(LinkState::default());
         let (inbound_tx, inbound_rx) = mpsc::channel(config.incoming_capacity);
+        let inbound_tx_snapshot = inbound_tx.clone();
         let draining = CancellationToken::new();
         let abort = CancellationToken::new();
         let link_task = tokio::spawn(
@@ -111,6 +112,23 @@ impl Application {
             "HTTP listening"
         );
 
+        // Best effort, in the background: the service runs while the snapshot is read.
+        let snapshot_task = tokio::spawn({
+            let config = config.clone();
+            let shutdown = shutdown.clone();
+            let inbound = inbound_tx_snapshot;
+            async move {
+                let found = crate::snapshot::read_retained(&config, &shutdown).await;
+                if found.is_empty() {
+                    return;
+                }
+                tokio::select! {
+                    _ = inbound.send(Inbound::Retained(found)) => {}
+                    () = shutdown.cancelled() => {}
+                }
+            }
+        });
+
         let mut pipeline = Pipeline::new(
             PipelineSettings {
                 window: config.window.clone(),
@@ -131,6 +149,7 @@ impl Application {
             .await;
         abort.cancel();
         let _ = link_task.await;
+        snapshot_task.abort();
         server_handle.stop(true).await;
         if let Ok(Err(e)) = server_task.await {
             return Err(StartupError::Http(e));

@@ -114,3 +114,44 @@ async fn readings_published_while_ingest_is_stopped_are_counted_when_it_returns(
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", second.process.logs()));
 }
+
+#[tokio::test]
+async fn retained_aggregates_of_a_previous_run_are_emptied_and_cleared_on_schedule() {
+    let broker = Broker::start().await;
+    let flags = ["--window-seconds", "2", "--key-idle-ttl-seconds", "1"];
+    let mut first = TestIngest::start(&broker, &flags).await;
+    let collector = Collector::start(broker.port(), &["aggregates/#"]).await;
+    let mut publisher = Publisher::connect(broker.port()).await;
+    publisher
+        .publish_all(
+            QoS::AtLeastOnce,
+            [(readings_topic("O1"), reading(5, 3.0))],
+            WAIT,
+        )
+        .await
+        .unwrap();
+    collector
+        .wait_for(
+            |m| latest(m, "aggregates/O1/5").is_some_and(|m| is_aggregate(m, 1, 3.0)),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    // Stopped before the reading expires: the broker keeps the aggregate with count 1.
+    first.process.kill().await;
+
+    // A new process (own session, no queued readings) never saw that reading, yet the
+    // retained aggregate must not keep showing it: empty after the window, then cleared.
+    let second = TestIngest::start(&broker, &flags).await;
+    collector
+        .wait_for(
+            |m| {
+                let o1: Vec<_> = m.iter().filter(|m| m.topic == "aggregates/O1/5").collect();
+                o1.iter().any(|m| is_aggregate(m, 0, 0.0))
+                    && o1.last().is_some_and(|m| m.payload.is_empty())
+            },
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", second.process.logs()));
+}

@@ -2,6 +2,8 @@
 // showing sums or averages. Chart.js draws on a canvas, so ids cannot inject markup. Redraws
 // are throttled: a wall screen gains nothing from 60 chart updates a second.
 
+import { chartConfig, drawFrame } from './chart-config.js';
+
 /** Distinct colours that read well on the dark background, keyed by scrap index. */
 const PALETTE = [
   '#4e9cf5', '#f5a524', '#3ecf8e', '#ef5d6b', '#b184f5',
@@ -28,12 +30,14 @@ export function chartData(state, mode) {
   return { labels, series };
 }
 
+/**
+ * The chart as the page sees it: it turns the state into frames (labels and one series per
+ * scrap index) and hands them to a renderer at most every `minIntervalMs`, and never while the
+ * previous frame is still being drawn. The renderer is Chart.js in a worker on an
+ * OffscreenCanvas where the browser has one, else Chart.js on the page.
+ */
 export class ScrapChart {
-  /**
-   * `Chart` is the Chart.js constructor (the UMD build served by the gateway sets the
-   * global); `minIntervalMs` caps how often the chart redraws.
-   */
-  constructor(Chart, canvas, locale, { minIntervalMs = 250 } = {}) {
+  constructor(canvas, locale, { minIntervalMs = 250, allowWorker = true } = {}) {
     this.mode = 'sum';
     this.locale = locale;
     this.minIntervalMs = minIntervalMs;
@@ -42,58 +46,55 @@ export class ScrapChart {
     this.timer = null;
     this.waitingForVisible = false;
     this.state = null;
-    /** index -> Chart.js dataset object, reused so Chart.js keeps its per-dataset metadata */
-    this.datasets = new Map();
+    this.seq = 0;
+    this.inFlight = null;
+    this.wanted = false;
+    this.urgent = false;
+    /** The last frame drawn (what the chart shows), for tests and the console. */
+    this.shown = { labels: [], datasets: [] };
     this.draws = 0;
     this.drawMsMax = 0;
+    this.canvas = canvas;
     // Readable from a few metres on a wall screen, still compact on a phone.
     const big = globalThis.innerWidth >= 1200;
-    const font = { size: big ? 15 : 12 };
-    this.chart = new Chart(canvas, {
-      type: 'bar',
-      data: { labels: [], datasets: [] },
-      options: {
-        animation: false,
-        // Our series are plain arrays in label order: Chart.js may skip its checks.
-        normalized: true,
-        responsive: true,
-        maintainAspectRatio: false,
-        locale: locale.tag,
-        interaction: { mode: 'index', intersect: false },
-        scales: {
-          x: {
-            ticks: {
-              color: '#c9d1d9',
-              font,
-              // Ids are arbitrary: a long one must not squeeze the bars away.
-              callback(value) {
-                const text = String(this.getLabelForValue(value));
-                return text.length > 16 ? `${text.slice(0, 15)}…` : text;
-              },
-            },
-            grid: { color: 'rgba(255,255,255,0.06)' } },
-          y: {
-            beginAtZero: true,
-            ticks: { color: '#c9d1d9', font },
-            grid: { color: 'rgba(255,255,255,0.1)' },
-          },
-        },
-        plugins: {
-          legend: { labels: { color: '#e6edf3', boxWidth: 14, font } },
-          title: { display: true, color: '#e6edf3', font: { size: big ? 19 : 15, weight: '600' }, text: '' },
-          tooltip: {
-            callbacks: {
-              label: (item) => {
-                const v = item.raw;
-                const text = this.mode === 'avg' ? this.locale.avg(v) : this.locale.sum(v ?? 0);
-                return `${item.dataset.label}: ${text}`;
-              },
-            },
-          },
-        },
-      },
-    });
+    if (allowWorker && typeof canvas.transferControlToOffscreen === 'function' && typeof Worker === 'function') {
+      this.where = 'worker';
+      this.#startWorker(canvas, big);
+    } else {
+      // Fallback: Chart.js on the page, loaded only now (the worker path never needs it here).
+      this.where = 'loading';
+      import('../vendor/chart.umd.js')
+        .then(() => {
+          this.inline = new globalThis.Chart(canvas, chartConfig({ big, offscreen: false }));
+          this.inlineDatasets = new Map();
+          this.where = 'page';
+          this.refresh(this.state, true);
+        })
+        .catch((error) => {
+          this.where = 'none';
+          console.error('scrap-pulse: Chart.js did not load; the chart stays empty', error);
+        });
+    }
     this.#applyTexts();
+  }
+
+  #startWorker(canvas, big) {
+    const box = canvas.parentElement;
+    const size = () => ({
+      width: Math.max(1, box.clientWidth),
+      height: Math.max(1, box.clientHeight),
+      devicePixelRatio: globalThis.devicePixelRatio || 1,
+    });
+    const offscreen = canvas.transferControlToOffscreen();
+    this.worker = new Worker(new URL('./chart-worker.js', import.meta.url), { type: 'module' });
+    this.worker.addEventListener('error', (event) => {
+      console.error('scrap-pulse: chart worker failed', event.message ?? event);
+    });
+    this.worker.addEventListener('message', ({ data }) => {
+      if (data?.type === 'drawn' && this.inFlight?.seq === data.seq) this.#drawn(this.inFlight.frame, data.ms);
+    });
+    this.worker.postMessage({ type: 'init', canvas: offscreen, big, ...size() }, [offscreen]);
+    new ResizeObserver(() => this.worker.postMessage({ type: 'resize', ...size() })).observe(box);
   }
 
   setMode(mode) {
@@ -104,21 +105,23 @@ export class ScrapChart {
 
   setLocale(locale) {
     this.locale = locale;
-    this.chart.options.locale = locale.tag;
-    for (const [index, dataset] of this.datasets) dataset.label = locale.t('index', { i: index });
     this.#applyTexts();
     this.refresh(this.state, true);
   }
 
   /** Asks for a redraw from `state`; it happens within `minIntervalMs` (or now, if `urgent`). */
   refresh(state, urgent = false) {
-    if (!state) return;
+    if (!state || this.where === 'none') return;
     this.state = state;
-    if (this.timer !== null) return;
-    // A slow machine gets fewer redraws: the chart takes at most about a tenth of the main
-    // thread, whatever the draw costs there.
+    if (this.where === 'loading') return; // drawn once Chart.js is there
+    this.state = state;
+    this.wanted = true;
+    if (urgent) this.urgent = true;
+    // One frame at a time: the acknowledgement of the one in flight schedules the next.
+    if (this.timer !== null || this.inFlight !== null) return;
+    // A slow machine gets fewer redraws: drawing takes at most about a tenth of the time.
     const interval = Math.max(this.minIntervalMs, 10 * this.lastDrawMs);
-    const wait = urgent ? 0 : Math.max(0, this.lastDraw + interval - performance.now());
+    const wait = this.urgent ? 0 : Math.max(0, this.lastDraw + interval - performance.now());
     this.timer = setTimeout(() => {
       this.timer = null;
       // A hidden tab draws nothing; it catches up once it is shown again.
@@ -132,54 +135,57 @@ export class ScrapChart {
         }
         return;
       }
-      // Its own task, not the cards' animation frame: each stays well short of a long task.
-      this.#draw();
+      this.urgent = false;
+      this.wanted = false;
+      this.#send();
     }, wait);
   }
 
   #applyTexts() {
-    const title = this.locale.t(this.mode === 'avg' ? 'chartTitleAvg' : 'chartTitleSum');
-    this.chart.options.plugins.title.text = title;
-    this.chart.canvas.setAttribute('aria-label', title);
+    this.title = this.locale.t(this.mode === 'avg' ? 'chartTitleAvg' : 'chartTitleSum');
+    this.canvas.setAttribute('aria-label', this.title);
   }
 
-  #draw() {
-    const started = performance.now();
-    this.lastDraw = started;
+  #send() {
     const { labels, series } = chartData(this.state, this.mode);
-    const datasets = series.map(({ index, data }) => {
-      let dataset = this.datasets.get(index);
-      if (!dataset) {
-        dataset = {
-          label: this.locale.t('index', { i: index }),
-          backgroundColor: colourFor(index),
-          borderWidth: 0,
-          borderRadius: 3,
-          scrapIndex: index,
-          data,
-        };
-        this.datasets.set(index, dataset);
-      }
-      dataset.data = data;
-      return dataset;
-    });
-    for (const index of this.datasets.keys()) {
-      if (!this.state.indexUse.has(index)) this.datasets.delete(index);
+    const frame = {
+      labels,
+      datasets: series.map(({ index, data }) => ({
+        index,
+        label: this.locale.t('index', { i: index }),
+        colour: colourFor(index),
+        data,
+      })),
+      title: this.title,
+      localeTag: this.locale.tag,
+    };
+    this.seq += 1;
+    this.inFlight = { seq: this.seq, frame };
+    this.lastDraw = performance.now();
+    if (this.where === 'worker') {
+      this.worker.postMessage({ type: 'draw', seq: this.seq, frame });
+    } else {
+      this.#drawn(frame, drawFrame(this.inline, frame, this.inlineDatasets));
     }
-    this.chart.data.labels = labels;
-    this.chart.data.datasets = datasets;
-    this.chart.update('none');
-    this.draws += 1;
-    this.lastDrawMs = performance.now() - started;
-    this.drawMsMax = Math.max(this.drawMsMax, this.lastDrawMs);
   }
 
-  /** What the chart holds (for tests and debugging). */
+  #drawn(frame, ms) {
+    this.inFlight = null;
+    this.shown = frame;
+    this.draws += 1;
+    this.lastDrawMs = ms;
+    this.drawMsMax = Math.max(this.drawMsMax, ms);
+    // Changes that came in while this frame was drawn are drawn next.
+    if (this.wanted) this.refresh(this.state);
+  }
+
+  /** What the chart shows (for tests and debugging). */
   snapshot() {
     return {
       mode: this.mode,
-      labels: this.chart.data.labels.slice(),
-      datasets: this.chart.data.datasets.map((d) => ({ label: d.label, index: d.scrapIndex, data: d.data.slice() })),
+      where: this.where,
+      labels: this.shown.labels.slice(),
+      datasets: this.shown.datasets.map((d) => ({ label: d.label, index: d.index, data: d.data.slice() })),
       draws: this.draws,
     };
   }

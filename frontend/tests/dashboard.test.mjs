@@ -118,6 +118,31 @@ test('cards and chart show the exact sums of the readings published', { timeout:
   await page.close();
 });
 
+test('the chart is drawn off the main thread, and the in-page fallback shows the same', { timeout: 60000 }, async () => {
+  const sums = async (page) => {
+    const chart = await waitFor('chart drawn', async () => {
+      const c = await chartOf(page);
+      return c.labels.includes('B1') ? c : null;
+    });
+    return { where: chart.where, labels: chart.labels, data: chart.datasets.map((d) => d.data) };
+  };
+  const worker = await openDashboard(browser, stack.url);
+  const fallback = await openDashboard(browser, `${stack.url}?chart=page`);
+  const a = await sums(worker);
+  const b = await sums(fallback);
+  assert.equal(a.where, 'worker');
+  assert.equal(b.where, 'page');
+  assert.deepEqual(b.labels, a.labels);
+  assert.deepEqual(b.data, a.data);
+  // Both canvases really have pixels on them (a chart that failed to draw stays blank).
+  for (const page of [worker, fallback]) {
+    const png = await page.locator('#chart').screenshot();
+    assert.ok(png.length > 5000, `chart screenshot of ${png.length} bytes looks blank`);
+    assert.deepEqual(page.problems, []);
+    await page.close();
+  }
+});
+
 test('a machine id made of HTML is shown as text and runs nothing', { timeout: 60000 }, async () => {
   const page = await openDashboard(browser, stack.url);
   const evil = ['<img src=x onerror=window.__pwned=1>', '<svg onload=window.__pwned=2>'];

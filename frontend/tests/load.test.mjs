@@ -110,6 +110,7 @@ async function measure(page, firstRound) {
     longTaskTotalMs: durations.reduce((a, b) => a + b, 0),
     renderJsMaxMs: Number(result.stats.renderMsMax.toFixed(1)),
     chartDrawMaxMs: Number(result.stats.chartMsMax.toFixed(1)),
+    chartDrawnIn: result.stats.chartWhere,
     loadAverage1m: Number(os.loadavg()[0].toFixed(2)),
     nextRound: last + 1,
   };

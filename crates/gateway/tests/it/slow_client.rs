@@ -170,8 +170,8 @@ async fn a_stuck_client_is_dropped_and_the_others_stay() {
             }
         }
     });
-    gw.wait_metric("gateway_ws_clients", 2.0, Duration::from_secs(5))
-        .await;
+    // Both are counted from the upgrade on, so no wait is needed here (and waiting could
+    // race the 2 s timeout on a loaded machine).
 
     // Enough data to fill the stuck client's buffers while it also ignores pings.
     let mut publisher = Publisher::connect(broker.port()).await;

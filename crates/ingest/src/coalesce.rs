@@ -69,10 +69,14 @@ impl<K: Copy + Eq + Hash + Ord> Coalescer<K> {
         }
     }
 
-    /// Appends to `out` every key whose aggregate is to be published now, and starts their
-    /// cool-down at `now`.
-    pub fn take_ready(&mut self, now: Timestamp, out: &mut Vec<K>) {
-        while let Some(Reverse((end, key))) = self.cooldowns.peek().copied() {
+    /// Appends to `out` the keys whose aggregate is to be published now, at most `limit` of
+    /// them (the rest stay due for the next call), and starts their cool-down at `now`.
+    pub fn take_ready(&mut self, now: Timestamp, limit: usize, out: &mut Vec<K>) {
+        let mut taken = 0;
+        while taken < limit {
+            let Some(Reverse((end, key))) = self.cooldowns.peek().copied() else {
+                break;
+            };
             if end > now {
                 break;
             }
@@ -83,12 +87,16 @@ impl<K: Copy + Eq + Hash + Ord> Coalescer<K> {
             state.cooling = false;
             if state.dirty {
                 out.push(key);
+                taken += 1;
                 self.start_cooldown(key, now);
             } else {
                 self.states.remove(&key);
             }
         }
-        for key in std::mem::take(&mut self.fresh) {
+        while taken < limit {
+            let Some(key) = self.fresh.pop() else {
+                break;
+            };
             let Some(state) = self.states.get(&key) else {
                 continue;
             };
@@ -97,7 +105,18 @@ impl<K: Copy + Eq + Hash + Ord> Coalescer<K> {
                 continue;
             }
             out.push(key);
+            taken += 1;
             self.start_cooldown(key, now);
+        }
+    }
+
+    /// The earliest instant at which [`Coalescer::take_ready`] has work: `now` while changed
+    /// keys wait for their leading edge, else the end of the earliest cool-down.
+    pub fn next_deadline_at(&self, now: Timestamp) -> Option<Timestamp> {
+        if self.fresh.is_empty() {
+            self.next_deadline()
+        } else {
+            Some(now)
         }
     }
 
@@ -176,7 +195,8 @@ mod tests {
 
     fn ready(c: &mut Coalescer<u32>, now: Timestamp) -> Vec<u32> {
         let mut out = Vec::new();
-        c.take_ready(now, &mut out);
+        c.take_ready(now, usize::MAX, &mut out);
+        out.sort_unstable();
         out
     }
 
@@ -206,12 +226,12 @@ mod tests {
         // One change every millisecond for one second, then silence.
         for t in 0..1000 {
             c.touch(7);
-            c.take_ready(ms(t), &mut published);
+            c.take_ready(ms(t), usize::MAX, &mut published);
         }
         let mut t = 1000;
         while let Some(deadline) = c.next_deadline() {
             t = t.max(deadline.unix_nanos() / 1_000_000);
-            c.take_ready(ms(t), &mut published);
+            c.take_ready(ms(t), usize::MAX, &mut published);
         }
         assert!(published.len() <= 11, "{} publishes", published.len());
         assert!(published.len() >= 10, "{} publishes", published.len());
@@ -260,6 +280,23 @@ mod tests {
         assert_eq!(z.next_deadline(), Some(ms(20)));
         assert_eq!(ready(&mut z, ms(20)), vec![2]);
         assert!(z.is_empty());
+    }
+
+    #[test]
+    fn at_most_limit_keys_per_call_and_the_rest_stay_due() {
+        let mut c = Coalescer::new(Duration::from_millis(100));
+        for key in 0..10 {
+            c.touch(key);
+        }
+        let mut out = Vec::new();
+        c.take_ready(ms(0), 4, &mut out);
+        assert_eq!(out.len(), 4);
+        assert_eq!(c.next_deadline_at(ms(0)), Some(ms(0)), "still due");
+        c.take_ready(ms(0), 4, &mut out);
+        c.take_ready(ms(0), 4, &mut out);
+        out.sort_unstable();
+        assert_eq!(out, (0..10).collect::<Vec<u32>>());
+        assert_eq!(c.next_deadline_at(ms(0)), Some(ms(100)));
     }
 
     #[test]

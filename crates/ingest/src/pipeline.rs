@@ -27,6 +27,9 @@ use crate::snapshot::{OrphanAction, Orphans};
 
 /// Pause before handing a refused publish to the client again.
 const RETRY_DELAY: Duration = Duration::from_millis(20);
+/// Most aggregates handed to the client per tick, so that a burst (every key after a
+/// reconnect) is spread over several loop turns and input keeps flowing.
+const PUBLISHES_PER_TICK: usize = 4096;
 
 /// The ingest clock: wall-clock time, as the contract's window is defined on it.
 pub fn clock_now() -> Timestamp {
@@ -76,6 +79,8 @@ pub struct Pipeline {
     status_pending: bool,
     /// When to retry clears or the status.
     retry_at: Option<Timestamp>,
+    /// The client's request queue was full: no aggregate is offered before this instant.
+    publish_paused_until: Option<Timestamp>,
     /// Connections seen, to tell a reconnect from the first connect.
     connects: u64,
     /// Retained aggregates of a previous run for keys this process does not track.
@@ -101,6 +106,7 @@ impl Pipeline {
             pending_clears: VecDeque::new(),
             status_pending: false,
             retry_at: None,
+            publish_paused_until: None,
             connects: 0,
             orphans: Orphans::new(settings.window.window, settings.window.key_idle_ttl),
             orphans_due: Vec::new(),
@@ -386,12 +392,16 @@ impl Pipeline {
             self.send_status(now);
             self.send_clears(now);
         }
-        self.coalescer.take_ready(now, &mut self.ready);
-        let mut ready = std::mem::take(&mut self.ready);
-        for id in ready.drain(..) {
-            self.publish_aggregate(id, now);
+        if self.publish_paused_until.is_none_or(|until| until <= now) {
+            self.publish_paused_until = None;
+            self.coalescer
+                .take_ready(now, PUBLISHES_PER_TICK, &mut self.ready);
+            let mut ready = std::mem::take(&mut self.ready);
+            for id in ready.drain(..) {
+                self.publish_aggregate(id, now);
+            }
+            self.ready = ready;
         }
-        self.ready = ready;
         self.metrics.keys.set(gauge(self.store.key_count()));
         self.metrics
             .buffered_readings
@@ -458,6 +468,11 @@ impl Pipeline {
     }
 
     fn publish_aggregate(&mut self, id: KeyId, now: Timestamp) {
+        if let Some(until) = self.publish_paused_until.filter(|until| *until > now) {
+            // The request queue was full a moment ago: do not serialize what would be refused.
+            self.coalescer.retry(id, until);
+            return;
+        }
         // None: the key was forgotten after it changed; its clear is on the way.
         let Some((topic, payload)) = self.aggregate_message(id, now) else {
             return;
@@ -469,18 +484,26 @@ impl Pipeline {
             Ok(()) => {
                 self.metrics.aggregates_published.inc();
             }
-            Err(_) => self.coalescer.retry(id, now.saturating_add(RETRY_DELAY)),
+            Err(_) => {
+                let at = now.saturating_add(RETRY_DELAY);
+                self.coalescer.retry(id, at);
+                self.publish_paused_until = Some(at);
+            }
         }
     }
 
     /// When the task has to wake up next without input.
     pub fn next_wake(&self) -> Option<Timestamp> {
+        let now = clock_now();
+        let publish = self.coalescer.next_deadline_at(now).map(|at| {
+            // While paused, due aggregates wait for the pause to end.
+            self.publish_paused_until.map_or(at, |until| at.max(until))
+        });
         [
             self.store.next_deadline(),
-            self.coalescer.next_deadline(),
+            publish,
             self.retry_at,
             self.orphans.next_deadline(),
-            self.coalescer.has_fresh().then(clock_now),
         ]
         .into_iter()
         .flatten()
@@ -500,4 +523,75 @@ fn gauge(n: usize) -> i64 {
 /// The tokio instant at which the ingest clock shows `at` (now, if `at` is past).
 fn instant_for(at: Timestamp) -> tokio::time::Instant {
     tokio::time::Instant::now() + at.duration_since(clock_now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+    use rumqttc::MqttOptions;
+
+    fn pipeline(queue: usize, interval: Duration) -> (Pipeline, Metrics, rumqttc::EventLoop) {
+        // The event loop is never polled: requests pile up in its bounded queue.
+        let (client, event_loop) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), queue);
+        let metrics = Metrics::register(&mut Registry::default());
+        let settings = PipelineSettings {
+            window: WindowConfig::default(),
+            limits: ParseLimits::default(),
+            publish_interval: interval,
+            batch_size: 64,
+            rejection_log_interval: Duration::from_secs(10),
+            started_at: Timestamp::EPOCH,
+        };
+        (
+            Pipeline::new(settings, client, metrics.clone()),
+            metrics,
+            event_loop,
+        )
+    }
+
+    fn readings(n: usize) -> impl Iterator<Item = Inbound> {
+        (0..n).map(|i| {
+            Inbound::Reading(Publish::new(
+                format!("machines/M{i}/scrap"),
+                QoS::AtLeastOnce,
+                br#"{"scrapIndex": 1, "value": 2.5}"#.to_vec(),
+            ))
+        })
+    }
+
+    #[test]
+    fn a_full_request_queue_pauses_publishing_instead_of_spinning() {
+        let (mut p, metrics, _event_loop) = pipeline(2, Duration::from_millis(100));
+        let now = clock_now();
+        p.handle_batch(readings(10), now);
+        assert_eq!(metrics.readings_accepted.get(), 10);
+        assert_eq!(metrics.aggregates_published.get(), 2, "the queue holds two");
+        // Nothing is due before the pause ends: the task sleeps instead of retrying at once.
+        let wake = p.next_wake().unwrap();
+        assert!(wake >= now.saturating_add(RETRY_DELAY), "{wake} vs {now}");
+        // A tick during the pause offers nothing.
+        p.tick(now.saturating_add(Duration::from_millis(5)));
+        assert_eq!(metrics.aggregates_published.get(), 2);
+    }
+
+    #[test]
+    fn rejections_publish_dead_letters_and_change_nothing() {
+        let (mut p, metrics, _event_loop) = pipeline(100, Duration::ZERO);
+        let bad = Inbound::Reading(Publish::new(
+            "machines/A1/scrap",
+            QoS::AtMostOnce,
+            b"{\"value\": 1".to_vec(),
+        ));
+        p.handle_batch([bad].into_iter(), clock_now());
+        assert_eq!(
+            metrics
+                .rejected(aggregator_core::RejectionReason::InvalidJson)
+                .get(),
+            1
+        );
+        assert_eq!(p.store().key_count(), 0);
+        assert_eq!(metrics.aggregates_published.get(), 0);
+        assert_eq!(metrics.dead_letters_dropped.get(), 0, "queued");
+    }
 }

@@ -61,21 +61,26 @@ export class ScrapChart {
       this.where = 'worker';
       this.#startWorker(canvas, big);
     } else {
-      // Fallback: Chart.js on the page, loaded only now (the worker path never needs it here).
-      this.where = 'loading';
-      import('../vendor/chart.umd.js')
-        .then(() => {
-          this.inline = new globalThis.Chart(canvas, chartConfig({ big, offscreen: false }));
-          this.inlineDatasets = new Map();
-          this.where = 'page';
-          this.refresh(this.state, true);
-        })
-        .catch((error) => {
-          this.where = 'none';
-          console.error('scrap-pulse: Chart.js did not load; the chart stays empty', error);
-        });
+      this.#startInline(canvas, big);
     }
     this.#applyTexts();
+  }
+
+  /** Fallback: Chart.js on the page, loaded only now (the worker path never needs it here). */
+  #startInline(canvas, big) {
+    this.where = 'loading';
+    import('../vendor/chart.umd.js')
+      .then(() => {
+        this.inline = new globalThis.Chart(canvas, chartConfig({ big, offscreen: false }));
+        this.inlineDatasets = new Map();
+        this.where = 'page';
+        this.inFlight = null;
+        this.refresh(this.state, true);
+      })
+      .catch((error) => {
+        this.where = 'none';
+        console.error('scrap-pulse: Chart.js did not load; the chart stays empty', error);
+      });
   }
 
   #startWorker(canvas, big) {
@@ -86,15 +91,26 @@ export class ScrapChart {
       devicePixelRatio: globalThis.devicePixelRatio || 1,
     });
     const offscreen = canvas.transferControlToOffscreen();
-    this.worker = new Worker(new URL('./chart-worker.js', import.meta.url), { type: 'module' });
-    this.worker.addEventListener('error', (event) => {
-      console.error('scrap-pulse: chart worker failed', event.message ?? event);
+    const worker = new Worker(new URL('./chart-worker.js', import.meta.url), { type: 'module' });
+    this.worker = worker;
+    const resizes = new ResizeObserver(() => worker.postMessage({ type: 'resize', ...size() }));
+    worker.addEventListener('error', (event) => {
+      // The canvas belongs to the dead worker now: draw on a fresh one, on the page.
+      console.warn('scrap-pulse: chart worker failed, drawing on the page instead', event.message ?? event);
+      event.preventDefault();
+      resizes.disconnect();
+      worker.terminate();
+      this.worker = null;
+      const fresh = canvas.cloneNode(false);
+      canvas.replaceWith(fresh);
+      this.canvas = fresh;
+      this.#startInline(fresh, big);
     });
-    this.worker.addEventListener('message', ({ data }) => {
+    worker.addEventListener('message', ({ data }) => {
       if (data?.type === 'drawn' && this.inFlight?.seq === data.seq) this.#drawn(this.inFlight.frame, data.ms);
     });
-    this.worker.postMessage({ type: 'init', canvas: offscreen, big, ...size() }, [offscreen]);
-    new ResizeObserver(() => this.worker.postMessage({ type: 'resize', ...size() })).observe(box);
+    worker.postMessage({ type: 'init', canvas: offscreen, big, ...size() }, [offscreen]);
+    resizes.observe(box);
   }
 
   setMode(mode) {
@@ -117,7 +133,9 @@ export class ScrapChart {
     this.state = state;
     this.wanted = true;
     if (urgent) this.urgent = true;
-    // One frame at a time: the acknowledgement of the one in flight schedules the next.
+    // One frame at a time: the acknowledgement of the one in flight schedules the next. A
+    // frame unanswered for 10 s is given up, so a stuck worker cannot freeze the chart for good.
+    if (this.inFlight !== null && performance.now() - this.inFlight.sentAt > 10_000) this.inFlight = null;
     if (this.timer !== null || this.inFlight !== null) return;
     // A slow machine gets fewer redraws: drawing takes at most about a tenth of the time.
     const interval = Math.max(this.minIntervalMs, 10 * this.lastDrawMs);
@@ -160,9 +178,9 @@ export class ScrapChart {
       localeTag: this.locale.tag,
     };
     this.seq += 1;
-    this.inFlight = { seq: this.seq, frame };
+    this.inFlight = { seq: this.seq, frame, sentAt: performance.now() };
     this.lastDraw = performance.now();
-    if (this.where === 'worker') {
+    if (this.worker) {
       this.worker.postMessage({ type: 'draw', seq: this.seq, frame });
     } else {
       this.#drawn(frame, drawFrame(this.inline, frame, this.inlineDatasets));

@@ -289,15 +289,21 @@ impl Pipeline {
                 "rejected a payload"
             );
         }
+        // Dead letters are best effort (QoS 0) and yield to aggregates: while the request
+        // queue is full they are dropped (and counted), so freed room goes to aggregates.
+        if self.publish_paused_until.is_some_and(|until| until > now) {
+            self.metrics.dead_letters_dropped.inc();
+            return;
+        }
         let letter = DeadLetter::new(rejection, &publish.topic, &publish.payload, now);
         let payload = serde_json::to_vec(&letter).unwrap_or_default();
-        // Dead letters are best effort (QoS 0): never hold up aggregation for them.
         if self
             .client
             .try_publish(REJECTED_TOPIC, QoS::AtMostOnce, false, payload)
             .is_err()
         {
             self.metrics.dead_letters_dropped.inc();
+            self.publish_paused_until = Some(now.saturating_add(RETRY_DELAY));
         }
     }
 

@@ -143,6 +143,13 @@ test('the chart is drawn off the main thread, and the in-page fallback shows the
   }
 });
 
+test('?machines= in the page address shows only those machines', { timeout: 60000 }, async () => {
+  const page = await openDashboard(browser, `${stack.url}?machines=A10,B1`);
+  const cards = await waitForCards(page, 'filtered cards', (cards) => cards.some((c) => c.machine === 'B1'));
+  assert.deepEqual([...new Set(cards.map((c) => c.machine))], ['A10', 'B1']);
+  await page.close();
+});
+
 test('a machine id made of HTML is shown as text and runs nothing', { timeout: 60000 }, async () => {
   const page = await openDashboard(browser, stack.url);
   const evil = ['<img src=x onerror=window.__pwned=1>', '<svg onload=window.__pwned=2>'];

@@ -141,3 +141,32 @@ async fn an_invalid_setting_stops_the_start_and_is_named() {
         process.logs()
     );
 }
+
+#[tokio::test]
+async fn sigint_stops_cleanly_too() {
+    let broker = Broker::start().await;
+    let collector = Collector::start(broker.port(), &["status/ingest"]).await;
+    let mut ingest = TestIngest::start(&broker, &[]).await;
+    let exit = ingest
+        .process
+        .terminate_with(nix::sys::signal::Signal::SIGINT, WAIT)
+        .await;
+    assert!(exit.success(), "{exit:?}\n{}", ingest.process.logs());
+    collector
+        .wait_for(
+            |m| {
+                latest(m, "status/ingest")
+                    .and_then(|m| m.json().ok())
+                    .is_some_and(|j| j["online"] == false)
+            },
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert!(
+        ingest
+            .process
+            .stderr()
+            .contains("disconnected from the MQTT broker")
+    );
+}

@@ -60,8 +60,6 @@ function render() {
     cards.tick(locale, now);
   }
   renderStatus(now);
-  state.structureChanged = false;
-  state.statusChanged = false;
   stats.renderMsMax = Math.max(stats.renderMsMax, performance.now() - started);
 }
 

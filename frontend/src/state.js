@@ -78,10 +78,6 @@ export class DashboardState {
     this.lastUpdate = null;
     /** Keys whose aggregate changed, appeared or went since the views last looked. */
     this.dirty = new Set();
-    /** Set when machines or indices appeared or went (the views re-check their layout). */
-    this.structureChanged = false;
-    /** Set when the pipeline status changed. */
-    this.statusChanged = false;
     /** Frames that could not be used (bad JSON, unknown type, bad entries). */
     this.rejected = 0;
   }
@@ -151,24 +147,15 @@ export class DashboardState {
 
   /** Forgets the broker/ingest status (the WebSocket went away, so we no longer know). */
   markUnknown() {
-    if (this.mqtt !== null || this.ingestOnline !== null) {
-      this.mqtt = null;
-      this.ingestOnline = null;
-      this.statusChanged = true;
-    }
+    this.mqtt = null;
+    this.ingestOnline = null;
   }
 
   #applyStatus(frame) {
-    if (typeof frame.mqtt === 'string' && frame.mqtt !== this.mqtt) {
-      this.mqtt = frame.mqtt;
-      this.statusChanged = true;
-    }
+    if (typeof frame.mqtt === 'string') this.mqtt = frame.mqtt;
     // `ingest: null` means the gateway has no liveness message (yet): unknown, not offline.
     const online = frame.ingest === null ? null : frame.ingest?.online;
-    if ((typeof online === 'boolean' || online === null) && online !== this.ingestOnline) {
-      this.ingestOnline = online;
-      this.statusChanged = true;
-    }
+    if (typeof online === 'boolean' || online === null) this.ingestOnline = online;
   }
 
   #parseList(list) {
@@ -192,7 +179,6 @@ export class DashboardState {
       this.machines.set(a.machine, indices);
       this.machineOrder.splice(sortedIndex(this.machineOrder, a.machine, naturalCompare), 0, a.machine);
       this.indexOrder.set(a.machine, []);
-      this.structureChanged = true;
     }
     const old = indices.get(a.index);
     if (!old) {
@@ -203,7 +189,6 @@ export class DashboardState {
         this.allIndices.splice(sortedIndex(this.allIndices, a.index, byNumber), 0, a.index);
       }
       this.indexUse.set(a.index, uses + 1);
-      this.structureChanged = true;
     } else if (
       old.sum === a.sum &&
       old.avg === a.avg &&
@@ -234,7 +219,6 @@ export class DashboardState {
     } else {
       this.indexUse.set(index, uses);
     }
-    this.structureChanged = true;
     this.dirty.add(keyOf(machine, index));
   }
 

@@ -145,3 +145,14 @@ test('chart series: one per scrap index, machines in natural order, gaps as null
   });
   assert.deepEqual(chartData(s, 'avg').series[0].data, [null, 2.5]);
 });
+
+test('no source file uses an HTML-parsing DOM API (wire values must stay text)', async () => {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const dir = new URL('../src/', import.meta.url);
+  const banned = /\b(innerHTML|outerHTML|insertAdjacentHTML|document\.write|createContextualFragment|DOMParser)\b/;
+  for (const name of await readdir(dir)) {
+    const text = await readFile(new URL(name, dir), 'utf8');
+    const line = text.split('\n').findIndex((l) => banned.test(l));
+    assert.equal(line, -1, `src/${name}:${line + 1} uses an HTML-parsing API`);
+  }
+});

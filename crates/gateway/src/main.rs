@@ -9,19 +9,18 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(telemetry::subscriber(
-        "info",
+        telemetry::env_filter("info"),
         telemetry::json_requested(),
         std::io::stderr,
     ))?;
+    let signal = shutdown_signal().context("installing signal handlers")?;
     let settings = Settings::load(&cli, |name| std::env::var(name).ok())?;
     let app = Application::build(settings).context("starting the gateway")?;
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
-        match shutdown_signal().await {
-            Ok(signal) => tracing::info!(signal, "stopping"),
-            Err(e) => tracing::error!(error = %e, "cannot listen for signals; stopping"),
-        }
+        let signal = signal.await;
+        tracing::info!(signal, "stopping");
         on_signal.cancel();
     });
     app.run(shutdown).await.context("gateway failed")?;

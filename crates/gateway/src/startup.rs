@@ -242,16 +242,20 @@ fn http_server(
     Ok(server.run())
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Installs SIGINT and SIGTERM handlers now and returns a future that resolves with the
+/// name of the first one received. Installing early means a signal during start-up is not
+/// lost (nor does it kill the process with the default action).
 ///
 /// # Errors
 /// When the signal handlers cannot be installed.
-pub async fn shutdown_signal() -> std::io::Result<&'static str> {
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str> + Send> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     })
 }

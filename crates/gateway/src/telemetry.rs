@@ -5,13 +5,23 @@ use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
+/// `RUST_LOG` when it is set and valid, else `default` (an unset, empty or unparsable
+/// `RUST_LOG` must not silence the service).
+pub fn env_filter(default: &str) -> EnvFilter {
+    match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("ignoring RUST_LOG={spec:?} ({e}); using {default:?}");
+            EnvFilter::new(default)
+        }),
+        _ => EnvFilter::new(default),
+    }
+}
+
 /// Builds the subscriber writing to `sink` (stderr in the binary, a buffer in tests).
-pub fn subscriber<W>(default_filter: &str, json: bool, sink: W) -> Box<dyn Subscriber + Send + Sync>
+pub fn subscriber<W>(filter: EnvFilter, json: bool, sink: W) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Colours only for a person at a terminal, never in files or JSON.
     let ansi = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -49,4 +59,51 @@ pub enum TelemetryError {
     /// A tracing subscriber is already set.
     #[error("cannot install the tracing subscriber: {0}")]
     Tracing(#[from] tracing::subscriber::SetGlobalDefaultError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A sink that keeps what is written, for assertions.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_structured_fields() {
+        let sink = Buffer::default();
+        let subscriber = subscriber(EnvFilter::new("info"), true, sink.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(keys = 3, "retained replay complete");
+            tracing::debug!("filtered out at info");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert_eq!(lines[0]["fields"]["message"], "retained replay complete");
+        assert_eq!(lines[0]["fields"]["keys"], 3);
+    }
 }

@@ -162,3 +162,33 @@ async fn sigint_stops_the_gateway_too() {
         gw.process.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_run_side_by_side() {
+    let broker = Broker::start().await;
+    let first = TestGateway::start(broker.port(), &[]).await;
+    let second = TestGateway::start(broker.port(), &[]).await;
+    first.wait_healthy().await;
+    second.wait_healthy().await;
+    let mut a = WsClient::connect(&first.ws_url("")).await.unwrap();
+    let mut b = WsClient::connect(&second.ws_url("")).await.unwrap();
+    a.next_json(Duration::from_secs(5)).await.unwrap();
+    b.next_json(Duration::from_secs(5)).await.unwrap();
+    publish_retained(
+        broker.port(),
+        "aggregates/R1/1",
+        aggregate_json("R1", 1, 2.0, 1),
+    )
+    .await
+    .unwrap();
+    for client in [&mut a, &mut b] {
+        let update = client
+            .next_of("update", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(update["aggregates"][0]["maschinenId"], "R1");
+    }
+    // Distinct client ids: neither was kicked off the broker by the other.
+    assert_eq!(first.metric("gateway_mqtt_errors_total").await, 0.0);
+    assert_eq!(second.metric("gateway_mqtt_errors_total").await, 0.0);
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use test_support::{Broker, Collector, Publisher, QoS};
+use test_support::{Broker, BrokerOptions, Collector, Publisher, QoS};
 
 use crate::helpers::{TestIngest, WAIT, is_aggregate, latest, reading, readings_topic};
 
@@ -154,4 +154,47 @@ async fn retained_aggregates_of_a_previous_run_are_emptied_and_cleared_on_schedu
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", second.process.logs()));
+}
+
+#[tokio::test]
+async fn a_broker_that_lost_the_session_gets_the_subscription_again() {
+    // No persistence: after the restart the broker knows nothing of ingest's session.
+    let mut broker = Broker::start_with(BrokerOptions {
+        persistence: false,
+        ..BrokerOptions::default()
+    })
+    .await;
+    let ingest = TestIngest::start(&broker, &[]).await;
+    broker.kill().await;
+    ingest.wait_health(503).await;
+    broker.restart().await;
+    ingest.wait_health(200).await;
+    let collector = Collector::start(broker.port(), &["aggregates/#"]).await;
+    let mut publisher = Publisher::connect(broker.port()).await;
+    publisher
+        .publish_all(
+            QoS::AtLeastOnce,
+            [(readings_topic("R1"), reading(1, 6.0))],
+            WAIT,
+        )
+        .await
+        .unwrap();
+    collector
+        .wait_for(
+            |m| latest(m, "aggregates/R1/1").is_some_and(|m| is_aggregate(m, 1, 6.0)),
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
+    // Both the first connection and the one after the restart found no session.
+    assert_eq!(
+        ingest
+            .process
+            .stderr()
+            .matches("connected to the MQTT broker session_present=false")
+            .count(),
+        2,
+        "{}",
+        ingest.process.logs()
+    );
 }

@@ -52,8 +52,8 @@ pub struct Cli {
     /// [default: 30].
     #[arg(long, value_name = "SECS")]
     pub client_timeout_secs: Option<u64>,
-    /// Changes are collected this long into one update frame [env: GATEWAY_BATCH_INTERVAL_MS]
-    /// [default: 20].
+    /// At most one update frame per this many ms; a change after a quiet interval goes out
+    /// at once [env: GATEWAY_BATCH_INTERVAL_MS] [default: 20].
     #[arg(long, value_name = "MS")]
     pub batch_interval_ms: Option<u64>,
     /// Frames a client may fall behind before it is resynced with a snapshot
@@ -124,7 +124,8 @@ pub struct WsSettings {
     /// Seconds without any sign of life after which a client is closed; also how long one
     /// send may stall before the client is dropped as too slow.
     pub client_timeout_secs: u64,
-    /// Milliseconds of changes batched into one update frame; 0 sends every change at once.
+    /// At most one update frame per this many ms (a change after a quiet interval is sent at
+    /// once); 0 sends every change at once.
     pub batch_interval_ms: u64,
     /// Frames a client may fall behind before it gets a fresh snapshot instead.
     pub client_queue_frames: usize,

@@ -390,20 +390,27 @@ impl Hub {
         let _ = self.frames.send(Arc::new(Frame { text, body }));
     }
 
-    /// Flushes changes every `interval` after the first change of a batch, until `shutdown`.
+    /// Flushes changes until `shutdown`, at most once per `interval`: a change after a quiet
+    /// interval is flushed at once (leading edge), so an idle dashboard sees it without delay;
+    /// changes that arrive within `interval` of the last flush wait for the end of it, so a
+    /// busy one gets one frame per interval instead of one per change.
     pub async fn run_batcher(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        let mut last_flush: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.wake.notified() => {}
             }
-            if !interval.is_zero() {
+            if let Some(due) = last_flush.map(|at| at + interval)
+                && due > tokio::time::Instant::now()
+            {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(interval) => {}
+                    () = tokio::time::sleep_until(due) => {}
                 }
             }
             self.flush();
+            last_flush = Some(tokio::time::Instant::now());
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use config::{Config, File, FileFormat};
+use mqtt_common::{MqttSecurity, Secret, SecuritySettings};
 use rumqttc::MqttOptions;
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,35 @@ pub struct Cli {
     /// [env: GATEWAY_CLIENT_QUEUE_FRAMES] [default: 256].
     #[arg(long, value_name = "N")]
     pub client_queue_frames: Option<usize>,
+    /// Broker username [env: GATEWAY_MQTT_USERNAME] [default: none, anonymous].
+    #[arg(long, value_name = "USER")]
+    pub mqtt_username: Option<String>,
+    /// Broker password; other local users can see flags, prefer --mqtt-password-file
+    /// [env: GATEWAY_MQTT_PASSWORD].
+    #[arg(long, value_name = "PASSWORD")]
+    pub mqtt_password: Option<String>,
+    /// File holding the broker password [env: GATEWAY_MQTT_PASSWORD_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// TLS to the broker [env: GATEWAY_MQTT_TLS] [default: on when a CA file is set].
+    #[arg(long, value_name = "BOOL")]
+    pub mqtt_tls: Option<bool>,
+    /// PEM CA certificates for the broker's certificate; implies TLS [env: GATEWAY_MQTT_TLS_CA_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate [env: GATEWAY_MQTT_TLS_CLIENT_CERT_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_tls_client_cert_file: Option<PathBuf>,
+    /// PEM key of the client certificate [env: GATEWAY_MQTT_TLS_CLIENT_KEY_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_tls_client_key_file: Option<PathBuf>,
+    /// Bearer token required on /ws and /api/aggregates; prefer --auth-token-file
+    /// [env: GATEWAY_AUTH_TOKEN] [default: none, open].
+    #[arg(long, value_name = "TOKEN")]
+    pub auth_token: Option<String>,
+    /// File holding the bearer token [env: GATEWAY_AUTH_TOKEN_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
 }
 
 /// All gateway settings.
@@ -95,6 +125,20 @@ pub struct MqttSettings {
     /// After a reconnect, keys not re-delivered as retained messages are forgotten once no
     /// retained message has arrived for this long (milliseconds).
     pub resync_quiet_ms: u64,
+    /// Broker username; none connects anonymously.
+    pub username: Option<String>,
+    /// Broker password (shown as `<redacted>`).
+    pub password: Option<Secret>,
+    /// File holding the broker password.
+    pub password_file: Option<PathBuf>,
+    /// TLS on/off; unset means on when `tls_ca_file` is set.
+    pub tls: Option<bool>,
+    /// PEM CA certificates for the broker's certificate.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate.
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    pub tls_client_key_file: Option<PathBuf>,
 }
 
 /// HTTP server settings.
@@ -109,6 +153,10 @@ pub struct HttpSettings {
     pub workers: usize,
     /// How long a graceful stop waits for open connections, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// Bearer token for `/ws` and `/api/aggregates`; none leaves them open.
+    pub auth_token: Option<Secret>,
+    /// File holding the bearer token.
+    pub auth_token_file: Option<PathBuf>,
 }
 
 /// WebSocket settings.
@@ -143,6 +191,13 @@ impl Default for MqttSettings {
             reconnect_backoff_max_ms: 5_000,
             max_packet_bytes: 1024 * 1024,
             resync_quiet_ms: 1_000,
+            username: None,
+            password: None,
+            password_file: None,
+            tls: None,
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
         }
     }
 }
@@ -154,6 +209,8 @@ impl Default for HttpSettings {
             static_dir: PathBuf::from("frontend"),
             workers: 0,
             shutdown_timeout_secs: 5,
+            auth_token: None,
+            auth_token_file: None,
         }
     }
 }
@@ -178,6 +235,9 @@ pub enum SettingsError {
     /// The file, an environment variable or a value could not be read into the settings.
     #[error("cannot load settings: {0}")]
     Load(#[from] config::ConfigError),
+    /// A broker login or TLS setting cannot work (the message names it).
+    #[error(transparent)]
+    Security(#[from] mqtt_common::SecurityError),
     /// A value was read but makes no sense.
     #[error("invalid setting `{name}`: {reason}")]
     Invalid {
@@ -201,6 +261,21 @@ const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("GATEWAY_MQTT_MAX_PACKET_BYTES", "mqtt.max_packet_bytes"),
     ("GATEWAY_MQTT_RESYNC_QUIET_MS", "mqtt.resync_quiet_ms"),
+    ("GATEWAY_MQTT_USERNAME", "mqtt.username"),
+    ("GATEWAY_MQTT_PASSWORD", "mqtt.password"),
+    ("GATEWAY_MQTT_PASSWORD_FILE", "mqtt.password_file"),
+    ("GATEWAY_MQTT_TLS", "mqtt.tls"),
+    ("GATEWAY_MQTT_TLS_CA_FILE", "mqtt.tls_ca_file"),
+    (
+        "GATEWAY_MQTT_TLS_CLIENT_CERT_FILE",
+        "mqtt.tls_client_cert_file",
+    ),
+    (
+        "GATEWAY_MQTT_TLS_CLIENT_KEY_FILE",
+        "mqtt.tls_client_key_file",
+    ),
+    ("GATEWAY_AUTH_TOKEN", "http.auth_token"),
+    ("GATEWAY_AUTH_TOKEN_FILE", "http.auth_token_file"),
     ("GATEWAY_LISTEN", "http.listen"),
     ("GATEWAY_STATIC_DIR", "http.static_dir"),
     ("GATEWAY_WORKERS", "http.workers"),
@@ -274,6 +349,8 @@ impl Settings {
         if self.mqtt.max_packet_bytes < 1024 {
             return Err(invalid("mqtt.max_packet_bytes", "must be at least 1024"));
         }
+        self.mqtt_security()?;
+        self.auth_token()?;
         self.listen_addr()?;
         if self.ws.max_clients == 0 {
             return Err(invalid("ws.max_clients", "must be at least 1"));
@@ -326,8 +403,65 @@ impl Settings {
             })
     }
 
-    /// The MQTT options: clean session, so every (re)connect gets the retained state anew.
-    pub fn mqtt_options(&self) -> MqttOptions {
+    /// Broker login and TLS, with their files read.
+    ///
+    /// # Errors
+    /// [`SettingsError::Security`] naming the bad `mqtt.*` setting.
+    pub fn mqtt_security(&self) -> Result<MqttSecurity, SettingsError> {
+        Ok(SecuritySettings {
+            username: self.mqtt.username.clone(),
+            password: self.mqtt.password.clone(),
+            password_file: self.mqtt.password_file.clone(),
+            tls: self.mqtt.tls,
+            tls_ca_file: self.mqtt.tls_ca_file.clone(),
+            tls_client_cert_file: self.mqtt.tls_client_cert_file.clone(),
+            tls_client_key_file: self.mqtt.tls_client_key_file.clone(),
+        }
+        .load("mqtt.")?)
+    }
+
+    /// The bearer token for `/ws` and `/api/aggregates`, from `http.auth_token` or the file
+    /// `http.auth_token_file` (a trailing newline is ignored); `None` when neither is set.
+    ///
+    /// # Errors
+    /// Both set, an unreadable file, or an empty token.
+    pub fn auth_token(&self) -> Result<Option<Secret>, SettingsError> {
+        let invalid = |name, reason: String| SettingsError::Invalid { name, reason };
+        let token = match (&self.http.auth_token, &self.http.auth_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "http.auth_token_file",
+                    "set either http.auth_token or http.auth_token_file, not both".into(),
+                ));
+            }
+            (Some(token), None) => token.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid("http.auth_token_file", format!("{}: {e}", path.display()))
+                })?;
+                Secret::new(text.trim_end_matches(['\r', '\n']))
+            }
+            (None, None) => return Ok(None),
+        };
+        if token.is_empty() {
+            return Err(invalid("http.auth_token", "must not be empty".into()));
+        }
+        // Tokens travel in headers and query strings: visible ASCII only keeps both simple.
+        if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "http.auth_token",
+                "must be printable ASCII without spaces".into(),
+            ));
+        }
+        Ok(Some(token))
+    }
+
+    /// The MQTT options: clean session, so every (re)connect gets the retained state anew;
+    /// login and TLS from `mqtt.*`.
+    ///
+    /// # Errors
+    /// As [`Settings::mqtt_security`].
+    pub fn mqtt_options(&self) -> Result<MqttOptions, SettingsError> {
         let client_id = if self.mqtt.client_id.is_empty() {
             generated_client_id()
         } else {
@@ -337,7 +471,8 @@ impl Settings {
         options.set_clean_session(true);
         options.set_keep_alive(Duration::from_secs(self.mqtt.keep_alive_secs));
         options.set_max_packet_size(self.mqtt.max_packet_bytes, self.mqtt.max_packet_bytes);
-        options
+        self.mqtt_security()?.apply_to(&mut options);
+        Ok(options)
     }
 
     /// Pause ceiling between reconnect attempts.
@@ -394,6 +529,30 @@ fn apply_flags(
     if let Some(v) = &cli.listen {
         builder = builder.set_override("http.listen", v.as_str())?;
     }
+    let texts = [
+        ("mqtt.username", cli.mqtt_username.clone()),
+        ("mqtt.password", cli.mqtt_password.clone()),
+        ("mqtt.password_file", path_text(&cli.mqtt_password_file)),
+        ("mqtt.tls_ca_file", path_text(&cli.mqtt_tls_ca_file)),
+        (
+            "mqtt.tls_client_cert_file",
+            path_text(&cli.mqtt_tls_client_cert_file),
+        ),
+        (
+            "mqtt.tls_client_key_file",
+            path_text(&cli.mqtt_tls_client_key_file),
+        ),
+        ("http.auth_token", cli.auth_token.clone()),
+        ("http.auth_token_file", path_text(&cli.auth_token_file)),
+    ];
+    for (key, value) in texts {
+        if let Some(v) = value {
+            builder = builder.set_override(key, v)?;
+        }
+    }
+    if let Some(v) = cli.mqtt_tls {
+        builder = builder.set_override("mqtt.tls", v)?;
+    }
     if let Some(v) = &cli.static_dir {
         builder = builder.set_override("http.static_dir", v.to_string_lossy().into_owned())?;
     }
@@ -424,6 +583,10 @@ fn apply_flags(
 }
 
 /// `a, b,,c` -> `["a", "b", "c"]`.
+fn path_text(path: &Option<PathBuf>) -> Option<String> {
+    path.as_ref().map(|p| p.to_string_lossy().into_owned())
+}
+
 fn split_list(value: &str) -> Vec<String> {
     value
         .split(',')
@@ -572,12 +735,12 @@ mod tests {
     #[test]
     fn mqtt_options_use_a_clean_session_and_unique_ids() {
         let s = Settings::default();
-        let a = s.mqtt_options();
+        let a = s.mqtt_options().unwrap();
         assert!(a.clean_session());
         assert!(a.client_id().starts_with("scrap-pulse-gateway-"));
         let mut named = Settings::default();
         named.mqtt.client_id = "gw-1".into();
-        assert_eq!(named.mqtt_options().client_id(), "gw-1");
+        assert_eq!(named.mqtt_options().unwrap().client_id(), "gw-1");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`routes`]: the plain HTTP endpoints; [`startup`]: build and run; [`telemetry`]: logs.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod configuration;
 pub mod hub;
 pub mod metrics;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use actix_files::{Files, NamedFile};
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::startup::AppState;
 
@@ -22,8 +22,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     response.insert_header(NO_STORE).json(health)
 }
 
-/// `GET /api/aggregates`: every current aggregate, sorted by machine, then index.
-pub async fn aggregates(state: web::Data<AppState>) -> HttpResponse {
+/// `GET /api/aggregates`: every current aggregate, sorted by machine, then index; 401 without
+/// the bearer token when one is set.
+pub async fn aggregates(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if !crate::auth::authorized(&req, state.auth_token.as_ref(), None) {
+        return crate::auth::unauthorized();
+    }
     HttpResponse::Ok()
         .insert_header(NO_STORE)
         .content_type("application/json")

@@ -59,6 +59,8 @@ pub struct AppState {
     pub clients: TaskTracker,
     /// Where `/vendor/chart.umd.js` comes from.
     pub chart_js: PathBuf,
+    /// Bearer token of `/ws` and `/api/aggregates`; `None`: open.
+    pub auth_token: Option<mqtt_common::Secret>,
 }
 
 /// A gateway with its listener bound, ready to [`run`](Application::run).
@@ -86,7 +88,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(settings.ws.client_queue_frames, metrics));
         let (mqtt_client, event_loop) =
-            AsyncClient::new(settings.mqtt_options(), MQTT_REQUEST_CAPACITY);
+            AsyncClient::new(settings.mqtt_options()?, MQTT_REQUEST_CAPACITY);
         Ok(Self {
             settings,
             listener,
@@ -169,11 +171,19 @@ impl Application {
             shutdown: shutdown.clone(),
             clients: clients.clone(),
             chart_js,
+            auth_token: settings.auth_token()?,
         });
         let server = http_server(state, listener, &settings, static_dir, serve_static)?;
         let handle = server.handle();
         let mut server_task = tokio::spawn(server);
-        tracing::info!(address = %local, mqtt_host = %settings.mqtt.host, mqtt_port = settings.mqtt.port, "gateway listening");
+        tracing::info!(
+            address = %local,
+            mqtt_host = %settings.mqtt.host,
+            mqtt_port = settings.mqtt.port,
+            mqtt_security = %settings.mqtt_security()?,
+            auth_token = state_has_token(&settings),
+            "gateway listening"
+        );
 
         let server_result = tokio::select! {
             () = shutdown.cancelled() => None,
@@ -208,6 +218,11 @@ impl Application {
             Err(join) => Err(StartupError::Server(std::io::Error::other(join))),
         }
     }
+}
+
+/// Whether a bearer token guards the API (for the start-up log; the token itself never is).
+fn state_has_token(settings: &Settings) -> bool {
+    settings.http.auth_token.is_some() || settings.http.auth_token_file.is_some()
 }
 
 /// The actix server, not yet polled. A plain function so that no `App` builder (which is

@@ -41,6 +41,8 @@ pub struct ClientConfig {
 pub struct WsQuery {
     /// `A1,B2`: only these machines.
     machines: Option<String>,
+    /// The bearer token, for browsers, which cannot set headers on an upgrade.
+    token: Option<String>,
 }
 
 /// Handles an upgrade request: 403 for a foreign Origin, 503 when full or shutting down.
@@ -67,6 +69,10 @@ pub async fn ws_route(
             "refused a WebSocket upgrade from a foreign origin"
         );
         return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
+    }
+    if !crate::auth::authorized(&req, state.auth_token.as_ref(), query.token.as_deref()) {
+        tracing::info!(origin, "refused a WebSocket upgrade without a valid token");
+        return Ok(crate::auth::unauthorized());
     }
     if state.shutdown.is_cancelled() {
         return Ok(HttpResponse::ServiceUnavailable().body("shutting down\n"));

@@ -2,6 +2,7 @@
 //! port, real WebSocket and HTTP clients.
 
 mod admission;
+mod auth;
 mod fanout;
 mod frames;
 mod helpers;

@@ -1,0 +1,19 @@
+//! Broker login and TLS for every scrap-pulse binary, so ingest, gateway and simulator read,
+//! check and apply them the same way.
+//!
+//! - [`Secret`]: a password that never shows in `Debug`, `Display` or serialized settings.
+//! - [`SecuritySettings`]: the raw settings as each binary's `configuration.rs` loads them.
+//! - [`MqttSecurity`]: the checked result, with files read and the rustls client config built
+//!   at start-up (a bad CA or key fails there, naming the setting, not at the first connect);
+//!   [`MqttSecurity::apply_to`] puts it into rumqttc's `MqttOptions`.
+//!
+//! TLS uses rustls with the `ring` provider (no system OpenSSL, no C++ toolchain). The CA file
+//! is required when TLS is on: for a broker with a publicly signed certificate point it at the
+//! system bundle (e.g. `/etc/ssl/certs/ca-certificates.crt`).
+#![warn(missing_docs)]
+
+mod secret;
+mod security;
+
+pub use secret::Secret;
+pub use security::{MqttSecurity, SecurityError, SecuritySettings};

@@ -1,0 +1,474 @@
+//! Broker login (username, password or password file) and TLS (CA file, optional client
+//! certificate and key): raw settings, their checks, and their application to rumqttc.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// Login and TLS settings as loaded, before any file is read. Every binary embeds these keys
+/// in its own settings under its own names (ingest: `mqtt_username`, gateway and simulator:
+/// `[mqtt] username`) and hands them over with the prefix that names them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecuritySettings {
+    /// Broker username; none connects anonymously.
+    pub username: Option<String>,
+    /// Broker password (prefer `password_file`: environment and flags can be seen by others).
+    pub password: Option<Secret>,
+    /// File whose content (without a trailing newline) is the password, e.g. a mounted secret.
+    pub password_file: Option<PathBuf>,
+    /// TLS on or off; unset means on exactly when `tls_ca_file` is set.
+    pub tls: Option<bool>,
+    /// PEM file of the CA certificates the broker's certificate must chain to.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for brokers that require client certificates.
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the client certificate.
+    pub tls_client_key_file: Option<PathBuf>,
+}
+
+/// A login or TLS setting that cannot work, named with the binary's own key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting `{setting}`: {message}")]
+pub struct SecurityError {
+    /// The setting's key as the operator writes it, e.g. `mqtt_tls_ca_file` or `mqtt.tls_ca_file`.
+    pub setting: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Checked login and TLS, ready for [`MqttSecurity::apply_to`]. `Debug` and `Display` show
+/// the username and file names, never the password or key.
+#[derive(Clone, Default)]
+pub struct MqttSecurity {
+    username: Option<String>,
+    password: Option<Secret>,
+    tls: Option<Tls>,
+}
+
+#[derive(Clone)]
+struct Tls {
+    config: Arc<ClientConfig>,
+    ca_file: PathBuf,
+    client_cert_file: Option<PathBuf>,
+}
+
+impl SecuritySettings {
+    /// Checks the settings and reads the files; `prefix` turns a field name into the
+    /// operator's key (`"mqtt_"` gives `mqtt_tls_ca_file`, `"mqtt."` gives `mqtt.tls_ca_file`).
+    ///
+    /// # Errors
+    /// [`SecurityError`] naming the first setting that cannot work: a password without a
+    /// username, both `password` and `password_file`, an unreadable or empty file, a CA file
+    /// without certificates, a client certificate without its key, TLS asked for without a CA.
+    pub fn load(&self, prefix: &str) -> Result<MqttSecurity, SecurityError> {
+        let invalid = |field: &str, message: String| SecurityError {
+            setting: format!("{prefix}{field}"),
+            message,
+        };
+        let username = self.username.clone().filter(|u| !u.is_empty());
+        let password = match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "password_file",
+                    format!("set either {prefix}password or {prefix}password_file, not both"),
+                ));
+            }
+            (Some(p), None) => Some(p.clone()).filter(|p| !p.is_empty()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| invalid("password_file", format!("{}: {e}", path.display())))?;
+                // Secret files are usually written with a final newline that is not part of it.
+                let password = text.strip_suffix('\n').unwrap_or(&text);
+                let password = password.strip_suffix('\r').unwrap_or(password);
+                if password.is_empty() {
+                    return Err(invalid(
+                        "password_file",
+                        format!("{} is empty", path.display()),
+                    ));
+                }
+                Some(Secret::new(password))
+            }
+            (None, None) => None,
+        };
+        if password.is_some() && username.is_none() {
+            return Err(invalid(
+                "username",
+                "must be set when a password is (MQTT 3.1.1 has no password-only login)".into(),
+            ));
+        }
+        if let Some(name) = &username
+            && name.len() > usize::from(u16::MAX)
+        {
+            return Err(invalid("username", "is longer than 65535 bytes".into()));
+        }
+
+        let tls_wanted = self.tls.unwrap_or(self.tls_ca_file.is_some());
+        let client_files = (&self.tls_client_cert_file, &self.tls_client_key_file);
+        if !tls_wanted {
+            if self.tls_ca_file.is_some() {
+                return Err(invalid(
+                    "tls",
+                    format!("is false but {prefix}tls_ca_file is set"),
+                ));
+            }
+            if client_files.0.is_some() || client_files.1.is_some() {
+                return Err(invalid(
+                    "tls_client_cert_file",
+                    format!("a client certificate needs TLS: set {prefix}tls_ca_file"),
+                ));
+            }
+            return Ok(MqttSecurity {
+                username,
+                password,
+                tls: None,
+            });
+        }
+        let Some(ca_file) = &self.tls_ca_file else {
+            return Err(invalid(
+                "tls_ca_file",
+                "is required with TLS; for a publicly signed broker certificate use the system \
+                 bundle, e.g. /etc/ssl/certs/ca-certificates.crt"
+                    .into(),
+            ));
+        };
+        let mut roots = RootCertStore::empty();
+        let ca_certs = read_certs(ca_file).map_err(|m| invalid("tls_ca_file", m))?;
+        let (added, _unparsable) = roots.add_parsable_certificates(ca_certs);
+        if added == 0 {
+            return Err(invalid(
+                "tls_ca_file",
+                format!("{} holds no usable CA certificate", ca_file.display()),
+            ));
+        }
+        // The provider is named rather than taken from crate features, so another crate
+        // enabling a second provider cannot make the builder panic.
+        let builder =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| invalid("tls", e.to_string()))?
+                .with_root_certificates(roots);
+        let config = match client_files {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert_file), Some(key_file)) => {
+                let chain =
+                    read_certs(cert_file).map_err(|m| invalid("tls_client_cert_file", m))?;
+                let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+                    invalid(
+                        "tls_client_key_file",
+                        format!("{}: no PEM private key: {e}", key_file.display()),
+                    )
+                })?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| invalid("tls_client_key_file", e.to_string()))?
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls_client_key_file",
+                    format!("is required with {prefix}tls_client_cert_file"),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls_client_cert_file",
+                    format!("is required with {prefix}tls_client_key_file"),
+                ));
+            }
+        };
+        Ok(MqttSecurity {
+            username,
+            password,
+            tls: Some(Tls {
+                config: Arc::new(config),
+                ca_file: ca_file.clone(),
+                client_cert_file: self.tls_client_cert_file.clone(),
+            }),
+        })
+    }
+}
+
+/// Every certificate of a PEM file; an error when there is none.
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+impl MqttSecurity {
+    /// Sets the login and, with TLS, the transport on `options`. The broker host in `options`
+    /// is the name the server certificate must carry (a DNS name or an IP address).
+    pub fn apply_to(&self, options: &mut MqttOptions) {
+        if let Some(username) = &self.username {
+            let password = self.password.as_ref().map_or("", Secret::expose);
+            options.set_credentials(username.clone(), password);
+        }
+        if let Some(tls) = &self.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.config.clone(),
+            )));
+        }
+    }
+
+    /// The username, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// The password, if any, for a writer that encodes its own CONNECT.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+
+    /// Whether the connection is TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+impl fmt::Debug for MqttSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttSecurity")
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("tls_ca_file", &self.tls.as_ref().map(|t| &t.ca_file))
+            .field(
+                "tls_client_cert_file",
+                &self.tls.as_ref().and_then(|t| t.client_cert_file.as_ref()),
+            )
+            .finish()
+    }
+}
+
+/// One line for the start-up log, e.g. `user ingest with password, TLS (CA /etc/ca.pem)`.
+impl fmt::Display for MqttSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.username, &self.password) {
+            (Some(user), Some(_)) => write!(f, "user {user} with password")?,
+            (Some(user), None) => write!(f, "user {user} without password")?,
+            _ => f.write_str("anonymous")?,
+        }
+        match &self.tls {
+            Some(tls) => {
+                write!(f, ", TLS (CA {}", tls.ca_file.display())?;
+                if let Some(cert) = &tls.client_cert_file {
+                    write!(f, ", client certificate {}", cert.display())?;
+                }
+                f.write_str(")")
+            }
+            None => f.write_str(", plain TCP"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWORD: &str = "s3cr3t-pass-word";
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        // unwrap: a temp dir of our own.
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    struct Pki {
+        ca: String,
+        client_cert: String,
+        client_key: String,
+    }
+
+    fn pki() -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client = rcgen::CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .signed_by(&client_key, &issuer)
+            .unwrap();
+        Pki {
+            ca: ca.pem(),
+            client_cert: client.pem(),
+            client_key: client_key.serialize_pem(),
+        }
+    }
+
+    #[test]
+    fn nothing_set_is_anonymous_plain_tcp() {
+        let security = SecuritySettings::default().load("mqtt_").unwrap();
+        assert_eq!(security.username(), None);
+        assert!(!security.tls());
+        assert_eq!(security.to_string(), "anonymous, plain TCP");
+    }
+
+    #[test]
+    fn password_comes_from_the_file_without_its_newline_and_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "pw", &format!("{PASSWORD}\n"));
+        let settings = SecuritySettings {
+            username: Some("ingest".into()),
+            password_file: Some(file),
+            ..SecuritySettings::default()
+        };
+        let security = settings.load("mqtt_").unwrap();
+        assert_eq!(security.password().map(Secret::expose), Some(PASSWORD));
+        for shown in [
+            format!("{security:?}"),
+            security.to_string(),
+            format!("{settings:?}"),
+        ] {
+            assert!(!shown.contains(PASSWORD), "{shown}");
+        }
+        assert!(security.to_string().contains("ingest"));
+
+        let inline = SecuritySettings {
+            username: Some("ingest".into()),
+            password: Some(Secret::new(PASSWORD)),
+            ..SecuritySettings::default()
+        };
+        assert!(!format!("{inline:?}").contains(PASSWORD));
+        let security = inline.load("mqtt_").unwrap();
+        assert!(!format!("{security:?} {security}").contains(PASSWORD));
+        let mut options = MqttOptions::new("id", "localhost", 1883);
+        security.apply_to(&mut options);
+        let login = options.credentials().unwrap();
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("ingest", PASSWORD)
+        );
+    }
+
+    #[test]
+    fn tls_loads_ca_and_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki();
+        let settings = SecuritySettings {
+            tls_ca_file: Some(write(dir.path(), "ca.pem", &pki.ca)),
+            tls_client_cert_file: Some(write(dir.path(), "client.pem", &pki.client_cert)),
+            tls_client_key_file: Some(write(dir.path(), "client.key", &pki.client_key)),
+            ..SecuritySettings::default()
+        };
+        let security = settings.load("mqtt.").unwrap();
+        assert!(security.tls(), "a CA file implies TLS");
+        let shown = format!("{security:?} {security}");
+        assert!(
+            shown.contains("ca.pem") && shown.contains("client.pem"),
+            "{shown}"
+        );
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        let mut options = MqttOptions::new("id", "localhost", 8883);
+        security.apply_to(&mut options);
+        assert!(matches!(options.transport(), Transport::Tls(_)));
+    }
+
+    #[test]
+    fn bad_settings_are_named_with_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki();
+        let ca = write(dir.path(), "ca.pem", &pki.ca);
+        let not_pem = write(dir.path(), "junk.pem", "not a certificate\n");
+        let empty = write(dir.path(), "empty", "\n");
+        let cases: Vec<(SecuritySettings, &str)> = vec![
+            (
+                SecuritySettings {
+                    password: Some(Secret::new("x")),
+                    ..SecuritySettings::default()
+                },
+                "mqtt.username",
+            ),
+            (
+                SecuritySettings {
+                    username: Some("u".into()),
+                    password: Some(Secret::new("x")),
+                    password_file: Some(empty.clone()),
+                    ..SecuritySettings::default()
+                },
+                "mqtt.password_file",
+            ),
+            (
+                SecuritySettings {
+                    username: Some("u".into()),
+                    password_file: Some(empty),
+                    ..SecuritySettings::default()
+                },
+                "mqtt.password_file",
+            ),
+            (
+                SecuritySettings {
+                    username: Some("u".into()),
+                    password_file: Some(dir.path().join("missing")),
+                    ..SecuritySettings::default()
+                },
+                "mqtt.password_file",
+            ),
+            (
+                SecuritySettings {
+                    tls: Some(true),
+                    ..SecuritySettings::default()
+                },
+                "mqtt.tls_ca_file",
+            ),
+            (
+                SecuritySettings {
+                    tls_ca_file: Some(not_pem.clone()),
+                    ..SecuritySettings::default()
+                },
+                "mqtt.tls_ca_file",
+            ),
+            (
+                SecuritySettings {
+                    tls: Some(false),
+                    tls_ca_file: Some(ca.clone()),
+                    ..SecuritySettings::default()
+                },
+                "mqtt.tls",
+            ),
+            (
+                SecuritySettings {
+                    tls_ca_file: Some(ca.clone()),
+                    tls_client_cert_file: Some(ca.clone()),
+                    ..SecuritySettings::default()
+                },
+                "mqtt.tls_client_key_file",
+            ),
+            (
+                SecuritySettings {
+                    tls_ca_file: Some(ca.clone()),
+                    tls_client_cert_file: Some(ca.clone()),
+                    tls_client_key_file: Some(not_pem),
+                    ..SecuritySettings::default()
+                },
+                "mqtt.tls_client_key_file",
+            ),
+            (
+                SecuritySettings {
+                    tls_client_key_file: Some(ca),
+                    ..SecuritySettings::default()
+                },
+                "mqtt.tls_client_cert_file",
+            ),
+        ];
+        for (settings, setting) in cases {
+            let err = settings.load("mqtt.").unwrap_err();
+            assert_eq!(err.setting, setting, "{err}");
+        }
+    }
+}

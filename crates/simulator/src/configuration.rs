@@ -39,6 +39,30 @@ pub struct Cli {
     /// MQTT client id [default: scrap-pulse-simulator-<pid>].
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
+    /// Broker username [env: SIMULATOR_MQTT__USERNAME] [default: none, anonymous].
+    #[arg(long, value_name = "USER")]
+    pub mqtt_username: Option<String>,
+    /// Broker password; other local users can see flags, prefer --mqtt-password-file
+    /// [env: SIMULATOR_MQTT__PASSWORD].
+    #[arg(long, value_name = "PASSWORD")]
+    pub mqtt_password: Option<String>,
+    /// File holding the broker password [env: SIMULATOR_MQTT__PASSWORD_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// TLS to the broker; QoS 0 then goes through rumqttc instead of the raw writer
+    /// [env: SIMULATOR_MQTT__TLS] [default: on when a CA file is set].
+    #[arg(long, value_name = "BOOL")]
+    pub mqtt_tls: Option<bool>,
+    /// PEM CA certificates for the broker's certificate; implies TLS
+    /// [env: SIMULATOR_MQTT__TLS_CA_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate [env: SIMULATOR_MQTT__TLS_CLIENT_CERT_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_tls_client_cert_file: Option<PathBuf>,
+    /// PEM key of the client certificate [env: SIMULATOR_MQTT__TLS_CLIENT_KEY_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_tls_client_key_file: Option<PathBuf>,
     /// Messages per second, all machines together (e.g. 200000 for load tests).
     /// Without it, every machine sends one message every 0.5 to 2 s at random.
     #[arg(long, value_name = "MSGS_PER_S")]
@@ -92,6 +116,27 @@ pub struct MqttSettings {
     pub keep_alive_secs: u64,
     /// How long to keep trying to reach the broker at start and after a connection loss.
     pub connect_timeout_secs: u64,
+    /// Broker username; none connects anonymously.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Broker password (redacted in `Debug`).
+    #[serde(default)]
+    pub password: Option<mqtt_common::Secret>,
+    /// File holding the broker password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// TLS on/off; unset: on when `tls_ca_file` is set.
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// PEM CA certificates for the broker's certificate.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate.
+    #[serde(default)]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    #[serde(default)]
+    pub tls_client_key_file: Option<PathBuf>,
 }
 
 /// Raw settings as layered from all sources, before validation.
@@ -131,6 +176,9 @@ pub enum ConfigError {
     /// The sources could not be read or merged.
     #[error("cannot load settings: {0}")]
     Load(#[from] config::ConfigError),
+    /// A broker login or TLS setting cannot work (the message names it).
+    #[error(transparent)]
+    Security(#[from] mqtt_common::SecurityError),
     /// One setting has an unusable value.
     #[error("invalid setting `{setting}`: {message}")]
     Invalid {
@@ -139,6 +187,10 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
+}
+
+fn path_text(path: &Option<PathBuf>) -> Option<String> {
+    path.as_ref().map(|p| p.to_string_lossy().into_owned())
 }
 
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
@@ -207,6 +259,19 @@ impl Settings {
             .set_override_option("mqtt.host", cli.mqtt_host.clone())?
             .set_override_option("mqtt.port", cli.mqtt_port)?
             .set_override_option("mqtt.client_id", cli.client_id.clone())?
+            .set_override_option("mqtt.username", cli.mqtt_username.clone())?
+            .set_override_option("mqtt.password", cli.mqtt_password.clone())?
+            .set_override_option("mqtt.password_file", path_text(&cli.mqtt_password_file))?
+            .set_override_option("mqtt.tls", cli.mqtt_tls)?
+            .set_override_option("mqtt.tls_ca_file", path_text(&cli.mqtt_tls_ca_file))?
+            .set_override_option(
+                "mqtt.tls_client_cert_file",
+                path_text(&cli.mqtt_tls_client_cert_file),
+            )?
+            .set_override_option(
+                "mqtt.tls_client_key_file",
+                path_text(&cli.mqtt_tls_client_key_file),
+            )?
             .set_override_option("rate", cli.rate)?
             .set_override_option("count", cli.count)?
             .set_override_option("duration", cli.duration.clone())?
@@ -287,9 +352,20 @@ impl Settings {
         } else {
             self.mqtt.client_id.clone()
         };
+        let security = mqtt_common::SecuritySettings {
+            username: self.mqtt.username.clone(),
+            password: self.mqtt.password.clone(),
+            password_file: self.mqtt.password_file.clone(),
+            tls: self.mqtt.tls,
+            tls_ca_file: self.mqtt.tls_ca_file.clone(),
+            tls_client_cert_file: self.mqtt.tls_client_cert_file.clone(),
+            tls_client_key_file: self.mqtt.tls_client_key_file.clone(),
+        }
+        .load("mqtt.")?;
         Ok(SimConfig {
             host: self.mqtt.host.clone(),
             port: self.mqtt.port,
+            security,
             client_id,
             keep_alive: Duration::from_secs(self.mqtt.keep_alive_secs),
             connect_timeout: Duration::from_secs(self.mqtt.connect_timeout_secs),
@@ -316,6 +392,8 @@ pub struct SimConfig {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// Broker login and TLS (`Display` for logs; never shows the password).
+    pub security: mqtt_common::MqttSecurity,
     /// MQTT client id.
     pub client_id: String,
     /// MQTT keep-alive.

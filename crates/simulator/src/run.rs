@@ -78,6 +78,7 @@ pub async fn run(
 ) -> Result<Summary, TransportError> {
     tracing::info!(
         broker = %format!("{}:{}", config.host, config.port),
+        mqtt_security = %config.security,
         seed = config.seed,
         rate = ?config.rate,
         count = ?config.count,

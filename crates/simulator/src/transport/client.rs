@@ -53,10 +53,18 @@ impl ClientConnection {
         // to a session the broker does not have, so only a kept session lets it retransmit
         // them after a broker restart. The session is removed again in `finish`.
         options.set_clean_session(false);
+        config.security.apply_to(&mut options);
         let (client, event_loop) = AsyncClient::new(options, 10_000);
         let counters = Arc::new(Counters::default());
         let (connected_tx, mut connected) = watch::channel(None::<String>);
-        let task = tokio::spawn(drive(event_loop, Arc::clone(&counters), connected_tx));
+        // QoS 0 has no acknowledgement: a publish counts once written, as in the raw writer.
+        let count_written = config.qos == QoS::AtMostOnce;
+        let task = tokio::spawn(drive(
+            event_loop,
+            Arc::clone(&counters),
+            connected_tx,
+            count_written,
+        ));
         let addr = format!("{}:{}", config.host, config.port);
         let ready = tokio::time::timeout(
             config.connect_timeout,
@@ -157,6 +165,7 @@ async fn drive(
     mut event_loop: EventLoop,
     counters: Arc<Counters>,
     connected: watch::Sender<Option<String>>,
+    count_written: bool,
 ) {
     let mut backoff = BACKOFF.0;
     loop {
@@ -170,6 +179,9 @@ async fn drive(
                 }
             }
             Ok(Event::Incoming(Incoming::PubAck(_) | Incoming::PubComp(_))) => {
+                counters.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) if count_written => {
                 counters.acknowledged.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,

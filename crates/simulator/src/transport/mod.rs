@@ -66,13 +66,13 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Connects as `config` asks (QoS 0: raw writer; else rumqttc), retrying within the
-    /// connect timeout.
+    /// Connects as `config` asks (QoS 0 over plain TCP: raw writer; QoS 1/2, or any QoS with
+    /// TLS: rumqttc, since the raw writer has no TLS), retrying within the connect timeout.
     ///
     /// # Errors
     /// When the broker cannot be reached in time or refuses the connection.
     pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
-        if config.qos == rumqttc::QoS::AtMostOnce {
+        if config.qos == rumqttc::QoS::AtMostOnce && !config.security.tls() {
             Ok(Self::Raw(Box::new(
                 raw::RawConnection::connect(config).await?,
             )))

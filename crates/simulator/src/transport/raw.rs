@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use mqtt_common::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -160,6 +161,11 @@ impl RawConnection {
 /// When the broker cannot be reached or refuses the connection.
 pub async fn forget_session(config: &SimConfig) -> Result<(), TransportError> {
     let addr = format!("{}:{}", config.host, config.port);
+    if config.security.tls() {
+        // This plain writer cannot speak TLS; the broker expires the session on its own
+        // (Mosquitto: persistent_client_expiration).
+        return Ok(());
+    }
     let (mut writer, closed) = connect_once(config, &addr).await?;
     let io = |source| TransportError::Io {
         addr: addr.clone(),
@@ -210,7 +216,11 @@ async fn connect_once(
     stream.set_nodelay(true).map_err(io)?;
     let keep_alive = u16::try_from(config.keep_alive.as_secs()).unwrap_or(u16::MAX);
     let mut connect = Vec::new();
-    encode_connect(&mut connect, &config.client_id, keep_alive);
+    let login = config
+        .security
+        .username()
+        .map(|user| (user, config.security.password().map(Secret::expose)));
+    encode_connect(&mut connect, &config.client_id, keep_alive, login);
     stream.write_all(&connect).await.map_err(io)?;
     let mut connack = [0_u8; 4];
     match tokio::time::timeout(CONNACK_TIMEOUT, stream.read_exact(&mut connack)).await {
@@ -276,15 +286,43 @@ pub fn encode_publish(out: &mut Vec<u8>, topic: &str, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// Appends a CONNECT packet: MQTT 3.1.1, clean session, no will, no credentials.
-pub fn encode_connect(out: &mut Vec<u8>, client_id: &str, keep_alive_secs: u16) {
-    let id_len = u16::try_from(client_id.len()).unwrap_or(u16::MAX);
+/// Appends a CONNECT packet: MQTT 3.1.1, clean session, no will; with `login`, the username
+/// and, if given, the password.
+///
+/// Username and password are bounded to 65 535 bytes by the settings checks.
+pub fn encode_connect(
+    out: &mut Vec<u8>,
+    client_id: &str,
+    keep_alive_secs: u16,
+    login: Option<(&str, Option<&str>)>,
+) {
+    let field = |out: &mut Vec<u8>, bytes: &[u8]| {
+        let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&bytes[..usize::from(len)]);
+    };
+    // Clean session; 0x80 username present, 0x40 password present.
+    let mut flags = 0x02_u8;
+    let mut length = 10 + 2 + client_id.len();
+    if let Some((user, password)) = login {
+        flags |= 0x80;
+        length += 2 + user.len();
+        if let Some(password) = password {
+            flags |= 0x40;
+            length += 2 + password.len();
+        }
+    }
     out.push(0x10);
-    encode_remaining_length(out, 10 + 2 + client_id.len());
-    out.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02]);
+    encode_remaining_length(out, length);
+    out.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags]);
     out.extend_from_slice(&keep_alive_secs.to_be_bytes());
-    out.extend_from_slice(&id_len.to_be_bytes());
-    out.extend_from_slice(client_id.as_bytes());
+    field(out, client_id.as_bytes());
+    if let Some((user, password)) = login {
+        field(out, user.as_bytes());
+        if let Some(password) = password {
+            field(out, password.as_bytes());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -316,11 +354,12 @@ mod tests {
     #[test]
     fn connect_encoding_is_read_back_by_rumqttc() {
         let mut out = Vec::new();
-        encode_connect(&mut out, "sim-1", 30);
+        encode_connect(&mut out, "sim-1", 30, None);
         let mut stream = BytesMut::from(&out[..]);
         let Packet::Connect(connect) = Packet::read(&mut stream, 1 << 20).unwrap() else {
             panic!("not a connect")
         };
+        assert!(connect.login.is_none());
         assert_eq!(
             (
                 connect.client_id.as_str(),
@@ -329,5 +368,29 @@ mod tests {
             ),
             ("sim-1", 30, true)
         );
+    }
+
+    #[test]
+    fn connect_with_login_is_read_back_by_rumqttc() {
+        let mut out = Vec::new();
+        encode_connect(&mut out, "sim-2", 15, Some(("A1", Some("pw-\u{e9}"))));
+        let mut stream = BytesMut::from(&out[..]);
+        let Packet::Connect(connect) = Packet::read(&mut stream, 1 << 20).unwrap() else {
+            panic!("not a connect")
+        };
+        let login = connect.login.expect("login");
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("A1", "pw-\u{e9}")
+        );
+        assert!(stream.is_empty());
+        let mut out = Vec::new();
+        encode_connect(&mut out, "sim-3", 15, Some(("B1", None)));
+        let mut stream = BytesMut::from(&out[..]);
+        let Packet::Connect(connect) = Packet::read(&mut stream, 1 << 20).unwrap() else {
+            panic!("not a connect")
+        };
+        assert_eq!(connect.login.expect("login").username, "B1");
+        assert!(stream.is_empty());
     }
 }

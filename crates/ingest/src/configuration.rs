@@ -41,6 +41,28 @@ pub struct Cli {
     /// Broker port [env: MQTT_PORT] [default: 1883].
     #[arg(long, value_name = "PORT")]
     pub mqtt_port: Option<u16>,
+    /// Broker username [default: none, anonymous].
+    #[arg(long, value_name = "USER")]
+    pub mqtt_username: Option<String>,
+    /// Broker password; visible to other local users in the process list, prefer
+    /// --mqtt-password-file or INGEST_MQTT_PASSWORD_FILE.
+    #[arg(long, value_name = "PASSWORD")]
+    pub mqtt_password: Option<String>,
+    /// File holding the broker password (a trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// TLS to the broker [default: on when --mqtt-tls-ca-file is set].
+    #[arg(long, value_name = "BOOL")]
+    pub mqtt_tls: Option<bool>,
+    /// PEM CA certificates the broker's certificate must chain to; implies TLS.
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for brokers that require one.
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_tls_client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_tls_client_key_file: Option<PathBuf>,
     /// Stable MQTT client id of the persistent session [default: scrap-pulse-ingest].
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
@@ -105,6 +127,27 @@ pub struct Settings {
     pub mqtt_host: String,
     /// Broker TCP port.
     pub mqtt_port: u16,
+    /// Broker username.
+    #[serde(default)]
+    pub mqtt_username: Option<String>,
+    /// Broker password (redacted in `Debug`).
+    #[serde(default)]
+    pub mqtt_password: Option<mqtt_common::Secret>,
+    /// File holding the broker password.
+    #[serde(default)]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// TLS on/off; unset: on when a CA file is set.
+    #[serde(default)]
+    pub mqtt_tls: Option<bool>,
+    /// PEM CA file for TLS.
+    #[serde(default)]
+    pub mqtt_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for TLS.
+    #[serde(default)]
+    pub mqtt_tls_client_cert_file: Option<PathBuf>,
+    /// PEM client key for TLS.
+    #[serde(default)]
+    pub mqtt_tls_client_key_file: Option<PathBuf>,
     /// Stable MQTT client id (the persistent session is bound to it).
     pub client_id: String,
     /// Keep-alive interval in seconds.
@@ -149,6 +192,9 @@ pub enum ConfigError {
     /// The sources could not be read or merged (the message names the key).
     #[error("cannot load settings: {0}")]
     Load(#[from] config::ConfigError),
+    /// A login or TLS setting is unusable (the message names it).
+    #[error(transparent)]
+    Security(#[from] mqtt_common::SecurityError),
     /// One setting has an unusable value.
     #[error("invalid setting `{setting}`: {message}")]
     Invalid {
@@ -230,6 +276,19 @@ impl Settings {
             .set_override_option("mqtt_port", env.get("MQTT_PORT").cloned())?
             .set_override_option("mqtt_host", cli.mqtt_host.clone())?
             .set_override_option("mqtt_port", cli.mqtt_port)?
+            .set_override_option("mqtt_username", cli.mqtt_username.clone())?
+            .set_override_option("mqtt_password", cli.mqtt_password.clone())?
+            .set_override_option("mqtt_password_file", path_text(&cli.mqtt_password_file))?
+            .set_override_option("mqtt_tls", cli.mqtt_tls)?
+            .set_override_option("mqtt_tls_ca_file", path_text(&cli.mqtt_tls_ca_file))?
+            .set_override_option(
+                "mqtt_tls_client_cert_file",
+                path_text(&cli.mqtt_tls_client_cert_file),
+            )?
+            .set_override_option(
+                "mqtt_tls_client_key_file",
+                path_text(&cli.mqtt_tls_client_key_file),
+            )?
             .set_override_option("client_id", cli.client_id.clone())?
             .set_override_option("keep_alive_secs", cli.keep_alive_secs)?
             .set_override_option("listen", cli.listen.clone())?
@@ -265,6 +324,16 @@ impl Settings {
         if self.mqtt_port == 0 {
             return Err(invalid("mqtt_port", "must be 1 to 65535"));
         }
+        let security = mqtt_common::SecuritySettings {
+            username: self.mqtt_username.clone(),
+            password: self.mqtt_password.clone(),
+            password_file: self.mqtt_password_file.clone(),
+            tls: self.mqtt_tls,
+            tls_ca_file: self.mqtt_tls_ca_file.clone(),
+            tls_client_cert_file: self.mqtt_tls_client_cert_file.clone(),
+            tls_client_key_file: self.mqtt_tls_client_key_file.clone(),
+        }
+        .load("mqtt_")?;
         if self.client_id.trim().is_empty() {
             return Err(invalid(
                 "client_id",
@@ -350,6 +419,7 @@ impl Settings {
         Ok(IngestConfig {
             mqtt_host: self.mqtt_host.clone(),
             mqtt_port: self.mqtt_port,
+            security,
             client_id: self.client_id.clone(),
             keep_alive: Duration::from_secs(self.keep_alive_secs),
             listen,
@@ -376,6 +446,10 @@ impl Settings {
     }
 }
 
+fn path_text(path: &Option<PathBuf>) -> Option<String> {
+    path.as_ref().map(|p| p.to_string_lossy().into_owned())
+}
+
 fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
@@ -387,6 +461,8 @@ pub struct IngestConfig {
     pub mqtt_host: String,
     /// Broker port.
     pub mqtt_port: u16,
+    /// Broker login and TLS (`Display` for logs; never shows the password).
+    pub security: mqtt_common::MqttSecurity,
     /// Stable MQTT client id.
     pub client_id: String,
     /// MQTT keep-alive.
@@ -455,6 +531,7 @@ impl IngestConfig {
                 QoS::AtLeastOnce,
                 true,
             ));
+        self.security.apply_to(&mut options);
         options
     }
 }
@@ -517,6 +594,44 @@ mod tests {
         assert_eq!(config.window.max_keys, 12);
         assert_eq!(config.listen.port(), 0);
         assert_eq!(config.publish_interval, Duration::ZERO, "flag over env");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn broker_login_comes_from_env_and_never_shows() {
+        let dir = std::env::temp_dir().join(format!("ingest-login-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "pw-from-file-7731\n").unwrap();
+        let vars = env(&[
+            ("INGEST_MQTT_USERNAME", "ingest"),
+            ("INGEST_MQTT_PASSWORD_FILE", file.to_str().unwrap()),
+        ]);
+        let settings = Settings::load_from(&Cli::default(), &vars).unwrap();
+        let config = settings.validate().unwrap();
+        assert_eq!(config.security.username(), Some("ingest"));
+        let login = config.mqtt_options(Vec::new()).credentials().unwrap();
+        assert_eq!(login.password, "pw-from-file-7731");
+
+        let cli = Cli {
+            mqtt_username: Some("ingest".into()),
+            mqtt_password: Some("pw-inline-9924".into()),
+            ..Cli::default()
+        };
+        let settings = Settings::load_from(&cli, &HashMap::new()).unwrap();
+        let config = settings.validate().unwrap();
+        for shown in [
+            format!("{settings:?}"),
+            format!("{config:?}"),
+            config.security.to_string(),
+        ] {
+            assert!(!shown.contains("pw-inline-9924"), "{shown}");
+        }
+        let err = Settings::load_from(&Cli::default(), &env(&[("INGEST_MQTT_TLS", "true")]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("mqtt_tls_ca_file"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

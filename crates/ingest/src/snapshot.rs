@@ -54,6 +54,9 @@ pub async fn read_retained(
         .set_clean_session(true)
         .set_keep_alive(Duration::from_secs(5))
         .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
+    // Same login and TLS as the main connection: the secured broker's ACL lets user ingest read
+    // aggregates/#.
+    config.security.apply_to(&mut options);
     let (client, mut event_loop) = AsyncClient::new(options, 16);
     let mut found = Vec::new();
     let overall = tokio::time::sleep(SNAPSHOT_TIMEOUT);

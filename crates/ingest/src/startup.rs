@@ -107,6 +107,7 @@ impl Application {
             %addr,
             broker = %format!("{}:{}", config.mqtt_host, config.mqtt_port),
             client_id = %config.client_id,
+            mqtt_security = %config.security,
             window_seconds = config.window.window.as_secs(),
             publish_interval_ms = config.publish_interval.as_millis() as u64,
             "HTTP listening"

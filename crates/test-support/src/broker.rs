@@ -33,6 +33,9 @@ pub struct BrokerOptions {
     /// The database is written on SIGTERM ([`Broker::stop`]) and every second (autosave), so
     /// after [`Broker::kill`] up to the last second of changes is lost, as with a real crash.
     pub persistence: bool,
+    /// Username and password the readiness probe logs in with, for brokers whose
+    /// `extra_config` turns anonymous access off; `None` probes anonymously.
+    pub probe_login: Option<(String, String)>,
 }
 
 impl Default for BrokerOptions {
@@ -40,6 +43,7 @@ impl Default for BrokerOptions {
         Self {
             extra_config: String::new(),
             persistence: true,
+            probe_login: None,
         }
     }
 }
@@ -51,6 +55,7 @@ pub struct Broker {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    probe_login: Option<(String, String)>,
 }
 
 impl Broker {
@@ -80,6 +85,7 @@ impl Broker {
             dir,
             port: 0,
             child: None,
+            probe_login: options.probe_login.clone(),
         };
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -274,7 +280,7 @@ impl Broker {
                 self.child = None;
                 return Err(format!("mosquitto exited during start-up with {status}"));
             }
-            if mqtt_connack(self.port).await {
+            if mqtt_connack(self.port, self.probe_login.as_ref()).await {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -290,9 +296,12 @@ impl Broker {
 }
 
 /// One MQTT connect attempt; true when the broker answered with a successful CONNACK.
-async fn mqtt_connack(port: u16) -> bool {
+async fn mqtt_connack(port: u16, login: Option<&(String, String)>) -> bool {
     let mut options = MqttOptions::new(unique_client_id("ready-probe"), "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(5));
+    if let Some((username, password)) = login {
+        options.set_credentials(username.clone(), password.clone());
+    }
     let (client, mut event_loop) = AsyncClient::new(options, 1);
     let probe = async {
         loop {

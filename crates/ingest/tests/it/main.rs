@@ -8,3 +8,4 @@ mod helpers;
 mod lifecycle;
 mod rejections;
 mod resilience;
+mod security;

@@ -390,10 +390,14 @@ impl Hub {
         let _ = self.frames.send(Arc::new(Frame { text, body }));
     }
 
-    /// Flushes changes until `shutdown`, at most once per `interval`: a change after a quiet
-    /// interval is flushed at once (leading edge), so an idle dashboard sees it without delay;
-    /// changes that arrive within `interval` of the last flush wait for the end of it, so a
+    /// Flushes changes until `shutdown`, at most once per batch interval: a change after a
+    /// quiet interval is flushed at once (leading edge), so an idle dashboard sees it without
+    /// delay; changes that arrive within the interval of the last flush wait for its end, so a
     /// busy one gets one frame per interval instead of one per change.
+    ///
+    /// Batching only pays when there are many clients to send each frame to, so the interval
+    /// is `interval` at most but shrinks with the client count (see [`batch_interval`]): one
+    /// dashboard gets every change at once, ten thousand get 20 ms batches.
     pub async fn run_batcher(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
         let mut last_flush: Option<tokio::time::Instant> = None;
         loop {
@@ -401,6 +405,7 @@ impl Hub {
                 () = shutdown.cancelled() => return,
                 () = self.wake.notified() => {}
             }
+            let interval = batch_interval(interval, self.client_count());
             if let Some(due) = last_flush.map(|at| at + interval)
                 && due > tokio::time::Instant::now()
             {
@@ -500,6 +505,18 @@ impl Drop for ClientSlot {
         self.hub.clients.fetch_sub(1, Ordering::AcqRel);
         self.hub.metrics.clients.dec();
     }
+}
+
+/// Client frame sends per second the batcher aims to stay under: at 20 ms batches this is
+/// reached at 4 000 clients; below it, frames go out sooner.
+const SEND_BUDGET_PER_SEC: f64 = 200_000.0;
+
+/// The pause between flushes for `clients` clients: long enough that `clients` sends per
+/// flush stay within [`SEND_BUDGET_PER_SEC`], never longer than the configured `max`.
+pub fn batch_interval(max: Duration, clients: usize) -> Duration {
+    max.min(Duration::from_secs_f64(
+        clients as f64 / SEND_BUDGET_PER_SEC,
+    ))
 }
 
 fn gauge_value(n: usize) -> i64 {
@@ -698,6 +715,44 @@ mod tests {
             sub.frames.try_recv(),
             Err(broadcast::error::TryRecvError::Lagged(3))
         ));
+    }
+
+    #[test]
+    fn batch_interval_grows_with_clients_up_to_the_setting() {
+        let max = Duration::from_millis(20);
+        assert_eq!(batch_interval(max, 0), Duration::ZERO);
+        assert_eq!(batch_interval(max, 200), Duration::from_millis(1));
+        assert_eq!(batch_interval(max, 2_000), Duration::from_millis(10));
+        assert_eq!(batch_interval(max, 10_000), max);
+        assert_eq!(batch_interval(Duration::ZERO, 10_000), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_after_a_quiet_interval_is_sent_at_once() {
+        let hub = hub();
+        let slots: Vec<ClientSlot> = (0..10_000)
+            .map(|_| hub.try_admit(20_000).unwrap())
+            .collect();
+        let mut sub = hub.subscribe(None);
+        let shutdown = CancellationToken::new();
+        let batcher =
+            tokio::spawn(Arc::clone(&hub).run_batcher(Duration::from_millis(20), shutdown.clone()));
+        let start = tokio::time::Instant::now();
+        hub.upsert(agg("A1", 1, 1.0));
+        sub.frames.recv().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO, "leading edge: no wait");
+        hub.upsert(agg("A1", 1, 2.0));
+        hub.upsert(agg("A1", 1, 3.0));
+        let frame = sub.frames.recv().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(20),
+            "under load: one frame per interval"
+        );
+        assert_eq!(json(&frame.text)["aggregates"][0]["sumLast60s"], 3.0);
+        shutdown.cancel();
+        batcher.await.unwrap();
+        drop(slots);
     }
 
     #[test]

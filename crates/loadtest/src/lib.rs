@@ -1,0 +1,68 @@
+//! Load tests of scrap-pulse, run against the real `ingest` and `gateway` binaries and a
+//! private Mosquitto started for each run on a free 127.0.0.1 port: nothing else is touched,
+//! every run is bounded in messages and time and stops by itself.
+//!
+//! Each subcommand prints one markdown table row (see [`report::HEADER`]):
+//! - [`throughput`]: ingest's rate vs a bare `mosquitto_sub` on the same broker, exact sums.
+//! - [`latency`]: publish to WebSocket frame delay through broker, ingest and gateway.
+//! - [`memory`]: ingest RSS holding many readings or many keys, and the window store alone.
+//! - [`fanout`]: one gateway, thousands of WebSocket clients.
+
+pub mod fanout;
+pub mod latency;
+pub mod memory;
+pub mod publisher;
+pub mod report;
+pub mod stack;
+pub mod throughput;
+pub mod workload;
+pub mod wsclient;
+
+use clap::{Parser, Subcommand};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "scrap-pulse load tests: each subcommand starts its own Mosquitto (free port on 127.0.0.1) and the release ingest/gateway binaries, runs a bounded load and prints one markdown table row.",
+    after_help = "Build first: cargo build --release -p loadtest -p ingest -p gateway. `--header` prints the table header. scripts/bench.sh runs them all."
+)]
+pub struct Cli {
+    /// Print the table header before the row.
+    #[arg(long, global = true)]
+    pub header: bool,
+    /// What to measure.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The measurements.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// QoS 1 readings: ingest's accounting rate vs a bare mosquitto_sub's delivery rate.
+    Throughput(throughput::ThroughputArgs),
+    /// Publish -> WebSocket frame delay per reading at a fixed rate (p50/p99).
+    Latency(latency::LatencyArgs),
+    /// The original Python service's load (100 msg/s, 9 keys): our p99 publish -> frame delay.
+    Compare(latency::CompareArgs),
+    /// Ingest RSS holding many readings (`--scenario readings`) or keys (`keys`), or the
+    /// window store's own memory in this process (`store`).
+    Memory(memory::MemoryArgs),
+    /// One gateway, many WebSocket clients, keys updating at a fixed rate.
+    Fanout(fanout::FanoutArgs),
+}
+
+/// Runs the chosen measurement and returns its row.
+///
+/// # Errors
+/// Whatever the measurement reports: start-up failures, deadlines, wrong results.
+pub async fn run(command: &Command) -> anyhow::Result<report::Row> {
+    match command {
+        Command::Throughput(a) => throughput::run(a).await,
+        Command::Latency(a) => latency::run(a).await,
+        Command::Compare(a) => latency::compare(a).await,
+        Command::Memory(a) => memory::run(a).await,
+        Command::Fanout(a) => fanout::run(a).await,
+    }
+}

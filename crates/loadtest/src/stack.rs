@@ -1,0 +1,232 @@
+//! The system under test, started fresh for every run: a private Mosquitto on a free
+//! 127.0.0.1 port (via `test-support`) and the real `ingest` and `gateway` binaries.
+//!
+//! The binaries come from `--bin-dir`, by default the directory of the `loadtest` executable
+//! itself, so `target/release/loadtest` measures `target/release/{ingest,gateway}`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use test_support::{Broker, BrokerOptions, ServiceProcess, free_port, unique_client_id};
+
+/// How long a service may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where the service binaries are.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// `ingest`.
+    pub ingest: PathBuf,
+    /// `gateway`.
+    pub gateway: PathBuf,
+}
+
+impl Bins {
+    /// Finds the binaries in `dir`, else next to the running executable.
+    ///
+    /// # Errors
+    /// When one is missing (the message says how to build them).
+    pub fn locate(dir: Option<&Path>) -> anyhow::Result<Self> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_exe()
+                .context("locating the loadtest executable")?
+                .parent()
+                .context("the executable has no directory")?
+                .to_path_buf(),
+        };
+        let bins = Self {
+            ingest: dir.join("ingest"),
+            gateway: dir.join("gateway"),
+        };
+        for bin in [&bins.ingest, &bins.gateway] {
+            if !bin.is_file() {
+                bail!(
+                    "{} not found: build it first (`cargo build --release -p ingest -p gateway`, or pass --bin-dir)",
+                    bin.display()
+                );
+            }
+        }
+        Ok(bins)
+    }
+}
+
+/// A private broker for one run.
+pub async fn start_broker() -> Broker {
+    Broker::start_with(BrokerOptions {
+        persistence: false,
+        ..BrokerOptions::default()
+    })
+    .await
+}
+
+/// A running service and the address of its HTTP listener.
+pub struct Service {
+    /// The process.
+    pub process: ServiceProcess,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Service {
+    /// The process id.
+    ///
+    /// # Errors
+    /// When the process has exited.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.process.pid().context("the service has exited")
+    }
+
+    /// Current and peak resident memory, in bytes.
+    ///
+    /// # Errors
+    /// When `/proc` cannot be read.
+    pub fn rss(&self) -> anyhow::Result<Rss> {
+        Rss::of(self.pid()?)
+    }
+
+    /// Stops the service with SIGTERM.
+    pub async fn stop(mut self) {
+        self.process.terminate().await;
+    }
+}
+
+/// Starts ingest against `broker` with `extra` flags; returns once `/health` says ready.
+///
+/// # Errors
+/// When it does not become ready in time (the message holds its log).
+pub async fn start_ingest(
+    bins: &Bins,
+    broker: &Broker,
+    extra: &[String],
+) -> anyhow::Result<Service> {
+    let port = free_port();
+    let mut args = vec![
+        "--mqtt-host".to_owned(),
+        broker.host().to_owned(),
+        "--mqtt-port".to_owned(),
+        broker.port().to_string(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--client-id".to_owned(),
+        unique_client_id("loadtest-ingest"),
+    ];
+    args.extend(extra.iter().cloned());
+    let process = ServiceProcess::spawn(&bins.ingest, &args, [("RUST_LOG", "warn")]);
+    let service = Service {
+        process,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    wait_ready(&service, "/health").await?;
+    Ok(service)
+}
+
+/// Starts a gateway against `broker` with `extra` flags; returns once `/api/health` is 200.
+///
+/// # Errors
+/// As [`start_ingest`].
+pub async fn start_gateway(
+    bins: &Bins,
+    broker: &Broker,
+    extra: &[String],
+) -> anyhow::Result<Service> {
+    let port = free_port();
+    let mut args = vec![
+        "--mqtt-host".to_owned(),
+        broker.host().to_owned(),
+        "--mqtt-port".to_owned(),
+        broker.port().to_string(),
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend(extra.iter().cloned());
+    let process = ServiceProcess::spawn(&bins.gateway, &args, [("RUST_LOG", "warn")]);
+    let service = Service {
+        process,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    wait_ready(&service, "/api/health").await?;
+    Ok(service)
+}
+
+async fn wait_ready(service: &Service, path: &str) -> anyhow::Result<()> {
+    let url = format!("{}{path}", service.base);
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok((200, _)) = test_support::try_http_get(&url).await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "{url} not ready within {READY_TIMEOUT:?}\n{}",
+                service.process.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads one Prometheus counter or gauge (no labels) from `{base}/metrics`.
+///
+/// # Errors
+/// When the endpoint fails or the metric is absent.
+pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            rest.strip_prefix(' ')?.trim().parse::<f64>().ok()
+        })
+        .with_context(|| format!("metric {name} not found at {base}/metrics"))
+}
+
+/// Resident memory of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct Rss {
+    /// `VmRSS`, bytes.
+    pub current: u64,
+    /// `VmHWM` (peak), bytes.
+    pub peak: u64,
+}
+
+impl Rss {
+    /// Reads `/proc/PID/status`.
+    ///
+    /// # Errors
+    /// When the file cannot be read or lacks the fields.
+    pub fn of(pid: u32) -> anyhow::Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .with_context(|| format!("{name} missing in /proc/{pid}/status"))
+        };
+        Ok(Self {
+            current: field("VmRSS:")?,
+            peak: field("VmHWM:")?,
+        })
+    }
+
+    /// This process.
+    ///
+    /// # Errors
+    /// As [`Rss::of`].
+    pub fn own() -> anyhow::Result<Self> {
+        Self::of(std::process::id())
+    }
+}
+
+/// Mebibytes, for tables.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}

@@ -1,0 +1,103 @@
+//! What the load consists of: keys, reading payloads with exactly representable values, and
+//! the sums ingest must arrive at.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use aggregator_core::Timestamp;
+
+/// A machine id for index `i`: `M000`, `M001`, ...
+pub fn machine(i: usize) -> String {
+    format!("M{i:03}")
+}
+
+/// The `n`-th reading's value: quarters from 0.25 to 5.0, exact in binary floating point,
+/// so the expected sums are exact whatever the order of addition.
+pub fn value(n: u64) -> f64 {
+    ((n % 20) + 1) as f64 * 0.25
+}
+
+/// An RFC 3339 timestamp of the current millisecond, formatted at most once per millisecond.
+#[derive(Debug, Default)]
+pub struct ClockText {
+    millis: i64,
+    text: String,
+}
+
+impl ClockText {
+    /// The current time as text.
+    pub fn now(&mut self) -> &str {
+        let now = Timestamp::from_system_time(SystemTime::now());
+        if now.unix_millis() != self.millis || self.text.is_empty() {
+            self.millis = now.unix_millis();
+            self.text = now.to_rfc3339_millis();
+        }
+        &self.text
+    }
+}
+
+/// Writes a reading payload as the machines send it (with an RFC 3339 timestamp when given).
+pub fn payload(out: &mut Vec<u8>, machine: &str, index: u32, value: f64, timestamp: Option<&str>) {
+    use std::io::Write as _;
+    out.clear();
+    // Writing into a Vec cannot fail.
+    let _ = match timestamp {
+        Some(ts) => write!(
+            out,
+            r#"{{"machineId":"{machine}","scrapIndex":{index},"value":{value},"timestamp":"{ts}"}}"#
+        ),
+        None => write!(
+            out,
+            r#"{{"machineId":"{machine}","scrapIndex":{index},"value":{value}}}"#
+        ),
+    };
+}
+
+/// The topic of a reading.
+pub fn topic(machine: &str) -> String {
+    format!("machines/{machine}/scrap")
+}
+
+/// Expected (sum, count) per key.
+#[derive(Debug, Default)]
+pub struct Expected(pub HashMap<(String, u32), (f64, u64)>);
+
+impl Expected {
+    /// Records one published reading.
+    pub fn add(&mut self, machine: &str, index: u32, value: f64) {
+        let e = self
+            .0
+            .entry((machine.to_owned(), index))
+            .or_insert((0.0, 0));
+        e.0 += value;
+        e.1 += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_valid_json_with_the_fields() {
+        let mut out = Vec::new();
+        payload(
+            &mut out,
+            "M001",
+            3,
+            value(1),
+            Some("2026-01-01T00:00:00.000Z"),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["machineId"], "M001");
+        assert_eq!(v["scrapIndex"], 3);
+        assert_eq!(v["value"], 0.5);
+        assert_eq!(v["timestamp"], "2026-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn clock_text_is_rfc3339() {
+        let mut c = ClockText::default();
+        assert!(Timestamp::parse_rfc3339(c.now()).is_ok());
+    }
+}

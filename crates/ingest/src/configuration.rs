@@ -118,6 +118,10 @@ pub struct Cli {
     /// At most one log line per rejection reason per this many seconds [default: 10].
     #[arg(long, value_name = "SECS")]
     pub rejection_log_interval_secs: Option<u64>,
+    /// Directory of the window log; without it the windows start empty after a restart
+    /// [env: INGEST_DATA_DIR] [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Raw settings as layered from all sources, before validation.
@@ -184,6 +188,9 @@ pub struct Settings {
     pub shutdown_timeout_ms: u64,
     /// Rejection log interval in seconds.
     pub rejection_log_interval_secs: u64,
+    /// Window log directory; none or empty: no log.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A setting that could not be loaded or makes no sense, named for the operator.
@@ -309,6 +316,12 @@ impl Settings {
             .set_override_option(
                 "rejection_log_interval_secs",
                 cli.rejection_log_interval_secs,
+            )?
+            .set_override_option(
+                "data_dir",
+                cli.data_dir
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned()),
             )?;
         Ok(builder.build()?.try_deserialize()?)
     }
@@ -442,6 +455,10 @@ impl Settings {
             reconnect_max: Duration::from_millis(self.reconnect_max_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             rejection_log_interval: Duration::from_secs(self.rejection_log_interval_secs),
+            data_dir: self
+                .data_dir
+                .clone()
+                .filter(|dir| !dir.as_os_str().is_empty()),
         })
     }
 }
@@ -493,6 +510,8 @@ pub struct IngestConfig {
     pub shutdown_timeout: Duration,
     /// Rejection log interval per reason.
     pub rejection_log_interval: Duration,
+    /// Directory of the window log (durable windows, exactly-once through restarts).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl IngestConfig {
@@ -677,5 +696,26 @@ mod tests {
         let err =
             Settings::load_from(&Cli::default(), &env(&[("INGEST_MAX_KEYS", "many")])).unwrap_err();
         assert!(err.to_string().contains("max_keys"), "{err}");
+    }
+
+    #[test]
+    fn data_dir_is_off_by_default_and_set_by_env_or_flag() {
+        let load = |cli: &Cli, vars: &[(&str, &str)]| {
+            Settings::load_from(cli, &env(vars))
+                .unwrap()
+                .validate()
+                .unwrap()
+                .data_dir
+        };
+        assert_eq!(load(&Cli::default(), &[]), None);
+        assert_eq!(load(&Cli::default(), &[("INGEST_DATA_DIR", "")]), None);
+        let from_env = load(&Cli::default(), &[("INGEST_DATA_DIR", "/var/lib/x")]);
+        assert_eq!(from_env, Some(PathBuf::from("/var/lib/x")));
+        let cli = Cli {
+            data_dir: Some("/tmp/flag".into()),
+            ..Cli::default()
+        };
+        let from_flag = load(&cli, &[("INGEST_DATA_DIR", "/var/lib/x")]);
+        assert_eq!(from_flag, Some(PathBuf::from("/tmp/flag")));
     }
 }

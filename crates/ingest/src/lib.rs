@@ -6,6 +6,8 @@
 //! - [`coalesce`]: per-key publish coalescing (pure).
 //! - [`rejections`]: rate-limited logging of rejections (pure).
 //! - [`snapshot`]: emptying and clearing retained aggregates a previous run left behind.
+//! - [`window_log`], [`redelivery`]: the durable window log and recognising redeliveries
+//!   (exactly once through restarts; see the crate README).
 //! - [`metrics`], [`http`]: `/metrics` and `/health`.
 //! - [`configuration`], [`telemetry`], [`signals`], [`startup`]: settings, logs, signals, wiring.
 #![warn(missing_docs)]
@@ -16,10 +18,12 @@ pub mod http;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
+pub mod redelivery;
 pub mod rejections;
 pub mod signals;
 pub mod snapshot;
 pub mod startup;
 pub mod telemetry;
+pub mod window_log;
 
 pub use startup::{Application, StartupError};

@@ -36,6 +36,12 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     /// Seconds spent aggregating one batch of incoming messages.
     pub batch_seconds: Histogram,
+    /// Redelivered messages skipped because their reading was already logged.
+    pub redeliveries_skipped: Counter,
+    /// Readings restored from the window log at start-up.
+    pub readings_restored: Counter,
+    /// Segments of the window log on disk.
+    pub log_segments: Gauge,
 }
 
 impl Metrics {
@@ -57,6 +63,9 @@ impl Metrics {
             buffered_readings: Gauge::default(),
             broker_connected: Gauge::default(),
             batch_seconds: Histogram::new(exponential_buckets(0.000_01, 2.5, 14)),
+            redeliveries_skipped: Counter::default(),
+            readings_restored: Counter::default(),
+            log_segments: Gauge::default(),
         };
         registry.register(
             "readings_received",
@@ -108,6 +117,21 @@ impl Metrics {
             "batch_processing_seconds",
             "Time to aggregate one batch of incoming messages",
             metrics.batch_seconds.clone(),
+        );
+        registry.register(
+            "redeliveries_skipped",
+            "Redelivered MQTT messages skipped because their reading was already logged",
+            metrics.redeliveries_skipped.clone(),
+        );
+        registry.register(
+            "readings_restored",
+            "Readings restored from the window log at start-up",
+            metrics.readings_restored.clone(),
+        );
+        registry.register(
+            "log_segments",
+            "Segments of the window log on disk",
+            metrics.log_segments.clone(),
         );
         metrics
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aggregator_core::topic::READINGS_FILTER;
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, Outgoing, Publish, QoS,
+    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttState, Outgoing, Publish, QoS,
     SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, watch};
@@ -124,6 +124,9 @@ impl LinkTask {
                     if ack.code != ConnectReturnCode::Success {
                         continue;
                     }
+                    // Before the first read of the new connection: the broker may resend the
+                    // PUBREL of a QoS 2 message acknowledged in an earlier connection.
+                    expect_pubrel_for_every_id(&mut self.event_loop.state);
                     self.backoff.reset();
                     self.metrics.broker_connects.inc();
                     self.metrics.broker_connected.set(1);
@@ -160,6 +163,10 @@ impl LinkTask {
                             "the broker refused the subscription (check its ACL)"
                         );
                     }
+                }
+                Ok(Event::Outgoing(Outgoing::PubComp(pkid))) => {
+                    // Answered; the broker may still send a late duplicate PUBREL for it.
+                    expect_pubrel(&mut self.event_loop.state, pkid);
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     tracing::info!("disconnected from the MQTT broker");
@@ -229,6 +236,38 @@ impl LinkTask {
     }
 }
 
+/// Makes rumqttc answer a PUBREL for any packet id with PUBCOMP.
+///
+/// rumqttc 0.25 remembers which QoS 2 packet ids await a PUBREL only within one connection and
+/// treats any other PUBREL as a protocol error that drops the connection
+/// (bytebeamio/rumqtt#664). After a restart or reconnect the broker resends the PUBREL of a
+/// message ingest had acknowledged (PUBREC) but not completed, so every reconnect would fail
+/// the same way, forever. Answering an unknown PUBREL with PUBCOMP is what MQTT 5 prescribes
+/// and harmless in 3.1.1: the message was already acknowledged, so it was already durable.
+///
+/// The ids are marked through the state machine's public entry point with a stand-in QoS 2
+/// PUBLISH; with manual acknowledgements that sends nothing, and the event it queues is
+/// removed again.
+pub fn expect_pubrel_for_every_id(state: &mut MqttState) {
+    for pkid in 1..=u16::MAX {
+        expect_pubrel(state, pkid);
+    }
+}
+
+/// Marks one packet id as awaiting a PUBREL (see [`expect_pubrel_for_every_id`]).
+pub fn expect_pubrel(state: &mut MqttState, pkid: u16) {
+    if !state.manual_acks {
+        // The stand-in would be acknowledged automatically: never mark then.
+        return;
+    }
+    let mut stand_in = Publish::new("", QoS::ExactlyOnce, Vec::new());
+    stand_in.pkid = pkid;
+    let queued = state.events.len();
+    // Marking a QoS 2 id with manual acks cannot fail and produces no packet.
+    let _ = state.handle_incoming_packet(Incoming::Publish(stand_in));
+    state.events.truncate(queued);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +279,34 @@ mod tests {
         assert_eq!(delays, [100, 200, 400, 500, 500]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_pubrel_of_an_earlier_connection_is_completed_not_fatal() {
+        use rumqttc::{Packet, PubRel};
+        let mut state = MqttState::new(10, true);
+        // Without the marks rumqttc refuses the PUBREL (the bug worked around).
+        assert!(
+            state
+                .handle_incoming_packet(Incoming::PubRel(PubRel::new(7)))
+                .is_err()
+        );
+        state.events.clear();
+        expect_pubrel_for_every_id(&mut state);
+        assert!(state.events.is_empty(), "no stand-in leaks out as an event");
+        let reply = state
+            .handle_incoming_packet(Incoming::PubRel(PubRel::new(7)))
+            .unwrap();
+        assert!(
+            matches!(&reply, Some(Packet::PubComp(c)) if c.pkid == 7),
+            "{reply:?}"
+        );
+        // Marked again after the PUBCOMP, a duplicate PUBREL is answered too.
+        expect_pubrel(&mut state, 7);
+        assert!(
+            state
+                .handle_incoming_packet(Incoming::PubRel(PubRel::new(7)))
+                .is_ok()
+        );
     }
 }

@@ -6,13 +6,19 @@
 //! ([`WindowStore::next_deadline`]), the next coalescing cool-down end and the next retry:
 //! no periodic scans. Publishes use the client's non-blocking `try_publish` while the event
 //! loop task may be waiting on this task's channel; a refused publish is retried shortly after.
+//!
+//! Acknowledgements are manual: every QoS 1/2 message of a batch is acknowledged to the broker
+//! only after the batch's accepted readings are durable in the [`WindowLog`] (one fsync per
+//! batch), rejected ones included, so that a crash makes the broker send again exactly what
+//! was not yet durable. Redeliveries of logged readings are recognised ([`Redeliveries`]) and
+//! skipped.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use aggregator_core::topic::{INGEST_STATUS_TOPIC, REJECTED_TOPIC, aggregate_topic};
 use aggregator_core::{
-    DeadLetter, IngestStatus, Key, KeyId, ParseLimits, Rejection, Timestamp, WindowConfig,
+    DeadLetter, IngestStatus, Key, KeyId, ParseLimits, Reading, Rejection, Timestamp, WindowConfig,
     WindowStore, parse_reading,
 };
 use rumqttc::{AsyncClient, Publish, QoS};
@@ -22,8 +28,10 @@ use tokio_util::sync::CancellationToken;
 use crate::coalesce::Coalescer;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
+use crate::redelivery::{Redeliveries, digest};
 use crate::rejections::RejectionLog;
 use crate::snapshot::{OrphanAction, Orphans};
+use crate::window_log::{Delivery, LogError, Record, WindowLog};
 
 /// Pause before handing a refused publish to the client again.
 const RETRY_DELAY: Duration = Duration::from_millis(20);
@@ -89,6 +97,27 @@ pub struct Pipeline {
     changed: Vec<KeyId>,
     forgotten: Vec<Key>,
     ready: Vec<KeyId>,
+    /// The window log, when a data directory is set.
+    log: Option<WindowLog>,
+    /// Packet ids of logged readings, to skip the broker's redeliveries.
+    redeliveries: Redeliveries,
+    /// Acknowledgements owed for the batch being handled, sent once it is durable.
+    batch_acks: Vec<(QoS, u16)>,
+    /// Durable but not yet acknowledged: the client's request queue was full.
+    pending_acks: VecDeque<(QoS, u16)>,
+    /// The log failed: nothing more is acknowledged and the service stops.
+    fatal: Option<LogError>,
+}
+
+/// What [`Pipeline::restore`] did with the log's readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Readings back in their windows.
+    pub readings: u64,
+    /// Readings that had left the window meanwhile.
+    pub expired: u64,
+    /// Readings refused otherwise: ahead of the clock (it went back) or over `max_keys`.
+    pub refused: u64,
 }
 
 impl Pipeline {
@@ -113,7 +142,64 @@ impl Pipeline {
             changed: Vec::new(),
             forgotten: Vec::new(),
             ready: Vec::new(),
+            log: None,
+            redeliveries: Redeliveries::new(),
+            batch_acks: Vec::new(),
+            pending_acks: VecDeque::new(),
+            fatal: None,
         }
+    }
+
+    /// Takes over `log` and puts the readings it recovered back into their windows, as of
+    /// `now`: a reading that has expired meanwhile is dropped. Every restored key is marked for
+    /// publishing, so the aggregates go out on the first tick, before any new input.
+    ///
+    /// Each reading counts at its logged event time, and the packet ids of the log rebuild the
+    /// redelivery table.
+    pub fn restore(&mut self, log: WindowLog, records: Vec<Record>, now: Timestamp) -> Restored {
+        let mut restored = Restored::default();
+        for record in records {
+            match record {
+                Record::SessionStart => self.redeliveries.clear(),
+                Record::Reading(r) => {
+                    if let Some(d) = r.delivery {
+                        self.redeliveries.logged(d.pkid, d.digest);
+                    }
+                    let reading = Reading {
+                        machine: &r.machine,
+                        scrap_index: r.scrap_index,
+                        value: r.value,
+                        event_time: r.time,
+                        time_from_payload: true,
+                    };
+                    match self.store.accept(&reading, now) {
+                        Ok(id) => {
+                            restored.readings += 1;
+                            self.coalescer.touch(id);
+                        }
+                        Err(Rejection::Late { .. }) => restored.expired += 1,
+                        Err(_) => restored.refused += 1,
+                    }
+                }
+            }
+        }
+        self.metrics.readings_restored.inc_by(restored.readings);
+        self.metrics.log_segments.set(gauge(log.segment_count()));
+        self.log = Some(log);
+        tracing::info!(
+            restored = restored.readings,
+            expired = restored.expired,
+            refused = restored.refused,
+            keys = self.store.key_count(),
+            packet_ids = self.redeliveries.len(),
+            "window log replayed"
+        );
+        restored
+    }
+
+    /// The log error that stopped the pipeline, if any.
+    pub fn fatal(&self) -> Option<&LogError> {
+        self.fatal.as_ref()
     }
 
     /// Aggregates until `shutdown` fires or the event loop task is gone, then returns the
@@ -138,6 +224,9 @@ impl Pipeline {
                 }
                 () = sleep, if wake.is_some() => self.tick(clock_now()),
             }
+            if self.fatal.is_some() {
+                break;
+            }
         }
         inbound
     }
@@ -148,12 +237,15 @@ impl Pipeline {
     ///
     /// The event loop task must no longer wait on `inbound` (its drain token is cancelled),
     /// so awaiting the client here cannot deadlock.
+    ///
+    /// # Errors
+    /// The window log error that stopped the pipeline, if one did.
     pub async fn finish(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut link: watch::Receiver<LinkState>,
         timeout: Duration,
-    ) {
+    ) -> Result<(), LogError> {
         let mut batch = Vec::new();
         while let Ok(item) = inbound.try_recv() {
             batch.push(item);
@@ -169,7 +261,7 @@ impl Pipeline {
                 timeout_ms = timeout.as_millis() as u64,
                 "shutdown: the broker did not take the last aggregates in time"
             );
-            return;
+            return self.fatal.map_or(Ok(()), Err);
         }
         // Done when the DISCONNECT is written; without a connection nothing more can go out
         // (the broker publishes our last will instead), so do not wait for one.
@@ -180,11 +272,16 @@ impl Pipeline {
             Ok(_) => tracing::warn!("shutdown: not connected, the last aggregates are lost"),
             Err(_) => tracing::warn!("shutdown: the DISCONNECT was not sent in time"),
         }
+        self.fatal.map_or(Ok(()), Err)
     }
 
     /// Final flush: every unpublished change, every pending clear, the offline status, then
     /// DISCONNECT, all queued in order behind what the client already holds.
     async fn flush_all(&mut self) {
+        // Acknowledgements first: they let the broker forget what is durable.
+        while let Some((qos, pkid)) = self.pending_acks.pop_front() {
+            let _ = self.client.ack(&ack_for(qos, pkid)).await;
+        }
         let now = clock_now();
         self.expire(now);
         self.store.forget_idle(now, &mut self.forgotten);
@@ -234,6 +331,10 @@ impl Pipeline {
 
     /// Handles one batch of messages received at `now`.
     pub fn handle_batch(&mut self, batch: impl Iterator<Item = Inbound>, now: Timestamp) {
+        if self.fatal.is_some() {
+            // Nothing can be made durable: leave it unacknowledged for the next process.
+            return;
+        }
         let started = Instant::now();
         // Expire first: a reading must be judged late, and an aggregate computed, as of now.
         self.expire(now);
@@ -250,6 +351,7 @@ impl Pipeline {
         }
         self.metrics.readings_received.inc_by(received);
         self.metrics.readings_accepted.inc_by(accepted);
+        self.commit(now);
         self.tick(now);
         self.metrics
             .batch_seconds
@@ -258,11 +360,41 @@ impl Pipeline {
 
     /// One message; true when it was accepted.
     fn ingest(&mut self, publish: &Publish, now: Timestamp) -> bool {
+        let mut delivery = None;
+        if publish.qos != QoS::AtMostOnce {
+            // Acknowledged after the batch is durable, whatever becomes of it here.
+            self.batch_acks.push((publish.qos, publish.pkid));
+            let d = Delivery {
+                pkid: publish.pkid,
+                digest: digest(&publish.topic, &publish.payload),
+            };
+            if self
+                .redeliveries
+                .is_redelivery(publish.dup, d.pkid, d.digest)
+            {
+                self.metrics.redeliveries_skipped.inc();
+                tracing::debug!(pkid = d.pkid, topic = %publish.topic, "redelivery of a logged reading skipped");
+                return false;
+            }
+            delivery = Some(d);
+        }
         let store = &mut self.store;
         let result = parse_reading(&publish.topic, &publish.payload, now, &self.limits)
-            .and_then(|reading| store.accept(&reading, now));
+            .and_then(|reading| Ok((store.accept(&reading, now)?, reading)));
         match result {
-            Ok(id) => {
+            Ok((id, reading)) => {
+                if let Some(d) = delivery {
+                    self.redeliveries.logged(d.pkid, d.digest);
+                }
+                if let Some(log) = &mut self.log {
+                    log.append_reading(
+                        reading.machine,
+                        reading.scrap_index,
+                        reading.event_time,
+                        reading.value,
+                        delivery,
+                    );
+                }
                 if self.coalescer.is_immediate() {
                     self.publish_aggregate(id, now);
                 } else {
@@ -310,6 +442,16 @@ impl Pipeline {
     fn on_connected(&mut self, session_present: bool) {
         self.connects += 1;
         self.status_pending = true;
+        if !session_present {
+            // A new session: packet ids start over and nothing will be redelivered, so old ids
+            // and unsent acknowledgements of the lost session mean nothing.
+            self.redeliveries.clear();
+            self.pending_acks.clear();
+            self.batch_acks.clear();
+            if let Some(log) = &mut self.log {
+                log.append(&Record::SessionStart);
+            }
+        }
         if self.connects > 1 {
             // The broker may have lost retained aggregates in a crash, and rumqttc drops its
             // unsent queue when the session is gone: publish every key's current state again.
@@ -395,9 +537,11 @@ impl Pipeline {
         }
         if self.retry_at.is_none_or(|at| at <= now) {
             self.retry_at = None;
+            self.send_acks(now);
             self.send_status(now);
             self.send_clears(now);
         }
+        self.maintain_log(now);
         if self.publish_paused_until.is_none_or(|until| until <= now) {
             self.publish_paused_until = None;
             self.coalescer
@@ -457,6 +601,49 @@ impl Pipeline {
                 self.metrics.aggregates_published.inc();
             }
             self.pending_clears.pop_front();
+        }
+    }
+
+    /// Makes the batch's readings durable, then releases its acknowledgements.
+    fn commit(&mut self, now: Timestamp) {
+        if let Some(log) = &mut self.log
+            && let Err(e) = log.commit()
+        {
+            tracing::error!(error = %e, "window log: readings cannot be made durable; stopping without acknowledging them");
+            self.batch_acks.clear();
+            self.fatal = Some(e);
+            return;
+        }
+        self.pending_acks.extend(self.batch_acks.drain(..));
+        self.send_acks(now);
+    }
+
+    fn send_acks(&mut self, now: Timestamp) {
+        while let Some(&(qos, pkid)) = self.pending_acks.front() {
+            if self.client.try_ack(&ack_for(qos, pkid)).is_err() {
+                self.schedule_retry(now);
+                return;
+            }
+            self.pending_acks.pop_front();
+        }
+    }
+
+    /// Log compaction: rotation and deletion of expired segments.
+    fn maintain_log(&mut self, now: Timestamp) {
+        let Some(log) = &mut self.log else {
+            return;
+        };
+        if log.has_pending() {
+            return;
+        }
+        match log.maintain(now) {
+            Ok(_) => {
+                self.metrics.log_segments.set(gauge(log.segment_count()));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "window log: compaction failed; stopping");
+                self.fatal = Some(e);
+            }
         }
     }
 
@@ -522,6 +709,14 @@ impl Pipeline {
     }
 }
 
+/// The acknowledgement rumqttc sends for a message: PUBACK (QoS 1) or PUBREC (QoS 2). Only the
+/// QoS and packet id matter to it.
+fn ack_for(qos: QoS, pkid: u16) -> Publish {
+    let mut publish = Publish::new("", qos, Vec::new());
+    publish.pkid = pkid;
+    publish
+}
+
 fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -558,9 +753,10 @@ mod tests {
 
     fn readings(n: usize) -> impl Iterator<Item = Inbound> {
         (0..n).map(|i| {
+            // QoS 0: no acknowledgements compete for the queue in these tests.
             Inbound::Reading(Publish::new(
                 format!("machines/M{i}/scrap"),
-                QoS::AtLeastOnce,
+                QoS::AtMostOnce,
                 br#"{"scrapIndex": 1, "value": 2.5}"#.to_vec(),
             ))
         })
@@ -599,5 +795,106 @@ mod tests {
         assert_eq!(p.store().key_count(), 0);
         assert_eq!(metrics.aggregates_published.get(), 0);
         assert_eq!(metrics.dead_letters_dropped.get(), 0, "queued");
+    }
+
+    /// A QoS 2 message as the broker delivers it.
+    fn delivered(pkid: u16, dup: bool, value: f64) -> Inbound {
+        let mut publish = Publish::new(
+            "machines/D1/scrap",
+            QoS::ExactlyOnce,
+            format!(r#"{{"scrapIndex": 4, "value": {value}}}"#).into_bytes(),
+        );
+        publish.pkid = pkid;
+        publish.dup = dup;
+        Inbound::Reading(publish)
+    }
+
+    fn totals(p: &Pipeline) -> (u64, f64) {
+        let id = p.store().lookup("D1", 4).unwrap();
+        let t = p.store().totals(id).unwrap();
+        (t.count, t.sum)
+    }
+
+    #[test]
+    fn a_redelivery_of_a_logged_reading_is_skipped_and_a_new_message_is_not() {
+        let (mut p, metrics, _event_loop) = pipeline(100, Duration::ZERO);
+        let now = clock_now();
+        p.handle_batch(
+            [delivered(1, false, 2.0), delivered(2, false, 3.0)].into_iter(),
+            now,
+        );
+        // The connection dropped before the acknowledgements went out: both come again.
+        let connected = Inbound::Connected {
+            session_present: true,
+        };
+        let again = [connected, delivered(1, true, 2.0), delivered(2, true, 3.0)];
+        p.handle_batch(again.into_iter(), now);
+        assert_eq!(totals(&p), (2, 5.0));
+        assert_eq!(metrics.redeliveries_skipped.get(), 2);
+        // Packet id 1 reused for a new message (no DUP), even with the same content.
+        p.handle_batch([delivered(1, false, 2.0)].into_iter(), now);
+        assert_eq!(totals(&p), (3, 7.0));
+        // After a session loss no id is known any more.
+        let lost = Inbound::Connected {
+            session_present: false,
+        };
+        p.handle_batch([lost, delivered(2, true, 3.0)].into_iter(), now);
+        assert_eq!(totals(&p), (4, 10.0));
+    }
+
+    #[test]
+    fn a_restarted_pipeline_restores_windows_and_skips_redeliveries_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = clock_now();
+        let window = WindowConfig::default().window;
+        {
+            let (mut first, _, _event_loop) = pipeline(100, Duration::ZERO);
+            let (log, recovery) = WindowLog::open(dir.path(), window, now).unwrap();
+            assert_eq!(
+                first.restore(log, recovery.records, now),
+                Restored::default()
+            );
+            let batch = (1..=5).map(|i| delivered(i, false, f64::from(i)));
+            first.handle_batch(batch, now);
+            // A reading that is already outside the window when the log is replayed.
+            let old = now.saturating_sub(window - Duration::from_millis(1));
+            let mut publish = Publish::new(
+                "machines/D1/scrap",
+                QoS::AtMostOnce,
+                format!(
+                    r#"{{"scrapIndex": 4, "value": 100, "timestamp": "{}"}}"#,
+                    old.to_rfc3339_millis()
+                ),
+            );
+            publish.pkid = 0;
+            first.handle_batch([Inbound::Reading(publish)].into_iter(), now);
+            assert_eq!(totals(&first), (6, 115.0));
+        }
+        let later = now.saturating_add(Duration::from_millis(10));
+        let (mut second, metrics, _event_loop) = pipeline(100, Duration::ZERO);
+        let (log, recovery) = WindowLog::open(dir.path(), window, later).unwrap();
+        let restored = second.restore(log, recovery.records, later);
+        assert_eq!(
+            restored,
+            Restored {
+                readings: 5,
+                expired: 1,
+                refused: 0
+            }
+        );
+        assert_eq!(totals(&second), (5, 15.0));
+        assert_eq!(metrics.readings_restored.get(), 5);
+        // The broker resends 4 and 5 (not acknowledged before the crash) and then a new one.
+        let batch = [
+            Inbound::Connected {
+                session_present: true,
+            },
+            delivered(4, true, 4.0),
+            delivered(5, true, 5.0),
+            delivered(6, false, 6.0),
+        ];
+        second.handle_batch(batch.into_iter(), later);
+        assert_eq!(totals(&second), (6, 21.0));
+        assert_eq!(metrics.redeliveries_skipped.get(), 2);
     }
 }

@@ -14,6 +14,7 @@ use crate::configuration::IngestConfig;
 use crate::metrics::Metrics;
 use crate::mqtt::{Backoff, Inbound, LinkState, LinkTask};
 use crate::pipeline::{Pipeline, PipelineSettings, clock_now, status_payload};
+use crate::window_log::{LogError, Recovery, WindowLog};
 
 /// Why the service could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,9 @@ pub enum StartupError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(#[source] std::io::Error),
+    /// The window log under `data_dir` cannot be opened or written.
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 /// A built, not yet running ingest service.
@@ -36,13 +40,15 @@ pub struct Application {
     config: IngestConfig,
     listener: TcpListener,
     addr: SocketAddr,
+    log: Option<(WindowLog, Recovery)>,
 }
 
 impl Application {
-    /// Binds the HTTP listener.
+    /// Binds the HTTP listener and opens (recovers) the window log when `data_dir` is set.
     ///
     /// # Errors
-    /// [`StartupError::Bind`] when the address is taken or not local.
+    /// [`StartupError::Bind`] when the address is taken or not local; [`StartupError::Log`]
+    /// when the data directory cannot be read or written (damaged content is not an error).
     pub fn build(config: IngestConfig) -> Result<Self, StartupError> {
         let bind_error = |source| StartupError::Bind {
             addr: config.listen,
@@ -51,10 +57,31 @@ impl Application {
         let listener = TcpListener::bind(config.listen).map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
+        let log = match &config.data_dir {
+            Some(dir) => {
+                let (log, recovery) = WindowLog::open(dir, config.window.window, clock_now())?;
+                tracing::info!(
+                    data_dir = %dir.display(),
+                    segments = recovery.segments,
+                    records = recovery.records.len(),
+                    truncated_bytes = recovery.truncated_bytes,
+                    damaged_segments = recovery.damaged_segments,
+                    "window log opened"
+                );
+                Some((log, recovery))
+            }
+            None => {
+                tracing::warn!(
+                    "no data_dir: the windows start empty after every restart (set data_dir to keep them)"
+                );
+                None
+            }
+        };
         Ok(Application {
             config,
             listener,
             addr,
+            log,
         })
     }
 
@@ -73,12 +100,15 @@ impl Application {
             config,
             listener,
             addr,
+            log,
         } = self;
         let started_at = clock_now();
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
 
-        let options = config.mqtt_options(status_payload(false, started_at));
+        let mut options = config.mqtt_options(status_payload(false, started_at));
+        // Acknowledged by the pipeline once durable (see `pipeline`).
+        options.set_manual_acks(true);
         let (client, event_loop) = AsyncClient::new(options, config.request_capacity);
         let (link_tx, link_rx) = watch::channel(LinkState::default());
         let (inbound_tx, inbound_rx) = mpsc::channel(config.incoming_capacity);
@@ -142,10 +172,15 @@ impl Application {
             client,
             metrics,
         );
+        if let Some((log, recovery)) = log {
+            pipeline.restore(log, recovery.records, clock_now());
+        }
+        // The restored aggregates go out before any new input is taken.
+        pipeline.tick(clock_now());
         let inbound_rx = pipeline.run(inbound_rx, &shutdown).await;
 
         draining.cancel();
-        pipeline
+        let finished = pipeline
             .finish(inbound_rx, link_rx, config.shutdown_timeout)
             .await;
         abort.cancel();
@@ -155,6 +190,7 @@ impl Application {
         if let Ok(Err(e)) = server_task.await {
             return Err(StartupError::Http(e));
         }
+        finished?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 mod aggregates;
 mod coalescing;
+mod durability;
 mod expiry;
 mod helpers;
 mod lifecycle;

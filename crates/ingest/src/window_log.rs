@@ -1,0 +1,711 @@
+//! The window log: an append-only, checksummed record of every accepted reading, so that a
+//! restarted ingest rebuilds its windows instead of starting from zero.
+//!
+//! # Layout
+//! `data_dir/window-<seq>.log` segments, numbered upwards. A segment is an 8-byte header
+//! ([`MAGIC`]) followed by frames `[body length: u32 LE][crc32 of body: u32 LE][body]`. A body is
+//! a [`Record`]: a reading (event time, value, machine, scrap index and, for QoS 1/2, the packet
+//! id and a digest of topic and payload, see [`crate::redelivery`]) or a session-start marker.
+//!
+//! # Writing
+//! Records are buffered in memory during one aggregation batch; [`WindowLog::commit`] writes the
+//! batch and calls `fdatasync` once. The caller acknowledges the batch's MQTT messages only
+//! after `commit` returned: one fsync per batch instead of one per message, at the price of a
+//! batch's worth of latency before the broker may forget a message.
+//!
+//! # Compaction
+//! The active segment is sealed and a new one started every quarter window (at least 1 s).
+//! A sealed segment is deleted once its newest reading has left the window, oldest first, so the
+//! log holds about one and a quarter windows of readings.
+//!
+//! # Recovery
+//! [`WindowLog::open`] reads every segment in order. The first frame that is cut short, has an
+//! impossible length, a bad checksum or an unknown body ends its segment: the segment is
+//! truncated there (a torn tail after a crash, or damage), the loss is logged, and reading goes
+//! on with the next segment, which was started only after this one was fully synced. A file
+//! with a foreign header is renamed to `*.corrupt` and skipped. Recovery never fails on content,
+//! only on I/O errors (permissions, a missing disk).
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aggregator_core::Timestamp;
+
+/// First bytes of every segment: format name and version.
+pub const MAGIC: &[u8; 8] = b"SPWLOG01";
+/// Frame header: body length and checksum.
+const FRAME_HEADER: usize = 8;
+/// Longest possible body: a reading with a machine id of 65 535 bytes.
+const MAX_BODY: usize = 1 + 8 + 8 + 4 + 2 + 8 + 2 + u16::MAX as usize;
+const KIND_READING: u8 = 1;
+const KIND_SESSION_START: u8 = 2;
+
+/// Why the log cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file system operation failed.
+    #[error("window log {path}: {action}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LogError {
+    let path = path.to_path_buf();
+    move |source| LogError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// How a QoS 1/2 message was delivered, to recognise the broker resending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// MQTT packet id.
+    pub pkid: u16,
+    /// Digest of topic and payload ([`crate::redelivery::digest`]).
+    pub digest: u64,
+}
+
+/// One accepted reading as logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedReading {
+    /// Machine id.
+    pub machine: String,
+    /// Scrap index.
+    pub scrap_index: u32,
+    /// Event time as resolved on first receipt (payload time, else time of receipt).
+    pub time: Timestamp,
+    /// Value.
+    pub value: f64,
+    /// Packet id and digest for QoS 1/2 messages.
+    pub delivery: Option<Delivery>,
+}
+
+/// One log record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// An accepted reading.
+    Reading(LoggedReading),
+    /// The broker had no session for us: packet ids logged before mean nothing any more.
+    SessionStart,
+}
+
+/// Appends the frame of a reading to `out` (borrowed fields: no allocation on the hot path).
+fn encode_reading(
+    out: &mut Vec<u8>,
+    machine: &str,
+    scrap_index: u32,
+    time: Timestamp,
+    value: f64,
+    delivery: Option<Delivery>,
+) {
+    let start = begin_frame(out);
+    // Machine ids are topic levels, at most 65 535 bytes by MQTT's topic limit.
+    let machine = &machine.as_bytes()[..machine.len().min(u16::MAX as usize)];
+    let delivery = delivery.unwrap_or(Delivery { pkid: 0, digest: 0 });
+    out.push(KIND_READING);
+    out.extend_from_slice(&time.unix_nanos().to_le_bytes());
+    out.extend_from_slice(&value.to_bits().to_le_bytes());
+    out.extend_from_slice(&scrap_index.to_le_bytes());
+    out.extend_from_slice(&delivery.pkid.to_le_bytes());
+    out.extend_from_slice(&delivery.digest.to_le_bytes());
+    out.extend_from_slice(&(machine.len() as u16).to_le_bytes());
+    out.extend_from_slice(machine);
+    end_frame(out, start);
+}
+
+fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    start
+}
+
+/// Fills in the length and checksum of the frame that starts at `start`.
+fn end_frame(out: &mut [u8], start: usize) {
+    let body = &out[start + FRAME_HEADER..];
+    let len = body.len() as u32;
+    let crc = crc32fast::hash(body);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+impl Record {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Reading(r) => {
+                encode_reading(out, &r.machine, r.scrap_index, r.time, r.value, r.delivery);
+            }
+            Record::SessionStart => {
+                let start = begin_frame(out);
+                out.push(KIND_SESSION_START);
+                end_frame(out, start);
+            }
+        }
+    }
+
+    fn decode(body: &[u8]) -> Option<Record> {
+        let (&kind, rest) = body.split_first()?;
+        match kind {
+            KIND_SESSION_START if rest.is_empty() => Some(Record::SessionStart),
+            KIND_READING => {
+                let mut cur = Cursor(rest);
+                let time = i64::from_le_bytes(cur.take()?);
+                let value = f64::from_bits(u64::from_le_bytes(cur.take()?));
+                let scrap_index = u32::from_le_bytes(cur.take()?);
+                let pkid = u16::from_le_bytes(cur.take()?);
+                let digest = u64::from_le_bytes(cur.take()?);
+                let len = usize::from(u16::from_le_bytes(cur.take()?));
+                if cur.0.len() != len || !value.is_finite() {
+                    return None;
+                }
+                let machine = std::str::from_utf8(cur.0).ok()?.to_owned();
+                Some(Record::Reading(LoggedReading {
+                    machine,
+                    scrap_index,
+                    time: Timestamp::from_unix_nanos(time),
+                    value,
+                    delivery: (pkid != 0).then_some(Delivery { pkid, digest }),
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+}
+
+/// What [`WindowLog::open`] found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Every good record, oldest first.
+    pub records: Vec<Record>,
+    /// Segments read.
+    pub segments: usize,
+    /// Bytes cut off after the last good record of a segment (torn or damaged frames).
+    pub truncated_bytes: u64,
+    /// Segments in which a bad frame was found.
+    pub damaged_segments: usize,
+    /// Files with a foreign header, renamed to `*.corrupt`.
+    pub foreign_files: usize,
+}
+
+struct Sealed {
+    seq: u64,
+    path: PathBuf,
+    /// Newest event time in the segment (nanoseconds); None when it holds no reading.
+    newest: Option<i64>,
+}
+
+/// The open log: sealed segments waiting to expire and the active segment.
+pub struct WindowLog {
+    dir: PathBuf,
+    window: Duration,
+    rotate_every: Duration,
+    sealed: VecDeque<Sealed>,
+    active: File,
+    active_seq: u64,
+    active_path: PathBuf,
+    active_opened: Timestamp,
+    active_newest: Option<i64>,
+    active_records: u64,
+    pending: Vec<u8>,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("window-{seq:020}.log")
+}
+
+fn segment_seq(name: &str) -> Option<u64> {
+    name.strip_prefix("window-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("sync directory", dir))
+}
+
+impl WindowLog {
+    /// Opens (creating it if needed) the log in `dir`, recovers what it holds and starts a new
+    /// active segment. `window` decides rotation and when segments expire; `now` is the
+    /// ingest clock.
+    ///
+    /// # Errors
+    /// Only on I/O errors; damaged content is truncated and reported in [`Recovery`].
+    pub fn open(
+        dir: &Path,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<(Self, Recovery), LogError> {
+        std::fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+        let mut seqs = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_error("list directory", dir))? {
+            let entry = entry.map_err(io_error("list directory", dir))?;
+            if let Some(seq) = entry.file_name().to_str().and_then(segment_seq) {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        let mut recovery = Recovery::default();
+        let mut sealed = VecDeque::new();
+        for &seq in &seqs {
+            let path = dir.join(segment_name(seq));
+            let newest = recover_segment(&path, &mut recovery)?;
+            match newest {
+                SegmentState::Kept(newest) => sealed.push_back(Sealed { seq, path, newest }),
+                SegmentState::Removed => {}
+            }
+        }
+        let active_seq = seqs.last().map_or(1, |s| s + 1);
+        let (active, active_path) = create_segment(dir, active_seq)?;
+        let log = WindowLog {
+            dir: dir.to_path_buf(),
+            window,
+            rotate_every: (window / 4).max(Duration::from_secs(1)),
+            sealed,
+            active,
+            active_seq,
+            active_path,
+            active_opened: now,
+            active_newest: None,
+            active_records: 0,
+            pending: Vec::new(),
+        };
+        Ok((log, recovery))
+    }
+
+    /// Buffers `record` for the next [`WindowLog::commit`].
+    pub fn append(&mut self, record: &Record) {
+        if let Record::Reading(r) = record {
+            let t = r.time.unix_nanos();
+            self.active_newest = Some(self.active_newest.map_or(t, |n| n.max(t)));
+        }
+        self.active_records += 1;
+        record.encode(&mut self.pending);
+    }
+
+    /// Buffers an accepted reading for the next [`WindowLog::commit`]; as [`WindowLog::append`]
+    /// without building a [`Record`].
+    pub fn append_reading(
+        &mut self,
+        machine: &str,
+        scrap_index: u32,
+        time: Timestamp,
+        value: f64,
+        delivery: Option<Delivery>,
+    ) {
+        let t = time.unix_nanos();
+        self.active_newest = Some(self.active_newest.map_or(t, |n| n.max(t)));
+        self.active_records += 1;
+        encode_reading(
+            &mut self.pending,
+            machine,
+            scrap_index,
+            time,
+            value,
+            delivery,
+        );
+    }
+
+    /// True when records are buffered but not yet durable.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes the buffered records and waits until they are on disk (`fdatasync`).
+    ///
+    /// # Errors
+    /// When the write or the sync fails: the records' durability is then unknown, and the
+    /// caller must not acknowledge them.
+    pub fn commit(&mut self) -> Result<(), LogError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.active
+            .write_all(&self.pending)
+            .map_err(io_error("write", &self.active_path))?;
+        self.active
+            .sync_data()
+            .map_err(io_error("sync", &self.active_path))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Compaction at `now`: seals the active segment when it is due and starts a new one,
+    /// then deletes the oldest sealed segments whose readings have all left the window.
+    /// Returns the number of segments deleted. Call after [`WindowLog::commit`].
+    ///
+    /// # Errors
+    /// When a segment cannot be created or deleted.
+    pub fn maintain(&mut self, now: Timestamp) -> Result<usize, LogError> {
+        if self.pending.is_empty()
+            && self.active_records > 0
+            && now.duration_since(self.active_opened) >= self.rotate_every
+        {
+            let (file, path) = create_segment(&self.dir, self.active_seq + 1)?;
+            let old_path = std::mem::replace(&mut self.active_path, path);
+            self.sealed.push_back(Sealed {
+                seq: self.active_seq,
+                path: old_path,
+                newest: self.active_newest.take(),
+            });
+            self.active = file;
+            self.active_seq += 1;
+            self.active_opened = now;
+            self.active_records = 0;
+        }
+        let cutoff = now.saturating_sub(self.window).unix_nanos();
+        let mut deleted = 0;
+        while let Some(oldest) = self.sealed.front() {
+            if oldest.newest.is_some_and(|t| t > cutoff) {
+                break;
+            }
+            std::fs::remove_file(&oldest.path).map_err(io_error("delete", &oldest.path))?;
+            tracing::debug!(segment = oldest.seq, "window log: expired segment deleted");
+            self.sealed.pop_front();
+            deleted += 1;
+        }
+        if deleted > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Segments on disk, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.sealed.len() + 1
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), LogError> {
+    let path = dir.join(segment_name(seq));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_error("create segment", &path))?;
+    file.write_all(MAGIC)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error("write segment header", &path))?;
+    // The new name must survive a crash too, or the records written into it would vanish.
+    sync_dir(dir)?;
+    Ok((file, path))
+}
+
+enum SegmentState {
+    Kept(Option<i64>),
+    Removed,
+}
+
+/// Reads one segment into `recovery`, truncating it after its last good frame.
+fn recover_segment(path: &Path, recovery: &mut Recovery) -> Result<SegmentState, LogError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io_error("read segment", path))?;
+    recovery.segments += 1;
+    if bytes.len() < MAGIC.len() {
+        // Created, then the process died before the header was synced: nothing was in it.
+        std::fs::remove_file(path).map_err(io_error("delete empty segment", path))?;
+        return Ok(SegmentState::Removed);
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        let aside = path.with_extension("corrupt");
+        tracing::error!(path = %path.display(), moved_to = %aside.display(), "window log: not a segment of this format; moved aside");
+        std::fs::rename(path, &aside).map_err(io_error("move aside", path))?;
+        recovery.foreign_files += 1;
+        return Ok(SegmentState::Removed);
+    }
+    let mut at = MAGIC.len();
+    let mut newest: Option<i64> = None;
+    let mut records = 0_usize;
+    let mut problem = None;
+    while at < bytes.len() {
+        let Some(header) = bytes.get(at..at + FRAME_HEADER) else {
+            problem = Some("frame header cut short");
+            break;
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 || len > MAX_BODY {
+            problem = Some("impossible frame length");
+            break;
+        }
+        let Some(body) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else {
+            problem = Some("frame body cut short");
+            break;
+        };
+        if crc32fast::hash(body) != crc {
+            problem = Some("checksum mismatch");
+            break;
+        }
+        let Some(record) = Record::decode(body) else {
+            problem = Some("undecodable record");
+            break;
+        };
+        if let Record::Reading(r) = &record {
+            let t = r.time.unix_nanos();
+            newest = Some(newest.map_or(t, |n| n.max(t)));
+        }
+        recovery.records.push(record);
+        records += 1;
+        at += FRAME_HEADER + len;
+    }
+    if let Some(problem) = problem {
+        let cut = (bytes.len() - at) as u64;
+        tracing::warn!(
+            path = %path.display(),
+            offset = at,
+            truncated_bytes = cut,
+            good_records = records,
+            problem,
+            "window log: recovered up to the last good record; the rest of the segment is cut off"
+        );
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| {
+                f.set_len(at as u64)?;
+                f.sync_all()
+            })
+            .map_err(io_error("truncate segment", path))?;
+        recovery.truncated_bytes += cut;
+        recovery.damaged_segments += 1;
+    }
+    if records == 0 {
+        std::fs::remove_file(path).map_err(io_error("delete empty segment", path))?;
+        return Ok(SegmentState::Removed);
+    }
+    Ok(SegmentState::Kept(newest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Duration = Duration::from_secs(60);
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_unix_nanos(1_700_000_000_000_000_000 + secs * 1_000_000_000)
+    }
+
+    fn reading(i: u32, t: Timestamp) -> Record {
+        Record::Reading(LoggedReading {
+            machine: format!("M{}", i % 3),
+            scrap_index: i % 5,
+            time: t,
+            value: f64::from(i) * 0.5 - 3.25,
+            delivery: i.is_multiple_of(2).then_some(Delivery {
+                pkid: (i as u16).wrapping_add(1),
+                digest: u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            }),
+        })
+    }
+
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn records_round_trip_through_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut written: Vec<Record> = (0..50).map(|i| reading(i, at(i.into()))).collect();
+        written.insert(10, Record::SessionStart);
+        let (mut log, recovery) = WindowLog::open(dir.path(), W, at(0)).unwrap();
+        assert!(recovery.records.is_empty());
+        for (n, r) in written.iter().enumerate() {
+            log.append(r);
+            if n % 7 == 0 {
+                log.commit().unwrap();
+            }
+        }
+        log.commit().unwrap();
+        drop(log);
+        let (_log, recovery) = WindowLog::open(dir.path(), W, at(100)).unwrap();
+        assert_eq!(recovery.records, written);
+        assert_eq!(recovery.truncated_bytes, 0);
+        assert_eq!(recovery.damaged_segments, 0);
+    }
+
+    #[test]
+    fn uncommitted_records_are_not_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WindowLog::open(dir.path(), W, at(0)).unwrap();
+        log.append(&reading(1, at(1)));
+        log.commit().unwrap();
+        log.append(&reading(2, at(2)));
+        assert!(log.has_pending());
+        drop(log);
+        let (_, recovery) = WindowLog::open(dir.path(), W, at(3)).unwrap();
+        assert_eq!(recovery.records, vec![reading(1, at(1))]);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_after_the_last_good_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WindowLog::open(dir.path(), W, at(0)).unwrap();
+        for i in 0..5 {
+            log.append(&reading(i, at(i.into())));
+        }
+        log.commit().unwrap();
+        drop(log);
+        let path = segments(dir.path()).pop().unwrap();
+        let good_len = std::fs::metadata(&path).unwrap().len();
+        // A crash in the middle of writing the sixth record: only part of its frame landed.
+        let mut torn = Vec::new();
+        reading(5, at(5)).encode(&mut torn);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&torn[..torn.len() - 3]).unwrap();
+        drop(file);
+
+        let (_, recovery) = WindowLog::open(dir.path(), W, at(10)).unwrap();
+        let expected: Vec<Record> = (0..5).map(|i| reading(i, at(i.into()))).collect();
+        assert_eq!(recovery.records, expected);
+        assert_eq!(recovery.truncated_bytes, torn.len() as u64 - 3);
+        assert_eq!(recovery.damaged_segments, 1);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            good_len,
+            "truncated"
+        );
+        // A second start finds a clean log: no crash loop, nothing more cut.
+        let (_, again) = WindowLog::open(dir.path(), W, at(11)).unwrap();
+        assert_eq!(again.records, expected);
+        assert_eq!(again.damaged_segments, 0);
+    }
+
+    #[test]
+    fn a_bad_checksum_in_the_middle_stops_at_the_last_good_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WindowLog::open(dir.path(), W, at(0)).unwrap();
+        let mut frame_ends = Vec::new();
+        let mut len = MAGIC.len();
+        for i in 0..10 {
+            let r = reading(i, at(i.into()));
+            let mut one = Vec::new();
+            r.encode(&mut one);
+            len += one.len();
+            frame_ends.push(len);
+            log.append(&r);
+        }
+        log.commit().unwrap();
+        drop(log);
+        let path = segments(dir.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Flip one bit in the value of record 4 (index 3's frame ends where record 4 starts).
+        let flip = frame_ends[3] + FRAME_HEADER + 1 + 8 + 2;
+        bytes[flip] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let (_, recovery) = WindowLog::open(dir.path(), W, at(20)).unwrap();
+        let expected: Vec<Record> = (0..4).map(|i| reading(i, at(i.into()))).collect();
+        assert_eq!(recovery.records, expected);
+        assert_eq!(recovery.damaged_segments, 1);
+        assert_eq!(
+            recovery.truncated_bytes,
+            (frame_ends[9] - frame_ends[3]) as u64
+        );
+    }
+
+    #[test]
+    fn damage_in_an_older_segment_does_not_hide_later_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WindowLog::open(dir.path(), W, at(0)).unwrap();
+        log.append(&reading(0, at(0)));
+        log.append(&reading(1, at(1)));
+        log.commit().unwrap();
+        log.maintain(at(20)).unwrap(); // sealed: a quarter window has passed
+        log.append(&reading(2, at(20)));
+        log.commit().unwrap();
+        drop(log);
+        let first = segments(dir.path()).remove(0);
+        let bytes = std::fs::read(&first).unwrap();
+        std::fs::write(&first, &bytes[..bytes.len() - 1]).unwrap();
+        let (_, recovery) = WindowLog::open(dir.path(), W, at(21)).unwrap();
+        assert_eq!(
+            recovery.records,
+            vec![reading(0, at(0)), reading(2, at(20))]
+        );
+    }
+
+    #[test]
+    fn a_foreign_file_is_moved_aside_and_an_empty_segment_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_name(1)), b"not a log at all").unwrap();
+        std::fs::write(dir.path().join(segment_name(2)), b"SPW").unwrap();
+        let (_, recovery) = WindowLog::open(dir.path(), W, at(0)).unwrap();
+        assert_eq!(recovery.foreign_files, 1);
+        assert!(recovery.records.is_empty());
+        assert!(
+            dir.path()
+                .join("window-00000000000000000001.corrupt")
+                .exists()
+        );
+        assert!(!dir.path().join(segment_name(2)).exists());
+    }
+
+    #[test]
+    fn compaction_deletes_segments_once_their_newest_reading_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WindowLog::open(dir.path(), W, at(0)).unwrap();
+        // Two minutes of one reading per second, maintained as the pipeline does.
+        for s in 0..120 {
+            log.append(&reading(s as u32, at(s)));
+            log.commit().unwrap();
+            log.maintain(at(s)).unwrap();
+        }
+        // Quarter-window segments: never more than one window and a half of them on disk.
+        assert!(log.segment_count() <= 7, "{}", log.segment_count());
+        assert_eq!(segments(dir.path()).len(), log.segment_count());
+        drop(log);
+        let (mut log, recovery) = WindowLog::open(dir.path(), W, at(120)).unwrap();
+        let times: Vec<i64> = recovery
+            .records
+            .iter()
+            .map(|r| match r {
+                Record::Reading(r) => (r.time.unix_nanos() - at(0).unix_nanos()) / 1_000_000_000,
+                Record::SessionStart => -1,
+            })
+            .collect();
+        // Everything still in the window at 120 s (t > 60) is there; older whole segments not.
+        assert!(times.iter().all(|t| *t >= 0));
+        assert!((61..120).all(|t| times.contains(&t)), "{times:?}");
+        assert!(times.len() < 120, "some segments were deleted: {times:?}");
+        // Once all has expired, only the (empty) active segment is left.
+        log.maintain(at(400)).unwrap();
+        assert_eq!(segments(dir.path()).len(), 1);
+    }
+}

@@ -1,0 +1,125 @@
+//! One test per subcommand.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use loadtest::fanout::{self, FanoutArgs};
+use loadtest::latency::{self, CompareArgs, LatencyArgs};
+use loadtest::memory::{self, MemoryArgs, Scenario};
+use loadtest::report::Verdict;
+use loadtest::throughput::{self, ThroughputArgs};
+
+/// `target/debug` (or whichever profile built this test), where the service binaries are.
+fn bin_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_loadtest"))
+        .parent()
+        .map(PathBuf::from)
+        .expect("the loadtest binary has a directory");
+    for bin in ["ingest", "gateway"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{} missing: run `cargo build -p ingest -p gateway` first (scripts/test.sh does)",
+            dir.join(bin).display()
+        );
+    }
+    Some(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_counts_both_subscribers_and_checks_exact_sums() {
+    let row = throughput::run(&ThroughputArgs {
+        messages: 2_000,
+        machines: 3,
+        indices: 2,
+        timeout_secs: 60,
+        bin_dir: bin_dir(),
+    })
+    .await
+    .expect("a throughput run with exact sums");
+    assert!(row.measured.contains("sums exact"), "{row}");
+    assert!(row.measured.contains("2000 accepted"), "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_sees_every_reading_in_a_frame() {
+    let args = LatencyArgs {
+        rate: 200,
+        duration_secs: 1,
+        publish_interval_ms: Some(0),
+        gateway_flag: Vec::new(),
+        machines: 2,
+        indices: 2,
+        bin_dir: bin_dir(),
+    };
+    let measured = latency::measure(&args).await.expect("a latency run");
+    assert_eq!(measured.samples.len(), 200, "one delay per reading");
+    assert!(measured.samples.windows(2).all(|w| w[0] <= w[1]), "sorted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_runs_the_original_services_key_set() {
+    let row = latency::compare(&CompareArgs {
+        rate: 50,
+        duration_secs: 1,
+        bin_dir: bin_dir(),
+    })
+    .await
+    .expect("a compare run");
+    assert!(row.measured.contains("(50 readings)"), "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_scenarios_hold_what_was_sent() {
+    let base = MemoryArgs {
+        scenario: Scenario::Readings,
+        readings: 5_000,
+        rate: 5_000,
+        qos: 1,
+        keys: 300,
+        timeout_secs: 60,
+        bin_dir: bin_dir(),
+    };
+    let row = memory::run(&base).await.expect("readings run");
+    assert!(
+        row.measured.contains("5000 readings in the window"),
+        "{row}"
+    );
+    let row = memory::run(&MemoryArgs {
+        scenario: Scenario::Keys,
+        ..base.clone()
+    })
+    .await
+    .expect("keys run");
+    assert!(row.measured.contains("300 keys tracked, 300 readings"), "{row}");
+    let row = memory::run(&MemoryArgs {
+        scenario: Scenario::Store,
+        readings: 10_000,
+        ..base
+    })
+    .await
+    .expect("store run");
+    assert!(row.measured.contains("10000 held"), "{row}");
+    assert_eq!(row.verdict, Verdict::Info);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_clients_all_get_the_final_values() {
+    let row = fanout::run(&FanoutArgs {
+        clients: 20,
+        keys: 5,
+        updates_per_sec: 5,
+        duration_secs: 1,
+        connect_concurrency: 10,
+        settle_secs: 20,
+        bin_dir: bin_dir(),
+    })
+    .await
+    .expect("a fan-out run");
+    assert!(
+        row.measured
+            .starts_with("20/20 clients got every final value"),
+        "{row}"
+    );
+    assert!(row.measured.contains(" 0 client errors"), "{row}");
+    let _ = Duration::ZERO;
+}

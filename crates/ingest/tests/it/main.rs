@@ -5,6 +5,7 @@ mod aggregates;
 mod coalescing;
 mod durability;
 mod expiry;
+mod flood;
 mod helpers;
 mod lifecycle;
 mod rejections;

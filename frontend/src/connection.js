@@ -15,7 +15,8 @@ export function backoffDelay(attempt, { baseMs = 500, maxMs = 30_000, random = M
 /**
  * `ws:` or `wss:` URL of `path` relative to the page, so a reverse-proxy prefix still works.
  * A `machines=A1,B2` in the page's query goes along: the gateway then sends only those
- * machines (a screen per hall).
+ * machines (a screen per hall). So does a `token=...`: the gateway's bearer token, which a
+ * browser cannot send as a header on a WebSocket upgrade.
  */
 export function socketUrl(location, path = 'ws') {
   const page = new URL(location.href);
@@ -25,6 +26,8 @@ export function socketUrl(location, path = 'ws') {
   url.hash = '';
   const machines = page.searchParams.get('machines');
   if (machines) url.searchParams.set('machines', machines);
+  const token = page.searchParams.get('token');
+  if (token) url.searchParams.set('token', token);
   return url.href;
 }
 

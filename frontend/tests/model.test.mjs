@@ -131,6 +131,11 @@ test('the socket URL sits beside the page, ws or wss like the page', () => {
   assert.equal(socketUrl(new URL('http://h:8000/')), 'ws://h:8000/ws');
   assert.equal(socketUrl(new URL('https://h/scrap/#x')), 'wss://h/scrap/ws');
   assert.equal(socketUrl(new URL('http://h/?lang=x&machines=A1,B2')), 'ws://h/ws?machines=A1%2CB2');
+  assert.equal(socketUrl(new URL('http://h/?token=s3cr%2Bt')), 'ws://h/ws?token=s3cr%2Bt');
+  assert.equal(
+    socketUrl(new URL('http://h/?machines=A1&token=t')),
+    'ws://h/ws?machines=A1&token=t',
+  );
 });
 
 test('chart series: one per scrap index, machines in natural order, gaps as null', () => {

@@ -6,3 +6,4 @@ mod determinism;
 mod helpers;
 mod invalid;
 mod resilience;
+mod security;

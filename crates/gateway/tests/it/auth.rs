@@ -97,3 +97,27 @@ async fn without_a_token_everything_stays_open() {
     assert_eq!(get(&gw.url("/api/aggregates"), None).await, 200);
     assert_eq!(upgrade_status(&gw.ws_url(""), None).await, 101);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_password_and_token_never_reach_the_log() {
+    // The test broker lets anyone in, so any login works; what matters is what gets logged.
+    let broker = Broker::start().await;
+    let password = "gw-broker-Pw-31f0";
+    let gw = TestGateway::start(
+        broker.port(),
+        &[
+            "--mqtt-username",
+            "gateway",
+            "--mqtt-password",
+            password,
+            "--auth-token",
+            TOKEN,
+        ],
+    )
+    .await;
+    gw.wait_healthy().await;
+    let logs = gw.process.stderr();
+    assert!(logs.contains("user gateway with password"), "{logs}");
+    assert!(!logs.contains(password), "password in the log\n{logs}");
+    assert!(!logs.contains(TOKEN), "token in the log\n{logs}");
+}

@@ -379,3 +379,46 @@ async fn a_restart_republishes_the_restored_windows_and_survives_a_torn_log_tail
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn expired_readings_leave_the_log_too() {
+    let broker = Broker::start().await;
+    let data = TempDir::new().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_owned();
+    let flags = ["--data-dir", data_dir.as_str(), "--window-seconds", "2"];
+    let ingest = TestIngest::start(&broker, &flags).await;
+    let collector = Collector::start(broker.port(), &["aggregates/#"]).await;
+    let mut publisher = test_support::Publisher::connect(broker.port()).await;
+    let readings = (0..50).map(|i| (readings_topic("C1"), payload(i * INDICES)));
+    publisher
+        .publish_all(QoS::AtLeastOnce, readings, WAIT)
+        .await
+        .unwrap();
+    crate::helpers::wait_metric(&ingest, "ingest_readings_accepted_total 50").await;
+    let logged: u64 = std::fs::metadata(newest_segment(data.path()))
+        .unwrap()
+        .len();
+    assert!(
+        logged > 50 * 41,
+        "the readings are in the log: {logged} bytes"
+    );
+
+    // Once they have expired, the segment holding them is deleted; only a fresh one is left.
+    collector
+        .wait_for(
+            |m| latest(m, "aggregates/C1/0").is_some_and(|m| is_aggregate(m, 0, 0.0)),
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
+    crate::helpers::wait_metric(&ingest, "ingest_log_segments 1\n").await;
+    wait_until(WAIT, "one empty segment left on disk", || async {
+        let files: Vec<_> = std::fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.len() == 1 && std::fs::metadata(&files[0]).is_ok_and(|m| m.len() == 8)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
+}

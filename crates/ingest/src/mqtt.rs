@@ -4,6 +4,9 @@
 //! and a slow poller misses keep-alives): it forwards incoming publishes and connection events
 //! into a bounded channel, subscribes when the broker has no session for us, backs off after
 //! errors, and reports the link state for `/health`.
+//!
+//! Acknowledgements of incoming messages are manual (the pipeline sends them once a batch is
+//! durable); see [`expect_pubrel_for_every_id`] for the one rumqttc behaviour worked around.
 
 use std::time::Duration;
 
@@ -20,8 +23,8 @@ use crate::metrics::Metrics;
 /// What the event loop hands to the aggregation task, in arrival order.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A message on `machines/+/scrap`. The whole packet is kept (packet id, QoS) so that it
-    /// can be acknowledged by hand once durable (exactly-once, later).
+    /// A message on `machines/+/scrap`. The whole packet is kept (packet id, QoS, DUP) so that
+    /// the pipeline can acknowledge it by hand once durable and recognise a redelivery.
     Reading(Publish),
     /// Retained aggregates of a previous run, read once at start-up.
     Retained(Vec<crate::snapshot::RetainedAggregate>),

@@ -35,9 +35,10 @@ sim *ARGS:
 test:
     scripts/test.sh
 
-# Benchmarks (criterion; reports under target/criterion).
+# Benchmarks: criterion (aggregator-core) plus the loadtest runs, printed as one markdown
+# table (docs/performance.md). `just bench --quick` checks the harness in about a minute.
 bench *ARGS:
-    cargo bench --workspace "$@"
+    scripts/bench.sh "$@"
 
 # Formatting, clippy with warnings as errors, and the deployment files.
 lint:

@@ -182,6 +182,8 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Row> {
             (format!("aggregates/{m}/{i}"), m, i)
         })
         .collect();
+    let gateway_cpu0 = stack::cpu_time(gateway.pid()?)?;
+    let own_cpu0 = stack::cpu_time(std::process::id())?;
     let start = tokio::time::Instant::now();
     let mut peak_rss = connected_rss.current;
     let mut payload = String::with_capacity(256);
@@ -210,6 +212,9 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Row> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let end_rss = gateway.rss()?;
+    let busy = start.elapsed().as_secs_f64();
+    let gateway_cpu = (stack::cpu_time(gateway.pid()?)? - gateway_cpu0).as_secs_f64() / busy;
+    let own_cpu = (stack::cpu_time(std::process::id())? - own_cpu0).as_secs_f64() / busy;
     let _ = stop_tx.send(true);
     let mut failed = 0;
     for t in tasks {
@@ -235,7 +240,7 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Row> {
             args.clients, args.keys, args.updates_per_sec, args.duration_secs
         ),
         format!(
-            "{complete}/{} clients got every final value; frame delay p50 {:.1} ms, p99 **{:.1} ms** ({samples} aggregates in {frames} frames, {resyncs} resyncs, {failed} client errors); gateway RSS peak **{:.0} MiB** (idle {:.0}, {} clients connected {:.0}); connecting took {:.1} s",
+            "{complete}/{} clients got every final value; frame delay p50 {:.1} ms, p99 **{:.1} ms** ({samples} aggregates in {frames} frames, {resyncs} resyncs, {failed} client errors); gateway RSS peak **{:.0} MiB** (idle {:.0}, {} clients connected {:.0}); connecting took {:.1} s; CPU while updating: gateway {:.0}%, the clients {:.0}% (of one core)",
             args.clients,
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
@@ -243,7 +248,9 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Row> {
             mib(idle.current),
             args.clients,
             mib(connected_rss.current),
-            connect_time.as_secs_f64()
+            connect_time.as_secs_f64(),
+            gateway_cpu * 100.0,
+            own_cpu * 100.0
         ),
         "all clients, p99 < 250 ms, RSS <= 300 MB",
         Verdict::from_ok(ok),

@@ -6,7 +6,11 @@ use loadtest::{Cli, report};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let row = loadtest::run(&cli.command).await?;
+    // On Ctrl-C or SIGTERM the run is dropped, which kills its broker and services.
+    let row = tokio::select! {
+        row = loadtest::run(&cli.command) => row?,
+        () = loadtest::stop_signal() => anyhow::bail!("interrupted"),
+    };
     if cli.header {
         println!("{}", report::HEADER);
     }

@@ -52,9 +52,11 @@ impl Bins {
     }
 }
 
-/// A private broker for one run.
+/// A private broker for one run, with the project's latency setting (`mosquitto/config`):
+/// no Nagle delay on client sockets.
 pub async fn start_broker() -> Broker {
     Broker::start_with(BrokerOptions {
+        extra_config: "set_tcp_nodelay true\n".to_owned(),
         persistence: false,
         ..BrokerOptions::default()
     })
@@ -229,4 +231,24 @@ impl Rss {
 /// Mebibytes, for tables.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// CPU time (user + system) a process has used so far.
+///
+/// # Errors
+/// When `/proc/PID/stat` cannot be read or parsed.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Linux reports clock ticks of 1/100 s (USER_HZ) on every common platform.
+    Ok(Duration::from_millis((ticks(11) + ticks(12)) * 10))
 }

@@ -1,7 +1,6 @@
 //! One test per subcommand.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use loadtest::fanout::{self, FanoutArgs};
 use loadtest::latency::{self, CompareArgs, LatencyArgs};
@@ -90,7 +89,10 @@ async fn memory_scenarios_hold_what_was_sent() {
     })
     .await
     .expect("keys run");
-    assert!(row.measured.contains("300 keys tracked, 300 readings"), "{row}");
+    assert!(
+        row.measured.contains("300 keys tracked, 300 readings"),
+        "{row}"
+    );
     let row = memory::run(&MemoryArgs {
         scenario: Scenario::Store,
         readings: 10_000,
@@ -121,5 +123,4 @@ async fn fanout_clients_all_get_the_final_values() {
         "{row}"
     );
     assert!(row.measured.contains(" 0 client errors"), "{row}");
-    let _ = Duration::ZERO;
 }

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+#
+# The performance figures of docs/performance.md: builds the release binaries, runs the
+# criterion benches of aggregator-core, then every loadtest measurement, and prints one
+# markdown table (also written to target/bench/table.md).
+#
+# Usage: scripts/bench.sh [--quick]          (or `just bench [--quick]`)
+#   --quick   small loads (seconds, not minutes), to check the harness, not for figures
+#
+# Needs mosquitto and mosquitto_sub on PATH (apt-get install mosquitto mosquitto-clients).
+# Every measurement starts its own Mosquitto on a free 127.0.0.1 port and the release
+# ingest/gateway binaries; all load stays on this machine and every run stops by itself.
+# The fan-out run opens 10 000 WebSocket connections: the hard RLIMIT_NOFILE must allow
+# about 10 300 descriptors per process (`ulimit -Hn`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin"
+
+quick=0
+if [[ "${1:-}" == "--quick" ]]; then quick=1; fi
+
+out=target/bench
+mkdir -p "$out"
+cargo build --release --locked -p loadtest -p ingest -p gateway
+
+echo "== criterion: cargo bench -p aggregator-core (reports under target/criterion)" >&2
+if ((quick)); then
+    cargo bench --locked -p aggregator-core -- --quick >"$out/criterion.txt" 2>&1 || { cat "$out/criterion.txt" >&2; exit 1; }
+else
+    cargo bench --locked -p aggregator-core >"$out/criterion.txt" 2>&1 || { cat "$out/criterion.txt" >&2; exit 1; }
+fi
+grep -E '^[a-z_/ 0-9-]+ +time:' "$out/criterion.txt" >&2 || true
+
+lt=target/release/loadtest
+if ((quick)); then
+    runs=(
+        "throughput --messages 20000"
+        "latency --rate 1000 --duration-secs 3"
+        "latency --rate 5000 --duration-secs 3"
+        "latency --rate 1000 --duration-secs 3 --publish-interval-ms 0"
+        "compare --duration-secs 5"
+        "memory --scenario readings --readings 200000"
+        "memory --scenario keys --keys 10000"
+        "memory --scenario store --readings 600000"
+        "fanout --clients 500 --duration-secs 3"
+    )
+else
+    runs=(
+        "throughput"
+        "latency --rate 1000"
+        "latency --rate 5000"
+        "latency --rate 1000 --publish-interval-ms 0"
+        "compare"
+        "memory --scenario readings"
+        "memory --scenario keys"
+        "memory --scenario store"
+        "fanout"
+    )
+fi
+
+table="$out/table.md"
+"$lt" --help >/dev/null
+{
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(rustc --version | cut -d' ' -f1-2), $(mosquitto -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'); $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "| figure | measured | target | verdict | command | load avg 1/5/15 min |"
+    echo "|---|---|---|---|---|---|"
+} >"$table"
+status=0
+for run in "${runs[@]}"; do
+    echo "== loadtest $run" >&2
+    # shellcheck disable=SC2086 # each run is a list of flags
+    if row=$("$lt" $run); then
+        echo "$row" >>"$table"
+        echo "$row" >&2
+    else
+        echo "| loadtest $run | **failed** (see above) | | | | |" >>"$table"
+        status=1
+    fi
+done
+echo
+cat "$table"
+exit "$status"

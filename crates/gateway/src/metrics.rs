@@ -23,6 +23,8 @@ pub struct Metrics {
     pub refused_origin: Counter,
     /// Upgrades refused because `max_clients` were connected.
     pub refused_capacity: Counter,
+    /// Requests to `/ws` or `/api/aggregates` refused for a missing or wrong bearer token.
+    pub refused_token: Counter,
     /// 1 while connected to the broker.
     pub broker_connected: Gauge,
     /// Aggregates currently held.
@@ -54,6 +56,7 @@ impl Metrics {
             clients_timed_out: Counter::default(),
             refused_origin: Counter::default(),
             refused_capacity: Counter::default(),
+            refused_token: Counter::default(),
             broker_connected: Gauge::default(),
             keys: Gauge::default(),
             messages_received: Counter::default(),
@@ -89,6 +92,11 @@ impl Metrics {
             "ws_refused_origin",
             "WebSocket upgrades refused for their Origin",
             m.refused_origin.clone(),
+        );
+        registry.register(
+            "refused_token",
+            "Requests to /ws or /api/aggregates refused for a missing or wrong bearer token",
+            m.refused_token.clone(),
         );
         registry.register(
             "ws_refused_capacity",

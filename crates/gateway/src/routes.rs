@@ -26,6 +26,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 /// the bearer token when one is set.
 pub async fn aggregates(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if !crate::auth::authorized(&req, state.auth_token.as_ref(), None) {
+        state.hub.metrics().refused_token.inc();
         return crate::auth::unauthorized();
     }
     HttpResponse::Ok()

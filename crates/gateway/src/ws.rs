@@ -71,6 +71,7 @@ pub async fn ws_route(
         return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
     }
     if !crate::auth::authorized(&req, state.auth_token.as_ref(), query.token.as_deref()) {
+        metrics.refused_token.inc();
         tracing::info!(origin, "refused a WebSocket upgrade without a valid token");
         return Ok(crate::auth::unauthorized());
     }

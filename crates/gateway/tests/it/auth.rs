@@ -79,6 +79,8 @@ async fn token_guards_ws_and_api_but_not_health_metrics_or_dashboard() {
         .unwrap();
     assert_eq!(snapshot["type"], "snapshot");
 
+    // 3 refused API requests and 3 refused upgrades.
+    assert_eq!(gw.metric("gateway_refused_token_total").await, 6.0);
     for open in ["/api/health", "/metrics", "/"] {
         assert_eq!(get(&gw.url(open), None).await, 200, "{open}");
     }

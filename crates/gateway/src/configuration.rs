@@ -621,6 +621,40 @@ mod tests {
     }
 
     #[test]
+    fn login_and_token_come_from_env_and_never_show() {
+        let s = Settings::load(
+            &Cli::default(),
+            env_of(&[
+                ("GATEWAY_MQTT_USERNAME", "gateway"),
+                ("GATEWAY_MQTT_PASSWORD", "gw-pass-5521"),
+                ("GATEWAY_AUTH_TOKEN", "tok-9913"),
+            ]),
+        )
+        .unwrap();
+        let login = s.mqtt_options().unwrap().credentials().unwrap();
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("gateway", "gw-pass-5521")
+        );
+        assert!(s.auth_token().unwrap().unwrap().matches(b"tok-9913"));
+        let shown = format!("{s:?} {}", s.mqtt_security().unwrap());
+        assert!(
+            !shown.contains("gw-pass-5521") && !shown.contains("tok-9913"),
+            "{shown}"
+        );
+
+        let both = env_of(&[
+            ("GATEWAY_AUTH_TOKEN", "a"),
+            ("GATEWAY_AUTH_TOKEN_FILE", "/nonexistent"),
+        ]);
+        let err = Settings::load(&Cli::default(), both).unwrap_err();
+        assert!(err.to_string().contains("http.auth_token_file"), "{err}");
+        let err =
+            Settings::load(&Cli::default(), env_of(&[("GATEWAY_MQTT_TLS", "true")])).unwrap_err();
+        assert!(err.to_string().contains("mqtt.tls_ca_file"), "{err}");
+    }
+
+    #[test]
     fn defaults_match_the_contract() {
         let s = Settings::load(&Cli::default(), env_of(&[])).unwrap();
         assert_eq!(s.mqtt.host, "localhost");

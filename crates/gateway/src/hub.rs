@@ -121,6 +121,55 @@ impl Frame {
     }
 }
 
+/// The texts to send for `frames`, taken from a client's queue in one go: runs of
+/// consecutive update frames are merged into one (the latest aggregate of each key), so a
+/// client that fell behind gets the current values instead of replaying every step; other
+/// frames keep their place. A run of one frame reuses its shared text.
+pub fn merged_texts(frames: &[Arc<Frame>], filter: Option<&MachineFilter>) -> Vec<ByteString> {
+    let mut texts = Vec::new();
+    let mut run: Vec<&Arc<Frame>> = Vec::new();
+    for frame in frames {
+        if matches!(frame.body, FrameBody::Update(_)) {
+            run.push(frame);
+            continue;
+        }
+        flush_run(&mut run, filter, &mut texts);
+        texts.extend(frame.text_for(filter));
+    }
+    flush_run(&mut run, filter, &mut texts);
+    texts
+}
+
+fn flush_run(
+    run: &mut Vec<&Arc<Frame>>,
+    filter: Option<&MachineFilter>,
+    texts: &mut Vec<ByteString>,
+) {
+    match run.len() {
+        0 => {}
+        1 => texts.extend(run[0].text_for(filter)),
+        _ => {
+            let mut latest: BTreeMap<(&str, u32), &Aggregate> = BTreeMap::new();
+            for frame in run.iter() {
+                if let FrameBody::Update(all) = &frame.body {
+                    for a in all {
+                        if filter.is_none_or(|f| f.matches(&a.machine_id)) {
+                            latest.insert((&a.machine_id, a.scrap_index), a);
+                        }
+                    }
+                }
+            }
+            let all: Vec<&Aggregate> = latest.into_values().collect();
+            for chunk in all.chunks(MAX_ITEMS_PER_FRAME) {
+                texts.push(encode(&Wire::Update {
+                    aggregates: chunk.to_vec(),
+                }));
+            }
+        }
+    }
+    run.clear();
+}
+
 /// The JSON frames of the WebSocket protocol.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -753,6 +802,45 @@ mod tests {
         shutdown.cancel();
         batcher.await.unwrap();
         drop(slots);
+    }
+
+    #[test]
+    fn a_backlog_of_updates_is_merged_to_the_latest_values() {
+        let hub = hub();
+        let mut sub = hub.subscribe(None);
+        for (sum, machine) in [(1.0, "A1"), (2.0, "B1"), (3.0, "A1")] {
+            hub.upsert(agg(machine, 1, sum));
+            hub.flush();
+        }
+        hub.remove("B1", 1);
+        hub.flush();
+        hub.upsert(agg("A1", 1, 4.0));
+        hub.flush();
+        let frames: Vec<Arc<Frame>> = std::iter::from_fn(|| sub.frames.try_recv().ok()).collect();
+        assert_eq!(frames.len(), 5);
+        let texts: Vec<serde_json::Value> = merged_texts(&frames, None).iter().map(json).collect();
+        assert_eq!(
+            texts.len(),
+            3,
+            "updates merged, the removal kept in its place"
+        );
+        let sums: Vec<(String, f64)> = texts[0]["aggregates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["maschinenId"].as_str().unwrap().to_owned(),
+                    a["sumLast60s"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(sums, vec![("A1".into(), 3.0), ("B1".into(), 2.0)]);
+        assert_eq!(texts[1]["type"], "remove");
+        assert_eq!(texts[2]["aggregates"][0]["sumLast60s"], 4.0);
+        let filter = MachineFilter::parse("B1").unwrap();
+        let filtered = merged_texts(&frames, Some(&filter));
+        assert_eq!(filtered.len(), 2, "B1's update and its removal");
     }
 
     #[test]

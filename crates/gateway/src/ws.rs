@@ -13,14 +13,17 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::hub::{ClientSlot, Hub, MachineFilter};
+use crate::hub::{ClientSlot, Hub, MachineFilter, merged_texts};
 use crate::origin::origin_allowed;
 use crate::startup::AppState;
+
+/// Most queued frames merged into one send: bounds the work of one merge.
+const MAX_MERGED_FRAMES: usize = 64;
 
 /// How long a close frame may take to be queued at shutdown or on a protocol error.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -230,10 +233,32 @@ impl Client {
                 }
                 frame = sub.frames.recv() => match frame {
                     Ok(frame) => {
-                        if let Some(text) = frame.text_for(self.filter.as_ref())
-                            && let Err(e) = self.send(Message::Text(text)).await
-                        {
-                            return e.into();
+                        // Whatever else is already queued goes out merged with it: a client
+                        // that fell behind catches up with the latest values at once.
+                        let mut frames = vec![frame];
+                        let mut lagged = false;
+                        while frames.len() < MAX_MERGED_FRAMES {
+                            match sub.frames.try_recv() {
+                                Ok(frame) => frames.push(frame),
+                                Err(TryRecvError::Lagged(_)) => {
+                                    lagged = true;
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if lagged {
+                            metrics.resyncs.inc();
+                            sub = self.hub.subscribe(self.filter.as_ref());
+                            if let Err(e) = self.send(Message::Text(sub.snapshot.clone())).await {
+                                return e.into();
+                            }
+                            continue;
+                        }
+                        for text in merged_texts(&frames, self.filter.as_ref()) {
+                            if let Err(e) = self.send(Message::Text(text)).await {
+                                return e.into();
+                            }
                         }
                     }
                     Err(RecvError::Lagged(skipped)) => {

@@ -25,11 +25,20 @@ cargo build --release --locked -p loadtest -p ingest -p gateway
 
 echo "== criterion: cargo bench -p aggregator-core (reports under target/criterion)" >&2
 if ((quick)); then
-    cargo bench --locked -p aggregator-core -- --quick >"$out/criterion.txt" 2>&1 || { cat "$out/criterion.txt" >&2; exit 1; }
+    cargo bench --locked -p aggregator-core --bench core -- --quick >"$out/criterion.txt" 2>&1 || { cat "$out/criterion.txt" >&2; exit 1; }
 else
-    cargo bench --locked -p aggregator-core >"$out/criterion.txt" 2>&1 || { cat "$out/criterion.txt" >&2; exit 1; }
+    cargo bench --locked -p aggregator-core --bench core >"$out/criterion.txt" 2>&1 || { cat "$out/criterion.txt" >&2; exit 1; }
 fi
-grep -E '^[a-z_/ 0-9-]+ +time:' "$out/criterion.txt" >&2 || true
+# One row per criterion benchmark: median time per iteration and median throughput.
+criterion_rows=$(awk '
+    /^[a-z_]+\/[a-z_]+/ { name = $1 }
+    /time:/ && !/%/ { t = $0; sub(/.*time: +\[/, "", t); split(t, a, " "); time = a[3] " " a[4]; want = 1 }
+    /thrpt:/ && !/%/ && want {
+        u = $0; sub(/.*thrpt: +\[/, "", u); split(u, b, " ")
+        printf "| criterion %s | %s per iteration, %s %s | - | - | `cargo bench -p aggregator-core --bench core` | |\n", name, time, b[3], b[4]
+        want = 0
+    }' "$out/criterion.txt")
+echo "$criterion_rows" >&2
 
 lt=target/release/loadtest
 if ((quick)); then
@@ -66,6 +75,7 @@ table="$out/table.md"
     echo "| figure | measured | target | verdict | command | load avg 1/5/15 min |"
     echo "|---|---|---|---|---|---|"
 } >"$table"
+echo "$criterion_rows" >>"$table"
 status=0
 for run in "${runs[@]}"; do
     echo "== loadtest $run" >&2

@@ -114,6 +114,11 @@ pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Row> {
     let mut expected = Expected::default();
     let mut clock = ClockText::default();
     let mut payload = Vec::with_capacity(128);
+    let broker_pid = broker.pid().context("the broker has exited")?;
+    let cpu0 = (
+        stack::cpu_time(broker_pid)?,
+        stack::cpu_time(ingest.pid()?)?,
+    );
     let start = Instant::now();
     for k in 0..n {
         let key = (k % keys as u64) as usize;
@@ -135,6 +140,9 @@ pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Row> {
     let ingest_end = tokio::time::timeout(timeout, watcher)
         .await
         .context("ingest did not account for every reading in time")??;
+    let busy = start.elapsed().as_secs_f64();
+    let broker_cpu = (stack::cpu_time(broker_pid)? - cpu0.0).as_secs_f64() / busy;
+    let ingest_cpu = (stack::cpu_time(ingest.pid()?)? - cpu0.1).as_secs_f64() / busy;
     let _ = sub.wait().await;
     if sub_lines != n {
         bail!("mosquitto_sub printed {sub_lines} readings, expected {n}");
@@ -153,7 +161,9 @@ pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Row> {
             args.machines, args.indices
         ),
         format!(
-            "ingest {ingest_rate:.0}/s, mosquitto_sub {sub_rate:.0}/s, ratio **{ratio:.2}**; publisher {pub_rate:.0}/s; sums exact (max error {max_error:e}, {accepted:.0} accepted)"
+            "ingest {ingest_rate:.0}/s, mosquitto_sub {sub_rate:.0}/s, ratio **{ratio:.2}**; publisher {pub_rate:.0}/s; sums exact (max error {max_error:e}, {accepted:.0} accepted); CPU: mosquitto {:.0}%, ingest {:.0}% of one core",
+            broker_cpu * 100.0,
+            ingest_cpu * 100.0
         ),
         "ratio >= 0.9, exact sums",
         Verdict::from_ok(ratio >= 0.9),

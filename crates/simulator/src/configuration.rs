@@ -3,7 +3,7 @@
 //!
 //! Environment: `MQTT_BROKER` and `MQTT_PORT` (the original service's names), and
 //! `SIMULATOR_<KEY>` for every top-level key below (e.g. `SIMULATOR_RATE=1000`),
-//! `SIMULATOR_MQTT__CLIENT_ID` for nested ones.
+//! `SIMULATOR_MQTT_CLIENT_ID` for nested ones.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,28 +39,28 @@ pub struct Cli {
     /// MQTT client id [default: scrap-pulse-simulator-<pid>].
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
-    /// Broker username [env: SIMULATOR_MQTT__USERNAME] [default: none, anonymous].
+    /// Broker username [env: SIMULATOR_MQTT_USERNAME] [default: none, anonymous].
     #[arg(long, value_name = "USER")]
     pub mqtt_username: Option<String>,
     /// Broker password; other local users can see flags, prefer --mqtt-password-file
-    /// [env: SIMULATOR_MQTT__PASSWORD].
+    /// [env: SIMULATOR_MQTT_PASSWORD].
     #[arg(long, value_name = "PASSWORD")]
     pub mqtt_password: Option<String>,
-    /// File holding the broker password [env: SIMULATOR_MQTT__PASSWORD_FILE].
+    /// File holding the broker password [env: SIMULATOR_MQTT_PASSWORD_FILE].
     #[arg(long, value_name = "FILE")]
     pub mqtt_password_file: Option<PathBuf>,
     /// TLS to the broker; QoS 0 then goes through rumqttc instead of the raw writer
-    /// [env: SIMULATOR_MQTT__TLS] [default: on when a CA file is set].
+    /// [env: SIMULATOR_MQTT_TLS] [default: on when a CA file is set].
     #[arg(long, value_name = "BOOL")]
     pub mqtt_tls: Option<bool>,
     /// PEM CA certificates for the broker's certificate; implies TLS
-    /// [env: SIMULATOR_MQTT__TLS_CA_FILE].
+    /// [env: SIMULATOR_MQTT_TLS_CA_FILE].
     #[arg(long, value_name = "FILE")]
     pub mqtt_tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate [env: SIMULATOR_MQTT__TLS_CLIENT_CERT_FILE].
+    /// PEM client certificate [env: SIMULATOR_MQTT_TLS_CLIENT_CERT_FILE].
     #[arg(long, value_name = "FILE")]
     pub mqtt_tls_client_cert_file: Option<PathBuf>,
-    /// PEM key of the client certificate [env: SIMULATOR_MQTT__TLS_CLIENT_KEY_FILE].
+    /// PEM key of the client certificate [env: SIMULATOR_MQTT_TLS_CLIENT_KEY_FILE].
     #[arg(long, value_name = "FILE")]
     pub mqtt_tls_client_key_file: Option<PathBuf>,
     /// Messages per second, all machines together (e.g. 200000 for load tests).
@@ -219,6 +219,16 @@ keep_alive_secs = 30
 connect_timeout_secs = 30
 "#;
 
+/// `SIMULATOR_MQTT_USERNAME` -> `SIMULATOR_MQTT__USERNAME`: the broker keys take one
+/// underscore like ingest's and the gateway's (`GATEWAY_MQTT_USERNAME`); the nested form
+/// with two keeps working.
+fn nested_env_name(name: &str) -> String {
+    match name.strip_prefix("SIMULATOR_MQTT_") {
+        Some(rest) if !rest.starts_with('_') => format!("SIMULATOR_MQTT__{rest}"),
+        _ => name.to_owned(),
+    }
+}
+
 impl Settings {
     /// Layers defaults < `--config` file < environment < flags.
     ///
@@ -245,7 +255,7 @@ impl Settings {
         let prefixed: config::Map<String, String> = env
             .iter()
             .filter(|(k, _)| k.starts_with("SIMULATOR_"))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (nested_env_name(k), v.clone()))
             .collect();
         builder = builder
             .add_source(
@@ -698,7 +708,7 @@ mod tests {
             &Cli::default(),
             &[
                 ("SIMULATOR_RATE", "250"),
-                ("SIMULATOR_MQTT__CLIENT_ID", "sim-x"),
+                ("SIMULATOR_MQTT_CLIENT_ID", "sim-x"),
             ],
         )
         .unwrap();

@@ -35,7 +35,10 @@ async fn ten_thousand_readings_to_one_key_give_few_messages_and_the_last_is_exac
     let first = messages.first().unwrap().received;
     let last = messages.last().unwrap().received;
     let span = last.duration_since(first);
-    let allowed = (span.as_millis() / 100) as usize + 2;
+    // Arrival times jitter on a busy machine (two publishes 100 ms apart may arrive 60 ms
+    // apart), so a few extra messages are tolerated; without coalescing there would be
+    // thousands.
+    let allowed = (span.as_millis() / 100) as usize + 4;
     assert!(
         messages.len() <= allowed,
         "{} aggregate messages over {span:?}: more than one per 100 ms",

@@ -8,7 +8,9 @@
 //! broadcasts under, so a client's frames continue its snapshot exactly: nothing missed,
 //! nothing twice.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -67,11 +69,24 @@ impl MachineFilter {
     }
 }
 
-/// What a frame says, kept next to its encoding so filtered clients can re-encode a subset.
+/// One aggregate of an update frame, and where its JSON object sits in the frame's text.
+///
+/// Clients that need a subset (a filter) or a merge (a backlog) build their text from these
+/// slices of the shared encoding: the aggregates are serialised once per frame, never once
+/// per client.
+#[derive(Debug)]
+pub struct UpdateItem {
+    /// The aggregate.
+    pub aggregate: Aggregate,
+    /// Byte range of its JSON object in [`Frame::text`].
+    span: Range<usize>,
+}
+
+/// What a frame says, kept next to its encoding so filtered clients can send a subset.
 #[derive(Debug)]
 pub enum FrameBody {
     /// Changed aggregates.
-    Update(Vec<Aggregate>),
+    Update(Vec<UpdateItem>),
     /// Forgotten keys.
     Remove(Vec<KeyRef>),
     /// Pipeline status.
@@ -87,7 +102,42 @@ pub struct Frame {
     pub body: FrameBody,
 }
 
+/// Text of an update frame around its comma-separated aggregates.
+const UPDATE_HEAD: &str = r#"{"type":"update","aggregates":["#;
+const UPDATE_TAIL: &str = "]}";
+
 impl Frame {
+    /// An update frame, encoded as `{"type":"update","aggregates":[...]}`.
+    fn update(aggregates: Vec<Aggregate>) -> Self {
+        let mut text = Vec::with_capacity(UPDATE_HEAD.len() + 192 * aggregates.len());
+        text.extend_from_slice(UPDATE_HEAD.as_bytes());
+        let mut items = Vec::with_capacity(aggregates.len());
+        for (i, aggregate) in aggregates.into_iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            let start = text.len();
+            // expect: as in `encode`.
+            serde_json::to_writer(&mut text, &aggregate).expect("aggregates always serialize");
+            items.push(UpdateItem {
+                aggregate,
+                span: start..text.len(),
+            });
+        }
+        text.extend_from_slice(UPDATE_TAIL.as_bytes());
+        // expect: serde_json writes UTF-8 only.
+        let text = String::from_utf8(text).expect("serde_json writes UTF-8");
+        Self {
+            text: ByteString::from(text),
+            body: FrameBody::Update(items),
+        }
+    }
+
+    /// The JSON object of one of this frame's update items.
+    fn item_json(&self, item: &UpdateItem) -> &str {
+        &self.text[item.span.clone()]
+    }
+
     /// The text for a client with `filter`; `None` when nothing in the frame concerns it.
     pub fn text_for(&self, filter: Option<&MachineFilter>) -> Option<ByteString> {
         let Some(filter) = filter else {
@@ -96,14 +146,15 @@ impl Frame {
         match &self.body {
             FrameBody::Status => Some(self.text.clone()),
             FrameBody::Update(all) => {
-                let kept: Vec<&Aggregate> = all
+                let kept: Vec<&str> = all
                     .iter()
-                    .filter(|a| filter.matches(&a.machine_id))
+                    .filter(|item| filter.matches(&item.aggregate.machine_id))
+                    .map(|item| self.item_json(item))
                     .collect();
                 match kept.len() {
                     0 => None,
                     n if n == all.len() => Some(self.text.clone()),
-                    _ => Some(encode(&Wire::Update { aggregates: kept })),
+                    _ => Some(join_update(&kept)),
                 }
             }
             FrameBody::Remove(all) => {
@@ -119,6 +170,22 @@ impl Frame {
             }
         }
     }
+}
+
+/// An update frame from already encoded aggregates: copying, no serialising.
+fn join_update(objects: &[&str]) -> ByteString {
+    let len =
+        UPDATE_HEAD.len() + UPDATE_TAIL.len() + objects.iter().map(|o| o.len() + 1).sum::<usize>();
+    let mut text = String::with_capacity(len);
+    text.push_str(UPDATE_HEAD);
+    for (i, object) in objects.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(object);
+    }
+    text.push_str(UPDATE_TAIL);
+    ByteString::from(text)
 }
 
 /// The texts to send for `frames`, taken from a client's queue in one go: runs of
@@ -149,22 +216,29 @@ fn flush_run(
         0 => {}
         1 => texts.extend(run[0].text_for(filter)),
         _ => {
-            let mut latest: BTreeMap<(&str, u32), &Aggregate> = BTreeMap::new();
+            // Keys in the order first seen, each with its latest encoded aggregate.
+            let mut slot: HashMap<(&str, u32), usize> = HashMap::new();
+            let mut latest: Vec<&str> = Vec::new();
             for frame in run.iter() {
-                if let FrameBody::Update(all) = &frame.body {
-                    for a in all {
-                        if filter.is_none_or(|f| f.matches(&a.machine_id)) {
-                            latest.insert((&a.machine_id, a.scrap_index), a);
+                let FrameBody::Update(items) = &frame.body else {
+                    continue;
+                };
+                for item in items {
+                    let a = &item.aggregate;
+                    if filter.is_some_and(|f| !f.matches(&a.machine_id)) {
+                        continue;
+                    }
+                    let json = frame.item_json(item);
+                    match slot.entry((&a.machine_id, a.scrap_index)) {
+                        Entry::Occupied(e) => latest[*e.get()] = json,
+                        Entry::Vacant(e) => {
+                            e.insert(latest.len());
+                            latest.push(json);
                         }
                     }
                 }
             }
-            let all: Vec<&Aggregate> = latest.into_values().collect();
-            for chunk in all.chunks(MAX_ITEMS_PER_FRAME) {
-                texts.push(encode(&Wire::Update {
-                    aggregates: chunk.to_vec(),
-                }));
-            }
+            texts.extend(latest.chunks(MAX_ITEMS_PER_FRAME).map(join_update));
         }
     }
     run.clear();
@@ -178,9 +252,6 @@ enum Wire<'a> {
         aggregates: Vec<&'a Aggregate>,
         ingest: Option<IngestView>,
         mqtt: MqttState,
-    },
-    Update {
-        aggregates: Vec<&'a Aggregate>,
     },
     Remove {
         keys: Vec<&'a KeyRef>,
@@ -419,10 +490,7 @@ impl Hub {
         }
         while !updates.is_empty() {
             let rest = updates.split_off(updates.len().min(MAX_ITEMS_PER_FRAME));
-            let text = encode(&Wire::Update {
-                aggregates: updates.iter().collect(),
-            });
-            self.broadcast(text, FrameBody::Update(updates));
+            self.send_frame(Frame::update(updates));
             updates = rest;
         }
         if std::mem::take(&mut inner.status_dirty) {
@@ -435,8 +503,12 @@ impl Hub {
     }
 
     fn broadcast(&self, text: ByteString, body: FrameBody) {
+        self.send_frame(Frame { text, body });
+    }
+
+    fn send_frame(&self, frame: Frame) {
         // An error only means no client is connected right now.
-        let _ = self.frames.send(Arc::new(Frame { text, body }));
+        let _ = self.frames.send(Arc::new(frame));
     }
 
     /// Flushes changes until `shutdown`, at most once per batch interval: a change after a
@@ -841,6 +913,20 @@ mod tests {
         let filter = MachineFilter::parse("B1").unwrap();
         let filtered = merged_texts(&frames, Some(&filter));
         assert_eq!(filtered.len(), 2, "B1's update and its removal");
+    }
+
+    #[test]
+    fn update_frames_are_the_protocol_json_and_subsets_reuse_it() {
+        let (a1, b1) = (agg("A1", 1, 1.5), agg("B\"<1>", 2, 2.0));
+        let frame = Frame::update(vec![a1.clone(), b1.clone()]);
+        let both = serde_json::json!({"type": "update", "aggregates": [a1, b1]});
+        assert_eq!(json(&frame.text), both);
+        let filter = MachineFilter::parse("B\"<1>").unwrap();
+        let only_b = frame.text_for(Some(&filter)).unwrap();
+        assert_eq!(
+            json(&only_b),
+            serde_json::json!({"type": "update", "aggregates": [b1]})
+        );
     }
 
     #[test]

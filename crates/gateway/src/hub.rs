@@ -8,8 +8,7 @@
 //! broadcasts under, so a client's frames continue its snapshot exactly: nothing missed,
 //! nothing twice.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,6 +16,8 @@ use std::time::Duration;
 
 use aggregator_core::{Aggregate, KeyRef};
 use bytestring::ByteString;
+use hashbrown::HashMap;
+use hashbrown::hash_map::Entry;
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -216,9 +217,17 @@ fn flush_run(
         0 => {}
         1 => texts.extend(run[0].text_for(filter)),
         _ => {
-            // Keys in the order first seen, each with its latest encoded aggregate.
-            let mut slot: HashMap<(&str, u32), usize> = HashMap::new();
-            let mut latest: Vec<&str> = Vec::new();
+            // Keys in the order first seen, each with its latest encoded aggregate. The map
+            // lives only for this merge, so hashbrown's fast default hasher is enough.
+            let items: usize = run
+                .iter()
+                .map(|f| match &f.body {
+                    FrameBody::Update(items) => items.len(),
+                    _ => 0,
+                })
+                .sum();
+            let mut slot: HashMap<(&str, u32), usize> = HashMap::with_capacity(items);
+            let mut latest: Vec<&str> = Vec::with_capacity(items);
             for frame in run.iter() {
                 let FrameBody::Update(items) = &frame.body else {
                     continue;

@@ -61,28 +61,9 @@ pub struct Cli {
     /// [env: GATEWAY_CLIENT_QUEUE_FRAMES] [default: 256].
     #[arg(long, value_name = "N")]
     pub client_queue_frames: Option<usize>,
-    /// Broker username [env: GATEWAY_MQTT_USERNAME] [default: none, anonymous].
-    #[arg(long, value_name = "USER")]
-    pub mqtt_username: Option<String>,
-    /// Broker password; other local users can see flags, prefer --mqtt-password-file
-    /// [env: GATEWAY_MQTT_PASSWORD].
-    #[arg(long, value_name = "PASSWORD")]
-    pub mqtt_password: Option<String>,
-    /// File holding the broker password [env: GATEWAY_MQTT_PASSWORD_FILE].
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_password_file: Option<PathBuf>,
-    /// TLS to the broker [env: GATEWAY_MQTT_TLS] [default: on when a CA file is set].
-    #[arg(long, value_name = "BOOL")]
-    pub mqtt_tls: Option<bool>,
-    /// PEM CA certificates for the broker's certificate; implies TLS [env: GATEWAY_MQTT_TLS_CA_FILE].
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate [env: GATEWAY_MQTT_TLS_CLIENT_CERT_FILE].
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_tls_client_cert_file: Option<PathBuf>,
-    /// PEM key of the client certificate [env: GATEWAY_MQTT_TLS_CLIENT_KEY_FILE].
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_tls_client_key_file: Option<PathBuf>,
+    /// Broker login and TLS (`--mqtt-username` ... `--mqtt-tls-client-key-file`).
+    #[command(flatten)]
+    pub mqtt_security: mqtt_common::SecurityFlags,
     /// Bearer token required on /ws and /api/aggregates; prefer --auth-token-file
     /// [env: GATEWAY_AUTH_TOKEN] [default: none, open].
     #[arg(long, value_name = "TOKEN")]
@@ -529,19 +510,8 @@ fn apply_flags(
     if let Some(v) = &cli.listen {
         builder = builder.set_override("http.listen", v.as_str())?;
     }
+    builder = cli.mqtt_security.set_overrides(builder, "mqtt.")?;
     let texts = [
-        ("mqtt.username", cli.mqtt_username.clone()),
-        ("mqtt.password", cli.mqtt_password.clone()),
-        ("mqtt.password_file", path_text(&cli.mqtt_password_file)),
-        ("mqtt.tls_ca_file", path_text(&cli.mqtt_tls_ca_file)),
-        (
-            "mqtt.tls_client_cert_file",
-            path_text(&cli.mqtt_tls_client_cert_file),
-        ),
-        (
-            "mqtt.tls_client_key_file",
-            path_text(&cli.mqtt_tls_client_key_file),
-        ),
         ("http.auth_token", cli.auth_token.clone()),
         ("http.auth_token_file", path_text(&cli.auth_token_file)),
     ];
@@ -549,9 +519,6 @@ fn apply_flags(
         if let Some(v) = value {
             builder = builder.set_override(key, v)?;
         }
-    }
-    if let Some(v) = cli.mqtt_tls {
-        builder = builder.set_override("mqtt.tls", v)?;
     }
     if let Some(v) = &cli.static_dir {
         builder = builder.set_override("http.static_dir", v.to_string_lossy().into_owned())?;

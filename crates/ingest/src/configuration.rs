@@ -41,28 +41,9 @@ pub struct Cli {
     /// Broker port [env: MQTT_PORT] [default: 1883].
     #[arg(long, value_name = "PORT")]
     pub mqtt_port: Option<u16>,
-    /// Broker username [default: none, anonymous].
-    #[arg(long, value_name = "USER")]
-    pub mqtt_username: Option<String>,
-    /// Broker password; visible to other local users in the process list, prefer
-    /// --mqtt-password-file or INGEST_MQTT_PASSWORD_FILE.
-    #[arg(long, value_name = "PASSWORD")]
-    pub mqtt_password: Option<String>,
-    /// File holding the broker password (a trailing newline is ignored).
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_password_file: Option<PathBuf>,
-    /// TLS to the broker [default: on when --mqtt-tls-ca-file is set].
-    #[arg(long, value_name = "BOOL")]
-    pub mqtt_tls: Option<bool>,
-    /// PEM CA certificates the broker's certificate must chain to; implies TLS.
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate, for brokers that require one.
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_tls_client_cert_file: Option<PathBuf>,
-    /// PEM private key of the client certificate.
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_tls_client_key_file: Option<PathBuf>,
+    /// Broker login and TLS (`--mqtt-username` ... `--mqtt-tls-client-key-file`).
+    #[command(flatten)]
+    pub mqtt_security: mqtt_common::SecurityFlags,
     /// Stable MQTT client id of the persistent session [default: scrap-pulse-ingest].
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
@@ -282,20 +263,10 @@ impl Settings {
             .set_override_option("mqtt_host", env.get("MQTT_BROKER").cloned())?
             .set_override_option("mqtt_port", env.get("MQTT_PORT").cloned())?
             .set_override_option("mqtt_host", cli.mqtt_host.clone())?
-            .set_override_option("mqtt_port", cli.mqtt_port)?
-            .set_override_option("mqtt_username", cli.mqtt_username.clone())?
-            .set_override_option("mqtt_password", cli.mqtt_password.clone())?
-            .set_override_option("mqtt_password_file", path_text(&cli.mqtt_password_file))?
-            .set_override_option("mqtt_tls", cli.mqtt_tls)?
-            .set_override_option("mqtt_tls_ca_file", path_text(&cli.mqtt_tls_ca_file))?
-            .set_override_option(
-                "mqtt_tls_client_cert_file",
-                path_text(&cli.mqtt_tls_client_cert_file),
-            )?
-            .set_override_option(
-                "mqtt_tls_client_key_file",
-                path_text(&cli.mqtt_tls_client_key_file),
-            )?
+            .set_override_option("mqtt_port", cli.mqtt_port)?;
+        builder = cli
+            .mqtt_security
+            .set_overrides(builder, "mqtt_")?
             .set_override_option("client_id", cli.client_id.clone())?
             .set_override_option("keep_alive_secs", cli.keep_alive_secs)?
             .set_override_option("listen", cli.listen.clone())?
@@ -461,10 +432,6 @@ impl Settings {
                 .filter(|dir| !dir.as_os_str().is_empty()),
         })
     }
-}
-
-fn path_text(path: &Option<PathBuf>) -> Option<String> {
-    path.as_ref().map(|p| p.to_string_lossy().into_owned())
 }
 
 fn to_u64(n: usize) -> u64 {
@@ -633,8 +600,11 @@ mod tests {
         assert_eq!(login.password, "pw-from-file-7731");
 
         let cli = Cli {
-            mqtt_username: Some("ingest".into()),
-            mqtt_password: Some("pw-inline-9924".into()),
+            mqtt_security: mqtt_common::SecurityFlags {
+                mqtt_username: Some("ingest".into()),
+                mqtt_password: Some("pw-inline-9924".into()),
+                ..mqtt_common::SecurityFlags::default()
+            },
             ..Cli::default()
         };
         let settings = Settings::load_from(&cli, &HashMap::new()).unwrap();

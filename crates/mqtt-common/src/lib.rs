@@ -2,6 +2,8 @@
 //! check and apply them the same way.
 //!
 //! - [`Secret`]: a password that never shows in `Debug`, `Display` or serialized settings.
+//! - [`SecurityFlags`]: the seven `--mqtt-username` ... `--mqtt-tls-client-key-file` flags,
+//!   flattened into each binary's `Cli` and set as overrides under the binary's key prefix.
 //! - [`SecuritySettings`]: the raw settings as each binary's `configuration.rs` loads them.
 //! - [`MqttSecurity`]: the checked result, with files read and the rustls client config built
 //!   at start-up (a bad CA or key fails there, naming the setting, not at the first connect);
@@ -12,8 +14,10 @@
 //! system bundle (e.g. `/etc/ssl/certs/ca-certificates.crt`).
 #![warn(missing_docs)]
 
+mod flags;
 mod secret;
 mod security;
 
+pub use flags::SecurityFlags;
 pub use secret::Secret;
 pub use security::{MqttSecurity, SecurityError, SecuritySettings};

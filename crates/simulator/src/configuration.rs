@@ -24,7 +24,8 @@ use crate::invalid::InvalidKind;
     about = "Publishes scrap readings on machines/{id}/scrap like real machines; doubles as the load generator.",
     after_help = "Environment: MQTT_BROKER, MQTT_PORT, SIMULATOR_<SETTING> (e.g. SIMULATOR_RATE, SIMULATOR_MACHINES),\n\
                   RUST_LOG, LOG_FORMAT=json. Precedence: defaults < --config file < environment < flags.\n\
-                  Without --rate every machine sends one reading every 0.5 to 2 s, like the original."
+                  Without --rate every machine sends one reading every 0.5 to 2 s, like the original.\n\
+                  With TLS, QoS 0 goes through rumqttc instead of the raw writer."
 )]
 pub struct Cli {
     /// TOML settings file (keys as the flags, with `_`, e.g. `invalid_ratio`; broker under `[mqtt]`).
@@ -39,30 +40,9 @@ pub struct Cli {
     /// MQTT client id [default: scrap-pulse-simulator-<pid>].
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
-    /// Broker username [env: SIMULATOR_MQTT_USERNAME] [default: none, anonymous].
-    #[arg(long, value_name = "USER")]
-    pub mqtt_username: Option<String>,
-    /// Broker password; other local users can see flags, prefer --mqtt-password-file
-    /// [env: SIMULATOR_MQTT_PASSWORD].
-    #[arg(long, value_name = "PASSWORD")]
-    pub mqtt_password: Option<String>,
-    /// File holding the broker password [env: SIMULATOR_MQTT_PASSWORD_FILE].
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_password_file: Option<PathBuf>,
-    /// TLS to the broker; QoS 0 then goes through rumqttc instead of the raw writer
-    /// [env: SIMULATOR_MQTT_TLS] [default: on when a CA file is set].
-    #[arg(long, value_name = "BOOL")]
-    pub mqtt_tls: Option<bool>,
-    /// PEM CA certificates for the broker's certificate; implies TLS
-    /// [env: SIMULATOR_MQTT_TLS_CA_FILE].
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate [env: SIMULATOR_MQTT_TLS_CLIENT_CERT_FILE].
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_tls_client_cert_file: Option<PathBuf>,
-    /// PEM key of the client certificate [env: SIMULATOR_MQTT_TLS_CLIENT_KEY_FILE].
-    #[arg(long, value_name = "FILE")]
-    pub mqtt_tls_client_key_file: Option<PathBuf>,
+    /// Broker login and TLS (`--mqtt-username` ... `--mqtt-tls-client-key-file`).
+    #[command(flatten)]
+    pub mqtt_security: mqtt_common::SecurityFlags,
     /// Messages per second, all machines together (e.g. 200000 for load tests).
     /// Without it, every machine sends one message every 0.5 to 2 s at random.
     #[arg(long, value_name = "MSGS_PER_S")]
@@ -189,10 +169,6 @@ pub enum ConfigError {
     },
 }
 
-fn path_text(path: &Option<PathBuf>) -> Option<String> {
-    path.as_ref().map(|p| p.to_string_lossy().into_owned())
-}
-
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         setting,
@@ -268,20 +244,10 @@ impl Settings {
             .set_override_option("mqtt.port", env.get("MQTT_PORT").cloned())?
             .set_override_option("mqtt.host", cli.mqtt_host.clone())?
             .set_override_option("mqtt.port", cli.mqtt_port)?
-            .set_override_option("mqtt.client_id", cli.client_id.clone())?
-            .set_override_option("mqtt.username", cli.mqtt_username.clone())?
-            .set_override_option("mqtt.password", cli.mqtt_password.clone())?
-            .set_override_option("mqtt.password_file", path_text(&cli.mqtt_password_file))?
-            .set_override_option("mqtt.tls", cli.mqtt_tls)?
-            .set_override_option("mqtt.tls_ca_file", path_text(&cli.mqtt_tls_ca_file))?
-            .set_override_option(
-                "mqtt.tls_client_cert_file",
-                path_text(&cli.mqtt_tls_client_cert_file),
-            )?
-            .set_override_option(
-                "mqtt.tls_client_key_file",
-                path_text(&cli.mqtt_tls_client_key_file),
-            )?
+            .set_override_option("mqtt.client_id", cli.client_id.clone())?;
+        builder = cli
+            .mqtt_security
+            .set_overrides(builder, "mqtt.")?
             .set_override_option("rate", cli.rate)?
             .set_override_option("count", cli.count)?
             .set_override_option("duration", cli.duration.clone())?

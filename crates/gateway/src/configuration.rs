@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use config::{Config, File, FileFormat};
-use mqtt_common::{MqttSecurity, Secret, SecuritySettings};
+use mqtt_common::{MqttSecurity, Secret, SecuritySettings, SettingsError};
 use rumqttc::MqttOptions;
 use serde::{Deserialize, Serialize};
 
@@ -210,25 +210,6 @@ impl Default for WsSettings {
     }
 }
 
-/// Why the settings cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    /// The file, an environment variable or a value could not be read into the settings.
-    #[error("cannot load settings: {0}")]
-    Load(#[from] config::ConfigError),
-    /// A broker login or TLS setting cannot work (the message names it).
-    #[error(transparent)]
-    Security(#[from] mqtt_common::SecurityError),
-    /// A value was read but makes no sense.
-    #[error("invalid setting `{name}`: {reason}")]
-    Invalid {
-        /// Dotted name, e.g. `ws.max_clients`.
-        name: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
 /// Environment variables and the setting each one sets. `MQTT_BROKER` and `MQTT_PORT` are the
 /// names the original service used; the rest carry the `GATEWAY_` prefix.
 const ENV_VARS: &[(&str, &str)] = &[
@@ -308,61 +289,75 @@ impl Settings {
     /// # Errors
     /// [`SettingsError::Invalid`] for the first setting that cannot work.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let invalid = |name, reason: &str| SettingsError::Invalid {
-            name,
-            reason: reason.to_owned(),
-        };
         if self.mqtt.host.trim().is_empty() {
-            return Err(invalid("mqtt.host", "must not be empty"));
+            return Err(SettingsError::invalid("mqtt.host", "must not be empty"));
         }
         if self.mqtt.port == 0 {
-            return Err(invalid("mqtt.port", "must be 1..=65535"));
+            return Err(SettingsError::invalid("mqtt.port", "must be 1..=65535"));
         }
         if self.mqtt.keep_alive_secs == 0 {
-            return Err(invalid("mqtt.keep_alive_secs", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "mqtt.keep_alive_secs",
+                "must be at least 1",
+            ));
         }
         if self.mqtt.reconnect_backoff_max_ms == 0 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "mqtt.reconnect_backoff_max_ms",
                 "must be at least 1",
             ));
         }
         if self.mqtt.max_packet_bytes < 1024 {
-            return Err(invalid("mqtt.max_packet_bytes", "must be at least 1024"));
+            return Err(SettingsError::invalid(
+                "mqtt.max_packet_bytes",
+                "must be at least 1024",
+            ));
         }
         self.mqtt_security()?;
         self.auth_token()?;
         self.listen_addr()?;
         if self.ws.max_clients == 0 {
-            return Err(invalid("ws.max_clients", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "ws.max_clients",
+                "must be at least 1",
+            ));
         }
         if self.ws.ping_interval_secs == 0 {
-            return Err(invalid("ws.ping_interval_secs", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "ws.ping_interval_secs",
+                "must be at least 1",
+            ));
         }
         if self.ws.client_timeout_secs <= self.ws.ping_interval_secs {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "ws.client_timeout_secs",
                 "must be longer than ws.ping_interval_secs, or live clients would be closed",
             ));
         }
         if self.ws.batch_interval_ms > 10_000 {
-            return Err(invalid("ws.batch_interval_ms", "must be at most 10000"));
+            return Err(SettingsError::invalid(
+                "ws.batch_interval_ms",
+                "must be at most 10000",
+            ));
         }
         if self.ws.client_queue_frames == 0 {
-            return Err(invalid("ws.client_queue_frames", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "ws.client_queue_frames",
+                "must be at least 1",
+            ));
         }
         if self.ws.max_frame_bytes < 125 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "ws.max_frame_bytes",
                 "must be at least 125 (a control frame)",
             ));
         }
         for origin in &self.ws.allowed_origins {
             if origin != "*" && crate::origin::normalize_origin(origin).is_none() {
-                return Err(SettingsError::Invalid {
-                    name: "ws.allowed_origins",
-                    reason: format!("{origin:?} is not `scheme://host[:port]` or `*`"),
-                });
+                return Err(SettingsError::invalid(
+                    "ws.allowed_origins",
+                    format!("{origin:?} is not `scheme://host[:port]` or `*`"),
+                ));
             }
         }
         Ok(())
@@ -378,9 +373,11 @@ impl Settings {
             .to_socket_addrs()
             .ok()
             .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| SettingsError::Invalid {
-                name: "http.listen",
-                reason: format!("{:?} is not a `host:port` address", self.http.listen),
+            .ok_or_else(|| {
+                SettingsError::invalid(
+                    "http.listen",
+                    format!("{:?} is not a `host:port` address", self.http.listen),
+                )
             })
     }
 
@@ -407,31 +404,36 @@ impl Settings {
     /// # Errors
     /// Both set, an unreadable file, or an empty token.
     pub fn auth_token(&self) -> Result<Option<Secret>, SettingsError> {
-        let invalid = |name, reason: String| SettingsError::Invalid { name, reason };
         let token = match (&self.http.auth_token, &self.http.auth_token_file) {
             (Some(_), Some(_)) => {
-                return Err(invalid(
+                return Err(SettingsError::invalid(
                     "http.auth_token_file",
-                    "set either http.auth_token or http.auth_token_file, not both".into(),
+                    "set either http.auth_token or http.auth_token_file, not both",
                 ));
             }
             (Some(token), None) => token.clone(),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    invalid("http.auth_token_file", format!("{}: {e}", path.display()))
+                    SettingsError::invalid(
+                        "http.auth_token_file",
+                        format!("{}: {e}", path.display()),
+                    )
                 })?;
                 Secret::new(text.trim_end_matches(['\r', '\n']))
             }
             (None, None) => return Ok(None),
         };
         if token.is_empty() {
-            return Err(invalid("http.auth_token", "must not be empty".into()));
+            return Err(SettingsError::invalid(
+                "http.auth_token",
+                "must not be empty",
+            ));
         }
         // Tokens travel in headers and query strings: visible ASCII only keeps both simple.
         if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "http.auth_token",
-                "must be printable ASCII without spaces".into(),
+                "must be printable ASCII without spaces",
             ));
         }
         Ok(Some(token))

@@ -39,7 +39,7 @@ pub enum StartupError {
     Server(#[from] std::io::Error),
     /// The settings are invalid.
     #[error(transparent)]
-    Settings(#[from] crate::configuration::SettingsError),
+    Settings(#[from] mqtt_common::SettingsError),
 }
 
 /// What handlers share.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use aggregator_core::{ParseLimits, WindowConfig};
 use clap::Parser;
+use mqtt_common::SettingsError;
 use rumqttc::{LastWill, MqttOptions, QoS};
 use serde::Deserialize;
 
@@ -174,32 +175,6 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
 }
 
-/// A setting that could not be loaded or makes no sense, named for the operator.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The sources could not be read or merged (the message names the key).
-    #[error("cannot load settings: {0}")]
-    Load(#[from] config::ConfigError),
-    /// A login or TLS setting is unusable (the message names it).
-    #[error(transparent)]
-    Security(#[from] mqtt_common::SecurityError),
-    /// One setting has an unusable value.
-    #[error("invalid setting `{setting}`: {message}")]
-    Invalid {
-        /// The setting's key.
-        setting: &'static str,
-        /// What is wrong with it.
-        message: String,
-    },
-}
-
-fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        setting,
-        message: message.into(),
-    }
-}
-
 /// Built-in defaults, the lowest layer (DESIGN.md "Command line and environment").
 const DEFAULTS: &str = r#"
 mqtt_host = "localhost"
@@ -229,7 +204,7 @@ impl Settings {
     ///
     /// # Errors
     /// When the file cannot be read or a value has the wrong type.
-    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+    pub fn load(cli: &Cli) -> Result<Self, SettingsError> {
         Self::load_from(cli, &std::env::vars().collect())
     }
 
@@ -237,7 +212,7 @@ impl Settings {
     ///
     /// # Errors
     /// As [`Settings::load`].
-    pub fn load_from(cli: &Cli, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+    pub fn load_from(cli: &Cli, env: &HashMap<String, String>) -> Result<Self, SettingsError> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = &cli.config {
@@ -300,13 +275,13 @@ impl Settings {
     /// Checks every setting and turns it into its working type.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the first bad setting.
-    pub fn validate(&self) -> Result<IngestConfig, ConfigError> {
+    /// [`SettingsError::Invalid`] naming the first bad setting.
+    pub fn validate(&self) -> Result<IngestConfig, SettingsError> {
         if self.mqtt_host.trim().is_empty() {
-            return Err(invalid("mqtt_host", "must not be empty"));
+            return Err(SettingsError::invalid("mqtt_host", "must not be empty"));
         }
         if self.mqtt_port == 0 {
-            return Err(invalid("mqtt_port", "must be 1 to 65535"));
+            return Err(SettingsError::invalid("mqtt_port", "must be 1 to 65535"));
         }
         let security = mqtt_common::SecuritySettings {
             username: self.mqtt_username.clone(),
@@ -319,56 +294,77 @@ impl Settings {
         }
         .load("mqtt_")?;
         if self.client_id.trim().is_empty() {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "client_id",
                 "must not be empty: the persistent session is bound to it",
             ));
         }
         if self.client_id.len() > 65_535 {
-            return Err(invalid("client_id", "is longer than 65535 bytes"));
+            return Err(SettingsError::invalid(
+                "client_id",
+                "is longer than 65535 bytes",
+            ));
         }
         if self.keep_alive_secs == 0 || self.keep_alive_secs > 65_535 {
-            return Err(invalid("keep_alive_secs", "must be 1 to 65535 seconds"));
+            return Err(SettingsError::invalid(
+                "keep_alive_secs",
+                "must be 1 to 65535 seconds",
+            ));
         }
         let listen: SocketAddr = self.listen.parse().map_err(|e| {
-            invalid(
+            SettingsError::invalid(
                 "listen",
                 format!("{:?} is not an address like 0.0.0.0:9100: {e}", self.listen),
             )
         })?;
         if self.window_seconds == 0 {
-            return Err(invalid("window_seconds", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "window_seconds",
+                "must be at least 1",
+            ));
         }
         if self.window_seconds > 86_400 {
-            return Err(invalid("window_seconds", "must be at most 86400 (one day)"));
+            return Err(SettingsError::invalid(
+                "window_seconds",
+                "must be at most 86400 (one day)",
+            ));
         }
         if self.publish_interval_ms > 3_600_000 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "publish_interval_ms",
                 "must be at most 3600000 (one hour)",
             ));
         }
         if self.max_keys == 0 {
-            return Err(invalid("max_keys", "must be at least 1"));
+            return Err(SettingsError::invalid("max_keys", "must be at least 1"));
         }
         if self.max_keys > 100_000_000 {
-            return Err(invalid("max_keys", "must be at most 100000000"));
+            return Err(SettingsError::invalid(
+                "max_keys",
+                "must be at most 100000000",
+            ));
         }
         if self.key_idle_ttl_seconds > 365 * 86_400 {
-            return Err(invalid("key_idle_ttl_seconds", "must be at most one year"));
+            return Err(SettingsError::invalid(
+                "key_idle_ttl_seconds",
+                "must be at most one year",
+            ));
         }
         if self.max_payload_bytes == 0 {
-            return Err(invalid("max_payload_bytes", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "max_payload_bytes",
+                "must be at least 1",
+            ));
         }
         if self.max_future_skew_ms > 86_400_000 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "max_future_skew_ms",
                 "must be at most 86400000 (one day)",
             ));
         }
         let min_packet = self.max_payload_bytes.saturating_add(PACKET_HEADROOM);
         if self.max_packet_bytes < min_packet || self.max_packet_bytes > MQTT_MAX_PACKET {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "max_packet_bytes",
                 format!(
                     "must be between max_payload_bytes + 64 KiB ({min_packet}) and {MQTT_MAX_PACKET}, \
@@ -377,28 +373,40 @@ impl Settings {
             ));
         }
         if self.incoming_capacity == 0 {
-            return Err(invalid("incoming_capacity", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "incoming_capacity",
+                "must be at least 1",
+            ));
         }
         if self.batch_size == 0 {
-            return Err(invalid("batch_size", "must be at least 1"));
+            return Err(SettingsError::invalid("batch_size", "must be at least 1"));
         }
         if self.request_capacity < 16 {
-            return Err(invalid("request_capacity", "must be at least 16"));
+            return Err(SettingsError::invalid(
+                "request_capacity",
+                "must be at least 16",
+            ));
         }
         if self.inflight == 0 {
-            return Err(invalid("inflight", "must be at least 1"));
+            return Err(SettingsError::invalid("inflight", "must be at least 1"));
         }
         if self.reconnect_min_ms == 0 {
-            return Err(invalid("reconnect_min_ms", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "reconnect_min_ms",
+                "must be at least 1",
+            ));
         }
         if self.reconnect_max_ms < self.reconnect_min_ms {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "reconnect_max_ms",
                 "must not be below reconnect_min_ms",
             ));
         }
         if self.rejection_log_interval_secs == 0 {
-            return Err(invalid("rejection_log_interval_secs", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "rejection_log_interval_secs",
+                "must be at least 1",
+            ));
         }
         Ok(IngestConfig {
             mqtt_host: self.mqtt_host.clone(),

@@ -8,6 +8,8 @@
 //! - [`MqttSecurity`]: the checked result, with files read and the rustls client config built
 //!   at start-up (a bad CA or key fails there, naming the setting, not at the first connect);
 //!   [`MqttSecurity::apply_to`] puts it into rumqttc's `MqttOptions`.
+//! - [`SettingsError`]: what each binary's settings loading returns, so a bad setting reads
+//!   the same in every binary's start-up error.
 //!
 //! TLS uses rustls with the `ring` provider (no system OpenSSL, no C++ toolchain). The CA file
 //! is required when TLS is on: for a broker with a publicly signed certificate point it at the
@@ -17,7 +19,9 @@
 mod flags;
 mod secret;
 mod security;
+mod settings_error;
 
 pub use flags::SecurityFlags;
 pub use secret::Secret;
 pub use security::{MqttSecurity, SecurityError, SecuritySettings};
+pub use settings_error::SettingsError;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aggregator_core::topic::validate_topic_level;
 use clap::Parser;
+use mqtt_common::SettingsError;
 use rumqttc::QoS;
 use serde::Deserialize;
 
@@ -150,32 +151,6 @@ pub struct Settings {
     pub progress_interval_secs: f64,
 }
 
-/// A setting that could not be loaded or makes no sense, named for the operator.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The sources could not be read or merged.
-    #[error("cannot load settings: {0}")]
-    Load(#[from] config::ConfigError),
-    /// A broker login or TLS setting cannot work (the message names it).
-    #[error(transparent)]
-    Security(#[from] mqtt_common::SecurityError),
-    /// One setting has an unusable value.
-    #[error("invalid setting `{setting}`: {message}")]
-    Invalid {
-        /// The setting's file key.
-        setting: &'static str,
-        /// What is wrong with it.
-        message: String,
-    },
-}
-
-fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        setting,
-        message: message.into(),
-    }
-}
-
 /// Built-in defaults, the lowest layer: the original simulator's behaviour.
 const DEFAULTS: &str = r#"
 machines = "A1,B1,C1"
@@ -210,7 +185,7 @@ impl Settings {
     ///
     /// # Errors
     /// When the file cannot be read or a value has the wrong type.
-    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+    pub fn load(cli: &Cli) -> Result<Self, SettingsError> {
         Self::load_from(cli, &std::env::vars().collect())
     }
 
@@ -218,7 +193,7 @@ impl Settings {
     ///
     /// # Errors
     /// As [`Settings::load`].
-    pub fn load_from(cli: &Cli, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+    pub fn load_from(cli: &Cli, env: &HashMap<String, String>) -> Result<Self, SettingsError> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = &cli.config {
@@ -267,29 +242,32 @@ impl Settings {
     /// Checks every setting and turns it into its working type.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the first bad setting.
-    pub fn validate(&self) -> Result<SimConfig, ConfigError> {
+    /// [`SettingsError::Invalid`] naming the first bad setting.
+    pub fn validate(&self) -> Result<SimConfig, SettingsError> {
         if self.mqtt.host.trim().is_empty() {
-            return Err(invalid("mqtt.host", "must not be empty"));
+            return Err(SettingsError::invalid("mqtt.host", "must not be empty"));
         }
         if self.mqtt.port == 0 {
-            return Err(invalid("mqtt.port", "must be 1 to 65535"));
+            return Err(SettingsError::invalid("mqtt.port", "must be 1 to 65535"));
         }
         if self.mqtt.keep_alive_secs == 0 {
-            return Err(invalid("mqtt.keep_alive_secs", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "mqtt.keep_alive_secs",
+                "must be at least 1",
+            ));
         }
         let rate = match self.rate {
             None => None,
             Some(r) if r.is_finite() && r > 0.0 => Some(r),
             Some(r) => {
-                return Err(invalid(
+                return Err(SettingsError::invalid(
                     "rate",
                     format!("{r} is not a positive number of messages per second"),
                 ));
             }
         };
         if self.count == Some(0) {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "count",
                 "must be at least 1 (omit it to run without a limit)",
             ));
@@ -299,26 +277,34 @@ impl Settings {
             .as_deref()
             .map(parse_duration)
             .transpose()
-            .map_err(|m| invalid("duration", m))?;
-        let machines = parse_machines(&self.machines).map_err(|m| invalid("machines", m))?;
-        let indices = parse_indices(&self.indices).map_err(|m| invalid("indices", m))?;
-        let values = ValueRange::parse(&self.values).map_err(|m| invalid("values", m))?;
+            .map_err(|m| SettingsError::invalid("duration", m))?;
+        let machines =
+            parse_machines(&self.machines).map_err(|m| SettingsError::invalid("machines", m))?;
+        let indices =
+            parse_indices(&self.indices).map_err(|m| SettingsError::invalid("indices", m))?;
+        let values =
+            ValueRange::parse(&self.values).map_err(|m| SettingsError::invalid("values", m))?;
         let qos = match self.qos {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
             2 => QoS::ExactlyOnce,
-            other => return Err(invalid("qos", format!("{other} is not 0, 1 or 2"))),
+            other => {
+                return Err(SettingsError::invalid(
+                    "qos",
+                    format!("{other} is not 0, 1 or 2"),
+                ));
+            }
         };
         if !(0.0..=1.0).contains(&self.invalid_ratio) {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "invalid_ratio",
                 format!("{} is not between 0 and 1", self.invalid_ratio),
             ));
         }
         let invalid_kinds = InvalidKind::parse_list(&self.invalid_kinds)
-            .map_err(|m| invalid("invalid_kinds", m))?;
+            .map_err(|m| SettingsError::invalid("invalid_kinds", m))?;
         if !(self.progress_interval_secs.is_finite() && self.progress_interval_secs > 0.0) {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "progress_interval_secs",
                 "must be a positive number of seconds",
             ));
@@ -552,7 +538,7 @@ fn parse_indices(text: &str) -> Result<Vec<u32>, String> {
 mod tests {
     use super::*;
 
-    fn load(cli: &Cli, env: &[(&str, &str)]) -> Result<SimConfig, ConfigError> {
+    fn load(cli: &Cli, env: &[(&str, &str)]) -> Result<SimConfig, SettingsError> {
         let env = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

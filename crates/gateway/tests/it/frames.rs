@@ -5,21 +5,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use test_support::{Broker, Publisher, QoS, publish_retained};
 
-use crate::helpers::{TestGateway, View, WsClient, aggregate_json};
+use crate::helpers::{TestGateway, View, WsClient, aggregate_json, retain_aggregates};
 
 const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_holds_retained_state_and_frames_follow_changes() {
     let broker = Broker::start().await;
-    let a1 = aggregate_json("A1", 1, 10.0, 4);
-    let b2 = aggregate_json("B2", 3, 0.0, 0);
-    publish_retained(broker.port(), "aggregates/A1/1", a1.clone())
-        .await
-        .unwrap();
-    publish_retained(broker.port(), "aggregates/B2/3", b2.clone())
-        .await
-        .unwrap();
+    let [a1, b2] = retain_aggregates(broker.port(), [("A1", 1, 10.0, 4), ("B2", 3, 0.0, 0)]).await;
     publish_retained(
         broker.port(),
         "status/ingest",
@@ -28,9 +21,7 @@ async fn snapshot_holds_retained_state_and_frames_follow_changes() {
     .await
     .unwrap();
 
-    let gw = TestGateway::start(broker.port(), &[]).await;
-    gw.wait_healthy().await;
-    gw.wait_keys(2).await;
+    let gw = TestGateway::start_holding(broker.port(), 2).await;
 
     let mut client = WsClient::connect(&gw.ws_url("")).await.unwrap();
     let snapshot = client.next_json(FRAME_TIMEOUT).await.unwrap();
@@ -126,23 +117,8 @@ async fn snapshot_holds_retained_state_and_frames_follow_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machine_filter_limits_snapshot_and_updates() {
     let broker = Broker::start().await;
-    publish_retained(
-        broker.port(),
-        "aggregates/A1/1",
-        aggregate_json("A1", 1, 1.0, 1),
-    )
-    .await
-    .unwrap();
-    publish_retained(
-        broker.port(),
-        "aggregates/B1/1",
-        aggregate_json("B1", 1, 1.0, 1),
-    )
-    .await
-    .unwrap();
-    let gw = TestGateway::start(broker.port(), &[]).await;
-    gw.wait_healthy().await;
-    gw.wait_keys(2).await;
+    retain_aggregates(broker.port(), [("A1", 1, 1.0, 1), ("B1", 1, 1.0, 1)]).await;
+    let gw = TestGateway::start_holding(broker.port(), 2).await;
 
     let mut client = WsClient::connect(&gw.ws_url("?machines=A1,Z9"))
         .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use test_support::{ServiceProcess, http_get, try_http_get, wait_until};
+use test_support::{ServiceProcess, http_get, publish_retained, try_http_get, wait_until};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -56,6 +56,15 @@ impl TestGateway {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no listen address in the log\n{}", process.logs()));
         Self { process, addr }
+    }
+
+    /// Starts the gateway with default flags and waits until it is healthy and holds `keys`
+    /// aggregates (the retained state published before has been replayed).
+    pub async fn start_holding(broker_port: u16, keys: u64) -> Self {
+        let gateway = Self::start(broker_port, &[]).await;
+        gateway.wait_healthy().await;
+        gateway.wait_keys(keys).await;
+        gateway
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -289,4 +298,21 @@ pub fn aggregate_json(machine: &str, index: u32, sum: f64, count: u64) -> String
         "timestamp": "2026-01-01T12:00:30.123Z",
     })
     .to_string()
+}
+
+/// Publishes each `(machine, index, sum, count)` retained on `aggregates/{machine}/{index}`, as
+/// ingest does, and returns the payloads in the same order.
+pub async fn retain_aggregates<const N: usize>(
+    broker_port: u16,
+    aggregates: [(&str, u32, f64, u64); N],
+) -> [String; N] {
+    let payloads =
+        aggregates.map(|(machine, index, sum, count)| aggregate_json(machine, index, sum, count));
+    for ((machine, index, ..), payload) in aggregates.iter().zip(&payloads) {
+        let topic = format!("aggregates/{machine}/{index}");
+        publish_retained(broker_port, &topic, payload.clone())
+            .await
+            .unwrap_or_else(|e| panic!("publishing {topic}: {e}"));
+    }
+    payloads
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use test_support::{Broker, publish_retained, try_http_get, wait_until};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::helpers::{TestGateway, WsClient, aggregate_json};
+use crate::helpers::{TestGateway, WsClient, retain_aggregates};
 
 async fn wait_health(gw: &TestGateway, want: u16, timeout: Duration) {
     let url = gw.url("/api/health");
@@ -22,16 +22,8 @@ async fn wait_health(gw: &TestGateway, want: u16, timeout: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_503_while_the_broker_is_down_and_200_when_it_returns() {
     let mut broker = Broker::start().await;
-    publish_retained(
-        broker.port(),
-        "aggregates/A1/1",
-        aggregate_json("A1", 1, 5.0, 2),
-    )
-    .await
-    .unwrap();
-    let gw = TestGateway::start(broker.port(), &[]).await;
-    gw.wait_healthy().await;
-    gw.wait_keys(1).await;
+    retain_aggregates(broker.port(), [("A1", 1, 5.0, 2)]).await;
+    let gw = TestGateway::start_holding(broker.port(), 1).await;
     let mut client = WsClient::connect(&gw.ws_url("")).await.unwrap();
     assert_eq!(
         client.next_json(Duration::from_secs(5)).await.unwrap()["type"],
@@ -71,23 +63,8 @@ async fn health_is_503_while_the_broker_is_down_and_200_when_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_cleared_while_disconnected_are_removed_after_reconnect() {
     let mut broker = Broker::start().await;
-    publish_retained(
-        broker.port(),
-        "aggregates/A1/1",
-        aggregate_json("A1", 1, 5.0, 2),
-    )
-    .await
-    .unwrap();
-    publish_retained(
-        broker.port(),
-        "aggregates/A1/2",
-        aggregate_json("A1", 2, 5.0, 2),
-    )
-    .await
-    .unwrap();
-    let gw = TestGateway::start(broker.port(), &[]).await;
-    gw.wait_healthy().await;
-    gw.wait_keys(2).await;
+    retain_aggregates(broker.port(), [("A1", 1, 5.0, 2), ("A1", 2, 5.0, 2)]).await;
+    let gw = TestGateway::start_holding(broker.port(), 2).await;
     let mut client = WsClient::connect(&gw.ws_url("")).await.unwrap();
     client.next_json(Duration::from_secs(5)).await.unwrap();
 
@@ -174,13 +151,7 @@ async fn two_replicas_run_side_by_side() {
     let mut b = WsClient::connect(&second.ws_url("")).await.unwrap();
     a.next_json(Duration::from_secs(5)).await.unwrap();
     b.next_json(Duration::from_secs(5)).await.unwrap();
-    publish_retained(
-        broker.port(),
-        "aggregates/R1/1",
-        aggregate_json("R1", 1, 2.0, 1),
-    )
-    .await
-    .unwrap();
+    retain_aggregates(broker.port(), [("R1", 1, 2.0, 1)]).await;
     for client in [&mut a, &mut b] {
         let update = client
             .next_of("update", Duration::from_secs(5))

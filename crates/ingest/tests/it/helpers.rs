@@ -28,14 +28,21 @@ impl TestIngest {
 
     /// As [`TestIngest::start`] with the MQTT client id given (to resume a persistent session).
     pub async fn start_with_id(broker: &Broker, client_id: &str, extra: &[&str]) -> Self {
-        let ingest = Self::spawn(broker, client_id, extra).await;
+        let ingest = Self::spawn_with_id(broker.port(), client_id, extra).await;
         ingest.wait_ready().await;
         ingest
     }
 
-    /// Starts the process and waits until its HTTP server listens, not until it is ready.
-    pub async fn spawn(broker: &Broker, client_id: &str, extra: &[&str]) -> Self {
-        let port = broker.port().to_string();
+    /// Starts the process with a fresh client id against the broker listener on
+    /// `127.0.0.1:mqtt_port` (plain or TLS, as `extra` says) and waits until its HTTP server
+    /// listens, not until it is ready.
+    pub async fn spawn(mqtt_port: u16, extra: &[&str]) -> Self {
+        Self::spawn_with_id(mqtt_port, &unique_client_id("ingest"), extra).await
+    }
+
+    /// As [`TestIngest::spawn`] with the MQTT client id given.
+    async fn spawn_with_id(mqtt_port: u16, client_id: &str, extra: &[&str]) -> Self {
+        let port = mqtt_port.to_string();
         let mut args = vec![
             "--mqtt-host",
             "127.0.0.1",

@@ -1,6 +1,6 @@
 //! Start-up, readiness, metrics and the graceful stop.
 
-use test_support::{Broker, Collector, Publisher, QoS, ServiceProcess, unique_client_id};
+use test_support::{Broker, Collector, Publisher, QoS, ServiceProcess};
 
 use crate::helpers::{TestIngest, WAIT, is_aggregate, latest, reading, readings_topic};
 
@@ -106,7 +106,7 @@ async fn health_follows_the_broker_and_metrics_have_the_counters() {
 async fn health_is_503_until_the_broker_can_be_reached() {
     let mut broker = Broker::start().await;
     broker.kill().await;
-    let ingest = TestIngest::spawn(&broker, &unique_client_id("ingest"), &[]).await;
+    let ingest = TestIngest::spawn(broker.port(), &[]).await;
     let (status, _) = ingest.health().await;
     assert_eq!(status, 503);
     broker.restart().await;

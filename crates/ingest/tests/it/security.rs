@@ -12,8 +12,8 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
 use test_support::{
-    Broker, BrokerOptions, MOSQUITTO_INSTALL_HINT, ServiceProcess, free_port, require_tool,
-    try_http_get, unique_client_id, wait_until,
+    Broker, BrokerOptions, MOSQUITTO_INSTALL_HINT, free_port, require_tool, try_http_get,
+    unique_client_id, wait_until,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -77,48 +77,6 @@ fn login(port: u16, user: &str, password: &str) -> MqttOptions {
     let mut options = MqttOptions::new(unique_client_id(user), "127.0.0.1", port);
     options.set_credentials(user, password);
     options
-}
-
-/// Starts ingest as a process against `host:port` with `extra` flags, returning once it
-/// listens (not once it is ready).
-async fn spawn_ingest(port: u16, extra: &[&str]) -> TestIngest {
-    let port = port.to_string();
-    let client_id = unique_client_id("ingest");
-    let mut args = vec![
-        "--mqtt-host",
-        "127.0.0.1",
-        "--mqtt-port",
-        &port,
-        "--listen",
-        "127.0.0.1:0",
-        "--client-id",
-        &client_id,
-        "--reconnect-max-ms",
-        "500",
-    ];
-    args.extend_from_slice(extra);
-    let process = ServiceProcess::spawn(
-        env!("CARGO_BIN_EXE_ingest"),
-        &args,
-        [("RUST_LOG", "info"), ("NO_COLOR", "1")],
-    );
-    process
-        .wait_for_output("HTTP listening", WAIT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stderr = process.stderr();
-    let addr = stderr
-        .lines()
-        .find(|l| l.contains("HTTP listening"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|a| a.trim_matches('"').to_owned())
-        .unwrap_or_else(|| panic!("no addr= in the start-up line\n{}", process.logs()));
-    TestIngest {
-        process,
-        base_url: format!("http://{addr}"),
-        client_id,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,7 +288,8 @@ async fn ingest_connects_over_tls_with_the_ca_file_and_client_certificate_and_is
     .await;
     let _ = &broker;
 
-    let trusted = spawn_ingest(tls_port, &["--mqtt-tls-ca-file", pki.ca.to_str().unwrap()]).await;
+    let trusted =
+        TestIngest::spawn(tls_port, &["--mqtt-tls-ca-file", pki.ca.to_str().unwrap()]).await;
     trusted.wait_ready().await;
     assert!(
         trusted.process.stderr().contains("TLS (CA"),
@@ -347,7 +306,7 @@ async fn ingest_connects_over_tls_with_the_ca_file_and_client_certificate_and_is
             "untrusted CA",
         ),
     ] {
-        let refused = spawn_ingest(tls_port, &extra).await;
+        let refused = TestIngest::spawn(tls_port, &extra).await;
         refused
             .process
             .wait_for_output("cannot reach the MQTT broker", WAIT)
@@ -372,14 +331,14 @@ async fn ingest_connects_over_tls_with_the_ca_file_and_client_certificate_and_is
 
     // A listener that requires a client certificate: refused without one, in with one.
     let ca = pki.ca.to_str().unwrap();
-    let anonymous_cert = spawn_ingest(mutual_port, &["--mqtt-tls-ca-file", ca]).await;
+    let anonymous_cert = TestIngest::spawn(mutual_port, &["--mqtt-tls-ca-file", ca]).await;
     anonymous_cert
         .process
         .wait_for_output("cannot reach the MQTT broker", WAIT)
         .await
         .unwrap_or_else(|e| panic!("without a client certificate: {e}"));
     assert_eq!(anonymous_cert.health().await.0, 503);
-    let with_cert = spawn_ingest(
+    let with_cert = TestIngest::spawn(
         mutual_port,
         &[
             "--mqtt-tls-ca-file",

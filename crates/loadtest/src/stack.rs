@@ -103,25 +103,11 @@ pub async fn start_ingest(
     broker: &Broker,
     extra: &[String],
 ) -> anyhow::Result<Service> {
-    let port = free_port();
-    let mut args = vec![
-        "--mqtt-host".to_owned(),
-        broker.host().to_owned(),
-        "--mqtt-port".to_owned(),
-        broker.port().to_string(),
-        "--listen".to_owned(),
-        format!("127.0.0.1:{port}"),
+    let client_id = [
         "--client-id".to_owned(),
         unique_client_id("loadtest-ingest"),
     ];
-    args.extend(extra.iter().cloned());
-    let process = ServiceProcess::spawn(&bins.ingest, &args, [("RUST_LOG", "warn")]);
-    let service = Service {
-        process,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    wait_ready(&service, "/health").await?;
-    Ok(service)
+    start_service(&bins.ingest, broker, &client_id, extra, "/health").await
 }
 
 /// Starts a gateway against `broker` with `extra` flags; returns once `/api/health` is 200.
@@ -133,6 +119,18 @@ pub async fn start_gateway(
     broker: &Broker,
     extra: &[String],
 ) -> anyhow::Result<Service> {
+    start_service(&bins.gateway, broker, &[], extra, "/api/health").await
+}
+
+/// Starts `bin` with the broker and a free HTTP port, then `own` and `extra` flags; returns
+/// once `health_path` answers 200.
+async fn start_service(
+    bin: &Path,
+    broker: &Broker,
+    own: &[String],
+    extra: &[String],
+    health_path: &str,
+) -> anyhow::Result<Service> {
     let port = free_port();
     let mut args = vec![
         "--mqtt-host".to_owned(),
@@ -142,13 +140,13 @@ pub async fn start_gateway(
         "--listen".to_owned(),
         format!("127.0.0.1:{port}"),
     ];
-    args.extend(extra.iter().cloned());
-    let process = ServiceProcess::spawn(&bins.gateway, &args, [("RUST_LOG", "warn")]);
+    args.extend(own.iter().chain(extra).cloned());
+    let process = ServiceProcess::spawn(bin, &args, [("RUST_LOG", "warn")]);
     let service = Service {
         process,
         base: format!("http://127.0.0.1:{port}"),
     };
-    wait_ready(&service, "/api/health").await?;
+    wait_ready(&service, health_path).await?;
     Ok(service)
 }
 

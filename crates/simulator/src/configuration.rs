@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aggregator_core::RejectionReason;
 use aggregator_core::topic::validate_topic_level;
 use clap::Parser;
 use mqtt_common::SettingsError;
 use rumqttc::QoS;
 use serde::Deserialize;
 
-use crate::invalid::InvalidKind;
+use crate::invalid;
 
 /// Command-line flags; each one overrides the file and the environment.
 #[derive(Debug, Default, Parser)]
@@ -301,7 +302,7 @@ impl Settings {
                 format!("{} is not between 0 and 1", self.invalid_ratio),
             ));
         }
-        let invalid_kinds = InvalidKind::parse_list(&self.invalid_kinds)
+        let invalid_kinds = invalid::parse_reasons(&self.invalid_kinds)
             .map_err(|m| SettingsError::invalid("invalid_kinds", m))?;
         if !(self.progress_interval_secs.is_finite() && self.progress_interval_secs > 0.0) {
             return Err(SettingsError::invalid(
@@ -381,7 +382,7 @@ pub struct SimConfig {
     /// Share of malformed payloads.
     pub invalid_ratio: f64,
     /// Rejection reasons cycled through by malformed payloads, never empty.
-    pub invalid_kinds: Vec<InvalidKind>,
+    pub invalid_kinds: Vec<RejectionReason>,
     /// Print expected sums at the end.
     pub print_expected: bool,
     /// Time between progress lines.

@@ -6,8 +6,8 @@
 use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
-use aggregator_core::Timestamp;
 use aggregator_core::sum::CompensatedSum;
+use aggregator_core::{RejectionReason, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::macros::{format_description, offset};
 
 use crate::configuration::{SimConfig, ValueRange};
-use crate::invalid::{FUTURE_BY_SECS, InvalidKind, LATE_BY_SECS, TOO_LARGE_PADDING};
+use crate::invalid::{FUTURE_BY_SECS, LATE_BY_SECS, TOO_LARGE_PADDING};
 
 /// The time values of one send instant, formatted once and shared by a batch of messages.
 #[derive(Debug, Clone)]
@@ -74,8 +74,8 @@ pub enum Generated {
         /// The value.
         value: f64,
     },
-    /// A malformed payload of this kind.
-    Invalid(InvalidKind),
+    /// A malformed payload that ingest rejects for this reason.
+    Invalid(RejectionReason),
 }
 
 /// Expected aggregate of one key over everything sent.
@@ -103,7 +103,7 @@ pub struct Generator {
     values: ValueRange,
     invalid_ratio: f64,
     invalid_debt: f64,
-    invalid_kinds: Vec<InvalidKind>,
+    invalid_kinds: Vec<RejectionReason>,
     next_kind: usize,
     flood_next: u64,
     sums: Vec<(CompensatedSum, u64)>,
@@ -253,9 +253,10 @@ impl Generator {
         payload.push(b'}');
     }
 
+    /// Writes a malformed payload that ingest rejects for `kind` (see [`crate::invalid`]).
     fn write_invalid(
         &mut self,
-        kind: InvalidKind,
+        kind: RejectionReason,
         machine: usize,
         scrap_index: u32,
         times: &TimeStamps,
@@ -265,7 +266,8 @@ impl Generator {
         let id = &self.machines[machine];
         let now = &times.rfc3339_utc;
         match kind {
-            InvalidKind::TooLarge => {
+            // Valid JSON with 65 KiB of padding.
+            RejectionReason::TooLarge => {
                 write_topic(topic, id);
                 let _ = write!(
                     payload,
@@ -274,35 +276,40 @@ impl Generator {
                 payload.resize(payload.len() + TOO_LARGE_PADDING, b'x');
                 payload.extend_from_slice(b"\"}");
             }
-            InvalidKind::InvalidJson => {
+            // Truncated JSON.
+            RejectionReason::InvalidJson => {
                 write_topic(topic, id);
                 let _ = write!(
                     payload,
                     "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":"
                 );
             }
-            InvalidKind::MissingField => {
+            // No `value` field.
+            RejectionReason::MissingField => {
                 write_topic(topic, id);
                 let _ = write!(
                     payload,
                     "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"timestamp\":\"{now}\"}}"
                 );
             }
-            InvalidKind::BadValue => {
+            // `value` is a word, not a number.
+            RejectionReason::BadValue => {
                 write_topic(topic, id);
                 let _ = write!(
                     payload,
                     "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":\"not-a-number\",\"timestamp\":\"{now}\"}}"
                 );
             }
-            InvalidKind::MachineMismatch => {
+            // `machineId` names another machine than the topic.
+            RejectionReason::MachineMismatch => {
                 write_topic(topic, id);
                 let _ = write!(
                     payload,
                     "{{\"machineId\":\"not-{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"timestamp\":\"{now}\"}}"
                 );
             }
-            InvalidKind::Late => {
+            // Time one hour in the past.
+            RejectionReason::Late => {
                 write_topic(topic, id);
                 let _ = write!(
                     payload,
@@ -310,7 +317,8 @@ impl Generator {
                     times.late
                 );
             }
-            InvalidKind::Future => {
+            // Time one hour in the future.
+            RejectionReason::Future => {
                 write_topic(topic, id);
                 let _ = write!(
                     payload,
@@ -318,7 +326,8 @@ impl Generator {
                     times.future
                 );
             }
-            InvalidKind::TooManyKeys => {
+            // A valid reading on a fresh machine id (see the `invalid` module docs).
+            RejectionReason::TooManyKeys => {
                 let fresh = format!("x{}-{}", self.seed, self.flood_next);
                 self.flood_next += 1;
                 write_topic(topic, &fresh);
@@ -330,7 +339,7 @@ impl Generator {
         }
     }
 
-    /// Malformed messages sent so far, per kind (indexed like [`InvalidKind::ALL`]).
+    /// Malformed messages sent so far, per reason (indexed like [`RejectionReason::ALL`]).
     pub fn invalid_counts(&self) -> [u64; 8] {
         self.invalid_counts
     }
@@ -369,7 +378,7 @@ fn write_topic(topic: &mut String, machine: &str) {
 
 #[cfg(test)]
 mod tests {
-    use aggregator_core::{ParseLimits, RejectionReason, WindowConfig, WindowStore, parse_reading};
+    use aggregator_core::{ParseLimits, WindowConfig, WindowStore, parse_reading};
 
     use super::*;
 
@@ -483,13 +492,13 @@ mod tests {
                     "{topic} {}",
                     String::from_utf8_lossy(payload)
                 ),
-                Generated::Invalid(InvalidKind::TooManyKeys) => {
+                Generated::Invalid(RejectionReason::TooManyKeys) => {
                     assert_eq!(outcome.unwrap_err().reason(), RejectionReason::TooManyKeys);
                     seen.push(RejectionReason::TooManyKeys);
                 }
                 Generated::Invalid(kind) => {
                     let reason = outcome.unwrap_err().reason();
-                    assert_eq!(reason, kind.reason(), "{topic}");
+                    assert_eq!(reason, *kind, "{topic}");
                     seen.push(reason);
                 }
             }

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
+use aggregator_core::RejectionReason;
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::SimConfig;
 use crate::generator::{ExpectedKey, Generator, TimeStamps};
-use crate::invalid::InvalidKind;
 use crate::schedule::Schedule;
 use crate::transport::{Delivery, Transport, TransportError};
 
@@ -153,7 +153,7 @@ pub async fn run(
         lost: delivery.lost,
         errors: delivery.errors,
         valid: delivery.sent - invalid_total,
-        invalid: InvalidKind::ALL
+        invalid: RejectionReason::ALL
             .iter()
             .map(|k| (k.as_str(), invalid_counts[*k as usize]))
             .filter(|(_, n)| *n > 0)

@@ -9,7 +9,7 @@
 use actix_web::HttpRequest;
 use actix_web::HttpResponse;
 use actix_web::http::header;
-use mqtt_common::Secret;
+use service_kit::Secret;
 
 /// Whether `req` may pass: always when no token is configured; else when the bearer header
 /// or, if `query_token` is given (WebSocket upgrades), the query parameter matches.

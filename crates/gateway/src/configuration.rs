@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use config::{Config, File, FileFormat};
-use mqtt_common::{MqttSecurity, Secret, SecuritySettings, SettingsError};
+use service_kit::{MqttSecurity, Secret, SecuritySettings, SettingsError};
 use rumqttc::MqttOptions;
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +63,7 @@ pub struct Cli {
     pub client_queue_frames: Option<usize>,
     /// Broker login and TLS (`--mqtt-username` ... `--mqtt-tls-client-key-file`).
     #[command(flatten)]
-    pub mqtt_security: mqtt_common::SecurityFlags,
+    pub mqtt_security: service_kit::SecurityFlags,
     /// Bearer token required on /ws and /api/aggregates; prefer --auth-token-file
     /// [env: GATEWAY_AUTH_TOKEN] [default: none, open].
     #[arg(long, value_name = "TOKEN")]

@@ -39,7 +39,7 @@ pub enum StartupError {
     Server(#[from] std::io::Error),
     /// The settings are invalid.
     #[error(transparent)]
-    Settings(#[from] mqtt_common::SettingsError),
+    Settings(#[from] service_kit::SettingsError),
 }
 
 /// What handlers share.
@@ -60,7 +60,7 @@ pub struct AppState {
     /// Where `/vendor/chart.umd.js` comes from.
     pub chart_js: PathBuf,
     /// Bearer token of `/ws` and `/api/aggregates`; `None`: open.
-    pub auth_token: Option<mqtt_common::Secret>,
+    pub auth_token: Option<service_kit::Secret>,
 }
 
 /// A gateway with its listener bound, ready to [`run`](Application::run).

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use aggregator_core::{ParseLimits, WindowConfig};
 use clap::Parser;
-use mqtt_common::SettingsError;
+use service_kit::SettingsError;
 use rumqttc::{LastWill, MqttOptions, QoS};
 use serde::Deserialize;
 
@@ -44,7 +44,7 @@ pub struct Cli {
     pub mqtt_port: Option<u16>,
     /// Broker login and TLS (`--mqtt-username` ... `--mqtt-tls-client-key-file`).
     #[command(flatten)]
-    pub mqtt_security: mqtt_common::SecurityFlags,
+    pub mqtt_security: service_kit::SecurityFlags,
     /// Stable MQTT client id of the persistent session [default: scrap-pulse-ingest].
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
@@ -118,7 +118,7 @@ pub struct Settings {
     pub mqtt_username: Option<String>,
     /// Broker password (redacted in `Debug`).
     #[serde(default)]
-    pub mqtt_password: Option<mqtt_common::Secret>,
+    pub mqtt_password: Option<service_kit::Secret>,
     /// File holding the broker password.
     #[serde(default)]
     pub mqtt_password_file: Option<PathBuf>,
@@ -283,7 +283,7 @@ impl Settings {
         if self.mqtt_port == 0 {
             return Err(SettingsError::invalid("mqtt_port", "must be 1 to 65535"));
         }
-        let security = mqtt_common::SecuritySettings {
+        let security = service_kit::SecuritySettings {
             username: self.mqtt_username.clone(),
             password: self.mqtt_password.clone(),
             password_file: self.mqtt_password_file.clone(),
@@ -454,7 +454,7 @@ pub struct IngestConfig {
     /// Broker port.
     pub mqtt_port: u16,
     /// Broker login and TLS (`Display` for logs; never shows the password).
-    pub security: mqtt_common::MqttSecurity,
+    pub security: service_kit::MqttSecurity,
     /// Stable MQTT client id.
     pub client_id: String,
     /// MQTT keep-alive.
@@ -608,10 +608,10 @@ mod tests {
         assert_eq!(login.password, "pw-from-file-7731");
 
         let cli = Cli {
-            mqtt_security: mqtt_common::SecurityFlags {
+            mqtt_security: service_kit::SecurityFlags {
                 mqtt_username: Some("ingest".into()),
                 mqtt_password: Some("pw-inline-9924".into()),
-                ..mqtt_common::SecurityFlags::default()
+                ..service_kit::SecurityFlags::default()
             },
             ..Cli::default()
         };

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aggregator_core::RejectionReason;
 use aggregator_core::topic::validate_topic_level;
 use clap::Parser;
-use mqtt_common::SettingsError;
+use service_kit::SettingsError;
 use rumqttc::QoS;
 use serde::Deserialize;
 
@@ -44,7 +44,7 @@ pub struct Cli {
     pub client_id: Option<String>,
     /// Broker login and TLS (`--mqtt-username` ... `--mqtt-tls-client-key-file`).
     #[command(flatten)]
-    pub mqtt_security: mqtt_common::SecurityFlags,
+    pub mqtt_security: service_kit::SecurityFlags,
     /// Messages per second, all machines together (e.g. 200000 for load tests).
     /// Without it, every machine sends one message every 0.5 to 2 s at random.
     #[arg(long, value_name = "MSGS_PER_S")]
@@ -103,7 +103,7 @@ pub struct MqttSettings {
     pub username: Option<String>,
     /// Broker password (redacted in `Debug`).
     #[serde(default)]
-    pub password: Option<mqtt_common::Secret>,
+    pub password: Option<service_kit::Secret>,
     /// File holding the broker password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -315,7 +315,7 @@ impl Settings {
         } else {
             self.mqtt.client_id.clone()
         };
-        let security = mqtt_common::SecuritySettings {
+        let security = service_kit::SecuritySettings {
             username: self.mqtt.username.clone(),
             password: self.mqtt.password.clone(),
             password_file: self.mqtt.password_file.clone(),
@@ -356,7 +356,7 @@ pub struct SimConfig {
     /// Broker port.
     pub port: u16,
     /// Broker login and TLS (`Display` for logs; never shows the password).
-    pub security: mqtt_common::MqttSecurity,
+    pub security: service_kit::MqttSecurity,
     /// MQTT client id.
     pub client_id: String,
     /// MQTT keep-alive.

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use mqtt_common::Secret;
+use service_kit::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;

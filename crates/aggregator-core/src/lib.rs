@@ -7,12 +7,14 @@
 //! - [`wire`]: the JSON the services publish (aggregates, dead letters, liveness).
 //! - [`topic`]: topic names and topic-level validation.
 //! - [`timestamp`]: the event/clock time type used throughout.
+//! - [`partition`]: which ingest shard owns a machine (FNV-1a mod N, as NATS partitions).
 //!
 //! Nothing here reads a clock, touches the network or the file system: callers pass the time
 //! in, which keeps every rule testable without a runtime.
 #![warn(missing_docs)]
 
 pub mod parse;
+pub mod partition;
 pub mod rejection;
 pub mod sum;
 pub mod timestamp;

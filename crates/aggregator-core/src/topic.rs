@@ -1,4 +1,7 @@
 //! Topic names of the contract and the rules for a machine id as a topic level.
+//!
+//! A reading's topic is any topic ending in `machines/{id}/scrap`: a partitioning broker puts
+//! a prefix in front (`shard/2/machines/A1/scrap`), so only the last three levels are read.
 
 /// Filter the ingest subscribes to.
 pub const READINGS_FILTER: &str = "machines/+/scrap";
@@ -8,6 +11,14 @@ pub const AGGREGATES_FILTER: &str = "aggregates/+/+";
 pub const REJECTED_TOPIC: &str = "ingest/rejected";
 /// Ingest liveness (retained, also the last will).
 pub const INGEST_STATUS_TOPIC: &str = "status/ingest";
+/// Per-shard ingest liveness when `shard_count > 1`: `status/ingest/{shard_index}`.
+pub const INGEST_SHARD_STATUS_FILTER: &str = "status/ingest/+";
+/// Alarm state changes (retained): `alarms/{machineId}/{scrapIndex}`.
+pub const ALARMS_FILTER: &str = "alarms/+/+";
+/// Trends (retained): `trends/{machineId}/{scrapIndex}`.
+pub const TRENDS_FILTER: &str = "trends/+/+";
+/// Placeholder in a subscription topic template that stands for the shard index.
+pub const SHARD_PLACEHOLDER: &str = "{shard}";
 
 /// Longest machine id we accept, in bytes. MQTT allows 65 535-byte topics; a shop-floor id
 /// is a few characters, and the cap keeps 100 000 keys from costing gigabytes.
@@ -44,27 +55,87 @@ pub fn validate_topic_level(level: &str) -> Result<(), TopicLevelError> {
     Ok(())
 }
 
-/// The machine level of `machines/{id}/scrap`, or `None` when the topic has another shape.
-/// The level may be empty (`machines//scrap`); validation is the caller's next step.
+/// The machine level of a reading's topic, or `None` when the topic has another shape.
+///
+/// A reading's topic ends in `machines/{id}/scrap`, with or without a prefix of whole levels
+/// in front (`machines/A1/scrap`, `shard/2/machines/A1/scrap`). The level may be empty
+/// (`machines//scrap`); validation is the caller's next step.
 pub fn machine_from_readings_topic(topic: &str) -> Option<&str> {
-    let rest = topic.strip_prefix("machines/")?;
-    let machine = rest.strip_suffix("/scrap")?;
-    (!machine.contains('/')).then_some(machine)
+    let rest = topic.strip_suffix("/scrap")?;
+    let (before, machine) = rest.rsplit_once('/')?;
+    // `machines` must be a whole level: `xmachines/A1/scrap` is not a reading's topic.
+    (before == "machines" || before.ends_with("/machines")).then_some(machine)
+}
+
+/// The prefix in front of `machines/{id}/scrap` (empty for the plain form, else ending in
+/// `/`), or `None` when `topic` is not a reading's topic.
+pub fn readings_topic_prefix(topic: &str) -> Option<&str> {
+    let machine = machine_from_readings_topic(topic)?;
+    let tail = "machines/".len() + machine.len() + "/scrap".len();
+    topic.get(..topic.len() - tail)
+}
+
+/// A subscription topic template with every `{shard}` replaced by `shard_index`, e.g.
+/// `shard/{shard}/machines/+/scrap` → `shard/2/machines/+/scrap`.
+pub fn expand_shard_placeholder(template: &str, shard_index: u32) -> String {
+    template.replace(SHARD_PLACEHOLDER, &shard_index.to_string())
+}
+
+/// `status/ingest/{shard_index}`: a shard's liveness topic when `shard_count > 1`.
+pub fn shard_status_topic(shard_index: u32) -> String {
+    format!("{INGEST_STATUS_TOPIC}/{shard_index}")
+}
+
+/// The shard index of `status/ingest/{k}`, or `None` for any other shape.
+pub fn shard_from_status_topic(topic: &str) -> Option<u32> {
+    let k = topic.strip_prefix(INGEST_STATUS_TOPIC)?.strip_prefix('/')?;
+    // `u32::from_str` takes a leading `+`; a topic level `+5` is not a shard.
+    k.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| k.parse().ok())?
 }
 
 /// `aggregates/{machine}/{index}`.
 pub fn aggregate_topic(machine: &str, index: u32) -> String {
-    let mut topic = String::with_capacity(machine.len() + 22);
-    topic.push_str("aggregates/");
+    key_topic("aggregates/", machine, index)
+}
+
+/// Splits `aggregates/{machine}/{index}` into its key, or `None` for any other shape.
+pub fn key_from_aggregate_topic(topic: &str) -> Option<(&str, u32)> {
+    key_from_topic("aggregates/", topic)
+}
+
+/// `alarms/{machine}/{index}`: a key's alarm state (retained).
+pub fn alarm_topic(machine: &str, index: u32) -> String {
+    key_topic("alarms/", machine, index)
+}
+
+/// Splits `alarms/{machine}/{index}` into its key, or `None` for any other shape.
+pub fn key_from_alarm_topic(topic: &str) -> Option<(&str, u32)> {
+    key_from_topic("alarms/", topic)
+}
+
+/// `trends/{machine}/{index}`: a key's trend (retained).
+pub fn trend_topic(machine: &str, index: u32) -> String {
+    key_topic("trends/", machine, index)
+}
+
+/// Splits `trends/{machine}/{index}` into its key, or `None` for any other shape.
+pub fn key_from_trend_topic(topic: &str) -> Option<(&str, u32)> {
+    key_from_topic("trends/", topic)
+}
+
+fn key_topic(root: &str, machine: &str, index: u32) -> String {
+    let mut topic = String::with_capacity(root.len() + machine.len() + 11);
+    topic.push_str(root);
     topic.push_str(machine);
     topic.push('/');
     topic.push_str(&index.to_string());
     topic
 }
 
-/// Splits `aggregates/{machine}/{index}` into its key, or `None` for any other shape.
-pub fn key_from_aggregate_topic(topic: &str) -> Option<(&str, u32)> {
-    let rest = topic.strip_prefix("aggregates/")?;
+fn key_from_topic<'t>(root: &str, topic: &'t str) -> Option<(&'t str, u32)> {
+    let rest = topic.strip_prefix(root)?;
     let (machine, index) = rest.split_once('/')?;
     if machine.is_empty() || index.contains('/') {
         return None;
@@ -82,6 +153,63 @@ mod tests {
         assert_eq!(machine_from_readings_topic("machines//scrap"), Some(""));
         assert_eq!(machine_from_readings_topic("machines/a/b/scrap"), None);
         assert_eq!(machine_from_readings_topic("other/A1/scrap"), None);
+    }
+
+    #[test]
+    fn a_prefix_in_front_of_machines_is_allowed() {
+        assert_eq!(
+            machine_from_readings_topic("shard/2/machines/A1/scrap"),
+            Some("A1")
+        );
+        assert_eq!(
+            machine_from_readings_topic("shard/2/machines//scrap"),
+            Some("")
+        );
+        assert_eq!(
+            machine_from_readings_topic("/machines/A1/scrap"),
+            Some("A1")
+        );
+        assert_eq!(machine_from_readings_topic("xmachines/A1/scrap"), None);
+        assert_eq!(
+            machine_from_readings_topic("shard/machines/A1/scrapx"),
+            None
+        );
+        assert_eq!(machine_from_readings_topic("machines/A1/scrap/x"), None);
+        assert_eq!(machine_from_readings_topic("machines/scrap"), None);
+        assert_eq!(readings_topic_prefix("machines/A1/scrap"), Some(""));
+        assert_eq!(
+            readings_topic_prefix("shard/2/machines/A1/scrap"),
+            Some("shard/2/")
+        );
+        assert_eq!(readings_topic_prefix("aggregates/A1/1"), None);
+    }
+
+    #[test]
+    fn shard_templates_and_status_topics() {
+        assert_eq!(
+            expand_shard_placeholder("shard/{shard}/machines/+/scrap", 2),
+            "shard/2/machines/+/scrap"
+        );
+        assert_eq!(
+            expand_shard_placeholder(READINGS_FILTER, 2),
+            READINGS_FILTER
+        );
+        assert_eq!(shard_status_topic(1), "status/ingest/1");
+        assert_eq!(shard_from_status_topic("status/ingest/1"), Some(1));
+        assert_eq!(shard_from_status_topic("status/ingest"), None);
+        assert_eq!(shard_from_status_topic("status/ingest/"), None);
+        assert_eq!(shard_from_status_topic("status/ingest/+1"), None);
+        assert_eq!(shard_from_status_topic("status/ingestx/1"), None);
+    }
+
+    #[test]
+    fn alarm_and_trend_topics_round_trip() {
+        assert_eq!(alarm_topic("A1", 2), "alarms/A1/2");
+        assert_eq!(trend_topic("A1", 2), "trends/A1/2");
+        assert_eq!(key_from_alarm_topic("alarms/A1/2"), Some(("A1", 2)));
+        assert_eq!(key_from_trend_topic("trends/A1/2"), Some(("A1", 2)));
+        assert_eq!(key_from_alarm_topic("trends/A1/2"), None);
+        assert_eq!(key_from_trend_topic("trends//2"), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`wire`]: the JSON the services publish (aggregates, dead letters, liveness).
 //! - [`topic`]: topic names and topic-level validation.
 //! - [`timestamp`]: the event/clock time type used throughout.
+//! - [`reading_id`]: the optional `id` of a reading, for dropping resent copies.
 //! - [`partition`]: which ingest shard owns a machine (FNV-1a mod N, as NATS partitions).
 //!
 //! Nothing here reads a clock, touches the network or the file system: callers pass the time
@@ -15,6 +16,7 @@
 
 pub mod parse;
 pub mod partition;
+pub mod reading_id;
 pub mod rejection;
 pub mod sum;
 pub mod timestamp;
@@ -22,8 +24,9 @@ pub mod topic;
 pub mod window;
 pub mod wire;
 
-pub use parse::{ParseLimits, Reading, parse_reading};
+pub use parse::{ParseLimits, ParsedReading, Reading, parse_reading, parse_reading_with_id};
+pub use reading_id::ReadingId;
 pub use rejection::{Rejection, RejectionReason};
 pub use timestamp::Timestamp;
-pub use window::{Key, KeyId, WindowConfig, WindowStore};
+pub use window::{Accepted, Key, KeyId, WindowConfig, WindowStore, WindowTotals};
 pub use wire::{Aggregate, DeadLetter, IngestStatus, KeyRef};

@@ -5,12 +5,17 @@
 //! with any offset and fraction, and epoch milliseconds. The payload is walked once with a
 //! hand-written map visitor, borrowing strings where possible, so a reading costs no
 //! allocation; every problem becomes a typed [`Rejection`] naming the field.
+//!
+//! The optional `id` (string or integer, at most 64 bytes) comes back beside the reading in a
+//! [`ParsedReading`] from [`parse_reading_with_id`]; [`parse_reading`] checks it the same way
+//! but leaves it out, for callers that do not deduplicate.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::reading_id::ReadingId;
 use crate::rejection::Rejection;
 use crate::timestamp::Timestamp;
 use crate::topic::{machine_from_readings_topic, validate_topic_level};
@@ -48,25 +53,53 @@ pub struct Reading<'t> {
     pub time_from_payload: bool,
 }
 
+/// A reading together with the sender's optional `id` for it.
+///
+/// The id travels beside [`Reading`] rather than inside it, so `Reading` stays a small `Copy`
+/// value that existing code builds field by field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedReading<'t> {
+    /// The reading.
+    pub reading: Reading<'t>,
+    /// The payload's `id`, if it had one (`null` counts as none).
+    pub id: Option<ReadingId>,
+}
+
 /// Parses one payload received on `topic` at `received_at`.
 ///
 /// Checks everything that needs no window state: size, JSON shape, fields and values, and the
 /// machine id against the topic. `late`, `future` and `too_many_keys` are decided by the
-/// [`WindowStore`](crate::window::WindowStore), which knows the window and the keys.
+/// [`WindowStore`](crate::window::WindowStore), which knows the window and the keys. A bad
+/// `id` is rejected here too; use [`parse_reading_with_id`] to keep a good one.
 pub fn parse_reading<'t>(
     topic: &'t str,
     payload: &[u8],
     received_at: Timestamp,
     limits: &ParseLimits,
 ) -> Result<Reading<'t>, Rejection> {
+    parse_reading_with_id(topic, payload, received_at, limits).map(|parsed| parsed.reading)
+}
+
+/// Like [`parse_reading`], and also returns the payload's optional `id` (a string or an
+/// integer of at most 64 bytes; anything else is a `bad_value` naming `id`).
+pub fn parse_reading_with_id<'t>(
+    topic: &'t str,
+    payload: &[u8],
+    received_at: Timestamp,
+    limits: &ParseLimits,
+) -> Result<ParsedReading<'t>, Rejection> {
     if payload.len() > limits.max_payload_bytes {
         return Err(Rejection::TooLarge {
             size: payload.len(),
             limit: limits.max_payload_bytes,
         });
     }
-    let machine = machine_from_readings_topic(topic)
-        .ok_or_else(|| Rejection::bad_value("topic", "expected machines/{machineId}/scrap"))?;
+    let machine = machine_from_readings_topic(topic).ok_or_else(|| {
+        Rejection::bad_value(
+            "topic",
+            "expected a topic ending in machines/{machineId}/scrap",
+        )
+    })?;
     if machine.is_empty() {
         return Err(Rejection::MissingField { field: "machineId" });
     }
@@ -132,13 +165,33 @@ pub fn parse_reading<'t>(
         (a, None) => time_from("timestamp", a.as_ref())?,
         (None, b) => time_from("zeitstempel", b.as_ref())?,
     };
-    Ok(Reading {
-        machine,
-        scrap_index,
-        value,
-        event_time: time.unwrap_or(received_at),
-        time_from_payload: time.is_some(),
+    let id = id_from(fields.id.as_ref())?;
+    Ok(ParsedReading {
+        reading: Reading {
+            machine,
+            scrap_index,
+            value,
+            event_time: time.unwrap_or(received_at),
+            time_from_payload: time.is_some(),
+        },
+        id,
     })
+}
+
+fn id_from(given: Option<&Scalar<'_>>) -> Result<Option<ReadingId>, Rejection> {
+    match given {
+        None | Some(Scalar::Null) => Ok(None),
+        Some(Scalar::U64(n)) => Ok(Some(ReadingId::from_u64(*n))),
+        Some(Scalar::I64(n)) => Ok(Some(ReadingId::from_i64(*n))),
+        // Not trimmed: an id is compared byte for byte, as the sender wrote it.
+        Some(Scalar::Str(s)) => ReadingId::new(s)
+            .map(Some)
+            .map_err(|e| Rejection::bad_value("id", e.to_string())),
+        Some(other) => Err(Rejection::bad_value(
+            "id",
+            format!("expected a string or an integer, got {other}"),
+        )),
+    }
 }
 
 fn check_machine(name: &str, given: &Scalar<'_>, topic_machine: &str) -> Result<(), Rejection> {
@@ -268,6 +321,7 @@ struct Fields<'de> {
     value: Option<Scalar<'de>>,
     timestamp: Option<Scalar<'de>>,
     zeitstempel: Option<Scalar<'de>>,
+    id: Option<Scalar<'de>>,
 }
 
 /// A JSON value reduced to what validation needs; containers are skipped, not stored.
@@ -355,6 +409,7 @@ enum FieldName {
     Value,
     Timestamp,
     Zeitstempel,
+    Id,
     Unknown,
 }
 
@@ -375,6 +430,7 @@ impl<'de> de::Deserialize<'de> for FieldName {
                     "value" => FieldName::Value,
                     "timestamp" => FieldName::Timestamp,
                     "zeitstempel" => FieldName::Zeitstempel,
+                    "id" => FieldName::Id,
                     _ => FieldName::Unknown,
                 })
             }
@@ -403,6 +459,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 FieldName::Value => &mut fields.value,
                 FieldName::Timestamp => &mut fields.timestamp,
                 FieldName::Zeitstempel => &mut fields.zeitstempel,
+                FieldName::Id => &mut fields.id,
                 FieldName::Unknown => {
                     map.next_value::<IgnoredAny>()?;
                     continue;

@@ -8,6 +8,11 @@
 //! keys whose oldest reading is due, found through an ordered index of each key's oldest
 //! reading, so there is never a scan over all keys. [`WindowStore::next_deadline`] tells the
 //! caller when to wake next.
+//!
+//! Duplicates: [`WindowStore::accept_with_id`] drops a reading whose (machine, id) was already
+//! counted within the window (see [`dedup`] for how ids are kept and leave with their readings).
+
+mod dedup;
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -16,10 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::parse::Reading;
+use crate::reading_id::ReadingId;
 use crate::rejection::Rejection;
 use crate::sum::CompensatedSum;
 use crate::timestamp::Timestamp;
 use crate::wire::Aggregate;
+use dedup::{IdIndex, IdMark};
 
 /// Settings of the window store, with the contract's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +99,19 @@ impl WindowTotals {
     }
 }
 
+/// What became of a reading offered with its optional id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Counted in this key's window (its aggregate changed).
+    Counted(KeyId),
+    /// Dropped: a reading of the same machine with the same id is already in the window.
+    /// Not a rejection; nothing changed.
+    Duplicate {
+        /// Event time of the reading that was counted with this id.
+        first_counted_at: Timestamp,
+    },
+}
+
 /// One buffered reading: 16 bytes.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -108,6 +128,8 @@ struct Slot {
     removed_since_rebuild: usize,
     /// The instant the window last became empty, while it is empty.
     empty_since: Option<i64>,
+    /// Marks of the buffered readings that carry an id, sorted by time like `entries`.
+    id_marks: VecDeque<IdMark>,
 }
 
 impl Slot {
@@ -129,7 +151,9 @@ impl Slot {
 /// A buffered reading takes 16 bytes (an `i64` time and an `f64` value) in a per-key ring
 /// buffer. Buffers grow by doubling and are shrunk when less than half full, so on average a
 /// buffered reading costs at most 32 bytes, plus a fixed cost per key (its id, the index
-/// entries, about 150 bytes). [`WindowStore::buffer_bytes`] reports the buffer part.
+/// entries, about 180 bytes). [`WindowStore::buffer_bytes`] reports the buffer part. A
+/// reading with an id costs a record in the id table and a mark besides;
+/// [`WindowStore::id_bytes`] reports that part.
 ///
 /// # Time
 /// Every method that depends on time takes `now` from the caller; call
@@ -150,6 +174,8 @@ pub struct WindowStore {
     oldest: BTreeSet<(i64, u32)>,
     /// `(empty since, slot)` of every key whose window is empty: the forgetting schedule.
     idle: BTreeSet<(i64, u32)>,
+    /// Ids of the buffered readings that carried one, for duplicate detection.
+    ids: IdIndex,
 }
 
 impl WindowStore {
@@ -167,6 +193,7 @@ impl WindowStore {
             buffered: 0,
             oldest: BTreeSet::new(),
             idle: BTreeSet::new(),
+            ids: IdIndex::default(),
         }
     }
 
@@ -181,6 +208,52 @@ impl WindowStore {
     /// and as `too_many_keys` when it would create key number `max_keys + 1`. Returns the key
     /// whose aggregate changed.
     pub fn accept(&mut self, reading: &Reading<'_>, now: Timestamp) -> Result<KeyId, Rejection> {
+        self.check_time(reading, now)?;
+        self.count(reading)
+    }
+
+    /// Like [`accept`](Self::accept) for a reading with its optional id.
+    ///
+    /// A reading whose machine already had a reading with the same id counted in the window
+    /// at `now` (on any scrap index) is dropped as [`Accepted::Duplicate`]. The id is kept
+    /// until that counted reading expires. Readings without id are counted every time.
+    /// Rejections are decided first: a late copy of a counted reading is `late`.
+    pub fn accept_with_id(
+        &mut self,
+        reading: &Reading<'_>,
+        id: Option<&ReadingId>,
+        now: Timestamp,
+    ) -> Result<Accepted, Rejection> {
+        self.check_time(reading, now)?;
+        let Some(id) = id else {
+            return self.count(reading).map(Accepted::Counted);
+        };
+        let window_start = now.unix_nanos().saturating_sub(self.window_nanos);
+        let hash = self.ids.hash(reading.machine, id);
+        if let Some(t) = self.ids.counted_at(hash, reading.machine, id, &self.slots)
+            && t > window_start
+        {
+            return Ok(Accepted::Duplicate {
+                first_counted_at: Timestamp::from_unix_nanos(t),
+            });
+        }
+        let key = self.count(reading)?;
+        let time = reading.event_time.unix_nanos();
+        self.ids.record(hash, id, time, key.slot, &self.slots);
+        if let Some(slot) = self.slots[key.slot as usize].as_mut() {
+            let mark = IdMark { time, hash };
+            match slot.id_marks.back() {
+                Some(last) if last.time > time => {
+                    let at = slot.id_marks.partition_point(|m| m.time <= time);
+                    slot.id_marks.insert(at, mark);
+                }
+                _ => slot.id_marks.push_back(mark),
+            }
+        }
+        Ok(Accepted::Counted(key))
+    }
+
+    fn check_time(&self, reading: &Reading<'_>, now: Timestamp) -> Result<(), Rejection> {
         let t = reading.event_time.unix_nanos();
         let window_start = now.unix_nanos().saturating_sub(self.window_nanos);
         if t <= window_start {
@@ -196,6 +269,12 @@ impl WindowStore {
                 latest_accepted: latest,
             });
         }
+        Ok(())
+    }
+
+    /// Adds a reading that passed the time checks to its key, creating the key if needed.
+    fn count(&mut self, reading: &Reading<'_>) -> Result<KeyId, Rejection> {
+        let t = reading.event_time.unix_nanos();
         let id = match self.lookup(reading.machine, reading.scrap_index) {
             Some(id) => id,
             None => self.create_key(reading.machine, reading.scrap_index)?,
@@ -229,6 +308,7 @@ impl WindowStore {
             sum: CompensatedSum::ZERO,
             removed_since_rebuild: 0,
             empty_since: None,
+            id_marks: VecDeque::new(),
         };
         let slot_no = match self.free_slots.pop() {
             Some(n) => {
@@ -306,6 +386,17 @@ impl WindowStore {
             }
             self.buffered -= removed;
             slot.removed_since_rebuild += removed;
+            while let Some(&mark) = slot.id_marks.front() {
+                if mark.time > cutoff {
+                    break;
+                }
+                slot.id_marks.pop_front();
+                self.ids.forget(mark, slot_no, &slot.key.machine, cutoff);
+            }
+            let marks = slot.id_marks.len();
+            if slot.id_marks.capacity() > 2 * marks + 8 {
+                slot.id_marks.shrink_to(marks + marks / 2);
+            }
             match slot.entries.front() {
                 None => {
                     // Exactly zero, whatever rounding the removals left behind.
@@ -332,6 +423,7 @@ impl WindowStore {
                 generation: slot.generation,
             });
         }
+        self.ids.shrink(&self.slots);
     }
 
     /// Forgets every key whose window has been empty for `key_idle_ttl` at `now`, appending
@@ -438,6 +530,23 @@ impl WindowStore {
     /// Number of buffered readings over all keys.
     pub fn buffered_readings(&self) -> usize {
         self.buffered
+    }
+
+    /// Number of ids held for duplicate detection (one per buffered reading that had an id).
+    pub fn tracked_ids(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Bytes reserved for duplicate detection: the id table (capacity, not length), the
+    /// heap part of long ids, and the per-key mark queues.
+    pub fn id_bytes(&self) -> usize {
+        let marks: usize = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| s.id_marks.capacity() * std::mem::size_of::<IdMark>())
+            .sum();
+        self.ids.bytes() + marks
     }
 
     /// Bytes reserved by the reading buffers (capacity, not length).

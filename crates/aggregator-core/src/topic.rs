@@ -184,6 +184,28 @@ mod tests {
         assert_eq!(readings_topic_prefix("aggregates/A1/1"), None);
     }
 
+    proptest::proptest! {
+        /// Whatever whole levels come before it, `machines/{id}/scrap` yields the id.
+        #[test]
+        fn any_prefix_of_whole_levels_is_read(
+            prefix in proptest::collection::vec("[a-z0-9]{0,6}", 0..4),
+            machine in "[^/]{0,12}",
+        ) {
+            let mut topic = String::new();
+            for level in &prefix {
+                topic.push_str(level);
+                topic.push('/');
+            }
+            let plain = format!("machines/{machine}/scrap");
+            topic.push_str(&plain);
+            proptest::prop_assert_eq!(machine_from_readings_topic(&topic), Some(machine.as_str()));
+            proptest::prop_assert_eq!(
+                readings_topic_prefix(&topic).map(|p| format!("{p}{plain}")),
+                Some(topic.clone())
+            );
+        }
+    }
+
     #[test]
     fn shard_templates_and_status_topics() {
         assert_eq!(

@@ -6,6 +6,7 @@
 //!   forgetting and the `max_keys` cap.
 //! - [`wire`]: the JSON the services publish (aggregates, dead letters, liveness).
 //! - [`topic`]: topic names and topic-level validation.
+//! - [`alarm`]: threshold rules, their lookup, the per-key alarm state machine, its message.
 //! - [`timestamp`]: the event/clock time type used throughout.
 //! - [`reading_id`]: the optional `id` of a reading, for dropping resent copies.
 //! - [`partition`]: which ingest shard owns a machine (FNV-1a mod N, as NATS partitions).
@@ -14,6 +15,7 @@
 //! in, which keeps every rule testable without a runtime.
 #![warn(missing_docs)]
 
+pub mod alarm;
 pub mod parse;
 pub mod partition;
 pub mod reading_id;

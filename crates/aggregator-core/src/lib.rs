@@ -6,6 +6,7 @@
 //!   forgetting and the `max_keys` cap.
 //! - [`wire`]: the JSON the services publish (aggregates, dead letters, liveness).
 //! - [`topic`]: topic names and topic-level validation.
+//! - [`trend`]: the per-key ring of sampled sums, its message and the restart merge rule.
 //! - [`alarm`]: threshold rules, their lookup, the per-key alarm state machine, its message.
 //! - [`timestamp`]: the event/clock time type used throughout.
 //! - [`reading_id`]: the optional `id` of a reading, for dropping resent copies.
@@ -23,6 +24,7 @@ pub mod rejection;
 pub mod sum;
 pub mod timestamp;
 pub mod topic;
+pub mod trend;
 pub mod window;
 pub mod wire;
 

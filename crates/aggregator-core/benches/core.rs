@@ -1,12 +1,16 @@
 //! Throughput of the core's hot paths: payload parsing (both field-name families), window
-//! insert + expire, and a realistic mix (parse, accept, periodic expire, aggregate encoding).
+//! insert + expire (with and without reading ids), alarm evaluation with 1 000 rules, and a
+//! realistic mix (parse, accept, periodic expire, aggregate encoding).
 //!
 //! Run with `cargo bench -p aggregator-core`; figures go to the README's performance table.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use aggregator_core::{ParseLimits, Timestamp, WindowConfig, WindowStore, parse_reading};
+use aggregator_core::alarm::{AlarmRule, AlarmRules, KeyAlarm};
+use aggregator_core::{
+    ParseLimits, ReadingId, Timestamp, WindowConfig, WindowStore, WindowTotals, parse_reading,
+};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 const BASE: i64 = 1_767_268_800_000_000_000; // 2026-01-01T12:00:00Z in ns
@@ -101,6 +105,127 @@ fn bench_window(c: &mut Criterion) {
     group.finish();
 }
 
+/// The window bench again, every reading carrying an id: integer ids (stored inline) and
+/// 36-byte UUID-shaped ids (stored on the heap). Prints the id state's bytes per buffered
+/// reading once, for a full 60 s window of 600 000 readings.
+fn bench_window_ids(c: &mut Criterion) {
+    const N: i64 = 1_000_000;
+    let machines: Vec<String> = (0..10).map(|m| format!("M{m}")).collect();
+    let integer = |i: i64| ReadingId::from_i64(i);
+    let uuid = |i: i64| {
+        ReadingId::new(&format!("{:08x}-9d4a-4e57-b0c2-{:012x}", i as u32, i))
+            .unwrap_or_else(|_| integer(i))
+    };
+    let run = |make_id: &dyn Fn(i64) -> ReadingId| {
+        let mut store = WindowStore::new(WindowConfig::default());
+        let mut changed = Vec::new();
+        for i in 0..N {
+            let now = Timestamp::from_unix_nanos(BASE + i * 100_000);
+            let reading = aggregator_core::Reading {
+                machine: &machines[(i % 10) as usize],
+                scrap_index: (i % 5) as u32,
+                value: 1.25,
+                event_time: now,
+                time_from_payload: false,
+            };
+            let id = make_id(i);
+            let _ = black_box(store.accept_with_id(&reading, Some(&id), now));
+            if i % 64 == 0 {
+                store.expire(now, &mut changed);
+                changed.clear();
+            }
+        }
+        store
+    };
+    for (name, make_id) in [
+        ("integer", &integer as &dyn Fn(i64) -> ReadingId),
+        ("uuid", &uuid),
+    ] {
+        let store = run(make_id);
+        eprintln!(
+            "window/insert_with_ids/{name}: {} readings buffered, readings {:.1} B each, ids {:.1} B per id ({} ids)",
+            store.buffered_readings(),
+            store.buffer_bytes() as f64 / store.buffered_readings() as f64,
+            store.id_bytes() as f64 / store.tracked_ids() as f64,
+            store.tracked_ids(),
+        );
+    }
+    let mut group = c.benchmark_group("window");
+    group.throughput(Throughput::Elements(N as u64));
+    group.sample_size(10);
+    group.bench_function("insert_and_expire_with_integer_ids", |b| {
+        b.iter(|| run(&integer))
+    });
+    group.bench_function("insert_and_expire_with_uuid_ids", |b| b.iter(|| run(&uuid)));
+    group.finish();
+}
+
+/// 1 000 rules of every kind (machine+index, machine, `*`+index, `*`) over 1 000 keys.
+/// `evaluate` is the per-reading cost once a key's thresholds are resolved (ingest keeps its
+/// `KeyAlarm` beside the key); `resolve` is the once-per-key lookup.
+fn bench_alarms(c: &mut Criterion) {
+    let rule = |machine: String, index: Option<u32>, sum: f64| AlarmRule {
+        machine,
+        index,
+        sum_above: Some(sum),
+        avg_above: (sum > 50.0).then_some(sum / 10.0),
+        clear_below: None,
+    };
+    let mut rules: Vec<AlarmRule> = Vec::new();
+    for m in 0..180 {
+        for i in 0..5 {
+            rules.push(rule(format!("M{m}"), Some(i), 30.0 + f64::from(i)));
+        }
+    }
+    for m in 180..270 {
+        rules.push(rule(format!("M{m}"), None, 40.0));
+    }
+    for i in 0..9 {
+        rules.push(rule("*".into(), Some(i), 60.0));
+    }
+    rules.push(rule("*".into(), None, 100.0));
+    assert_eq!(rules.len(), 1000);
+    let set = AlarmRules::new(&rules).expect("valid bench rules");
+    let keys: Vec<(String, u32)> = (0..200)
+        .flat_map(|m| (0..5).map(move |i| (format!("M{}", m * 2), i)))
+        .collect();
+    let mut alarms: Vec<KeyAlarm> = keys
+        .iter()
+        .map(|(m, i)| KeyAlarm::new(set.resolve(m, *i).expect("the * rule matches all")))
+        .collect();
+
+    const N: u64 = 100_000;
+    let mut group = c.benchmark_group("alarm");
+    group.throughput(Throughput::Elements(N));
+    group.bench_function("evaluate_1000_rules", |b| {
+        b.iter(|| {
+            let mut changes = 0_u32;
+            for n in 0..N {
+                let k = (n % keys.len() as u64) as usize;
+                // Sums sweep 0..70 so keys keep crossing their thresholds both ways.
+                let totals = WindowTotals {
+                    sum: ((n / 7) % 70) as f64,
+                    count: 1 + n % 13,
+                };
+                let now = Timestamp::from_unix_nanos(BASE + n as i64 * 100_000);
+                if alarms[k].evaluate(totals, now).is_some() {
+                    changes += 1;
+                }
+            }
+            black_box(changes)
+        })
+    });
+    group.bench_function("resolve_1000_rules", |b| {
+        b.iter(|| {
+            for n in 0..N {
+                let (m, i) = &keys[(n % keys.len() as u64) as usize];
+                black_box(set.resolve(m, *i));
+            }
+        })
+    });
+    group.finish();
+}
+
 /// What ingest does per message: parse, accept, expire every millisecond of clock, and encode
 /// the aggregate of the changed key about once per 100 readings (coalescing).
 fn bench_mix(c: &mut Criterion) {
@@ -146,5 +271,12 @@ fn bench_mix(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_parse, bench_window, bench_mix);
+criterion_group!(
+    benches,
+    bench_parse,
+    bench_window,
+    bench_window_ids,
+    bench_alarms,
+    bench_mix
+);
 criterion_main!(benches);

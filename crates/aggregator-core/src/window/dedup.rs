@@ -82,8 +82,9 @@ impl IdIndex {
             .map(|r| r.time)
     }
 
-    /// Records that (machine of `slot`, id) was counted at `time`, overwriting a stale record.
-    pub(super) fn record(
+    /// Records that (machine of `slot`, id) was counted at `time`, where
+    /// [`counted_at`](Self::counted_at) found no record: a plain insert, with no second probe.
+    pub(super) fn insert(
         &mut self,
         hash: u64,
         id: &ReadingId,
@@ -91,16 +92,6 @@ impl IdIndex {
         slot: u32,
         slots: &[Option<Slot>],
     ) {
-        let machine = machine_of(slots, slot);
-        if let Some(stale) = self.table.find_mut(hash, |r| {
-            r.id == *id && machine_of(slots, r.slot) == machine
-        }) {
-            // Its old mark finds nothing to remove later unless this record is expired by
-            // then too, in which case removing it is right.
-            stale.time = time;
-            stale.slot = slot;
-            return;
-        }
         self.heap_bytes += id.heap_bytes();
         let hasher = &self.hasher;
         self.table.insert_unique(
@@ -112,6 +103,26 @@ impl IdIndex {
             },
             |r| hash_of(hasher, machine_of(slots, r.slot), &r.id),
         );
+    }
+
+    /// Moves the stale record of (machine of `slot`, id) to the reading now counted at `time`.
+    /// Its old mark finds nothing to remove later, unless the record has expired again by
+    /// then, in which case removing it is right.
+    pub(super) fn refresh(
+        &mut self,
+        hash: u64,
+        id: &ReadingId,
+        time: i64,
+        slot: u32,
+        slots: &[Option<Slot>],
+    ) {
+        let machine = machine_of(slots, slot);
+        if let Some(stale) = self.table.find_mut(hash, |r| {
+            r.id == *id && machine_of(slots, r.slot) == machine
+        }) {
+            stale.time = time;
+            stale.slot = slot;
+        }
     }
 
     /// Removes the record behind `mark` of `slot` (whose machine is `machine`) if it has

@@ -230,7 +230,8 @@ impl WindowStore {
         };
         let window_start = now.unix_nanos().saturating_sub(self.window_nanos);
         let hash = self.ids.hash(reading.machine, id);
-        if let Some(t) = self.ids.counted_at(hash, reading.machine, id, &self.slots)
+        let held = self.ids.counted_at(hash, reading.machine, id, &self.slots);
+        if let Some(t) = held
             && t > window_start
         {
             return Ok(Accepted::Duplicate {
@@ -239,7 +240,11 @@ impl WindowStore {
         }
         let key = self.count(reading)?;
         let time = reading.event_time.unix_nanos();
-        self.ids.record(hash, id, time, key.slot, &self.slots);
+        match held {
+            None => self.ids.insert(hash, id, time, key.slot, &self.slots),
+            // Outside the window but not yet expired: the new reading takes its place.
+            Some(_) => self.ids.refresh(hash, id, time, key.slot, &self.slots),
+        }
         if let Some(slot) = self.slots[key.slot as usize].as_mut() {
             let mark = IdMark { time, hash };
             match slot.id_marks.back() {

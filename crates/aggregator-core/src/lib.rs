@@ -1,9 +1,10 @@
 //! The pure heart of scrap-pulse: everything in the contract (`DESIGN.md`) that needs no I/O.
 //!
-//! - [`parse`]: turns `(topic, payload)` from `machines/{id}/scrap` into a [`Reading`] or a
-//!   [`Rejection`] with one variant per reason of the contract.
+//! - [`parse`]: turns `(topic, payload)` from `[prefix/]machines/{id}/scrap` into a
+//!   [`Reading`] (and its optional [`ReadingId`]) or a [`Rejection`] with one variant per
+//!   reason of the contract.
 //! - [`window`]: the keyed sliding-window store with exact sums, expiry scheduling, idle-key
-//!   forgetting and the `max_keys` cap.
+//!   forgetting, the `max_keys` cap and duplicate detection by reading id.
 //! - [`wire`]: the JSON the services publish (aggregates, dead letters, liveness).
 //! - [`topic`]: topic names and topic-level validation.
 //! - [`trend`]: the per-key ring of sampled sums, its message and the restart merge rule.
@@ -29,6 +30,7 @@ pub mod window;
 pub mod wire;
 
 pub use parse::{ParseLimits, ParsedReading, Reading, parse_reading, parse_reading_with_id};
+pub use partition::shard_of;
 pub use reading_id::ReadingId;
 pub use rejection::{Rejection, RejectionReason};
 pub use timestamp::Timestamp;

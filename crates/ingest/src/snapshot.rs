@@ -83,10 +83,13 @@ pub async fn read_retained(
                 quiet_until = Some(tokio::time::Instant::now() + QUIET);
             }
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                quiet_until = Some(tokio::time::Instant::now() + QUIET);
+                // Live aggregates (this very process republishes while readings flow) are not
+                // part of the snapshot: only retained copies count as its progress, or the
+                // snapshot would never go quiet and would end at its time limit.
                 if !publish.retain {
                     continue;
                 }
+                quiet_until = Some(tokio::time::Instant::now() + QUIET);
                 if let Some(found_one) = parse_retained(&publish.topic, &publish.payload) {
                     found.push(found_one);
                 }

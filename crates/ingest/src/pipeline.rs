@@ -3,7 +3,7 @@
 //! and the liveness status to the MQTT client.
 //!
 //! It sleeps on one timer, set to the earliest of the next expiry or forgetting
-//! ([`WindowStore::next_deadline`]), the next coalescing cool-down end and the next retry:
+//! ([`WindowStore::next_deadline`]), the next publish budget refill and the next retry:
 //! no periodic scans. Publishes use the client's non-blocking `try_publish` while the event
 //! loop task may be waiting on this task's channel; a refused publish is retried shortly after.
 //!
@@ -61,8 +61,10 @@ pub struct PipelineSettings {
     pub window: WindowConfig,
     /// Parser limits.
     pub limits: ParseLimits,
-    /// Coalescing interval per key.
+    /// Publish budget per key: one message per this interval sustained...
     pub publish_interval: Duration,
+    /// ...plus this many at once after a quiet spell (see [`Coalescer`]).
+    pub publish_burst: u32,
     /// Most messages handled per batch.
     pub batch_size: usize,
     /// At most one log line per rejection reason per this long.
@@ -118,7 +120,7 @@ impl Pipeline {
     pub fn new(settings: PipelineSettings, client: AsyncClient, metrics: Metrics) -> Self {
         Pipeline {
             store: WindowStore::new(settings.window.clone()),
-            coalescer: Coalescer::new(settings.publish_interval),
+            coalescer: Coalescer::with_burst(settings.publish_interval, settings.publish_burst),
             outbox: Outbox::new(client, metrics.clone(), settings.started_at),
             orphans: Orphans::new(settings.window.window, settings.window.key_idle_ttl),
             metrics,
@@ -570,6 +572,7 @@ mod tests {
             window: WindowConfig::default(),
             limits: ParseLimits::default(),
             publish_interval: interval,
+            publish_burst: 1,
             batch_size: 64,
             rejection_log_interval: Duration::from_secs(10),
             started_at: Timestamp::EPOCH,

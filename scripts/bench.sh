@@ -2,7 +2,7 @@
 #
 # The performance figures of docs/performance.md: builds the release binaries, runs the
 # criterion benches of aggregator-core, then every loadtest measurement, and prints one
-# markdown table (also written to target/bench/table.md).
+# markdown table (also written to target/bench/table.md, or under $CARGO_TARGET_DIR).
 #
 # Usage: scripts/bench.sh [--quick]          (or `just bench [--quick]`)
 #   --quick   small loads (seconds, not minutes), to check the harness, not for figures
@@ -19,7 +19,8 @@ export PATH="$PATH:/usr/sbin"
 quick=0
 if [[ "${1:-}" == "--quick" ]]; then quick=1; fi
 
-out=target/bench
+target_dir="${CARGO_TARGET_DIR:-target}"
+out="$target_dir/bench"
 mkdir -p "$out"
 cargo build --release --locked -p loadtest -p ingest -p gateway
 
@@ -40,13 +41,14 @@ criterion_rows=$(awk '
     }' "$out/criterion.txt")
 echo "$criterion_rows" >&2
 
-lt=target/release/loadtest
+lt="$target_dir/release/loadtest"
 if ((quick)); then
     runs=(
         "throughput --messages 20000"
-        "latency --rate 1000 --duration-secs 3"
-        "latency --rate 5000 --duration-secs 3"
+        "latency --rate 100 --machines 3 --indices 3 --duration-secs 3"
+        "latency --rate 5000 --machines 3 --indices 3 --duration-secs 3"
         "latency --rate 1000 --duration-secs 3 --publish-interval-ms 0"
+        "cap --duration-secs 3"
         "compare --duration-secs 5"
         "memory --scenario readings --readings 200000"
         "memory --scenario keys --keys 10000"
@@ -56,9 +58,14 @@ if ((quick)); then
 else
     runs=(
         "throughput"
-        "latency --rate 1000"
-        "latency --rate 5000"
+        # Issue 13's table: 9 keys (the original service's), 8 s runs, default settings.
+        "latency --rate 50 --machines 3 --indices 3 --duration-secs 8"
+        "latency --rate 100 --machines 3 --indices 3 --duration-secs 8"
+        "latency --rate 1000 --machines 3 --indices 3 --duration-secs 8"
+        "latency --rate 5000 --machines 3 --indices 3 --duration-secs 8"
         "latency --rate 1000 --publish-interval-ms 0"
+        # The per-key cap: one key changed 1000 times/s, --publish-interval-ms 100.
+        "cap"
         "compare"
         "memory --scenario readings"
         "memory --scenario keys"

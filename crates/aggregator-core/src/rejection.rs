@@ -3,52 +3,61 @@
 
 use crate::timestamp::Timestamp;
 
-/// The reason codes of `DESIGN.md`, as used in metrics labels and dead letters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RejectionReason {
+/// Declares [`RejectionReason`] with its codes from one list, so that [`RejectionReason::ALL`]
+/// and [`RejectionReason::COUNT`] (and every array sized by them) grow with a new reason on
+/// their own: nothing to keep in step by hand, nothing to panic at run time.
+macro_rules! rejection_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident => $code:literal,)+) => {
+        /// The reason codes of the contract, as used in metrics labels and dead letters.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum RejectionReason {
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl RejectionReason {
+            /// Every reason, in the order of the contract (handy for pre-registering metric
+            /// labels); a reason's place here is its [`RejectionReason::index`].
+            pub const ALL: [RejectionReason; RejectionReason::COUNT] =
+                [$(RejectionReason::$variant,)+];
+
+            /// How many reasons there are: the length of per-reason arrays.
+            pub const COUNT: usize = [$($code,)+].len();
+
+            /// The snake_case code of the contract, e.g. `"too_large"`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(RejectionReason::$variant => $code,)+
+                }
+            }
+        }
+    };
+}
+
+rejection_reasons! {
     /// Payload over `max_payload_bytes`.
-    TooLarge,
+    TooLarge => "too_large",
     /// Not a JSON object.
-    InvalidJson,
+    InvalidJson => "invalid_json",
     /// A required field is absent (or the topic's machine level is empty).
-    MissingField,
+    MissingField => "missing_field",
     /// A field is present but its value cannot be used.
-    BadValue,
+    BadValue => "bad_value",
     /// The payload names a different machine than the topic.
-    MachineMismatch,
+    MachineMismatch => "machine_mismatch",
     /// The reading's time is already outside the window.
-    Late,
+    Late => "late",
     /// The reading's time is too far ahead of the ingest clock.
-    Future,
+    Future => "future",
     /// A new key would exceed `max_keys`.
-    TooManyKeys,
+    TooManyKeys => "too_many_keys",
 }
 
 impl RejectionReason {
-    /// Every reason, in the order of the contract (handy for pre-registering metric labels).
-    pub const ALL: [RejectionReason; 8] = [
-        RejectionReason::TooLarge,
-        RejectionReason::InvalidJson,
-        RejectionReason::MissingField,
-        RejectionReason::BadValue,
-        RejectionReason::MachineMismatch,
-        RejectionReason::Late,
-        RejectionReason::Future,
-        RejectionReason::TooManyKeys,
-    ];
-
-    /// The snake_case code of the contract, e.g. `"too_large"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RejectionReason::TooLarge => "too_large",
-            RejectionReason::InvalidJson => "invalid_json",
-            RejectionReason::MissingField => "missing_field",
-            RejectionReason::BadValue => "bad_value",
-            RejectionReason::MachineMismatch => "machine_mismatch",
-            RejectionReason::Late => "late",
-            RejectionReason::Future => "future",
-            RejectionReason::TooManyKeys => "too_many_keys",
-        }
+    /// This reason's place in [`RejectionReason::ALL`], always below
+    /// [`RejectionReason::COUNT`]: the index of per-reason arrays.
+    pub const fn index(self) -> usize {
+        // The enum is declared in the order of ALL with implicit discriminants 0, 1, 2, ...
+        self as usize
     }
 }
 
@@ -168,5 +177,13 @@ mod tests {
                 "too_many_keys"
             ]
         );
+    }
+
+    #[test]
+    fn every_reason_indexes_its_place_in_all() {
+        assert_eq!(RejectionReason::ALL.len(), RejectionReason::COUNT);
+        for (i, reason) in RejectionReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), i, "{reason}");
+        }
     }
 }

@@ -36,6 +36,22 @@ pub struct Aggregate {
     pub timestamp: String,
 }
 
+impl Aggregate {
+    /// The aggregate of a key whose window holds no reading at `at`: sum exactly 0, count 0,
+    /// no average.
+    pub fn empty(machine_id: &str, scrap_index: u32, window_seconds: u64, at: Timestamp) -> Self {
+        Aggregate {
+            machine_id: machine_id.to_owned(),
+            scrap_index,
+            sum: 0.0,
+            avg: None,
+            count: 0,
+            window_seconds,
+            timestamp: at.to_rfc3339_millis(),
+        }
+    }
+}
+
 /// A key as it appears in WebSocket `remove` frames.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KeyRef {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use config::{Config, File, FileFormat};
-use service_kit::{MqttSecurity, Secret, SecuritySettings, SettingsError};
 use rumqttc::MqttOptions;
 use serde::{Deserialize, Serialize};
+use service_kit::{MqttSecurity, Secret, SecuritySettings, SettingsError};
 
 /// Command-line flags. Every flag overrides the file and the environment.
 #[derive(Debug, Default, Clone, Parser)]

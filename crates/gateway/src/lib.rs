@@ -4,19 +4,24 @@
 //!
 //! - [`configuration`]: settings, layered and validated.
 //! - [`mqtt`]: the broker link, one task owning the event loop.
-//! - [`hub`]: the state, batching and the shared frames.
+//! - [`hub`]: the state, subscriptions and admission; [`batcher`]: when changes become
+//!   frames; [`frame`]: what the frames say and their shared encoding.
 //! - [`ws`]: the upgrade checks and the per-client task; [`origin`]: the Origin rule.
-//! - [`routes`]: the plain HTTP endpoints; [`startup`]: build and run; [`telemetry`]: logs.
+//! - [`routes`]: the plain HTTP endpoints; [`state`]: what handlers share; [`startup`]: build
+//!   and run; [`telemetry`]: logs.
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod batcher;
 pub mod configuration;
+pub mod frame;
 pub mod hub;
 pub mod metrics;
 pub mod mqtt;
 pub mod origin;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod ws;
 

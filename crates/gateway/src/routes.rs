@@ -6,7 +6,7 @@ use actix_files::{Files, NamedFile};
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Answers that must always be fresh.
 const NO_STORE: (actix_web::http::header::HeaderName, &str) = (CACHE_CONTROL, "no-store");

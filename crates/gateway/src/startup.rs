@@ -17,7 +17,8 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttTaskConfig};
 use crate::routes;
-use crate::ws::{ClientConfig, ws_route};
+use crate::state::{AppState, ClientConfig};
+use crate::ws::ws_route;
 
 /// Capacity of rumqttc's request channel: the gateway only ever queues a subscription and a
 /// disconnect.
@@ -40,27 +41,6 @@ pub enum StartupError {
     /// The settings are invalid.
     #[error(transparent)]
     Settings(#[from] service_kit::SettingsError),
-}
-
-/// What handlers share.
-#[derive(Debug)]
-pub struct AppState {
-    /// State and fan-out.
-    pub hub: Arc<Hub>,
-    /// Extra allowed origins.
-    pub allowed_origins: Vec<String>,
-    /// Client cap.
-    pub max_clients: usize,
-    /// Per-client timing.
-    pub client: ClientConfig,
-    /// Fires when the gateway stops: clients close with 1001, new upgrades get 503.
-    pub shutdown: CancellationToken,
-    /// Client tasks, awaited at shutdown.
-    pub clients: TaskTracker,
-    /// Where `/vendor/chart.umd.js` comes from.
-    pub chart_js: PathBuf,
-    /// Bearer token of `/ws` and `/api/aggregates`; `None`: open.
-    pub auth_token: Option<service_kit::Secret>,
 }
 
 /// A gateway with its listener bound, ready to [`run`](Application::run).

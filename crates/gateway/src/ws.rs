@@ -20,24 +20,13 @@ use tracing::Instrument;
 
 use crate::hub::{ClientSlot, Hub, MachineFilter, merged_texts};
 use crate::origin::origin_allowed;
-use crate::startup::AppState;
+use crate::state::{AppState, ClientConfig};
 
 /// Most queued frames merged into one send: bounds the work of one merge.
 const MAX_MERGED_FRAMES: usize = 64;
 
 /// How long a close frame may take to be queued at shutdown or on a protocol error.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Per-client timing, from the settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientConfig {
-    /// Interval between pings.
-    pub ping_interval: Duration,
-    /// Silence (or one stalled send) after which the client is dropped.
-    pub client_timeout: Duration,
-    /// Largest inbound frame.
-    pub max_frame_bytes: usize,
-}
 
 /// Query string of `/ws`.
 #[derive(Debug, Deserialize)]

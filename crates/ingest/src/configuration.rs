@@ -57,9 +57,14 @@ pub struct Cli {
     /// Window length in seconds [default: 60].
     #[arg(long, value_name = "SECS")]
     pub window_seconds: Option<u64>,
-    /// At most one aggregate per key per this many ms; 0 publishes every change [default: 100].
+    /// Sustained, at most one aggregate per key per this many ms; 0 publishes every change
+    /// [default: 50].
     #[arg(long, value_name = "MS")]
     pub publish_interval_ms: Option<u64>,
+    /// Aggregates a key may publish at once after a quiet spell, on top of the interval
+    /// [default: 5].
+    #[arg(long, value_name = "N")]
+    pub publish_burst: Option<u32>,
     /// Most (machine, scrap index) keys tracked at once [default: 100000].
     #[arg(long, value_name = "N")]
     pub max_keys: Option<usize>,
@@ -144,6 +149,8 @@ pub struct Settings {
     pub window_seconds: u64,
     /// Coalescing interval per key in ms; 0 publishes every change.
     pub publish_interval_ms: u64,
+    /// Publish burst allowance per key.
+    pub publish_burst: u32,
     /// Most keys tracked.
     pub max_keys: usize,
     /// Idle time before a key is forgotten, in seconds.
@@ -183,7 +190,8 @@ client_id = "scrap-pulse-ingest"
 keep_alive_secs = 30
 listen = "0.0.0.0:9100"
 window_seconds = 60
-publish_interval_ms = 100
+publish_interval_ms = 50
+publish_burst = 5
 max_keys = 100000
 key_idle_ttl_seconds = 600
 max_payload_bytes = 65536
@@ -247,6 +255,7 @@ impl Settings {
             .set_override_option("listen", cli.listen.clone())?
             .set_override_option("window_seconds", cli.window_seconds)?
             .set_override_option("publish_interval_ms", cli.publish_interval_ms)?
+            .set_override_option("publish_burst", cli.publish_burst)?
             .set_override_option("max_keys", cli.max_keys.map(to_u64))?
             .set_override_option("key_idle_ttl_seconds", cli.key_idle_ttl_seconds)?
             .set_override_option("max_payload_bytes", cli.max_payload_bytes.map(to_u64))?
@@ -333,6 +342,12 @@ impl Settings {
             return Err(SettingsError::invalid(
                 "publish_interval_ms",
                 "must be at most 3600000 (one hour)",
+            ));
+        }
+        if !(1..=1_000).contains(&self.publish_burst) {
+            return Err(SettingsError::invalid(
+                "publish_burst",
+                "must be between 1 and 1000",
             ));
         }
         if self.max_keys == 0 {
@@ -425,6 +440,7 @@ impl Settings {
                 max_payload_bytes: self.max_payload_bytes,
             },
             publish_interval: Duration::from_millis(self.publish_interval_ms),
+            publish_burst: self.publish_burst,
             max_packet_bytes: self.max_packet_bytes,
             incoming_capacity: self.incoming_capacity,
             batch_size: self.batch_size,
@@ -467,6 +483,8 @@ pub struct IngestConfig {
     pub limits: ParseLimits,
     /// Coalescing interval per key; zero publishes every change.
     pub publish_interval: Duration,
+    /// Publish burst allowance per key (at least 1).
+    pub publish_burst: u32,
     /// Largest incoming MQTT packet.
     pub max_packet_bytes: usize,
     /// Reader-to-aggregation queue capacity.
@@ -552,7 +570,8 @@ mod tests {
         assert_eq!(config.client_id, "scrap-pulse-ingest");
         assert_eq!(config.listen, "0.0.0.0:9100".parse().unwrap());
         assert_eq!(config.window, WindowConfig::default());
-        assert_eq!(config.publish_interval, Duration::from_millis(100));
+        assert_eq!(config.publish_interval, Duration::from_millis(50));
+        assert_eq!(config.publish_burst, 5);
         assert_eq!(config.limits.max_payload_bytes, 64 * 1024);
     }
 

@@ -2,10 +2,12 @@
 //! [`Application::build`] and [`Application::run`].
 //!
 //! - [`mqtt`]: the task that owns rumqttc's event loop and forwards messages.
-//! - [`pipeline`]: the aggregation task around `aggregator_core::WindowStore`.
+//! - [`pipeline`]: the aggregation task around `aggregator_core::WindowStore`; [`outbox`]:
+//!   what it hands to the MQTT client (retries, acknowledgements, back-pressure).
 //! - [`coalesce`]: per-key publish coalescing (pure).
 //! - [`rejections`]: rate-limited logging of rejections (pure).
-//! - [`snapshot`]: emptying and clearing retained aggregates a previous run left behind.
+//! - [`snapshot`]: reading the retained aggregates a previous run left behind; [`orphans`]:
+//!   emptying and clearing those of untracked keys.
 //! - [`window_log`], [`redelivery`]: the durable window log and recognising redeliveries
 //!   (exactly once through restarts; see the crate README).
 //! - [`metrics`], [`http`]: `/metrics` and `/health`.
@@ -17,6 +19,8 @@ pub mod configuration;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod orphans;
+pub mod outbox;
 pub mod pipeline;
 pub mod redelivery;
 pub mod rejections;

@@ -19,7 +19,7 @@ pub struct Metrics {
     /// Readings accepted into a window.
     pub readings_accepted: Counter,
     /// Rejections, one counter per reason in the order of [`RejectionReason::ALL`].
-    rejected: [Counter; 8],
+    rejected: [Counter; RejectionReason::COUNT],
     /// Aggregates (and retained clears) handed to the MQTT client.
     pub aggregates_published: Counter,
     /// Dead letters dropped because the outgoing queue was full (they are best effort).
@@ -138,11 +138,7 @@ impl Metrics {
 
     /// The rejection counter of `reason`.
     pub fn rejected(&self, reason: RejectionReason) -> &Counter {
-        let i = RejectionReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        &self.rejected[i]
+        &self.rejected[reason.index()]
     }
 }
 

@@ -3,9 +3,12 @@
 //! and the liveness status to the MQTT client.
 //!
 //! It sleeps on one timer, set to the earliest of the next expiry or forgetting
-//! ([`WindowStore::next_deadline`]), the next coalescing cool-down end and the next retry:
+//! ([`WindowStore::next_deadline`]), the next publish budget refill and the next retry:
 //! no periodic scans. Publishes use the client's non-blocking `try_publish` while the event
 //! loop task may be waiting on this task's channel; a refused publish is retried shortly after.
+//!
+//! What goes to the client, with its retries and acknowledgements, is the [`Outbox`]'s; the
+//! retained aggregates of a previous run are the [`Orphans`]'.
 //!
 //! Acknowledgements are manual: every QoS 1/2 message of a batch is acknowledged to the broker
 //! only after the batch's accepted readings are durable in the [`WindowLog`] (one fsync per
@@ -13,12 +16,11 @@
 //! was not yet durable. Redeliveries of logged readings are recognised ([`Redeliveries`]) and
 //! skipped.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
-use aggregator_core::topic::{INGEST_STATUS_TOPIC, REJECTED_TOPIC, aggregate_topic};
+use aggregator_core::topic::aggregate_topic;
 use aggregator_core::{
-    DeadLetter, IngestStatus, Key, KeyId, ParseLimits, Reading, Rejection, Timestamp, WindowConfig,
+    IngestStatus, Key, KeyId, ParseLimits, Reading, Rejection, Timestamp, WindowConfig,
     WindowStore, parse_reading,
 };
 use rumqttc::{AsyncClient, Publish, QoS};
@@ -28,13 +30,11 @@ use tokio_util::sync::CancellationToken;
 use crate::coalesce::Coalescer;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
+use crate::orphans::Orphans;
+use crate::outbox::Outbox;
 use crate::redelivery::{Redeliveries, digest};
 use crate::rejections::RejectionLog;
-use crate::snapshot::{OrphanAction, Orphans};
 use crate::window_log::{Delivery, LogError, Record, WindowLog};
-
-/// Pause before handing a refused publish to the client again.
-const RETRY_DELAY: Duration = Duration::from_millis(20);
 /// Most aggregates handed to the client per tick, so that a burst (every key after a
 /// reconnect) is spread over several loop turns and input keeps flowing.
 const PUBLISHES_PER_TICK: usize = 4096;
@@ -61,8 +61,10 @@ pub struct PipelineSettings {
     pub window: WindowConfig,
     /// Parser limits.
     pub limits: ParseLimits,
-    /// Coalescing interval per key.
+    /// Publish budget per key: one message per this interval sustained...
     pub publish_interval: Duration,
+    /// ...plus this many at once after a quiet spell (see [`Coalescer`]).
+    pub publish_burst: u32,
     /// Most messages handled per batch.
     pub batch_size: usize,
     /// At most one log line per rejection reason per this long.
@@ -75,38 +77,31 @@ pub struct PipelineSettings {
 pub struct Pipeline {
     store: WindowStore,
     coalescer: Coalescer<KeyId>,
-    client: AsyncClient,
+    /// Aggregates, clears, dead letters, status and acknowledgements on their way out.
+    outbox: Outbox,
+    /// Retained aggregates of a previous run for keys this process does not track.
+    orphans: Orphans,
     metrics: Metrics,
     limits: ParseLimits,
     rejection_log: RejectionLog,
     batch_size: usize,
-    started_at: Timestamp,
-    /// Forgotten keys whose retained aggregate still has to be cleared.
-    pending_clears: VecDeque<Key>,
-    /// The online status could not be handed to the client yet.
-    status_pending: bool,
-    /// When to retry clears or the status.
-    retry_at: Option<Timestamp>,
-    /// The client's request queue was full: no aggregate is offered before this instant.
-    publish_paused_until: Option<Timestamp>,
     /// Connections seen, to tell a reconnect from the first connect.
     connects: u64,
-    /// Retained aggregates of a previous run for keys this process does not track.
-    orphans: Orphans,
-    orphans_due: Vec<(String, u32, OrphanAction)>,
-    changed: Vec<KeyId>,
-    forgotten: Vec<Key>,
-    ready: Vec<KeyId>,
     /// The window log, when a data directory is set.
     log: Option<WindowLog>,
     /// Packet ids of logged readings, to skip the broker's redeliveries.
     redeliveries: Redeliveries,
-    /// Acknowledgements owed for the batch being handled, sent once it is durable.
-    batch_acks: Vec<(QoS, u16)>,
-    /// Durable but not yet acknowledged: the client's request queue was full.
-    pending_acks: VecDeque<(QoS, u16)>,
     /// The log failed: nothing more is acknowledged and the service stops.
     fatal: Option<LogError>,
+    scratch: Scratch,
+}
+
+/// Buffers reused on every turn, so the hot path does not allocate.
+#[derive(Default)]
+struct Scratch {
+    changed: Vec<KeyId>,
+    forgotten: Vec<Key>,
+    ready: Vec<KeyId>,
 }
 
 /// What [`Pipeline::restore`] did with the log's readings.
@@ -125,28 +120,18 @@ impl Pipeline {
     pub fn new(settings: PipelineSettings, client: AsyncClient, metrics: Metrics) -> Self {
         Pipeline {
             store: WindowStore::new(settings.window.clone()),
-            coalescer: Coalescer::new(settings.publish_interval),
-            client,
+            coalescer: Coalescer::with_burst(settings.publish_interval, settings.publish_burst),
+            outbox: Outbox::new(client, metrics.clone(), settings.started_at),
+            orphans: Orphans::new(settings.window.window, settings.window.key_idle_ttl),
             metrics,
             limits: settings.limits,
             rejection_log: RejectionLog::new(settings.rejection_log_interval),
             batch_size: settings.batch_size,
-            started_at: settings.started_at,
-            pending_clears: VecDeque::new(),
-            status_pending: false,
-            retry_at: None,
-            publish_paused_until: None,
             connects: 0,
-            orphans: Orphans::new(settings.window.window, settings.window.key_idle_ttl),
-            orphans_due: Vec::new(),
-            changed: Vec::new(),
-            forgotten: Vec::new(),
-            ready: Vec::new(),
             log: None,
             redeliveries: Redeliveries::new(),
-            batch_acks: Vec::new(),
-            pending_acks: VecDeque::new(),
             fatal: None,
+            scratch: Scratch::default(),
         }
     }
 
@@ -278,51 +263,22 @@ impl Pipeline {
     /// Final flush: every unpublished change, every pending clear, the offline status, then
     /// DISCONNECT, all queued in order behind what the client already holds.
     async fn flush_all(&mut self) {
-        // Acknowledgements first: they let the broker forget what is durable.
-        while let Some((qos, pkid)) = self.pending_acks.pop_front() {
-            let _ = self.client.ack(&ack_for(qos, pkid)).await;
-        }
         let now = clock_now();
         self.expire(now);
-        self.store.forget_idle(now, &mut self.forgotten);
-        self.pending_clears.extend(self.forgotten.drain(..));
+        self.forget_idle(now);
         let mut keys = Vec::new();
         self.coalescer.drain_dirty(&mut keys);
-        let mut published = 0_usize;
-        for id in keys {
-            let Some((topic, payload)) = self.aggregate_message(id, now) else {
-                continue;
-            };
-            if self
-                .client
-                .publish(topic, QoS::AtLeastOnce, true, payload)
-                .await
-                .is_ok()
-            {
-                self.metrics.aggregates_published.inc();
-                published += 1;
-            }
-        }
-        while let Some(key) = self.pending_clears.pop_front() {
-            if self.store.lookup(&key.machine, key.scrap_index).is_some() {
-                continue;
-            }
-            let topic = aggregate_topic(&key.machine, key.scrap_index);
-            if self
-                .client
-                .publish(topic, QoS::AtLeastOnce, true, Vec::new())
-                .await
-                .is_ok()
-            {
-                self.metrics.aggregates_published.inc();
-            }
-        }
-        let offline = status_payload(false, self.started_at);
-        let _ = self
-            .client
-            .publish(INGEST_STATUS_TOPIC, QoS::AtLeastOnce, true, offline)
+        let aggregates = keys
+            .into_iter()
+            .filter_map(|id| self.aggregate_message(id, now))
+            .collect();
+        let store = &self.store;
+        let published = self
+            .outbox
+            .finish(aggregates, |key| {
+                store.lookup(&key.machine, key.scrap_index).is_some()
+            })
             .await;
-        let _ = self.client.disconnect().await;
         tracing::info!(
             final_aggregates = published,
             "shutdown: last aggregates and offline status queued"
@@ -346,7 +302,12 @@ impl Pipeline {
                     accepted += u64::from(self.ingest(&publish, now));
                 }
                 Inbound::Connected { session_present } => self.on_connected(session_present),
-                Inbound::Retained(found) => self.adopt_orphans(found),
+                Inbound::Retained(found) => {
+                    let store = &self.store;
+                    self.orphans.adopt(found, |machine, index| {
+                        store.lookup(machine, index).is_some()
+                    });
+                }
             }
         }
         self.metrics.readings_received.inc_by(received);
@@ -363,7 +324,7 @@ impl Pipeline {
         let mut delivery = None;
         if publish.qos != QoS::AtMostOnce {
             // Acknowledged after the batch is durable, whatever becomes of it here.
-            self.batch_acks.push((publish.qos, publish.pkid));
+            self.outbox.owe_ack(publish.qos, publish.pkid);
             let d = Delivery {
                 pkid: publish.pkid,
                 digest: digest(&publish.topic, &publish.payload),
@@ -421,33 +382,17 @@ impl Pipeline {
                 "rejected a payload"
             );
         }
-        // Dead letters are best effort (QoS 0) and yield to aggregates: while the request
-        // queue is full they are dropped (and counted), so freed room goes to aggregates.
-        if self.publish_paused_until.is_some_and(|until| until > now) {
-            self.metrics.dead_letters_dropped.inc();
-            return;
-        }
-        let letter = DeadLetter::new(rejection, &publish.topic, &publish.payload, now);
-        let payload = serde_json::to_vec(&letter).unwrap_or_default();
-        if self
-            .client
-            .try_publish(REJECTED_TOPIC, QoS::AtMostOnce, false, payload)
-            .is_err()
-        {
-            self.metrics.dead_letters_dropped.inc();
-            self.publish_paused_until = Some(now.saturating_add(RETRY_DELAY));
-        }
+        self.outbox.dead_letter(rejection, publish, now);
     }
 
     fn on_connected(&mut self, session_present: bool) {
         self.connects += 1;
-        self.status_pending = true;
+        self.outbox.announce_online();
         if !session_present {
             // A new session: packet ids start over and nothing will be redelivered, so old ids
             // and unsent acknowledgements of the lost session mean nothing.
             self.redeliveries.clear();
-            self.pending_acks.clear();
-            self.batch_acks.clear();
+            self.outbox.session_lost();
             if let Some(log) = &mut self.log {
                 log.append(&Record::SessionStart);
             }
@@ -467,90 +412,31 @@ impl Pipeline {
         }
     }
 
-    fn adopt_orphans(&mut self, found: Vec<crate::snapshot::RetainedAggregate>) {
-        let before = self.orphans.len();
-        for one in found {
-            if self.store.lookup(&one.machine, one.scrap_index).is_none() {
-                self.orphans.add(one);
-            }
-        }
-        tracing::info!(
-            keys = self.orphans.len() - before,
-            "retained aggregates of a previous run will be emptied and cleared on schedule"
-        );
-    }
-
-    /// Empties, then clears, the retained aggregates of a previous run for untracked keys.
-    fn handle_orphans(&mut self, now: Timestamp) {
-        self.orphans.take_due(now, &mut self.orphans_due);
-        for (machine, index, action) in std::mem::take(&mut self.orphans_due) {
-            if self.store.lookup(&machine, index).is_some() {
-                continue;
-            }
-            match action {
-                OrphanAction::Clear => self.pending_clears.push_back(Key {
-                    machine: machine.into(),
-                    scrap_index: index,
-                }),
-                OrphanAction::Empty => {
-                    let empty = aggregator_core::Aggregate {
-                        machine_id: machine.clone(),
-                        scrap_index: index,
-                        sum: 0.0,
-                        avg: None,
-                        count: 0,
-                        window_seconds: self.store.config().window.as_secs(),
-                        timestamp: now.to_rfc3339_millis(),
-                    };
-                    let topic = aggregate_topic(&machine, index);
-                    let payload = serde_json::to_vec(&empty).unwrap_or_default();
-                    let (at, action) =
-                        match self
-                            .client
-                            .try_publish(topic, QoS::AtLeastOnce, true, payload)
-                        {
-                            Ok(()) => {
-                                self.metrics.aggregates_published.inc();
-                                (
-                                    now.saturating_add(self.orphans.idle_ttl()),
-                                    OrphanAction::Clear,
-                                )
-                            }
-                            Err(_) => (now.saturating_add(RETRY_DELAY), OrphanAction::Empty),
-                        };
-                    self.orphans.schedule(at, machine, index, action);
-                }
-            }
-        }
-    }
-
     /// Expiry, forgetting, retries and due publishes at `now`.
     pub fn tick(&mut self, now: Timestamp) {
         self.expire(now);
-        self.store.forget_idle(now, &mut self.forgotten);
-        if !self.forgotten.is_empty() {
-            tracing::debug!(count = self.forgotten.len(), "forgetting idle keys");
-            self.pending_clears.extend(self.forgotten.drain(..));
+        let forgotten = self.forget_idle(now);
+        if forgotten > 0 {
+            tracing::debug!(count = forgotten, "forgetting idle keys");
         }
+        let store = &self.store;
+        let tracked = |machine: &str, index: u32| store.lookup(machine, index).is_some();
         if self.orphans.next_deadline().is_some_and(|at| at <= now) {
-            self.handle_orphans(now);
+            let window_seconds = store.config().window.as_secs();
+            self.orphans
+                .handle_due(now, window_seconds, tracked, &mut self.outbox);
         }
-        if self.retry_at.is_none_or(|at| at <= now) {
-            self.retry_at = None;
-            self.send_acks(now);
-            self.send_status(now);
-            self.send_clears(now);
-        }
+        self.outbox
+            .retry_due(now, |key| tracked(&key.machine, key.scrap_index));
         self.maintain_log(now);
-        if self.publish_paused_until.is_none_or(|until| until <= now) {
-            self.publish_paused_until = None;
+        if self.outbox.resume(now) {
             self.coalescer
-                .take_ready(now, PUBLISHES_PER_TICK, &mut self.ready);
-            let mut ready = std::mem::take(&mut self.ready);
+                .take_ready(now, PUBLISHES_PER_TICK, &mut self.scratch.ready);
+            let mut ready = std::mem::take(&mut self.scratch.ready);
             for id in ready.drain(..) {
                 self.publish_aggregate(id, now);
             }
-            self.ready = ready;
+            self.scratch.ready = ready;
         }
         self.metrics.keys.set(gauge(self.store.key_count()));
         self.metrics
@@ -558,9 +444,20 @@ impl Pipeline {
             .set(gauge(self.store.buffered_readings()));
     }
 
+    /// Forgets keys idle for `key_idle_ttl` and has their retained aggregates cleared;
+    /// returns how many.
+    fn forget_idle(&mut self, now: Timestamp) -> usize {
+        self.store.forget_idle(now, &mut self.scratch.forgotten);
+        let forgotten = self.scratch.forgotten.len();
+        for key in self.scratch.forgotten.drain(..) {
+            self.outbox.clear_later(key);
+        }
+        forgotten
+    }
+
     fn expire(&mut self, now: Timestamp) {
-        self.store.expire(now, &mut self.changed);
-        let mut changed = std::mem::take(&mut self.changed);
+        self.store.expire(now, &mut self.scratch.changed);
+        let mut changed = std::mem::take(&mut self.scratch.changed);
         for id in changed.drain(..) {
             if self.coalescer.is_immediate() {
                 self.publish_aggregate(id, now);
@@ -568,40 +465,7 @@ impl Pipeline {
                 self.coalescer.touch(id);
             }
         }
-        self.changed = changed;
-    }
-
-    fn send_status(&mut self, now: Timestamp) {
-        if !self.status_pending {
-            return;
-        }
-        let online = status_payload(true, self.started_at);
-        match self
-            .client
-            .try_publish(INGEST_STATUS_TOPIC, QoS::AtLeastOnce, true, online)
-        {
-            Ok(()) => self.status_pending = false,
-            Err(_) => self.schedule_retry(now),
-        }
-    }
-
-    fn send_clears(&mut self, now: Timestamp) {
-        while let Some(key) = self.pending_clears.front() {
-            // The key came back meanwhile: its fresh aggregate supersedes the clear.
-            if self.store.lookup(&key.machine, key.scrap_index).is_none() {
-                let topic = aggregate_topic(&key.machine, key.scrap_index);
-                if self
-                    .client
-                    .try_publish(topic, QoS::AtLeastOnce, true, Vec::new())
-                    .is_err()
-                {
-                    self.schedule_retry(now);
-                    return;
-                }
-                self.metrics.aggregates_published.inc();
-            }
-            self.pending_clears.pop_front();
-        }
+        self.scratch.changed = changed;
     }
 
     /// Makes the batch's readings durable, then releases its acknowledgements.
@@ -610,22 +474,11 @@ impl Pipeline {
             && let Err(e) = log.commit()
         {
             tracing::error!(error = %e, "window log: readings cannot be made durable; stopping without acknowledging them");
-            self.batch_acks.clear();
+            self.outbox.withhold_batch_acks();
             self.fatal = Some(e);
             return;
         }
-        self.pending_acks.extend(self.batch_acks.drain(..));
-        self.send_acks(now);
-    }
-
-    fn send_acks(&mut self, now: Timestamp) {
-        while let Some(&(qos, pkid)) = self.pending_acks.front() {
-            if self.client.try_ack(&ack_for(qos, pkid)).is_err() {
-                self.schedule_retry(now);
-                return;
-            }
-            self.pending_acks.pop_front();
-        }
+        self.outbox.release_acks(now);
     }
 
     /// Log compaction: rotation and deletion of expired segments.
@@ -647,11 +500,6 @@ impl Pipeline {
         }
     }
 
-    fn schedule_retry(&mut self, now: Timestamp) {
-        let at = now.saturating_add(RETRY_DELAY);
-        self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
-    }
-
     fn aggregate_message(&self, id: KeyId, now: Timestamp) -> Option<(String, Vec<u8>)> {
         let aggregate = self.store.aggregate(id, now)?;
         let topic = aggregate_topic(&aggregate.machine_id, aggregate.scrap_index);
@@ -661,7 +509,7 @@ impl Pipeline {
     }
 
     fn publish_aggregate(&mut self, id: KeyId, now: Timestamp) {
-        if let Some(until) = self.publish_paused_until.filter(|until| *until > now) {
+        if let Some(until) = self.outbox.paused_at(now) {
             // The request queue was full a moment ago: do not serialize what would be refused.
             self.coalescer.retry(id, until);
             return;
@@ -670,32 +518,23 @@ impl Pipeline {
         let Some((topic, payload)) = self.aggregate_message(id, now) else {
             return;
         };
-        match self
-            .client
-            .try_publish(topic, QoS::AtLeastOnce, true, payload)
-        {
-            Ok(()) => {
-                self.metrics.aggregates_published.inc();
-            }
-            Err(_) => {
-                let at = now.saturating_add(RETRY_DELAY);
-                self.coalescer.retry(id, at);
-                self.publish_paused_until = Some(at);
-            }
+        if let Err(at) = self.outbox.publish_aggregate(topic, payload, now) {
+            self.coalescer.retry(id, at);
         }
     }
 
     /// When the task has to wake up next without input.
     pub fn next_wake(&self) -> Option<Timestamp> {
         let now = clock_now();
-        let publish = self.coalescer.next_deadline_at(now).map(|at| {
-            // While paused, due aggregates wait for the pause to end.
-            self.publish_paused_until.map_or(at, |until| at.max(until))
-        });
+        // While paused, due aggregates wait for the pause to end.
+        let publish = self
+            .coalescer
+            .next_deadline_at(now)
+            .map(|at| self.outbox.not_before_pause_end(at));
         [
             self.store.next_deadline(),
             publish,
-            self.retry_at,
+            self.outbox.retry_at(),
             self.orphans.next_deadline(),
         ]
         .into_iter()
@@ -707,14 +546,6 @@ impl Pipeline {
     pub fn store(&self) -> &WindowStore {
         &self.store
     }
-}
-
-/// The acknowledgement rumqttc sends for a message: PUBACK (QoS 1) or PUBREC (QoS 2). Only the
-/// QoS and packet id matter to it.
-fn ack_for(qos: QoS, pkid: u16) -> Publish {
-    let mut publish = Publish::new("", qos, Vec::new());
-    publish.pkid = pkid;
-    publish
 }
 
 fn gauge(n: usize) -> i64 {
@@ -729,6 +560,7 @@ fn instant_for(at: Timestamp) -> tokio::time::Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::RETRY_DELAY;
     use prometheus_client::registry::Registry;
     use rumqttc::MqttOptions;
 
@@ -740,6 +572,7 @@ mod tests {
             window: WindowConfig::default(),
             limits: ParseLimits::default(),
             publish_interval: interval,
+            publish_burst: 1,
             batch_size: 64,
             rejection_log_interval: Duration::from_secs(10),
             started_at: Timestamp::EPOCH,

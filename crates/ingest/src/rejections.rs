@@ -11,9 +11,9 @@ use aggregator_core::{RejectionReason, Timestamp};
 pub struct RejectionLog {
     interval: Duration,
     /// Per reason (index in [`RejectionReason::ALL`]): when the last line was written.
-    last_logged: [Option<Timestamp>; 8],
+    last_logged: [Option<Timestamp>; RejectionReason::COUNT],
     /// Per reason: rejections not logged since that line.
-    suppressed: [u64; 8],
+    suppressed: [u64; RejectionReason::COUNT],
 }
 
 /// The answer of [`RejectionLog::admit`] when a line is to be written.
@@ -28,14 +28,14 @@ impl RejectionLog {
     pub fn new(interval: Duration) -> Self {
         RejectionLog {
             interval,
-            last_logged: [None; 8],
-            suppressed: [0; 8],
+            last_logged: [None; RejectionReason::COUNT],
+            suppressed: [0; RejectionReason::COUNT],
         }
     }
 
     /// Records one rejection at `now`; `Some` when it is to be logged.
     pub fn admit(&mut self, reason: RejectionReason, now: Timestamp) -> Option<Admitted> {
-        let i = index(reason);
+        let i = reason.index();
         let due = match self.last_logged[i] {
             None => true,
             Some(last) => now.duration_since(last) >= self.interval,
@@ -50,13 +50,6 @@ impl RejectionLog {
             None
         }
     }
-}
-
-fn index(reason: RejectionReason) -> usize {
-    RejectionReason::ALL
-        .iter()
-        .position(|r| *r == reason)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

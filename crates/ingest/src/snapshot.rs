@@ -1,15 +1,10 @@
-//! Stale retained aggregates left by a previous run.
+//! The start-up snapshot of the retained aggregates a previous run left on the broker.
 //!
 //! A new ingest process starts with empty windows, but the broker still holds the retained
-//! aggregates of the previous process. A key that gets no new reading would show its old sum
-//! forever. At start-up a short-lived, clean-session connection reads the retained aggregates
-//! once ([`read_retained`]); the aggregation task then treats every key it does not track as
-//! an orphan ([`Orphans`]): an aggregate stamped at `T` only holds readings from before `T`, so
-//! at `T + window` it is published as empty, and `key_idle_ttl` later it is cleared, as if the
-//! old process had kept running. A key that receives a reading meanwhile is tracked again, and
-//! its orphan actions are skipped.
+//! aggregates of the previous process. A short-lived, clean-session connection reads them once
+//! ([`read_retained`]); the aggregation task then empties and clears those of keys it does not
+//! track ([`crate::orphans`]).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aggregator_core::topic::{AGGREGATES_FILTER, key_from_aggregate_topic};
@@ -88,10 +83,13 @@ pub async fn read_retained(
                 quiet_until = Some(tokio::time::Instant::now() + QUIET);
             }
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                quiet_until = Some(tokio::time::Instant::now() + QUIET);
+                // Live aggregates (this very process republishes while readings flow) are not
+                // part of the snapshot: only retained copies count as its progress, or the
+                // snapshot would never go quiet and would end at its time limit.
                 if !publish.retain {
                     continue;
                 }
+                quiet_until = Some(tokio::time::Instant::now() + QUIET);
                 if let Some(found_one) = parse_retained(&publish.topic, &publish.payload) {
                     found.push(found_one);
                 }
@@ -124,128 +122,9 @@ fn parse_retained(topic: &str, payload: &[u8]) -> Option<RetainedAggregate> {
     })
 }
 
-/// What to do for an orphan key when its time comes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum OrphanAction {
-    /// Publish the empty aggregate: every reading it counted has left the window.
-    Empty,
-    /// Clear the retained topic: the key has been idle for `key_idle_ttl`.
-    Clear,
-}
-
-/// Keys with a retained aggregate from a previous run that this process does not track.
-#[derive(Debug)]
-pub struct Orphans {
-    window: Duration,
-    idle_ttl: Duration,
-    schedule: BTreeSet<(Timestamp, String, u32, OrphanAction)>,
-}
-
-impl Orphans {
-    /// Orphans handled with the given window and idle TTL.
-    pub fn new(window: Duration, idle_ttl: Duration) -> Self {
-        Orphans {
-            window,
-            idle_ttl,
-            schedule: BTreeSet::new(),
-        }
-    }
-
-    /// Adopts a retained aggregate from a previous run.
-    pub fn add(&mut self, found: RetainedAggregate) {
-        let (at, action) = if found.count > 0 {
-            (
-                found.stamped.saturating_add(self.window),
-                OrphanAction::Empty,
-            )
-        } else {
-            (
-                found.stamped.saturating_add(self.idle_ttl),
-                OrphanAction::Clear,
-            )
-        };
-        self.schedule
-            .insert((at, found.machine, found.scrap_index, action));
-    }
-
-    /// Appends every action due at `now` to `out`. The caller skips keys it tracks again and
-    /// schedules the clear with [`Orphans::schedule`] after publishing an empty aggregate.
-    pub fn take_due(&mut self, now: Timestamp, out: &mut Vec<(String, u32, OrphanAction)>) {
-        while self.schedule.first().is_some_and(|first| first.0 <= now) {
-            if let Some((_, machine, index, action)) = self.schedule.pop_first() {
-                out.push((machine, index, action));
-            }
-        }
-    }
-
-    /// Schedules `action` for a key at `at`: the clear after an empty aggregate, or a retry.
-    pub fn schedule(&mut self, at: Timestamp, machine: String, index: u32, action: OrphanAction) {
-        self.schedule.insert((at, machine, index, action));
-    }
-
-    /// The idle TTL after which an emptied orphan is cleared.
-    pub fn idle_ttl(&self) -> Duration {
-        self.idle_ttl
-    }
-
-    /// When the next action is due.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.schedule.first().map(|(at, ..)| *at)
-    }
-
-    /// Number of scheduled actions.
-    pub fn len(&self) -> usize {
-        self.schedule.len()
-    }
-
-    /// True when nothing is scheduled.
-    pub fn is_empty(&self) -> bool {
-        self.schedule.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn secs(n: i64) -> Timestamp {
-        Timestamp::from_unix_nanos(n * 1_000_000_000)
-    }
-
-    fn found(machine: &str, stamped: i64, count: u64) -> RetainedAggregate {
-        RetainedAggregate {
-            machine: machine.into(),
-            scrap_index: 1,
-            stamped: secs(stamped),
-            count,
-        }
-    }
-
-    #[test]
-    fn an_orphan_empties_one_window_after_its_stamp_and_clears_a_ttl_later() {
-        let mut o = Orphans::new(Duration::from_secs(60), Duration::from_secs(600));
-        o.add(found("A1", 100, 3));
-        o.add(found("B1", 130, 0));
-        assert_eq!(o.next_deadline(), Some(secs(160)));
-        let mut due = Vec::new();
-        o.take_due(secs(159), &mut due);
-        assert!(due.is_empty());
-        o.take_due(secs(161), &mut due);
-        assert_eq!(due, vec![("A1".to_owned(), 1, OrphanAction::Empty)]);
-        o.schedule(
-            secs(161).saturating_add(o.idle_ttl()),
-            "A1".into(),
-            1,
-            OrphanAction::Clear,
-        );
-        due.clear();
-        o.take_due(secs(730), &mut due);
-        assert_eq!(due, vec![("B1".to_owned(), 1, OrphanAction::Clear)]);
-        due.clear();
-        o.take_due(secs(761), &mut due);
-        assert_eq!(due, vec![("A1".to_owned(), 1, OrphanAction::Clear)]);
-        assert!(o.is_empty());
-    }
 
     #[test]
     fn only_well_formed_aggregates_are_adopted() {

@@ -140,6 +140,7 @@ impl Application {
             mqtt_security = %config.security,
             window_seconds = config.window.window.as_secs(),
             publish_interval_ms = config.publish_interval.as_millis() as u64,
+            publish_burst = config.publish_burst,
             "HTTP listening"
         );
 
@@ -165,6 +166,7 @@ impl Application {
                 window: config.window.clone(),
                 limits: config.limits,
                 publish_interval: config.publish_interval,
+                publish_burst: config.publish_burst,
                 batch_size: config.batch_size,
                 rejection_log_interval: config.rejection_log_interval,
                 started_at,

@@ -5,9 +5,11 @@
 //! Each subcommand prints one markdown table row (see [`report::HEADER`]):
 //! - [`throughput`]: ingest's rate vs a bare `mosquitto_sub` on the same broker, exact sums.
 //! - [`latency`]: publish to WebSocket frame delay through broker, ingest and gateway.
+//! - [`cap`]: one key changed fast gives at most the publish budget's messages, last exact.
 //! - [`memory`]: ingest RSS holding many readings or many keys, and the window store alone.
 //! - [`fanout`]: one gateway, thousands of WebSocket clients.
 
+pub mod cap;
 pub mod fanout;
 pub mod latency;
 pub mod memory;
@@ -44,6 +46,9 @@ pub enum Command {
     Throughput(throughput::ThroughputArgs),
     /// Publish -> WebSocket frame delay per reading at a fixed rate (p50/p99).
     Latency(latency::LatencyArgs),
+    /// One key changed 1000 times/s: aggregate messages per second stay within the per-key
+    /// publish budget, and the last value arrives exact.
+    Cap(cap::CapArgs),
     /// The original Python service's load (100 msg/s, 9 keys): our p99 publish -> frame delay.
     Compare(latency::CompareArgs),
     /// Ingest RSS holding many readings (`--scenario readings`) or keys (`keys`), or the
@@ -62,6 +67,7 @@ pub async fn run(command: &Command) -> anyhow::Result<report::Row> {
         Command::Throughput(a) => throughput::run(a).await,
         Command::Latency(a) => latency::run(a).await,
         Command::Compare(a) => latency::compare(a).await,
+        Command::Cap(a) => cap::run(a).await,
         Command::Memory(a) => memory::run(a).await,
         Command::Fanout(a) => fanout::run(a).await,
     }

@@ -22,6 +22,15 @@ impl Verdict {
     pub fn from_ok(ok: bool) -> Self {
         if ok { Self::Met } else { Self::Missed }
     }
+
+    /// `Info` for a figure without a target of its own, unless a check behind it failed.
+    pub fn info_unless_missed(self) -> Self {
+        if self == Self::Missed {
+            self
+        } else {
+            Self::Info
+        }
+    }
 }
 
 /// One table row.

@@ -107,7 +107,7 @@ pub struct Generator {
     next_kind: usize,
     flood_next: u64,
     sums: Vec<(CompensatedSum, u64)>,
-    invalid_counts: [u64; 8],
+    invalid_counts: [u64; RejectionReason::COUNT],
 }
 
 impl Generator {
@@ -125,7 +125,7 @@ impl Generator {
             next_kind: 0,
             flood_next: 0,
             sums: vec![(CompensatedSum::ZERO, 0); config.machines.len() * config.indices.len()],
-            invalid_counts: [0; 8],
+            invalid_counts: [0; RejectionReason::COUNT],
         }
     }
 
@@ -162,7 +162,7 @@ impl Generator {
             let kind = self.invalid_kinds[self.next_kind % self.invalid_kinds.len()];
             self.next_kind += 1;
             self.write_invalid(kind, machine, scrap_index, times, topic, payload);
-            self.invalid_counts[kind as usize] += 1;
+            self.invalid_counts[kind.index()] += 1;
             return Generated::Invalid(kind);
         }
         self.write_valid(machine, scrap_index, value, times, topic, payload);
@@ -340,7 +340,7 @@ impl Generator {
     }
 
     /// Malformed messages sent so far, per reason (indexed like [`RejectionReason::ALL`]).
-    pub fn invalid_counts(&self) -> [u64; 8] {
+    pub fn invalid_counts(&self) -> [u64; RejectionReason::COUNT] {
         self.invalid_counts
     }
 

@@ -8,7 +8,12 @@ use crate::helpers::{TestIngest, WAIT, is_aggregate, latest, reading, readings_t
 #[tokio::test]
 async fn ten_thousand_readings_to_one_key_give_few_messages_and_the_last_is_exact() {
     let broker = Broker::start().await;
-    let ingest = TestIngest::start(&broker, &["--publish-interval-ms", "100"]).await;
+    // Burst 1: the plain cap of one message per interval, which this test counts.
+    let ingest = TestIngest::start(
+        &broker,
+        &["--publish-interval-ms", "100", "--publish-burst", "1"],
+    )
+    .await;
     let topic = "aggregates/P1/4";
     let collector = Collector::start(broker.port(), &[topic]).await;
     let mut publisher = Publisher::connect(broker.port()).await;

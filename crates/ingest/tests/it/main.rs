@@ -8,6 +8,7 @@ mod expiry;
 mod flood;
 mod helpers;
 mod lifecycle;
+mod orphans;
 mod rejections;
 mod resilience;
 mod security;

@@ -1,0 +1,75 @@
+//! Retained aggregates a previous run left behind: the start-up snapshot and their clean-up.
+
+use std::time::Duration;
+
+use test_support::{Broker, Collector, Publisher, QoS, publish_retained};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{TestIngest, WAIT, reading, readings_topic};
+
+/// The warning of a snapshot that ran into its overall time limit.
+const INCOMPLETE: &str = "retained-aggregate snapshot incomplete";
+
+/// Ingest restarted while readings flow sees its own live aggregates on the snapshot's
+/// subscription. They are not retained copies, so they must not keep the snapshot open: it
+/// completes once the retained ones are in, and the stale key of the previous run is cleared
+/// before the snapshot's time limit would have ended it with a warning.
+#[tokio::test]
+async fn live_aggregates_do_not_hold_the_start_up_snapshot_open() {
+    let broker = Broker::start().await;
+    // A key of a previous run, idle for long: cleared as soon as it is adopted.
+    let stale = r#"{"maschinenId":"OLD","scrapIndex":1,"sumLast60s":0.0,"avgLast60s":null,"count":0,"windowSeconds":60,"timestamp":"2020-01-01T00:00:00.000Z"}"#;
+    publish_retained(broker.port(), "aggregates/OLD/1", stale)
+        .await
+        .unwrap();
+    let collector = Collector::start(broker.port(), &["aggregates/OLD/1"]).await;
+    collector
+        .wait_for(|m| m.iter().any(|m| m.retain), WAIT)
+        .await
+        .unwrap();
+
+    // Readings keep flowing through the restart, so ingest republishes an aggregate about
+    // every publish interval, well inside the snapshot's quiet time.
+    let stop = CancellationToken::new();
+    let mut publisher = Publisher::connect(broker.port()).await;
+    let flow = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let topic = readings_topic("LIVE");
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                let _ = publisher
+                    .publish(&topic, QoS::AtMostOnce, false, reading(1, 1.0))
+                    .await;
+            }
+        }
+    });
+
+    let ingest = TestIngest::start(&broker, &[]).await;
+    let seen = collector
+        .wait_for(
+            |m| m.iter().any(|m| !m.retain && m.payload.is_empty()),
+            WAIT,
+        )
+        .await;
+    // A round trip to the process, so that a warning logged before the clear is captured.
+    let metrics = ingest.metrics().await;
+    stop.cancel();
+    flow.await.unwrap();
+    seen.unwrap_or_else(|e| {
+        panic!(
+            "the stale key was not cleared: {e}\n{}",
+            ingest.process.logs()
+        )
+    });
+    assert!(
+        metrics.contains("ingest_readings_accepted_total"),
+        "{metrics}"
+    );
+    let logs = ingest.process.logs();
+    assert!(
+        !logs.contains(INCOMPLETE),
+        "live aggregates kept the snapshot open until its time limit:\n{logs}"
+    );
+}

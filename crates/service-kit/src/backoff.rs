@@ -35,11 +35,6 @@ impl Backoff {
         delay
     }
 
-    /// The pause [`Backoff::next_delay`] would return, without advancing (for log lines).
-    pub fn peek(&self) -> Duration {
-        self.next
-    }
-
     /// Back to the first pause, after a successful connection.
     pub fn reset(&mut self) {
         self.next = self.min;
@@ -61,16 +56,6 @@ mod tests {
         assert_eq!(delays, [100, 200, 400, 500, 500]);
         b.reset();
         assert_eq!(b.next_delay(), ms(100));
-    }
-
-    #[test]
-    fn peek_shows_the_next_pause_without_advancing() {
-        let mut b = Backoff::new(ms(100), ms(2_000));
-        b.next_delay();
-        assert_eq!(b.peek(), ms(200));
-        assert_eq!(b.peek(), ms(200));
-        assert_eq!(b.next_delay(), ms(200));
-        assert_eq!(b.peek(), ms(400));
     }
 
     #[test]

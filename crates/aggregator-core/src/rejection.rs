@@ -3,7 +3,7 @@
 
 use crate::timestamp::Timestamp;
 
-/// The reason codes of `DESIGN.md`, as used in metrics labels and dead letters.
+/// The reason codes of `docs/contract.md`, as used in metrics labels and dead letters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RejectionReason {
     /// Payload over `max_payload_bytes`.

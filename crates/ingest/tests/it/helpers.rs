@@ -56,17 +56,15 @@ impl TestIngest {
             "500",
         ];
         args.extend_from_slice(extra);
-        let process = ServiceProcess::spawn(
+        let mut process = ServiceProcess::spawn(
             env!("CARGO_BIN_EXE_ingest"),
             &args,
             [("RUST_LOG", "info"), ("NO_COLOR", "1")],
         );
-        process
-            .wait_for_output("HTTP listening", WAIT)
+        let addr = process
+            .wait_listening(WAIT)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let addr = listen_addr(&process.stderr())
-            .unwrap_or_else(|| panic!("no addr= in the start-up line\n{}", process.logs()));
         TestIngest {
             process,
             base_url: format!("http://{addr}"),
@@ -100,13 +98,6 @@ impl TestIngest {
         assert_eq!(status, 200, "{body}");
         body
     }
-}
-
-/// The `addr=HOST:PORT` field of the "HTTP listening" log line.
-fn listen_addr(stderr: &str) -> Option<String> {
-    let line = stderr.lines().find(|l| l.contains("HTTP listening"))?;
-    let rest = &line[line.find("addr=")? + 5..];
-    Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
 }
 
 /// The ingest clock's idea of now, as the tests compute it.

@@ -132,20 +132,16 @@ async fn start_service(
     extra: &[String],
     health_path: &str,
 ) -> anyhow::Result<Service> {
-    let mut args = vec![
-        "--mqtt-host".to_owned(),
-        broker.host().to_owned(),
-        "--mqtt-port".to_owned(),
-        broker.port().to_string(),
-        "--listen".to_owned(),
-        "127.0.0.1:0".to_owned(),
-    ];
-    args.extend(own.iter().chain(extra).cloned());
-    let mut process = ServiceProcess::spawn(bin, &args, [("RUST_LOG", "warn")]);
-    let addr = process
-        .wait_listening(READY_TIMEOUT)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let (process, addr) = ServiceProcess::start_service(
+        bin,
+        broker.host(),
+        broker.port(),
+        own.iter().chain(extra),
+        [("RUST_LOG", "warn")],
+        READY_TIMEOUT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let service = Service {
         process,
         base: format!("http://{addr}"),

@@ -1,6 +1,6 @@
 //! A service binary run as a real child process, with its output kept for failure messages.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -69,6 +69,48 @@ impl ServiceProcess {
             child,
             status: None,
         }
+    }
+
+    /// Starts a scrap-pulse service binary (`ingest`, `gateway`) against the broker at
+    /// `mqtt_host:mqtt_port` with HTTP on `127.0.0.1:0`, then the `extra` flags, and waits up
+    /// to `timeout` until it listens. Returns the process and its bound HTTP address; whether
+    /// the service is also ready is the caller's next wait.
+    ///
+    /// # Errors
+    /// As [`ServiceProcess::wait_listening`].
+    ///
+    /// # Panics
+    /// As [`ServiceProcess::spawn`].
+    pub async fn start_service<I, S, E, K, V>(
+        program: impl AsRef<Path>,
+        mqtt_host: &str,
+        mqtt_port: u16,
+        extra: I,
+        env: E,
+        timeout: Duration,
+    ) -> Result<(Self, SocketAddr), String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+        E: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let port = mqtt_port.to_string();
+        let mut args: Vec<OsString> = [
+            "--mqtt-host",
+            mqtt_host,
+            "--mqtt-port",
+            &port,
+            "--listen",
+            "127.0.0.1:0",
+        ]
+        .map(OsString::from)
+        .into();
+        args.extend(extra.into_iter().map(|a| a.as_ref().to_owned()));
+        let mut process = Self::spawn(program, args, env);
+        let addr = process.wait_listening(timeout).await?;
+        Ok((process, addr))
     }
 
     /// The OS process id (None once it has been reaped).

@@ -34,25 +34,16 @@ impl TestService {
 
     /// Starts the binary `name` on HTTP port 0 and waits until `health_path` answers 200.
     async fn start(name: &str, mqtt_port: u16, extra: &[&str], health_path: &str) -> Self {
-        let port = mqtt_port.to_string();
-        let mut args = vec![
-            "--mqtt-host",
-            "127.0.0.1",
-            "--mqtt-port",
-            &port,
-            "--listen",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        let mut process = ServiceProcess::spawn(
+        let (process, addr) = ServiceProcess::start_service(
             service_binary(name),
-            &args,
+            "127.0.0.1",
+            mqtt_port,
+            extra,
             [("RUST_LOG", "info"), ("NO_COLOR", "1")],
-        );
-        let addr = process
-            .wait_listening(WAIT)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         let service = Self {
             process,
             base_url: format!("http://{addr}"),

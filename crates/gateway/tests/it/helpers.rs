@@ -27,28 +27,20 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts the gateway on `127.0.0.1:0` for the broker at `broker_port`, with extra flags.
     pub async fn start(broker_port: u16, extra_args: &[&str]) -> Self {
-        let mut args: Vec<String> = vec![
-            "--mqtt-host".into(),
-            "127.0.0.1".into(),
-            "--mqtt-port".into(),
-            broker_port.to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-        ];
-        args.extend(extra_args.iter().map(|s| (*s).to_owned()));
-        let mut process = ServiceProcess::spawn(
+        let (process, addr) = ServiceProcess::start_service(
             env!("CARGO_BIN_EXE_gateway"),
-            &args,
+            "127.0.0.1",
+            broker_port,
+            extra_args,
             [
                 ("LOG_FORMAT", "json"),
                 ("RUST_LOG", "info,gateway=debug"),
                 ("GATEWAY_MQTT_RECONNECT_BACKOFF_MAX_MS", "500"),
             ],
-        );
-        let addr = process
-            .wait_listening(START_TIMEOUT)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            START_TIMEOUT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         Self { process, addr }
     }
 

@@ -42,29 +42,18 @@ impl TestIngest {
 
     /// As [`TestIngest::spawn`] with the MQTT client id given.
     async fn spawn_with_id(mqtt_port: u16, client_id: &str, extra: &[&str]) -> Self {
-        let port = mqtt_port.to_string();
-        let mut args = vec![
-            "--mqtt-host",
-            "127.0.0.1",
-            "--mqtt-port",
-            &port,
-            "--listen",
-            "127.0.0.1:0",
-            "--client-id",
-            client_id,
-            "--reconnect-max-ms",
-            "500",
-        ];
+        let mut args = vec!["--client-id", client_id, "--reconnect-max-ms", "500"];
         args.extend_from_slice(extra);
-        let mut process = ServiceProcess::spawn(
+        let (process, addr) = ServiceProcess::start_service(
             env!("CARGO_BIN_EXE_ingest"),
+            "127.0.0.1",
+            mqtt_port,
             &args,
             [("RUST_LOG", "info"), ("NO_COLOR", "1")],
-        );
-        let addr = process
-            .wait_listening(WAIT)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         TestIngest {
             process,
             base_url: format!("http://{addr}"),

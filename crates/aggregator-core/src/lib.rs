@@ -1,4 +1,4 @@
-//! The pure heart of scrap-pulse: everything in the contract (`DESIGN.md`) that needs no I/O.
+//! The pure heart of scrap-pulse: everything in the contract (`docs/contract.md`) that needs no I/O.
 //!
 //! - [`parse`]: turns `(topic, payload)` from `[prefix/]machines/{id}/scrap` into a
 //!   [`Reading`] (and its optional [`ReadingId`]) or a [`Rejection`] with one variant per

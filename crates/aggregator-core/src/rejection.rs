@@ -8,7 +8,7 @@ use crate::timestamp::Timestamp;
 /// their own: nothing to keep in step by hand, nothing to panic at run time.
 macro_rules! rejection_reasons {
     ($($(#[doc = $doc:literal])* $variant:ident => $code:literal,)+) => {
-        /// The reason codes of the contract, as used in metrics labels and dead letters.
+        /// The reason codes of `docs/contract.md`, as used in metrics labels and dead letters.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum RejectionReason {
             $($(#[doc = $doc])* $variant,)+

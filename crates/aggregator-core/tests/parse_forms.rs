@@ -1,4 +1,4 @@
-//! Every accepted payload form and every rejection reason of DESIGN.md's Input section.
+//! Every accepted payload form and every rejection reason of `docs/contract.md`.
 
 use std::time::Duration;
 

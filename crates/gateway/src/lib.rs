@@ -1,6 +1,6 @@
 //! scrap-pulse gateway: keeps the latest retained aggregate per (machine, scrap index) from
 //! MQTT and relays changes to browsers over `/ws`; serves the dashboard, `/api/health`,
-//! `/api/aggregates` and `/metrics` (see `DESIGN.md`, "Gateway").
+//! `/api/aggregates` and `/metrics` (see `docs/contract.md`, "Gateway HTTP endpoints").
 //!
 //! - [`configuration`]: settings, layered and validated.
 //! - [`mqtt`]: the broker link, one task owning the event loop.

@@ -12,6 +12,7 @@ use aggregator_core::Aggregate;
 use aggregator_core::topic::{AGGREGATES_FILTER, INGEST_STATUS_TOPIC, key_from_aggregate_topic};
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter};
 use serde::Deserialize;
+use service_kit::Backoff;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -124,7 +125,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let metrics = std::sync::Arc::clone(hub.metrics());
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new(BACKOFF_START, config.backoff_max);
     let mut replay_ends: Option<Instant> = None;
     let mut invalid_log = RateLimited::default();
     let mut error_log = RateLimited::default();
@@ -149,7 +150,7 @@ pub async fn run(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff = BACKOFF_START;
+                backoff.reset();
                 tracing::info!(
                     session_present = ack.session_present,
                     "connected to the broker"
@@ -178,14 +179,14 @@ pub async fn run(
                 metrics.mqtt_errors.inc();
                 hub.set_mqtt(MqttState::Disconnected);
                 replay_ends = None;
+                let delay = backoff.next_delay();
                 if let Some(suppressed) = error_log.allow() {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, suppressed, "broker connection failed");
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, suppressed, "broker connection failed");
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(config.backoff_max);
             }
         }
     }

@@ -182,7 +182,7 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
 }
 
-/// Built-in defaults, the lowest layer (DESIGN.md "Command line and environment").
+/// Built-in defaults, the lowest layer (docs/contract.md, "Command line, environment and files").
 const DEFAULTS: &str = r#"
 mqtt_host = "localhost"
 mqtt_port = 1883

@@ -8,13 +8,12 @@
 //! Acknowledgements of incoming messages are manual (the pipeline sends them once a batch is
 //! durable); see [`expect_pubrel_for_every_id`] for the one rumqttc behaviour worked around.
 
-use std::time::Duration;
-
 use aggregator_core::topic::READINGS_FILTER;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttState, Outgoing, Publish, QoS,
     SubscribeReasonCode,
 };
+use service_kit::Backoff;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -51,37 +50,6 @@ impl LinkState {
     /// Ready to serve: connected and subscribed.
     pub fn ready(&self) -> bool {
         self.connected && self.subscribed
-    }
-}
-
-/// Capped exponential backoff between reconnection attempts.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// Starts at `min`, doubles per failure, never above `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    /// The pause before the next attempt; doubles the one after.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    /// Back to `min` after a successful connection.
-    pub fn reset(&mut self) {
-        self.next = self.min;
     }
 }
 
@@ -274,15 +242,6 @@ pub fn expect_pubrel(state: &mut MqttState, pkid: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
-        let delays: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 500, 500]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
-    }
 
     #[test]
     fn a_pubrel_of_an_earlier_connection_is_completed_not_fatal() {

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use rumqttc::AsyncClient;
+use service_kit::Backoff;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::IngestConfig;
 use crate::metrics::Metrics;
-use crate::mqtt::{Backoff, Inbound, LinkState, LinkTask};
+use crate::mqtt::{Inbound, LinkState, LinkTask};
 use crate::pipeline::{Pipeline, PipelineSettings, clock_now, status_payload};
 use crate::window_log::{LogError, Recovery, WindowLog};
 

@@ -208,7 +208,7 @@ async fn wait_accepted(base: &str, n: u64, timeout: Duration) -> anyhow::Result<
 
 fn store(args: &MemoryArgs) -> anyhow::Result<Row> {
     let n = args.readings;
-    let before = Rss::own()?;
+    let before = Rss::own().map_err(anyhow::Error::msg)?;
     let config = WindowConfig {
         window: Duration::from_secs(600),
         ..WindowConfig::default()
@@ -234,7 +234,7 @@ fn store(args: &MemoryArgs) -> anyhow::Result<Row> {
             bail!("reading {k} rejected: {e:?}");
         }
     }
-    let after = Rss::own()?;
+    let after = Rss::own().map_err(anyhow::Error::msg)?;
     let held = store.buffered_readings();
     let bytes = store.buffer_bytes();
     let growth = after.current.saturating_sub(before.current);

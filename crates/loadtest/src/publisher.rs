@@ -9,6 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use service_kit::mqtt_wire::{
+    CONNACK_LEN, DISCONNECT, PUBACK, RemainingLength, WireError, check_connack, encode_connect,
+    encode_publish, packet_type,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -26,9 +30,9 @@ pub enum PublishError {
     /// Socket error.
     #[error("broker connection: {0}")]
     Io(#[from] std::io::Error),
-    /// The broker refused the connection.
-    #[error("broker refused the connection (CONNACK {0:?})")]
-    Refused(Vec<u8>),
+    /// The broker refused the connection or did not answer with a CONNACK.
+    #[error(transparent)]
+    Refused(#[from] WireError),
     /// Not every QoS 1 message was acknowledged in time.
     #[error("{missing} of {sent} messages not acknowledged within {timeout:?}")]
     Unacknowledged {
@@ -63,13 +67,12 @@ impl Publisher {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
         stream.set_nodelay(true)?;
         let mut connect = Vec::new();
-        encode_connect(&mut connect, client_id);
+        // Keep-alive off: load runs may pause between phases.
+        encode_connect(&mut connect, client_id, 0, None);
         stream.write_all(&connect).await?;
-        let mut connack = [0_u8; 4];
+        let mut connack = [0_u8; CONNACK_LEN];
         stream.read_exact(&mut connack).await?;
-        if connack[0] != 0x20 || connack[3] != 0 {
-            return Err(PublishError::Refused(connack.to_vec()));
-        }
+        check_connack(connack)?;
         let (read, write) = stream.into_split();
         let acked = Arc::new(AtomicU64::new(0));
         let window = Arc::new(Semaphore::new(MAX_INFLIGHT));
@@ -152,7 +155,7 @@ impl Publisher {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        self.writer.write_all(&[0xE0, 0x00]).await?;
+        self.writer.write_all(&DISCONNECT).await?;
         self.writer.flush().await?;
         self.reader.abort();
         Ok(self.sent)
@@ -170,100 +173,25 @@ async fn count_acks(
         let Ok(header) = read.read_u8().await else {
             return;
         };
-        let mut len = 0_usize;
-        let mut shift = 0;
-        loop {
+        let mut length = RemainingLength::default();
+        let len = loop {
             let Ok(byte) = read.read_u8().await else {
                 return;
             };
-            len |= usize::from(byte & 0x7F) << shift;
-            shift += 7;
-            if byte & 0x80 == 0 || shift > 21 {
-                break;
+            match length.push(byte) {
+                Ok(Some(len)) => break len,
+                Ok(None) => {}
+                // A broken stream: no more acknowledgements can be read from it.
+                Err(_) => return,
             }
-        }
+        };
         let mut body = vec![0_u8; len];
         if read.read_exact(&mut body).await.is_err() {
             return;
         }
-        if header & 0xF0 == 0x40 {
+        if packet_type(header) == PUBACK {
             acked.fetch_add(1, Ordering::AcqRel);
             window.add_permits(1);
         }
-    }
-}
-
-fn put_len(out: &mut Vec<u8>, mut len: usize) {
-    loop {
-        // The mask keeps 7 bits, so the cast cannot truncate.
-        let mut byte = (len & 0x7F) as u8;
-        len >>= 7;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
-}
-
-/// CONNECT, MQTT 3.1.1, clean session, keep-alive off.
-fn encode_connect(out: &mut Vec<u8>, client_id: &str) {
-    let mut body = Vec::new();
-    put_str(&mut body, "MQTT");
-    body.push(4);
-    body.push(0x02);
-    body.extend_from_slice(&0_u16.to_be_bytes());
-    put_str(&mut body, client_id);
-    out.push(0x10);
-    put_len(out, body.len());
-    out.extend_from_slice(&body);
-}
-
-/// PUBLISH with QoS 1 when `id` is given, else QoS 0.
-fn encode_publish(out: &mut Vec<u8>, topic: &str, payload: &[u8], id: Option<u16>, retain: bool) {
-    let mut flags = 0x30_u8;
-    if id.is_some() {
-        flags |= 0x02;
-    }
-    if retain {
-        flags |= 0x01;
-    }
-    out.push(flags);
-    let len = 2 + topic.len() + id.map_or(0, |_| 2) + payload.len();
-    put_len(out, len);
-    put_str(out, topic);
-    if let Some(id) = id {
-        out.extend_from_slice(&id.to_be_bytes());
-    }
-    out.extend_from_slice(payload);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remaining_length_uses_continuation_bytes() {
-        let mut out = Vec::new();
-        put_len(&mut out, 321);
-        assert_eq!(out, [0xC1, 0x02]);
-        out.clear();
-        put_len(&mut out, 0);
-        assert_eq!(out, [0]);
-    }
-
-    #[test]
-    fn qos1_publish_carries_the_packet_id() {
-        let mut out = Vec::new();
-        encode_publish(&mut out, "a/b", b"x", Some(7), true);
-        assert_eq!(out, [0x33, 8, 0, 3, b'a', b'/', b'b', 0, 7, b'x']);
     }
 }

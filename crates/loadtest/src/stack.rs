@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use test_support::{Broker, BrokerOptions, ServiceProcess, free_port, unique_client_id};
+pub use test_support::Rss;
+use test_support::{Broker, BrokerOptions, Metrics, ServiceProcess, unique_client_id};
 
 /// How long a service may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -85,7 +86,7 @@ impl Service {
     /// # Errors
     /// When `/proc` cannot be read.
     pub fn rss(&self) -> anyhow::Result<Rss> {
-        Rss::of(self.pid()?)
+        self.process.rss().map_err(anyhow::Error::msg)
     }
 
     /// Stops the service with SIGTERM.
@@ -122,7 +123,7 @@ pub async fn start_gateway(
     start_service(&bins.gateway, broker, &[], extra, "/api/health").await
 }
 
-/// Starts `bin` with the broker and a free HTTP port, then `own` and `extra` flags; returns
+/// Starts `bin` with the broker and HTTP on port 0, then `own` and `extra` flags; returns
 /// once `health_path` answers 200.
 async fn start_service(
     bin: &Path,
@@ -131,20 +132,19 @@ async fn start_service(
     extra: &[String],
     health_path: &str,
 ) -> anyhow::Result<Service> {
-    let port = free_port();
-    let mut args = vec![
-        "--mqtt-host".to_owned(),
-        broker.host().to_owned(),
-        "--mqtt-port".to_owned(),
-        broker.port().to_string(),
-        "--listen".to_owned(),
-        format!("127.0.0.1:{port}"),
-    ];
-    args.extend(own.iter().chain(extra).cloned());
-    let process = ServiceProcess::spawn(bin, &args, [("RUST_LOG", "warn")]);
+    let (process, addr) = ServiceProcess::start_service(
+        bin,
+        broker.host(),
+        broker.port(),
+        own.iter().chain(extra),
+        [("RUST_LOG", "warn")],
+        READY_TIMEOUT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let service = Service {
         process,
-        base: format!("http://127.0.0.1:{port}"),
+        base: format!("http://{addr}"),
     };
     wait_ready(&service, health_path).await?;
     Ok(service)
@@ -178,52 +178,9 @@ pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> anyhow:
         .await?
         .text()
         .await?;
-    text.lines()
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            rest.strip_prefix(' ')?.trim().parse::<f64>().ok()
-        })
+    Metrics::parse(&text)
+        .get(name, &[])
         .with_context(|| format!("metric {name} not found at {base}/metrics"))
-}
-
-/// Resident memory of a process.
-#[derive(Debug, Clone, Copy)]
-pub struct Rss {
-    /// `VmRSS`, bytes.
-    pub current: u64,
-    /// `VmHWM` (peak), bytes.
-    pub peak: u64,
-}
-
-impl Rss {
-    /// Reads `/proc/PID/status`.
-    ///
-    /// # Errors
-    /// When the file cannot be read or lacks the fields.
-    pub fn of(pid: u32) -> anyhow::Result<Self> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("reading /proc/{pid}/status"))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .map(|kb| kb * 1024)
-                .with_context(|| format!("{name} missing in /proc/{pid}/status"))
-        };
-        Ok(Self {
-            current: field("VmRSS:")?,
-            peak: field("VmHWM:")?,
-        })
-    }
-
-    /// This process.
-    ///
-    /// # Errors
-    /// As [`Rss::of`].
-    pub fn own() -> anyhow::Result<Self> {
-        Self::of(std::process::id())
-    }
 }
 
 /// Mebibytes, for tables.

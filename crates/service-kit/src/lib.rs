@@ -10,17 +10,22 @@
 //!   [`MqttSecurity::apply_to`] puts it into rumqttc's `MqttOptions`.
 //! - [`SettingsError`]: what each binary's settings loading returns, so a bad setting reads
 //!   the same in every binary's start-up error.
+//! - [`Backoff`]: the reconnect pacing of every MQTT event loop.
+//! - [`mqtt_wire`]: the hand-written MQTT packets of the load generators (simulator, loadtest).
 //!
 //! TLS uses rustls with the `ring` provider (no system OpenSSL, no C++ toolchain). The CA file
 //! is required when TLS is on: for a broker with a publicly signed certificate point it at the
 //! system bundle (e.g. `/etc/ssl/certs/ca-certificates.crt`).
 #![warn(missing_docs)]
 
+mod backoff;
 mod flags;
+pub mod mqtt_wire;
 mod secret;
 mod security;
 mod settings_error;
 
+pub use backoff::Backoff;
 pub use flags::SecurityFlags;
 pub use secret::Secret;
 pub use security::{MqttSecurity, SecurityError, SecuritySettings};

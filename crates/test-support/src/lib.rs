@@ -6,6 +6,11 @@
 //! ([`ServiceProcess`]). Waiting is always on a condition with a deadline ([`wait_until`],
 //! [`Collector::wait_for`]), never a bare sleep.
 //!
+//! What tests read back from a service comes through one helper each: its bound address
+//! ([`ServiceProcess::wait_listening`], from the kernel, not the log), its metrics
+//! ([`scrape_metrics`], [`Metrics`]) and its memory ([`Rss`]). [`service_binary`] finds a
+//! service binary built by another crate, for the end-to-end tests.
+//!
 //! Helpers panic with a message that carries the relevant logs when the environment is broken
 //! (missing tool, broker that never comes up); conditions a test asserts on return `Result`
 //! so the test decides how to fail.
@@ -13,7 +18,9 @@
 mod broker;
 mod collector;
 mod http;
+mod metrics;
 mod process;
+mod procfs;
 mod publisher;
 mod tools;
 mod wait;
@@ -21,10 +28,12 @@ mod wait;
 pub use broker::{Broker, BrokerOptions};
 pub use collector::{Collector, Message};
 pub use http::{http_get, try_http_get};
+pub use metrics::{Metrics, Sample, scrape as scrape_metrics};
 pub use process::ServiceProcess;
+pub use procfs::{Rss, listening_addrs};
 pub use publisher::{Publisher, publish_retained};
 pub use rumqttc::QoS;
-pub use tools::{free_port, require_tool, unique_client_id};
+pub use tools::{free_port, require_tool, service_binary, unique_client_id};
 pub use wait::wait_until;
 
 /// The install hint used for Mosquitto everywhere, so every failing test says the same thing.

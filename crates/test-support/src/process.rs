@@ -1,6 +1,7 @@
 //! A service binary run as a real child process, with its output kept for failure messages.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
 use crate::broker::pid_i32;
+use crate::procfs::{Rss, listening_addrs};
 
 /// Default time a service gets to exit after SIGTERM in [`ServiceProcess::terminate`].
 const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +69,48 @@ impl ServiceProcess {
             child,
             status: None,
         }
+    }
+
+    /// Starts a scrap-pulse service binary (`ingest`, `gateway`) against the broker at
+    /// `mqtt_host:mqtt_port` with HTTP on `127.0.0.1:0`, then the `extra` flags, and waits up
+    /// to `timeout` until it listens. Returns the process and its bound HTTP address; whether
+    /// the service is also ready is the caller's next wait.
+    ///
+    /// # Errors
+    /// As [`ServiceProcess::wait_listening`].
+    ///
+    /// # Panics
+    /// As [`ServiceProcess::spawn`].
+    pub async fn start_service<I, S, E, K, V>(
+        program: impl AsRef<Path>,
+        mqtt_host: &str,
+        mqtt_port: u16,
+        extra: I,
+        env: E,
+        timeout: Duration,
+    ) -> Result<(Self, SocketAddr), String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+        E: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let port = mqtt_port.to_string();
+        let mut args: Vec<OsString> = [
+            "--mqtt-host",
+            mqtt_host,
+            "--mqtt-port",
+            &port,
+            "--listen",
+            "127.0.0.1:0",
+        ]
+        .map(OsString::from)
+        .into();
+        args.extend(extra.into_iter().map(|a| a.as_ref().to_owned()));
+        let mut process = Self::spawn(program, args, env);
+        let addr = process.wait_listening(timeout).await?;
+        Ok((process, addr))
     }
 
     /// The OS process id (None once it has been reaped).
@@ -188,6 +232,51 @@ impl ServiceProcess {
         )
         .await
         .map_err(|e| format!("{e}\n{}", self.logs()))
+    }
+
+    /// Waits until the process listens on a TCP socket and returns its address: the one way
+    /// to learn the port of a service started with `--listen 127.0.0.1:0` (read from the
+    /// kernel, so it works with any log format and level). With several listeners, the first
+    /// in `/proc/net/tcp` order.
+    ///
+    /// # Errors
+    /// When the process exits or does not listen within `timeout`, with its logs.
+    pub async fn wait_listening(&mut self, timeout: Duration) -> Result<SocketAddr, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if !self.is_running() {
+                return Err(format!(
+                    "{} exited ({:?}) before listening\n{}",
+                    self.name,
+                    self.status,
+                    self.logs()
+                ));
+            }
+            if let Some(pid) = self.pid()
+                && let Some(addr) = listening_addrs(pid).ok().and_then(|a| a.first().copied())
+            {
+                return Ok(addr);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{} did not listen within {timeout:?}\n{}",
+                    self.name,
+                    self.logs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Resident memory of the process now and at its peak.
+    ///
+    /// # Errors
+    /// When it has exited or `/proc` cannot be read.
+    pub fn rss(&self) -> Result<Rss, String> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| format!("{} has exited", self.name))?;
+        Rss::of(pid)
     }
 
     /// The directory holding the captured output; also a private scratch dir for the test.

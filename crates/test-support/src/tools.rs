@@ -64,3 +64,31 @@ pub fn unique_client_id(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// The path of the service binary `name` (`ingest`, `gateway`, `simulator`) in the target
+/// directory this test was built into (`target/debug` for `cargo test`).
+///
+/// Cargo hands a test only the binaries of its own crate (`CARGO_BIN_EXE_*`); a test that runs
+/// another crate's service (the end-to-end tests, the load runs) finds it here. The binary is
+/// not built on demand: `scripts/test.sh` builds the services before running the tests.
+///
+/// # Panics
+/// When the binary is missing, with the command that builds it.
+pub fn service_binary(name: &str) -> PathBuf {
+    // expect: a running test always has an executable path.
+    let exe = std::env::current_exe().expect("path of the running test");
+    // Test executables live in `target/<profile>/deps`, binaries (and the loadtest tool)
+    // directly in `target/<profile>`.
+    let mut dir = exe.parent().unwrap_or(&exe);
+    if dir.ends_with("deps") {
+        dir = dir.parent().unwrap_or(dir);
+    }
+    let path = dir.join(name);
+    assert!(
+        is_executable(&path),
+        "service binary {} is missing: build it first with `cargo build -p {name}` \
+         (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}

@@ -1,7 +1,7 @@
 //! The keyed sliding-window store: exact sum and count of the last `window` per
 //! (machine, scrap index), expiry scheduling, idle-key forgetting and the `max_keys` cap.
 //!
-//! Semantics (DESIGN.md "The window"): at instant `T` a key's window holds the accepted
+//! Semantics (docs/contract.md, "The window"): at instant `T` a key's window holds the accepted
 //! readings with `T - W < t`. A reading at `t` therefore expires at exactly `t + W`.
 //!
 //! Cost: accepting an in-order reading is a hash lookup and a push; expiry touches only the

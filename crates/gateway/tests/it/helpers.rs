@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use test_support::{ServiceProcess, http_get, publish_retained, try_http_get, wait_until};
+use test_support::{
+    ServiceProcess, http_get, publish_retained, scrape_metrics, try_http_get, wait_until,
+};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -25,36 +27,20 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts the gateway on `127.0.0.1:0` for the broker at `broker_port`, with extra flags.
     pub async fn start(broker_port: u16, extra_args: &[&str]) -> Self {
-        let mut args: Vec<String> = vec![
-            "--mqtt-host".into(),
-            "127.0.0.1".into(),
-            "--mqtt-port".into(),
-            broker_port.to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-        ];
-        args.extend(extra_args.iter().map(|s| (*s).to_owned()));
-        let process = ServiceProcess::spawn(
+        let (process, addr) = ServiceProcess::start_service(
             env!("CARGO_BIN_EXE_gateway"),
-            &args,
+            "127.0.0.1",
+            broker_port,
+            extra_args,
             [
                 ("LOG_FORMAT", "json"),
                 ("RUST_LOG", "info,gateway=debug"),
                 ("GATEWAY_MQTT_RECONNECT_BACKOFF_MAX_MS", "500"),
             ],
-        );
-        process
-            .wait_for_output("gateway listening", START_TIMEOUT)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = process
-            .stderr()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|v| v["fields"]["message"] == "gateway listening")
-            .and_then(|v| v["fields"]["address"].as_str().map(str::to_owned))
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no listen address in the log\n{}", process.logs()));
+            START_TIMEOUT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         Self { process, addr }
     }
 
@@ -121,10 +107,12 @@ impl TestGateway {
 
     /// One sample from `/metrics` (`name` including `_total` for counters).
     pub async fn metric(&self, name: &str) -> f64 {
-        let (_, body) = http_get(&self.url("/metrics")).await;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} missing\n{body}"))
+        let metrics = scrape_metrics(&self.url("/metrics"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        metrics
+            .get(name, &[])
+            .unwrap_or_else(|| panic!("metric {name} missing\n{metrics:?}"))
     }
 
     /// Waits until the metric equals `want`.
@@ -138,13 +126,10 @@ impl TestGateway {
 
     /// Resident memory of the gateway process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let pid = self.process.pid().expect("gateway runs");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc status")
+        self.process
+            .rss()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .current_kib()
     }
 }
 

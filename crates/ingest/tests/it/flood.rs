@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use test_support::{Collector, Publisher, QoS, try_http_get, wait_until};
+use test_support::{Collector, Metrics, Publisher, QoS, Rss, try_http_get, wait_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestIngest, close, now};
@@ -28,28 +28,14 @@ fn env_count(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// VmRSS of `pid` in KiB, from /proc.
+/// VmRSS of `pid` in KiB (0 once the process is gone: the poller then fails on `/health`).
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    Rss::of(pid).map_or(0, |rss| rss.current_kib())
 }
 
 /// A value of the `ingest_*` metrics text, summing every labelled series of `name`.
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    Metrics::parse(text).sum(name)
 }
 
 /// What a poller saw of `/health` and memory while a flood ran.
@@ -301,10 +287,11 @@ async fn a_flood_of_distinct_machine_ids_is_capped_at_max_keys() {
 
     let text = ingest.metrics().await;
     assert_eq!(metric(&text, "ingest_keys"), MAX_KEYS as f64, "{text}");
-    let too_many = text
-        .lines()
-        .find_map(|l| l.strip_prefix("ingest_readings_rejected_total{reason=\"too_many_keys\"} "))
-        .and_then(|v| v.parse::<f64>().ok())
+    let too_many = Metrics::parse(&text)
+        .get(
+            "ingest_readings_rejected_total",
+            &[("reason", "too_many_keys")],
+        )
         .unwrap_or_else(|| panic!("no too_many_keys series\n{text}"));
     assert_eq!(too_many, (distinct - MAX_KEYS) as f64);
     assert_eq!(

@@ -42,31 +42,18 @@ impl TestIngest {
 
     /// As [`TestIngest::spawn`] with the MQTT client id given.
     async fn spawn_with_id(mqtt_port: u16, client_id: &str, extra: &[&str]) -> Self {
-        let port = mqtt_port.to_string();
-        let mut args = vec![
-            "--mqtt-host",
-            "127.0.0.1",
-            "--mqtt-port",
-            &port,
-            "--listen",
-            "127.0.0.1:0",
-            "--client-id",
-            client_id,
-            "--reconnect-max-ms",
-            "500",
-        ];
+        let mut args = vec!["--client-id", client_id, "--reconnect-max-ms", "500"];
         args.extend_from_slice(extra);
-        let process = ServiceProcess::spawn(
+        let (process, addr) = ServiceProcess::start_service(
             env!("CARGO_BIN_EXE_ingest"),
+            "127.0.0.1",
+            mqtt_port,
             &args,
             [("RUST_LOG", "info"), ("NO_COLOR", "1")],
-        );
-        process
-            .wait_for_output("HTTP listening", WAIT)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let addr = listen_addr(&process.stderr())
-            .unwrap_or_else(|| panic!("no addr= in the start-up line\n{}", process.logs()));
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         TestIngest {
             process,
             base_url: format!("http://{addr}"),
@@ -100,13 +87,6 @@ impl TestIngest {
         assert_eq!(status, 200, "{body}");
         body
     }
-}
-
-/// The `addr=HOST:PORT` field of the "HTTP listening" log line.
-fn listen_addr(stderr: &str) -> Option<String> {
-    let line = stderr.lines().find(|l| l.contains("HTTP listening"))?;
-    let rest = &line[line.find("addr=")? + 5..];
-    Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
 }
 
 /// The ingest clock's idea of now, as the tests compute it.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS};
+use service_kit::Backoff;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -167,11 +168,11 @@ async fn drive(
     connected: watch::Sender<Option<String>>,
     count_written: bool,
 ) {
-    let mut backoff = BACKOFF.0;
+    let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
     loop {
         match event_loop.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                backoff = BACKOFF.0;
+                backoff.reset();
                 if ack.code == rumqttc::ConnectReturnCode::Success {
                     connected.send_replace(Some(String::new()));
                 } else {
@@ -188,7 +189,8 @@ async fn drive(
             Ok(_) => {}
             Err(e) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection error");
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "MQTT connection error");
                 connected.send_if_modified(|state| {
                     if state.as_deref() == Some("") {
                         false
@@ -197,8 +199,7 @@ async fn drive(
                         true
                     }
                 });
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF.1);
+                tokio::time::sleep(delay).await;
             }
         }
     }

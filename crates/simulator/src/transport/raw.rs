@@ -10,6 +10,9 @@
 use std::time::Duration;
 
 use service_kit::Secret;
+use service_kit::mqtt_wire::{
+    CONNACK_LEN, DISCONNECT, PINGREQ, WireError, check_connack, encode_connect, encode_publish,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -64,7 +67,7 @@ impl RawConnection {
     /// # Errors
     /// When the connection fails and cannot be re-established.
     pub async fn send(&mut self, topic: &str, payload: &[u8]) -> Result<(), TransportError> {
-        encode_publish(&mut self.buf, topic, payload);
+        encode_publish(&mut self.buf, topic, payload, None, false);
         self.buffered += 1;
         self.delivery.sent += 1;
         if self.buf.len() >= FLUSH_AT {
@@ -93,7 +96,7 @@ impl RawConnection {
             return Ok(());
         }
         if self.buf.is_empty() {
-            self.buf.extend_from_slice(&[0xC0, 0x00]);
+            self.buf.extend_from_slice(&PINGREQ);
         }
         let written = self.writer.write_all(&self.buf).await;
         self.buf.clear();
@@ -134,7 +137,7 @@ impl RawConnection {
             return self.delivery;
         }
         let confirmed = async {
-            self.writer.write_all(&[0xE0, 0x00]).await?;
+            self.writer.write_all(&DISCONNECT).await?;
             self.writer.shutdown().await?;
             // Err means the reader task saw an error rather than a clean close; both end it.
             let _ = (&mut self.closed).await;
@@ -171,7 +174,7 @@ pub async fn forget_session(config: &SimConfig) -> Result<(), TransportError> {
         addr: addr.clone(),
         source,
     };
-    writer.write_all(&[0xE0, 0x00]).await.map_err(io)?;
+    writer.write_all(&DISCONNECT).await.map_err(io)?;
     writer.shutdown().await.map_err(io)?;
     let _ = tokio::time::timeout(CONNACK_TIMEOUT, closed).await;
     Ok(())
@@ -222,7 +225,7 @@ async fn connect_once(
         .map(|user| (user, config.security.password().map(Secret::expose)));
     encode_connect(&mut connect, &config.client_id, keep_alive, login);
     stream.write_all(&connect).await.map_err(io)?;
-    let mut connack = [0_u8; 4];
+    let mut connack = [0_u8; CONNACK_LEN];
     match tokio::time::timeout(CONNACK_TIMEOUT, stream.read_exact(&mut connack)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(io(e)),
@@ -233,18 +236,13 @@ async fn connect_once(
             )));
         }
     }
-    if connack[0] != 0x20 || connack[1] != 0x02 {
-        return Err(TransportError::Refused {
-            addr: addr.to_owned(),
-            reason: format!("unexpected answer {connack:02x?}"),
-        });
-    }
-    if connack[3] != 0 {
-        return Err(TransportError::Refused {
-            addr: addr.to_owned(),
-            reason: format!("CONNACK return code {}", connack[3]),
-        });
-    }
+    check_connack(connack).map_err(|e| TransportError::Refused {
+        addr: addr.to_owned(),
+        reason: match e {
+            WireError::Refused(code) => format!("CONNACK return code {code}"),
+            other => other.to_string(),
+        },
+    })?;
     let (mut reader, writer) = stream.into_split();
     let (closed_tx, closed) = oneshot::channel();
     // The broker only sends PINGRESP from here on; drain until it closes the connection.
@@ -254,143 +252,4 @@ async fn connect_once(
         let _ = closed_tx.send(());
     });
     Ok((writer, closed))
-}
-
-/// Appends an MQTT remaining-length varint.
-fn encode_remaining_length(out: &mut Vec<u8>, mut len: usize) {
-    loop {
-        // The mask keeps the value in 0..128, so the cast cannot truncate.
-        #[allow(clippy::cast_possible_truncation)]
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
-/// Appends a QoS 0, non-retained PUBLISH packet.
-///
-/// Topics are machine ids checked against the 256-byte topic-level cap, so the length fits
-/// MQTT's u16.
-pub fn encode_publish(out: &mut Vec<u8>, topic: &str, payload: &[u8]) {
-    let topic_len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
-    out.push(0x30);
-    encode_remaining_length(out, 2 + topic.len() + payload.len());
-    out.extend_from_slice(&topic_len.to_be_bytes());
-    out.extend_from_slice(topic.as_bytes());
-    out.extend_from_slice(payload);
-}
-
-/// Appends a CONNECT packet: MQTT 3.1.1, clean session, no will; with `login`, the username
-/// and, if given, the password.
-///
-/// Username and password are bounded to 65 535 bytes by the settings checks.
-pub fn encode_connect(
-    out: &mut Vec<u8>,
-    client_id: &str,
-    keep_alive_secs: u16,
-    login: Option<(&str, Option<&str>)>,
-) {
-    let field = |out: &mut Vec<u8>, bytes: &[u8]| {
-        let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&bytes[..usize::from(len)]);
-    };
-    // Clean session; 0x80 username present, 0x40 password present.
-    let mut flags = 0x02_u8;
-    let mut length = 10 + 2 + client_id.len();
-    if let Some((user, password)) = login {
-        flags |= 0x80;
-        length += 2 + user.len();
-        if let Some(password) = password {
-            flags |= 0x40;
-            length += 2 + password.len();
-        }
-    }
-    out.push(0x10);
-    encode_remaining_length(out, length);
-    out.extend_from_slice(&[0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags]);
-    out.extend_from_slice(&keep_alive_secs.to_be_bytes());
-    field(out, client_id.as_bytes());
-    if let Some((user, password)) = login {
-        field(out, user.as_bytes());
-        if let Some(password) = password {
-            field(out, password.as_bytes());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use bytes::BytesMut;
-    use rumqttc::QoS;
-    use rumqttc::mqttbytes::v4::Packet;
-
-    use super::*;
-
-    #[test]
-    fn publish_encoding_is_read_back_by_rumqttc() {
-        for size in [0, 1, 100, 127, 128, 16_383, 16_384, 70_000] {
-            let payload = vec![b'p'; size];
-            let mut out = Vec::new();
-            encode_publish(&mut out, "machines/A1/scrap", &payload);
-            let mut stream = BytesMut::from(&out[..]);
-            let Packet::Publish(publish) = Packet::read(&mut stream, 1 << 20).unwrap() else {
-                panic!("not a publish")
-            };
-            assert_eq!(publish.topic, "machines/A1/scrap");
-            assert_eq!(publish.qos, QoS::AtMostOnce);
-            assert!(!publish.retain);
-            assert_eq!(publish.payload.len(), size);
-            assert!(stream.is_empty(), "no trailing bytes for size {size}");
-        }
-    }
-
-    #[test]
-    fn connect_encoding_is_read_back_by_rumqttc() {
-        let mut out = Vec::new();
-        encode_connect(&mut out, "sim-1", 30, None);
-        let mut stream = BytesMut::from(&out[..]);
-        let Packet::Connect(connect) = Packet::read(&mut stream, 1 << 20).unwrap() else {
-            panic!("not a connect")
-        };
-        assert!(connect.login.is_none());
-        assert_eq!(
-            (
-                connect.client_id.as_str(),
-                connect.keep_alive,
-                connect.clean_session
-            ),
-            ("sim-1", 30, true)
-        );
-    }
-
-    #[test]
-    fn connect_with_login_is_read_back_by_rumqttc() {
-        let mut out = Vec::new();
-        encode_connect(&mut out, "sim-2", 15, Some(("A1", Some("pw-\u{e9}"))));
-        let mut stream = BytesMut::from(&out[..]);
-        let Packet::Connect(connect) = Packet::read(&mut stream, 1 << 20).unwrap() else {
-            panic!("not a connect")
-        };
-        let login = connect.login.expect("login");
-        assert_eq!(
-            (login.username.as_str(), login.password.as_str()),
-            ("A1", "pw-\u{e9}")
-        );
-        assert!(stream.is_empty());
-        let mut out = Vec::new();
-        encode_connect(&mut out, "sim-3", 15, Some(("B1", None)));
-        let mut stream = BytesMut::from(&out[..]);
-        let Packet::Connect(connect) = Packet::read(&mut stream, 1 << 20).unwrap() else {
-            panic!("not a connect")
-        };
-        assert_eq!(connect.login.expect("login").username, "B1");
-        assert!(stream.is_empty());
-    }
 }

@@ -1,0 +1,8 @@
+//! End-to-end tests across services: ingest and gateway run as their real binaries against a
+//! Mosquitto started per test; the tests see them only through MQTT and HTTP.
+//!
+//! The binaries must be built first (`cargo build -p ingest -p gateway`; `scripts/test.sh`
+//! does it): cargo gives a test only the binaries of its own crate.
+
+mod helpers;
+mod security;

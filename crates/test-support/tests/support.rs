@@ -188,3 +188,31 @@ async fn service_process_reports_exit_code() {
     let status = process.wait_exit(WAIT).await.unwrap();
     assert_eq!(status.code(), Some(3));
 }
+
+#[tokio::test]
+async fn wait_listening_finds_the_port_of_a_child_process() {
+    let mosquitto = require_tool("mosquitto", test_support::MOSQUITTO_INSTALL_HINT);
+    let port = test_support::free_port();
+    let mut process = ServiceProcess::spawn(
+        &mosquitto,
+        ["-p", &port.to_string()],
+        std::iter::empty::<(&str, &str)>(),
+    );
+    let addr = process.wait_listening(WAIT).await.unwrap();
+    assert_eq!(addr.port(), port, "{}", process.logs());
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert!(process.rss().unwrap().current > 0);
+}
+
+#[tokio::test]
+async fn wait_listening_reports_a_process_that_exits_first() {
+    let sh = require_tool("sh", "apt-get install dash");
+    let mut process = ServiceProcess::spawn(
+        &sh,
+        ["-c", "echo no-socket-for-you >&2; exit 3"],
+        std::iter::empty::<(&str, &str)>(),
+    );
+    let error = process.wait_listening(WAIT).await.unwrap_err();
+    assert!(error.contains("exited"), "{error}");
+    assert!(error.contains("no-socket-for-you"), "{error}");
+}

@@ -11,18 +11,10 @@ use loadtest::throughput::{self, ThroughputArgs};
 
 /// `target/debug` (or whichever profile built this test), where the service binaries are.
 fn bin_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_loadtest"))
+    test_support::service_binary("gateway");
+    test_support::service_binary("ingest")
         .parent()
         .map(PathBuf::from)
-        .expect("the loadtest binary has a directory");
-    for bin in ["ingest", "gateway"] {
-        assert!(
-            dir.join(bin).is_file(),
-            "{} missing: run `cargo build -p ingest -p gateway` first (scripts/test.sh does)",
-            dir.join(bin).display()
-        );
-    }
-    Some(dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

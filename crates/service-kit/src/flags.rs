@@ -71,6 +71,29 @@ impl SecurityFlags {
     }
 }
 
+impl SecurityFlags {
+    /// The given flags as overrides of the `[mqtt]` block's `mqtt.*` keys.
+    pub fn overrides(&self) -> Vec<crate::layers::Flag<'static>> {
+        let text = |v: &Option<String>| v.clone().map(config::Value::from);
+        let path = |p: &Option<PathBuf>| path_text(p).map(config::Value::from);
+        vec![
+            ("mqtt.username", text(&self.mqtt_username)),
+            ("mqtt.password", text(&self.mqtt_password)),
+            ("mqtt.password_file", path(&self.mqtt_password_file)),
+            ("mqtt.tls", self.mqtt_tls.map(config::Value::from)),
+            ("mqtt.tls_ca_file", path(&self.mqtt_tls_ca_file)),
+            (
+                "mqtt.tls_client_cert_file",
+                path(&self.mqtt_tls_client_cert_file),
+            ),
+            (
+                "mqtt.tls_client_key_file",
+                path(&self.mqtt_tls_client_key_file),
+            ),
+        ]
+    }
+}
+
 fn path_text(path: &Option<PathBuf>) -> Option<String> {
     path.as_ref().map(|p| p.to_string_lossy().into_owned())
 }

@@ -6,7 +6,8 @@
 //! - [`mqtt`]: the broker link, one task owning the event loop.
 //! - [`hub`]: the state, batching and the shared frames.
 //! - [`ws`]: the upgrade checks and the per-client task; [`origin`]: the Origin rule.
-//! - [`routes`]: the plain HTTP endpoints; [`startup`]: build and run; [`telemetry`]: logs.
+//! - [`routes`]: the plain HTTP endpoints; [`startup`]: build and run (logs and signals:
+//!   `service_kit`).
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -17,8 +18,7 @@ pub mod mqtt;
 pub mod origin;
 pub mod routes;
 pub mod startup;
-pub mod telemetry;
 pub mod ws;
 
-pub use configuration::{Cli, Settings};
-pub use startup::{Application, shutdown_signal};
+pub use configuration::{Cli, GatewayConfig, Settings};
+pub use startup::Application;

@@ -6,7 +6,7 @@ use gateway::{Application, Cli, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli: Cli = service_kit::cli::parse_or_exit("gateway");
+    let cli: Cli = service_kit::cli::parse_or_exit("gateway", "GATEWAY");
     let config = Settings::load(&cli, |name| std::env::var(name).ok())
         .and_then(|s| s.validate())
         .unwrap_or_else(|e| e.exit("gateway"));

@@ -6,7 +6,7 @@ use ingest::configuration::{Cli, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli: Cli = service_kit::cli::parse_or_exit("ingest");
+    let cli: Cli = service_kit::cli::parse_or_exit("ingest", "INGEST");
     let config = Settings::load(&cli)
         .and_then(|s| s.validate())
         .unwrap_or_else(|e| e.exit("ingest"));

@@ -12,7 +12,7 @@ use config::builder::DefaultState;
 /// `GATEWAY` or `SIMULATOR`) plus `_MQTT_USERNAME` etc.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SecurityFlags {
-    /// Broker username [env: <PREFIX>_MQTT_USERNAME, prefix INGEST, GATEWAY or SIMULATOR]
+    /// Broker username [env: <PREFIX>_MQTT_USERNAME]
     /// [default: none, anonymous].
     #[arg(long, value_name = "USER")]
     pub mqtt_username: Option<String>,

@@ -9,7 +9,7 @@ use simulator::configuration::{Cli, Settings};
 // One thread: the load figures are per core, and one writer needs no more.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli: Cli = service_kit::cli::parse_or_exit("simulator");
+    let cli: Cli = service_kit::cli::parse_or_exit("simulator", "SIMULATOR");
     let config = Settings::load(&cli)
         .and_then(|s| s.validate())
         .unwrap_or_else(|e| e.exit("simulator"));

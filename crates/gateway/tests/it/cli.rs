@@ -105,3 +105,21 @@ async fn the_shared_mqtt_block_connects() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", process.logs()));
 }
+
+#[tokio::test]
+async fn help_names_the_gateways_own_variables() {
+    let mut process =
+        ServiceProcess::spawn(GATEWAY, ["--help"], std::iter::empty::<(&str, &str)>());
+    let status = process.wait_exit(WAIT).await.unwrap();
+    assert!(status.success(), "{}", process.logs());
+    let help = process.stdout();
+    for name in [
+        "GATEWAY_MQTT_USERNAME",
+        "GATEWAY_MQTT_CLIENT_ID",
+        "MQTT_BROKER",
+        "--keep-alive-secs",
+    ] {
+        assert!(help.contains(name), "{name} missing from:\n{help}");
+    }
+    assert!(!help.contains("<PREFIX>"), "{help}");
+}

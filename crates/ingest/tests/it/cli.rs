@@ -112,3 +112,20 @@ async fn the_shared_mqtt_block_and_the_old_flat_keys_both_connect() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn help_names_ingests_own_variables() {
+    let mut process = ServiceProcess::spawn(INGEST, ["--help"], std::iter::empty::<(&str, &str)>());
+    let status = process.wait_exit(WAIT).await.unwrap();
+    assert!(status.success(), "{}", process.logs());
+    let help = process.stdout();
+    for name in [
+        "INGEST_MQTT_PASSWORD_FILE",
+        "MQTT_PORT",
+        "--window-seconds",
+        "--config",
+    ] {
+        assert!(help.contains(name), "{name} missing from:\n{help}");
+    }
+    assert!(!help.contains("<PREFIX>"), "{help}");
+}

@@ -1,8 +1,8 @@
 //! Command-line parsing with the same error shape as every other bad setting: one line on
 //! stderr and exit code 2 (`--help` and `--version` print as usual and exit 0).
 
-use clap::error::ErrorKind;
 use clap::Parser;
+use clap::error::ErrorKind;
 
 use crate::settings_error::EXIT_BAD_SETTINGS;
 

@@ -602,6 +602,26 @@ mod tests {
     }
 
     #[test]
+    fn every_key_has_a_generated_env_name_and_the_documented_one_wins() {
+        let env = env_of(&[
+            ("GATEWAY_HTTP_LISTEN", "127.0.0.1:7"),
+            ("GATEWAY_WS__MAX_CLIENTS", "9"),
+        ]);
+        let (s, c) = load(&Cli::default(), env).unwrap();
+        assert_eq!(s.http.listen, "127.0.0.1:7");
+        assert_eq!(c.max_clients, 9);
+        let env = env_of(&[
+            ("GATEWAY_HTTP_LISTEN", "127.0.0.1:7"),
+            ("GATEWAY_LISTEN", "127.0.0.1:8"),
+            ("GATEWAY_MQTT_CLIENT_ID", "generated-name"),
+            ("GATEWAY_CLIENT_ID", "documented-name"),
+        ]);
+        let (_, c) = load(&Cli::default(), env).unwrap();
+        assert_eq!(c.listen.port(), 8);
+        assert_eq!(c.mqtt.client_id, "documented-name");
+    }
+
+    #[test]
     fn env_lists_are_comma_separated() {
         let env = env_of(&[(
             "GATEWAY_ALLOWED_ORIGINS",

@@ -602,6 +602,47 @@ mod tests {
     }
 
     #[test]
+    fn the_mqtt_block_and_the_old_flat_keys_read_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let load_file = |text: &str| {
+            let file = dir.path().join("ingest.toml");
+            std::fs::write(&file, text).unwrap();
+            let cli = Cli {
+                common: CommonFlags {
+                    config: Some(file),
+                    ..CommonFlags::default()
+                },
+                ..Cli::default()
+            };
+            Settings::load_from(&cli, &HashMap::new()).and_then(|s| s.validate())
+        };
+        let nested = load_file(
+            "[mqtt]\nhost = \"b\"\nport = 1884\nclient_id = \"i\"\nkeep_alive_secs = 7\nusername = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let flat = load_file(
+            "mqtt_host = \"b\"\nmqtt_port = 1884\nclient_id = \"i\"\nkeep_alive_secs = 7\nmqtt_username = \"u\"\nmqtt_password = \"p\"\n",
+        )
+        .unwrap();
+        for config in [&nested, &flat] {
+            assert_eq!((config.mqtt_host.as_str(), config.mqtt_port), ("b", 1884));
+            assert_eq!(config.client_id, "i");
+            assert_eq!(config.keep_alive, Duration::from_secs(7));
+            assert_eq!(config.security.username(), Some("u"));
+        }
+        let err = load_file("mqtt_tls = true\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`mqtt.tls_ca_file`") && err.contains("`mqtt_tls_ca_file`"),
+            "{err}"
+        );
+        let err = load_file("window_secs = 5\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`window_secs`") && err.contains("`window_seconds`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn data_dir_is_off_by_default_and_set_by_env_or_flag() {
         let load = |cli: &Cli, vars: &[(&str, &str)]| {
             Settings::load_from(cli, &env(vars))

@@ -167,7 +167,8 @@ fn first_unknown(given: &Json, schema: &Json, prefix: &str) -> Option<String> {
     })
 }
 
-/// A known key at most two edits from the unknown `key`'s last part, in the same table.
+/// The known key nearest to the unknown `key`'s last part in the same table, if it is a near
+/// miss: at most two edits, or a third of the name for long names (`window_secs`).
 fn closest_key(key: &str, schema: &Json) -> Option<String> {
     let (table, last) = key.rsplit_once('.').unwrap_or(("", key));
     let known = if table.is_empty() {
@@ -178,9 +179,10 @@ fn closest_key(key: &str, schema: &Json) -> Option<String> {
     let Json::Object(map) = known else {
         return None;
     };
+    let limit = (last.len() / 3).max(2);
     map.keys()
         .map(|k| (edit_distance(k, last), k))
-        .filter(|(d, _)| *d <= 2)
+        .filter(|(d, _)| *d <= limit)
         .min()
         .map(|(_, k)| join(table, k))
 }

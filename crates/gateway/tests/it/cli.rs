@@ -123,3 +123,29 @@ async fn help_names_the_gateways_own_variables() {
     }
     assert!(!help.contains("<PREFIX>"), "{help}");
 }
+
+#[tokio::test]
+async fn a_taken_listen_address_is_one_line_without_a_backtrace() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut process = ServiceProcess::spawn(
+        GATEWAY,
+        ["--listen", addr.as_str()],
+        [("RUST_BACKTRACE", "1")],
+    );
+    let status = process
+        .wait_exit(WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", process.logs()));
+    let stderr = process.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("gateway: "))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"));
+    assert!(
+        line.contains("cannot listen on") && line.contains(&addr),
+        "{line}"
+    );
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+}

@@ -1,38 +1,41 @@
 //! Gateway settings: built-in defaults < TOML file (`--config`) < environment < flags,
-//! loaded once at start and validated once, naming the bad setting.
+//! layered by [`service_kit::Layers`] and validated once into [`GatewayConfig`], which the
+//! rest of the gateway takes (files such as the token are read there, and only there).
+//!
+//! File sections `[mqtt]` (the block ingest and simulator share, plus the gateway's own
+//! broker knobs), `[http]` and `[ws]`; every key with its default and environment names is in
+//! `gateway.example.toml`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use config::{Config, File, FileFormat};
 use rumqttc::MqttOptions;
 use serde::{Deserialize, Serialize};
-use service_kit::{MqttSecurity, Secret, SecuritySettings, SettingsError};
+use service_kit::{
+    ClientId, CommonFlags, Flag, FlagValue, Layers, MqttConfig, Secret, SettingsError, at_least,
+    in_range,
+};
 
-/// Command-line flags. Every flag overrides the file and the environment.
+/// Where the dashboard is served from when `http.static_dir` is not set.
+const DEFAULT_STATIC_DIR: &str = "frontend";
+
+/// Command-line flags. Every flag overrides the file and the environment. Numbers are signed
+/// so that a negative value reaches its setting's check.
 #[derive(Debug, Default, Clone, Parser)]
 #[command(
     name = "gateway",
     version,
+    allow_negative_numbers = true,
     about = "scrap-pulse gateway: live aggregates from MQTT to browsers over WebSocket, plus the dashboard",
     after_help = "Every setting, with its environment variable and default: crates/gateway/gateway.example.toml"
 )]
 pub struct Cli {
-    /// TOML settings file (sections [mqtt], [http], [ws]).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// MQTT broker host [env: MQTT_BROKER] [default: localhost].
-    #[arg(long, value_name = "HOST")]
-    pub mqtt_host: Option<String>,
-    /// MQTT broker port [env: MQTT_PORT] [default: 1883].
-    #[arg(long, value_name = "PORT")]
-    pub mqtt_port: Option<u16>,
-    /// MQTT client id; must differ between replicas [env: GATEWAY_CLIENT_ID]
-    /// [default: scrap-pulse-gateway-<pid>-<random>].
-    #[arg(long, value_name = "ID")]
-    pub client_id: Option<String>,
+    /// `--config` (sections [mqtt], [http], [ws]), broker address, client id (must differ
+    /// between replicas; default scrap-pulse-gateway-<pid>-<random>), keep-alive, login, TLS.
+    #[command(flatten)]
+    pub common: CommonFlags,
     /// HTTP listen address [env: GATEWAY_LISTEN] [default: 0.0.0.0:8000].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -45,25 +48,22 @@ pub struct Cli {
     pub allowed_origins: Option<Vec<String>>,
     /// Most concurrent WebSocket clients; more get 503 [env: GATEWAY_MAX_CLIENTS] [default: 10000].
     #[arg(long, value_name = "N")]
-    pub max_clients: Option<usize>,
+    pub max_clients: Option<i64>,
     /// Seconds between pings to each client [env: GATEWAY_PING_INTERVAL_SECS] [default: 10].
     #[arg(long, value_name = "SECS")]
-    pub ping_interval_secs: Option<u64>,
+    pub ping_interval_secs: Option<i64>,
     /// A client silent (no pong, no frame) this long is closed [env: GATEWAY_CLIENT_TIMEOUT_SECS]
     /// [default: 30].
     #[arg(long, value_name = "SECS")]
-    pub client_timeout_secs: Option<u64>,
+    pub client_timeout_secs: Option<i64>,
     /// At most one update frame per this many ms; a change after a quiet interval goes out
     /// at once [env: GATEWAY_BATCH_INTERVAL_MS] [default: 20].
     #[arg(long, value_name = "MS")]
-    pub batch_interval_ms: Option<u64>,
+    pub batch_interval_ms: Option<i64>,
     /// Frames a client may fall behind before it is resynced with a snapshot
     /// [env: GATEWAY_CLIENT_QUEUE_FRAMES] [default: 256].
     #[arg(long, value_name = "N")]
-    pub client_queue_frames: Option<usize>,
-    /// Broker login and TLS (`--mqtt-username` ... `--mqtt-tls-client-key-file`).
-    #[command(flatten)]
-    pub mqtt_security: service_kit::SecurityFlags,
+    pub client_queue_frames: Option<i64>,
     /// Bearer token required on /ws and /api/aggregates; prefer --auth-token-file
     /// [env: GATEWAY_AUTH_TOKEN] [default: none, open].
     #[arg(long, value_name = "TOKEN")]
@@ -73,9 +73,45 @@ pub struct Cli {
     pub auth_token_file: Option<PathBuf>,
 }
 
-/// All gateway settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+impl Cli {
+    /// Every flag as an override of its key (`None`: not given).
+    fn overrides(&self) -> Vec<Flag<'static>> {
+        let int = |v: Option<i64>| v.map(FlagValue::from);
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| FlagValue::from(p.to_string_lossy().into_owned()))
+        };
+        let origins = self.allowed_origins.as_ref().map(|list| {
+            FlagValue::from(
+                list.iter()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let mut flags = self.common.overrides();
+        flags.extend([
+            ("http.listen", self.listen.clone().map(FlagValue::from)),
+            ("http.static_dir", path(&self.static_dir)),
+            (
+                "http.auth_token",
+                self.auth_token.clone().map(FlagValue::from),
+            ),
+            ("http.auth_token_file", path(&self.auth_token_file)),
+            ("ws.allowed_origins", origins),
+            ("ws.max_clients", int(self.max_clients)),
+            ("ws.ping_interval_secs", int(self.ping_interval_secs)),
+            ("ws.client_timeout_secs", int(self.client_timeout_secs)),
+            ("ws.batch_interval_ms", int(self.batch_interval_ms)),
+            ("ws.client_queue_frames", int(self.client_queue_frames)),
+        ]);
+        flags
+    }
+}
+
+/// All gateway settings as layered, before validation; `Default` is the built-in layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     /// Broker connection.
     pub mqtt: MqttSettings,
@@ -85,51 +121,44 @@ pub struct Settings {
     pub ws: WsSettings,
 }
 
-/// Broker connection settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttSettings {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// Client id; empty means generated per process (replicas must not share one: the broker
-    /// disconnects the older of two clients with the same id).
-    pub client_id: String,
-    /// MQTT keep-alive in seconds.
-    pub keep_alive_secs: u64,
-    /// Longest pause between reconnect attempts, in milliseconds.
-    pub reconnect_backoff_max_ms: u64,
-    /// Largest MQTT packet accepted, in bytes. A larger one would make the client drop the
-    /// connection, so it is generous; oversized aggregates are rejected after that.
-    pub max_packet_bytes: usize,
-    /// After a reconnect, keys not re-delivered as retained messages are forgotten once no
-    /// retained message has arrived for this long (milliseconds).
-    pub resync_quiet_ms: u64,
-    /// Broker username; none connects anonymously.
-    pub username: Option<String>,
-    /// Broker password (shown as `<redacted>`).
-    pub password: Option<Secret>,
-    /// File holding the broker password.
-    pub password_file: Option<PathBuf>,
-    /// TLS on/off; unset means on when `tls_ca_file` is set.
-    pub tls: Option<bool>,
-    /// PEM CA certificates for the broker's certificate.
-    pub tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate.
-    pub tls_client_cert_file: Option<PathBuf>,
-    /// PEM key of the client certificate.
-    pub tls_client_key_file: Option<PathBuf>,
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mqtt: MqttSettings {
+                keep_alive_secs: 10,
+                ..MqttSettings::default()
+            },
+            http: HttpSettings::default(),
+            ws: WsSettings::default(),
+        }
+    }
+}
+
+service_kit::mqtt_block! {
+    /// Broker connection settings: the `[mqtt]` block all binaries share (an empty client id
+    /// is generated per process: replicas must not share one, the broker disconnects the older
+    /// of two clients with the same id), plus the gateway's own knobs.
+    pub struct MqttSettings {
+        /// Longest pause between reconnect attempts, in milliseconds.
+        pub reconnect_backoff_max_ms: u64 = 5_000,
+        /// Largest MQTT packet accepted, in bytes. A larger one would make the client drop the
+        /// connection, so it is generous; oversized aggregates are rejected after that.
+        pub max_packet_bytes: usize = 1024 * 1024,
+        /// After a reconnect, keys not re-delivered as retained messages are forgotten once no
+        /// retained message has arrived for this long (milliseconds).
+        pub resync_quiet_ms: u64 = 1_000,
+    }
 }
 
 /// HTTP server settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct HttpSettings {
     /// Listen address, `host:port`.
     pub listen: String,
     /// Directory served at `/`; Chart.js is served from its `node_modules/chart.js/dist`.
-    pub static_dir: PathBuf,
+    /// Unset: `frontend` (relative to the working directory).
+    pub static_dir: Option<PathBuf>,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
     /// How long a graceful stop waits for open connections, in seconds.
@@ -142,7 +171,7 @@ pub struct HttpSettings {
 
 /// WebSocket settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct WsSettings {
     /// Origins allowed besides the gateway's own host (`scheme://host[:port]`, or `*`).
     pub allowed_origins: Vec<String>,
@@ -162,32 +191,11 @@ pub struct WsSettings {
     pub max_frame_bytes: usize,
 }
 
-impl Default for MqttSettings {
-    fn default() -> Self {
-        Self {
-            host: "localhost".into(),
-            port: 1883,
-            client_id: String::new(),
-            keep_alive_secs: 10,
-            reconnect_backoff_max_ms: 5_000,
-            max_packet_bytes: 1024 * 1024,
-            resync_quiet_ms: 1_000,
-            username: None,
-            password: None,
-            password_file: None,
-            tls: None,
-            tls_ca_file: None,
-            tls_client_cert_file: None,
-            tls_client_key_file: None,
-        }
-    }
-}
-
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8000".into(),
-            static_dir: PathBuf::from("frontend"),
+            static_dir: None,
             workers: 0,
             shutdown_timeout_secs: 5,
             auth_token: None,
@@ -210,9 +218,10 @@ impl Default for WsSettings {
     }
 }
 
-/// Environment variables and the setting each one sets. `MQTT_BROKER` and `MQTT_PORT` are the
-/// names the original service used; the rest carry the `GATEWAY_` prefix.
-const ENV_VARS: &[(&str, &str)] = &[
+/// Environment names besides the generated `GATEWAY_<SECTION>_<KEY>` (`GATEWAY_HTTP_LISTEN`),
+/// kept because they are documented and in use; a later one wins. `MQTT_BROKER` and
+/// `MQTT_PORT` are the names the original service used.
+pub const ENV_VARS: &[(&str, &str)] = &[
     ("MQTT_BROKER", "mqtt.host"),
     ("MQTT_PORT", "mqtt.port"),
     ("GATEWAY_CLIENT_ID", "mqtt.client_id"),
@@ -254,104 +263,102 @@ const ENV_VARS: &[(&str, &str)] = &[
     ("GATEWAY_MAX_FRAME_BYTES", "ws.max_frame_bytes"),
 ];
 
+const LAYERS: Layers<'static> = Layers {
+    env_prefix: "GATEWAY",
+    file_aliases: &[],
+    env_aliases: ENV_VARS,
+};
+
+/// The gateway's settings checked once, in working types.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Broker address, client id, keep-alive, login and TLS.
+    pub mqtt: MqttConfig,
+    /// Largest MQTT packet accepted.
+    pub max_packet_bytes: usize,
+    /// Pause ceiling between reconnect attempts.
+    pub reconnect_backoff_max: Duration,
+    /// Quiet time that ends the retained replay after a reconnect.
+    pub resync_quiet: Duration,
+    /// `http.listen` as written, for messages.
+    pub listen_text: String,
+    /// The address to bind.
+    pub listen: SocketAddr,
+    /// `http.static_dir`; `None` means [`GatewayConfig::static_dir`]'s default.
+    pub static_dir: Option<PathBuf>,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Graceful stop timeout of the HTTP server.
+    pub shutdown_timeout: Duration,
+    /// Bearer token of `/ws` and `/api/aggregates`, read from its file if need be; `None`: open.
+    pub auth_token: Option<Secret>,
+    /// Origins allowed besides the gateway's own host.
+    pub allowed_origins: Vec<String>,
+    /// Most concurrent clients.
+    pub max_clients: usize,
+    /// Interval between pings.
+    pub ping_interval: Duration,
+    /// Silence after which a client is closed.
+    pub client_timeout: Duration,
+    /// Batching interval of update frames.
+    pub batch_interval: Duration,
+    /// Frames a client may fall behind before a fresh snapshot.
+    pub client_queue_frames: usize,
+    /// Largest frame accepted from a client.
+    pub max_frame_bytes: usize,
+}
+
 impl Settings {
-    /// Loads the layers (defaults, `cli.config`, the environment as seen through `env`, the
-    /// flags) and validates the result.
-    ///
-    /// `env` is a parameter so tests need not touch the process environment.
+    /// Layers defaults, `cli`'s `--config` file, the environment as seen through `env`, and
+    /// the flags. `env` is a parameter so tests need not touch the process environment.
     ///
     /// # Errors
-    /// A file or value that cannot be read, or the first invalid setting.
+    /// A file that cannot be read, an unknown key in it, or a value of the wrong type.
     pub fn load(
         cli: &Cli,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, SettingsError> {
-        let mut builder = Config::builder().add_source(Config::try_from(&Settings::default())?);
-        if let Some(path) = &cli.config {
-            builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
-        }
-        for (var, key) in ENV_VARS {
-            let Some(value) = env(var) else { continue };
-            builder = if *key == "ws.allowed_origins" {
-                builder.set_override(*key, split_list(&value))?
-            } else {
-                builder.set_override(*key, value)?
-            };
-        }
-        builder = apply_flags(builder, cli)?;
-        let settings: Settings = builder.build()?.try_deserialize()?;
-        settings.validate()?;
-        Ok(settings)
+        LAYERS.load(
+            &Settings::default(),
+            cli.common.config.as_deref(),
+            &env,
+            cli.overrides(),
+        )
     }
 
-    /// Checks every value once, naming the first bad one.
+    /// Checks every value once, reads the token and TLS files, and returns the working config.
     ///
     /// # Errors
     /// [`SettingsError::Invalid`] for the first setting that cannot work.
-    pub fn validate(&self) -> Result<(), SettingsError> {
-        if self.mqtt.host.trim().is_empty() {
-            return Err(SettingsError::invalid("mqtt.host", "must not be empty"));
-        }
-        if self.mqtt.port == 0 {
-            return Err(SettingsError::invalid("mqtt.port", "must be 1..=65535"));
-        }
-        if self.mqtt.keep_alive_secs == 0 {
-            return Err(SettingsError::invalid(
-                "mqtt.keep_alive_secs",
-                "must be at least 1",
-            ));
-        }
-        if self.mqtt.reconnect_backoff_max_ms == 0 {
-            return Err(SettingsError::invalid(
-                "mqtt.reconnect_backoff_max_ms",
-                "must be at least 1",
-            ));
-        }
-        if self.mqtt.max_packet_bytes < 1024 {
-            return Err(SettingsError::invalid(
-                "mqtt.max_packet_bytes",
-                "must be at least 1024",
-            ));
-        }
-        self.mqtt_security()?;
-        self.auth_token()?;
-        self.listen_addr()?;
-        if self.ws.max_clients == 0 {
-            return Err(SettingsError::invalid(
-                "ws.max_clients",
-                "must be at least 1",
-            ));
-        }
-        if self.ws.ping_interval_secs == 0 {
-            return Err(SettingsError::invalid(
-                "ws.ping_interval_secs",
-                "must be at least 1",
-            ));
-        }
+    pub fn validate(&self) -> Result<GatewayConfig, SettingsError> {
+        let mqtt = self
+            .mqtt
+            .shared()
+            .validate(ClientId::Generated(generated_client_id))?;
+        at_least(
+            "mqtt.reconnect_backoff_max_ms",
+            self.mqtt.reconnect_backoff_max_ms,
+            1,
+        )?;
+        at_least("mqtt.max_packet_bytes", self.mqtt.max_packet_bytes, 1024)?;
+        let listen = self.listen_addr()?;
+        let auth_token = self.auth_token()?;
+        at_least("ws.max_clients", self.ws.max_clients, 1)?;
+        at_least("ws.ping_interval_secs", self.ws.ping_interval_secs, 1)?;
         if self.ws.client_timeout_secs <= self.ws.ping_interval_secs {
             return Err(SettingsError::invalid(
                 "ws.client_timeout_secs",
                 "must be longer than ws.ping_interval_secs, or live clients would be closed",
             ));
         }
-        if self.ws.batch_interval_ms > 10_000 {
-            return Err(SettingsError::invalid(
-                "ws.batch_interval_ms",
-                "must be at most 10000",
-            ));
-        }
-        if self.ws.client_queue_frames == 0 {
-            return Err(SettingsError::invalid(
-                "ws.client_queue_frames",
-                "must be at least 1",
-            ));
-        }
-        if self.ws.max_frame_bytes < 125 {
-            return Err(SettingsError::invalid(
-                "ws.max_frame_bytes",
-                "must be at least 125 (a control frame)",
-            ));
-        }
+        in_range(
+            "ws.batch_interval_ms",
+            self.ws.batch_interval_ms,
+            0..=10_000,
+        )?;
+        at_least("ws.client_queue_frames", self.ws.client_queue_frames, 1)?;
+        // 125 bytes: the largest control frame, which a client must always be able to send.
+        at_least("ws.max_frame_bytes", self.ws.max_frame_bytes, 125)?;
         for origin in &self.ws.allowed_origins {
             if origin != "*" && crate::origin::normalize_origin(origin).is_none() {
                 return Err(SettingsError::invalid(
@@ -360,14 +367,28 @@ impl Settings {
                 ));
             }
         }
-        Ok(())
+        Ok(GatewayConfig {
+            mqtt,
+            max_packet_bytes: self.mqtt.max_packet_bytes,
+            reconnect_backoff_max: Duration::from_millis(self.mqtt.reconnect_backoff_max_ms),
+            resync_quiet: Duration::from_millis(self.mqtt.resync_quiet_ms),
+            listen_text: self.http.listen.clone(),
+            listen,
+            static_dir: self.http.static_dir.clone(),
+            workers: self.http.workers,
+            shutdown_timeout: Duration::from_secs(self.http.shutdown_timeout_secs),
+            auth_token,
+            allowed_origins: self.ws.allowed_origins.clone(),
+            max_clients: self.ws.max_clients,
+            ping_interval: Duration::from_secs(self.ws.ping_interval_secs),
+            client_timeout: Duration::from_secs(self.ws.client_timeout_secs),
+            batch_interval: Duration::from_millis(self.ws.batch_interval_ms),
+            client_queue_frames: self.ws.client_queue_frames,
+            max_frame_bytes: self.ws.max_frame_bytes,
+        })
     }
 
-    /// The address to bind.
-    ///
-    /// # Errors
-    /// When `http.listen` does not resolve to a socket address.
-    pub fn listen_addr(&self) -> Result<SocketAddr, SettingsError> {
+    fn listen_addr(&self) -> Result<SocketAddr, SettingsError> {
         self.http
             .listen
             .to_socket_addrs()
@@ -381,29 +402,9 @@ impl Settings {
             })
     }
 
-    /// Broker login and TLS, with their files read.
-    ///
-    /// # Errors
-    /// [`SettingsError::Security`] naming the bad `mqtt.*` setting.
-    pub fn mqtt_security(&self) -> Result<MqttSecurity, SettingsError> {
-        Ok(SecuritySettings {
-            username: self.mqtt.username.clone(),
-            password: self.mqtt.password.clone(),
-            password_file: self.mqtt.password_file.clone(),
-            tls: self.mqtt.tls,
-            tls_ca_file: self.mqtt.tls_ca_file.clone(),
-            tls_client_cert_file: self.mqtt.tls_client_cert_file.clone(),
-            tls_client_key_file: self.mqtt.tls_client_key_file.clone(),
-        }
-        .load("mqtt.")?)
-    }
-
-    /// The bearer token for `/ws` and `/api/aggregates`, from `http.auth_token` or the file
-    /// `http.auth_token_file` (a trailing newline is ignored); `None` when neither is set.
-    ///
-    /// # Errors
-    /// Both set, an unreadable file, or an empty token.
-    pub fn auth_token(&self) -> Result<Option<Secret>, SettingsError> {
+    /// The bearer token from `http.auth_token` or the file `http.auth_token_file` (a trailing
+    /// newline is ignored); `None` when neither is set.
+    fn auth_token(&self) -> Result<Option<Secret>, SettingsError> {
         let token = match (&self.http.auth_token, &self.http.auth_token_file) {
             (Some(_), Some(_)) => {
                 return Err(SettingsError::invalid(
@@ -438,131 +439,30 @@ impl Settings {
         }
         Ok(Some(token))
     }
+}
 
+impl GatewayConfig {
     /// The MQTT options: clean session, so every (re)connect gets the retained state anew;
     /// login and TLS from `mqtt.*`.
-    ///
-    /// # Errors
-    /// As [`Settings::mqtt_security`].
-    pub fn mqtt_options(&self) -> Result<MqttOptions, SettingsError> {
-        let client_id = if self.mqtt.client_id.is_empty() {
-            generated_client_id()
-        } else {
-            self.mqtt.client_id.clone()
-        };
-        let mut options = MqttOptions::new(client_id, self.mqtt.host.clone(), self.mqtt.port);
+    pub fn mqtt_options(&self) -> MqttOptions {
+        let mut options = self.mqtt.options();
         options.set_clean_session(true);
-        options.set_keep_alive(Duration::from_secs(self.mqtt.keep_alive_secs));
-        options.set_max_packet_size(self.mqtt.max_packet_bytes, self.mqtt.max_packet_bytes);
-        self.mqtt_security()?.apply_to(&mut options);
-        Ok(options)
+        options.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
+        options
     }
 
-    /// Pause ceiling between reconnect attempts.
-    pub fn reconnect_backoff_max(&self) -> Duration {
-        Duration::from_millis(self.mqtt.reconnect_backoff_max_ms)
-    }
-
-    /// Quiet time that ends the retained replay after a reconnect.
-    pub fn resync_quiet(&self) -> Duration {
-        Duration::from_millis(self.mqtt.resync_quiet_ms)
-    }
-
-    /// Interval between pings.
-    pub fn ping_interval(&self) -> Duration {
-        Duration::from_secs(self.ws.ping_interval_secs)
-    }
-
-    /// Silence after which a client is closed.
-    pub fn client_timeout(&self) -> Duration {
-        Duration::from_secs(self.ws.client_timeout_secs)
-    }
-
-    /// Batching interval of update frames.
-    pub fn batch_interval(&self) -> Duration {
-        Duration::from_millis(self.ws.batch_interval_ms)
-    }
-
-    /// Graceful stop timeout of the HTTP server.
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.http.shutdown_timeout_secs)
+    /// The directory served at `/`: `http.static_dir`, else `frontend`.
+    pub fn static_dir(&self) -> PathBuf {
+        self.static_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATIC_DIR))
     }
 
     /// Where the dashboard's Chart.js is expected.
     pub fn chart_js_path(&self) -> PathBuf {
-        self.http
-            .static_dir
+        self.static_dir()
             .join("node_modules/chart.js/dist/chart.umd.js")
     }
-}
-
-fn apply_flags(
-    mut builder: config::ConfigBuilder<config::builder::DefaultState>,
-    cli: &Cli,
-) -> Result<config::ConfigBuilder<config::builder::DefaultState>, config::ConfigError> {
-    if let Some(v) = &cli.mqtt_host {
-        builder = builder.set_override("mqtt.host", v.as_str())?;
-    }
-    if let Some(v) = cli.mqtt_port {
-        builder = builder.set_override("mqtt.port", u64::from(v))?;
-    }
-    if let Some(v) = &cli.client_id {
-        builder = builder.set_override("mqtt.client_id", v.as_str())?;
-    }
-    if let Some(v) = &cli.listen {
-        builder = builder.set_override("http.listen", v.as_str())?;
-    }
-    builder = cli.mqtt_security.set_overrides(builder, "mqtt.")?;
-    let texts = [
-        ("http.auth_token", cli.auth_token.clone()),
-        ("http.auth_token_file", path_text(&cli.auth_token_file)),
-    ];
-    for (key, value) in texts {
-        if let Some(v) = value {
-            builder = builder.set_override(key, v)?;
-        }
-    }
-    if let Some(v) = &cli.static_dir {
-        builder = builder.set_override("http.static_dir", v.to_string_lossy().into_owned())?;
-    }
-    if let Some(v) = &cli.allowed_origins {
-        let list: Vec<String> = v
-            .iter()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        builder = builder.set_override("ws.allowed_origins", list)?;
-    }
-    let numbers = [
-        ("ws.max_clients", cli.max_clients.map(|v| v as u64)),
-        ("ws.ping_interval_secs", cli.ping_interval_secs),
-        ("ws.client_timeout_secs", cli.client_timeout_secs),
-        ("ws.batch_interval_ms", cli.batch_interval_ms),
-        (
-            "ws.client_queue_frames",
-            cli.client_queue_frames.map(|v| v as u64),
-        ),
-    ];
-    for (key, value) in numbers {
-        if let Some(v) = value {
-            builder = builder.set_override(key, v)?;
-        }
-    }
-    Ok(builder)
-}
-
-/// `a, b,,c` -> `["a", "b", "c"]`.
-fn path_text(path: &Option<PathBuf>) -> Option<String> {
-    path.as_ref().map(|p| p.to_string_lossy().into_owned())
-}
-
-fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `scrap-pulse-gateway-<pid>-<nanos>`: unique per process, so replicas never share an id.
@@ -581,6 +481,16 @@ mod tests {
 
     use super::*;
 
+    /// Layers and validates, as the binary does: what used to be `Settings::load` alone.
+    fn load(
+        cli: &Cli,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Settings, GatewayConfig), SettingsError> {
+        let settings = Settings::load(cli, env)?;
+        let config = settings.validate()?;
+        Ok((settings, config))
+    }
+
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
             .iter()
@@ -591,7 +501,7 @@ mod tests {
 
     #[test]
     fn login_and_token_come_from_env_and_never_show() {
-        let s = Settings::load(
+        let (s, c) = load(
             &Cli::default(),
             env_of(&[
                 ("GATEWAY_MQTT_USERNAME", "gateway"),
@@ -600,13 +510,13 @@ mod tests {
             ]),
         )
         .unwrap();
-        let login = s.mqtt_options().unwrap().credentials().unwrap();
+        let login = c.mqtt_options().credentials().unwrap();
         assert_eq!(
             (login.username.as_str(), login.password.as_str()),
             ("gateway", "gw-pass-5521")
         );
-        assert!(s.auth_token().unwrap().unwrap().matches(b"tok-9913"));
-        let shown = format!("{s:?} {}", s.mqtt_security().unwrap());
+        assert!(c.auth_token.clone().unwrap().matches(b"tok-9913"));
+        let shown = format!("{s:?} {c:?} {}", c.mqtt.security);
         assert!(
             !shown.contains("gw-pass-5521") && !shown.contains("tok-9913"),
             "{shown}"
@@ -616,20 +526,19 @@ mod tests {
             ("GATEWAY_AUTH_TOKEN", "a"),
             ("GATEWAY_AUTH_TOKEN_FILE", "/nonexistent"),
         ]);
-        let err = Settings::load(&Cli::default(), both).unwrap_err();
+        let err = load(&Cli::default(), both).unwrap_err();
         assert!(err.to_string().contains("http.auth_token_file"), "{err}");
-        let err =
-            Settings::load(&Cli::default(), env_of(&[("GATEWAY_MQTT_TLS", "true")])).unwrap_err();
+        let err = load(&Cli::default(), env_of(&[("GATEWAY_MQTT_TLS", "true")])).unwrap_err();
         assert!(err.to_string().contains("mqtt.tls_ca_file"), "{err}");
     }
 
     #[test]
     fn defaults_match_the_contract() {
-        let s = Settings::load(&Cli::default(), env_of(&[])).unwrap();
+        let (s, c) = load(&Cli::default(), env_of(&[])).unwrap();
         assert_eq!(s.mqtt.host, "localhost");
         assert_eq!(s.mqtt.port, 1883);
         assert_eq!(s.http.listen, "0.0.0.0:8000");
-        assert_eq!(s.http.static_dir, PathBuf::from("frontend"));
+        assert_eq!(c.static_dir(), PathBuf::from("frontend"));
         assert_eq!(s.ws.max_clients, 10_000);
         assert_eq!(s.ws.ping_interval_secs, 10);
         assert_eq!(s.ws.client_timeout_secs, 30);
@@ -640,15 +549,18 @@ mod tests {
     #[test]
     fn the_example_file_lists_the_defaults() {
         let cli = Cli {
-            config: Some(PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/gateway.example.toml"
-            ))),
+            common: CommonFlags {
+                config: Some(PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/gateway.example.toml"
+                ))),
+                ..CommonFlags::default()
+            },
             ..Cli::default()
         };
-        let s = Settings::load(&cli, env_of(&[])).unwrap();
+        let (s, _) = load(&cli, env_of(&[])).unwrap();
         assert_eq!(s, Settings::default());
-        let text = std::fs::read_to_string(cli.config.unwrap()).unwrap();
+        let text = std::fs::read_to_string(cli.common.config.unwrap()).unwrap();
         for (var, _) in ENV_VARS {
             assert!(text.contains(var), "{var} is not documented in the example");
         }
@@ -663,8 +575,11 @@ mod tests {
         )
         .unwrap();
         let cli = Cli {
-            config: Some(file.path().to_path_buf()),
-            mqtt_port: Some(3000),
+            common: CommonFlags {
+                config: Some(file.path().to_path_buf()),
+                mqtt_port: Some(3000),
+                ..CommonFlags::default()
+            },
             allowed_origins: Some(vec!["http://a.example".into()]),
             ..Cli::default()
         };
@@ -677,7 +592,7 @@ mod tests {
                 "http://x.example, http://y.example",
             ),
         ]);
-        let s = Settings::load(&cli, env).unwrap();
+        let (s, _) = load(&cli, env).unwrap();
         assert_eq!(s.mqtt.host, "env-host", "env beats file");
         assert_eq!(s.mqtt.port, 3000, "flag beats env");
         assert_eq!(s.ws.max_clients, 7, "file beats default");
@@ -687,12 +602,32 @@ mod tests {
     }
 
     #[test]
+    fn every_key_has_a_generated_env_name_and_the_documented_one_wins() {
+        let env = env_of(&[
+            ("GATEWAY_HTTP_LISTEN", "127.0.0.1:7"),
+            ("GATEWAY_WS__MAX_CLIENTS", "9"),
+        ]);
+        let (s, c) = load(&Cli::default(), env).unwrap();
+        assert_eq!(s.http.listen, "127.0.0.1:7");
+        assert_eq!(c.max_clients, 9);
+        let env = env_of(&[
+            ("GATEWAY_HTTP_LISTEN", "127.0.0.1:7"),
+            ("GATEWAY_LISTEN", "127.0.0.1:8"),
+            ("GATEWAY_MQTT_CLIENT_ID", "generated-name"),
+            ("GATEWAY_CLIENT_ID", "documented-name"),
+        ]);
+        let (_, c) = load(&Cli::default(), env).unwrap();
+        assert_eq!(c.listen.port(), 8);
+        assert_eq!(c.mqtt.client_id, "documented-name");
+    }
+
+    #[test]
     fn env_lists_are_comma_separated() {
         let env = env_of(&[(
             "GATEWAY_ALLOWED_ORIGINS",
             "http://x.example, https://y:8443,",
         )]);
-        let s = Settings::load(&Cli::default(), env).unwrap();
+        let (s, _) = load(&Cli::default(), env).unwrap();
         assert_eq!(
             s.ws.allowed_origins,
             vec!["http://x.example", "https://y:8443"]
@@ -716,10 +651,10 @@ mod tests {
             ),
         ];
         for (env, name) in cases {
-            let err = Settings::load(&Cli::default(), env_of(env)).unwrap_err();
+            let err = load(&Cli::default(), env_of(env)).unwrap_err();
             assert!(err.to_string().contains(name), "{env:?}: {err}");
         }
-        let err = Settings::load(&Cli::default(), env_of(&[("MQTT_PORT", "abc")])).unwrap_err();
+        let err = load(&Cli::default(), env_of(&[("MQTT_PORT", "abc")])).unwrap_err();
         assert!(err.to_string().contains("mqtt.port"), "{err}");
     }
 
@@ -728,22 +663,25 @@ mod tests {
         let mut file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
         writeln!(file, "[ws]\nmax_clientz = 7").unwrap();
         let cli = Cli {
-            config: Some(file.path().to_path_buf()),
+            common: CommonFlags {
+                config: Some(file.path().to_path_buf()),
+                ..CommonFlags::default()
+            },
             ..Cli::default()
         };
-        let err = Settings::load(&cli, env_of(&[])).unwrap_err();
+        let err = load(&cli, env_of(&[])).unwrap_err();
         assert!(err.to_string().contains("max_clientz"), "{err}");
     }
 
     #[test]
     fn mqtt_options_use_a_clean_session_and_unique_ids() {
         let s = Settings::default();
-        let a = s.mqtt_options().unwrap();
+        let a = s.validate().unwrap().mqtt_options();
         assert!(a.clean_session());
         assert!(a.client_id().starts_with("scrap-pulse-gateway-"));
         let mut named = Settings::default();
         named.mqtt.client_id = "gw-1".into();
-        assert_eq!(named.mqtt_options().unwrap().client_id(), "gw-1");
+        assert_eq!(named.validate().unwrap().mqtt_options().client_id(), "gw-1");
     }
 
     #[test]
@@ -764,10 +702,10 @@ mod tests {
             "/tmp",
         ])
         .unwrap();
-        let s = Settings::load(&cli, env_of(&[])).unwrap();
+        let (s, c) = load(&cli, env_of(&[])).unwrap();
         assert_eq!(s.mqtt.host, "h");
         assert_eq!(s.ws.allowed_origins, vec!["http://a", "http://b"]);
         assert_eq!(s.ws.max_clients, 5);
-        assert_eq!(s.http.static_dir, PathBuf::from("/tmp"));
+        assert_eq!(c.static_dir(), PathBuf::from("/tmp"));
     }
 }

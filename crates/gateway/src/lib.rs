@@ -8,7 +8,7 @@
 //!   frames; [`frame`]: what the frames say and their shared encoding.
 //! - [`ws`]: the upgrade checks and the per-client task; [`origin`]: the Origin rule.
 //! - [`routes`]: the plain HTTP endpoints; [`state`]: what handlers share; [`startup`]: build
-//!   and run; [`telemetry`]: logs.
+//!   and run (logs and signals: `service_kit`).
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -22,8 +22,7 @@ pub mod origin;
 pub mod routes;
 pub mod startup;
 pub mod state;
-pub mod telemetry;
 pub mod ws;
 
-pub use configuration::{Cli, Settings};
-pub use startup::{Application, shutdown_signal};
+pub use configuration::{Cli, GatewayConfig, Settings};
+pub use startup::Application;

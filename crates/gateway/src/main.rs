@@ -1,28 +1,31 @@
-//! `gateway`: settings, telemetry, build, run until SIGINT/SIGTERM.
+//! `gateway`: flags and settings (a bad one is one line on stderr and exit code 2),
+//! telemetry, signals, build, run until SIGINT/SIGTERM. A start-up or run failure is one line
+//! too (exit code 1).
+
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use gateway::{Application, Cli, Settings, shutdown_signal, telemetry};
-use tokio_util::sync::CancellationToken;
+use gateway::{Application, Cli, GatewayConfig, Settings};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    telemetry::init(telemetry::subscriber(
-        telemetry::env_filter("info"),
-        telemetry::json_requested(),
-        std::io::stderr,
-    ))?;
-    let signal = shutdown_signal().context("installing signal handlers")?;
-    let settings = Settings::load(&cli, |name| std::env::var(name).ok())?;
-    let app = Application::build(settings).context("starting the gateway")?;
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        let signal = signal.await;
-        tracing::info!(signal, "stopping");
-        on_signal.cancel();
-    });
-    app.run(shutdown).await.context("gateway failed")?;
-    Ok(())
+async fn main() -> ExitCode {
+    let cli: Cli = service_kit::cli::parse_or_exit("gateway", "GATEWAY");
+    let config = Settings::load(&cli, |name| std::env::var(name).ok())
+        .and_then(|s| s.validate())
+        .unwrap_or_else(|e| e.exit("gateway"));
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}`: the causes on one line, and no backtrace for an operator's problem.
+            eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+    service_kit::telemetry::init_stderr("info")?;
+    let shutdown = service_kit::shutdown::shutdown_token().context("installing signal handlers")?;
+    let app = Application::from_config(config).context("starting the gateway")?;
+    app.run(shutdown).await.context("gateway failed")
 }

@@ -12,7 +12,7 @@ use rumqttc::{AsyncClient, EventLoop};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::configuration::Settings;
+use crate::configuration::{GatewayConfig, Settings};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttTaskConfig};
@@ -45,7 +45,7 @@ pub enum StartupError {
 
 /// A gateway with its listener bound, ready to [`run`](Application::run).
 pub struct Application {
-    settings: Settings,
+    settings: GatewayConfig,
     listener: TcpListener,
     hub: Arc<Hub>,
     mqtt_client: AsyncClient,
@@ -53,22 +53,28 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the listener (port 0 picks a free port) and prepares, without connecting, the
-    /// MQTT client.
+    /// Validates `settings` (once) and builds from the result, see [`Application::from_config`].
     ///
     /// # Errors
     /// Invalid settings or an address that cannot be bound.
     pub fn build(settings: Settings) -> Result<Self, StartupError> {
-        settings.validate()?;
-        let addr = settings.listen_addr()?;
-        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
-            addr: settings.http.listen.clone(),
+        Self::from_config(settings.validate()?)
+    }
+
+    /// Binds the listener (port 0 picks a free port) and prepares, without connecting, the
+    /// MQTT client.
+    ///
+    /// # Errors
+    /// An address that cannot be bound.
+    pub fn from_config(settings: GatewayConfig) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(settings.listen).map_err(|source| StartupError::Bind {
+            addr: settings.listen_text.clone(),
             source,
         })?;
         let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(settings.ws.client_queue_frames, metrics));
+        let hub = Arc::new(Hub::new(settings.client_queue_frames, metrics));
         let (mqtt_client, event_loop) =
-            AsyncClient::new(settings.mqtt_options()?, MQTT_REQUEST_CAPACITY);
+            AsyncClient::new(settings.mqtt_options(), MQTT_REQUEST_CAPACITY);
         Ok(Self {
             settings,
             listener,
@@ -116,7 +122,7 @@ impl Application {
                 "Chart.js not found: the dashboard's chart will not load (cards still work); run `npm ci` in the static directory"
             );
         }
-        let static_dir = settings.http.static_dir.clone();
+        let static_dir = settings.static_dir();
         let serve_static = static_dir.is_dir();
         if !serve_static {
             tracing::warn!(path = %static_dir.display(), "static directory not found: the dashboard is not served");
@@ -131,27 +137,27 @@ impl Application {
             event_loop,
             Arc::clone(&hub),
             MqttTaskConfig {
-                backoff_max: settings.reconnect_backoff_max(),
-                resync_quiet: settings.resync_quiet(),
+                backoff_max: settings.reconnect_backoff_max,
+                resync_quiet: settings.resync_quiet,
             },
             background.clone(),
         ));
-        tasks.spawn(Arc::clone(&hub).run_batcher(settings.batch_interval(), background.clone()));
+        tasks.spawn(Arc::clone(&hub).run_batcher(settings.batch_interval, background.clone()));
 
         let clients = TaskTracker::new();
         let state = web::Data::new(AppState {
             hub: Arc::clone(&hub),
-            allowed_origins: settings.ws.allowed_origins.clone(),
-            max_clients: settings.ws.max_clients,
+            allowed_origins: settings.allowed_origins.clone(),
+            max_clients: settings.max_clients,
             client: ClientConfig {
-                ping_interval: settings.ping_interval(),
-                client_timeout: settings.client_timeout(),
-                max_frame_bytes: settings.ws.max_frame_bytes,
+                ping_interval: settings.ping_interval,
+                client_timeout: settings.client_timeout,
+                max_frame_bytes: settings.max_frame_bytes,
             },
             shutdown: shutdown.clone(),
             clients: clients.clone(),
             chart_js,
-            auth_token: settings.auth_token()?,
+            auth_token: settings.auth_token.clone(),
         });
         let server = http_server(state, listener, &settings, static_dir, serve_static)?;
         let handle = server.handle();
@@ -160,8 +166,8 @@ impl Application {
             address = %local,
             mqtt_host = %settings.mqtt.host,
             mqtt_port = settings.mqtt.port,
-            mqtt_security = %settings.mqtt_security()?,
-            auth_token = state_has_token(&settings),
+            mqtt_security = %settings.mqtt.security,
+            auth_token = settings.auth_token.is_some(),
             "gateway listening"
         );
 
@@ -175,7 +181,7 @@ impl Application {
             "shutting down: closing clients"
         );
         clients.close();
-        if tokio::time::timeout(settings.shutdown_timeout(), clients.wait())
+        if tokio::time::timeout(settings.shutdown_timeout, clients.wait())
             .await
             .is_err()
         {
@@ -200,17 +206,12 @@ impl Application {
     }
 }
 
-/// Whether a bearer token guards the API (for the start-up log; the token itself never is).
-fn state_has_token(settings: &Settings) -> bool {
-    settings.http.auth_token.is_some() || settings.http.auth_token_file.is_some()
-}
-
 /// The actix server, not yet polled. A plain function so that no `App` builder (which is
 /// `!Send`) is held in [`Application::run`]'s future.
 fn http_server(
     state: web::Data<AppState>,
     listener: TcpListener,
-    settings: &Settings,
+    settings: &GatewayConfig,
     static_dir: PathBuf,
     serve_static: bool,
 ) -> std::io::Result<Server> {
@@ -229,28 +230,10 @@ fn http_server(
         }
     })
     .disable_signals()
-    .shutdown_timeout(settings.http.shutdown_timeout_secs)
+    .shutdown_timeout(settings.shutdown_timeout.as_secs())
     .listen(listener)?;
-    if settings.http.workers > 0 {
-        server = server.workers(settings.http.workers);
+    if settings.workers > 0 {
+        server = server.workers(settings.workers);
     }
     Ok(server.run())
-}
-
-/// Installs SIGINT and SIGTERM handlers now and returns a future that resolves with the
-/// name of the first one received. Installing early means a signal during start-up is not
-/// lost (nor does it kill the process with the default action).
-///
-/// # Errors
-/// When the signal handlers cannot be installed.
-pub fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str> + Send> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        }
-    })
 }

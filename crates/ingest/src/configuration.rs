@@ -1,9 +1,12 @@
 //! Settings of the ingest service: built-in defaults < TOML file (`--config`) < environment <
-//! flags, layered with the `config` crate and validated once into [`IngestConfig`].
+//! flags, layered by [`service_kit::Layers`] and validated once into [`IngestConfig`].
 //!
-//! Every setting is a flat key (the flag name with `_`, e.g. `window_seconds`). Environment:
-//! `MQTT_BROKER` and `MQTT_PORT` (the original service's names) and `INGEST_<KEY>` for every key
-//! (e.g. `INGEST_WINDOW_SECONDS=60`, `INGEST_LISTEN=0.0.0.0:9100`).
+//! File: the broker under `[mqtt]` (shared with gateway and simulator), everything else as
+//! top-level keys named like the flags (`window_seconds = 60`). The flat broker keys of
+//! earlier versions (`mqtt_host`, `mqtt_username`, `client_id`, `keep_alive_secs`, ...) are
+//! still accepted: see [`FILE_ALIASES`]. Environment: `INGEST_<KEY>` for every key
+//! (`INGEST_WINDOW_SECONDS`, `INGEST_MQTT_USERNAME`), plus [`ENV_ALIASES`] (`MQTT_BROKER`,
+//! `MQTT_PORT`, `INGEST_CLIENT_ID`, `INGEST_KEEP_ALIVE_SECS`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,137 +15,170 @@ use std::time::Duration;
 
 use aggregator_core::{ParseLimits, WindowConfig};
 use clap::Parser;
-use service_kit::SettingsError;
 use rumqttc::{LastWill, MqttOptions, QoS};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use service_kit::{
+    ClientId, CommonFlags, Flag, FlagValue, Layers, MqttSettings, SettingsError, at_least, in_range,
+};
 
 /// Largest MQTT packet the protocol allows (remaining length of 256 MiB).
 const MQTT_MAX_PACKET: usize = 268_435_455;
 /// Room for the fixed header, topic (up to 64 KiB) and packet id around a payload.
 const PACKET_HEADROOM: usize = 64 * 1024 + 16;
 
-/// Command-line flags; each one overrides the file and the environment.
+/// File keys of earlier versions, as `(old, new)`: the broker keys were flat.
+pub const FILE_ALIASES: &[(&str, &str)] = &[
+    ("mqtt_host", "mqtt.host"),
+    ("mqtt_port", "mqtt.port"),
+    ("client_id", "mqtt.client_id"),
+    ("keep_alive_secs", "mqtt.keep_alive_secs"),
+    ("mqtt_username", "mqtt.username"),
+    ("mqtt_password", "mqtt.password"),
+    ("mqtt_password_file", "mqtt.password_file"),
+    ("mqtt_tls", "mqtt.tls"),
+    ("mqtt_tls_ca_file", "mqtt.tls_ca_file"),
+    ("mqtt_tls_client_cert_file", "mqtt.tls_client_cert_file"),
+    ("mqtt_tls_client_key_file", "mqtt.tls_client_key_file"),
+];
+
+/// Environment names besides `INGEST_<KEY>`; a later one wins (`MQTT_BROKER` over
+/// `INGEST_MQTT_HOST`, as before).
+pub const ENV_ALIASES: &[(&str, &str)] = &[
+    ("INGEST_CLIENT_ID", "mqtt.client_id"),
+    ("INGEST_KEEP_ALIVE_SECS", "mqtt.keep_alive_secs"),
+    ("MQTT_BROKER", "mqtt.host"),
+    ("MQTT_PORT", "mqtt.port"),
+];
+
+const LAYERS: Layers<'static> = Layers {
+    env_prefix: "INGEST",
+    file_aliases: FILE_ALIASES,
+    env_aliases: ENV_ALIASES,
+};
+
+/// Command-line flags; each one overrides the file and the environment. Numbers are signed so
+/// that a negative value reaches its setting's check.
 #[derive(Debug, Default, Parser)]
 #[command(
     name = "ingest",
     version,
+    allow_negative_numbers = true,
     about = "Subscribes to machines/+/scrap, keeps exact sliding-window sums per (machine, scrap index) \
              and republishes them retained on aggregates/{machineId}/{scrapIndex}.",
     after_help = "Environment: MQTT_BROKER, MQTT_PORT, INGEST_<SETTING> (e.g. INGEST_LISTEN, \
-                  INGEST_WINDOW_SECONDS, INGEST_CLIENT_ID), RUST_LOG, LOG_FORMAT=json.\n\
+                  INGEST_WINDOW_SECONDS, INGEST_MQTT_CLIENT_ID), RUST_LOG, LOG_FORMAT=json.\n\
+                  File: broker keys under [mqtt] (the flat mqtt_host, client_id, ... still work), \
+                  the rest as the flags with `_`.\n\
                   Precedence: defaults < --config file < environment < flags."
 )]
 pub struct Cli {
-    /// TOML settings file; keys as the flags with `_` (e.g. `window_seconds = 60`).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Broker host [env: MQTT_BROKER] [default: localhost].
-    #[arg(long, value_name = "HOST")]
-    pub mqtt_host: Option<String>,
-    /// Broker port [env: MQTT_PORT] [default: 1883].
-    #[arg(long, value_name = "PORT")]
-    pub mqtt_port: Option<u16>,
-    /// Broker login and TLS (`--mqtt-username` ... `--mqtt-tls-client-key-file`).
+    /// `--config`, broker address, client id, keep-alive, login and TLS.
     #[command(flatten)]
-    pub mqtt_security: service_kit::SecurityFlags,
-    /// Stable MQTT client id of the persistent session [default: scrap-pulse-ingest].
-    #[arg(long, value_name = "ID")]
-    pub client_id: Option<String>,
-    /// MQTT keep-alive in seconds [default: 30].
-    #[arg(long, value_name = "SECS")]
-    pub keep_alive_secs: Option<u64>,
+    pub common: CommonFlags,
     /// Address of the HTTP server for /health and /metrics [default: 0.0.0.0:9100].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Window length in seconds [default: 60].
     #[arg(long, value_name = "SECS")]
-    pub window_seconds: Option<u64>,
+    pub window_seconds: Option<i64>,
     /// Sustained, at most one aggregate per key per this many ms; 0 publishes every change
     /// [default: 50].
     #[arg(long, value_name = "MS")]
-    pub publish_interval_ms: Option<u64>,
+    pub publish_interval_ms: Option<i64>,
     /// Aggregates a key may publish at once after a quiet spell, on top of the interval
     /// [default: 5].
     #[arg(long, value_name = "N")]
-    pub publish_burst: Option<u32>,
+    pub publish_burst: Option<i64>,
     /// Most (machine, scrap index) keys tracked at once [default: 100000].
     #[arg(long, value_name = "N")]
-    pub max_keys: Option<usize>,
+    pub max_keys: Option<i64>,
     /// Seconds a key's window stays empty before the key is forgotten [default: 600].
     #[arg(long, value_name = "SECS")]
-    pub key_idle_ttl_seconds: Option<u64>,
+    pub key_idle_ttl_seconds: Option<i64>,
     /// Payloads above this size are rejected as too_large [default: 65536].
     #[arg(long, value_name = "BYTES")]
-    pub max_payload_bytes: Option<usize>,
+    pub max_payload_bytes: Option<i64>,
     /// How far ahead of the ingest clock a reading may be, in ms [default: 5000].
     #[arg(long, value_name = "MS")]
-    pub max_future_skew_ms: Option<u64>,
+    pub max_future_skew_ms: Option<i64>,
     /// Largest MQTT packet read from the broker; must exceed max_payload_bytes plus 64 KiB
     /// [default: 1114112].
     #[arg(long, value_name = "BYTES")]
-    pub max_packet_bytes: Option<usize>,
+    pub max_packet_bytes: Option<i64>,
     /// Capacity of the queue between the MQTT reader and the aggregation [default: 8192].
     #[arg(long, value_name = "N")]
-    pub incoming_capacity: Option<usize>,
+    pub incoming_capacity: Option<i64>,
     /// Most messages aggregated in one batch [default: 1024].
     #[arg(long, value_name = "N")]
-    pub batch_size: Option<usize>,
+    pub batch_size: Option<i64>,
     /// Capacity of the MQTT client's outgoing request queue [default: 16384].
     #[arg(long, value_name = "N")]
-    pub request_capacity: Option<usize>,
+    pub request_capacity: Option<i64>,
     /// Most unacknowledged QoS 1 publishes in flight [default: 1000].
     #[arg(long, value_name = "N")]
-    pub inflight: Option<u16>,
+    pub inflight: Option<i64>,
     /// First pause after a broker connection error, in ms [default: 100].
     #[arg(long, value_name = "MS")]
-    pub reconnect_min_ms: Option<u64>,
+    pub reconnect_min_ms: Option<i64>,
     /// Longest pause between reconnection attempts, in ms [default: 5000].
     #[arg(long, value_name = "MS")]
-    pub reconnect_max_ms: Option<u64>,
+    pub reconnect_max_ms: Option<i64>,
     /// How long a shutdown may take to hand pending aggregates to the broker, in ms [default: 5000].
     #[arg(long, value_name = "MS")]
-    pub shutdown_timeout_ms: Option<u64>,
+    pub shutdown_timeout_ms: Option<i64>,
     /// At most one log line per rejection reason per this many seconds [default: 10].
     #[arg(long, value_name = "SECS")]
-    pub rejection_log_interval_secs: Option<u64>,
+    pub rejection_log_interval_secs: Option<i64>,
     /// Directory of the window log; without it the windows start empty after a restart
     /// [env: INGEST_DATA_DIR] [default: none].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
-/// Raw settings as layered from all sources, before validation.
-#[derive(Debug, Clone, Deserialize)]
+impl Cli {
+    /// Every flag as an override of its key (`None`: not given).
+    fn overrides(&self) -> Vec<Flag<'static>> {
+        let int = |v: Option<i64>| v.map(FlagValue::from);
+        let mut flags = self.common.overrides();
+        flags.extend([
+            ("listen", self.listen.clone().map(FlagValue::from)),
+            ("window_seconds", int(self.window_seconds)),
+            ("publish_interval_ms", int(self.publish_interval_ms)),
+            ("publish_burst", int(self.publish_burst)),
+            ("max_keys", int(self.max_keys)),
+            ("key_idle_ttl_seconds", int(self.key_idle_ttl_seconds)),
+            ("max_payload_bytes", int(self.max_payload_bytes)),
+            ("max_future_skew_ms", int(self.max_future_skew_ms)),
+            ("max_packet_bytes", int(self.max_packet_bytes)),
+            ("incoming_capacity", int(self.incoming_capacity)),
+            ("batch_size", int(self.batch_size)),
+            ("request_capacity", int(self.request_capacity)),
+            ("inflight", int(self.inflight)),
+            ("reconnect_min_ms", int(self.reconnect_min_ms)),
+            ("reconnect_max_ms", int(self.reconnect_max_ms)),
+            ("shutdown_timeout_ms", int(self.shutdown_timeout_ms)),
+            (
+                "rejection_log_interval_secs",
+                int(self.rejection_log_interval_secs),
+            ),
+            (
+                "data_dir",
+                self.data_dir
+                    .as_ref()
+                    .map(|p| FlagValue::from(p.to_string_lossy().into_owned())),
+            ),
+        ]);
+        flags
+    }
+}
+
+/// Raw settings as layered from all sources, before validation; `Default` is the built-in
+/// layer (the contract's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
-    /// Broker host name or address.
-    pub mqtt_host: String,
-    /// Broker TCP port.
-    pub mqtt_port: u16,
-    /// Broker username.
-    #[serde(default)]
-    pub mqtt_username: Option<String>,
-    /// Broker password (redacted in `Debug`).
-    #[serde(default)]
-    pub mqtt_password: Option<service_kit::Secret>,
-    /// File holding the broker password.
-    #[serde(default)]
-    pub mqtt_password_file: Option<PathBuf>,
-    /// TLS on/off; unset: on when a CA file is set.
-    #[serde(default)]
-    pub mqtt_tls: Option<bool>,
-    /// PEM CA file for TLS.
-    #[serde(default)]
-    pub mqtt_tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate for TLS.
-    #[serde(default)]
-    pub mqtt_tls_client_cert_file: Option<PathBuf>,
-    /// PEM client key for TLS.
-    #[serde(default)]
-    pub mqtt_tls_client_key_file: Option<PathBuf>,
-    /// Stable MQTT client id (the persistent session is bound to it).
-    pub client_id: String,
-    /// Keep-alive interval in seconds.
-    pub keep_alive_secs: u64,
+    /// The broker block shared with gateway and simulator.
+    pub mqtt: MqttSettings,
     /// HTTP listen address.
     pub listen: String,
     /// Window length in seconds.
@@ -178,40 +214,43 @@ pub struct Settings {
     /// Rejection log interval in seconds.
     pub rejection_log_interval_secs: u64,
     /// Window log directory; none or empty: no log.
-    #[serde(default)]
     pub data_dir: Option<PathBuf>,
 }
 
-/// Built-in defaults, the lowest layer (docs/contract.md, "Command line, environment and files").
-const DEFAULTS: &str = r#"
-mqtt_host = "localhost"
-mqtt_port = 1883
-client_id = "scrap-pulse-ingest"
-keep_alive_secs = 30
-listen = "0.0.0.0:9100"
-window_seconds = 60
-publish_interval_ms = 50
-publish_burst = 5
-max_keys = 100000
-key_idle_ttl_seconds = 600
-max_payload_bytes = 65536
-max_future_skew_ms = 5000
-max_packet_bytes = 1114112
-incoming_capacity = 8192
-batch_size = 1024
-request_capacity = 16384
-inflight = 1000
-reconnect_min_ms = 100
-reconnect_max_ms = 5000
-shutdown_timeout_ms = 5000
-rejection_log_interval_secs = 10
-"#;
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mqtt: MqttSettings {
+                client_id: "scrap-pulse-ingest".into(),
+                ..MqttSettings::default()
+            },
+            listen: "0.0.0.0:9100".into(),
+            window_seconds: 60,
+            publish_interval_ms: 50,
+            publish_burst: 5,
+            max_keys: 100_000,
+            key_idle_ttl_seconds: 600,
+            max_payload_bytes: 65_536,
+            max_future_skew_ms: 5_000,
+            max_packet_bytes: 1_114_112,
+            incoming_capacity: 8_192,
+            batch_size: 1_024,
+            request_capacity: 16_384,
+            inflight: 1_000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5_000,
+            shutdown_timeout_ms: 5_000,
+            rejection_log_interval_secs: 10,
+            data_dir: None,
+        }
+    }
+}
 
 impl Settings {
     /// Layers defaults < `--config` file < environment < flags.
     ///
     /// # Errors
-    /// When the file cannot be read or a value has the wrong type.
+    /// When the file cannot be read, has an unknown key, or a value has the wrong type.
     pub fn load(cli: &Cli) -> Result<Self, SettingsError> {
         Self::load_from(cli, &std::env::vars().collect())
     }
@@ -221,164 +260,67 @@ impl Settings {
     /// # Errors
     /// As [`Settings::load`].
     pub fn load_from(cli: &Cli, env: &HashMap<String, String>) -> Result<Self, SettingsError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
-        if let Some(path) = &cli.config {
-            builder = builder.add_source(
-                config::File::from(path.as_path())
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
-        }
-        let prefixed: config::Map<String, String> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with("INGEST_"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        builder = builder
-            .add_source(
-                // Flat keys contain `_`, so nesting would need a separator nobody uses.
-                config::Environment::with_prefix("INGEST")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .source(Some(prefixed)),
+        LAYERS
+            .load(
+                &Self::default(),
+                cli.common.config.as_deref(),
+                &|name| env.get(name).cloned(),
+                cli.overrides(),
             )
-            .set_override_option("mqtt_host", env.get("MQTT_BROKER").cloned())?
-            .set_override_option("mqtt_port", env.get("MQTT_PORT").cloned())?
-            .set_override_option("mqtt_host", cli.mqtt_host.clone())?
-            .set_override_option("mqtt_port", cli.mqtt_port)?;
-        builder = cli
-            .mqtt_security
-            .set_overrides(builder, "mqtt_")?
-            .set_override_option("client_id", cli.client_id.clone())?
-            .set_override_option("keep_alive_secs", cli.keep_alive_secs)?
-            .set_override_option("listen", cli.listen.clone())?
-            .set_override_option("window_seconds", cli.window_seconds)?
-            .set_override_option("publish_interval_ms", cli.publish_interval_ms)?
-            .set_override_option("publish_burst", cli.publish_burst)?
-            .set_override_option("max_keys", cli.max_keys.map(to_u64))?
-            .set_override_option("key_idle_ttl_seconds", cli.key_idle_ttl_seconds)?
-            .set_override_option("max_payload_bytes", cli.max_payload_bytes.map(to_u64))?
-            .set_override_option("max_future_skew_ms", cli.max_future_skew_ms)?
-            .set_override_option("max_packet_bytes", cli.max_packet_bytes.map(to_u64))?
-            .set_override_option("incoming_capacity", cli.incoming_capacity.map(to_u64))?
-            .set_override_option("batch_size", cli.batch_size.map(to_u64))?
-            .set_override_option("request_capacity", cli.request_capacity.map(to_u64))?
-            .set_override_option("inflight", cli.inflight)?
-            .set_override_option("reconnect_min_ms", cli.reconnect_min_ms)?
-            .set_override_option("reconnect_max_ms", cli.reconnect_max_ms)?
-            .set_override_option("shutdown_timeout_ms", cli.shutdown_timeout_ms)?
-            .set_override_option(
-                "rejection_log_interval_secs",
-                cli.rejection_log_interval_secs,
-            )?
-            .set_override_option(
-                "data_dir",
-                cli.data_dir
-                    .as_ref()
-                    .map(|p| p.to_string_lossy().into_owned()),
-            )?;
-        Ok(builder.build()?.try_deserialize()?)
+            .map_err(|e| e.with_old_spelling(FILE_ALIASES))
     }
 
-    /// Checks every setting and turns it into its working type.
+    /// Checks every setting once and turns it into its working type. The numeric limits are
+    /// the table below, one line per setting; then the rules that relate two settings.
     ///
     /// # Errors
-    /// [`SettingsError::Invalid`] naming the first bad setting.
+    /// [`SettingsError::Invalid`] naming the first bad setting (with its old spelling).
     pub fn validate(&self) -> Result<IngestConfig, SettingsError> {
-        if self.mqtt_host.trim().is_empty() {
-            return Err(SettingsError::invalid("mqtt_host", "must not be empty"));
-        }
-        if self.mqtt_port == 0 {
-            return Err(SettingsError::invalid("mqtt_port", "must be 1 to 65535"));
-        }
-        let security = service_kit::SecuritySettings {
-            username: self.mqtt_username.clone(),
-            password: self.mqtt_password.clone(),
-            password_file: self.mqtt_password_file.clone(),
-            tls: self.mqtt_tls,
-            tls_ca_file: self.mqtt_tls_ca_file.clone(),
-            tls_client_cert_file: self.mqtt_tls_client_cert_file.clone(),
-            tls_client_key_file: self.mqtt_tls_client_key_file.clone(),
-        }
-        .load("mqtt_")?;
-        if self.client_id.trim().is_empty() {
-            return Err(SettingsError::invalid(
-                "client_id",
-                "must not be empty: the persistent session is bound to it",
-            ));
-        }
-        if self.client_id.len() > 65_535 {
-            return Err(SettingsError::invalid(
-                "client_id",
-                "is longer than 65535 bytes",
-            ));
-        }
-        if self.keep_alive_secs == 0 || self.keep_alive_secs > 65_535 {
-            return Err(SettingsError::invalid(
-                "keep_alive_secs",
-                "must be 1 to 65535 seconds",
-            ));
-        }
+        self.checked()
+            .map_err(|e| e.with_old_spelling(FILE_ALIASES))
+    }
+
+    fn checked(&self) -> Result<IngestConfig, SettingsError> {
+        let mqtt = self.mqtt.validate(ClientId::Required)?;
         let listen: SocketAddr = self.listen.parse().map_err(|e| {
             SettingsError::invalid(
                 "listen",
                 format!("{:?} is not an address like 0.0.0.0:9100: {e}", self.listen),
             )
         })?;
-        if self.window_seconds == 0 {
-            return Err(SettingsError::invalid(
-                "window_seconds",
-                "must be at least 1",
-            ));
-        }
-        if self.window_seconds > 86_400 {
-            return Err(SettingsError::invalid(
-                "window_seconds",
-                "must be at most 86400 (one day)",
-            ));
-        }
-        if self.publish_interval_ms > 3_600_000 {
-            return Err(SettingsError::invalid(
-                "publish_interval_ms",
-                "must be at most 3600000 (one hour)",
-            ));
-        }
-        if !(1..=1_000).contains(&self.publish_burst) {
-            return Err(SettingsError::invalid(
-                "publish_burst",
-                "must be between 1 and 1000",
-            ));
-        }
-        if self.max_keys == 0 {
-            return Err(SettingsError::invalid("max_keys", "must be at least 1"));
-        }
-        if self.max_keys > 100_000_000 {
-            return Err(SettingsError::invalid(
-                "max_keys",
-                "must be at most 100000000",
-            ));
-        }
-        if self.key_idle_ttl_seconds > 365 * 86_400 {
-            return Err(SettingsError::invalid(
-                "key_idle_ttl_seconds",
-                "must be at most one year",
-            ));
-        }
-        if self.max_payload_bytes == 0 {
-            return Err(SettingsError::invalid(
-                "max_payload_bytes",
-                "must be at least 1",
-            ));
-        }
-        if self.max_future_skew_ms > 86_400_000 {
-            return Err(SettingsError::invalid(
-                "max_future_skew_ms",
-                "must be at most 86400000 (one day)",
-            ));
-        }
+        const DAY_SECS: u64 = 86_400;
+        in_range("window_seconds", self.window_seconds, 1..=DAY_SECS)?;
+        in_range(
+            "publish_interval_ms",
+            self.publish_interval_ms,
+            0..=3_600_000,
+        )?;
+        in_range("publish_burst", self.publish_burst, 1..=1_000)?;
+        in_range("max_keys", self.max_keys, 1..=100_000_000)?;
+        in_range(
+            "key_idle_ttl_seconds",
+            self.key_idle_ttl_seconds,
+            0..=365 * DAY_SECS,
+        )?;
+        at_least("max_payload_bytes", self.max_payload_bytes, 1)?;
+        in_range(
+            "max_future_skew_ms",
+            self.max_future_skew_ms,
+            0..=DAY_SECS * 1_000,
+        )?;
+        at_least("incoming_capacity", self.incoming_capacity, 1)?;
+        at_least("batch_size", self.batch_size, 1)?;
+        at_least("request_capacity", self.request_capacity, 16)?;
+        at_least("inflight", self.inflight, 1)?;
+        at_least("reconnect_min_ms", self.reconnect_min_ms, 1)?;
+        at_least(
+            "rejection_log_interval_secs",
+            self.rejection_log_interval_secs,
+            1,
+        )?;
+
         let min_packet = self.max_payload_bytes.saturating_add(PACKET_HEADROOM);
-        if self.max_packet_bytes < min_packet || self.max_packet_bytes > MQTT_MAX_PACKET {
+        if !(min_packet..=MQTT_MAX_PACKET).contains(&self.max_packet_bytes) {
             return Err(SettingsError::invalid(
                 "max_packet_bytes",
                 format!(
@@ -387,48 +329,18 @@ impl Settings {
                 ),
             ));
         }
-        if self.incoming_capacity == 0 {
-            return Err(SettingsError::invalid(
-                "incoming_capacity",
-                "must be at least 1",
-            ));
-        }
-        if self.batch_size == 0 {
-            return Err(SettingsError::invalid("batch_size", "must be at least 1"));
-        }
-        if self.request_capacity < 16 {
-            return Err(SettingsError::invalid(
-                "request_capacity",
-                "must be at least 16",
-            ));
-        }
-        if self.inflight == 0 {
-            return Err(SettingsError::invalid("inflight", "must be at least 1"));
-        }
-        if self.reconnect_min_ms == 0 {
-            return Err(SettingsError::invalid(
-                "reconnect_min_ms",
-                "must be at least 1",
-            ));
-        }
         if self.reconnect_max_ms < self.reconnect_min_ms {
             return Err(SettingsError::invalid(
                 "reconnect_max_ms",
                 "must not be below reconnect_min_ms",
             ));
         }
-        if self.rejection_log_interval_secs == 0 {
-            return Err(SettingsError::invalid(
-                "rejection_log_interval_secs",
-                "must be at least 1",
-            ));
-        }
         Ok(IngestConfig {
-            mqtt_host: self.mqtt_host.clone(),
-            mqtt_port: self.mqtt_port,
-            security,
-            client_id: self.client_id.clone(),
-            keep_alive: Duration::from_secs(self.keep_alive_secs),
+            mqtt_host: mqtt.host,
+            mqtt_port: mqtt.port,
+            security: mqtt.security,
+            client_id: mqtt.client_id,
+            keep_alive: mqtt.keep_alive,
             listen,
             window: WindowConfig {
                 window: Duration::from_secs(self.window_seconds),
@@ -456,10 +368,6 @@ impl Settings {
                 .filter(|dir| !dir.as_os_str().is_empty()),
         })
     }
-}
-
-fn to_u64(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// Validated settings in their working types.
@@ -514,8 +422,11 @@ impl IngestConfig {
     /// Never: the built-in defaults are valid.
     pub fn for_broker(host: &str, port: u16) -> Self {
         let cli = Cli {
-            mqtt_host: Some(host.to_owned()),
-            mqtt_port: Some(port),
+            common: CommonFlags {
+                mqtt_host: Some(host.to_owned()),
+                mqtt_port: Some(i64::from(port)),
+                ..CommonFlags::default()
+            },
             ..Cli::default()
         };
         // expect: the built-in defaults and these two overrides are always valid.
@@ -586,7 +497,10 @@ mod tests {
         )
         .unwrap();
         let cli = Cli {
-            config: Some(file.clone()),
+            common: CommonFlags {
+                config: Some(file.clone()),
+                ..CommonFlags::default()
+            },
             publish_interval_ms: Some(0),
             ..Cli::default()
         };
@@ -627,10 +541,13 @@ mod tests {
         assert_eq!(login.password, "pw-from-file-7731");
 
         let cli = Cli {
-            mqtt_security: service_kit::SecurityFlags {
-                mqtt_username: Some("ingest".into()),
-                mqtt_password: Some("pw-inline-9924".into()),
-                ..service_kit::SecurityFlags::default()
+            common: CommonFlags {
+                mqtt_security: service_kit::SecurityFlags {
+                    mqtt_username: Some("ingest".into()),
+                    mqtt_password: Some("pw-inline-9924".into()),
+                    ..service_kit::SecurityFlags::default()
+                },
+                ..CommonFlags::default()
             },
             ..Cli::default()
         };
@@ -677,7 +594,10 @@ mod tests {
             ),
             (
                 Cli {
-                    client_id: Some(" ".into()),
+                    common: CommonFlags {
+                        client_id: Some(" ".into()),
+                        ..CommonFlags::default()
+                    },
                     ..Cli::default()
                 },
                 "client_id",
@@ -693,6 +613,47 @@ mod tests {
         let err =
             Settings::load_from(&Cli::default(), &env(&[("INGEST_MAX_KEYS", "many")])).unwrap_err();
         assert!(err.to_string().contains("max_keys"), "{err}");
+    }
+
+    #[test]
+    fn the_mqtt_block_and_the_old_flat_keys_read_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let load_file = |text: &str| {
+            let file = dir.path().join("ingest.toml");
+            std::fs::write(&file, text).unwrap();
+            let cli = Cli {
+                common: CommonFlags {
+                    config: Some(file),
+                    ..CommonFlags::default()
+                },
+                ..Cli::default()
+            };
+            Settings::load_from(&cli, &HashMap::new()).and_then(|s| s.validate())
+        };
+        let nested = load_file(
+            "[mqtt]\nhost = \"b\"\nport = 1884\nclient_id = \"i\"\nkeep_alive_secs = 7\nusername = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let flat = load_file(
+            "mqtt_host = \"b\"\nmqtt_port = 1884\nclient_id = \"i\"\nkeep_alive_secs = 7\nmqtt_username = \"u\"\nmqtt_password = \"p\"\n",
+        )
+        .unwrap();
+        for config in [&nested, &flat] {
+            assert_eq!((config.mqtt_host.as_str(), config.mqtt_port), ("b", 1884));
+            assert_eq!(config.client_id, "i");
+            assert_eq!(config.keep_alive, Duration::from_secs(7));
+            assert_eq!(config.security.username(), Some("u"));
+        }
+        let err = load_file("mqtt_tls = true\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`mqtt.tls_ca_file`") && err.contains("`mqtt_tls_ca_file`"),
+            "{err}"
+        );
+        let err = load_file("window_secs = 5\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`window_secs`") && err.contains("`window_seconds`"),
+            "{err}"
+        );
     }
 
     #[test]

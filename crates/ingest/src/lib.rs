@@ -11,7 +11,7 @@
 //! - [`window_log`], [`redelivery`]: the durable window log and recognising redeliveries
 //!   (exactly once through restarts; see the crate README).
 //! - [`metrics`], [`http`]: `/metrics` and `/health`.
-//! - [`configuration`], [`telemetry`], [`signals`], [`startup`]: settings, logs, signals, wiring.
+//! - [`configuration`], [`startup`]: settings and wiring (signals and logs: `service_kit`).
 #![warn(missing_docs)]
 
 pub mod coalesce;
@@ -24,10 +24,8 @@ pub mod outbox;
 pub mod pipeline;
 pub mod redelivery;
 pub mod rejections;
-pub mod signals;
 pub mod snapshot;
 pub mod startup;
-pub mod telemetry;
 pub mod window_log;
 
 pub use startup::{Application, StartupError};

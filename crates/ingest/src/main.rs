@@ -1,20 +1,30 @@
-//! `ingest` binary: settings, telemetry, signals, build, run.
+//! `ingest` binary: flags and settings (a bad one is one line on stderr and exit code 2),
+//! telemetry, signals, build, run. A start-up or run failure is one line too (exit code 1).
+
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use ingest::configuration::{Cli, Settings};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    ingest::telemetry::init();
+async fn main() -> ExitCode {
+    let cli: Cli = service_kit::cli::parse_or_exit("ingest", "INGEST");
     let config = Settings::load(&cli)
         .and_then(|s| s.validate())
-        .context("ingest settings")?;
-    let shutdown = CancellationToken::new();
-    ingest::signals::cancel_on_signal(shutdown.clone()).context("installing signal handlers")?;
+        .unwrap_or_else(|e| e.exit("ingest"));
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}`: the causes on one line, and no backtrace for an operator's problem.
+            eprintln!("ingest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: ingest::configuration::IngestConfig) -> anyhow::Result<()> {
+    service_kit::telemetry::init_stderr("info")?;
+    let shutdown = service_kit::shutdown::shutdown_token().context("installing signal handlers")?;
     let app = ingest::Application::build(config).context("starting ingest")?;
-    app.run(shutdown).await.context("running ingest")?;
-    Ok(())
+    app.run(shutdown).await.context("running ingest")
 }

@@ -72,21 +72,3 @@ pub async fn run(command: &Command) -> anyhow::Result<report::Row> {
         Command::Fanout(a) => fanout::run(a).await,
     }
 }
-
-/// Resolves on the first SIGINT or SIGTERM.
-pub async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        // Without handlers the default action (exit) applies; never resolve.
-        _ => std::future::pending().await,
-    }
-}

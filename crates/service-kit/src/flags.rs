@@ -12,7 +12,7 @@ use config::builder::DefaultState;
 /// `GATEWAY` or `SIMULATOR`) plus `_MQTT_USERNAME` etc.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SecurityFlags {
-    /// Broker username [env: <PREFIX>_MQTT_USERNAME, prefix INGEST, GATEWAY or SIMULATOR]
+    /// Broker username [env: <PREFIX>_MQTT_USERNAME]
     /// [default: none, anonymous].
     #[arg(long, value_name = "USER")]
     pub mqtt_username: Option<String>,
@@ -41,33 +41,46 @@ pub struct SecurityFlags {
 }
 
 impl SecurityFlags {
-    /// Sets every given flag as an override on `builder`, under `prefix` plus the
-    /// [`SecuritySettings`](crate::SecuritySettings) field name: `"mqtt_"` gives ingest's flat
-    /// `mqtt_username`, `"mqtt."` gives `mqtt.username` in the gateway's and simulator's
-    /// `[mqtt]` section. Flags not given leave the lower layers alone.
+    /// The given flags as overrides of the `[mqtt]` block's `mqtt.*` keys, for
+    /// [`Layers::load`](crate::Layers::load). Flags not given are `None` and leave the lower
+    /// layers alone.
+    pub fn overrides(&self) -> Vec<crate::layers::Flag<'static>> {
+        let text = |v: &Option<String>| v.clone().map(config::Value::from);
+        let path = |p: &Option<PathBuf>| path_text(p).map(config::Value::from);
+        vec![
+            ("mqtt.username", text(&self.mqtt_username)),
+            ("mqtt.password", text(&self.mqtt_password)),
+            ("mqtt.password_file", path(&self.mqtt_password_file)),
+            ("mqtt.tls", self.mqtt_tls.map(config::Value::from)),
+            ("mqtt.tls_ca_file", path(&self.mqtt_tls_ca_file)),
+            (
+                "mqtt.tls_client_cert_file",
+                path(&self.mqtt_tls_client_cert_file),
+            ),
+            (
+                "mqtt.tls_client_key_file",
+                path(&self.mqtt_tls_client_key_file),
+            ),
+        ]
+    }
+
+    /// Sets the same overrides on a `config` builder under `prefix` plus the
+    /// [`SecuritySettings`](crate::SecuritySettings) field name (`"mqtt."` gives
+    /// `mqtt.username`, `"mqtt_"` the flat `mqtt_username` of older layouts), for a caller that
+    /// layers by hand.
     ///
     /// # Errors
     /// When `prefix` does not make a valid `config` key.
     pub fn set_overrides(
         &self,
-        builder: ConfigBuilder<DefaultState>,
+        mut builder: ConfigBuilder<DefaultState>,
         prefix: &str,
     ) -> Result<ConfigBuilder<DefaultState>, config::ConfigError> {
-        let key = |field: &str| format!("{prefix}{field}");
-        builder
-            .set_override_option(key("username"), self.mqtt_username.clone())?
-            .set_override_option(key("password"), self.mqtt_password.clone())?
-            .set_override_option(key("password_file"), path_text(&self.mqtt_password_file))?
-            .set_override_option(key("tls"), self.mqtt_tls)?
-            .set_override_option(key("tls_ca_file"), path_text(&self.mqtt_tls_ca_file))?
-            .set_override_option(
-                key("tls_client_cert_file"),
-                path_text(&self.mqtt_tls_client_cert_file),
-            )?
-            .set_override_option(
-                key("tls_client_key_file"),
-                path_text(&self.mqtt_tls_client_key_file),
-            )
+        for (key, value) in self.overrides() {
+            let field = key.strip_prefix("mqtt.").unwrap_or(key);
+            builder = builder.set_override_option(format!("{prefix}{field}"), value)?;
+        }
+        Ok(builder)
     }
 }
 

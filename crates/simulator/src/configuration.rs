@@ -1,28 +1,41 @@
 //! Settings of the simulator: built-in defaults < TOML file (`--config`) < environment <
-//! flags, layered with the `config` crate and validated once into [`SimConfig`].
+//! flags, layered by [`service_kit::Layers`] and validated once into [`SimConfig`].
 //!
-//! Environment: `MQTT_BROKER` and `MQTT_PORT` (the original service's names), and
-//! `SIMULATOR_<KEY>` for every top-level key below (e.g. `SIMULATOR_RATE=1000`),
-//! `SIMULATOR_MQTT_CLIENT_ID` for nested ones.
+//! File: the broker under `[mqtt]` (the block ingest and gateway share, plus
+//! `connect_timeout_secs`), the rest as top-level keys named like the flags. Environment:
+//! `MQTT_BROKER` and `MQTT_PORT` (the original service's names), and `SIMULATOR_<KEY>` for
+//! every key (`SIMULATOR_RATE=1000`, `SIMULATOR_MQTT_CLIENT_ID`; the nested form
+//! `SIMULATOR_MQTT__CLIENT_ID` works too).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use aggregator_core::RejectionReason;
 use aggregator_core::topic::validate_topic_level;
 use clap::Parser;
-use service_kit::SettingsError;
 use rumqttc::QoS;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use service_kit::{ClientId, CommonFlags, Flag, FlagValue, Layers, SettingsError};
 
 use crate::invalid;
 
-/// Command-line flags; each one overrides the file and the environment.
+/// Environment names besides `SIMULATOR_<KEY>`; a later one wins.
+pub const ENV_ALIASES: &[(&str, &str)] =
+    &[("MQTT_BROKER", "mqtt.host"), ("MQTT_PORT", "mqtt.port")];
+
+const LAYERS: Layers<'static> = Layers {
+    env_prefix: "SIMULATOR",
+    file_aliases: &[],
+    env_aliases: ENV_ALIASES,
+};
+
+/// Command-line flags; each one overrides the file and the environment. Numbers are signed so
+/// that a negative value (`--rate -5`) reaches its setting's check.
 #[derive(Debug, Default, Parser)]
 #[command(
     name = "simulator",
     version,
+    allow_negative_numbers = true,
     about = "Publishes scrap readings on machines/{id}/scrap like real machines; doubles as the load generator.",
     after_help = "Environment: MQTT_BROKER, MQTT_PORT, SIMULATOR_<SETTING> (e.g. SIMULATOR_RATE, SIMULATOR_MACHINES),\n\
                   RUST_LOG, LOG_FORMAT=json. Precedence: defaults < --config file < environment < flags.\n\
@@ -30,28 +43,17 @@ use crate::invalid;
                   With TLS, QoS 0 goes through rumqttc instead of the raw writer."
 )]
 pub struct Cli {
-    /// TOML settings file (keys as the flags, with `_`, e.g. `invalid_ratio`; broker under `[mqtt]`).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Broker host [env: MQTT_BROKER] [default: localhost].
-    #[arg(long, value_name = "HOST")]
-    pub mqtt_host: Option<String>,
-    /// Broker port [env: MQTT_PORT] [default: 1883].
-    #[arg(long, value_name = "PORT")]
-    pub mqtt_port: Option<u16>,
-    /// MQTT client id [default: scrap-pulse-simulator-<pid>].
-    #[arg(long, value_name = "ID")]
-    pub client_id: Option<String>,
-    /// Broker login and TLS (`--mqtt-username` ... `--mqtt-tls-client-key-file`).
+    /// `--config` (keys as the flags with `_`, broker under `[mqtt]`), broker address, client
+    /// id, keep-alive, login and TLS.
     #[command(flatten)]
-    pub mqtt_security: service_kit::SecurityFlags,
+    pub common: CommonFlags,
     /// Messages per second, all machines together (e.g. 200000 for load tests).
     /// Without it, every machine sends one message every 0.5 to 2 s at random.
     #[arg(long, value_name = "MSGS_PER_S")]
     pub rate: Option<f64>,
     /// Stop after this many messages (valid and invalid together).
     #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
+    pub count: Option<i64>,
     /// Stop after this long: `90`, `90s`, `500ms`, `2m`, `1h`.
     #[arg(long, value_name = "DURATION")]
     pub duration: Option<String>,
@@ -67,7 +69,7 @@ pub struct Cli {
     pub values: Option<String>,
     /// MQTT QoS of the readings: 0, 1 or 2.
     #[arg(long, value_name = "0|1|2")]
-    pub qos: Option<u8>,
+    pub qos: Option<i64>,
     /// Random seed: the same seed gives the same messages (apart from the time values,
     /// which carry the send time). Without it a random seed is chosen and logged.
     #[arg(long, value_name = "N")]
@@ -85,44 +87,45 @@ pub struct Cli {
     pub print_expected: bool,
 }
 
-/// Broker connection settings (`[mqtt]` in the file).
-#[derive(Debug, Clone, Deserialize)]
-pub struct MqttSettings {
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker TCP port.
-    pub port: u16,
-    /// MQTT client id; empty means `scrap-pulse-simulator-<pid>`.
-    pub client_id: String,
-    /// Keep-alive interval in seconds.
-    pub keep_alive_secs: u64,
-    /// How long to keep trying to reach the broker at start and after a connection loss.
-    pub connect_timeout_secs: u64,
-    /// Broker username; none connects anonymously.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Broker password (redacted in `Debug`).
-    #[serde(default)]
-    pub password: Option<service_kit::Secret>,
-    /// File holding the broker password.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// TLS on/off; unset: on when `tls_ca_file` is set.
-    #[serde(default)]
-    pub tls: Option<bool>,
-    /// PEM CA certificates for the broker's certificate.
-    #[serde(default)]
-    pub tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate.
-    #[serde(default)]
-    pub tls_client_cert_file: Option<PathBuf>,
-    /// PEM key of the client certificate.
-    #[serde(default)]
-    pub tls_client_key_file: Option<PathBuf>,
+impl Cli {
+    /// Every flag as an override of its key (`None`: not given).
+    fn overrides(&self) -> Vec<Flag<'static>> {
+        let text = |v: &Option<String>| v.clone().map(FlagValue::from);
+        let mut flags = self.common.overrides();
+        flags.extend([
+            ("rate", self.rate.map(FlagValue::from)),
+            ("count", self.count.map(FlagValue::from)),
+            ("duration", text(&self.duration)),
+            ("machines", text(&self.machines)),
+            ("indices", text(&self.indices)),
+            ("values", text(&self.values)),
+            ("qos", self.qos.map(FlagValue::from)),
+            ("seed", self.seed.map(FlagValue::from)),
+            ("invalid_ratio", self.invalid_ratio.map(FlagValue::from)),
+            ("invalid_kinds", text(&self.invalid_kinds)),
+            (
+                "print_expected",
+                self.print_expected.then_some(FlagValue::from(true)),
+            ),
+        ]);
+        flags
+    }
 }
 
-/// Raw settings as layered from all sources, before validation.
-#[derive(Debug, Clone, Deserialize)]
+service_kit::mqtt_block! {
+    /// Broker connection settings (`[mqtt]` in the file): the shared block plus how long to
+    /// keep trying.
+    pub struct MqttSettings {
+        /// How long to keep trying to reach the broker at start and after a connection loss,
+        /// in seconds.
+        pub connect_timeout_secs: u64 = 30,
+    }
+}
+
+/// Raw settings as layered from all sources, before validation; `Default` is the built-in
+/// layer, the original simulator's behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     /// Broker connection.
     pub mqtt: MqttSettings,
@@ -152,32 +155,23 @@ pub struct Settings {
     pub progress_interval_secs: f64,
 }
 
-/// Built-in defaults, the lowest layer: the original simulator's behaviour.
-const DEFAULTS: &str = r#"
-machines = "A1,B1,C1"
-indices = "1..3"
-values = "1..5"
-qos = 0
-invalid_ratio = 0.0
-invalid_kinds = ""
-print_expected = false
-progress_interval_secs = 1.0
-
-[mqtt]
-host = "localhost"
-port = 1883
-client_id = ""
-keep_alive_secs = 30
-connect_timeout_secs = 30
-"#;
-
-/// `SIMULATOR_MQTT_USERNAME` -> `SIMULATOR_MQTT__USERNAME`: the broker keys take one
-/// underscore like ingest's and the gateway's (`GATEWAY_MQTT_USERNAME`); the nested form
-/// with two keeps working.
-fn nested_env_name(name: &str) -> String {
-    match name.strip_prefix("SIMULATOR_MQTT_") {
-        Some(rest) if !rest.starts_with('_') => format!("SIMULATOR_MQTT__{rest}"),
-        _ => name.to_owned(),
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mqtt: MqttSettings::default(),
+            rate: None,
+            count: None,
+            duration: None,
+            machines: "A1,B1,C1".into(),
+            indices: "1..3".into(),
+            values: "1..5".into(),
+            qos: 0,
+            seed: None,
+            invalid_ratio: 0.0,
+            invalid_kinds: String::new(),
+            print_expected: false,
+            progress_interval_secs: 1.0,
+        }
     }
 }
 
@@ -185,7 +179,7 @@ impl Settings {
     /// Layers defaults < `--config` file < environment < flags.
     ///
     /// # Errors
-    /// When the file cannot be read or a value has the wrong type.
+    /// When the file cannot be read, has an unknown key, or a value has the wrong type.
     pub fn load(cli: &Cli) -> Result<Self, SettingsError> {
         Self::load_from(cli, &std::env::vars().collect())
     }
@@ -195,68 +189,22 @@ impl Settings {
     /// # Errors
     /// As [`Settings::load`].
     pub fn load_from(cli: &Cli, env: &HashMap<String, String>) -> Result<Self, SettingsError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
-        if let Some(path) = &cli.config {
-            builder = builder.add_source(
-                config::File::from(path.as_path())
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
-        }
-        let prefixed: config::Map<String, String> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with("SIMULATOR_"))
-            .map(|(k, v)| (nested_env_name(k), v.clone()))
-            .collect();
-        builder = builder
-            .add_source(
-                config::Environment::with_prefix("SIMULATOR")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .source(Some(prefixed)),
-            )
-            .set_override_option("mqtt.host", env.get("MQTT_BROKER").cloned())?
-            .set_override_option("mqtt.port", env.get("MQTT_PORT").cloned())?
-            .set_override_option("mqtt.host", cli.mqtt_host.clone())?
-            .set_override_option("mqtt.port", cli.mqtt_port)?
-            .set_override_option("mqtt.client_id", cli.client_id.clone())?;
-        builder = cli
-            .mqtt_security
-            .set_overrides(builder, "mqtt.")?
-            .set_override_option("rate", cli.rate)?
-            .set_override_option("count", cli.count)?
-            .set_override_option("duration", cli.duration.clone())?
-            .set_override_option("machines", cli.machines.clone())?
-            .set_override_option("indices", cli.indices.clone())?
-            .set_override_option("values", cli.values.clone())?
-            .set_override_option("qos", cli.qos)?
-            .set_override_option("seed", cli.seed)?
-            .set_override_option("invalid_ratio", cli.invalid_ratio)?
-            .set_override_option("invalid_kinds", cli.invalid_kinds.clone())?;
-        if cli.print_expected {
-            builder = builder.set_override("print_expected", true)?;
-        }
-        Ok(builder.build()?.try_deserialize()?)
+        LAYERS.load(
+            &Self::default(),
+            cli.common.config.as_deref(),
+            &|name| env.get(name).cloned(),
+            cli.overrides(),
+        )
     }
 
-    /// Checks every setting and turns it into its working type.
+    /// Checks every setting once and turns it into its working type.
     ///
     /// # Errors
     /// [`SettingsError::Invalid`] naming the first bad setting.
     pub fn validate(&self) -> Result<SimConfig, SettingsError> {
-        if self.mqtt.host.trim().is_empty() {
-            return Err(SettingsError::invalid("mqtt.host", "must not be empty"));
-        }
-        if self.mqtt.port == 0 {
-            return Err(SettingsError::invalid("mqtt.port", "must be 1 to 65535"));
-        }
-        if self.mqtt.keep_alive_secs == 0 {
-            return Err(SettingsError::invalid(
-                "mqtt.keep_alive_secs",
-                "must be at least 1",
-            ));
-        }
+        let mqtt = self.mqtt.shared().validate(ClientId::Generated(|| {
+            format!("scrap-pulse-simulator-{}", std::process::id())
+        }))?;
         let rate = match self.rate {
             None => None,
             Some(r) if r.is_finite() && r > 0.0 => Some(r),
@@ -310,27 +258,12 @@ impl Settings {
                 "must be a positive number of seconds",
             ));
         }
-        let client_id = if self.mqtt.client_id.is_empty() {
-            format!("scrap-pulse-simulator-{}", std::process::id())
-        } else {
-            self.mqtt.client_id.clone()
-        };
-        let security = service_kit::SecuritySettings {
-            username: self.mqtt.username.clone(),
-            password: self.mqtt.password.clone(),
-            password_file: self.mqtt.password_file.clone(),
-            tls: self.mqtt.tls,
-            tls_ca_file: self.mqtt.tls_ca_file.clone(),
-            tls_client_cert_file: self.mqtt.tls_client_cert_file.clone(),
-            tls_client_key_file: self.mqtt.tls_client_key_file.clone(),
-        }
-        .load("mqtt.")?;
         Ok(SimConfig {
-            host: self.mqtt.host.clone(),
-            port: self.mqtt.port,
-            security,
-            client_id,
-            keep_alive: Duration::from_secs(self.mqtt.keep_alive_secs),
+            host: mqtt.host,
+            port: mqtt.port,
+            security: mqtt.security,
+            client_id: mqtt.client_id,
+            keep_alive: mqtt.keep_alive,
             connect_timeout: Duration::from_secs(self.mqtt.connect_timeout_secs),
             rate,
             count: self.count,
@@ -396,8 +329,11 @@ impl SimConfig {
     /// Never: the built-in defaults are valid.
     pub fn for_broker(host: &str, port: u16) -> Self {
         let cli = Cli {
-            mqtt_host: Some(host.to_owned()),
-            mqtt_port: Some(port),
+            common: CommonFlags {
+                mqtt_host: Some(host.to_owned()),
+                mqtt_port: Some(i64::from(port)),
+                ..CommonFlags::default()
+            },
             ..Cli::default()
         };
         // expect: the built-in defaults and these two overrides are always valid.
@@ -572,7 +508,10 @@ mod tests {
         let config = load(&Cli::default(), &env).unwrap();
         assert_eq!((config.host.as_str(), config.port), ("broker.local", 1999));
         let cli = Cli {
-            mqtt_port: Some(2000),
+            common: CommonFlags {
+                mqtt_port: Some(2000),
+                ..CommonFlags::default()
+            },
             ..Cli::default()
         };
         let config = load(&cli, &env).unwrap();
@@ -590,7 +529,10 @@ mod tests {
         )
         .unwrap();
         let cli = Cli {
-            config: Some(path),
+            common: CommonFlags {
+                config: Some(path),
+                ..CommonFlags::default()
+            },
             ..Cli::default()
         };
         let config = load(&cli, &[("MQTT_BROKER", "env-host")]).unwrap();

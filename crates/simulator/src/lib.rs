@@ -13,8 +13,6 @@ pub mod generator;
 pub mod invalid;
 mod run;
 pub mod schedule;
-pub mod signals;
-pub mod telemetry;
 pub mod transport;
 
 pub use run::{StopReason, Summary, run};

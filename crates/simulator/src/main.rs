@@ -1,22 +1,32 @@
-//! `simulator` binary: settings, telemetry, signals, run, summary, exit code.
+//! `simulator` binary: flags and settings (a bad one is one line on stderr and exit code 2),
+//! telemetry, signals, run, summary, exit code (1 when a message was not delivered or the run
+//! failed, with the failure on one line).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use simulator::configuration::{Cli, Settings};
-use tokio_util::sync::CancellationToken;
+use simulator::configuration::{Cli, Settings, SimConfig};
 
 // One thread: the load figures are per core, and one writer needs no more.
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
-    simulator::telemetry::init();
+async fn main() -> ExitCode {
+    let cli: Cli = service_kit::cli::parse_or_exit("simulator", "SIMULATOR");
     let config = Settings::load(&cli)
         .and_then(|s| s.validate())
-        .context("simulator settings")?;
-    let shutdown = CancellationToken::new();
-    simulator::signals::cancel_on_signal(shutdown.clone()).context("installing signal handlers")?;
+        .unwrap_or_else(|e| e.exit("simulator"));
+    match run(config).await {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}`: the causes on one line, and no backtrace for an operator's problem.
+            eprintln!("simulator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: SimConfig) -> anyhow::Result<ExitCode> {
+    service_kit::telemetry::init_stderr("info")?;
+    let shutdown = service_kit::shutdown::shutdown_token().context("installing signal handlers")?;
     let print_expected = config.print_expected;
     let summary = simulator::run(config, shutdown)
         .await

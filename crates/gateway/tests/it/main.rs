@@ -3,6 +3,7 @@
 
 mod admission;
 mod auth;
+mod cli;
 mod fanout;
 mod frames;
 mod helpers;

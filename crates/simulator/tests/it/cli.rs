@@ -126,3 +126,71 @@ async fn progress_line_every_second() {
     assert_eq!(lines, 2, "{}", finished.stderr);
     assert!(finished.stderr.contains("rate="));
 }
+
+/// Runs the simulator with `args` and `RUST_BACKTRACE=1`; asserts exit code 2 and exactly one
+/// line on stderr without a backtrace, and returns that line.
+async fn settings_error(args: &[&str]) -> String {
+    let mut process = ServiceProcess::spawn(SIMULATOR, args, [("RUST_BACKTRACE", "1")]);
+    let status = match process.wait_exit(WAIT).await {
+        Ok(status) => status,
+        Err(e) => panic!("{e}\n{}", process.logs()),
+    };
+    let stderr = process.stderr();
+    assert_eq!(status.code(), Some(2), "{}", process.logs());
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    lines[0].to_owned()
+}
+
+fn settings_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn a_negative_rate_reaches_the_range_check() {
+    let line = settings_error(&["--rate", "-5"]).await;
+    assert!(line.contains("`rate`") && line.contains("-5"), "{line}");
+    let line = settings_error(&["--count", "-1"]).await;
+    assert!(line.contains("`count`"), "{line}");
+}
+
+#[tokio::test]
+async fn a_typo_in_the_file_is_named_and_exits_2() {
+    let file = settings_file("rat = 5.0\n");
+    let line = settings_error(&["--config", file.path().to_str().unwrap()]).await;
+    assert!(
+        line.contains("`rat`") && line.contains("did you mean `rate`?"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_config_file_is_reported_once() {
+    let line = settings_error(&["--config", "/nonexistent/simulator.toml"]).await;
+    assert_eq!(
+        line.matches("/nonexistent/simulator.toml").count(),
+        1,
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn the_shared_mqtt_block_connects() {
+    let broker = Broker::start().await;
+    let collector = Collector::start(broker.port(), &["machines/+/scrap"]).await;
+    let file = settings_file(&format!(
+        "count = 5\nrate = 100.0\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"shared-block-simulator\"\nkeep_alive_secs = 15\n",
+        broker.port()
+    ));
+    let mut process = ServiceProcess::spawn(
+        SIMULATOR,
+        ["--config", file.path().to_str().unwrap()],
+        std::iter::empty::<(&str, &str)>(),
+    );
+    let status = process.wait_exit(WAIT).await.unwrap();
+    assert!(status.success(), "{}", process.logs());
+    collector.wait_for(|m| m.len() == 5, WAIT).await.unwrap();
+}

@@ -1,5 +1,7 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), JSON lines when
-//! `LOG_FORMAT=json`, and the `log` records of dependencies (rumqttc) bridged in.
+//! Logging for every binary: `tracing` to stderr, filtered by `RUST_LOG` (with a default),
+//! JSON lines when `LOG_FORMAT=json`, and the `log` records of dependencies (rumqttc) bridged
+//! in. [`init_stderr`] is what a `main.rs` calls; [`subscriber`] takes any writer, so tests can
+//! read what a service logs.
 
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
@@ -43,6 +45,19 @@ pub fn init(subscriber: Box<dyn Subscriber + Send + Sync>) -> Result<(), Telemet
     tracing_log::LogTracer::init()?;
     tracing::subscriber::set_global_default(subscriber)?;
     Ok(())
+}
+
+/// Installs the subscriber for a binary: stderr, `RUST_LOG` or `default_filter`, JSON when
+/// `LOG_FORMAT=json`. Call once, first thing after the settings are known.
+///
+/// # Errors
+/// When a global subscriber or logger is already installed.
+pub fn init_stderr(default_filter: &str) -> Result<(), TelemetryError> {
+    init(subscriber(
+        env_filter(default_filter),
+        json_requested(),
+        std::io::stderr,
+    ))
 }
 
 /// Whether `LOG_FORMAT=json` asks for JSON lines.

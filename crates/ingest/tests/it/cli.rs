@@ -1,0 +1,131 @@
+//! Settings on the command line of the real binary: a bad one is one line on stderr and exit
+//! code 2 (never a backtrace, never twice), an unknown file key is named, and the `[mqtt]`
+//! block ingest shares with gateway and simulator (and its old flat spelling) connects.
+
+use test_support::{Broker, Collector, ServiceProcess};
+
+use crate::helpers::{WAIT, latest};
+
+const INGEST: &str = env!("CARGO_BIN_EXE_ingest");
+
+/// Runs ingest with `args` and `RUST_BACKTRACE=1`; asserts exit code 2 and exactly one line on
+/// stderr without a backtrace, and returns that line.
+async fn settings_error(args: &[&str]) -> String {
+    let mut process = ServiceProcess::spawn(INGEST, args, [("RUST_BACKTRACE", "1")]);
+    let status = match process.wait_exit(WAIT).await {
+        Ok(status) => status,
+        Err(e) => panic!("{e}\n{}", process.logs()),
+    };
+    let stderr = process.stderr();
+    assert_eq!(status.code(), Some(2), "{}", process.logs());
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    lines[0].to_owned()
+}
+
+fn settings_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn a_typo_in_the_file_is_named_and_exits_2() {
+    let file = settings_file("window_secondz = 30\n");
+    let path = file.path().to_str().unwrap();
+    let line = settings_error(&["--config", path]).await;
+    assert!(line.contains("`window_secondz`"), "{line}");
+    assert!(line.contains("did you mean `window_seconds`?"), "{line}");
+
+    let file = settings_file("[mqtt]\nhots = \"broker\"\n");
+    let line = settings_error(&["--config", file.path().to_str().unwrap()]).await;
+    assert!(line.contains("`mqtt.hots`"), "{line}");
+}
+
+#[tokio::test]
+async fn a_missing_config_file_is_reported_once() {
+    let line = settings_error(&["--config", "/nonexistent/ingest.toml"]).await;
+    assert_eq!(
+        line.matches("/nonexistent/ingest.toml").count(),
+        1,
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn negative_and_out_of_range_numbers_name_the_setting() {
+    let line = settings_error(&["--window-seconds", "-5"]).await;
+    assert!(
+        line.contains("`window_seconds`") && line.contains("-5"),
+        "{line}"
+    );
+    let line = settings_error(&["--window-seconds", "0"]).await;
+    assert!(line.contains("`window_seconds`"), "{line}");
+    let line = settings_error(&["--mqtt-port", "-1"]).await;
+    assert!(line.contains("`mqtt.port`"), "{line}");
+    let line = settings_error(&["--window-seconds", "soon"]).await;
+    assert!(line.contains("--window-seconds"), "{line}");
+}
+
+/// Waits until ingest, configured only by `file`, announces itself online on the broker.
+async fn connects_with(collector: &Collector, file: &str) {
+    let file = settings_file(file);
+    let mut process = ServiceProcess::spawn(
+        INGEST,
+        ["--config", file.path().to_str().unwrap()],
+        [("INGEST_LISTEN", "127.0.0.1:0")],
+    );
+    collector
+        .wait_for(
+            |m| {
+                latest(m, "status/ingest")
+                    .and_then(|m| m.json().ok())
+                    .is_some_and(|j| j["online"] == true)
+            },
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", process.logs()));
+    let status = process.terminate().await;
+    assert!(status.success(), "{}", process.logs());
+    collector.clear();
+}
+
+#[tokio::test]
+async fn the_shared_mqtt_block_and_the_old_flat_keys_both_connect() {
+    let broker = Broker::start().await;
+    let collector = Collector::start(broker.port(), &["status/ingest"]).await;
+    let port = broker.port();
+    connects_with(
+        &collector,
+        &format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"shared-block-ingest\"\nkeep_alive_secs = 15\n"
+        ),
+    )
+    .await;
+    connects_with(
+        &collector,
+        &format!(
+            "mqtt_host = \"127.0.0.1\"\nmqtt_port = {port}\nclient_id = \"flat-keys-ingest\"\n"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn help_names_ingests_own_variables() {
+    let mut process = ServiceProcess::spawn(INGEST, ["--help"], std::iter::empty::<(&str, &str)>());
+    let status = process.wait_exit(WAIT).await.unwrap();
+    assert!(status.success(), "{}", process.logs());
+    let help = process.stdout();
+    for name in [
+        "INGEST_MQTT_PASSWORD_FILE",
+        "MQTT_PORT",
+        "--window-seconds",
+        "--config",
+    ] {
+        assert!(help.contains(name), "{name} missing from:\n{help}");
+    }
+    assert!(!help.contains("<PREFIX>"), "{help}");
+}

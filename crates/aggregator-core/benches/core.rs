@@ -158,6 +158,65 @@ fn bench_window_ids(c: &mut Criterion) {
     });
     group.bench_function("insert_and_expire_with_uuid_ids", |b| b.iter(|| run(&uuid)));
     group.finish();
+
+    // Steady state, as a running ingest sees it: the store already holds a full window (and
+    // its id table has grown), then 200 000 more readings arrive and as many expire.
+    const MORE: i64 = 200_000;
+    let full = |with_ids: bool| {
+        let mut store = WindowStore::new(WindowConfig::default());
+        let mut changed = Vec::new();
+        for i in 0..600_000 {
+            step(&mut store, &machines, i, with_ids, &mut changed);
+        }
+        store
+    };
+    let mut group = c.benchmark_group("window_full");
+    group.throughput(Throughput::Elements(MORE as u64));
+    group.sample_size(10);
+    for (name, with_ids) in [
+        ("insert_and_expire", false),
+        ("insert_and_expire_with_integer_ids", true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || full(with_ids),
+                |mut store| {
+                    let mut changed = Vec::new();
+                    for i in 600_000..600_000 + MORE {
+                        step(&mut store, &machines, i, with_ids, &mut changed);
+                    }
+                    store
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// Reading number `i` of the window benches (10 000/s over 50 keys), with an integer id or
+/// none, and an expiry pass every 64 readings.
+fn step(
+    store: &mut WindowStore,
+    machines: &[String],
+    i: i64,
+    with_id: bool,
+    changed: &mut Vec<aggregator_core::KeyId>,
+) {
+    let now = Timestamp::from_unix_nanos(BASE + i * 100_000);
+    let reading = aggregator_core::Reading {
+        machine: &machines[(i % 10) as usize],
+        scrap_index: (i % 5) as u32,
+        value: 1.25,
+        event_time: now,
+        time_from_payload: false,
+    };
+    let id = with_id.then(|| ReadingId::from_i64(i));
+    let _ = black_box(store.accept_with_id(&reading, id.as_ref(), now));
+    if i % 64 == 0 {
+        store.expire(now, changed);
+        changed.clear();
+    }
 }
 
 /// 1 000 rules of every kind (machine+index, machine, `*`+index, `*`) over 1 000 keys.

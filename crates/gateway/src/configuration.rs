@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use config::{Config, File, FileFormat};
-use service_kit::{MqttSecurity, Secret, SecuritySettings, SettingsError};
 use rumqttc::MqttOptions;
 use serde::{Deserialize, Serialize};
+use service_kit::{MqttSecurity, Secret, SecuritySettings, SettingsError};
 
 /// Command-line flags. Every flag overrides the file and the environment.
 #[derive(Debug, Default, Clone, Parser)]
@@ -36,7 +36,8 @@ pub struct Cli {
     /// HTTP listen address [env: GATEWAY_LISTEN] [default: 0.0.0.0:8000].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Directory of the dashboard's static files [env: GATEWAY_STATIC_DIR] [default: frontend].
+    /// Serve the dashboard from this directory instead of the copy built into the binary, for
+    /// frontend work [env: GATEWAY_STATIC_DIR] [default: none, the built-in copy].
     #[arg(long, value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
     /// Extra origins allowed to open /ws, comma separated, e.g. `https://wall.example:443`;
@@ -128,8 +129,8 @@ pub struct MqttSettings {
 pub struct HttpSettings {
     /// Listen address, `host:port`.
     pub listen: String,
-    /// Directory served at `/`; Chart.js is served from its `node_modules/chart.js/dist`.
-    pub static_dir: PathBuf,
+    /// Directory served at `/` instead of the embedded dashboard; none serves the embedded one.
+    pub static_dir: Option<PathBuf>,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
     /// How long a graceful stop waits for open connections, in seconds.
@@ -187,7 +188,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8000".into(),
-            static_dir: PathBuf::from("frontend"),
+            static_dir: None,
             workers: 0,
             shutdown_timeout_secs: 5,
             auth_token: None,
@@ -487,13 +488,6 @@ impl Settings {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.http.shutdown_timeout_secs)
     }
-
-    /// Where the dashboard's Chart.js is expected.
-    pub fn chart_js_path(&self) -> PathBuf {
-        self.http
-            .static_dir
-            .join("node_modules/chart.js/dist/chart.umd.js")
-    }
 }
 
 fn apply_flags(
@@ -629,7 +623,7 @@ mod tests {
         assert_eq!(s.mqtt.host, "localhost");
         assert_eq!(s.mqtt.port, 1883);
         assert_eq!(s.http.listen, "0.0.0.0:8000");
-        assert_eq!(s.http.static_dir, PathBuf::from("frontend"));
+        assert_eq!(s.http.static_dir, None);
         assert_eq!(s.ws.max_clients, 10_000);
         assert_eq!(s.ws.ping_interval_secs, 10);
         assert_eq!(s.ws.client_timeout_secs, 30);
@@ -768,6 +762,6 @@ mod tests {
         assert_eq!(s.mqtt.host, "h");
         assert_eq!(s.ws.allowed_origins, vec!["http://a", "http://b"]);
         assert_eq!(s.ws.max_clients, 5);
-        assert_eq!(s.http.static_dir, PathBuf::from("/tmp"));
+        assert_eq!(s.http.static_dir, Some(PathBuf::from("/tmp")));
     }
 }

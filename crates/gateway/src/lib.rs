@@ -6,9 +6,10 @@
 //! - [`mqtt`]: the broker link, one task owning the event loop.
 //! - [`hub`]: the state, batching and the shared frames.
 //! - [`ws`]: the upgrade checks and the per-client task; [`origin`]: the Origin rule.
-//! - [`routes`]: the plain HTTP endpoints; [`startup`]: build and run; [`telemetry`]: logs.
+//! - [`routes`]: the plain HTTP endpoints; [`assets`]: the embedded dashboard, security headers; [`startup`]: build and run; [`telemetry`]: logs.
 #![warn(missing_docs)]
 
+pub mod assets;
 pub mod auth;
 pub mod configuration;
 pub mod hub;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -25,6 +26,12 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts the gateway on `127.0.0.1:0` for the broker at `broker_port`, with extra flags.
     pub async fn start(broker_port: u16, extra_args: &[&str]) -> Self {
+        Self::start_in(None, broker_port, extra_args).await
+    }
+
+    /// [`start`](Self::start), with the gateway's current directory set to `cwd` when given
+    /// (through `sh -c 'cd DIR && exec gateway ...'`: the process is the gateway itself).
+    pub async fn start_in(cwd: Option<&Path>, broker_port: u16, extra_args: &[&str]) -> Self {
         let mut args: Vec<String> = vec![
             "--mqtt-host".into(),
             "127.0.0.1".into(),
@@ -34,8 +41,20 @@ impl TestGateway {
             "127.0.0.1:0".into(),
         ];
         args.extend(extra_args.iter().map(|s| (*s).to_owned()));
+        let mut program = env!("CARGO_BIN_EXE_gateway").to_owned();
+        if let Some(dir) = cwd {
+            let script = ["-c", r#"cd "$0" && exec "$@""#];
+            let dir = dir.to_string_lossy().into_owned();
+            args = script
+                .into_iter()
+                .map(str::to_owned)
+                .chain([dir, program])
+                .chain(args)
+                .collect();
+            program = "/bin/sh".to_owned();
+        }
         let process = ServiceProcess::spawn(
-            env!("CARGO_BIN_EXE_gateway"),
+            program,
             &args,
             [
                 ("LOG_FORMAT", "json"),

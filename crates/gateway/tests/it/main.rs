@@ -3,6 +3,7 @@
 
 mod admission;
 mod auth;
+mod dashboard;
 mod fanout;
 mod frames;
 mod helpers;

@@ -18,9 +18,14 @@ async fn main() -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     simulator::signals::cancel_on_signal(shutdown.clone()).context("installing signal handlers")?;
     let print_expected = config.print_expected;
-    let summary = simulator::run(config, shutdown)
-        .await
-        .context("publishing")?;
+    // One line, no backtrace: "the broker is not there" is an operator's error, not a bug.
+    let summary = match simulator::run(config, shutdown).await {
+        Ok(summary) => summary,
+        Err(e) => {
+            eprintln!("simulator: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     if print_expected {
         println!(
             "{}",

@@ -43,18 +43,25 @@ need_mosquitto || exit 1
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 command -v curl >/dev/null || die "curl not found: install it (Debian/Ubuntu: apt-get install curl; macOS ships it)"
 
+# The command as the user typed it, for hints: `just dev ...` when just ran us (directly, or
+# through the recipe's shell), else this script's path as invoked.
+invoked_as() {
+  local parent grandparent
+  parent=$(ps -o comm= -p "$PPID" 2>/dev/null || true)
+  grandparent=$(ps -o comm= -p "$(ps -o ppid= -p "$PPID" 2>/dev/null | tr -d ' ')" 2>/dev/null || true)
+  if [[ "$parent" == just || ( "$parent" == bash && "$grandparent" == just ) ]]; then
+    printf 'just dev'
+  else
+    printf '%s' "$0"
+  fi
+  (($# == 0)) || printf ' %q' "$@"
+}
+
 for entry in "MQTT_PORT:$mqtt_port" "MQTT_WS_PORT:$ws_port" "GATEWAY_PORT:$gateway_port" "INGEST_PORT:$ingest_port"; do
   if port_open "${entry#*:}"; then
-    die "port ${entry#*:} is in use (${entry%%:*}); pick another, e.g. ${entry%%:*}=$((${entry#*:} + 10000)) just dev"
+    die "port ${entry#*:} is in use (${entry%%:*}); pick another, e.g. ${entry%%:*}=$((${entry#*:} + 10000)) $(invoked_as "$@")"
   fi
 done
-
-# Chart.js comes from npm and is served by the gateway itself.
-if [[ ! -f frontend/node_modules/chart.js/dist/chart.umd.js ]]; then
-  command -v npm >/dev/null || die "npm not found: install Node.js 20+ (the dashboard's Chart.js comes from npm)"
-  say "installing the dashboard's npm packages (npm ci --prefix frontend)"
-  npm ci --prefix frontend --no-audit --no-fund
-fi
 
 say "building ingest, gateway and simulator (profile $profile)"
 cargo build --profile "$profile" --bin ingest --bin gateway --bin simulator
@@ -150,6 +157,8 @@ start ingest env INGEST_LISTEN="127.0.0.1:$ingest_port" INGEST_DATA_DIR="$run_di
 wait_http ingest "http://127.0.0.1:$ingest_port/health"
 
 say "starting gateway"
+# The dashboard from frontend/ on disk rather than the copy built into the binary, so that
+# an edit there shows on reload (Chart.js from frontend/vendor/, no npm needed).
 start gateway env GATEWAY_LISTEN="127.0.0.1:$gateway_port" GATEWAY_STATIC_DIR="$repo_root/frontend" \
   "$bin_dir/gateway"
 wait_http gateway "http://127.0.0.1:$gateway_port/api/health"

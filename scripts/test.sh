@@ -1,11 +1,54 @@
 #!/usr/bin/env bash
+#
 # The project's test command (README "Tests"): every Rust test, then the browser tests of the
-# dashboard against the real stack. Needs mosquitto and chromium on PATH and
-# `npm ci --prefix frontend` done once; .ci/run installs all of that.
+# dashboard against the real stack.
+#
+# Usage: scripts/test.sh                  (or `just test`)
+#
+# It checks the tools the tests start (Mosquitto, Chromium, Node.js) before spending minutes
+# on Rust, naming the command that installs a missing one, and installs the dashboard's npm
+# packages itself when frontend/node_modules is missing or older than package-lock.json.
+# CHROMIUM_PATH points the browser tests at a Chromium other than /usr/bin/chromium.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+# shellcheck source=scripts/lib/broker.sh
+source "$repo_root/scripts/lib/broker.sh"
+export PATH="$PATH:/usr/sbin" # Debian installs mosquitto there
+
+say() { printf '[test] %s\n' "$*" >&2; }
+missing=0
+need() { # need WHAT HINT: reports a missing tool; the run stops after all checks
+  say "missing: $1"
+  say "  install: $2"
+  missing=1
+}
+
+need_mosquitto 2>/dev/null ||
+  need "Mosquitto 2 (the broker every integration test starts)" \
+    "sudo apt-get install mosquitto mosquitto-clients   (macOS: brew install mosquitto)"
+chromium=${CHROMIUM_PATH:-/usr/bin/chromium}
+if [[ ! -x "$chromium" ]]; then
+  need "Chromium at $chromium (the dashboard's browser tests)" \
+    "sudo apt-get install chromium   (Ubuntu, where that is a snap: sudo snap install chromium, then run with CHROMIUM_PATH=/snap/bin/chromium; or set CHROMIUM_PATH to any Chromium or Chrome)"
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  need "Node.js 20+ with npm (runs the browser tests)" "sudo apt-get install nodejs npm   (or https://nodejs.org)"
+elif (($(node -p 'process.versions.node.split(".")[0]') < 20)); then
+  need "Node.js 20+ (found $(node --version))" "https://nodejs.org, or your distribution's nodejs 20 package"
+fi
+command -v cargo-nextest >/dev/null ||
+  need "cargo-nextest (runs the Rust tests, one process per test)" "cargo install cargo-nextest --locked"
+((missing == 0)) || exit 1
+
+# The lock file newer than npm's record of the installed tree means a pull changed it.
+if [[ ! -f frontend/node_modules/.package-lock.json ||
+  frontend/package-lock.json -nt frontend/node_modules/.package-lock.json ]]; then
+  say "installing the dashboard's npm packages (npm ci --prefix frontend)"
+  npm ci --prefix frontend --no-audit --no-fund
+fi
 
 # The browser tests start the real ingest and gateway binaries from target/debug.
 cargo build --locked -p ingest -p gateway -p simulator
 cargo nextest run --locked --workspace --no-fail-fast
-npm --prefix frontend test
+CHROMIUM_PATH=$chromium npm --prefix frontend test

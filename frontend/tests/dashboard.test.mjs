@@ -230,13 +230,15 @@ test('English from the browser language, the switch changes it and the choice st
   }
 });
 
-test('screenshots at wall-screen and phone sizes', { timeout: 60000 }, async () => {
+test('screenshots at wall-screen and phone sizes', { timeout: 90000 }, async () => {
   mkdirSync(ARTIFACTS_DIR, { recursive: true });
-  for (const [name, viewport] of [
-    ['dashboard-1920x1080.png', { width: 1920, height: 1080 }],
-    ['dashboard-390x844.png', { width: 390, height: 844 }],
+  for (const [name, viewport, locale] of [
+    ['dashboard-1920x1080.png', { width: 1920, height: 1080 }, 'de-DE'],
+    // A common office-monitor width, in English, whose "6 s ago" once ended in an ellipsis.
+    ['dashboard-en-1400x900.png', { width: 1400, height: 900 }, 'en-US'],
+    ['dashboard-390x844.png', { width: 390, height: 844 }, 'de-DE'],
   ]) {
-    const context = await launchBrowser({ viewport });
+    const context = await launchBrowser({ viewport, locale });
     try {
       const page = await openDashboard(context, stack.url);
       await waitForCards(page, 'cards', (cards) => cards.length >= 5);
@@ -244,6 +246,13 @@ test('screenshots at wall-screen and phone sizes', { timeout: 60000 }, async () 
       // Nothing may stick out sideways: a phone must not scroll horizontally.
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `${name}: page is ${overflow}px wider than the viewport`);
+      // No card text may be cut: an ellipsis hides the one thing the card says about time.
+      await waitFor('card ages shown', async () => page.evaluate(() =>
+        [...document.querySelectorAll('.card-age')].some((el) => el.textContent !== '')));
+      const cut = await page.evaluate(() => [...document.querySelectorAll('.card-age, .card-index, .fact .label')]
+        .filter((el) => el.textContent !== '' && el.scrollWidth > el.clientWidth)
+        .map((el) => `${el.className} "${el.textContent}" ${el.scrollWidth}px in ${el.clientWidth}px`));
+      assert.deepEqual(cut, [], `${name}: cut texts`);
       const file = path.join(ARTIFACTS_DIR, name);
       await page.screenshot({ path: file, fullPage: viewport.width < 600 });
     } finally {

@@ -18,9 +18,6 @@ use service_kit::{
     in_range,
 };
 
-/// Where the dashboard is served from when `http.static_dir` is not set.
-const DEFAULT_STATIC_DIR: &str = "frontend";
-
 /// Command-line flags. Every flag overrides the file and the environment. Numbers are signed
 /// so that a negative value reaches its setting's check.
 #[derive(Debug, Default, Clone, Parser)]
@@ -39,7 +36,8 @@ pub struct Cli {
     /// HTTP listen address [env: GATEWAY_LISTEN] [default: 0.0.0.0:8000].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Directory of the dashboard's static files [env: GATEWAY_STATIC_DIR] [default: frontend].
+    /// Serve the dashboard from this directory instead of the copy built into the binary, for
+    /// frontend work [env: GATEWAY_STATIC_DIR] [default: none, the built-in copy].
     #[arg(long, value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
     /// Extra origins allowed to open /ws, comma separated, e.g. `https://wall.example:443`;
@@ -156,8 +154,7 @@ service_kit::mqtt_block! {
 pub struct HttpSettings {
     /// Listen address, `host:port`.
     pub listen: String,
-    /// Directory served at `/`; Chart.js is served from its `node_modules/chart.js/dist`.
-    /// Unset: `frontend` (relative to the working directory).
+    /// Directory served at `/` instead of the embedded dashboard; none serves the embedded one.
     pub static_dir: Option<PathBuf>,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
@@ -284,7 +281,7 @@ pub struct GatewayConfig {
     pub listen_text: String,
     /// The address to bind.
     pub listen: SocketAddr,
-    /// `http.static_dir`; `None` means [`GatewayConfig::static_dir`]'s default.
+    /// `http.static_dir`: serve the dashboard from this directory; `None`: the embedded one.
     pub static_dir: Option<PathBuf>,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
@@ -450,19 +447,6 @@ impl GatewayConfig {
         options.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
         options
     }
-
-    /// The directory served at `/`: `http.static_dir`, else `frontend`.
-    pub fn static_dir(&self) -> PathBuf {
-        self.static_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATIC_DIR))
-    }
-
-    /// Where the dashboard's Chart.js is expected.
-    pub fn chart_js_path(&self) -> PathBuf {
-        self.static_dir()
-            .join("node_modules/chart.js/dist/chart.umd.js")
-    }
 }
 
 /// `scrap-pulse-gateway-<pid>-<nanos>`: unique per process, so replicas never share an id.
@@ -538,7 +522,7 @@ mod tests {
         assert_eq!(s.mqtt.host, "localhost");
         assert_eq!(s.mqtt.port, 1883);
         assert_eq!(s.http.listen, "0.0.0.0:8000");
-        assert_eq!(c.static_dir(), PathBuf::from("frontend"));
+        assert_eq!(c.static_dir, None);
         assert_eq!(s.ws.max_clients, 10_000);
         assert_eq!(s.ws.ping_interval_secs, 10);
         assert_eq!(s.ws.client_timeout_secs, 30);
@@ -706,6 +690,6 @@ mod tests {
         assert_eq!(s.mqtt.host, "h");
         assert_eq!(s.ws.allowed_origins, vec!["http://a", "http://b"]);
         assert_eq!(s.ws.max_clients, 5);
-        assert_eq!(c.static_dir(), PathBuf::from("/tmp"));
+        assert_eq!(c.static_dir, Some(PathBuf::from("/tmp")));
     }
 }

@@ -7,10 +7,12 @@
 //! - [`hub`]: the state, subscriptions and admission; [`batcher`]: when changes become
 //!   frames; [`frame`]: what the frames say and their shared encoding.
 //! - [`ws`]: the upgrade checks and the per-client task; [`origin`]: the Origin rule.
-//! - [`routes`]: the plain HTTP endpoints; [`state`]: what handlers share; [`startup`]: build
-//!   and run (logs and signals: `service_kit`).
+//! - [`routes`]: the plain HTTP endpoints; [`assets`]: the embedded dashboard and security
+//!   headers; [`state`]: what handlers share; [`startup`]: build and run (logs and signals:
+//!   `service_kit`).
 #![warn(missing_docs)]
 
+pub mod assets;
 pub mod auth;
 pub mod batcher;
 pub mod configuration;

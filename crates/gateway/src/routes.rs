@@ -1,8 +1,5 @@
-//! The plain HTTP endpoints: health, aggregates, metrics, Chart.js and the dashboard files.
+//! The plain HTTP endpoints: health, aggregates, metrics (the dashboard files: [`crate::assets`]).
 
-use std::path::Path;
-
-use actix_files::{Files, NamedFile};
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -43,22 +40,4 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ))
         .body(state.hub.metrics().render())
-}
-
-/// `GET /vendor/chart.umd.js`: the Chart.js the frontend installed with npm, so the
-/// dashboard needs no CDN.
-pub async fn chart_js(state: web::Data<AppState>) -> actix_web::Result<NamedFile> {
-    Ok(NamedFile::open_async(&state.chart_js).await?)
-}
-
-/// The dashboard: `static_dir` at `/` with `index.html`, hidden files and `node_modules`
-/// excluded (only Chart.js is served from there, by [`chart_js`]).
-pub fn static_files(static_dir: &Path) -> Files {
-    Files::new("/", static_dir)
-        .index_file("index.html")
-        .path_filter(|path, _| {
-            path.components()
-                .next()
-                .is_none_or(|first| first.as_os_str() != "node_modules")
-        })
 }

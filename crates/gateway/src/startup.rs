@@ -115,18 +115,25 @@ impl Application {
             event_loop,
         } = self;
         let local = listener.local_addr()?;
-        let chart_js = settings.chart_js_path();
-        if !chart_js.is_file() {
-            tracing::warn!(
-                path = %chart_js.display(),
-                "Chart.js not found: the dashboard's chart will not load (cards still work); run `npm ci` in the static directory"
-            );
+        let static_dir = settings.static_dir.clone();
+        let chart_js = static_dir
+            .as_deref()
+            .map(crate::assets::disk_chart_js)
+            .unwrap_or_default();
+        if let Some(dir) = &static_dir {
+            if !dir.is_dir() {
+                tracing::warn!(path = %dir.display(), "static directory not found: serving the dashboard built into the binary");
+            } else if !chart_js.is_file() {
+                tracing::warn!(
+                    path = %chart_js.display(),
+                    "Chart.js not found: the dashboard's chart will not load (cards still work); run scripts/refresh-chartjs.sh or `npm ci` in the static directory"
+                );
+            }
         }
-        let static_dir = settings.static_dir();
-        let serve_static = static_dir.is_dir();
-        if !serve_static {
-            tracing::warn!(path = %static_dir.display(), "static directory not found: the dashboard is not served");
-        }
+        // The directory on disk when set and present, else the copy built into the binary.
+        let dashboard = static_dir
+            .filter(|dir| dir.is_dir())
+            .map(|dir| (dir, chart_js));
 
         // The broker link and the batcher outlive the HTTP server so that clients keep
         // getting data until they are closed.
@@ -156,10 +163,9 @@ impl Application {
             },
             shutdown: shutdown.clone(),
             clients: clients.clone(),
-            chart_js,
             auth_token: settings.auth_token.clone(),
         });
-        let server = http_server(state, listener, &settings, static_dir, serve_static)?;
+        let server = http_server(state, listener, &settings, dashboard)?;
         let handle = server.handle();
         let mut server_task = tokio::spawn(server);
         tracing::info!(
@@ -212,22 +218,18 @@ fn http_server(
     state: web::Data<AppState>,
     listener: TcpListener,
     settings: &GatewayConfig,
-    static_dir: PathBuf,
-    serve_static: bool,
+    dashboard: Option<(PathBuf, PathBuf)>,
 ) -> std::io::Result<Server> {
     let mut server = HttpServer::new(move || {
-        let app = App::new()
+        App::new()
+            .wrap(crate::assets::security_headers())
             .app_data(state.clone())
             .route("/ws", web::get().to(ws_route))
             .route("/api/health", web::get().to(routes::health))
             .route("/api/aggregates", web::get().to(routes::aggregates))
             .route("/metrics", web::get().to(routes::metrics))
-            .route("/vendor/chart.umd.js", web::get().to(routes::chart_js));
-        if serve_static {
-            app.service(routes::static_files(&static_dir))
-        } else {
-            app
-        }
+            // Last: it answers every path the routes above do not.
+            .service(crate::assets::service(dashboard.clone()))
     })
     .disable_signals()
     .shutdown_timeout(settings.shutdown_timeout.as_secs())

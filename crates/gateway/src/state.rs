@@ -2,7 +2,6 @@
 //! to every actix worker. Kept apart from start-up so that handlers depend on this plain data
 //! only, never on the code that wires them.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +25,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Client tasks, awaited at shutdown.
     pub clients: TaskTracker,
-    /// Where `/vendor/chart.umd.js` comes from.
-    pub chart_js: PathBuf,
     /// Bearer token of `/ws` and `/api/aggregates`; `None`: open.
     pub auth_token: Option<service_kit::Secret>,
 }

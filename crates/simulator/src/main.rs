@@ -28,9 +28,14 @@ async fn run(config: SimConfig) -> anyhow::Result<ExitCode> {
     service_kit::telemetry::init_stderr("info")?;
     let shutdown = service_kit::shutdown::shutdown_token().context("installing signal handlers")?;
     let print_expected = config.print_expected;
-    let summary = simulator::run(config, shutdown)
-        .await
-        .context("publishing")?;
+    // One line, no backtrace: "the broker is not there" is an operator's error, not a bug.
+    let summary = match simulator::run(config, shutdown).await {
+        Ok(summary) => summary,
+        Err(e) => {
+            eprintln!("simulator: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     if print_expected {
         println!(
             "{}",

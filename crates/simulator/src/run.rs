@@ -89,7 +89,22 @@ pub async fn run(
         invalid_ratio = config.invalid_ratio,
         "simulator starting"
     );
-    let mut transport = Transport::connect(&config).await?;
+    let addr = format!("{}:{}", config.host, config.port);
+    // A run bounded by `--duration` never waits longer than that for a broker either: the
+    // budget of every (re)connection is the shorter of the two.
+    let budget = config
+        .duration
+        .map_or(config.connect_timeout, |d| d.min(config.connect_timeout));
+    tracing::info!(broker = %addr, give_up_after = ?budget, "connecting to the MQTT broker");
+    let connect_config = SimConfig {
+        connect_timeout: budget,
+        ..config.clone()
+    };
+    let mut transport = tokio::select! {
+        transport = Transport::connect(&connect_config) => transport?,
+        () = shutdown.cancelled() => return Err(TransportError::Interrupted { addr }),
+    };
+    tracing::info!(broker = %addr, "connected to the MQTT broker");
     let mut generator = Generator::new(&config);
     let mut schedule = Schedule::new(config.rate, config.machines.len(), config.seed);
     let (mut topic, mut payload) = (String::with_capacity(64), Vec::with_capacity(256));

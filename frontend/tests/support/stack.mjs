@@ -335,7 +335,9 @@ export function makeAggregate(machine, index, values, time = new Date()) {
  */
 export async function launchBrowser({ viewport = { width: 1920, height: 1080 }, locale = 'de-DE' } = {}) {
   if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
+    throw new Error(`${CHROMIUM} is missing: install Chromium (Debian: sudo apt-get install chromium; `
+      + 'Ubuntu, where that package is a snap: sudo snap install chromium, then CHROMIUM_PATH=/snap/bin/chromium), '
+      + 'or point CHROMIUM_PATH at any Chromium or Chrome binary');
   }
   const profile = mkdtempSync(path.join(os.tmpdir(), 'scrap-pulse-fe-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -27,19 +28,51 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts the gateway on `127.0.0.1:0` for the broker at `broker_port`, with extra flags.
     pub async fn start(broker_port: u16, extra_args: &[&str]) -> Self {
-        let (process, addr) = ServiceProcess::start_service(
-            env!("CARGO_BIN_EXE_gateway"),
-            "127.0.0.1",
-            broker_port,
-            extra_args,
-            [
-                ("LOG_FORMAT", "json"),
-                ("RUST_LOG", "info,gateway=debug"),
-                ("GATEWAY_MQTT_RECONNECT_BACKOFF_MAX_MS", "500"),
-            ],
-            START_TIMEOUT,
-        )
-        .await
+        Self::start_in(None, broker_port, extra_args).await
+    }
+
+    /// [`start`](Self::start), with the gateway's current directory set to `cwd` when given
+    /// (through `sh -c 'cd DIR && exec gateway ...'`: the process is the gateway itself).
+    pub async fn start_in(cwd: Option<&Path>, broker_port: u16, extra_args: &[&str]) -> Self {
+        let env = [
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,gateway=debug"),
+            ("GATEWAY_MQTT_RECONNECT_BACKOFF_MAX_MS", "500"),
+        ];
+        let binary = env!("CARGO_BIN_EXE_gateway");
+        let (process, addr) = match cwd {
+            None => {
+                ServiceProcess::start_service(
+                    binary,
+                    "127.0.0.1",
+                    broker_port,
+                    extra_args,
+                    env,
+                    START_TIMEOUT,
+                )
+                .await
+            }
+            Some(dir) => {
+                let port = broker_port.to_string();
+                let dir = dir.to_string_lossy();
+                let mut args = vec![
+                    "-c",
+                    r#"cd "$0" && exec "$@""#,
+                    &dir,
+                    binary,
+                    "--mqtt-host",
+                    "127.0.0.1",
+                    "--mqtt-port",
+                    &port,
+                    "--listen",
+                    "127.0.0.1:0",
+                ];
+                args.extend_from_slice(extra_args);
+                let mut process = ServiceProcess::spawn("/bin/sh", args, env);
+                let addr = process.wait_listening(START_TIMEOUT).await;
+                addr.map(|addr| (process, addr))
+            }
+        }
         .unwrap_or_else(|e| panic!("{e}"));
         Self { process, addr }
     }

@@ -4,6 +4,7 @@
 mod admission;
 mod auth;
 mod cli;
+mod dashboard;
 mod fanout;
 mod frames;
 mod helpers;

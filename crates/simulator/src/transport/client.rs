@@ -60,13 +60,14 @@ impl ClientConnection {
         let (connected_tx, mut connected) = watch::channel(None::<String>);
         // QoS 0 has no acknowledgement: a publish counts once written, as in the raw writer.
         let count_written = config.qos == QoS::AtMostOnce;
+        let addr = format!("{}:{}", config.host, config.port);
         let task = tokio::spawn(drive(
             event_loop,
             Arc::clone(&counters),
             connected_tx,
             count_written,
+            addr.clone(),
         ));
-        let addr = format!("{}:{}", config.host, config.port);
         let ready = tokio::time::timeout(
             config.connect_timeout,
             connected.wait_for(|c| c.as_deref() == Some("")),
@@ -88,9 +89,14 @@ impl ClientConnection {
             .borrow()
             .clone()
             .unwrap_or_else(|| "no answer".into());
+        // Each failed attempt counted one error in `drive`; the one in progress is the last.
+        let attempts = u32::try_from(counters.errors.load(Ordering::Relaxed))
+            .unwrap_or(u32::MAX)
+            .max(1);
         Err(TransportError::Unreachable {
             addr,
             timeout: config.connect_timeout,
+            attempts,
             last_error,
         })
     }
@@ -167,6 +173,7 @@ async fn drive(
     counters: Arc<Counters>,
     connected: watch::Sender<Option<String>>,
     count_written: bool,
+    addr: String,
 ) {
     let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
     loop {
@@ -190,7 +197,12 @@ async fn drive(
             Err(e) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in = ?delay, "MQTT connection error");
+                let connecting = connected.borrow().as_deref() != Some("");
+                if connecting {
+                    tracing::warn!(broker = %addr, error = %e, retry_in = ?delay, "cannot connect to the MQTT broker");
+                } else {
+                    tracing::warn!(broker = %addr, error = %e, retry_in = ?delay, "MQTT connection error");
+                }
                 connected.send_if_modified(|state| {
                     if state.as_deref() == Some("") {
                         false

@@ -27,15 +27,23 @@ pub enum TransportError {
         /// What it answered.
         reason: String,
     },
-    /// No (re)connection within the connect timeout.
-    #[error("broker {addr} not reachable within {timeout:?}: {last_error}")]
+    /// No (re)connection within the connect timeout (or `--duration`, when shorter).
+    #[error("broker {addr} not reachable within {timeout:?} ({attempts} attempts): {last_error}")]
     Unreachable {
         /// `host:port`.
         addr: String,
-        /// The configured connect timeout.
+        /// How long it was tried.
         timeout: Duration,
+        /// Connection attempts made.
+        attempts: u32,
         /// The last error seen.
         last_error: String,
+    },
+    /// SIGINT or SIGTERM arrived before the broker was reached.
+    #[error("stopped by a signal before the broker {addr} was reached")]
+    Interrupted {
+        /// `host:port`.
+        addr: String,
     },
     /// The MQTT client stopped (its request channel closed).
     #[error("MQTT client stopped: {0}")]

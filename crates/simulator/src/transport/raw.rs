@@ -24,8 +24,8 @@ use crate::configuration::SimConfig;
 
 /// Write the buffer out once it holds this much, even inside a batch.
 const FLUSH_AT: usize = 256 * 1024;
-/// Pause between connection attempts.
-const RETRY_EVERY: Duration = Duration::from_millis(250);
+/// First and longest pause between connection attempts.
+const RETRY_PAUSE: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(2));
 /// How long the broker has to answer CONNECT.
 const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -180,28 +180,39 @@ pub async fn forget_session(config: &SimConfig) -> Result<(), TransportError> {
     Ok(())
 }
 
-/// Connects and completes the MQTT handshake, retrying until the connect timeout.
+/// Connects and completes the MQTT handshake, retrying with a growing pause until the
+/// connect timeout, which also bounds each attempt (a silent host or a slow DNS lookup never
+/// holds it longer). Every failed attempt is a warning: an operator who pointed the
+/// simulator at the wrong place sees it at once, not after the timeout.
 async fn connect_with_retry(
     config: &SimConfig,
     addr: &str,
 ) -> Result<(OwnedWriteHalf, oneshot::Receiver<()>), TransportError> {
     let deadline = Instant::now() + config.connect_timeout;
+    let mut pause = RETRY_PAUSE.0;
+    let mut attempt: u32 = 0;
     loop {
-        match connect_once(config, addr).await {
-            Ok(connection) => return Ok(connection),
-            Err(e @ TransportError::Refused { .. }) => return Err(e),
-            Err(e) if Instant::now() + RETRY_EVERY >= deadline => {
-                return Err(TransportError::Unreachable {
-                    addr: addr.to_owned(),
-                    timeout: config.connect_timeout,
-                    last_error: e.to_string(),
-                });
-            }
-            Err(e) => {
-                tracing::debug!(broker = addr, error = %e, "broker not reachable yet");
-                tokio::time::sleep(RETRY_EVERY).await;
-            }
+        attempt += 1;
+        let error = match tokio::time::timeout_at(deadline, connect_once(config, addr)).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(e @ TransportError::Refused { .. })) => return Err(e),
+            Ok(Err(TransportError::Io { source, .. })) => source.to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer".to_owned(),
+        };
+        let give_up = Instant::now() + pause >= deadline;
+        let retry_in = (!give_up).then_some(pause);
+        tracing::warn!(broker = %addr, attempt, %error, ?retry_in, "cannot connect to the MQTT broker");
+        if give_up {
+            return Err(TransportError::Unreachable {
+                addr: addr.to_owned(),
+                timeout: config.connect_timeout,
+                attempts: attempt,
+                last_error: error,
+            });
         }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_PAUSE.1);
     }
 }
 

@@ -1,4 +1,5 @@
-//! The command line: help, bad settings, an unreachable broker, signals.
+//! The command line: help, bad settings, an unreachable broker (announced, warned about on
+//! every attempt, given up by `--duration` or the connect timeout), signals.
 
 use std::time::Duration;
 
@@ -59,6 +60,101 @@ async fn unreachable_broker_fails_with_a_message() {
     assert!(!status.success());
     assert!(
         process.stderr().contains("not reachable"),
+        "{}",
+        process.logs()
+    );
+}
+
+/// Runs the simulator against `host:port` where no broker answers, with a connect timeout far
+/// beyond the test's wait, so only `--duration` can end it in time; returns its stderr.
+async fn gives_up_by_the_duration(host: &str, port: u16, extra: &[&str]) -> String {
+    let port = port.to_string();
+    let mut args = vec![
+        "--mqtt-host",
+        host,
+        "--mqtt-port",
+        &port,
+        "--duration",
+        "2s",
+    ];
+    args.extend_from_slice(extra);
+    let mut process = ServiceProcess::spawn(
+        SIMULATOR,
+        args,
+        [
+            ("SIMULATOR_MQTT__CONNECT_TIMEOUT_SECS", "600"),
+            ("RUST_LOG", "info"),
+            ("LOG_FORMAT", "text"),
+        ],
+    );
+    let status = match process.wait_exit(WAIT).await {
+        Ok(status) => status,
+        Err(e) => {
+            process.kill().await;
+            panic!("still trying after --duration 2s: {e}");
+        }
+    };
+    let stderr = process.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let addr = format!("{host}:{port}");
+    let announced = stderr
+        .lines()
+        .any(|l| l.contains("connecting to the MQTT broker") && l.contains(&addr));
+    assert!(announced, "the broker address is not announced:\n{stderr}");
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("cannot connect to the MQTT broker"))
+        .count();
+    assert!(warnings >= 2, "{warnings} warnings:\n{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("simulator: broker {addr} not reachable within 2s")),
+        "last line: {last}\n{stderr}"
+    );
+    stderr
+}
+
+#[tokio::test]
+async fn a_closed_port_is_reported_and_given_up_by_the_duration() {
+    let stderr = gives_up_by_the_duration("127.0.0.1", free_port(), &[]).await;
+    assert!(stderr.contains("refused"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_closed_port_is_given_up_by_the_duration_at_qos_1_too() {
+    gives_up_by_the_duration("127.0.0.1", free_port(), &["--qos", "1"]).await;
+}
+
+#[tokio::test]
+async fn an_unresolvable_host_is_reported_and_given_up_by_the_duration() {
+    // `.invalid` never resolves (RFC 2606).
+    gives_up_by_the_duration("no-such-broker.invalid", 1883, &[]).await;
+}
+
+#[tokio::test]
+async fn a_signal_while_connecting_stops_at_once() {
+    let mut process = ServiceProcess::spawn(
+        SIMULATOR,
+        [
+            "--mqtt-host",
+            "127.0.0.1",
+            "--mqtt-port",
+            &free_port().to_string(),
+        ],
+        [("SIMULATOR_MQTT__CONNECT_TIMEOUT_SECS", "600")],
+    );
+    process
+        .wait_for_output("cannot connect to the MQTT broker", WAIT)
+        .await
+        .unwrap();
+    let status = process
+        .terminate_with(Signal::SIGTERM, Duration::from_secs(20))
+        .await;
+    assert!(!status.success());
+    assert!(
+        process
+            .stderr()
+            .contains("stopped by a signal before the broker"),
         "{}",
         process.logs()
     );

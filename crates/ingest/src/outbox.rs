@@ -11,14 +11,23 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use aggregator_core::topic::{INGEST_STATUS_TOPIC, REJECTED_TOPIC, aggregate_topic};
-use aggregator_core::{DeadLetter, Key, Rejection, Timestamp};
+use aggregator_core::{DeadLetter, IngestStatus, Key, Rejection, Timestamp};
 use rumqttc::{AsyncClient, Publish, QoS};
 
 use crate::metrics::Metrics;
-use crate::pipeline::status_payload;
 
 /// Pause before handing a refused publish to the client again.
 pub const RETRY_DELAY: Duration = Duration::from_millis(20);
+
+/// The JSON of `status/ingest`.
+pub fn status_payload(online: bool, started_at: Timestamp) -> Vec<u8> {
+    let status = IngestStatus {
+        online,
+        started_at: started_at.to_rfc3339_millis(),
+    };
+    // A struct of a bool and a String always serializes.
+    serde_json::to_vec(&status).unwrap_or_default()
+}
 
 /// The aggregation task's side of the MQTT client.
 pub struct Outbox {

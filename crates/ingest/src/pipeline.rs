@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aggregator_core::topic::aggregate_topic;
 use aggregator_core::{
-    IngestStatus, Key, KeyId, ParseLimits, Reading, Rejection, Timestamp, WindowConfig,
-    WindowStore, parse_reading,
+    Key, KeyId, ParseLimits, Reading, Rejection, Timestamp, WindowConfig, WindowStore,
+    parse_reading,
 };
 use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{mpsc, watch};
@@ -31,7 +31,9 @@ use crate::coalesce::Coalescer;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
 use crate::orphans::Orphans;
+// status_payload lives with the outbox that publishes it; re-exported for start-up's last will.
 use crate::outbox::Outbox;
+pub use crate::outbox::status_payload;
 use crate::redelivery::{Redeliveries, digest};
 use crate::rejections::RejectionLog;
 use crate::window_log::{Delivery, LogError, Record, WindowLog};
@@ -42,16 +44,6 @@ const PUBLISHES_PER_TICK: usize = 4096;
 /// The ingest clock: wall-clock time, as the contract's window is defined on it.
 pub fn clock_now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
-}
-
-/// The JSON of `status/ingest`.
-pub fn status_payload(online: bool, started_at: Timestamp) -> Vec<u8> {
-    let status = IngestStatus {
-        online,
-        started_at: started_at.to_rfc3339_millis(),
-    };
-    // A struct of a bool and a String always serializes.
-    serde_json::to_vec(&status).unwrap_or_default()
 }
 
 /// Settings of the aggregation task.

@@ -175,7 +175,8 @@ mod tests {
             at(1500),
             at(1600),
         ];
-        assert_eq!(max_in_window(&arrivals, Duration::from_secs(1)), 4);
+        // 900 to 1600 ms: five arrivals within one second.
+        assert_eq!(max_in_window(&arrivals, Duration::from_secs(1)), 5);
         assert_eq!(max_in_window(&[], Duration::from_secs(1)), 0);
     }
 }

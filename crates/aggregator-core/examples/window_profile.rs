@@ -1,6 +1,8 @@
 //! A fixed workload for instruction-count profiling (`valgrind --tool=callgrind`), which is
 //! stable on a busy machine where wall-clock benchmarks are not: 1 000 000 in-order readings
 //! over 50 keys at 10 000/s into a 60 s window, expiring every 64 readings.
+//! Build it with `cargo build --profile profiling -p aggregator-core --example window_profile`
+//! (release code with symbols) and run `target/profiling/examples/window_profile` under callgrind.
 
 use std::hint::black_box;
 

@@ -135,14 +135,13 @@ impl Application {
             .map(crate::assets::disk_chart_js)
             .unwrap_or_default();
         if let Some(dir) = &static_dir {
-            if !chart_js.is_file() {
+            if !dir.is_dir() {
+                tracing::warn!(path = %dir.display(), "static directory not found: serving the dashboard built into the binary");
+            } else if !chart_js.is_file() {
                 tracing::warn!(
                     path = %chart_js.display(),
                     "Chart.js not found: the dashboard's chart will not load (cards still work); run scripts/refresh-chartjs.sh or `npm ci` in the static directory"
                 );
-            }
-            if !dir.is_dir() {
-                tracing::warn!(path = %dir.display(), "static directory not found: the dashboard is not served");
             }
         }
         // The directory on disk when set and present, else the copy built into the binary.

@@ -219,3 +219,25 @@ async fn every_answer_carries_the_security_headers() {
         assert_eq!(header(&response, &REFERRER_POLICY), "no-referrer", "{url}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_static_dir_falls_back_to_the_built_in_dashboard() {
+    let broker = Broker::start().await;
+    let gone = tempfile::tempdir().unwrap().path().join("frontend");
+    let gw = TestGateway::start(broker.port(), &["--static-dir", gone.to_str().unwrap()]).await;
+    let client = client();
+    let page = get(&client, &Url::parse(&gw.url("/")).unwrap()).await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("src/main.js"));
+    let chart = get(
+        &client,
+        &Url::parse(&gw.url("/vendor/chart.umd.js")).unwrap(),
+    )
+    .await;
+    assert_eq!(chart.status(), 200);
+    assert!(
+        gw.process.stderr().contains("static directory not found"),
+        "{}",
+        gw.process.logs()
+    );
+}

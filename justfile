@@ -23,6 +23,10 @@ up *ARGS:
 down *ARGS:
     {{ compose }} down "$@"
 
+# The Docker stack end to end on a real engine: build, up, simulator data, dashboard, ingest restart, `down -v`.
+compose-smoke:
+    scripts/compose-smoke.sh
+
 # Run the whole stack locally without Docker (Mosquitto from PATH); Ctrl-C stops it.
 dev *SIM_ARGS:
     scripts/dev.sh "$@"

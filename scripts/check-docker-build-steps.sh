@@ -39,10 +39,14 @@ fail() { echo "FAIL - $*"; failed=$((failed + 1)); }
 git ls-files -co --exclude-standard | python3 -c '
 import fnmatch, sys
 ignore = [l.strip().strip("/") for l in open(".dockerignore") if l.strip() and not l.startswith("#")]
-def ignored(path):
-    parts = path.split("/")
-    return any(fnmatch.fnmatch("/".join(parts[:i]), p) or fnmatch.fnmatch("/".join(parts[:i]), p.replace("**/", ""))
-               for p in ignore for i in range(1, len(parts) + 1))
+def ignored(path):  # as Docker does: a match on a parent counts, the last matching line wins
+    parts, verdict = path.split("/"), False
+    for line in ignore:
+        p = line[1:].strip("/") if line.startswith("!") else line
+        if any(fnmatch.fnmatch("/".join(parts[:i]), p) or fnmatch.fnmatch("/".join(parts[:i]), p.replace("**/", ""))
+               for i in range(1, len(parts) + 1)):
+            verdict = not line.startswith("!")
+    return verdict
 for line in sys.stdin:
     path = line.rstrip("\n")
     if not ignored(path):

@@ -156,6 +156,15 @@ else
   exit 1
 fi
 check "no error in the stack broker's start-up log" bash -c "! grep -i 'error' '$work/stack.log'"
+check "no deprecation or replacement note about the stack config in the start-up log" bash -c \
+  "! grep -iE 'deprecated|recommended to replace' '$work/stack.log'"
+# The compose healthcheck connects every 5 s with mosquitto_sub (as here): it must add no
+# line to the broker's log. The probe's own client id shows up if any line about it does.
+lines_before=$(count_lines "$work/stack.log")
+mosquitto_sub "${P[@]}" -i healthcheck-probe -t "\$SYS/broker/uptime" -C 1 -W 5 >/dev/null
+mosquitto_pub "${P[@]}" -i log-sentinel -q 1 -t log/sentinel -m x
+check "a healthcheck-style connection adds no line to the broker's log" bash -c \
+  "[[ \$(wc -l <'$work/stack.log') -eq $lines_before ]] && ! grep -qF healthcheck-probe '$work/stack.log'"
 check "WebSocket listener completes an MQTT-over-WebSocket handshake" bash -c \
   "curl -s -i -N --max-time 5 -H 'Connection: Upgrade' -H 'Upgrade: websocket' \
      -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: c2NyYXAtcHVsc2UtY2hlY2s=' \
@@ -173,7 +182,7 @@ check "a 200 KiB payload (above ingest's 64 KiB) reaches subscribers" wait_for "
 mosquitto_pub "${P[@]}" -q 1 -t size/2m -f "$work/2m" 2>/dev/null || true
 mosquitto_pub "${P[@]}" -q 1 -t size/sentinel -m sentinel
 wait_for "$work/size.out" "size/sentinel" 10 || true
-check "a 2 MiB payload (above message_size_limit) is dropped by the broker" \
+check "a 2 MiB payload (above max_packet_size) is dropped by the broker" \
   bash -c "grep -qF 'size/sentinel' '$work/size.out' && ! grep -qF 'size/2m' '$work/size.out'"
 
 # Offline persistent session: more than Mosquitto's default queue of 1000.

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+#
+# `docker compose up` for real: the project's own docker-compose.yml on a real Docker engine,
+# checked end to end. CI runs it (.ci/run); `just compose-smoke` runs it by hand.
+#
+#   1. installs what it needs when missing (as root, Debian packages): docker.io,
+#      docker-compose, debootstrap, chromium; `npm ci --prefix frontend` for playwright-core
+#   2. starts a Docker engine when none answers, ONLY as
+#      `dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none`
+#      (it must not change the machine's firewall or forwarding); it is left running
+#   3. makes the base images that cannot be pulled here (scripts/make-standin-images.sh;
+#      cached, and real images already present are kept)
+#   4. builds the images and brings the stack up: docker-compose.yml plus the test-only
+#      deploy/compose.smoke.yml (builds on the host network, a one-hour window), as its own
+#      compose project on free host ports, and waits until every service is healthy
+#   5. runs the simulator (`run simulator --count ... --print-expected`) and checks that
+#      /api/aggregates shows exactly the sums and counts it sent
+#   6. checks in headless Chromium that the dashboard draws a card per key and the chart
+#   7. restarts the ingest container, sends a second batch and checks that the aggregates
+#      hold both batches: the window survived in ingest's data volume
+#   8. stops the broker and checks its log: no line from the healthcheck's connections,
+#      no warning about its configuration
+#   9. always (trap): the services' logs on failure, then `down -v`; the images stay cached
+#
+# Exits non-zero with a "FAIL:" line naming the step on any failure.
+# Settings: COMPOSE ("docker compose" or docker-compose; found when unset),
+# COMPOSE_SMOKE_PROJECT (scrap-pulse-smoke), CHROMIUM_PATH (/usr/bin/chromium),
+# COMPOSE_SMOKE_KEEP=1 (leave the stack up for a look; `down -v` it yourself).
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+# shellcheck source=scripts/lib/broker.sh
+source "$repo_root/scripts/lib/broker.sh"
+
+project=${COMPOSE_SMOKE_PROJECT:-scrap-pulse-smoke}
+chromium_path=${CHROMIUM_PATH:-/usr/bin/chromium}
+work=$(mktemp -d "${TMPDIR:-/tmp}/scrap-pulse-compose-smoke.XXXXXX")
+# Compose v1 builds through the engine's API (the legacy builder), which honours the
+# override's `network: host`; DOCKER_BUILDKIT=0 keeps `docker build` on the same builder.
+export COMPOSE_DOCKER_CLI_BUILD=0 DOCKER_BUILDKIT=0
+
+step() { printf '\n== %s (%s, +%ss)\n' "$1" "$(date -u +%H:%M:%S)" "$SECONDS"; }
+failed_step=
+fail() {
+  failed_step=$1
+  echo "compose-smoke: FAIL: $*" >&2
+  exit 1
+}
+
+# --- 1. tools --------------------------------------------------------------------------
+step "tools"
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+if [[ -z "${COMPOSE:-}" ]] && ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+  missing+=(docker-compose)
+fi
+command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+[[ -x "$chromium_path" ]] || missing+=(chromium)
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
+if ((${#missing[@]})); then
+  [[ $EUID -eq 0 ]] || fail "tools" "missing ${missing[*]}: sudo apt-get install ${missing[*]}"
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+[[ -x "$chromium_path" ]] || fail "tools" "$chromium_path is missing: apt-get install chromium, or set CHROMIUM_PATH"
+command -v npm >/dev/null || fail "tools" "npm missing: install Node.js 20+ (the dashboard check uses playwright-core)"
+if [[ ! -d frontend/node_modules/playwright-core ]]; then
+  npm ci --prefix frontend --no-audit --no-fund >/dev/null || fail "tools" "npm ci --prefix frontend failed"
+fi
+if [[ -n "${COMPOSE:-}" ]]; then
+  read -r -a compose_cmd <<<"$COMPOSE"
+elif docker compose version >/dev/null 2>&1; then
+  compose_cmd=(docker compose)
+else
+  compose_cmd=(docker-compose)
+fi
+echo "compose: ${compose_cmd[*]} ($("${compose_cmd[@]}" version 2>/dev/null | head -1))"
+
+# --- 2. engine -------------------------------------------------------------------------
+step "Docker engine"
+if ! docker info >/dev/null 2>&1; then
+  if ! pgrep -x dockerd >/dev/null; then
+    [[ $EUID -eq 0 ]] || fail "engine" "no Docker engine answers; start one (as root: dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none)"
+    dockerd_log=${TMPDIR:-/tmp}/scrap-pulse-dockerd.log
+    echo "starting dockerd without firewall or forwarding changes (log: $dockerd_log)"
+    setsid nohup dockerd --iptables=false --ip-forward=false --ip-masq=false --bridge=none \
+      >"$dockerd_log" 2>&1 </dev/null &
+  fi
+  deadline=$((SECONDS + 90))
+  until docker info >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || fail "engine" "the Docker engine did not answer within 90 s${dockerd_log:+ (see $dockerd_log)}"
+    sleep 0.5 # poll interval of a condition wait
+  done
+fi
+echo "engine: $(docker version -f '{{ .Server.Version }}')"
+
+# --- 3. base images --------------------------------------------------------------------
+step "base images (stand-ins where none can be pulled)"
+scripts/make-standin-images.sh || fail "base images" "scripts/make-standin-images.sh failed"
+
+# --- the stack ---------------------------------------------------------------------------
+MQTT_HOST_PORT=$(free_port)
+MQTT_WS_HOST_PORT=$(free_port)
+GATEWAY_HOST_PORT=$(free_port)
+export MQTT_HOST_PORT MQTT_WS_HOST_PORT GATEWAY_HOST_PORT
+compose=("${compose_cmd[@]}" -p "$project" -f docker-compose.yml -f deploy/compose.smoke.yml)
+# The simulator's profile only where the simulator is meant: build, run and down. With it,
+# `up` would also start the profile's own simulator, whose data would spoil the exact sums.
+with_sim=("${compose[@]}" --profile sim)
+base_url=http://127.0.0.1:$GATEWAY_HOST_PORT
+
+cleanup() {
+  local status=$?
+  trap - EXIT
+  if ((status != 0)); then
+    echo "--- compose ps" >&2
+    "${compose[@]}" ps >&2 2>&1 || true
+    for s in mosquitto ingest gateway; do
+      echo "--- last log lines of $s" >&2
+      "${compose[@]}" logs --no-color --tail 60 "$s" >&2 2>&1 || true
+    done
+    echo "compose-smoke: FAILED${failed_step:+ at: $failed_step} after ${SECONDS}s" >&2
+  fi
+  if [[ "${COMPOSE_SMOKE_KEEP:-}" == 1 ]]; then
+    echo "COMPOSE_SMOKE_KEEP=1: the stack stays up: ${compose[*]} down -v" >&2
+  else
+    "${with_sim[@]}" down -v --remove-orphans >"$work/down.log" 2>&1 || cat "$work/down.log" >&2
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+
+# --- 4. build and up ----------------------------------------------------------------------
+step "build the images"
+build_start=$SECONDS
+build_flags=()
+[[ "${compose_cmd[*]}" == docker-compose ]] && build_flags=(--force-rm) # v1 keeps failed builds' containers otherwise
+if ! "${with_sim[@]}" build "${build_flags[@]}" >"$work/build.log" 2>&1; then
+  tail -40 "$work/build.log" >&2
+  fail "build" "the image build failed (last lines above)"
+fi
+echo "built in $((SECONDS - build_start)) s"
+if grep -E '(useradd|groupadd) warning' "$work/build.log"; then
+  fail "build" "the runtime stage's user creation warns (above)"
+fi
+docker image ls --format '{{ .Repository }}:{{ .Tag }} {{ .Size }}' | grep '^scrap-pulse/' | sed 's/^/image: /'
+
+step "up"
+"${compose[@]}" up -d >"$work/up.log" 2>&1 || {
+  cat "$work/up.log" >&2
+  fail "up" "compose up failed"
+}
+
+container_of() { "${compose[@]}" ps -q "$1"; }
+health_of() {
+  local id
+  id=$(container_of "$1")
+  [[ -n "$id" ]] && docker inspect -f '{{ if .State.Health }}{{ .State.Health.Status }}{{ else }}none{{ end }}' "$id"
+}
+wait_healthy() { # wait_healthy TIMEOUT SERVICE...
+  local timeout=$1 s deadline
+  shift
+  deadline=$((SECONDS + timeout))
+  for s in "$@"; do
+    until [[ "$(health_of "$s" 2>/dev/null)" == healthy ]]; do
+      ((SECONDS < deadline)) || fail "healthy" "$s is '$(health_of "$s" 2>/dev/null || echo gone)', not healthy, after ${timeout}s"
+      sleep 1 # poll interval of a condition wait
+    done
+    echo "$s: healthy"
+  done
+}
+wait_healthy 180 mosquitto ingest gateway
+
+# --- 5. simulator -> /api/aggregates --------------------------------------------------
+# send_batch SEED OUT: one simulator run in the stack; its --print-expected summary in OUT.
+send_batch() {
+  local seed=$1 out=$2
+  if ! "${with_sim[@]}" run --rm -T simulator --count 600 --rate 300 --qos 1 --seed "$seed" \
+    --client-id "scrap-pulse-smoke-$seed" --print-expected \
+    >"$out" 2>"$out.log"; then
+    cat "$out.log" >&2
+    fail "simulator" "the simulator run (seed $seed) failed or lost messages"
+  fi
+  grep -q '^{' "$out" || fail "simulator" "no --print-expected summary from the simulator (seed $seed)"
+}
+
+# expected.json from the summaries: per key, sums and counts added up.
+merge_expected() {
+  python3 - "$work/expected.json" "$@" <<'PY'
+import json, sys
+keys = {}
+for path in sys.argv[2:]:
+    line = [l for l in open(path) if l.startswith("{")][-1]
+    for k in json.loads(line)["keys"]:
+        e = keys.setdefault((k["maschinenId"], k["scrapIndex"]), {"maschinenId": k["maschinenId"], "scrapIndex": k["scrapIndex"], "sum": 0, "count": 0})
+        e["sum"] += k["sum"]
+        e["count"] += k["count"]
+json.dump(sorted(keys.values(), key=lambda e: (e["maschinenId"], e["scrapIndex"])), open(sys.argv[1], "w"))
+PY
+}
+
+# aggregates_match: true when /api/aggregates holds exactly the keys of expected.json with
+# their counts and sums (1e-9 relative); the difference is in $work/diff.txt otherwise.
+aggregates_match() {
+  curl -fsS --max-time 5 "$base_url/api/aggregates" >"$work/aggregates.json" 2>"$work/diff.txt" || return 1
+  python3 - "$work/aggregates.json" "$work/expected.json" >"$work/diff.txt" <<'PY'
+import json, sys
+got = {(a["maschinenId"], a["scrapIndex"]): a for a in json.load(open(sys.argv[1]))}
+want = {(e["maschinenId"], e["scrapIndex"]): e for e in json.load(open(sys.argv[2]))}
+problems = [f"missing key {k}" for k in sorted(want.keys() - got.keys())]
+problems += [f"unexpected key {k}: {got[k]}" for k in sorted(got.keys() - want.keys())]
+for k in sorted(want.keys() & got.keys()):
+    g, w = got[k], want[k]
+    if g["count"] != w["count"] or abs(g["sumLast60s"] - w["sum"]) > 1e-9 * max(1.0, abs(w["sum"])):
+        problems.append(f"{k}: count {g['count']} sum {g['sumLast60s']}, sent count {w['count']} sum {w['sum']}")
+print("\n".join(problems))
+sys.exit(1 if problems else 0)
+PY
+}
+
+wait_aggregates() { # wait_aggregates WHAT
+  local deadline=$((SECONDS + 90))
+  until aggregates_match; do
+    if ((SECONDS >= deadline)); then
+      sed 's/^/  /' "$work/diff.txt" >&2
+      fail "aggregates" "$1: /api/aggregates differs from what the simulator sent (above)"
+    fi
+    sleep 0.5 # poll interval of a condition wait
+  done
+  echo "/api/aggregates: $(python3 -c 'import json,sys; e=json.load(open(sys.argv[1])); print(len(e), "keys,", sum(k["count"] for k in e), "readings, exactly as sent")' "$work/expected.json")"
+}
+
+step "simulator -> /api/aggregates"
+send_batch 1 "$work/batch1.json"
+merge_expected "$work/batch1.json"
+wait_aggregates "first batch"
+
+# --- 6. dashboard ----------------------------------------------------------------------
+step "dashboard in headless Chromium"
+CHROMIUM_PATH=$chromium_path node deploy/smoke-dashboard.mjs "$base_url/" "$work/expected.json" \
+  || fail "dashboard" "the dashboard did not draw the cards and the chart"
+
+# --- 7. ingest restart: the window survives ------------------------------------------------
+step "restart ingest; the window survives"
+"${compose[@]}" restart ingest >"$work/restart.log" 2>&1 || {
+  cat "$work/restart.log" >&2
+  fail "restart" "compose restart ingest failed"
+}
+wait_healthy 120 ingest
+# A second batch on the same keys: had ingest lost its window, the aggregates would hold
+# only this batch and differ from the sum of both.
+send_batch 2 "$work/batch2.json"
+merge_expected "$work/batch1.json" "$work/batch2.json"
+wait_aggregates "after the ingest restart, both batches"
+
+# --- 8. broker log ----------------------------------------------------------------------
+step "broker log"
+# Read after the broker has stopped: Mosquitto's log to a non-terminal stdout is block-
+# buffered, so a running broker's `logs` can miss its last lines.
+"${compose[@]}" stop mosquitto >"$work/stop.log" 2>&1 || {
+  cat "$work/stop.log" >&2
+  fail "broker log" "compose stop mosquitto failed"
+}
+"${compose[@]}" logs --no-color mosquitto >"$work/mosquitto.log" 2>&1
+# The healthcheck runs inside the broker's container, so its connections come from 127.0.0.1;
+# the services connect over the compose network.
+if grep -F '127.0.0.1' "$work/mosquitto.log" | head -5 | grep .; then
+  fail "broker log" "the broker logs the healthcheck's connections (above)"
+fi
+if grep -iE 'deprecated|recommended to replace|warning' "$work/mosquitto.log" | head -5 | grep .; then
+  fail "broker log" "the broker warns about its configuration (above)"
+fi
+grep -q 'mosquitto version .* terminating' "$work/mosquitto.log" \
+  || fail "broker log" "the broker's log is incomplete (no 'terminating' line): nothing to check"
+echo "broker log: $(wc -l <"$work/mosquitto.log") lines, none from the healthcheck, no warnings"
+
+step "done"
+echo "compose-smoke: passed in ${SECONDS}s"

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+#
+# Local stand-ins for the base images that deploy/Dockerfile and docker-compose.yml
+# pull, for machines that reach no image registry (this project's CI and dev machines).
+# TEST USE ONLY: users pull the real images and never need this.
+#
+#   debian:<release>-slim        debootstrap --variant=minbase + docker import, with the
+#                                host's extra CA certificates (a TLS proxy's) so that apt,
+#                                cargo and npm inside builds trust what the host trusts
+#   rust:<ver>-slim-<release>    that base + gcc/libc6-dev + this machine's Rust toolchain
+#                                (the one `rustc` on PATH runs; its version must match the
+#                                Dockerfile's RUST_VERSION)
+#   eclipse-mosquitto:2          that base + Debian's mosquitto and clients, laid out like
+#                                the official image (/mosquitto/{config,data,log}), run as
+#                                the non-root user mosquitto (uid/gid 1883)
+#
+# Tags and versions are read from the Dockerfile's ARG defaults and the compose file.
+# Cached: an image under the tag is kept when it is a real one (no stand-in label) or a
+# stand-in made from the same recipe (label org.scrap-pulse.standin-recipe, a hash of
+# the recipe, its inputs and its base image); otherwise it is made again. Builds use the
+# host network, since the engine here runs without a default bridge.
+#
+# Needs a running Docker engine and, for the Debian base, debootstrap (root).
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dockerfile=$repo_root/deploy/Dockerfile
+compose_file=$repo_root/docker-compose.yml
+label=org.scrap-pulse.standin-recipe
+# The legacy builder takes --network host and needs no buildx plugin.
+export DOCKER_BUILDKIT=0
+
+log() { printf '[standin] %s\n' "$*" >&2; }
+die() {
+  printf '[standin] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+arg_default() { # arg_default NAME: the default of `ARG NAME=...` in the Dockerfile
+  sed -nE "s/^ARG $1=(.*)$/\1/p" "$dockerfile" | head -1
+}
+debian_release=$(arg_default DEBIAN_RELEASE)
+rust_version=$(arg_default RUST_VERSION)
+[[ -n "$debian_release" && -n "$rust_version" ]] || die "no DEBIAN_RELEASE/RUST_VERSION ARG in $dockerfile"
+mosquitto_tag=$(sed -nE 's/^ *image: *(eclipse-mosquitto:[^ ]+).*/\1/p' "$compose_file" | head -1)
+[[ -n "$mosquitto_tag" ]] || die "no eclipse-mosquitto image in $compose_file"
+debian_tag=debian:$debian_release-slim
+rust_tag=rust:$rust_version-slim-$debian_release
+
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/scrap-pulse-standin.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+hash_of() { sha256sum | cut -c1-16; }
+
+# up_to_date TAG RECIPE_HASH: true when TAG needs no (re)build.
+up_to_date() {
+  local tag=$1 want=$2 have
+  docker image inspect "$tag" >/dev/null 2>&1 || return 1
+  have=$(docker image inspect -f "{{ index .Config.Labels \"$label\" }}" "$tag" 2>/dev/null || true)
+  if [[ -z "$have" || "$have" == "<no value>" ]]; then
+    log "$tag: a real image is present; kept"
+    return 0
+  fi
+  [[ "$have" == "$want" ]] && log "$tag: cached stand-in ($want)"
+}
+
+image_id() { docker image inspect -f '{{ .Id }}' "$1"; }
+
+# build_on_base TAG RECIPE_EXTRA DOCKERFILE_TEXT TAR_ARGS...: docker build of a context
+# streamed as a tar (the Dockerfile plus the host files TAR_ARGS name, e.g. `-C dir file`).
+build_on_base() {
+  local tag=$1 extra=$2 text=$3 recipe
+  shift 3
+  recipe=$( (printf '%s\n%s\n%s\n' "$text" "$extra" "$(image_id "$debian_tag")") | hash_of)
+  up_to_date "$tag" "$recipe" && return 0
+  log "$tag: building the stand-in"
+  mkdir -p "$work/$tag"
+  printf '%s\nLABEL %s=%s\n' "$text" "$label" "$recipe" >"$work/$tag/Dockerfile"
+  if ! tar -c -f - -C "$work/$tag" Dockerfile "$@" \
+    | docker build --network host --force-rm -t "$tag" - >"$work/build.log" 2>&1; then
+    tail -30 "$work/build.log" >&2
+    die "$tag: the stand-in build failed (last lines above)"
+  fi
+}
+
+# --- Debian base ---------------------------------------------------------------------
+make_debian() {
+  local mirror extra_cas=() recipe rootfs f
+  mirror=$(sed -nE 's|^URIs: *(http[^ ]*/debian)$|\1|p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  if [[ -d /usr/local/share/ca-certificates ]]; then
+    mapfile -t extra_cas < <(find /usr/local/share/ca-certificates -name '*.crt' -type f | sort)
+  fi
+  recipe=$( (
+    echo "minbase $debian_release $mirror v1"
+    ((${#extra_cas[@]})) && cat "${extra_cas[@]}"
+  ) | hash_of)
+  up_to_date "$debian_tag" "$recipe" && return 0
+  command -v debootstrap >/dev/null || die "debootstrap missing: apt-get install debootstrap"
+  log "$debian_tag: debootstrap --variant=minbase $debian_release from $mirror (a few minutes)"
+  rootfs=$work/rootfs
+  debootstrap --variant=minbase "$debian_release" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
+    || {
+      tail -20 "$work/debootstrap.log" >&2
+      die "debootstrap failed (log above)"
+    }
+  # The sources of the official image: the release, its updates and security.
+  rm -f "$rootfs/etc/apt/sources.list"
+  cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: $mirror
+Suites: $debian_release $debian_release-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: ${mirror%/debian}/debian-security
+Suites: $debian_release-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  # The host's extra CAs: picked up by update-ca-certificates when a build installs
+  # ca-certificates, as on the host.
+  mkdir -p "$rootfs/usr/local/share/ca-certificates"
+  for f in "${extra_cas[@]}"; do
+    cp "$f" "$rootfs/usr/local/share/ca-certificates/"
+  done
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*
+  tar -C "$rootfs" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'CMD ["bash"]' \
+    -c "LABEL $label=$recipe" \
+    - "$debian_tag" >/dev/null || die "docker import of the Debian base failed"
+  log "$debian_tag: made"
+}
+
+# --- Rust -----------------------------------------------------------------------------
+make_rust() {
+  local sysroot host_version text
+  command -v rustc >/dev/null || die "rustc missing: the Rust stand-in copies this machine's toolchain (install rustup)"
+  host_version=$(rustc --version | cut -d' ' -f2)
+  [[ "$host_version" == "$rust_version" || "$host_version" == "$rust_version".* ]] \
+    || die "this machine's rustc is $host_version, deploy/Dockerfile wants RUST_VERSION=$rust_version: rustup default $rust_version"
+  sysroot=$(rustc --print sysroot)
+  text="FROM $debian_tag
+RUN apt-get update \\
+    && apt-get install -y --no-install-recommends ca-certificates gcc libc6-dev \\
+    && rm -rf /var/lib/apt/lists/*
+COPY bin /usr/local/rust/bin
+COPY lib /usr/local/rust/lib
+COPY libexec /usr/local/rust/libexec
+ENV CARGO_HOME=/usr/local/cargo \\
+    PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    RUST_VERSION=$host_version
+RUN mkdir -p /usr/local/cargo/bin && chmod -R a+w /usr/local/cargo && cargo --version && rustc --version"
+  build_on_base "$rust_tag" "$(rustc -vV)" "$text" -C "$sysroot" bin lib libexec
+}
+
+# --- Mosquitto --------------------------------------------------------------------------
+make_mosquitto() {
+  local text
+  text="FROM $debian_tag
+RUN apt-get update \\
+    && apt-get install -y --no-install-recommends mosquitto mosquitto-clients \\
+    && rm -rf /var/lib/apt/lists/* \\
+    && groupmod --gid 1883 mosquitto \\
+    && usermod --uid 1883 --gid 1883 mosquitto \\
+    && mkdir -p /mosquitto/config /mosquitto/data /mosquitto/log \\
+    && echo '# stand-in: the defaults, as in the official image' >/mosquitto/config/mosquitto.conf \\
+    && chown -R 1883:1883 /mosquitto
+VOLUME [\"/mosquitto/data\", \"/mosquitto/log\"]
+USER 1883:1883
+EXPOSE 1883
+CMD [\"/usr/sbin/mosquitto\", \"-c\", \"/mosquitto/config/mosquitto.conf\"]"
+  build_on_base "$mosquitto_tag" "" "$text"
+}
+
+docker info >/dev/null 2>&1 || die "no Docker engine answers (start dockerd first)"
+make_debian
+make_rust
+make_mosquitto
+log "ready: $debian_tag $rust_tag $mosquitto_tag"

@@ -331,7 +331,7 @@ impl Settings {
         let mqtt = self
             .mqtt
             .shared()
-            .validate(ClientId::Generated(generated_client_id))?;
+            .validate(ClientId::Generated("scrap-pulse-gateway"))?;
         at_least(
             "mqtt.reconnect_backoff_max_ms",
             self.mqtt.reconnect_backoff_max_ms,
@@ -447,15 +447,6 @@ impl GatewayConfig {
         options.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
         options
     }
-}
-
-/// `scrap-pulse-gateway-<pid>-<nanos>`: unique per process, so replicas never share an id.
-fn generated_client_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("scrap-pulse-gateway-{}-{nanos:x}", std::process::id())
 }
 
 #[cfg(test)]

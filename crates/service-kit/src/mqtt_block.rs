@@ -122,9 +122,19 @@ pub enum ClientId {
     /// The id must be set: it names a persistent session (ingest), so making one up would
     /// silently lose the readings queued for the old one.
     Required,
-    /// Made up per process, so replicas never share one (the broker drops the older of two
-    /// clients with the same id).
-    Generated(fn() -> String),
+    /// Made up per process as `<prefix>-<pid>-<nanos>`, so replicas never share one (the
+    /// broker drops the older of two clients with the same id). The pid alone is not enough:
+    /// in containers every service is pid 1.
+    Generated(&'static str),
+}
+
+/// `<prefix>-<pid>-<nanos>`: unique per process and start.
+fn generated_client_id(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos:x}", std::process::id())
 }
 
 /// The checked `[mqtt]` block in working types.
@@ -158,7 +168,7 @@ impl MqttSettings {
             crate::in_range("mqtt.keep_alive_secs", self.keep_alive_secs, 1..=65_535)?;
         let client_id = match client_id {
             _ if !self.client_id.trim().is_empty() => self.client_id.clone(),
-            ClientId::Generated(make) => make(),
+            ClientId::Generated(prefix) => generated_client_id(prefix),
             ClientId::Required => {
                 return Err(SettingsError::invalid(
                     "mqtt.client_id",
@@ -280,10 +290,15 @@ mod tests {
     #[test]
     fn validate_makes_up_or_requires_the_client_id() {
         let generated = MqttSettings::default()
-            .validate(ClientId::Generated(|| "made-up".into()))
+            .validate(ClientId::Generated("made-up"))
             .unwrap();
-        assert_eq!(generated.client_id, "made-up");
-        assert_eq!(generated.options().client_id(), "made-up");
+        let pid = format!("made-up-{}-", std::process::id());
+        assert!(
+            generated.client_id.starts_with(&pid),
+            "{}",
+            generated.client_id
+        );
+        assert_eq!(generated.options().client_id(), generated.client_id);
         let err = MqttSettings {
             client_id: " ".into(),
             ..MqttSettings::default()
@@ -334,9 +349,7 @@ mod tests {
             ),
         ];
         for (block, key) in cases {
-            let err = block
-                .validate(ClientId::Generated(String::new))
-                .unwrap_err();
+            let err = block.validate(ClientId::Generated("test")).unwrap_err();
             assert!(
                 err.to_string().contains(&format!("`{key}`")),
                 "{key}: {err}"

@@ -202,9 +202,10 @@ impl Settings {
     /// # Errors
     /// [`SettingsError::Invalid`] naming the first bad setting.
     pub fn validate(&self) -> Result<SimConfig, SettingsError> {
-        let mqtt = self.mqtt.shared().validate(ClientId::Generated(|| {
-            format!("scrap-pulse-simulator-{}", std::process::id())
-        }))?;
+        let mqtt = self
+            .mqtt
+            .shared()
+            .validate(ClientId::Generated("scrap-pulse-simulator"))?;
         let rate = match self.rate {
             None => None,
             Some(r) if r.is_finite() && r > 0.0 => Some(r),

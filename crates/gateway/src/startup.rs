@@ -67,8 +67,12 @@ impl Application {
         })?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(settings.ws.client_queue_frames, metrics));
-        let (mqtt_client, event_loop) =
+        let (mqtt_client, mut event_loop) =
             AsyncClient::new(settings.mqtt_options()?, MQTT_REQUEST_CAPACITY);
+        // Small acknowledgements must not wait for Nagle: updates arrive at once.
+        let mut network = event_loop.network_options();
+        network.set_tcp_nodelay(true);
+        event_loop.set_network_options(network);
         Ok(Self {
             settings,
             listener,

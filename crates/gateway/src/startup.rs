@@ -73,8 +73,9 @@ impl Application {
         })?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(settings.client_queue_frames, metrics));
-        let (mqtt_client, event_loop) =
+        let (mqtt_client, mut event_loop) =
             AsyncClient::new(settings.mqtt_options(), MQTT_REQUEST_CAPACITY);
+        service_kit::no_delay(&mut event_loop);
         Ok(Self {
             settings,
             listener,

@@ -302,10 +302,12 @@ impl Pipeline {
                 }
             }
         }
-        self.metrics.readings_received.inc_by(received);
-        self.metrics.readings_accepted.inc_by(accepted);
         self.commit(now);
         self.tick(now);
+        // Counted after the tick has set the gauges, so a scrape that sees a reading counted
+        // also sees it in `ingest_buffered_readings` and `ingest_keys`.
+        self.metrics.readings_received.inc_by(received);
+        self.metrics.readings_accepted.inc_by(accepted);
         self.metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());

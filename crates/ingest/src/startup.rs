@@ -110,7 +110,8 @@ impl Application {
         let mut options = config.mqtt_options(status_payload(false, started_at));
         // Acknowledged by the pipeline once durable (see `pipeline`).
         options.set_manual_acks(true);
-        let (client, event_loop) = AsyncClient::new(options, config.request_capacity);
+        let (client, mut event_loop) = AsyncClient::new(options, config.request_capacity);
+        service_kit::no_delay(&mut event_loop);
         let (link_tx, link_rx) = watch::channel(LinkState::default());
         let (inbound_tx, inbound_rx) = mpsc::channel(config.incoming_capacity);
         let inbound_tx_snapshot = inbound_tx.clone();

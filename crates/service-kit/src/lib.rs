@@ -35,7 +35,7 @@ pub use backoff::Backoff;
 pub use check::{at_least, in_range};
 pub use flags::SecurityFlags;
 pub use layers::{Flag, Layers};
-pub use mqtt_block::{ClientId, CommonFlags, MqttConfig, MqttSettings};
+pub use mqtt_block::{ClientId, CommonFlags, MqttConfig, MqttSettings, no_delay};
 pub use secret::Secret;
 pub use security::{MqttSecurity, SecurityError, SecuritySettings};
 pub use settings_error::{EXIT_BAD_SETTINGS, SettingsError};

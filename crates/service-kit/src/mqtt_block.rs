@@ -128,6 +128,15 @@ pub enum ClientId {
     Generated(&'static str),
 }
 
+/// Turns Nagle's algorithm off on the broker connection. rumqttc leaves it on, so a small
+/// PUBLISH (an aggregate) waited for the broker's ACK of the segment sent just before, i.e. for
+/// the next reading: 20 ms of latency at 50 msg/s. Latency matters more here than segment count.
+pub fn no_delay(event_loop: &mut rumqttc::EventLoop) {
+    let mut network = event_loop.network_options();
+    network.set_tcp_nodelay(true);
+    event_loop.set_network_options(network);
+}
+
 /// `<prefix>-<pid>-<nanos>`: unique per process and start.
 fn generated_client_id(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()

@@ -142,6 +142,37 @@ impl Alarms {
         self.evaluate_all(store, now, out);
     }
 
+    /// Publishes every raised alarm again (after a reconnect: a broker that crashed may have
+    /// lost its retained messages). Same state and `since`, so subscribers see no change.
+    pub fn republish_raised(&mut self, store: &WindowStore, now: Timestamp, out: &mut Outbox) {
+        for (id, state) in &self.states {
+            let (Some(alarm), Some(key), Some(totals)) =
+                (state.as_ref(), store.key(*id), store.totals(*id))
+            else {
+                continue;
+            };
+            let Some((metric, since)) = alarm.raised() else {
+                continue;
+            };
+            let Some(band) = alarm.thresholds().band(metric) else {
+                continue;
+            };
+            let change = AlarmChange {
+                state: AlarmState::Raised,
+                metric,
+                value: match metric {
+                    Metric::Sum => Some(totals.sum),
+                    Metric::Avg => totals.avg(),
+                },
+                threshold: band.raise,
+                since,
+            };
+            let message = AlarmMessage::new(&key.machine, key.scrap_index, &change, now);
+            let payload = serde_json::to_vec(&message).unwrap_or_default();
+            out.publish_in_order(alarm_topic(&key.machine, key.scrap_index), payload, now);
+        }
+    }
+
     /// Drops the state of keys the store no longer tracks (after forgetting): their retained
     /// alarm is cleared by the outbox.
     pub fn forget_untracked(&mut self, store: &WindowStore) {

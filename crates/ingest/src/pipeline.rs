@@ -420,6 +420,9 @@ impl Pipeline {
             for id in ids {
                 self.coalescer.touch(id);
             }
+            // Trends go out again on their next tick; raised alarms would not by themselves.
+            self.alarms
+                .republish_raised(&self.store, clock_now(), &mut self.outbox);
         }
     }
 

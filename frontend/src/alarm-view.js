@@ -118,7 +118,8 @@ export class AlarmNotifier {
   }
 
   async #ask() {
-    if (!this.supported || Notification.permission !== 'default') return;
+    if (!this.supported) return;
+    // Asked on every click: a browser that already decided answers at once without a prompt.
     try {
       await Notification.requestPermission();
     } catch {
@@ -130,7 +131,6 @@ export class AlarmNotifier {
   #reflect() {
     if (!this.supported) return;
     this.button.setAttribute('aria-pressed', String(Notification.permission === 'granted'));
-    this.button.disabled = Notification.permission === 'denied';
   }
 
   /** Notifies about newly raised alarms when allowed (title and body are plain text). */

@@ -1,28 +1,35 @@
 // The alarm views: the red state of a card with its threshold and since-when, the strip of
 // raised alarms at the top (newest first; a click scrolls to the card), each card's trend as
-// an inline SVG sparkline, and the optional browser notification. Everything is built with
-// DOM APIs and wire values go in as text or numeric attributes only, never as markup.
+// a canvas sparkline, and the optional browser notification. Everything is built with DOM
+// APIs and wire values go in as text or canvas coordinates only, never as markup.
 
-const SVG = 'http://www.w3.org/2000/svg';
-/** Sparkline drawing box; the SVG scales it to the card's width. */
+import { colourFor } from './chart.js';
+
+/** Sparkline box in its own units; the canvas has SPARK_SCALE pixels per unit. */
 const SPARK_W = 100;
 const SPARK_H = 24;
-
-/** The `points` attribute of a sparkline through `points` (oldest first), scaled to the box. */
-export function sparklinePoints(points) {
-  if (points.length === 0) return '';
-  const max = Math.max(...points.map((p) => p.sum), 0);
-  const y = (sum) => (max > 0 ? SPARK_H - 1 - (sum / max) * (SPARK_H - 2) : SPARK_H - 1);
-  const last = points.length - 1;
-  const x = (i) => (last === 0 ? [0, SPARK_W] : [(i / last) * SPARK_W]);
-  const out = [];
-  points.forEach((p, i) => {
-    for (const xi of x(i)) out.push(`${round(xi)},${round(y(p.sum))}`);
-  });
-  return out.join(' ');
-}
+/** A fixed backing size (CSS stretches it to the card): no layout read per draw. */
+const SPARK_SCALE = 2;
+/** Line colour on a red (alarm) card: the page's text colour. */
+const ALARM_LINE = '#e6edf3';
 
 const round = (v) => Math.round(v * 100) / 100;
+
+/** The sparkline through `points` (oldest first) as [x, y] in the box, the largest sum on top. */
+export function sparklineCoords(points) {
+  if (points.length === 0) return [];
+  const max = Math.max(...points.map((p) => p.sum), 0);
+  const y = (sum) => round(max > 0 ? SPARK_H - 1 - (sum / max) * (SPARK_H - 2) : SPARK_H - 1);
+  const last = points.length - 1;
+  // One sample: a flat line across, so a new key shows its level at once.
+  if (last === 0) return [[0, y(points[0].sum)], [SPARK_W, y(points[0].sum)]];
+  return points.map((p, i) => [round((i / last) * SPARK_W), y(p.sum)]);
+}
+
+/** The coordinates as "x,y x,y" (what the card reports to tests). */
+export function sparklinePoints(points) {
+  return sparklineCoords(points).map(([x, y]) => `${x},${y}`).join(' ');
+}
 
 /** The alarm line of a card or the strip: "Summe 31,5 > 30 seit 12:00:05". */
 export function alarmText(alarm, locale) {
@@ -38,20 +45,37 @@ export function decorateCard(card) {
   line.hidden = true;
   const text = document.createTextNode('');
   line.append(text);
-  const svg = document.createElementNS(SVG, 'svg');
-  svg.setAttribute('class', 'spark');
-  svg.setAttribute('viewBox', `0 0 ${SPARK_W} ${SPARK_H}`);
-  svg.setAttribute('preserveAspectRatio', 'none');
-  svg.setAttribute('aria-hidden', 'true');
-  const polyline = document.createElementNS(SVG, 'polyline');
-  polyline.setAttribute('points', '');
-  svg.append(polyline);
-  card.root.append(line, svg);
+  const canvas = document.createElement('canvas');
+  canvas.className = 'spark';
+  canvas.width = SPARK_W * SPARK_SCALE;
+  canvas.height = SPARK_H * SPARK_SCALE;
+  canvas.setAttribute('aria-hidden', 'true');
+  card.root.append(line, canvas);
   card.alarmLine = line;
   card.alarmText = text;
-  card.spark = polyline;
+  card.spark = canvas;
+  card.sparkPoints = '';
+  card.sparkCoords = [];
+  card.sparkColour = '';
   card.alarm = null;
   card.trend = null;
+}
+
+function drawSpark(card) {
+  const colour = card.alarm ? ALARM_LINE : colourFor(card.index);
+  const ctx = card.spark.getContext('2d');
+  card.sparkColour = colour;
+  ctx.clearRect(0, 0, card.spark.width, card.spark.height);
+  if (card.sparkCoords.length === 0 || !ctx) return;
+  ctx.save();
+  ctx.scale(SPARK_SCALE, SPARK_SCALE);
+  ctx.strokeStyle = colour;
+  ctx.lineWidth = 1.5;
+  ctx.lineJoin = 'round';
+  ctx.beginPath();
+  card.sparkCoords.forEach(([x, y], i) => (i === 0 ? ctx.moveTo(x, y) : ctx.lineTo(x, y)));
+  ctx.stroke();
+  ctx.restore();
 }
 
 /** Shows `alarm` (raised, or `null`/cleared) on `card`. */
@@ -62,13 +86,18 @@ export function showAlarm(card, alarm, locale) {
   card.alarmLine.hidden = raised === null;
   const text = raised ? alarmText(raised, locale) : '';
   if (card.alarmText.data !== text) card.alarmText.data = text;
+  if ((raised ? ALARM_LINE : colourFor(card.index)) !== card.sparkColour && card.sparkCoords.length) drawSpark(card);
 }
 
 /** Draws `trend` (or nothing) as the card's sparkline. */
 export function showTrend(card, trend) {
   card.trend = trend;
-  const points = trend ? sparklinePoints(trend.points) : '';
-  if (card.spark.getAttribute('points') !== points) card.spark.setAttribute('points', points);
+  const coords = trend ? sparklineCoords(trend.points) : [];
+  const points = coords.map(([x, y]) => `${x},${y}`).join(' ');
+  if (points === card.sparkPoints) return;
+  card.sparkPoints = points;
+  card.sparkCoords = coords;
+  drawSpark(card);
 }
 
 /** The strip of raised alarms above the chart. */

@@ -248,7 +248,7 @@ export class CardsView {
         empty: root.classList.contains('empty'),
         alarm: root.classList.contains('alarm'),
         alarmText: card.alarmLine.hidden ? '' : card.alarmText.data,
-        spark: card.spark.getAttribute('points'),
+        spark: card.sparkPoints,
       });
     }
     return out;

@@ -82,6 +82,16 @@ test('an alarm raised by readings shows on its card and in the strip within a se
   // Ingest samples the trend every second: the sparkline follows the window's sum.
   card = await waitForCard(page, 'AL1', 1, 'a sparkline with a few samples', (c) => sparkYs(c.spark).length >= 3);
   assert.ok(sparkYs(card.spark).every((y) => y >= 0 && y <= 24), card.spark);
+  // Drawn, not only computed: the card's canvas has painted pixels.
+  const painted = await page.evaluate(() => {
+    const group = [...document.querySelectorAll('.machine')].find((g) => g.querySelector('.machine-name').textContent === 'AL1');
+    const canvas = group.querySelector('.card canvas.spark');
+    const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+    let n = 0;
+    for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n += 1;
+    return n;
+  });
+  assert.ok(painted > 50, `sparkline pixels painted: ${painted}`);
 
   // No new readings: the window empties, and the alarm clears without any input.
   await waitForCard(page, 'AL1', 1, 'AL1/1 cleared by expiry', (c) => !c.alarm && c.count === '0', {

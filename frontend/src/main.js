@@ -44,7 +44,7 @@ function scrollToCard(machine, index) {
 /** Applies changed alarms and trends to their cards and rebuilds the strip. */
 function renderSignals(all) {
   const signals = state.signals;
-  if (!all && signals.dirty.size === 0) return;
+  if (!all && signals.dirty.size === 0 && !signals.alarmsChanged) return;
   const keys = all ? cards.cards.keys() : signals.dirty;
   for (const key of keys) {
     const card = cards.cards.get(key);
@@ -53,7 +53,11 @@ function renderSignals(all) {
     showTrend(card, signals.trend(card.machine, card.index));
   }
   signals.dirty.clear();
-  strip.render(signals.raised(), locale);
+  // Trends change every few seconds for every key; the strip only when an alarm does.
+  if (all || signals.alarmsChanged) {
+    signals.alarmsChanged = false;
+    strip.render(signals.raised(), locale);
+  }
   notifier.notify(signals.raisedNow.splice(0), locale);
 }
 

@@ -39,6 +39,9 @@ export function parseTrend(raw) {
   return { machine, index, intervalSeconds, points };
 }
 
+/** Most raises kept for notification between two renders (a hidden tab renders nothing). */
+const MAX_RAISED_NOW = 20;
+
 /** Latest alarm and trend per key. */
 export class Signals {
   constructor() {
@@ -50,6 +53,8 @@ export class Signals {
     this.dirty = new Set();
     /** Alarms raised by the frames since the views last looked (not by a snapshot). */
     this.raisedNow = [];
+    /** Whether any alarm changed since the views last looked (the strip is rebuilt then). */
+    this.alarmsChanged = false;
     /** Entries that could not be used. */
     this.rejected = 0;
   }
@@ -60,6 +65,7 @@ export class Signals {
     const trends = this.#parseList(frame.trends ?? [], parseTrend);
     this.#replace(this.alarms, alarms);
     this.#replace(this.trends, trends);
+    this.alarmsChanged = true;
   }
 
   /** Applies an `alarm` frame; `false` when it is not understood. */
@@ -68,11 +74,14 @@ export class Signals {
     for (const alarm of this.#parseList(frame.alarms, parseAlarm)) {
       const key = keyOf(alarm.machine, alarm.index);
       const old = this.alarms.get(key);
-      if (alarm.raised && !(old?.raised && old.since === alarm.since)) this.raisedNow.push(alarm);
+      if (alarm.raised && !(old?.raised && old.since === alarm.since) && this.raisedNow.length < MAX_RAISED_NOW) {
+        this.raisedNow.push(alarm);
+      }
       this.alarms.set(key, alarm);
       this.dirty.add(key);
     }
     this.#removeKeys(this.alarms, frame.removed);
+    this.alarmsChanged = true;
     return true;
   }
 

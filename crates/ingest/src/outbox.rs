@@ -118,6 +118,11 @@ impl Outbox {
         self.send_in_order(now);
     }
 
+    /// Alarm and trend messages waiting for room in the client's queue.
+    pub fn in_order_backlog(&self) -> usize {
+        self.in_order.len()
+    }
+
     /// Offers the queued alarm and trend messages; returns true when none is left.
     pub fn send_in_order(&mut self, now: Timestamp) -> bool {
         while let Some((topic, payload)) = self.in_order.front() {

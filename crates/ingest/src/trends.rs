@@ -59,6 +59,10 @@ impl Trends {
         // due, and goes on from the next tick after now: no burst of catch-up samples.
         let at = self.next_tick;
         self.next_tick = self.config.next_tick(now);
+        // A trend message carries the whole trend, so a skipped one loses nothing: while the
+        // previous tick's messages still wait for the client (broker away), take the samples
+        // but queue no more, or the backlog would grow by every key on every tick.
+        let publishing = self.ready && out.in_order_backlog() == 0;
         for id in store.key_ids() {
             let (Some(key), Some(totals)) = (store.key(id), store.totals(id)) else {
                 continue;
@@ -74,7 +78,7 @@ impl Trends {
                 trend
             });
             trend.push(at, totals.sum);
-            if self.ready {
+            if publishing {
                 publish(
                     &self.config,
                     &key.machine,

@@ -356,3 +356,31 @@ async fn trends_continue_across_a_restart() {
         "strictly increasing times: {after:?}"
     );
 }
+
+/// A raised alarm of a previous run whose key has nothing in the new window (no `data_dir`,
+/// or its readings expired meanwhile) is cleared at start: nothing else would clear it.
+#[tokio::test]
+async fn a_retained_raised_alarm_of_an_empty_key_is_cleared_at_start() {
+    let broker = Broker::start().await;
+    let since = now().to_rfc3339_millis();
+    let raised = json!({"maschinenId":"X1","scrapIndex":1,"state":"raised","metric":"sum",
+        "value":12.0,"threshold":10.0,"since":since,"timestamp":since});
+    test_support::publish_retained(broker.port(), "alarms/X1/1", raised.to_string())
+        .await
+        .unwrap();
+    let collector = Collector::start(broker.port(), &["alarms/#"]).await;
+    let config = ConfigFile::new("[[alarm]]\nmachine = \"X1\"\nsum_above = 10\n");
+    let ingest = TestIngest::start(&broker, &["--config", &config.path()]).await;
+    let messages = collector
+        .wait_for(
+            |m| latest(m, "alarms/X1/1").is_some_and(|m| !m.retain),
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
+    let cleared = latest(&messages, "alarms/X1/1").unwrap().json().unwrap();
+    assert_eq!(state_of(&cleared), "cleared", "{cleared}");
+    assert_eq!(cleared["value"], 0.0);
+    assert_eq!(cleared["metric"], "sum");
+    wait_metric(&ingest, "ingest_alarms_raised 0").await;
+}

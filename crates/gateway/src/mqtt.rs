@@ -2,7 +2,8 @@
 //! and reconnects with capped exponential backoff.
 //!
 //! The session is clean and the subscription is renewed on every ConnAck, so the broker
-//! replays every retained aggregate: that replay *is* the gateway's state after a (re)start.
+//! replays every retained aggregate, alarm and trend: that replay *is* the gateway's state
+//! after a (re)start.
 //! Keys not replayed after a reconnect were cleared while the gateway was away and are
 //! forgotten once the replay has gone quiet.
 

@@ -2,6 +2,7 @@
 // Elements are created once per key and kept in a keyed map; later renders only rewrite the
 // text nodes whose string changed. Every wire value goes in through textContent/data.
 
+import { decorateCard } from './alarm-view.js';
 import { colourFor } from './chart.js';
 import { keyOf, naturalCompare, sortedIndex } from './state.js';
 
@@ -74,6 +75,7 @@ class Card {
     facts.append(avgBox, countBox);
 
     this.root.append(head, sumBox, facts);
+    decorateCard(this);
     this.empty = null;
     this.aggregate = null;
     this.title.set(locale.t('index', { i: index }));
@@ -126,7 +128,9 @@ class MachineGroup {
 
 /** All cards under `container`, kept in step with a `DashboardState`. */
 export class CardsView {
-  constructor(container, emptyNotice) {
+  /** `onCreate(card)` runs for each new card (the alarm view shows its alarm and trend). */
+  constructor(container, emptyNotice, onCreate = () => {}) {
+    this.onCreate = onCreate;
     this.container = container;
     this.emptyNotice = emptyNotice;
     /** machine -> MachineGroup */
@@ -184,6 +188,7 @@ export class CardsView {
       group.cards.set(aggregate.index, card);
       this.cards.set(key, card);
       this.byElement.set(card.root, card);
+      this.onCreate(card);
     }
     card.update(aggregate, locale);
     card.tick(now, locale);
@@ -221,6 +226,11 @@ export class CardsView {
     }
   }
 
+  /** The card of a key, or `undefined`. */
+  card(machine, index) {
+    return this.cards.get(keyOf(machine, index));
+  }
+
   /** What the cards show, read back from the DOM (for tests and debugging). */
   snapshot() {
     const out = [];
@@ -236,6 +246,9 @@ export class CardsView {
         count: card.count.node.data,
         age: card.age.node.data,
         empty: root.classList.contains('empty'),
+        alarm: root.classList.contains('alarm'),
+        alarmText: card.alarmLine.hidden ? '' : card.alarmText.data,
+        spark: card.sparkPoints,
       });
     }
     return out;

@@ -38,6 +38,11 @@ const TEXTS = {
     cardsHeading: 'Maschinen',
     ago: 'vor {t}',
     dayUnit: 'T',
+    alarms: 'Alarme',
+    alarmLine: '{metric} {value} über {threshold} seit {since}',
+    alarmNotice: 'Ausschuss-Alarm {machine} · Index {i}',
+    notifications: 'Benachrichtigen',
+    trend: 'Verlauf',
   },
   en: {
     title: 'Scrap live',
@@ -71,6 +76,11 @@ const TEXTS = {
     cardsHeading: 'Machines',
     ago: '{t} ago',
     dayUnit: 'd',
+    alarms: 'Alarms',
+    alarmLine: '{metric} {value} above {threshold} since {since}',
+    alarmNotice: 'Scrap alarm {machine} · index {i}',
+    notifications: 'Notify me',
+    trend: 'Trend',
   },
 };
 

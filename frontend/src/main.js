@@ -1,6 +1,7 @@
 // Wires the dashboard together: WebSocket frames go into the state, and one render per
 // animation frame brings the cards, the status line and (throttled) the chart up to date.
 
+import { AlarmNotifier, AlarmStrip, showAlarm, showTrend } from './alarm-view.js';
 import { CardsView } from './cards.js';
 import { ScrapChart } from './chart.js';
 import { Connection, socketUrl } from './connection.js';
@@ -11,7 +12,12 @@ const $ = (id) => document.getElementById(id);
 
 const state = new DashboardState();
 let locale = new Locale(initialLanguage(storedLanguage(), navigator.languages ?? [navigator.language]));
-const cards = new CardsView($('machines'), $('empty'));
+const cards = new CardsView($('machines'), $('empty'), (card) => {
+  showAlarm(card, state.signals.alarm(card.machine, card.index), locale);
+  showTrend(card, state.signals.trend(card.machine, card.index));
+});
+const strip = new AlarmStrip($('alarm-strip'), $('alarm-list'), scrollToCard);
+const notifier = new AlarmNotifier($('notify'));
 // `?chart=page` keeps Chart.js on the main thread (for comparison and for debugging).
 const chart = new ScrapChart($('chart'), locale, { allowWorker: new URLSearchParams(location.search).get('chart') !== 'page' });
 
@@ -24,6 +30,37 @@ let labelsDirty = true;
 /** Counters for tests and the console: frames received, renders and their longest JS time. */
 const stats = { frames: 0, renders: 0, renderMsMax: 0 };
 
+/** Brings a card into view and flashes it (a click in the alarm strip). */
+function scrollToCard(machine, index) {
+  const card = cards.card(machine, index);
+  if (!card) return;
+  card.root.scrollIntoView({ block: 'center', behavior: 'smooth' });
+  card.root.classList.remove('flash');
+  // Restart the animation: reading layout in between makes the browser see a new start.
+  void card.root.offsetWidth;
+  card.root.classList.add('flash');
+}
+
+/** Applies changed alarms and trends to their cards and rebuilds the strip. */
+function renderSignals(all) {
+  const signals = state.signals;
+  if (!all && signals.dirty.size === 0 && !signals.alarmsChanged) return;
+  const keys = all ? cards.cards.keys() : signals.dirty;
+  for (const key of keys) {
+    const card = cards.cards.get(key);
+    if (!card) continue;
+    showAlarm(card, signals.alarm(card.machine, card.index), locale);
+    showTrend(card, signals.trend(card.machine, card.index));
+  }
+  signals.dirty.clear();
+  // Trends change every few seconds for every key; the strip only when an alarm does.
+  if (all || signals.alarmsChanged) {
+    signals.alarmsChanged = false;
+    strip.render(signals.raised(), locale);
+  }
+  notifier.notify(signals.raisedNow.splice(0), locale);
+}
+
 function scheduleRender() {
   if (renderQueued) return;
   renderQueued = true;
@@ -35,6 +72,7 @@ function render() {
   renderQueued = false;
   stats.renders += 1;
   const now = Date.now();
+  const relabel = labelsDirty;
   if (labelsDirty) {
     labelsDirty = false;
     applyStaticTexts();
@@ -55,6 +93,8 @@ function render() {
     cards.render(state, locale, now);
     chart.refresh(state);
   }
+  // After the cards: a card made by this render already shows its alarm (onCreate).
+  renderSignals(relabel);
   if (clockDirty) {
     clockDirty = false;
     cards.tick(locale, now);
@@ -107,7 +147,7 @@ function renderSubtitle() {
 function applyStaticTexts() {
   document.documentElement.lang = locale.lang;
   document.title = `${locale.t('title')} · scrap-pulse`;
-  for (const node of document.querySelectorAll('header [data-i18n], #status [data-i18n], #empty[data-i18n]')) {
+  for (const node of document.querySelectorAll('header [data-i18n], #status [data-i18n], #empty[data-i18n], #alarm-strip [data-i18n]')) {
     node.textContent = locale.t(node.dataset.i18n);
   }
   for (const node of document.querySelectorAll('[data-i18n-label]')) {
@@ -168,6 +208,8 @@ scheduleRender();
 window.__scrapPulse = {
   state: () => state.toJSON(),
   cards: () => cards.snapshot(),
+  /** The alarm strip as shown, newest first. */
+  alarmStrip: () => strip.shown.map((a) => ({ ...a })),
   chart: () => chart.snapshot(),
   socket: () => ({ ...socket }),
   stats: () => ({ ...stats, rejected: state.rejected, chartDraws: chart.draws, chartMsMax: chart.drawMsMax, chartWhere: chart.where }),

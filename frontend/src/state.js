@@ -1,6 +1,9 @@
-// The dashboard's model: the latest aggregate per (machine, scrap index) and the pipeline
-// status, fed with the gateway's WebSocket frames. No DOM here, so node's test runner can
-// exercise it directly; the views read it and a `dirty` set tells them what changed.
+// The dashboard's model: the latest aggregate per (machine, scrap index), the pipeline
+// status, and the alarms and trends (`signals`, see signals.js), fed with the gateway's
+// WebSocket frames. No DOM here, so node's test runner can exercise it directly; the views
+// read it and `dirty` sets tell them what changed.
+
+import { Signals, keyOf } from './signals.js';
 
 /** Compares machine ids the way an operator reads them: A2 before A10, case as a tie-break. */
 const collator = new Intl.Collator('en', { numeric: true });
@@ -55,8 +58,9 @@ export function parseAggregate(raw) {
   };
 }
 
-/** One string per key, for the dirty set and the views' keyed maps (ids never hold U+0000). */
-export const keyOf = (machine, index) => `${machine}\u0000${index}`;
+// keyOf lives with the signals (which need it too) and is re-exported here, where the views
+// have always found it.
+export { keyOf };
 
 /** Latest aggregates and pipeline status, as told by the gateway. */
 export class DashboardState {
@@ -80,6 +84,8 @@ export class DashboardState {
     this.dirty = new Set();
     /** Frames that could not be used (bad JSON, unknown type, bad entries). */
     this.rejected = 0;
+    /** Alarms and trends per key. */
+    this.signals = new Signals();
   }
 
   /** Number of keys held. */
@@ -112,6 +118,7 @@ export class DashboardState {
           }
         }
         for (const a of incoming) this.#upsert(a);
+        this.signals.applySnapshot(frame);
         this.#applyStatus(frame);
         this.lastUpdate = now;
         return true;
@@ -139,6 +146,14 @@ export class DashboardState {
       case 'status':
         this.#applyStatus(frame);
         return true;
+      case 'alarm':
+        if (this.signals.applyAlarms(frame)) return true;
+        this.rejected += 1;
+        return false;
+      case 'trend':
+        if (this.signals.applyTrends(frame)) return true;
+        this.rejected += 1;
+        return false;
       default:
         this.rejected += 1;
         return false;
@@ -236,7 +251,9 @@ export class DashboardState {
       mqtt: this.mqtt,
       ingestOnline: this.ingestOnline,
       lastUpdate: this.lastUpdate,
-      rejected: this.rejected,
+      rejected: this.rejected + this.signals.rejected,
+      alarms: [...this.signals.alarms.values()].map((a) => ({ ...a })),
+      trends: [...this.signals.trends.values()].map((t) => ({ machine: t.machine, index: t.index, points: t.points.length })),
     };
   }
 }

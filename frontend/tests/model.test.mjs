@@ -1,4 +1,4 @@
-// The page's pure modules (state, formats, backoff, chart series), tested in node without a
+// The page's pure modules (state, alarms and trends, formats, backoff, chart series), tested in node without a
 // browser: quick checks of the rules the browser tests then see end to end.
 
 import assert from 'node:assert/strict';
@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { chartData } from '../src/chart.js';
 import { backoffDelay, socketUrl } from '../src/connection.js';
 import { Locale, initialLanguage } from '../src/i18n.js';
+import { alarmText, sparklinePoints } from '../src/alarm-view.js';
 import { DashboardState, naturalCompare } from '../src/state.js';
 
 const agg = (machine, index, sum, count, extra = {}) => ({
@@ -160,4 +161,49 @@ test('no source file uses an HTML-parsing DOM API (wire values must stay text)',
     const line = text.split('\n').findIndex((l) => banned.test(l));
     assert.equal(line, -1, `src/${name}:${line + 1} uses an HTML-parsing API`);
   }
+});
+
+const alarmWire = (machine, index, state, since, extra = {}) => ({
+  maschinenId: machine, scrapIndex: index, state, metric: 'sum', value: 31.5, threshold: 30,
+  since, timestamp: since, ...extra,
+});
+
+test('alarms: snapshot, frames, newest first, removal, and raises worth a notification', () => {
+  const state = new DashboardState();
+  state.apply({
+    type: 'snapshot', aggregates: [],
+    alarms: [alarmWire('A1', 1, 'raised', '2026-01-01T10:00:00Z'), alarmWire('B1', 1, 'cleared', '2026-01-01T11:00:00Z')],
+    trends: [{ maschinenId: 'A1', scrapIndex: 1, intervalSeconds: 10, points: [{ t: '2026-01-01T10:00:00Z', sum: 2 }] }],
+  });
+  const signals = state.signals;
+  assert.deepEqual(signals.raised().map((a) => a.machine), ['A1']);
+  assert.deepEqual(signals.raisedNow, [], 'a snapshot never notifies');
+  assert.equal(signals.trend('A1', 1).points[0].sum, 2);
+  assert.ok(state.apply({ type: 'alarm', alarms: [alarmWire('B1', 1, 'raised', '2026-01-01T12:00:00Z')], removed: [] }));
+  assert.deepEqual(signals.raised().map((a) => a.machine), ['B1', 'A1'], 'newest first');
+  assert.deepEqual(signals.raisedNow.map((a) => a.machine), ['B1']);
+  // The same raise again (a resync repeats it) is not news.
+  signals.raisedNow.length = 0;
+  state.apply({ type: 'alarm', alarms: [alarmWire('B1', 1, 'raised', '2026-01-01T12:00:00Z')], removed: [] });
+  assert.deepEqual(signals.raisedNow, []);
+  state.apply({ type: 'alarm', alarms: [], removed: [{ maschinenId: 'A1', scrapIndex: 1 }] });
+  state.apply({ type: 'trend', trends: [], removed: [{ maschinenId: 'A1', scrapIndex: 1 }] });
+  assert.equal(signals.alarm('A1', 1), null);
+  assert.equal(signals.trend('A1', 1), null);
+  // Unusable entries are counted, never thrown.
+  state.apply({ type: 'alarm', alarms: [alarmWire('C1', 1, 'boiling', 'x'), null], removed: 'all' });
+  assert.equal(state.toJSON().rejected, 3);
+  assert.equal(state.apply({ type: 'trend' }), false);
+});
+
+test('alarm text and sparkline geometry', () => {
+  const de = new Locale('de');
+  const since = Date.parse('2026-01-01T10:00:00Z');
+  const text = alarmText({ metric: 'avg', value: 3.25, threshold: 3, since }, de);
+  assert.match(text, /^Mittel 3,25 über 3 seit \d\d:\d\d:\d\d$/);
+  assert.match(alarmText({ metric: 'sum', value: null, threshold: 3, since }, new Locale('en')), /^Sum – above 3 since/);
+  assert.equal(sparklinePoints([]), '');
+  assert.equal(sparklinePoints([{ sum: 5 }]), '0,1 100,1', 'one sample: a flat line across');
+  assert.equal(sparklinePoints([{ sum: 0 }, { sum: 0 }]), '0,23 100,23', 'all zero: the baseline');
+  assert.equal(sparklinePoints([{ sum: 0 }, { sum: 5 }, { sum: 10 }]), '0,23 50,12 100,1');
 });

@@ -1,4 +1,4 @@
-//! The optional bearer token of `/ws` and `/api/aggregates`.
+//! The optional bearer token of `/ws`, `/api/aggregates` and `/api/alarms`.
 //!
 //! Clients send `Authorization: Bearer <token>`. Browsers cannot set headers on a WebSocket
 //! upgrade, so `/ws` also takes `?token=<token>` (the dashboard forwards the one in its own

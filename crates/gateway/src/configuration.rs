@@ -160,7 +160,7 @@ pub struct HttpSettings {
     pub workers: usize,
     /// How long a graceful stop waits for open connections, in seconds.
     pub shutdown_timeout_secs: u64,
-    /// Bearer token for `/ws` and `/api/aggregates`; none leaves them open.
+    /// Bearer token for `/ws`, `/api/aggregates` and `/api/alarms`; none leaves them open.
     pub auth_token: Option<Secret>,
     /// File holding the bearer token.
     pub auth_token_file: Option<PathBuf>,
@@ -287,7 +287,7 @@ pub struct GatewayConfig {
     pub workers: usize,
     /// Graceful stop timeout of the HTTP server.
     pub shutdown_timeout: Duration,
-    /// Bearer token of `/ws` and `/api/aggregates`, read from its file if need be; `None`: open.
+    /// Bearer token of `/ws`, `/api/aggregates` and `/api/alarms`, read from its file if need be; `None`: open.
     pub auth_token: Option<Secret>,
     /// Origins allowed besides the gateway's own host.
     pub allowed_origins: Vec<String>,

@@ -9,6 +9,8 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
+use aggregator_core::alarm::AlarmMessage;
+use aggregator_core::trend::TrendMessage;
 use aggregator_core::{Aggregate, KeyRef};
 use bytestring::ByteString;
 use hashbrown::HashMap;
@@ -83,6 +85,20 @@ pub enum FrameBody {
     Remove(Vec<KeyRef>),
     /// Pipeline status.
     Status,
+    /// Changed alarms, and keys whose retained alarm was cleared.
+    Alarm {
+        /// The latest alarm message of each changed key.
+        alarms: Vec<AlarmMessage>,
+        /// Keys whose alarm topic was emptied.
+        removed: Vec<KeyRef>,
+    },
+    /// Changed trends, and keys whose retained trend was cleared.
+    Trend {
+        /// The latest trend of each changed key.
+        trends: Vec<TrendMessage>,
+        /// Keys whose trend topic was emptied.
+        removed: Vec<KeyRef>,
+    },
 }
 
 /// One broadcast frame: encoded once, shared by every unfiltered client.
@@ -125,6 +141,30 @@ impl Frame {
         }
     }
 
+    /// An alarm frame: `{"type":"alarm","alarms":[...],"removed":[...]}`.
+    pub(crate) fn alarm(alarms: Vec<AlarmMessage>, removed: Vec<KeyRef>) -> Self {
+        let text = encode(&Wire::Alarm {
+            alarms: alarms.iter().collect(),
+            removed: removed.iter().collect(),
+        });
+        Self {
+            text,
+            body: FrameBody::Alarm { alarms, removed },
+        }
+    }
+
+    /// A trend frame: `{"type":"trend","trends":[...],"removed":[...]}`.
+    pub(crate) fn trend(trends: Vec<TrendMessage>, removed: Vec<KeyRef>) -> Self {
+        let text = encode(&Wire::Trend {
+            trends: trends.iter().collect(),
+            removed: removed.iter().collect(),
+        });
+        Self {
+            text,
+            body: FrameBody::Trend { trends, removed },
+        }
+    }
+
     /// The JSON object of one of this frame's update items.
     fn item_json(&self, item: &UpdateItem) -> &str {
         &self.text[item.span.clone()]
@@ -160,8 +200,34 @@ impl Frame {
                     _ => Some(encode(&Wire::Remove { keys: kept })),
                 }
             }
+            // Alarm and trend frames are few and small next to updates: a filtered client's
+            // subset is encoded for it.
+            FrameBody::Alarm { alarms, removed } => {
+                let alarms: Vec<&AlarmMessage> = alarms
+                    .iter()
+                    .filter(|a| filter.matches(&a.machine_id))
+                    .collect();
+                let removed = kept_keys(removed, filter);
+                (!alarms.is_empty() || !removed.is_empty())
+                    .then(|| encode(&Wire::Alarm { alarms, removed }))
+            }
+            FrameBody::Trend { trends, removed } => {
+                let trends: Vec<&TrendMessage> = trends
+                    .iter()
+                    .filter(|t| filter.matches(&t.machine_id))
+                    .collect();
+                let removed = kept_keys(removed, filter);
+                (!trends.is_empty() || !removed.is_empty())
+                    .then(|| encode(&Wire::Trend { trends, removed }))
+            }
         }
     }
+}
+
+fn kept_keys<'a>(keys: &'a [KeyRef], filter: &MachineFilter) -> Vec<&'a KeyRef> {
+    keys.iter()
+        .filter(|k| filter.matches(&k.machine_id))
+        .collect()
 }
 
 /// An update frame from already encoded aggregates: copying, no serialising.
@@ -252,6 +318,8 @@ pub(crate) enum Wire<'a> {
         aggregates: Vec<&'a Aggregate>,
         ingest: Option<IngestView>,
         mqtt: MqttState,
+        alarms: Vec<&'a AlarmMessage>,
+        trends: Vec<&'a TrendMessage>,
     },
     Remove {
         keys: Vec<&'a KeyRef>,
@@ -259,6 +327,14 @@ pub(crate) enum Wire<'a> {
     Status {
         mqtt: MqttState,
         ingest: Option<IngestView>,
+    },
+    Alarm {
+        alarms: Vec<&'a AlarmMessage>,
+        removed: Vec<&'a KeyRef>,
+    },
+    Trend {
+        trends: Vec<&'a TrendMessage>,
+        removed: Vec<&'a KeyRef>,
     },
 }
 

@@ -24,6 +24,7 @@ pub use crate::frame::{
 };
 use crate::frame::{MAX_ITEMS_PER_FRAME, Wire, encode};
 use crate::metrics::Metrics;
+use crate::signals::Signals;
 
 /// `/api/health` body.
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +71,8 @@ struct Inner {
     snapshot: Option<ByteString>,
     /// During the retained replay after a reconnect: keys heard of since the reconnect.
     seen: Option<HashSet<Key>>,
+    /// Alarms and trends, with the same pending/shown split.
+    signals: Signals,
 }
 
 /// State plus fan-out; shared by the MQTT task, the batcher, HTTP handlers and clients.
@@ -95,6 +98,7 @@ impl Hub {
                 status_dirty: false,
                 snapshot: None,
                 seen: None,
+                signals: Signals::default(),
             }),
             frames,
             wake: Notify::new(),
@@ -148,6 +152,19 @@ impl Hub {
         self.change(&mut inner, key, None);
     }
 
+    /// Runs `f` on the alarms and trends under the state lock, waking the batcher when `f`
+    /// says it recorded a change.
+    pub(crate) fn update_signals(&self, f: impl FnOnce(&mut Signals) -> bool) {
+        if f(&mut self.lock().signals) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Reads the shown alarms and trends under the state lock.
+    pub(crate) fn read_signals<R>(&self, f: impl FnOnce(&Signals) -> R) -> R {
+        f(&self.lock().signals)
+    }
+
     /// Records ingest liveness (`None`: its retained status was cleared).
     pub fn set_ingest(&self, ingest: Option<IngestView>) {
         let mut inner = self.lock();
@@ -180,13 +197,18 @@ impl Hub {
     /// Starts a retained replay (after a ConnAck): keys not heard of until
     /// [`Hub::finish_resync`] were cleared while the gateway was away.
     pub fn begin_resync(&self) {
-        self.lock().seen = Some(HashSet::new());
+        let mut inner = self.lock();
+        inner.seen = Some(HashSet::new());
+        inner.signals.begin_resync();
     }
 
     /// Ends the retained replay: forgets every key that was not re-delivered. Returns how
     /// many were forgotten.
     pub fn finish_resync(&self) -> usize {
         let mut inner = self.lock();
+        if inner.signals.finish_resync() {
+            self.wake.notify_one();
+        }
         let Some(seen) = inner.seen.take() else {
             return 0;
         };
@@ -207,7 +229,7 @@ impl Hub {
     /// Turns the changes since the last call into frames and broadcasts them.
     pub fn flush(&self) {
         let mut inner = self.lock();
-        if inner.pending.is_empty() && !inner.status_dirty {
+        if inner.pending.is_empty() && !inner.status_dirty && !inner.signals.has_pending() {
             return;
         }
         let pending = std::mem::take(&mut inner.pending);
@@ -249,6 +271,13 @@ impl Hub {
             self.send_frame(Frame::update(updates));
             updates = rest;
         }
+        let signal_frames = inner.signals.flush();
+        if !signal_frames.is_empty() {
+            inner.snapshot = None;
+        }
+        for frame in signal_frames {
+            self.send_frame(frame);
+        }
         if std::mem::take(&mut inner.status_dirty) {
             let text = encode(&Wire::Status {
                 mqtt: inner.mqtt,
@@ -285,6 +314,12 @@ impl Hub {
                     .collect(),
                 ingest: inner.ingest,
                 mqtt: inner.mqtt,
+                alarms: (inner.signals.alarms.values())
+                    .filter(|a| filter.matches(&a.machine_id))
+                    .collect(),
+                trends: (inner.signals.trends.values())
+                    .filter(|t| filter.matches(&t.machine_id))
+                    .collect(),
             }),
             None => {
                 if let Some(cached) = &inner.snapshot {
@@ -294,6 +329,8 @@ impl Hub {
                         aggregates: inner.aggregates.values().collect(),
                         ingest: inner.ingest,
                         mqtt: inner.mqtt,
+                        alarms: inner.signals.alarms.values().collect(),
+                        trends: inner.signals.trends.values().collect(),
                     });
                     inner.snapshot = Some(text.clone());
                     text

@@ -23,7 +23,7 @@ pub struct Metrics {
     pub refused_origin: Counter,
     /// Upgrades refused because `max_clients` were connected.
     pub refused_capacity: Counter,
-    /// Requests to `/ws` or `/api/aggregates` refused for a missing or wrong bearer token.
+    /// Requests to `/ws`, `/api/aggregates` or `/api/alarms` refused for a missing or wrong bearer token.
     pub refused_token: Counter,
     /// 1 while connected to the broker.
     pub broker_connected: Gauge,

@@ -2,14 +2,20 @@
 //! and reconnects with capped exponential backoff.
 //!
 //! The session is clean and the subscription is renewed on every ConnAck, so the broker
-//! replays every retained aggregate: that replay *is* the gateway's state after a (re)start.
+//! replays every retained aggregate, alarm and trend: that replay *is* the gateway's state
+//! after a (re)start.
 //! Keys not replayed after a reconnect were cleared while the gateway was away and are
 //! forgotten once the replay has gone quiet.
 
 use std::time::Duration;
 
 use aggregator_core::Aggregate;
-use aggregator_core::topic::{AGGREGATES_FILTER, INGEST_STATUS_TOPIC, key_from_aggregate_topic};
+use aggregator_core::alarm::AlarmMessage;
+use aggregator_core::topic::{
+    AGGREGATES_FILTER, ALARMS_FILTER, INGEST_STATUS_TOPIC, TRENDS_FILTER, key_from_aggregate_topic,
+    key_from_alarm_topic, key_from_trend_topic,
+};
+use aggregator_core::trend::TrendMessage;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter};
 use serde::Deserialize;
 use service_kit::Backoff;
@@ -37,12 +43,18 @@ pub struct MqttTaskConfig {
 /// Why a publish was ignored.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InvalidMessage {
-    /// Topic is neither an aggregate nor the ingest status.
+    /// Topic is none of an aggregate, an alarm, a trend or the ingest status.
     #[error("unexpected topic")]
     Topic,
     /// Payload is not an aggregate.
     #[error("payload is not an aggregate: {0}")]
     Aggregate(String),
+    /// Payload is not an alarm message.
+    #[error("payload is not an alarm: {0}")]
+    Alarm(String),
+    /// Payload is not a trend message (or one of its times is not RFC 3339).
+    #[error("payload is not a trend: {0}")]
+    Trend(String),
     /// Payload names another key than its topic.
     #[error("payload key {machine}/{index} differs from the topic")]
     KeyMismatch {
@@ -79,6 +91,12 @@ pub fn apply_publish(hub: &Hub, topic: &str, payload: &[u8]) -> Result<(), Inval
         }));
         return Ok(());
     }
+    if let Some((machine, index)) = key_from_alarm_topic(topic) {
+        return apply_alarm(hub, machine, index, payload);
+    }
+    if let Some((machine, index)) = key_from_trend_topic(topic) {
+        return apply_trend(hub, machine, index, payload);
+    }
     let (machine, index) = key_from_aggregate_topic(topic).ok_or(InvalidMessage::Topic)?;
     if payload.is_empty() {
         hub.remove(machine, index);
@@ -93,6 +111,50 @@ pub fn apply_publish(hub: &Hub, topic: &str, payload: &[u8]) -> Result<(), Inval
         });
     }
     hub.upsert(aggregate);
+    Ok(())
+}
+
+fn apply_alarm(hub: &Hub, machine: &str, index: u32, payload: &[u8]) -> Result<(), InvalidMessage> {
+    if payload.is_empty() {
+        hub.set_alarm(machine, index, None);
+        return Ok(());
+    }
+    let alarm = AlarmMessage::parse(payload).map_err(|e| InvalidMessage::Alarm(e.to_string()))?;
+    // A since-when the dashboard cannot show is as unusable as bad JSON.
+    alarm
+        .raised_state()
+        .map_err(|e| InvalidMessage::Alarm(e.to_string()))?;
+    check_key(&alarm.machine_id, alarm.scrap_index, machine, index)?;
+    hub.set_alarm(machine, index, Some(alarm));
+    Ok(())
+}
+
+fn apply_trend(hub: &Hub, machine: &str, index: u32, payload: &[u8]) -> Result<(), InvalidMessage> {
+    if payload.is_empty() {
+        hub.set_trend(machine, index, None);
+        return Ok(());
+    }
+    let trend = TrendMessage::parse(payload).map_err(|e| InvalidMessage::Trend(e.to_string()))?;
+    trend
+        .points()
+        .map_err(|e| InvalidMessage::Trend(e.to_string()))?;
+    check_key(&trend.machine_id, trend.scrap_index, machine, index)?;
+    hub.set_trend(machine, index, Some(trend));
+    Ok(())
+}
+
+fn check_key(
+    payload_machine: &str,
+    payload_index: u32,
+    machine: &str,
+    index: u32,
+) -> Result<(), InvalidMessage> {
+    if payload_machine != machine || payload_index != index {
+        return Err(InvalidMessage::KeyMismatch {
+            machine: payload_machine.to_owned(),
+            index: payload_index,
+        });
+    }
     Ok(())
 }
 
@@ -157,8 +219,13 @@ pub async fn run(
                 );
                 hub.begin_resync();
                 hub.set_mqtt(MqttState::Connected);
-                let filters = [AGGREGATES_FILTER, INGEST_STATUS_TOPIC]
-                    .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                let filters = [
+                    AGGREGATES_FILTER,
+                    ALARMS_FILTER,
+                    TRENDS_FILTER,
+                    INGEST_STATUS_TOPIC,
+                ]
+                .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(filters) {
                     tracing::error!(error = %e, "cannot queue the subscription");
                 }
@@ -257,6 +324,11 @@ mod tests {
             ("aggregates/B1/2", A1_2.as_bytes(), "KeyMismatch"),
             ("aggregates/A1/x", A1_2.as_bytes(), "Topic"),
             ("status/ingest", b"[]", "Status"),
+            ("alarms/A1/2", b"{}", "Alarm"),
+            ("alarms/A1/2", br#"{"maschinenId":"A1","scrapIndex":2,"state":"raised","metric":"sum","value":1.0,"threshold":1.0,"since":"yesterday","timestamp":""}"#, "Alarm"),
+            ("alarms/A1/3", br#"{"maschinenId":"A1","scrapIndex":2,"state":"raised","metric":"sum","value":1.0,"threshold":1.0,"since":"2026-01-01T00:00:00Z","timestamp":""}"#, "KeyMismatch"),
+            ("trends/A1/2", b"[1,2]", "Trend"),
+            ("trends/A1/2", br#"{"maschinenId":"A1","scrapIndex":2,"intervalSeconds":10,"points":[{"t":"noon","sum":1}]}"#, "Trend"),
         ] {
             let err = apply_publish(&hub, topic, payload).unwrap_err();
             assert!(format!("{err:?}").starts_with(want), "{topic}: {err:?}");
@@ -264,6 +336,8 @@ mod tests {
         hub.flush();
         assert_eq!(hub.health().keys, 0);
         assert_eq!(hub.health().ingest, None);
+        assert_eq!(hub.alarms_json(None), "[]");
+        assert!(hub.subscribe(None).snapshot.contains(r#""trends":[]"#));
     }
 
     #[test]

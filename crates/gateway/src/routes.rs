@@ -1,8 +1,9 @@
-//! The plain HTTP endpoints: health, aggregates, metrics (the dashboard files: [`crate::assets`]).
+//! The plain HTTP endpoints: health, aggregates, alarms, metrics (the dashboard files: [`crate::assets`]).
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use crate::hub::MachineFilter;
 use crate::state::AppState;
 
 /// Answers that must always be fresh.
@@ -30,6 +31,32 @@ pub async fn aggregates(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
         .insert_header(NO_STORE)
         .content_type("application/json")
         .body(state.hub.aggregates_json())
+}
+
+/// Query of `/api/alarms`.
+#[derive(Debug, serde::Deserialize)]
+pub struct AlarmsQuery {
+    /// `?machines=A1,B2`: only these machines' alarms.
+    machines: Option<String>,
+}
+
+/// `GET /api/alarms`: every raised alarm (the latest retained alarm message of each key whose
+/// state is `raised`), sorted by machine, then index; `?machines=` keeps only those machines.
+/// Same bearer-token rule as `/api/aggregates`.
+pub async fn alarms(
+    req: HttpRequest,
+    query: web::Query<AlarmsQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if !crate::auth::authorized(&req, state.auth_token.as_ref(), None) {
+        state.hub.metrics().refused_token.inc();
+        return crate::auth::unauthorized();
+    }
+    let filter = query.machines.as_deref().and_then(MachineFilter::parse);
+    HttpResponse::Ok()
+        .insert_header(NO_STORE)
+        .content_type("application/json")
+        .body(state.hub.alarms_json(filter.as_ref()))
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text.

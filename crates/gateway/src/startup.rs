@@ -228,6 +228,7 @@ fn http_server(
             .route("/ws", web::get().to(ws_route))
             .route("/api/health", web::get().to(routes::health))
             .route("/api/aggregates", web::get().to(routes::aggregates))
+            .route("/api/alarms", web::get().to(routes::alarms))
             .route("/metrics", web::get().to(routes::metrics))
             // Last: it answers every path the routes above do not.
             .service(crate::assets::service(dashboard.clone()))

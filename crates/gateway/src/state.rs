@@ -25,7 +25,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Client tasks, awaited at shutdown.
     pub clients: TaskTracker,
-    /// Bearer token of `/ws` and `/api/aggregates`; `None`: open.
+    /// Bearer token of `/ws`, `/api/aggregates` and `/api/alarms`; `None`: open.
     pub auth_token: Option<service_kit::Secret>,
 }
 

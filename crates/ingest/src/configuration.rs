@@ -13,6 +13,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use aggregator_core::alarm::{AlarmRule, AlarmRules};
+use aggregator_core::trend::TrendConfig;
 use aggregator_core::{ParseLimits, WindowConfig};
 use clap::Parser;
 use rumqttc::{LastWill, MqttOptions, QoS};
@@ -133,6 +137,12 @@ pub struct Cli {
     /// [env: INGEST_DATA_DIR] [default: none].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Seconds between two samples of every key's trend [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub trend_interval_seconds: Option<i64>,
+    /// Samples kept in (and published with) every key's trend [default: 90].
+    #[arg(long, value_name = "N")]
+    pub trend_points: Option<i64>,
 }
 
 impl Cli {
@@ -161,6 +171,8 @@ impl Cli {
                 "rejection_log_interval_secs",
                 int(self.rejection_log_interval_secs),
             ),
+            ("trend_interval_seconds", int(self.trend_interval_seconds)),
+            ("trend_points", int(self.trend_points)),
             (
                 "data_dir",
                 self.data_dir
@@ -215,6 +227,12 @@ pub struct Settings {
     pub rejection_log_interval_secs: u64,
     /// Window log directory; none or empty: no log.
     pub data_dir: Option<PathBuf>,
+    /// Seconds between trend samples.
+    pub trend_interval_seconds: u64,
+    /// Samples per trend.
+    pub trend_points: usize,
+    /// The `[[alarm]]` tables of the file (only the file sets them).
+    pub alarm: Vec<AlarmRule>,
 }
 
 impl Default for Settings {
@@ -242,6 +260,9 @@ impl Default for Settings {
             shutdown_timeout_ms: 5_000,
             rejection_log_interval_secs: 10,
             data_dir: None,
+            trend_interval_seconds: 10,
+            trend_points: 90,
+            alarm: Vec::new(),
         }
     }
 }
@@ -318,6 +339,16 @@ impl Settings {
             self.rejection_log_interval_secs,
             1,
         )?;
+        in_range(
+            "trend_interval_seconds",
+            self.trend_interval_seconds,
+            1..=DAY_SECS,
+        )?;
+        // A trend is published whole on every sample: keep a message in the kilobytes.
+        in_range("trend_points", self.trend_points, 1..=10_000)?;
+        // The rule's own error names it (`[[alarm]] rule 2 (machine = "A1", ...): ...`).
+        let alarms = AlarmRules::new(&self.alarm)
+            .map_err(|e| SettingsError::invalid("alarm", e.to_string()))?;
 
         let min_packet = self.max_payload_bytes.saturating_add(PACKET_HEADROOM);
         if !(min_packet..=MQTT_MAX_PACKET).contains(&self.max_packet_bytes) {
@@ -366,6 +397,11 @@ impl Settings {
                 .data_dir
                 .clone()
                 .filter(|dir| !dir.as_os_str().is_empty()),
+            alarms: Arc::new(alarms),
+            trend: TrendConfig {
+                interval: Duration::from_secs(self.trend_interval_seconds),
+                points: self.trend_points,
+            },
         })
     }
 }
@@ -413,6 +449,10 @@ pub struct IngestConfig {
     pub rejection_log_interval: Duration,
     /// Directory of the window log (durable windows, exactly-once through restarts).
     pub data_dir: Option<PathBuf>,
+    /// The validated `[[alarm]]` rules (shared: thousands of them are not copied around).
+    pub alarms: Arc<AlarmRules>,
+    /// Trend sampling interval and length.
+    pub trend: TrendConfig,
 }
 
 impl IngestConfig {
@@ -654,6 +694,74 @@ mod tests {
             err.contains("`window_secs`") && err.contains("`window_seconds`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn alarm_rules_and_trend_settings_come_from_the_file_env_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let load_file = |text: &str, cli: Cli, vars: &[(&str, &str)]| {
+            let file = dir.path().join("ingest.toml");
+            std::fs::write(&file, text).unwrap();
+            let cli = Cli {
+                common: CommonFlags {
+                    config: Some(file),
+                    ..CommonFlags::default()
+                },
+                ..cli
+            };
+            Settings::load_from(&cli, &env(vars)).and_then(|s| s.validate())
+        };
+        let rules = "trend_points = 30\n\
+                     [[alarm]]\nmachine = \"*\"\nsum_above = 100\n\
+                     [[alarm]]\nmachine = \"A1\"\nindex = 2\nsum_above = 30.0\nclear_below = 25.0\n";
+        let config = load_file(
+            rules,
+            Cli {
+                trend_interval_seconds: Some(5),
+                ..Cli::default()
+            },
+            &[
+                ("INGEST_TREND_INTERVAL_SECONDS", "7"),
+                ("INGEST_TREND_POINTS", "40"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.alarms.len(), 2);
+        let a1 = config.alarms.resolve("A1", 2).unwrap().sum.unwrap();
+        assert_eq!((a1.raise, a1.clear), (30.0, 25.0));
+        assert_eq!(config.alarms.resolve("B1", 1).unwrap().rule, 1);
+        assert_eq!(
+            config.trend.interval,
+            Duration::from_secs(5),
+            "flag over env"
+        );
+        assert_eq!(config.trend.points, 40, "env over file");
+
+        let defaults = load_file("", Cli::default(), &[]).unwrap();
+        assert!(defaults.alarms.is_empty());
+        assert_eq!(defaults.trend, TrendConfig::default());
+
+        let bad = "[[alarm]]\nmachine = \"A1\"\nsum_above = 1\n\
+                   [[alarm]]\nmachine = \"B1\"\nindex = 2\nsum_above = 30\nclear_below = 35\n";
+        let err = load_file(bad, Cli::default(), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("`alarm`") && err.contains("rule 2") && err.contains("\"B1\""),
+            "{err}"
+        );
+        let typo = "[[alarm]]\nmachine = \"A1\"\nsum_above = 1\nclear_belw = 0.5\n";
+        let err = load_file(typo, Cli::default(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("clear_belw"), "{err}");
+        for (flag, value) in [("trend_interval_seconds", 0), ("trend_points", 0)] {
+            let cli = Cli {
+                trend_interval_seconds: (flag == "trend_interval_seconds").then_some(value),
+                trend_points: (flag == "trend_points").then_some(value),
+                ..Cli::default()
+            };
+            let err = load_file("", cli, &[]).unwrap_err().to_string();
+            assert!(err.contains(flag), "{err}");
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - [`mqtt`]: the task that owns rumqttc's event loop and forwards messages.
 //! - [`pipeline`]: the aggregation task around `aggregator_core::WindowStore`; [`outbox`]:
 //!   what it hands to the MQTT client (retries, acknowledgements, back-pressure).
+//! - [`alarms`], [`trends`]: `[[alarm]]` evaluation on every change and the periodic trends,
+//!   published retained (the logic is `aggregator_core`'s).
 //! - [`coalesce`]: per-key publish coalescing (pure).
 //! - [`rejections`]: rate-limited logging of rejections (pure).
 //! - [`snapshot`]: reading the retained aggregates a previous run left behind; [`orphans`]:
@@ -14,6 +16,7 @@
 //! - [`configuration`], [`startup`]: settings and wiring (signals and logs: `service_kit`).
 #![warn(missing_docs)]
 
+pub mod alarms;
 pub mod coalesce;
 pub mod configuration;
 pub mod http;
@@ -26,6 +29,7 @@ pub mod redelivery;
 pub mod rejections;
 pub mod snapshot;
 pub mod startup;
+pub mod trends;
 pub mod window_log;
 
 pub use startup::{Application, StartupError};

@@ -42,6 +42,14 @@ pub struct Metrics {
     pub readings_restored: Counter,
     /// Segments of the window log on disk.
     pub log_segments: Gauge,
+    /// Alarms currently raised.
+    pub alarms_raised: Gauge,
+    /// Alarm raises published.
+    pub alarm_raises: Counter,
+    /// Alarm clears published.
+    pub alarm_clears: Counter,
+    /// Trend messages handed to the MQTT client.
+    pub trends_published: Counter,
 }
 
 impl Metrics {
@@ -66,6 +74,10 @@ impl Metrics {
             redeliveries_skipped: Counter::default(),
             readings_restored: Counter::default(),
             log_segments: Gauge::default(),
+            alarms_raised: Gauge::default(),
+            alarm_raises: Counter::default(),
+            alarm_clears: Counter::default(),
+            trends_published: Counter::default(),
         };
         registry.register(
             "readings_received",
@@ -132,6 +144,26 @@ impl Metrics {
             "log_segments",
             "Segments of the window log on disk",
             metrics.log_segments.clone(),
+        );
+        registry.register(
+            "alarms_raised",
+            "Alarms currently raised",
+            metrics.alarms_raised.clone(),
+        );
+        registry.register(
+            "alarm_raises",
+            "Alarm raises published on alarms/{machineId}/{scrapIndex}",
+            metrics.alarm_raises.clone(),
+        );
+        registry.register(
+            "alarm_clears",
+            "Alarm clears published on alarms/{machineId}/{scrapIndex}",
+            metrics.alarm_clears.clone(),
+        );
+        registry.register(
+            "trends_published",
+            "Trend messages handed to the MQTT client",
+            metrics.trends_published.clone(),
         );
         metrics
     }

@@ -25,8 +25,9 @@ pub enum Inbound {
     /// A message on `machines/+/scrap`. The whole packet is kept (packet id, QoS, DUP) so that
     /// the pipeline can acknowledge it by hand once durable and recognise a redelivery.
     Reading(Publish),
-    /// Retained aggregates of a previous run, read once at start-up.
-    Retained(Vec<crate::snapshot::RetainedAggregate>),
+    /// Retained aggregates, alarms and trends of a previous run, read once at start-up (sent
+    /// even when empty: alarms and trends wait for it).
+    Retained(crate::snapshot::Snapshot),
     /// A CONNACK: the broker accepted the connection.
     Connected {
         /// False when the broker kept no session for us: we subscribed again, and anything

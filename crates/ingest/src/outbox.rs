@@ -10,7 +10,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use aggregator_core::topic::{INGEST_STATUS_TOPIC, REJECTED_TOPIC, aggregate_topic};
+use aggregator_core::topic::{
+    INGEST_STATUS_TOPIC, REJECTED_TOPIC, aggregate_topic, alarm_topic, trend_topic,
+};
 use aggregator_core::{DeadLetter, IngestStatus, Key, Rejection, Timestamp};
 use rumqttc::{AsyncClient, Publish, QoS};
 
@@ -47,6 +49,9 @@ pub struct Outbox {
     batch_acks: Vec<(QoS, u16)>,
     /// Durable but not yet acknowledged: the client's request queue was full.
     pending_acks: VecDeque<(QoS, u16)>,
+    /// Alarm and trend messages (and their clears) the queue refused, kept in order: a key's
+    /// alarm changes must reach the broker in the order they happened.
+    in_order: VecDeque<(String, Vec<u8>)>,
 }
 
 impl Outbox {
@@ -62,6 +67,7 @@ impl Outbox {
             paused_until: None,
             batch_acks: Vec::new(),
             pending_acks: VecDeque::new(),
+            in_order: VecDeque::new(),
         }
     }
 
@@ -94,9 +100,43 @@ impl Outbox {
         self.status_pending = true;
     }
 
-    /// Clears the retained aggregate of `key` unless it is tracked again by then.
+    /// Clears the retained aggregate of `key` unless it is tracked again by then, and its
+    /// retained alarm and trend in any case (behind its earlier alarm and trend messages, and
+    /// ahead of any later ones, so a key that comes back is not wiped).
     pub fn clear_later(&mut self, key: Key) {
+        self.in_order
+            .push_back((alarm_topic(&key.machine, key.scrap_index), Vec::new()));
+        self.in_order
+            .push_back((trend_topic(&key.machine, key.scrap_index), Vec::new()));
         self.pending_clears.push_back(key);
+    }
+
+    /// Hands a retained QoS 1 alarm or trend message to the client after those it refused
+    /// before; what it refuses now waits for the next retry, in order.
+    pub fn publish_in_order(&mut self, topic: String, payload: Vec<u8>, now: Timestamp) {
+        self.in_order.push_back((topic, payload));
+        self.send_in_order(now);
+    }
+
+    /// Alarm and trend messages waiting for room in the client's queue.
+    pub fn in_order_backlog(&self) -> usize {
+        self.in_order.len()
+    }
+
+    /// Offers the queued alarm and trend messages; returns true when none is left.
+    pub fn send_in_order(&mut self, now: Timestamp) -> bool {
+        while let Some((topic, payload)) = self.in_order.front() {
+            if self
+                .client
+                .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
+                .is_err()
+            {
+                self.schedule_retry(now);
+                return false;
+            }
+            self.in_order.pop_front();
+        }
+        true
     }
 
     /// Whether the request queue was full a moment ago (aggregates and dead letters wait).
@@ -134,6 +174,7 @@ impl Outbox {
         self.send_acks(now);
         self.send_status(now);
         self.send_clears(now, tracked);
+        self.send_in_order(now);
     }
 
     /// Hands a retained QoS 1 message to the client; `false` when the queue is full.
@@ -255,6 +296,12 @@ impl Outbox {
                 self.metrics.aggregates_published.inc();
                 published += 1;
             }
+        }
+        while let Some((topic, payload)) = self.in_order.pop_front() {
+            let _ = self
+                .client
+                .publish(topic, QoS::AtLeastOnce, true, payload)
+                .await;
         }
         while let Some(key) = self.pending_clears.pop_front() {
             if tracked(&key) {

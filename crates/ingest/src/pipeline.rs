@@ -8,7 +8,8 @@
 //! loop task may be waiting on this task's channel; a refused publish is retried shortly after.
 //!
 //! What goes to the client, with its retries and acknowledgements, is the [`Outbox`]'s; the
-//! retained aggregates of a previous run are the [`Orphans`]'.
+//! retained aggregates of a previous run are the [`Orphans`]'. Every change of a window is
+//! also evaluated by the [`Alarms`], and the [`Trends`] sample every key on their own tick.
 //!
 //! Acknowledgements are manual: every QoS 1/2 message of a batch is acknowledged to the broker
 //! only after the batch's accepted readings are durable in the [`WindowLog`] (one fsync per
@@ -16,9 +17,12 @@
 //! was not yet durable. Redeliveries of logged readings are recognised ([`Redeliveries`]) and
 //! skipped.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use aggregator_core::alarm::AlarmRules;
 use aggregator_core::topic::aggregate_topic;
+use aggregator_core::trend::TrendConfig;
 use aggregator_core::{
     Key, KeyId, ParseLimits, Reading, Rejection, Timestamp, WindowConfig, WindowStore,
     parse_reading,
@@ -27,6 +31,7 @@ use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::alarms::Alarms;
 use crate::coalesce::Coalescer;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
@@ -36,6 +41,7 @@ use crate::outbox::Outbox;
 pub use crate::outbox::status_payload;
 use crate::redelivery::{Redeliveries, digest};
 use crate::rejections::RejectionLog;
+use crate::trends::Trends;
 use crate::window_log::{Delivery, LogError, Record, WindowLog};
 /// Most aggregates handed to the client per tick, so that a burst (every key after a
 /// reconnect) is spread over several loop turns and input keeps flowing.
@@ -63,6 +69,10 @@ pub struct PipelineSettings {
     pub rejection_log_interval: Duration,
     /// When this process started (for `status/ingest`).
     pub started_at: Timestamp,
+    /// The `[[alarm]]` rules.
+    pub alarms: Arc<AlarmRules>,
+    /// Trend sampling.
+    pub trend: TrendConfig,
 }
 
 /// The aggregation task's state.
@@ -73,6 +83,8 @@ pub struct Pipeline {
     outbox: Outbox,
     /// Retained aggregates of a previous run for keys this process does not track.
     orphans: Orphans,
+    alarms: Alarms,
+    trends: Trends,
     metrics: Metrics,
     limits: ParseLimits,
     rejection_log: RejectionLog,
@@ -115,6 +127,8 @@ impl Pipeline {
             coalescer: Coalescer::with_burst(settings.publish_interval, settings.publish_burst),
             outbox: Outbox::new(client, metrics.clone(), settings.started_at),
             orphans: Orphans::new(settings.window.window, settings.window.key_idle_ttl),
+            alarms: Alarms::new(settings.alarms, metrics.clone()),
+            trends: Trends::new(settings.trend, clock_now(), metrics.clone()),
             metrics,
             limits: settings.limits,
             rejection_log: RejectionLog::new(settings.rejection_log_interval),
@@ -296,9 +310,13 @@ impl Pipeline {
                 Inbound::Connected { session_present } => self.on_connected(session_present),
                 Inbound::Retained(found) => {
                     let store = &self.store;
-                    self.orphans.adopt(found, |machine, index| {
+                    self.orphans.adopt(found.aggregates, |machine, index| {
                         store.lookup(machine, index).is_some()
                     });
+                    self.alarms
+                        .restore(store, found.alarms, now, &mut self.outbox);
+                    self.trends
+                        .restore(store, found.trends, now, &mut self.outbox);
                 }
             }
         }
@@ -350,6 +368,7 @@ impl Pipeline {
                         delivery,
                     );
                 }
+                self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
                 if self.coalescer.is_immediate() {
                     self.publish_aggregate(id, now);
                 } else {
@@ -403,6 +422,9 @@ impl Pipeline {
             for id in ids {
                 self.coalescer.touch(id);
             }
+            // Trends go out again on their next tick; raised alarms would not by themselves.
+            self.alarms
+                .republish_raised(&self.store, clock_now(), &mut self.outbox);
         }
     }
 
@@ -422,6 +444,7 @@ impl Pipeline {
         }
         self.outbox
             .retry_due(now, |key| tracked(&key.machine, key.scrap_index));
+        self.trends.tick(&self.store, now, &mut self.outbox);
         self.maintain_log(now);
         if self.outbox.resume(now) {
             self.coalescer
@@ -446,6 +469,10 @@ impl Pipeline {
         for key in self.scratch.forgotten.drain(..) {
             self.outbox.clear_later(key);
         }
+        if forgotten > 0 {
+            self.alarms.forget_untracked(&self.store);
+            self.trends.forget_untracked(&self.store);
+        }
         forgotten
     }
 
@@ -453,6 +480,7 @@ impl Pipeline {
         self.store.expire(now, &mut self.scratch.changed);
         let mut changed = std::mem::take(&mut self.scratch.changed);
         for id in changed.drain(..) {
+            self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
             if self.coalescer.is_immediate() {
                 self.publish_aggregate(id, now);
             } else {
@@ -530,6 +558,7 @@ impl Pipeline {
             publish,
             self.outbox.retry_at(),
             self.orphans.next_deadline(),
+            Some(self.trends.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -570,6 +599,8 @@ mod tests {
             batch_size: 64,
             rejection_log_interval: Duration::from_secs(10),
             started_at: Timestamp::EPOCH,
+            alarms: Arc::default(),
+            trend: TrendConfig::default(),
         };
         (
             Pipeline::new(settings, client, metrics.clone()),

@@ -1,15 +1,22 @@
-//! The start-up snapshot of the retained aggregates a previous run left on the broker.
+//! The start-up snapshot of the retained aggregates, alarms and trends a previous run left on
+//! the broker.
 //!
 //! A new ingest process starts with empty windows, but the broker still holds the retained
 //! aggregates of the previous process. A short-lived, clean-session connection reads them once
 //! ([`read_retained`]); the aggregation task then empties and clears those of keys it does not
-//! track ([`crate::orphans`]).
+//! track ([`crate::orphans`]), takes the raised alarms back so a restart does not raise them
+//! again ([`crate::alarms`]), and continues the trends ([`crate::trends`]).
 
 use std::time::Duration;
 
-use aggregator_core::topic::{AGGREGATES_FILTER, key_from_aggregate_topic};
+use aggregator_core::alarm::AlarmMessage;
+use aggregator_core::topic::{
+    AGGREGATES_FILTER, ALARMS_FILTER, TRENDS_FILTER, key_from_aggregate_topic,
+    key_from_alarm_topic, key_from_trend_topic,
+};
+use aggregator_core::trend::{TrendMessage, TrendPoint};
 use aggregator_core::{Aggregate, Timestamp};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, SubscribeFilter};
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::IngestConfig;
@@ -33,13 +40,32 @@ pub struct RetainedAggregate {
     pub count: u64,
 }
 
-/// Reads every retained aggregate on the broker through its own clean-session connection.
-/// Returns what it got when the broker is unreachable, slow or `shutdown` fires: this is a
-/// best-effort clean-up, never a reason not to start.
-pub async fn read_retained(
-    config: &IngestConfig,
-    shutdown: &CancellationToken,
-) -> Vec<RetainedAggregate> {
+/// A retained trend found at start-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetainedTrend {
+    /// Machine id.
+    pub machine: String,
+    /// Scrap index.
+    pub scrap_index: u32,
+    /// Its samples, in message order.
+    pub points: Vec<TrendPoint>,
+}
+
+/// Everything the start-up snapshot found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Retained aggregates.
+    pub aggregates: Vec<RetainedAggregate>,
+    /// Retained alarm messages (raised or cleared), each on its own key's topic.
+    pub alarms: Vec<AlarmMessage>,
+    /// Retained trends.
+    pub trends: Vec<RetainedTrend>,
+}
+
+/// Reads every retained aggregate, alarm and trend on the broker through its own
+/// clean-session connection. Returns what it got when the broker is unreachable, slow or
+/// `shutdown` fires: this is best effort, never a reason not to start.
+pub async fn read_retained(config: &IngestConfig, shutdown: &CancellationToken) -> Snapshot {
     let mut options = MqttOptions::new(
         format!("{}-snapshot", config.client_id),
         &config.mqtt_host,
@@ -53,7 +79,7 @@ pub async fn read_retained(
     // aggregates/#.
     config.security.apply_to(&mut options);
     let (client, mut event_loop) = AsyncClient::new(options, 16);
-    let mut found = Vec::new();
+    let mut found = Snapshot::default();
     let overall = tokio::time::sleep(SNAPSHOT_TIMEOUT);
     tokio::pin!(overall);
     let mut quiet_until: Option<tokio::time::Instant> = None;
@@ -64,7 +90,7 @@ pub async fn read_retained(
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
             () = &mut overall => {
-                tracing::warn!(found = found.len(), "retained-aggregate snapshot incomplete");
+                tracing::warn!(found = found.aggregates.len(), "retained-aggregate snapshot incomplete");
                 break;
             }
             () = quiet, if quiet_until.is_some() => break,
@@ -72,10 +98,10 @@ pub async fn read_retained(
         };
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                if client
-                    .try_subscribe(AGGREGATES_FILTER, QoS::AtMostOnce)
-                    .is_err()
-                {
+                // One SUBSCRIBE, so that the one SUBACK starts the quiet period for all three.
+                let filters = [AGGREGATES_FILTER, ALARMS_FILTER, TRENDS_FILTER]
+                    .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtMostOnce));
+                if client.try_subscribe_many(filters).is_err() {
                     break;
                 }
             }
@@ -90,9 +116,7 @@ pub async fn read_retained(
                     continue;
                 }
                 quiet_until = Some(tokio::time::Instant::now() + QUIET);
-                if let Some(found_one) = parse_retained(&publish.topic, &publish.payload) {
-                    found.push(found_one);
-                }
+                found.add(&publish.topic, &publish.payload);
             }
             Ok(_) => {}
             Err(e) => {
@@ -105,6 +129,34 @@ pub async fn read_retained(
     // Let the DISCONNECT go out, briefly.
     let _ = tokio::time::timeout(Duration::from_millis(100), event_loop.poll()).await;
     found
+}
+
+impl Snapshot {
+    /// Keeps a retained message if it is a well-formed aggregate, alarm or trend of the key its
+    /// topic names; clears (empty payloads) and anything else are skipped.
+    pub fn add(&mut self, topic: &str, payload: &[u8]) {
+        if let Some(aggregate) = parse_retained(topic, payload) {
+            self.aggregates.push(aggregate);
+        } else if let Some((machine, index)) = key_from_alarm_topic(topic) {
+            if let Ok(alarm) = AlarmMessage::parse(payload)
+                && alarm.machine_id == machine
+                && alarm.scrap_index == index
+            {
+                self.alarms.push(alarm);
+            }
+        } else if let Some((machine, index)) = key_from_trend_topic(topic)
+            && let Ok(trend) = TrendMessage::parse(payload)
+            && trend.machine_id == machine
+            && trend.scrap_index == index
+            && let Ok(points) = trend.points()
+        {
+            self.trends.push(RetainedTrend {
+                machine: machine.to_owned(),
+                scrap_index: index,
+                points,
+            });
+        }
+    }
 }
 
 /// A retained aggregate, or `None` for clears and anything that is not one of ours.
@@ -140,5 +192,22 @@ mod tests {
         );
         assert!(parse_retained("aggregates/A1/2", b"").is_none(), "a clear");
         assert!(parse_retained("aggregates/A1/2", b"{}").is_none());
+    }
+
+    #[test]
+    fn alarms_and_trends_are_kept_only_on_their_own_topic() {
+        let alarm = br#"{"maschinenId":"A1","scrapIndex":2,"state":"raised","metric":"sum","value":31.0,"threshold":30.0,"since":"2026-01-01T12:00:30.123Z","timestamp":"2026-01-01T12:00:30.123Z"}"#;
+        let trend = br#"{"maschinenId":"A1","scrapIndex":2,"intervalSeconds":10,"points":[{"t":"2026-01-01T12:00:10.000Z","sum":1.0}]}"#;
+        let mut s = Snapshot::default();
+        s.add("alarms/A1/2", alarm);
+        s.add("alarms/B1/2", alarm);
+        s.add("alarms/A1/2", b"");
+        s.add("trends/A1/2", trend);
+        s.add("trends/A1/3", trend);
+        s.add("trends/A1/2", b"{}");
+        assert_eq!(s.alarms.len(), 1);
+        assert_eq!(s.trends.len(), 1);
+        assert_eq!(s.trends[0].points.len(), 1);
+        assert!(s.aggregates.is_empty());
     }
 }

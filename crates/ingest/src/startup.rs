@@ -143,6 +143,9 @@ impl Application {
             window_seconds = config.window.window.as_secs(),
             publish_interval_ms = config.publish_interval.as_millis() as u64,
             publish_burst = config.publish_burst,
+            alarm_rules = config.alarms.len(),
+            trend_interval_seconds = config.trend.interval.as_secs(),
+            trend_points = config.trend.points,
             "HTTP listening"
         );
 
@@ -152,10 +155,8 @@ impl Application {
             let shutdown = shutdown.clone();
             let inbound = inbound_tx_snapshot;
             async move {
+                // Sent even when empty: alarms and trends wait for it.
                 let found = crate::snapshot::read_retained(&config, &shutdown).await;
-                if found.is_empty() {
-                    return;
-                }
                 tokio::select! {
                     _ = inbound.send(Inbound::Retained(found)) => {}
                     () = shutdown.cancelled() => {}
@@ -172,6 +173,8 @@ impl Application {
                 batch_size: config.batch_size,
                 rejection_log_interval: config.rejection_log_interval,
                 started_at,
+                alarms: config.alarms.clone(),
+                trend: config.trend,
             },
             client,
             metrics,

@@ -45,6 +45,9 @@ pub struct LatencyArgs {
     /// Extra gateway flag, repeatable (e.g. `--gateway-flag=--batch-interval-ms=5`).
     #[arg(long, allow_hyphen_values = true)]
     pub gateway_flag: Vec<String>,
+    /// Ingest settings file passed as its `--config` (e.g. a set of `[[alarm]]` rules).
+    #[arg(long, value_name = "FILE")]
+    pub ingest_config: Option<PathBuf>,
     /// Machines.
     #[arg(long, default_value_t = 10)]
     pub machines: usize,
@@ -140,6 +143,7 @@ pub async fn compare(args: &CompareArgs) -> anyhow::Result<Row> {
         publish_interval_ms: None,
         publish_burst: None,
         gateway_flag: Vec::new(),
+        ingest_config: None,
         machines: 3,
         indices: 3,
         bin_dir: args.bin_dir.clone(),
@@ -184,6 +188,9 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
     }
     if let Some(burst) = args.publish_burst {
         extra.extend(["--publish-burst".to_owned(), burst.to_string()]);
+    }
+    if let Some(file) = &args.ingest_config {
+        extra.extend(["--config".to_owned(), file.display().to_string()]);
     }
     let ingest = stack::start_ingest(&bins, &broker, &extra).await?;
     let gateway = stack::start_gateway(&bins, &broker, &args.gateway_flag).await?;

@@ -36,6 +36,9 @@ pub struct ThroughputArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Ingest settings file passed as its `--config` (e.g. a set of `[[alarm]]` rules).
+    #[arg(long, value_name = "FILE")]
+    pub ingest_config: Option<PathBuf>,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -49,7 +52,12 @@ pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Row> {
     let bins = Bins::locate(args.bin_dir.as_deref())?;
     let timeout = Duration::from_secs(args.timeout_secs);
     let broker = stack::start_broker().await;
-    let ingest = stack::start_ingest(&bins, &broker, &[]).await?;
+    let extra: Vec<String> = args
+        .ingest_config
+        .iter()
+        .flat_map(|file| ["--config".to_owned(), file.display().to_string()])
+        .collect();
+    let ingest = stack::start_ingest(&bins, &broker, &extra).await?;
     let n = args.messages;
 
     // A retained marker tells us when mosquitto_sub's subscription is active: it is the

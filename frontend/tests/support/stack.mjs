@@ -207,8 +207,11 @@ export async function startMosquitto() {
   }
 }
 
-/** `target/debug/ingest` against the broker, ready once its /health says so. */
-export async function startIngest(mqttPort) {
+/**
+ * `target/debug/ingest` against the broker, ready once its /health says so; `windowSeconds`
+ * and further flags (`args`, e.g. `--config` with `[[alarm]]` rules) for tests that need them.
+ */
+export async function startIngest(mqttPort, { windowSeconds = 60, args = [] } = {}) {
   const binary = requireBinary('ingest');
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
@@ -216,8 +219,9 @@ export async function startIngest(mqttPort) {
       '--mqtt-host', '127.0.0.1',
       '--mqtt-port', String(mqttPort),
       '--listen', `127.0.0.1:${port}`,
-      '--window-seconds', '60',
+      '--window-seconds', String(windowSeconds),
       '--client-id', uniqueId('fe-ingest'),
+      ...args,
     ]);
     try {
       await service.ready('ingest /health 200', async () => (await httpStatus(`http://127.0.0.1:${port}/health`)) === 200);
@@ -377,11 +381,12 @@ export async function openDashboard(context, url) {
 
 /** Everything one test file needs, started in order and stopped in reverse. */
 export class Stack {
+  /** `ingest`: `false` for none, or the options of `startIngest`. */
   static async start({ ingest = true } = {}) {
     const stack = new Stack();
     try {
       stack.mosquitto = await startMosquitto();
-      if (ingest) stack.ingest = await startIngest(stack.mosquitto.port);
+      if (ingest) stack.ingest = await startIngest(stack.mosquitto.port, ingest === true ? {} : ingest);
       stack.gateway = await startGateway(stack.mosquitto.port);
       stack.publisher = await connectPublisher(stack.mosquitto.port);
     } catch (error) {

@@ -2,6 +2,7 @@
 //! port, real WebSocket and HTTP clients.
 
 mod admission;
+mod alarms;
 mod auth;
 mod cli;
 mod dashboard;

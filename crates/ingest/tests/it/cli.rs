@@ -44,6 +44,23 @@ async fn a_typo_in_the_file_is_named_and_exits_2() {
 }
 
 #[tokio::test]
+async fn an_invalid_alarm_rule_is_named_and_exits_2() {
+    let file = settings_file(
+        "[[alarm]]\nmachine = \"A1\"\nsum_above = 30\n\
+         [[alarm]]\nmachine = \"B1\"\nindex = 2\navg_above = 3\nclear_below = 4\n",
+    );
+    let line = settings_error(&["--config", file.path().to_str().unwrap()]).await;
+    assert!(
+        line.contains("rule 2") && line.contains("machine = \"B1\", index = 2"),
+        "{line}"
+    );
+    assert!(
+        line.contains("clear_below 4 is above avg_above 3"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_config_file_is_reported_once() {
     let line = settings_error(&["--config", "/nonexistent/ingest.toml"]).await;
     assert_eq!(

@@ -2,6 +2,7 @@
 //! real service process, real MQTT clients publishing readings and collecting aggregates.
 
 mod aggregates;
+mod alarms;
 mod cli;
 mod coalescing;
 mod durability;

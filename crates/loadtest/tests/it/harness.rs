@@ -24,6 +24,7 @@ async fn throughput_counts_both_subscribers_and_checks_exact_sums() {
         machines: 3,
         indices: 2,
         timeout_secs: 60,
+        ingest_config: None,
         bin_dir: bin_dir(),
     })
     .await
@@ -40,6 +41,7 @@ async fn latency_sees_every_reading_in_a_frame() {
         publish_interval_ms: Some(0),
         publish_burst: None,
         gateway_flag: Vec::new(),
+        ingest_config: None,
         machines: 2,
         indices: 2,
         bin_dir: bin_dir(),

@@ -1,0 +1,164 @@
+//! Trends of every tracked key: every `trend_interval_seconds`, on the grid of multiples of
+//! the interval since the epoch, each key's current window sum is appended to its trend and
+//! the last `trend_points` samples are published retained QoS 1 on
+//! `trends/{machineId}/{scrapIndex}`.
+//!
+//! The broker is the store: at start the retained trends are read back
+//! ([`Trends::restore`]) and continued with `aggregator_core::trend::Trend::merge`. Until
+//! then samples are taken but not published, so that a fresh, short trend never overwrites
+//! the retained one before it was read. A read-back trend of a key not tracked yet waits for
+//! the key's first sample.
+
+use aggregator_core::topic::trend_topic;
+use aggregator_core::trend::{Trend, TrendConfig, TrendPoint};
+use aggregator_core::{KeyId, Timestamp, WindowStore};
+use hashbrown::HashMap;
+
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::snapshot::RetainedTrend;
+
+/// The trends of every tracked key.
+pub struct Trends {
+    config: TrendConfig,
+    trends: HashMap<KeyId, Trend>,
+    /// Read-back trends of keys not tracked (yet), by (machine, index).
+    read_back: HashMap<(String, u32), Vec<TrendPoint>>,
+    /// The next sample instant.
+    next_tick: Timestamp,
+    /// The start-up snapshot has been taken into account: trends are published.
+    ready: bool,
+    metrics: Metrics,
+}
+
+impl Trends {
+    /// Empty trends, the first sample due on the grid after `now`.
+    pub fn new(config: TrendConfig, now: Timestamp, metrics: Metrics) -> Self {
+        Trends {
+            config,
+            trends: HashMap::new(),
+            read_back: HashMap::new(),
+            next_tick: config.next_tick(now),
+            ready: false,
+            metrics,
+        }
+    }
+
+    /// When the next sample is due.
+    pub fn next_deadline(&self) -> Timestamp {
+        self.next_tick
+    }
+
+    /// Samples every tracked key when a sample is due at `now` (the window expired as of
+    /// `now`), and publishes the trends once the snapshot has been read.
+    pub fn tick(&mut self, store: &WindowStore, now: Timestamp, out: &mut Outbox) {
+        if now < self.next_tick {
+            return;
+        }
+        // A late wake-up (a busy or suspended process) takes one sample, at the tick that was
+        // due, and goes on from the next tick after now: no burst of catch-up samples.
+        let at = self.next_tick;
+        self.next_tick = self.config.next_tick(now);
+        // A trend message carries the whole trend, so a skipped one loses nothing: while the
+        // previous tick's messages still wait for the client (broker away), take the samples
+        // but queue no more, or the backlog would grow by every key on every tick.
+        let publishing = self.ready && out.in_order_backlog() == 0;
+        for id in store.key_ids() {
+            let (Some(key), Some(totals)) = (store.key(id), store.totals(id)) else {
+                continue;
+            };
+            let trend = self.trends.entry(id).or_insert_with(|| {
+                let mut trend = Trend::new(self.config.points);
+                if let Some(points) = self
+                    .read_back
+                    .remove(&(key.machine.to_string(), key.scrap_index))
+                {
+                    trend.merge(points, &self.config, now);
+                }
+                trend
+            });
+            trend.push(at, totals.sum);
+            if publishing {
+                publish(
+                    &self.config,
+                    &key.machine,
+                    key.scrap_index,
+                    trend,
+                    now,
+                    out,
+                    &self.metrics,
+                );
+            }
+        }
+    }
+
+    /// Continues the trends read back at start and publishes every tracked key's trend.
+    pub fn restore(
+        &mut self,
+        store: &WindowStore,
+        retained: Vec<RetainedTrend>,
+        now: Timestamp,
+        out: &mut Outbox,
+    ) {
+        if self.ready {
+            return;
+        }
+        let found = retained.len();
+        for one in retained {
+            match store.lookup(&one.machine, one.scrap_index) {
+                Some(id) => self
+                    .trends
+                    .entry(id)
+                    .or_insert_with(|| Trend::new(self.config.points))
+                    .merge(one.points, &self.config, now),
+                None => {
+                    self.read_back
+                        .insert((one.machine, one.scrap_index), one.points);
+                }
+            }
+        }
+        tracing::info!(
+            found,
+            waiting = self.read_back.len(),
+            "trends: retained trends read back"
+        );
+        self.ready = true;
+        for (id, trend) in &self.trends {
+            if let Some(key) = store.key(*id)
+                && !trend.is_empty()
+            {
+                publish(
+                    &self.config,
+                    &key.machine,
+                    key.scrap_index,
+                    trend,
+                    now,
+                    out,
+                    &self.metrics,
+                );
+            }
+        }
+    }
+
+    /// Drops the trends of keys the store no longer tracks (their retained trend is cleared
+    /// by the outbox).
+    pub fn forget_untracked(&mut self, store: &WindowStore) {
+        self.trends.retain(|id, _| store.key(*id).is_some());
+    }
+}
+
+fn publish(
+    config: &TrendConfig,
+    machine: &str,
+    index: u32,
+    trend: &Trend,
+    now: Timestamp,
+    out: &mut Outbox,
+    metrics: &Metrics,
+) {
+    let message = trend.to_message(machine, index, config);
+    // Plain numbers and strings: serialization cannot fail.
+    let payload = serde_json::to_vec(&message).unwrap_or_default();
+    out.publish_in_order(trend_topic(machine, index), payload, now);
+    metrics.trends_published.inc();
+}

@@ -56,32 +56,10 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use aggregator_core::Aggregate;
-    use bytestring::ByteString;
 
     use super::*;
+    use crate::fixtures::{agg, hub, json};
     use crate::hub::ClientSlot;
-    use crate::metrics::Metrics;
-
-    fn agg(machine: &str, index: u32, sum: f64) -> Aggregate {
-        Aggregate {
-            machine_id: machine.into(),
-            scrap_index: index,
-            sum,
-            avg: Some(sum),
-            count: 1,
-            window_seconds: 60,
-            timestamp: "2026-01-01T00:00:00.000Z".into(),
-        }
-    }
-
-    fn hub() -> Arc<Hub> {
-        Arc::new(Hub::new(16, Arc::new(Metrics::new())))
-    }
-
-    fn json(text: &ByteString) -> serde_json::Value {
-        serde_json::from_str(text).unwrap()
-    }
 
     #[test]
     fn batch_interval_grows_with_clients_up_to_the_setting() {

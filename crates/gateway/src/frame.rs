@@ -348,22 +348,7 @@ pub(crate) fn encode(wire: &Wire<'_>) -> ByteString {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn agg(machine: &str, index: u32, sum: f64) -> Aggregate {
-        Aggregate {
-            machine_id: machine.into(),
-            scrap_index: index,
-            sum,
-            avg: Some(sum),
-            count: 1,
-            window_seconds: 60,
-            timestamp: "2026-01-01T00:00:00.000Z".into(),
-        }
-    }
-
-    fn json(text: &ByteString) -> serde_json::Value {
-        serde_json::from_str(text).unwrap()
-    }
+    use crate::fixtures::{agg, json};
 
     #[test]
     fn update_frames_are_the_protocol_json_and_subsets_reuse_it() {

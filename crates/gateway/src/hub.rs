@@ -404,26 +404,7 @@ fn gauge_value(n: usize) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn agg(machine: &str, index: u32, sum: f64) -> Aggregate {
-        Aggregate {
-            machine_id: machine.into(),
-            scrap_index: index,
-            sum,
-            avg: Some(sum),
-            count: 1,
-            window_seconds: 60,
-            timestamp: "2026-01-01T00:00:00.000Z".into(),
-        }
-    }
-
-    fn hub() -> Arc<Hub> {
-        Arc::new(Hub::new(16, Arc::new(Metrics::new())))
-    }
-
-    fn json(text: &ByteString) -> serde_json::Value {
-        serde_json::from_str(text).unwrap()
-    }
+    use crate::fixtures::{agg, hub, json};
 
     fn next(sub: &mut Subscription) -> serde_json::Value {
         json(&sub.frames.try_recv().unwrap().text)

@@ -17,6 +17,8 @@ pub mod assets;
 pub mod auth;
 pub mod batcher;
 pub mod configuration;
+#[cfg(test)]
+mod fixtures;
 pub mod frame;
 pub mod hub;
 pub mod metrics;

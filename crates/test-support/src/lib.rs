@@ -22,6 +22,7 @@ mod metrics;
 mod process;
 mod procfs;
 mod publisher;
+mod settings;
 mod tools;
 mod wait;
 
@@ -33,6 +34,7 @@ pub use process::ServiceProcess;
 pub use procfs::{Rss, listening_addrs};
 pub use publisher::{Publisher, publish_retained};
 pub use rumqttc::QoS;
+pub use settings::{settings_error as expect_settings_error, settings_file};
 pub use tools::{free_port, require_tool, service_binary, unique_client_id};
 pub use wait::wait_until;
 

@@ -2,32 +2,15 @@
 //! code 2 (never a backtrace, never twice), an unknown file key is named, and the `[mqtt]`
 //! block ingest shares with gateway and simulator (and its old flat spelling) connects.
 
-use test_support::{Broker, Collector, ServiceProcess};
+use test_support::{Broker, Collector, ServiceProcess, expect_settings_error, settings_file};
 
 use crate::helpers::{WAIT, latest};
 
 const INGEST: &str = env!("CARGO_BIN_EXE_ingest");
 
-/// Runs ingest with `args` and `RUST_BACKTRACE=1`; asserts exit code 2 and exactly one line on
-/// stderr without a backtrace, and returns that line.
+/// Runs the ingest binary with `args`: see [`test_support::expect_settings_error`].
 async fn settings_error(args: &[&str]) -> String {
-    let mut process = ServiceProcess::spawn(INGEST, args, [("RUST_BACKTRACE", "1")]);
-    let status = match process.wait_exit(WAIT).await {
-        Ok(status) => status,
-        Err(e) => panic!("{e}\n{}", process.logs()),
-    };
-    let stderr = process.stderr();
-    assert_eq!(status.code(), Some(2), "{}", process.logs());
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
-    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
-    lines[0].to_owned()
-}
-
-fn settings_file(text: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
-    std::fs::write(file.path(), text).unwrap();
-    file
+    expect_settings_error(INGEST, args).await
 }
 
 #[tokio::test]

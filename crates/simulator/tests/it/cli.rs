@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use test_support::{Broker, Collector, ServiceProcess, free_port};
+use test_support::{
+    Broker, Collector, ServiceProcess, expect_settings_error, free_port, settings_file,
+};
 
 use crate::helpers::{SIMULATOR, WAIT, run, spawn};
 
@@ -223,26 +225,9 @@ async fn progress_line_every_second() {
     assert!(finished.stderr.contains("rate="));
 }
 
-/// Runs the simulator with `args` and `RUST_BACKTRACE=1`; asserts exit code 2 and exactly one
-/// line on stderr without a backtrace, and returns that line.
+/// Runs the simulator binary with `args`: see [`test_support::expect_settings_error`].
 async fn settings_error(args: &[&str]) -> String {
-    let mut process = ServiceProcess::spawn(SIMULATOR, args, [("RUST_BACKTRACE", "1")]);
-    let status = match process.wait_exit(WAIT).await {
-        Ok(status) => status,
-        Err(e) => panic!("{e}\n{}", process.logs()),
-    };
-    let stderr = process.stderr();
-    assert_eq!(status.code(), Some(2), "{}", process.logs());
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line expected:\n{stderr}");
-    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
-    lines[0].to_owned()
-}
-
-fn settings_file(text: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
-    std::fs::write(file.path(), text).unwrap();
-    file
+    expect_settings_error(SIMULATOR, args).await
 }
 
 #[tokio::test]

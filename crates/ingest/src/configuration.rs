@@ -72,7 +72,7 @@ const LAYERS: Layers<'static> = Layers {
     after_help = "Environment: MQTT_BROKER, MQTT_PORT, INGEST_<SETTING> (e.g. INGEST_LISTEN, \
                   INGEST_WINDOW_SECONDS, INGEST_MQTT_CLIENT_ID), RUST_LOG, LOG_FORMAT=json.\n\
                   File: broker keys under [mqtt] (the flat mqtt_host, client_id, ... still work), \
-                  the rest as the flags with `_`.\n\
+                  the rest as the flags with `_`; [[alarm]] rules only in the file.\n\
                   Precedence: defaults < --config file < environment < flags."
 )]
 pub struct Cli {

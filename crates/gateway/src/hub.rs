@@ -24,6 +24,9 @@ pub use crate::frame::{
 };
 use crate::frame::{MAX_ITEMS_PER_FRAME, Wire, encode};
 use crate::metrics::Metrics;
+use aggregator_core::alarm::AlarmMessage;
+use aggregator_core::trend::TrendMessage;
+
 use crate::signals::Signals;
 
 /// `/api/health` body.
@@ -399,6 +402,31 @@ impl Drop for ClientSlot {
 
 fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The alarms and trends relayed beside the aggregates ([`crate::signals`]).
+impl Hub {
+    /// Records the latest alarm message of (`machine`, `index`); `None` forgets the key (its
+    /// retained alarm was emptied).
+    pub fn set_alarm(&self, machine: &str, index: u32, alarm: Option<AlarmMessage>) {
+        let key = (machine.to_owned(), index);
+        self.update_signals(|s| s.alarms.set(key, alarm));
+    }
+
+    /// Records the latest trend of (`machine`, `index`); `None` forgets the key.
+    pub fn set_trend(&self, machine: &str, index: u32, trend: Option<TrendMessage>) {
+        let key = (machine.to_owned(), index);
+        self.update_signals(|s| s.trends.set(key, trend));
+    }
+
+    /// Every raised alarm passing `filter` as a JSON array, sorted by machine, then index.
+    pub fn alarms_json(&self, filter: Option<&MachineFilter>) -> String {
+        self.read_signals(|s| {
+            let raised: Vec<&AlarmMessage> = s.raised(filter).collect();
+            // expect: alarm messages have string keys and plain values.
+            serde_json::to_string(&raised).expect("alarms always serialize")
+        })
+    }
 }
 
 #[cfg(test)]

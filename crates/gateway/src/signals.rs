@@ -14,7 +14,6 @@ use aggregator_core::alarm::{AlarmMessage, AlarmState};
 use aggregator_core::trend::TrendMessage;
 
 use crate::frame::{Frame, Key, MachineFilter};
-use crate::hub::Hub;
 
 /// Most trends in one frame: a trend of 90 points is about 5 KB, so a frame stays near
 /// the ~200 KB of a full update frame.
@@ -186,30 +185,6 @@ impl Signals {
     }
 }
 
-impl Hub {
-    /// Records the latest alarm message of (`machine`, `index`); `None` forgets the key (its
-    /// retained alarm was emptied).
-    pub fn set_alarm(&self, machine: &str, index: u32, alarm: Option<AlarmMessage>) {
-        let key = (machine.to_owned(), index);
-        self.update_signals(|s| s.alarms.set(key, alarm));
-    }
-
-    /// Records the latest trend of (`machine`, `index`); `None` forgets the key.
-    pub fn set_trend(&self, machine: &str, index: u32, trend: Option<TrendMessage>) {
-        let key = (machine.to_owned(), index);
-        self.update_signals(|s| s.trends.set(key, trend));
-    }
-
-    /// Every raised alarm passing `filter` as a JSON array, sorted by machine, then index.
-    pub fn alarms_json(&self, filter: Option<&MachineFilter>) -> String {
-        self.read_signals(|s| {
-            let raised: Vec<&AlarmMessage> = s.raised(filter).collect();
-            // expect: alarm messages have string keys and plain values.
-            serde_json::to_string(&raised).expect("alarms always serialize")
-        })
-    }
-}
-
 /// Splits `changes` into frames of at most `max` values and `max` removed keys each.
 fn chunked<V>(
     changes: Changes<V>,
@@ -297,7 +272,7 @@ mod tests {
 
     #[test]
     fn the_hub_relays_alarms_and_trends_in_snapshots_and_frames() {
-        let hub = std::sync::Arc::new(Hub::new(16, Default::default()));
+        let hub = std::sync::Arc::new(crate::hub::Hub::new(16, Default::default()));
         hub.set_alarm("A1", 1, Some(alarm("A1", 1, AlarmState::Raised)));
         hub.set_alarm("B1", 1, Some(alarm("B1", 1, AlarmState::Cleared)));
         hub.set_trend("A1", 1, Some(trend("A1", 1)));

@@ -27,6 +27,9 @@ need() { # need WHAT HINT: reports a missing tool; the run stops after all check
 need_mosquitto 2>/dev/null ||
   need "Mosquitto 2 (the broker every integration test starts)" \
     "sudo apt-get install mosquitto mosquitto-clients   (macOS: brew install mosquitto)"
+command -v nats-server >/dev/null ||
+  need "nats-server (the partition test pins shard_of against NATS's own mapping)" \
+    "sudo apt-get install nats-server   (macOS: brew install nats-server)"
 chromium=${CHROMIUM_PATH:-/usr/bin/chromium}
 if [[ ! -x "$chromium" ]]; then
   need "Chromium at $chromium (the dashboard's browser tests)" \

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aggregator_core::alarm::AlarmRules;
 use aggregator_core::topic::aggregate_topic;
+use aggregator_core::topic::machine_from_readings_topic;
 use aggregator_core::trend::TrendConfig;
 use aggregator_core::{
-    Key, KeyId, ParseLimits, Reading, Rejection, Timestamp, WindowConfig, WindowStore,
-    parse_reading,
+    Accepted, Key, KeyId, ParseLimits, ParsedReading, Reading, Rejection, Timestamp, WindowConfig,
+    WindowStore, parse_reading_with_id,
 };
 use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{mpsc, watch};
@@ -36,11 +37,10 @@ use crate::coalesce::Coalescer;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
 use crate::orphans::Orphans;
-// status_payload lives with the outbox that publishes it; re-exported for start-up's last will.
 use crate::outbox::Outbox;
-pub use crate::outbox::status_payload;
 use crate::redelivery::{Redeliveries, digest};
 use crate::rejections::RejectionLog;
+use crate::shard::Shard;
 use crate::trends::Trends;
 use crate::window_log::{Delivery, LogError, Record, WindowLog};
 /// Most aggregates handed to the client per tick, so that a burst (every key after a
@@ -73,6 +73,8 @@ pub struct PipelineSettings {
     pub alarms: Arc<AlarmRules>,
     /// Trend sampling.
     pub trend: TrendConfig,
+    /// The machines this process owns.
+    pub shard: Shard,
 }
 
 /// The aggregation task's state.
@@ -86,6 +88,7 @@ pub struct Pipeline {
     alarms: Alarms,
     trends: Trends,
     metrics: Metrics,
+    shard: Shard,
     limits: ParseLimits,
     rejection_log: RejectionLog,
     batch_size: usize,
@@ -117,6 +120,10 @@ pub struct Restored {
     pub expired: u64,
     /// Readings refused otherwise: ahead of the clock (it went back) or over `max_keys`.
     pub refused: u64,
+    /// Readings of machines another shard owns (the shard count changed).
+    pub other_shard: u64,
+    /// Copies of a reading already restored under the same (machine, id).
+    pub duplicates: u64,
 }
 
 impl Pipeline {
@@ -125,11 +132,17 @@ impl Pipeline {
         Pipeline {
             store: WindowStore::new(settings.window.clone()),
             coalescer: Coalescer::with_burst(settings.publish_interval, settings.publish_burst),
-            outbox: Outbox::new(client, metrics.clone(), settings.started_at),
+            outbox: Outbox::new(
+                client,
+                metrics.clone(),
+                settings.started_at,
+                settings.shard.clone(),
+            ),
             orphans: Orphans::new(settings.window.window, settings.window.key_idle_ttl),
             alarms: Alarms::new(settings.alarms, metrics.clone()),
             trends: Trends::new(settings.trend, clock_now(), metrics.clone()),
             metrics,
+            shard: settings.shard,
             limits: settings.limits,
             rejection_log: RejectionLog::new(settings.rejection_log_interval),
             batch_size: settings.batch_size,
@@ -156,6 +169,12 @@ impl Pipeline {
                     if let Some(d) = r.delivery {
                         self.redeliveries.logged(d.pkid, d.digest);
                     }
+                    // With another shard count, machines moved: their windows restart on
+                    // their new shard, and are not counted twice here.
+                    if !self.shard.owns(&r.machine) {
+                        restored.other_shard += 1;
+                        continue;
+                    }
                     let reading = Reading {
                         machine: &r.machine,
                         scrap_index: r.scrap_index,
@@ -163,11 +182,12 @@ impl Pipeline {
                         event_time: r.time,
                         time_from_payload: true,
                     };
-                    match self.store.accept(&reading, now) {
-                        Ok(id) => {
+                    match self.store.accept_with_id(&reading, r.id.as_ref(), now) {
+                        Ok(Accepted::Counted(id)) => {
                             restored.readings += 1;
                             self.coalescer.touch(id);
                         }
+                        Ok(Accepted::Duplicate { .. }) => restored.duplicates += 1,
                         Err(Rejection::Late { .. }) => restored.expired += 1,
                         Err(_) => restored.refused += 1,
                     }
@@ -181,6 +201,8 @@ impl Pipeline {
             restored = restored.readings,
             expired = restored.expired,
             refused = restored.refused,
+            other_shard = restored.other_shard,
+            duplicates = restored.duplicates,
             keys = self.store.key_count(),
             packet_ids = self.redeliveries.len(),
             "window log replayed"
@@ -308,7 +330,14 @@ impl Pipeline {
                     accepted += u64::from(self.ingest(&publish, now));
                 }
                 Inbound::Connected { session_present } => self.on_connected(session_present),
-                Inbound::Retained(found) => {
+                Inbound::Retained(mut found) => {
+                    // Other shards' retained keys are theirs to clear or restore.
+                    if self.shard.count > 1 {
+                        let shard = &self.shard;
+                        found.aggregates.retain(|a| shard.owns(&a.machine));
+                        found.alarms.retain(|a| shard.owns(&a.machine_id));
+                        found.trends.retain(|t| shard.owns(&t.machine));
+                    }
                     let store = &self.store;
                     self.orphans.adopt(found.aggregates, |machine, index| {
                         store.lookup(machine, index).is_some()
@@ -337,6 +366,11 @@ impl Pipeline {
         if publish.qos != QoS::AtMostOnce {
             // Acknowledged after the batch is durable, whatever becomes of it here.
             self.outbox.owe_ack(publish.qos, publish.pkid);
+        }
+        if self.not_ours(publish) {
+            return false;
+        }
+        if publish.qos != QoS::AtMostOnce {
             let d = Delivery {
                 pkid: publish.pkid,
                 digest: digest(&publish.topic, &publish.payload),
@@ -352,10 +386,25 @@ impl Pipeline {
             delivery = Some(d);
         }
         let store = &mut self.store;
-        let result = parse_reading(&publish.topic, &publish.payload, now, &self.limits)
-            .and_then(|reading| Ok((store.accept(&reading, now)?, reading)));
+        let result = parse_reading_with_id(&publish.topic, &publish.payload, now, &self.limits)
+            .and_then(|parsed| {
+                let accepted = store.accept_with_id(&parsed.reading, parsed.id.as_ref(), now)?;
+                Ok((accepted, parsed))
+            });
         match result {
-            Ok((id, reading)) => {
+            Ok((Accepted::Duplicate { .. }, parsed)) => {
+                // A resent copy (a publisher's retry, a fail-over): already counted.
+                self.metrics.readings_duplicate.inc();
+                tracing::debug!(topic = %publish.topic, id = ?parsed.id, "duplicate reading dropped");
+                false
+            }
+            Ok((
+                Accepted::Counted(id),
+                ParsedReading {
+                    reading,
+                    id: reading_id,
+                },
+            )) => {
                 if let Some(d) = delivery {
                     self.redeliveries.logged(d.pkid, d.digest);
                 }
@@ -366,6 +415,7 @@ impl Pipeline {
                         reading.event_time,
                         reading.value,
                         delivery,
+                        reading_id.as_ref(),
                     );
                 }
                 self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
@@ -381,6 +431,25 @@ impl Pipeline {
                 false
             }
         }
+    }
+
+    /// True (and counted) for a message this process must not count: the broker's retained
+    /// copy of an old reading, or a reading of a machine another shard owns. Checked before
+    /// parsing, so that the other shards' traffic costs only a hash.
+    fn not_ours(&self, publish: &Publish) -> bool {
+        if publish.retain {
+            // Replayed on every (re)subscription; the live reading was counted when sent.
+            self.metrics.readings_retained_ignored.inc();
+            return true;
+        }
+        if self.shard.filters_on_arrival()
+            && let Some(machine) = machine_from_readings_topic(&publish.topic)
+            && !self.shard.owns(machine)
+        {
+            self.metrics.readings_other_shard.inc();
+            return true;
+        }
+        false
     }
 
     fn reject(&mut self, rejection: &Rejection, publish: &Publish, now: Timestamp) {
@@ -601,6 +670,7 @@ mod tests {
             started_at: Timestamp::EPOCH,
             alarms: Arc::default(),
             trend: TrendConfig::default(),
+            shard: Shard::single(),
         };
         (
             Pipeline::new(settings, client, metrics.clone()),
@@ -737,7 +807,8 @@ mod tests {
             Restored {
                 readings: 5,
                 expired: 1,
-                refused: 0
+                refused: 0,
+                ..Restored::default()
             }
         );
         assert_eq!(totals(&second), (5, 15.0));

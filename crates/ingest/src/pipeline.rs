@@ -657,6 +657,14 @@ mod tests {
     use rumqttc::MqttOptions;
 
     fn pipeline(queue: usize, interval: Duration) -> (Pipeline, Metrics, rumqttc::EventLoop) {
+        sharded_pipeline(queue, interval, Shard::single())
+    }
+
+    fn sharded_pipeline(
+        queue: usize,
+        interval: Duration,
+        shard: Shard,
+    ) -> (Pipeline, Metrics, rumqttc::EventLoop) {
         // The event loop is never polled: requests pile up in its bounded queue.
         let (client, event_loop) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), queue);
         let metrics = Metrics::register(&mut Registry::default());
@@ -670,7 +678,7 @@ mod tests {
             started_at: Timestamp::EPOCH,
             alarms: Arc::default(),
             trend: TrendConfig::default(),
-            shard: Shard::single(),
+            shard,
         };
         (
             Pipeline::new(settings, client, metrics.clone()),
@@ -741,6 +749,49 @@ mod tests {
         let id = p.store().lookup("D1", 4).unwrap();
         let t = p.store().totals(id).unwrap();
         (t.count, t.sum)
+    }
+
+    #[test]
+    fn a_shard_drops_other_shards_keys_from_the_replayed_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = Duration::from_secs(60);
+        let now = clock_now();
+        {
+            // Written by a single ingest: every machine.
+            let (mut single, _, _event_loop) = pipeline(1000, Duration::ZERO);
+            let (log, recovery) = WindowLog::open(dir.path(), window, now).unwrap();
+            single.restore(log, recovery.records, now);
+            single.handle_batch(readings(30), now);
+        }
+        let shard = Shard::new(1, 3, "machines/+/scrap");
+        let own = (0..30).filter(|i| shard.owns(&format!("M{i}"))).count() as u64;
+        assert!(0 < own && own < 30, "{own}");
+        let (mut sharded, metrics, _event_loop) = sharded_pipeline(1000, Duration::ZERO, shard);
+        let (log, recovery) = WindowLog::open(dir.path(), window, now).unwrap();
+        let restored = sharded.restore(log, recovery.records, now);
+        assert_eq!(restored.readings, own);
+        assert_eq!(restored.other_shard, 30 - own);
+        assert_eq!(sharded.store().key_count() as u64, own);
+        assert_eq!(metrics.readings_restored.get(), own);
+    }
+
+    #[test]
+    fn retained_and_other_shards_readings_are_dropped_before_parsing() {
+        let shard = Shard::new(0, 3, "machines/+/scrap");
+        let (mut p, metrics, _event_loop) = sharded_pipeline(1000, Duration::ZERO, shard.clone());
+        let now = clock_now();
+        let mut retained = Publish::new("machines/R1/scrap", QoS::AtMostOnce, b"{}".to_vec());
+        retained.retain = true;
+        p.handle_batch([Inbound::Reading(retained)].into_iter(), now);
+        p.handle_batch(readings(30), now);
+        let own = (0..30).filter(|i| shard.owns(&format!("M{i}"))).count() as u64;
+        assert_eq!(metrics.readings_retained_ignored.get(), 1);
+        assert_eq!(metrics.readings_other_shard.get(), 30 - own);
+        assert_eq!(metrics.readings_accepted.get(), own);
+        // The retained payload `{}` is not even parsed: no rejection.
+        for reason in aggregator_core::RejectionReason::ALL {
+            assert_eq!(metrics.rejected(reason).get(), 0, "{reason}");
+        }
     }
 
     #[test]

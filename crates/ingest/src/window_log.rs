@@ -601,6 +601,70 @@ mod tests {
     }
 
     #[test]
+    fn reading_ids_round_trip_beside_readings_without_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let written: Vec<Record> = (0..20)
+            .map(|i| match reading(i, at(i.into())) {
+                Record::Reading(mut r) => {
+                    r.id = match i % 3 {
+                        0 => None,
+                        1 => Some(ReadingId::from_i64(-i64::from(i))),
+                        // The longest id the contract allows.
+                        _ => Some(ReadingId::new(&"x".repeat(MAX_READING_ID_BYTES)).unwrap()),
+                    };
+                    Record::Reading(r)
+                }
+                other => other,
+            })
+            .collect();
+        let (mut log, _) = WindowLog::open(dir.path(), W, at(0)).unwrap();
+        for r in &written {
+            log.append(r);
+        }
+        log.commit().unwrap();
+        drop(log);
+        let (_log, recovery) = WindowLog::open(dir.path(), W, at(30)).unwrap();
+        assert_eq!(recovery.records, written);
+        assert_eq!(recovery.truncated_bytes, 0);
+    }
+
+    #[test]
+    fn a_log_written_before_reading_ids_still_replays() {
+        // A segment as the id-less version wrote it, byte by byte: kind 1, event time, value,
+        // scrap index, packet id, digest, machine length, machine.
+        let mut body = vec![1_u8];
+        body.extend_from_slice(&at(5).unix_nanos().to_le_bytes());
+        body.extend_from_slice(&2.5_f64.to_bits().to_le_bytes());
+        body.extend_from_slice(&3_u32.to_le_bytes());
+        body.extend_from_slice(&9_u16.to_le_bytes());
+        body.extend_from_slice(&77_u64.to_le_bytes());
+        body.extend_from_slice(&2_u16.to_le_bytes());
+        body.extend_from_slice(b"A1");
+        let mut file = b"SPWLOG01".to_vec();
+        file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        file.extend_from_slice(&body);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("window-00000000000000000001.log"), file).unwrap();
+        let (_log, recovery) = WindowLog::open(dir.path(), W, at(10)).unwrap();
+        assert_eq!(
+            recovery.records,
+            vec![Record::Reading(LoggedReading {
+                machine: "A1".into(),
+                scrap_index: 3,
+                time: at(5),
+                value: 2.5,
+                delivery: Some(Delivery {
+                    pkid: 9,
+                    digest: 77
+                }),
+                id: None,
+            })]
+        );
+        assert_eq!(recovery.truncated_bytes, 0);
+    }
+
+    #[test]
     fn uncommitted_records_are_not_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = WindowLog::open(dir.path(), W, at(0)).unwrap();

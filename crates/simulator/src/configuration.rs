@@ -515,6 +515,18 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_on_by_default_and_off_by_flag_env_or_file() {
+        assert!(load(&Cli::default(), &[]).unwrap().ids);
+        let no_ids = Cli::try_parse_from(["simulator", "--no-ids"]).unwrap();
+        assert!(!load(&no_ids, &[]).unwrap().ids);
+        assert!(
+            !load(&Cli::default(), &[("SIMULATOR_IDS", "false")])
+                .unwrap()
+                .ids
+        );
+    }
+
+    #[test]
     fn env_overrides_defaults_and_flags_override_env() {
         let env = [("MQTT_BROKER", "broker.local"), ("MQTT_PORT", "1999")];
         let config = load(&Cli::default(), &env).unwrap();

@@ -118,6 +118,23 @@ async fn three_shards_on_one_plain_subscription_split_the_machines_and_sum_exact
         .unwrap_or_else(|e| panic!("{e}"));
     let shard0 = collector.latest("status/ingest/0").unwrap().json().unwrap();
     assert_eq!(shard0["online"], true);
+
+    // A killed shard says goodbye through its last will, on its own topic too.
+    let mut killed = shards.pop().unwrap();
+    killed.process.kill().await;
+    collector
+        .wait_for(
+            |all| {
+                latest(all, "status/ingest/1")
+                    .and_then(|m| m.json().ok())
+                    .is_some_and(|s| s["online"] == false && s["shardCount"] == 3)
+            },
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let shard0 = collector.latest("status/ingest/0").unwrap().json().unwrap();
+    assert_eq!(shard0["online"], true);
 }
 
 #[tokio::test]

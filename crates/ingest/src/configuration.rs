@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use crate::shard::Shard;
 use aggregator_core::alarm::{AlarmRule, AlarmRules};
+use aggregator_core::topic::machine_from_readings_topic;
 use aggregator_core::trend::TrendConfig;
 use aggregator_core::{ParseLimits, WindowConfig};
 use clap::Parser;
@@ -143,6 +145,17 @@ pub struct Cli {
     /// Samples kept in (and published with) every key's trend [default: 90].
     #[arg(long, value_name = "N")]
     pub trend_points: Option<i64>,
+    /// Ingest processes sharing the machines; machine m belongs to shard
+    /// fnv1a32(m) mod this (NATS's partition(N,1)) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub shard_count: Option<i64>,
+    /// This process's shard, below shard_count [default: 0].
+    #[arg(long, value_name = "K")]
+    pub shard_index: Option<i64>,
+    /// Readings subscription, ending in machines/+/scrap; {shard} expands to the shard index,
+    /// e.g. shard/{shard}/machines/+/scrap [default: machines/+/scrap].
+    #[arg(long, value_name = "FILTER")]
+    pub subscribe_topic: Option<String>,
 }
 
 impl Cli {
@@ -173,6 +186,12 @@ impl Cli {
             ),
             ("trend_interval_seconds", int(self.trend_interval_seconds)),
             ("trend_points", int(self.trend_points)),
+            ("shard_count", int(self.shard_count)),
+            ("shard_index", int(self.shard_index)),
+            (
+                "subscribe_topic",
+                self.subscribe_topic.clone().map(FlagValue::from),
+            ),
             (
                 "data_dir",
                 self.data_dir
@@ -231,6 +250,12 @@ pub struct Settings {
     pub trend_interval_seconds: u64,
     /// Samples per trend.
     pub trend_points: usize,
+    /// Ingest shards in all.
+    pub shard_count: u32,
+    /// This process's shard.
+    pub shard_index: u32,
+    /// Readings subscription template (`{shard}` expands to the shard index).
+    pub subscribe_topic: String,
     /// The `[[alarm]]` tables of the file (only the file sets them).
     pub alarm: Vec<AlarmRule>,
 }
@@ -262,6 +287,9 @@ impl Default for Settings {
             data_dir: None,
             trend_interval_seconds: 10,
             trend_points: 90,
+            shard_count: 1,
+            shard_index: 0,
+            subscribe_topic: aggregator_core::topic::READINGS_FILTER.into(),
             alarm: Vec::new(),
         }
     }
@@ -346,6 +374,28 @@ impl Settings {
         )?;
         // A trend is published whole on every sample: keep a message in the kilobytes.
         in_range("trend_points", self.trend_points, 1..=10_000)?;
+        in_range("shard_count", self.shard_count, 1..=1_024)?;
+        if self.shard_index >= self.shard_count {
+            return Err(SettingsError::invalid(
+                "shard_index",
+                format!(
+                    "{} is not below shard_count ({})",
+                    self.shard_index, self.shard_count
+                ),
+            ));
+        }
+        let shard = Shard::new(self.shard_index, self.shard_count, &self.subscribe_topic);
+        // A reading's topic ends in machines/{id}/scrap: a filter of another shape would
+        // deliver nothing ingest can read.
+        if machine_from_readings_topic(&shard.filter) != Some("+") {
+            return Err(SettingsError::invalid(
+                "subscribe_topic",
+                format!(
+                    "{:?} must end in machines/+/scrap (a prefix, with {{shard}}, may come first)",
+                    self.subscribe_topic
+                ),
+            ));
+        }
         // The rule's own error names it (`[[alarm]] rule 2 (machine = "A1", ...): ...`).
         let alarms = AlarmRules::new(&self.alarm)
             .map_err(|e| SettingsError::invalid("alarm", e.to_string()))?;
@@ -402,6 +452,7 @@ impl Settings {
                 interval: Duration::from_secs(self.trend_interval_seconds),
                 points: self.trend_points,
             },
+            shard,
         })
     }
 }
@@ -453,6 +504,8 @@ pub struct IngestConfig {
     pub alarms: Arc<AlarmRules>,
     /// Trend sampling interval and length.
     pub trend: TrendConfig,
+    /// Which machines this process owns, its subscription and status topic.
+    pub shard: Shard,
 }
 
 impl IngestConfig {
@@ -489,7 +542,7 @@ impl IngestConfig {
             .set_inflight(self.inflight)
             .set_request_channel_capacity(self.request_capacity)
             .set_last_will(LastWill::new(
-                aggregator_core::topic::INGEST_STATUS_TOPIC,
+                self.shard.status_topic(),
                 offline_status,
                 QoS::AtLeastOnce,
                 true,

@@ -50,6 +50,14 @@ pub struct Metrics {
     pub alarm_clears: Counter,
     /// Trend messages handed to the MQTT client.
     pub trends_published: Counter,
+    /// Readings of machines another shard owns, dropped before parsing.
+    pub readings_other_shard: Counter,
+    /// Readings delivered with the retain flag (the broker's stored copy), ignored.
+    pub readings_retained_ignored: Counter,
+    /// Readings whose (machine, id) was already counted within the window, dropped.
+    pub readings_duplicate: Counter,
+    /// QoS the broker granted for the readings subscription (-1 until granted).
+    pub subscription_qos: Gauge,
 }
 
 impl Metrics {
@@ -78,11 +86,36 @@ impl Metrics {
             alarm_raises: Counter::default(),
             alarm_clears: Counter::default(),
             trends_published: Counter::default(),
+            readings_other_shard: Counter::default(),
+            readings_retained_ignored: Counter::default(),
+            readings_duplicate: Counter::default(),
+            subscription_qos: Gauge::default(),
         };
+        metrics.subscription_qos.set(-1);
         registry.register(
             "readings_received",
             "MQTT messages received on machines/+/scrap",
             metrics.readings_received.clone(),
+        );
+        registry.register(
+            "readings_other_shard",
+            "Readings of machines another shard owns, dropped before parsing",
+            metrics.readings_other_shard.clone(),
+        );
+        registry.register(
+            "readings_retained_ignored",
+            "Readings delivered with the retain flag (a stored copy, not a new reading), ignored",
+            metrics.readings_retained_ignored.clone(),
+        );
+        registry.register(
+            "readings_duplicate",
+            "Readings whose (machine, id) was already counted within the window, dropped",
+            metrics.readings_duplicate.clone(),
+        );
+        registry.register(
+            "subscription_qos",
+            "QoS the broker granted for the readings subscription (-1 until granted)",
+            metrics.subscription_qos.clone(),
         );
         registry.register(
             "readings_accepted",

@@ -8,7 +8,6 @@
 //! Acknowledgements of incoming messages are manual (the pipeline sends them once a batch is
 //! durable); see [`expect_pubrel_for_every_id`] for the one rumqttc behaviour worked around.
 
-use aggregator_core::topic::READINGS_FILTER;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttState, Outgoing, Publish, QoS,
     SubscribeReasonCode,
@@ -60,6 +59,8 @@ pub struct LinkTask {
     pub event_loop: EventLoop,
     /// Client handle, used only for non-blocking `try_subscribe`.
     pub client: AsyncClient,
+    /// The readings subscription (`machines/+/scrap`, or a shard's own filter).
+    pub filter: String,
     /// Towards the aggregation task.
     pub inbound: mpsc::Sender<Inbound>,
     /// Link state for `/health` and shutdown.
@@ -121,16 +122,18 @@ impl LinkTask {
                     }
                 }
                 Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .all(|c| matches!(c, SubscribeReasonCode::Success(_)))
-                    {
-                        tracing::info!(filter = READINGS_FILTER, "subscription acknowledged");
+                    if let [SubscribeReasonCode::Success(granted)] = ack.return_codes[..] {
+                        // We ask for QoS 2; a broker may grant less (NATS 2.9 grants 1). The
+                        // pipeline works with either, so this is information, not an error.
+                        let granted = granted as u8;
+                        let previous = self.metrics.subscription_qos.set(i64::from(granted));
+                        if previous != i64::from(granted) {
+                            tracing::info!(filter = %self.filter, granted_qos = granted, "subscription acknowledged");
+                        }
                         self.state.send_modify(|s| s.subscribed = true);
                     } else {
                         tracing::error!(
-                            filter = READINGS_FILTER,
+                            filter = %self.filter,
                             codes = ?ack.return_codes,
                             "the broker refused the subscription (check its ACL)"
                         );
@@ -169,7 +172,7 @@ impl LinkTask {
             // Subscribe after handling the event, and keep trying while the request queue
             // is full (every poll drains it a little).
             if need_subscribe {
-                match self.client.try_subscribe(READINGS_FILTER, QoS::ExactlyOnce) {
+                match self.client.try_subscribe(&self.filter, QoS::ExactlyOnce) {
                     Ok(()) => need_subscribe = false,
                     Err(e) => tracing::debug!(error = %e, "subscribe queued later"),
                 }

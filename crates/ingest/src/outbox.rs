@@ -10,26 +10,15 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use aggregator_core::topic::{
-    INGEST_STATUS_TOPIC, REJECTED_TOPIC, aggregate_topic, alarm_topic, trend_topic,
-};
-use aggregator_core::{DeadLetter, IngestStatus, Key, Rejection, Timestamp};
+use aggregator_core::topic::{REJECTED_TOPIC, aggregate_topic, alarm_topic, trend_topic};
+use aggregator_core::{DeadLetter, Key, Rejection, Timestamp};
 use rumqttc::{AsyncClient, Publish, QoS};
 
 use crate::metrics::Metrics;
+use crate::shard::Shard;
 
 /// Pause before handing a refused publish to the client again.
 pub const RETRY_DELAY: Duration = Duration::from_millis(20);
-
-/// The JSON of `status/ingest`.
-pub fn status_payload(online: bool, started_at: Timestamp) -> Vec<u8> {
-    let status = IngestStatus {
-        online,
-        started_at: started_at.to_rfc3339_millis(),
-    };
-    // A struct of a bool and a String always serializes.
-    serde_json::to_vec(&status).unwrap_or_default()
-}
 
 /// The aggregation task's side of the MQTT client.
 pub struct Outbox {
@@ -37,6 +26,8 @@ pub struct Outbox {
     metrics: Metrics,
     /// When this process started (for `status/ingest`).
     started_at: Timestamp,
+    /// The status topic and its payload's shard fields.
+    shard: Shard,
     /// Forgotten keys whose retained aggregate still has to be cleared.
     pending_clears: VecDeque<Key>,
     /// The online status could not be handed to the client yet.
@@ -56,11 +47,12 @@ pub struct Outbox {
 
 impl Outbox {
     /// An outbox publishing through `client`.
-    pub fn new(client: AsyncClient, metrics: Metrics, started_at: Timestamp) -> Self {
+    pub fn new(client: AsyncClient, metrics: Metrics, started_at: Timestamp, shard: Shard) -> Self {
         Outbox {
             client,
             metrics,
             started_at,
+            shard,
             pending_clears: VecDeque::new(),
             status_pending: false,
             retry_at: None,
@@ -229,10 +221,10 @@ impl Outbox {
         if !self.status_pending {
             return;
         }
-        let online = status_payload(true, self.started_at);
+        let online = self.shard.status_payload(true, self.started_at);
         match self
             .client
-            .try_publish(INGEST_STATUS_TOPIC, QoS::AtLeastOnce, true, online)
+            .try_publish(self.shard.status_topic(), QoS::AtLeastOnce, true, online)
         {
             Ok(()) => self.status_pending = false,
             Err(_) => self.schedule_retry(now),
@@ -317,10 +309,10 @@ impl Outbox {
                 self.metrics.aggregates_published.inc();
             }
         }
-        let offline = status_payload(false, self.started_at);
+        let offline = self.shard.status_payload(false, self.started_at);
         let _ = self
             .client
-            .publish(INGEST_STATUS_TOPIC, QoS::AtLeastOnce, true, offline)
+            .publish(self.shard.status_topic(), QoS::AtLeastOnce, true, offline)
             .await;
         let _ = self.client.disconnect().await;
         published

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aggregator_core::alarm::AlarmRules;
 use aggregator_core::topic::aggregate_topic;
+use aggregator_core::topic::machine_from_readings_topic;
 use aggregator_core::trend::TrendConfig;
 use aggregator_core::{
-    Key, KeyId, ParseLimits, Reading, Rejection, Timestamp, WindowConfig, WindowStore,
-    parse_reading,
+    Accepted, Key, KeyId, ParseLimits, ParsedReading, Rejection, Timestamp, WindowConfig,
+    WindowStore, parse_reading_with_id,
 };
 use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{mpsc, watch};
@@ -36,13 +37,15 @@ use crate::coalesce::Coalescer;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
 use crate::orphans::Orphans;
-// status_payload lives with the outbox that publishes it; re-exported for start-up's last will.
 use crate::outbox::Outbox;
-pub use crate::outbox::status_payload;
 use crate::redelivery::{Redeliveries, digest};
 use crate::rejections::RejectionLog;
+use crate::shard::Shard;
 use crate::trends::Trends;
 use crate::window_log::{Delivery, LogError, Record, WindowLog};
+mod restore;
+pub use restore::Restored;
+
 /// Most aggregates handed to the client per tick, so that a burst (every key after a
 /// reconnect) is spread over several loop turns and input keeps flowing.
 const PUBLISHES_PER_TICK: usize = 4096;
@@ -73,6 +76,8 @@ pub struct PipelineSettings {
     pub alarms: Arc<AlarmRules>,
     /// Trend sampling.
     pub trend: TrendConfig,
+    /// The machines this process owns.
+    pub shard: Shard,
 }
 
 /// The aggregation task's state.
@@ -86,6 +91,7 @@ pub struct Pipeline {
     alarms: Alarms,
     trends: Trends,
     metrics: Metrics,
+    shard: Shard,
     limits: ParseLimits,
     rejection_log: RejectionLog,
     batch_size: usize,
@@ -108,28 +114,23 @@ struct Scratch {
     ready: Vec<KeyId>,
 }
 
-/// What [`Pipeline::restore`] did with the log's readings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Restored {
-    /// Readings back in their windows.
-    pub readings: u64,
-    /// Readings that had left the window meanwhile.
-    pub expired: u64,
-    /// Readings refused otherwise: ahead of the clock (it went back) or over `max_keys`.
-    pub refused: u64,
-}
-
 impl Pipeline {
     /// A pipeline publishing through `client`.
     pub fn new(settings: PipelineSettings, client: AsyncClient, metrics: Metrics) -> Self {
         Pipeline {
             store: WindowStore::new(settings.window.clone()),
             coalescer: Coalescer::with_burst(settings.publish_interval, settings.publish_burst),
-            outbox: Outbox::new(client, metrics.clone(), settings.started_at),
+            outbox: Outbox::new(
+                client,
+                metrics.clone(),
+                settings.started_at,
+                settings.shard.clone(),
+            ),
             orphans: Orphans::new(settings.window.window, settings.window.key_idle_ttl),
             alarms: Alarms::new(settings.alarms, metrics.clone()),
             trends: Trends::new(settings.trend, clock_now(), metrics.clone()),
             metrics,
+            shard: settings.shard,
             limits: settings.limits,
             rejection_log: RejectionLog::new(settings.rejection_log_interval),
             batch_size: settings.batch_size,
@@ -139,53 +140,6 @@ impl Pipeline {
             fatal: None,
             scratch: Scratch::default(),
         }
-    }
-
-    /// Takes over `log` and puts the readings it recovered back into their windows, as of
-    /// `now`: a reading that has expired meanwhile is dropped. Every restored key is marked for
-    /// publishing, so the aggregates go out on the first tick, before any new input.
-    ///
-    /// Each reading counts at its logged event time, and the packet ids of the log rebuild the
-    /// redelivery table.
-    pub fn restore(&mut self, log: WindowLog, records: Vec<Record>, now: Timestamp) -> Restored {
-        let mut restored = Restored::default();
-        for record in records {
-            match record {
-                Record::SessionStart => self.redeliveries.clear(),
-                Record::Reading(r) => {
-                    if let Some(d) = r.delivery {
-                        self.redeliveries.logged(d.pkid, d.digest);
-                    }
-                    let reading = Reading {
-                        machine: &r.machine,
-                        scrap_index: r.scrap_index,
-                        value: r.value,
-                        event_time: r.time,
-                        time_from_payload: true,
-                    };
-                    match self.store.accept(&reading, now) {
-                        Ok(id) => {
-                            restored.readings += 1;
-                            self.coalescer.touch(id);
-                        }
-                        Err(Rejection::Late { .. }) => restored.expired += 1,
-                        Err(_) => restored.refused += 1,
-                    }
-                }
-            }
-        }
-        self.metrics.readings_restored.inc_by(restored.readings);
-        self.metrics.log_segments.set(gauge(log.segment_count()));
-        self.log = Some(log);
-        tracing::info!(
-            restored = restored.readings,
-            expired = restored.expired,
-            refused = restored.refused,
-            keys = self.store.key_count(),
-            packet_ids = self.redeliveries.len(),
-            "window log replayed"
-        );
-        restored
     }
 
     /// The log error that stopped the pipeline, if any.
@@ -308,7 +262,14 @@ impl Pipeline {
                     accepted += u64::from(self.ingest(&publish, now));
                 }
                 Inbound::Connected { session_present } => self.on_connected(session_present),
-                Inbound::Retained(found) => {
+                Inbound::Retained(mut found) => {
+                    // Other shards' retained keys are theirs to clear or restore.
+                    if self.shard.count > 1 {
+                        let shard = &self.shard;
+                        found.aggregates.retain(|a| shard.owns(&a.machine));
+                        found.alarms.retain(|a| shard.owns(&a.machine_id));
+                        found.trends.retain(|t| shard.owns(&t.machine));
+                    }
                     let store = &self.store;
                     self.orphans.adopt(found.aggregates, |machine, index| {
                         store.lookup(machine, index).is_some()
@@ -337,6 +298,11 @@ impl Pipeline {
         if publish.qos != QoS::AtMostOnce {
             // Acknowledged after the batch is durable, whatever becomes of it here.
             self.outbox.owe_ack(publish.qos, publish.pkid);
+        }
+        if self.not_ours(publish) {
+            return false;
+        }
+        if publish.qos != QoS::AtMostOnce {
             let d = Delivery {
                 pkid: publish.pkid,
                 digest: digest(&publish.topic, &publish.payload),
@@ -352,10 +318,25 @@ impl Pipeline {
             delivery = Some(d);
         }
         let store = &mut self.store;
-        let result = parse_reading(&publish.topic, &publish.payload, now, &self.limits)
-            .and_then(|reading| Ok((store.accept(&reading, now)?, reading)));
+        let result = parse_reading_with_id(&publish.topic, &publish.payload, now, &self.limits)
+            .and_then(|parsed| {
+                let accepted = store.accept_with_id(&parsed.reading, parsed.id.as_ref(), now)?;
+                Ok((accepted, parsed))
+            });
         match result {
-            Ok((id, reading)) => {
+            Ok((Accepted::Duplicate { .. }, parsed)) => {
+                // A resent copy (a publisher's retry, a fail-over): already counted.
+                self.metrics.readings_duplicate.inc();
+                tracing::debug!(topic = %publish.topic, id = ?parsed.id, "duplicate reading dropped");
+                false
+            }
+            Ok((
+                Accepted::Counted(id),
+                ParsedReading {
+                    reading,
+                    id: reading_id,
+                },
+            )) => {
                 if let Some(d) = delivery {
                     self.redeliveries.logged(d.pkid, d.digest);
                 }
@@ -366,6 +347,7 @@ impl Pipeline {
                         reading.event_time,
                         reading.value,
                         delivery,
+                        reading_id.as_ref(),
                     );
                 }
                 self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
@@ -381,6 +363,25 @@ impl Pipeline {
                 false
             }
         }
+    }
+
+    /// True (and counted) for a message this process must not count: the broker's retained
+    /// copy of an old reading, or a reading of a machine another shard owns. Checked before
+    /// parsing, so that the other shards' traffic costs only a hash.
+    fn not_ours(&self, publish: &Publish) -> bool {
+        if publish.retain {
+            // Replayed on every (re)subscription; the live reading was counted when sent.
+            self.metrics.readings_retained_ignored.inc();
+            return true;
+        }
+        if self.shard.filters_on_arrival()
+            && let Some(machine) = machine_from_readings_topic(&publish.topic)
+            && !self.shard.owns(machine)
+        {
+            self.metrics.readings_other_shard.inc();
+            return true;
+        }
+        false
     }
 
     fn reject(&mut self, rejection: &Rejection, publish: &Publish, now: Timestamp) {
@@ -588,6 +589,14 @@ mod tests {
     use rumqttc::MqttOptions;
 
     fn pipeline(queue: usize, interval: Duration) -> (Pipeline, Metrics, rumqttc::EventLoop) {
+        sharded_pipeline(queue, interval, Shard::single())
+    }
+
+    fn sharded_pipeline(
+        queue: usize,
+        interval: Duration,
+        shard: Shard,
+    ) -> (Pipeline, Metrics, rumqttc::EventLoop) {
         // The event loop is never polled: requests pile up in its bounded queue.
         let (client, event_loop) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), queue);
         let metrics = Metrics::register(&mut Registry::default());
@@ -601,6 +610,7 @@ mod tests {
             started_at: Timestamp::EPOCH,
             alarms: Arc::default(),
             trend: TrendConfig::default(),
+            shard,
         };
         (
             Pipeline::new(settings, client, metrics.clone()),
@@ -674,6 +684,49 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_drops_other_shards_keys_from_the_replayed_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = Duration::from_secs(60);
+        let now = clock_now();
+        {
+            // Written by a single ingest: every machine.
+            let (mut single, _, _event_loop) = pipeline(1000, Duration::ZERO);
+            let (log, recovery) = WindowLog::open(dir.path(), window, now).unwrap();
+            single.restore(log, recovery.records, now);
+            single.handle_batch(readings(30), now);
+        }
+        let shard = Shard::new(1, 3, "machines/+/scrap");
+        let own = (0..30).filter(|i| shard.owns(&format!("M{i}"))).count() as u64;
+        assert!(0 < own && own < 30, "{own}");
+        let (mut sharded, metrics, _event_loop) = sharded_pipeline(1000, Duration::ZERO, shard);
+        let (log, recovery) = WindowLog::open(dir.path(), window, now).unwrap();
+        let restored = sharded.restore(log, recovery.records, now);
+        assert_eq!(restored.readings, own);
+        assert_eq!(restored.other_shard, 30 - own);
+        assert_eq!(sharded.store().key_count() as u64, own);
+        assert_eq!(metrics.readings_restored.get(), own);
+    }
+
+    #[test]
+    fn retained_and_other_shards_readings_are_dropped_before_parsing() {
+        let shard = Shard::new(0, 3, "machines/+/scrap");
+        let (mut p, metrics, _event_loop) = sharded_pipeline(1000, Duration::ZERO, shard.clone());
+        let now = clock_now();
+        let mut retained = Publish::new("machines/R1/scrap", QoS::AtMostOnce, b"{}".to_vec());
+        retained.retain = true;
+        p.handle_batch([Inbound::Reading(retained)].into_iter(), now);
+        p.handle_batch(readings(30), now);
+        let own = (0..30).filter(|i| shard.owns(&format!("M{i}"))).count() as u64;
+        assert_eq!(metrics.readings_retained_ignored.get(), 1);
+        assert_eq!(metrics.readings_other_shard.get(), 30 - own);
+        assert_eq!(metrics.readings_accepted.get(), own);
+        // The retained payload `{}` is not even parsed: no rejection.
+        for reason in aggregator_core::RejectionReason::ALL {
+            assert_eq!(metrics.rejected(reason).get(), 0, "{reason}");
+        }
+    }
+
+    #[test]
     fn a_redelivery_of_a_logged_reading_is_skipped_and_a_new_message_is_not() {
         let (mut p, metrics, _event_loop) = pipeline(100, Duration::ZERO);
         let now = clock_now();
@@ -737,7 +790,8 @@ mod tests {
             Restored {
                 readings: 5,
                 expired: 1,
-                refused: 0
+                refused: 0,
+                ..Restored::default()
             }
         );
         assert_eq!(totals(&second), (5, 15.0));

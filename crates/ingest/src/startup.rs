@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::IngestConfig;
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState, LinkTask};
-use crate::pipeline::{Pipeline, PipelineSettings, clock_now, status_payload};
+use crate::pipeline::{Pipeline, PipelineSettings, clock_now};
 use crate::window_log::{LogError, Recovery, WindowLog};
 
 /// Why the service could not start or run.
@@ -107,7 +107,7 @@ impl Application {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
 
-        let mut options = config.mqtt_options(status_payload(false, started_at));
+        let mut options = config.mqtt_options(config.shard.status_payload(false, started_at));
         // Acknowledged by the pipeline once durable (see `pipeline`).
         options.set_manual_acks(true);
         let (client, mut event_loop) = AsyncClient::new(options, config.request_capacity);
@@ -121,6 +121,7 @@ impl Application {
             LinkTask {
                 event_loop,
                 client: client.clone(),
+                filter: config.shard.filter.clone(),
                 inbound: inbound_tx,
                 state: link_tx,
                 metrics: metrics.clone(),
@@ -141,6 +142,9 @@ impl Application {
             client_id = %config.client_id,
             mqtt_security = %config.security,
             window_seconds = config.window.window.as_secs(),
+            shard = config.shard.index,
+            shard_count = config.shard.count,
+            subscribe_topic = %config.shard.filter,
             publish_interval_ms = config.publish_interval.as_millis() as u64,
             publish_burst = config.publish_burst,
             alarm_rules = config.alarms.len(),
@@ -175,6 +179,7 @@ impl Application {
                 started_at,
                 alarms: config.alarms.clone(),
                 trend: config.trend,
+                shard: config.shard.clone(),
             },
             client,
             metrics,

@@ -6,6 +6,9 @@
 //! ([`MAGIC`]) followed by frames `[body length: u32 LE][crc32 of body: u32 LE][body]`. A body is
 //! a [`Record`]: a reading (event time, value, machine, scrap index and, for QoS 1/2, the packet
 //! id and a digest of topic and payload, see [`crate::redelivery`]) or a session-start marker.
+//! A reading that carried an `id` is written with its own kind byte and the id (length byte,
+//! then its text) after the machine, so that duplicates are still recognised after a restart;
+//! logs written before ids existed hold only the older kind and replay unchanged.
 //!
 //! # Writing
 //! Records are buffered in memory during one aggregation batch; [`WindowLog::commit`] writes the
@@ -32,16 +35,19 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aggregator_core::Timestamp;
+use aggregator_core::reading_id::MAX_READING_ID_BYTES;
+use aggregator_core::{ReadingId, Timestamp};
 
 /// First bytes of every segment: format name and version.
 pub const MAGIC: &[u8; 8] = b"SPWLOG01";
 /// Frame header: body length and checksum.
 const FRAME_HEADER: usize = 8;
-/// Longest possible body: a reading with a machine id of 65 535 bytes.
-const MAX_BODY: usize = 1 + 8 + 8 + 4 + 2 + 8 + 2 + u16::MAX as usize;
+/// Longest possible body: a reading with a machine id of 65 535 bytes and the longest id.
+const MAX_BODY: usize = 1 + 8 + 8 + 4 + 2 + 8 + 2 + u16::MAX as usize + 1 + MAX_READING_ID_BYTES;
 const KIND_READING: u8 = 1;
 const KIND_SESSION_START: u8 = 2;
+/// A reading followed by its id (added with reading ids; kind 1 stays the id-less form).
+const KIND_READING_WITH_ID: u8 = 3;
 
 /// Why the log cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +95,8 @@ pub struct LoggedReading {
     pub value: f64,
     /// Packet id and digest for QoS 1/2 messages.
     pub delivery: Option<Delivery>,
+    /// The reading's own id, when its payload had one.
+    pub id: Option<ReadingId>,
 }
 
 /// One log record.
@@ -108,12 +116,17 @@ fn encode_reading(
     time: Timestamp,
     value: f64,
     delivery: Option<Delivery>,
+    id: Option<&ReadingId>,
 ) {
     let start = begin_frame(out);
     // Machine ids are topic levels, at most 65 535 bytes by MQTT's topic limit.
     let machine = &machine.as_bytes()[..machine.len().min(u16::MAX as usize)];
     let delivery = delivery.unwrap_or(Delivery { pkid: 0, digest: 0 });
-    out.push(KIND_READING);
+    out.push(if id.is_some() {
+        KIND_READING_WITH_ID
+    } else {
+        KIND_READING
+    });
     out.extend_from_slice(&time.unix_nanos().to_le_bytes());
     out.extend_from_slice(&value.to_bits().to_le_bytes());
     out.extend_from_slice(&scrap_index.to_le_bytes());
@@ -121,6 +134,11 @@ fn encode_reading(
     out.extend_from_slice(&delivery.digest.to_le_bytes());
     out.extend_from_slice(&(machine.len() as u16).to_le_bytes());
     out.extend_from_slice(machine);
+    if let Some(id) = id {
+        // At most MAX_READING_ID_BYTES (64): fits the length byte.
+        out.push(id.as_bytes().len() as u8);
+        out.extend_from_slice(id.as_bytes());
+    }
     end_frame(out, start);
 }
 
@@ -143,7 +161,15 @@ impl Record {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Record::Reading(r) => {
-                encode_reading(out, &r.machine, r.scrap_index, r.time, r.value, r.delivery);
+                encode_reading(
+                    out,
+                    &r.machine,
+                    r.scrap_index,
+                    r.time,
+                    r.value,
+                    r.delivery,
+                    r.id.as_ref(),
+                );
             }
             Record::SessionStart => {
                 let start = begin_frame(out);
@@ -157,7 +183,7 @@ impl Record {
         let (&kind, rest) = body.split_first()?;
         match kind {
             KIND_SESSION_START if rest.is_empty() => Some(Record::SessionStart),
-            KIND_READING => {
+            KIND_READING | KIND_READING_WITH_ID => {
                 let mut cur = Cursor(rest);
                 let time = i64::from_le_bytes(cur.take()?);
                 let value = f64::from_bits(u64::from_le_bytes(cur.take()?));
@@ -165,16 +191,27 @@ impl Record {
                 let pkid = u16::from_le_bytes(cur.take()?);
                 let digest = u64::from_le_bytes(cur.take()?);
                 let len = usize::from(u16::from_le_bytes(cur.take()?));
-                if cur.0.len() != len || !value.is_finite() {
+                if cur.0.len() < len || !value.is_finite() {
                     return None;
                 }
-                let machine = std::str::from_utf8(cur.0).ok()?.to_owned();
+                let (machine, tail) = cur.0.split_at(len);
+                let machine = std::str::from_utf8(machine).ok()?.to_owned();
+                let id = match (kind, tail.split_first()) {
+                    (KIND_READING, None) => None,
+                    (KIND_READING_WITH_ID, Some((&id_len, id)))
+                        if usize::from(id_len) == id.len() =>
+                    {
+                        Some(ReadingId::new(std::str::from_utf8(id).ok()?).ok()?)
+                    }
+                    _ => return None,
+                };
                 Some(Record::Reading(LoggedReading {
                     machine,
                     scrap_index,
                     time: Timestamp::from_unix_nanos(time),
                     value,
                     delivery: (pkid != 0).then_some(Delivery { pkid, digest }),
+                    id,
                 }))
             }
             _ => None,
@@ -314,6 +351,7 @@ impl WindowLog {
         time: Timestamp,
         value: f64,
         delivery: Option<Delivery>,
+        id: Option<&ReadingId>,
     ) {
         let t = time.unix_nanos();
         self.active_newest = Some(self.active_newest.map_or(t, |n| n.max(t)));
@@ -325,6 +363,7 @@ impl WindowLog {
             time,
             value,
             delivery,
+            id,
         );
     }
 
@@ -526,6 +565,7 @@ mod tests {
                 pkid: (i as u16).wrapping_add(1),
                 digest: u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             }),
+            id: None,
         })
     }
 
@@ -558,6 +598,70 @@ mod tests {
         assert_eq!(recovery.records, written);
         assert_eq!(recovery.truncated_bytes, 0);
         assert_eq!(recovery.damaged_segments, 0);
+    }
+
+    #[test]
+    fn reading_ids_round_trip_beside_readings_without_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let written: Vec<Record> = (0..20)
+            .map(|i| match reading(i, at(i.into())) {
+                Record::Reading(mut r) => {
+                    r.id = match i % 3 {
+                        0 => None,
+                        1 => Some(ReadingId::from_i64(-i64::from(i))),
+                        // The longest id the contract allows.
+                        _ => Some(ReadingId::new(&"x".repeat(MAX_READING_ID_BYTES)).unwrap()),
+                    };
+                    Record::Reading(r)
+                }
+                other => other,
+            })
+            .collect();
+        let (mut log, _) = WindowLog::open(dir.path(), W, at(0)).unwrap();
+        for r in &written {
+            log.append(r);
+        }
+        log.commit().unwrap();
+        drop(log);
+        let (_log, recovery) = WindowLog::open(dir.path(), W, at(30)).unwrap();
+        assert_eq!(recovery.records, written);
+        assert_eq!(recovery.truncated_bytes, 0);
+    }
+
+    #[test]
+    fn a_log_written_before_reading_ids_still_replays() {
+        // A segment as the id-less version wrote it, byte by byte: kind 1, event time, value,
+        // scrap index, packet id, digest, machine length, machine.
+        let mut body = vec![1_u8];
+        body.extend_from_slice(&at(5).unix_nanos().to_le_bytes());
+        body.extend_from_slice(&2.5_f64.to_bits().to_le_bytes());
+        body.extend_from_slice(&3_u32.to_le_bytes());
+        body.extend_from_slice(&9_u16.to_le_bytes());
+        body.extend_from_slice(&77_u64.to_le_bytes());
+        body.extend_from_slice(&2_u16.to_le_bytes());
+        body.extend_from_slice(b"A1");
+        let mut file = b"SPWLOG01".to_vec();
+        file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        file.extend_from_slice(&body);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("window-00000000000000000001.log"), file).unwrap();
+        let (_log, recovery) = WindowLog::open(dir.path(), W, at(10)).unwrap();
+        assert_eq!(
+            recovery.records,
+            vec![Record::Reading(LoggedReading {
+                machine: "A1".into(),
+                scrap_index: 3,
+                time: at(5),
+                value: 2.5,
+                delivery: Some(Delivery {
+                    pkid: 9,
+                    digest: 77
+                }),
+                id: None,
+            })]
+        );
+        assert_eq!(recovery.truncated_bytes, 0);
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub struct Cli {
     /// readings sent (totals over the run; fresh `too_many_keys` ids not included).
     #[arg(long)]
     pub print_expected: bool,
+    /// Send readings without the `id` field (by default each valid reading carries a unique
+    /// id, `<seed>-<n>`, so that ingest drops a resent copy).
+    #[arg(long)]
+    pub no_ids: bool,
 }
 
 impl Cli {
@@ -107,6 +111,7 @@ impl Cli {
                 "print_expected",
                 self.print_expected.then_some(FlagValue::from(true)),
             ),
+            ("ids", self.no_ids.then_some(FlagValue::from(false))),
         ]);
         flags
     }
@@ -153,6 +158,8 @@ pub struct Settings {
     pub print_expected: bool,
     /// Seconds between progress lines.
     pub progress_interval_secs: f64,
+    /// Give every valid reading a unique `id`.
+    pub ids: bool,
 }
 
 impl Default for Settings {
@@ -171,6 +178,7 @@ impl Default for Settings {
             invalid_kinds: String::new(),
             print_expected: false,
             progress_interval_secs: 1.0,
+            ids: true,
         }
     }
 }
@@ -278,6 +286,7 @@ impl Settings {
             invalid_kinds,
             print_expected: self.print_expected,
             progress_interval: Duration::from_secs_f64(self.progress_interval_secs),
+            ids: self.ids,
         })
     }
 }
@@ -321,6 +330,8 @@ pub struct SimConfig {
     pub print_expected: bool,
     /// Time between progress lines.
     pub progress_interval: Duration,
+    /// Give every valid reading a unique `id` (`<seed>-<n>`).
+    pub ids: bool,
 }
 
 impl SimConfig {
@@ -501,6 +512,18 @@ mod tests {
         assert_eq!(config.rate, None);
         assert_eq!(config.qos, QoS::AtMostOnce);
         assert_eq!(config.invalid_kinds.len(), 8);
+    }
+
+    #[test]
+    fn ids_are_on_by_default_and_off_by_flag_env_or_file() {
+        assert!(load(&Cli::default(), &[]).unwrap().ids);
+        let no_ids = Cli::try_parse_from(["simulator", "--no-ids"]).unwrap();
+        assert!(!load(&no_ids, &[]).unwrap().ids);
+        assert!(
+            !load(&Cli::default(), &[("SIMULATOR_IDS", "false")])
+                .unwrap()
+                .ids
+        );
     }
 
     #[test]

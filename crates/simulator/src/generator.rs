@@ -106,6 +106,10 @@ pub struct Generator {
     invalid_kinds: Vec<RejectionReason>,
     next_kind: usize,
     flood_next: u64,
+    /// Give valid readings an `id`.
+    ids: bool,
+    /// Valid readings written so far: the `n` of the next id `<seed>-<n>`.
+    valid_next: u64,
     sums: Vec<(CompensatedSum, u64)>,
     invalid_counts: [u64; RejectionReason::COUNT],
 }
@@ -124,6 +128,8 @@ impl Generator {
             invalid_kinds: config.invalid_kinds.clone(),
             next_kind: 0,
             flood_next: 0,
+            ids: config.ids,
+            valid_next: 0,
             sums: vec![(CompensatedSum::ZERO, 0); config.machines.len() * config.indices.len()],
             invalid_counts: [0; RejectionReason::COUNT],
         }
@@ -250,6 +256,12 @@ impl Generator {
             // Missing: ingest uses the time of receipt.
             _ => {}
         }
+        if self.ids {
+            // Unique within a run and the same for the same seed; drawn from no RNG, so the
+            // rest of the stream does not change with or without ids.
+            let _ = write!(payload, ",\"id\":\"{}-{}\"", self.seed, self.valid_next);
+        }
+        self.valid_next += 1;
         payload.push(b'}');
     }
 
@@ -400,6 +412,45 @@ mod tests {
             out.push((topic, payload, what));
         }
         (generator, out)
+    }
+
+    #[test]
+    fn every_valid_reading_has_a_unique_id_unless_turned_off() {
+        let (_, with) = generate(&config(9, 0.2), 500);
+        let received = Timestamp::from_unix_nanos(1_800_000_000_000_000_000);
+        let mut ids = std::collections::HashSet::new();
+        for (topic, payload, what) in &with {
+            let parsed = aggregator_core::parse_reading_with_id(
+                topic,
+                payload,
+                received,
+                &ParseLimits::default(),
+            );
+            match what {
+                Generated::Valid { .. } => {
+                    let id = parsed.unwrap().id.expect("a valid reading has an id");
+                    assert!(id.as_str().starts_with("9-"), "{id}");
+                    assert!(ids.insert(id.as_str().to_owned()), "{id} twice");
+                }
+                Generated::Invalid(_) => {}
+            }
+        }
+        assert_eq!(ids.len(), 400);
+
+        let mut off = config(9, 0.2);
+        off.ids = false;
+        let (_, without) = generate(&off, 500);
+        for ((_, with_payload, a), (_, payload, b)) in with.iter().zip(&without) {
+            // The same stream, only without the field.
+            assert_eq!(a, b);
+            let text = String::from_utf8_lossy(payload);
+            assert!(!text.contains("\"id\""), "{text}");
+            if matches!(a, Generated::Valid { .. }) {
+                assert!(
+                    String::from_utf8_lossy(with_payload).starts_with(text.trim_end_matches('}'))
+                );
+            }
+        }
     }
 
     #[test]

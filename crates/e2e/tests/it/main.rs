@@ -6,3 +6,4 @@
 
 mod helpers;
 mod security;
+mod shards;

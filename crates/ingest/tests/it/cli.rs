@@ -68,6 +68,22 @@ async fn negative_and_out_of_range_numbers_name_the_setting() {
     assert!(line.contains("--window-seconds"), "{line}");
 }
 
+#[tokio::test]
+async fn a_shard_index_not_below_the_count_or_a_foreign_subscription_exits_2() {
+    let line = settings_error(&["--shard-count", "3", "--shard-index", "3"]).await;
+    assert!(
+        line.contains("`shard_index`") && line.contains("shard_count (3)"),
+        "{line}"
+    );
+    let line = settings_error(&["--shard-count", "0"]).await;
+    assert!(line.contains("`shard_count`"), "{line}");
+    let file = settings_file("shard_count = 2\nshard_index = 5\n");
+    let line = settings_error(&["--config", file.path().to_str().unwrap()]).await;
+    assert!(line.contains("`shard_index`"), "{line}");
+    let line = settings_error(&["--subscribe-topic", "readings/#"]).await;
+    assert!(line.contains("`subscribe_topic`"), "{line}");
+}
+
 /// Waits until ingest, configured only by `file`, announces itself online on the broker.
 async fn connects_with(collector: &Collector, file: &str) {
     let file = settings_file(file);

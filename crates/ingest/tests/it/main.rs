@@ -14,3 +14,4 @@ mod orphans;
 mod rejections;
 mod resilience;
 mod security;
+mod shards;

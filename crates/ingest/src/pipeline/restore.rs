@@ -1,0 +1,81 @@
+//! Start-up replay of the window log into a fresh [`Pipeline`]: every logged reading back in
+//! its window at its logged event time, minus what expired meanwhile, what another shard owns
+//! now, and copies of a reading already restored under the same id.
+
+use aggregator_core::{Accepted, Reading, Rejection, Timestamp};
+
+use super::{Pipeline, gauge};
+use crate::window_log::{Record, WindowLog};
+
+/// What [`Pipeline::restore`] did with the log's readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Readings back in their windows.
+    pub readings: u64,
+    /// Readings that had left the window meanwhile.
+    pub expired: u64,
+    /// Readings refused otherwise: ahead of the clock (it went back) or over `max_keys`.
+    pub refused: u64,
+    /// Readings of machines another shard owns (the shard count changed).
+    pub other_shard: u64,
+    /// Copies of a reading already restored under the same (machine, id).
+    pub duplicates: u64,
+}
+
+impl Pipeline {
+    /// Takes over `log` and puts the readings it recovered back into their windows, as of
+    /// `now`: a reading that has expired meanwhile is dropped. Every restored key is marked for
+    /// publishing, so the aggregates go out on the first tick, before any new input.
+    ///
+    /// Each reading counts at its logged event time, and the packet ids of the log rebuild the
+    /// redelivery table.
+    pub fn restore(&mut self, log: WindowLog, records: Vec<Record>, now: Timestamp) -> Restored {
+        let mut restored = Restored::default();
+        for record in records {
+            match record {
+                Record::SessionStart => self.redeliveries.clear(),
+                Record::Reading(r) => {
+                    if let Some(d) = r.delivery {
+                        self.redeliveries.logged(d.pkid, d.digest);
+                    }
+                    // With another shard count, machines moved: their windows restart on
+                    // their new shard, and are not counted twice here.
+                    if !self.shard.owns(&r.machine) {
+                        restored.other_shard += 1;
+                        continue;
+                    }
+                    let reading = Reading {
+                        machine: &r.machine,
+                        scrap_index: r.scrap_index,
+                        value: r.value,
+                        event_time: r.time,
+                        time_from_payload: true,
+                    };
+                    match self.store.accept_with_id(&reading, r.id.as_ref(), now) {
+                        Ok(Accepted::Counted(id)) => {
+                            restored.readings += 1;
+                            self.coalescer.touch(id);
+                        }
+                        Ok(Accepted::Duplicate { .. }) => restored.duplicates += 1,
+                        Err(Rejection::Late { .. }) => restored.expired += 1,
+                        Err(_) => restored.refused += 1,
+                    }
+                }
+            }
+        }
+        self.metrics.readings_restored.inc_by(restored.readings);
+        self.metrics.log_segments.set(gauge(log.segment_count()));
+        self.log = Some(log);
+        tracing::info!(
+            restored = restored.readings,
+            expired = restored.expired,
+            refused = restored.refused,
+            other_shard = restored.other_shard,
+            duplicates = restored.duplicates,
+            keys = self.store.key_count(),
+            packet_ids = self.redeliveries.len(),
+            "window log replayed"
+        );
+        restored
+    }
+}

@@ -5,4 +5,5 @@
 //! does it): cargo gives a test only the binaries of its own crate.
 
 mod helpers;
+mod nats_cluster;
 mod security;

@@ -19,7 +19,7 @@ use aggregator_core::topic::{
 use aggregator_core::trend::TrendMessage;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter};
 use serde::Deserialize;
-use service_kit::Backoff;
+use service_kit::{Backoff, Failover};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -202,10 +202,12 @@ impl RateLimited {
     }
 }
 
-/// Polls `event_loop` until `shutdown`, then disconnects cleanly.
+/// Polls `event_loop` until `shutdown`, then disconnects cleanly. After each connection error
+/// the next connection attempt goes to the next broker of `failover` (round-robin).
 pub async fn run(
     client: AsyncClient,
     mut event_loop: EventLoop,
+    mut failover: Failover,
     hub: std::sync::Arc<Hub>,
     config: MqttTaskConfig,
     shutdown: CancellationToken,
@@ -239,6 +241,7 @@ pub async fn run(
                 backoff.reset();
                 tracing::info!(
                     session_present = ack.session_present,
+                    broker = %failover.current(),
                     "connected to the broker"
                 );
                 hub.begin_resync();
@@ -273,7 +276,12 @@ pub async fn run(
                 replay_ends = None;
                 let delay = backoff.next_delay();
                 if let Some(suppressed) = error_log.allow() {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, suppressed, "broker connection failed");
+                    tracing::warn!(error = %e, broker = %failover.current(), retry_in_ms = delay.as_millis() as u64, suppressed, "broker connection failed");
+                }
+                if let Some(next) = failover.advance(&mut event_loop) {
+                    tracing::info!(broker = %next, "failing over to the next broker");
+                    let index = i64::try_from(failover.index()).unwrap_or(i64::MAX);
+                    metrics.broker_index.set(index);
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => break,

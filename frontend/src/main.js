@@ -131,8 +131,15 @@ function renderStatus(now) {
   setText('status-broker', locale.t(brokerText));
   setLevel('dot-broker', brokerLevel);
   const ingest = state.ingestOnline;
-  setText('status-ingest', ingest === null ? locale.t('unknown') : ingest ? locale.t('ingestOnline') : locale.t('ingestOffline'));
-  setLevel('dot-ingest', ingest === null ? 'unknown' : ingest ? 'ok' : 'bad');
+  const shards = state.ingestShards;
+  if (shards) {
+    // Shards: "3/3"; some shards down is a warning, all down an error.
+    setText('status-ingest', locale.t('ingestShards', shards));
+    setLevel('dot-ingest', ingest ? 'ok' : shards.online > 0 ? 'warn' : 'bad');
+  } else {
+    setText('status-ingest', ingest === null ? locale.t('unknown') : ingest ? locale.t('ingestOnline') : locale.t('ingestOffline'));
+    setLevel('dot-ingest', ingest === null ? 'unknown' : ingest ? 'ok' : 'bad');
+  }
   setText(
     'status-last',
     state.lastUpdate === null ? locale.t('never') : `${locale.time(state.lastUpdate)} (${locale.age(now - state.lastUpdate)})`,

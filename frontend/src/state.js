@@ -78,6 +78,8 @@ export class DashboardState {
     this.mqtt = null;
     /** `true`, `false` or `null` (not told yet). */
     this.ingestOnline = null;
+    /** `{ online, count }` when ingest runs as shards, else null. */
+    this.ingestShards = null;
     /** Browser time of the last frame that carried aggregates. */
     this.lastUpdate = null;
     /** Keys whose aggregate changed, appeared or went since the views last looked. */
@@ -164,13 +166,17 @@ export class DashboardState {
   markUnknown() {
     this.mqtt = null;
     this.ingestOnline = null;
+    this.ingestShards = null;
   }
 
   #applyStatus(frame) {
     if (typeof frame.mqtt === 'string') this.mqtt = frame.mqtt;
     // `ingest: null` means the gateway has no liveness message (yet): unknown, not offline.
     const online = frame.ingest === null ? null : frame.ingest?.online;
-    if (typeof online === 'boolean' || online === null) this.ingestOnline = online;
+    if (typeof online === 'boolean' || online === null) {
+      this.ingestOnline = online;
+      this.ingestShards = shardCounts(frame.ingest);
+    }
   }
 
   #parseList(list) {
@@ -250,10 +256,22 @@ export class DashboardState {
       aggregates,
       mqtt: this.mqtt,
       ingestOnline: this.ingestOnline,
+      ingestShards: this.ingestShards ? { ...this.ingestShards } : null,
       lastUpdate: this.lastUpdate,
       rejected: this.rejected + this.signals.rejected,
       alarms: [...this.signals.alarms.values()].map((a) => ({ ...a })),
       trends: [...this.signals.trends.values()].map((t) => ({ machine: t.machine, index: t.index, points: t.points.length })),
     };
   }
+}
+
+/**
+ * Shards online of expected from an `ingest` status (`{"shardsOnline":2,"shardCount":3}`), or
+ * null for a single ingest or anything malformed.
+ */
+function shardCounts(ingest) {
+  const online = ingest?.shardsOnline;
+  const count = ingest?.shardCount;
+  if (!Number.isInteger(online) || !Number.isInteger(count) || online < 0 || count < 1) return null;
+  return { online, count };
 }

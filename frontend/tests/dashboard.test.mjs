@@ -208,6 +208,27 @@ test('ingest going offline shows in the status line', { timeout: 60000 }, async 
   await page.close();
 });
 
+test('ingest shards show as online of expected', { timeout: 60000 }, async () => {
+  const page = await openDashboard(browser, stack.url);
+  await waitFor('ingest online', async () => /online/.test(await page.locator('#status-ingest').innerText()));
+  const shard = (k, online) => JSON.stringify({ online, shard: k, shardCount: 3, startedAt: new Date().toISOString() });
+  const publish = (k, payload) => stack.publisher.client.publishAsync(`status/ingest/${k}`, payload, { qos: 1, retain: true });
+  try {
+    await publish(0, shard(0, true));
+    await publish(1, shard(1, true));
+    await waitFor('ingest 2/3', async () => /^2\/3 Shards online$/.test(await page.locator('#status-ingest').innerText()));
+    assert.equal(await page.locator('#dot-ingest').getAttribute('data-level'), 'warn');
+    await publish(2, shard(2, true));
+    await waitFor('ingest 3/3', async () => /^3\/3 Shards online$/.test(await page.locator('#status-ingest').innerText()));
+    assert.equal(await page.locator('#dot-ingest').getAttribute('data-level'), 'ok');
+  } finally {
+    // Cleared shard statuses leave the single ingest's status for the tests that follow.
+    for (const k of [0, 1, 2]) await publish(k, '');
+  }
+  await waitFor('single ingest again', async () => /^online$/.test(await page.locator('#status-ingest').innerText()));
+  await page.close();
+});
+
 test('English from the browser language, the switch changes it and the choice sticks', { timeout: 60000 }, async () => {
   const english = await launchBrowser({ locale: 'en-US' });
   try {

@@ -81,6 +81,25 @@ test('malformed frames and entries are counted and skipped, never thrown', () =>
   assert.equal(s.rejected, 7);
 });
 
+test('ingest shards: a status with shard counts gives online of expected; a single ingest has none', () => {
+  const s = new DashboardState();
+  s.apply({ type: 'status', mqtt: 'connected', ingest: { online: false, shardsOnline: 2, shardCount: 3 } });
+  assert.equal(s.ingestOnline, false);
+  assert.deepEqual(s.toJSON().ingestShards, { online: 2, count: 3 });
+  s.apply({ type: 'status', mqtt: 'connected', ingest: { online: true, shardsOnline: 3, shardCount: 3 } });
+  assert.equal(s.ingestOnline, true);
+  assert.deepEqual(s.ingestShards, { online: 3, count: 3 });
+  s.apply({ type: 'status', mqtt: 'connected', ingest: { online: true } });
+  assert.equal(s.ingestShards, null);
+  s.apply({ type: 'status', mqtt: 'connected', ingest: { online: true, shardsOnline: 'x', shardCount: 3 } });
+  assert.equal(s.ingestShards, null, 'malformed counts are ignored');
+  s.apply({ type: 'status', mqtt: 'connected', ingest: { online: true, shardsOnline: 1, shardCount: 1 } });
+  s.markUnknown();
+  assert.equal(s.ingestShards, null);
+  assert.equal(new Locale('de').t('ingestShards', { online: 3, count: 3 }), '3/3 Shards online');
+  assert.equal(new Locale('en').t('ingestShards', { online: 2, count: 3 }), '2/3 shards online');
+});
+
 test('status frames set broker and ingest state; losing the socket makes them unknown', () => {
   const s = new DashboardState();
   s.apply({ type: 'status', mqtt: 'disconnected', ingest: { online: true } });

@@ -442,10 +442,24 @@ impl GatewayConfig {
     /// The MQTT options: clean session, so every (re)connect gets the retained state anew;
     /// login and TLS from `mqtt.*`.
     pub fn mqtt_options(&self) -> MqttOptions {
-        let mut options = self.mqtt.options();
+        self.mqtt_options_at(&self.mqtt.brokers[0])
+    }
+
+    /// [`mqtt_options`](Self::mqtt_options) pointed at one broker of the `mqtt.host` list.
+    pub fn mqtt_options_at(&self, broker: &service_kit::BrokerAddr) -> MqttOptions {
+        let mut options = self.mqtt.options_at(broker);
         options.set_clean_session(true);
         options.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
         options
+    }
+
+    /// The broker list with this gateway's options, starting at the first broker.
+    pub fn failover(&self) -> service_kit::Failover {
+        let config = self.clone();
+        service_kit::Failover::new(
+            self.mqtt.brokers.clone(),
+            Box::new(move |broker| config.mqtt_options_at(broker)),
+        )
     }
 }
 

@@ -34,11 +34,31 @@ pub enum MqttState {
     Disconnected,
 }
 
-/// Ingest liveness as shown to clients: `{"online":true}`.
+/// Ingest liveness as shown to clients: `{"online":true}` for a single ingest; with shards
+/// `{"online":false,"shardsOnline":2,"shardCount":3}`, where `online` means every expected
+/// shard is online.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct IngestView {
-    /// Whether ingest said it is online.
+    /// Whether ingest (with shards: every expected shard) said it is online.
     pub online: bool,
+    /// Shards that said they are online; absent for a single ingest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards_online: Option<u32>,
+    /// Shards expected; absent for a single ingest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_count: Option<u32>,
+}
+
+impl IngestView {
+    /// The view of a single (unsharded) ingest.
+    pub fn single(online: bool) -> Self {
+        Self {
+            online,
+            shards_online: None,
+            shard_count: None,
+        }
+    }
 }
 
 /// The `?machines=A1,B2` filter of a client.

@@ -23,6 +23,7 @@ pub use crate::frame::{
     Frame, FrameBody, IngestView, Key, MachineFilter, MqttState, UpdateItem, merged_texts,
 };
 use crate::frame::{MAX_ITEMS_PER_FRAME, Wire, encode};
+use crate::liveness::{IngestLiveness, ShardStatus};
 use crate::metrics::Metrics;
 use aggregator_core::alarm::AlarmMessage;
 use aggregator_core::trend::TrendMessage;
@@ -67,6 +68,7 @@ struct Inner {
     /// Changes since the last flush, latest per key; `None` removes the key.
     pending: BTreeMap<Key, Option<Aggregate>>,
     ingest: Option<IngestView>,
+    liveness: IngestLiveness,
     mqtt: MqttState,
     /// Status changed since the last flush.
     status_dirty: bool,
@@ -96,6 +98,7 @@ impl Hub {
             inner: Mutex::new(Inner {
                 aggregates: BTreeMap::new(),
                 ingest: None,
+                liveness: IngestLiveness::default(),
                 mqtt: MqttState::Disconnected,
                 pending: BTreeMap::new(),
                 status_dirty: false,
@@ -168,9 +171,20 @@ impl Hub {
         f(&self.lock().signals)
     }
 
-    /// Records ingest liveness (`None`: its retained status was cleared).
-    pub fn set_ingest(&self, ingest: Option<IngestView>) {
+    /// Records the single ingest's liveness (`None`: its retained status was cleared).
+    pub fn set_ingest(&self, online: Option<bool>) {
+        self.update_liveness(|live| live.set_single(online));
+    }
+
+    /// Records shard `shard`'s liveness (`None`: its retained status was cleared).
+    pub fn set_ingest_shard(&self, shard: u32, status: Option<ShardStatus>) {
+        self.update_liveness(|live| live.set_shard(shard, status));
+    }
+
+    fn update_liveness(&self, f: impl FnOnce(&mut IngestLiveness)) {
         let mut inner = self.lock();
+        f(&mut inner.liveness);
+        let ingest = inner.liveness.view();
         if inner.ingest != ingest {
             inner.ingest = ingest;
             self.status_changed(&mut inner);
@@ -444,7 +458,7 @@ mod tests {
         hub.upsert(agg("B1", 1, 1.0));
         hub.upsert(agg("A1", 2, 2.0));
         hub.upsert(agg("A1", 1, 3.0));
-        hub.set_ingest(Some(IngestView { online: true }));
+        hub.set_ingest(Some(true));
         hub.flush();
         let sub = hub.subscribe(None);
         let snap = json(&sub.snapshot);

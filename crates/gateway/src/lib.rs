@@ -21,6 +21,7 @@ pub mod configuration;
 mod fixtures;
 pub mod frame;
 pub mod hub;
+pub mod liveness;
 pub mod metrics;
 pub mod mqtt;
 pub mod origin;

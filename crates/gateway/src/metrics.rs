@@ -35,6 +35,8 @@ pub struct Metrics {
     pub messages_invalid: Counter,
     /// Broker connection errors seen by the event loop.
     pub mqtt_errors: Counter,
+    /// Position in the `mqtt.host` list of the broker in use (0: the first).
+    pub broker_index: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,7 @@ impl Metrics {
             messages_received: Counter::default(),
             messages_invalid: Counter::default(),
             mqtt_errors: Counter::default(),
+            broker_index: Gauge::default(),
         };
         registry.register(
             "ws_clients",
@@ -118,6 +121,11 @@ impl Metrics {
             "mqtt_messages_invalid",
             "MQTT publishes ignored for an unusable topic or payload",
             m.messages_invalid.clone(),
+        );
+        registry.register(
+            "broker_index",
+            "Position in the mqtt.host list of the broker in use (0: the first)",
+            m.broker_index.clone(),
         );
         registry.register(
             "mqtt_errors",

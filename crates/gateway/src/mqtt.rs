@@ -12,17 +12,19 @@ use std::time::Duration;
 use aggregator_core::Aggregate;
 use aggregator_core::alarm::AlarmMessage;
 use aggregator_core::topic::{
-    AGGREGATES_FILTER, ALARMS_FILTER, INGEST_STATUS_TOPIC, TRENDS_FILTER, key_from_aggregate_topic,
-    key_from_alarm_topic, key_from_trend_topic,
+    AGGREGATES_FILTER, ALARMS_FILTER, INGEST_SHARD_STATUS_FILTER, INGEST_STATUS_TOPIC,
+    TRENDS_FILTER, key_from_aggregate_topic, key_from_alarm_topic, key_from_trend_topic,
+    shard_from_status_topic,
 };
 use aggregator_core::trend::TrendMessage;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter};
 use serde::Deserialize;
-use service_kit::Backoff;
+use service_kit::{Backoff, Failover};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, IngestView, MqttState};
+use crate::hub::{Hub, MqttState};
+use crate::liveness::ShardStatus;
 
 /// First pause after a connection error.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -74,6 +76,14 @@ struct Liveness {
     online: bool,
 }
 
+/// The part of `status/ingest/{k}` the gateway needs; other fields are ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ShardLiveness {
+    online: bool,
+    shard_count: Option<u32>,
+}
+
 /// Applies one publish to the hub. An empty payload clears the key (or the ingest status).
 ///
 /// # Errors
@@ -86,9 +96,23 @@ pub fn apply_publish(hub: &Hub, topic: &str, payload: &[u8]) -> Result<(), Inval
         }
         let liveness: Liveness =
             serde_json::from_slice(payload).map_err(|e| InvalidMessage::Status(e.to_string()))?;
-        hub.set_ingest(Some(IngestView {
-            online: liveness.online,
-        }));
+        hub.set_ingest(Some(liveness.online));
+        return Ok(());
+    }
+    if let Some(shard) = shard_from_status_topic(topic) {
+        if payload.is_empty() {
+            hub.set_ingest_shard(shard, None);
+            return Ok(());
+        }
+        let liveness: ShardLiveness =
+            serde_json::from_slice(payload).map_err(|e| InvalidMessage::Status(e.to_string()))?;
+        hub.set_ingest_shard(
+            shard,
+            Some(ShardStatus {
+                online: liveness.online,
+                shard_count: liveness.shard_count,
+            }),
+        );
         return Ok(());
     }
     if let Some((machine, index)) = key_from_alarm_topic(topic) {
@@ -178,10 +202,12 @@ impl RateLimited {
     }
 }
 
-/// Polls `event_loop` until `shutdown`, then disconnects cleanly.
+/// Polls `event_loop` until `shutdown`, then disconnects cleanly. After each connection error
+/// the next connection attempt goes to the next broker of `failover` (round-robin).
 pub async fn run(
     client: AsyncClient,
     mut event_loop: EventLoop,
+    mut failover: Failover,
     hub: std::sync::Arc<Hub>,
     config: MqttTaskConfig,
     shutdown: CancellationToken,
@@ -215,6 +241,7 @@ pub async fn run(
                 backoff.reset();
                 tracing::info!(
                     session_present = ack.session_present,
+                    broker = %failover.current(),
                     "connected to the broker"
                 );
                 hub.begin_resync();
@@ -224,6 +251,7 @@ pub async fn run(
                     ALARMS_FILTER,
                     TRENDS_FILTER,
                     INGEST_STATUS_TOPIC,
+                    INGEST_SHARD_STATUS_FILTER,
                 ]
                 .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(filters) {
@@ -248,7 +276,12 @@ pub async fn run(
                 replay_ends = None;
                 let delay = backoff.next_delay();
                 if let Some(suppressed) = error_log.allow() {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, suppressed, "broker connection failed");
+                    tracing::warn!(error = %e, broker = %failover.current(), retry_in_ms = delay.as_millis() as u64, suppressed, "broker connection failed");
+                }
+                if let Some(next) = failover.advance(&mut event_loop) {
+                    tracing::info!(broker = %next, "failing over to the next broker");
+                    let index = i64::try_from(failover.index()).unwrap_or(i64::MAX);
+                    metrics.broker_index.set(index);
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -294,6 +327,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::hub::IngestView;
     use crate::metrics::Metrics;
 
     const A1_2: &str = r#"{"maschinenId":"A1","scrapIndex":2,"sumLast60s":25.0,"avgLast60s":3.5714285714285716,"count":7,"windowSeconds":60,"timestamp":"2026-01-01T12:00:30.123Z"}"#;
@@ -349,10 +383,45 @@ mod tests {
             br#"{"online":true,"startedAt":"2026-01-01T00:00:00Z"}"#,
         )
         .unwrap();
-        assert_eq!(hub.health().ingest, Some(IngestView { online: true }));
+        assert_eq!(hub.health().ingest, Some(IngestView::single(true)));
         apply_publish(&hub, "status/ingest", br#"{"online":false}"#).unwrap();
-        assert_eq!(hub.health().ingest, Some(IngestView { online: false }));
+        assert_eq!(hub.health().ingest, Some(IngestView::single(false)));
         apply_publish(&hub, "status/ingest", b"").unwrap();
+        assert_eq!(hub.health().ingest, None);
+    }
+
+    #[test]
+    fn shard_statuses_count_online_of_expected() {
+        let hub = hub();
+        let shards = |online, count| IngestView {
+            online,
+            shards_online: Some(online_count(online, count)),
+            shard_count: Some(count),
+        };
+        fn online_count(all: bool, count: u32) -> u32 {
+            if all { count } else { count - 1 }
+        }
+        for k in 0..3 {
+            let payload = format!(r#"{{"online":true,"shard":{k},"shardCount":3}}"#);
+            apply_publish(&hub, &format!("status/ingest/{k}"), payload.as_bytes()).unwrap();
+        }
+        assert_eq!(hub.health().ingest, Some(shards(true, 3)));
+        apply_publish(
+            &hub,
+            "status/ingest/2",
+            br#"{"online":false,"shard":2,"shardCount":3}"#,
+        )
+        .unwrap();
+        assert_eq!(hub.health().ingest, Some(shards(false, 3)));
+        let err = apply_publish(&hub, "status/ingest/1", b"{}").unwrap_err();
+        assert!(matches!(err, InvalidMessage::Status(_)), "{err:?}");
+        assert!(matches!(
+            apply_publish(&hub, "status/ingest/x", br#"{"online":true}"#),
+            Err(InvalidMessage::Topic)
+        ));
+        for k in 0..3 {
+            apply_publish(&hub, &format!("status/ingest/{k}"), b"").unwrap();
+        }
         assert_eq!(hub.health().ingest, None);
     }
 

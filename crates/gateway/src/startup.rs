@@ -50,6 +50,8 @@ pub struct Application {
     hub: Arc<Hub>,
     mqtt_client: AsyncClient,
     event_loop: EventLoop,
+    /// The `mqtt.host` list and the broker in use.
+    failover: service_kit::Failover,
 }
 
 impl Application {
@@ -73,8 +75,9 @@ impl Application {
         })?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(settings.client_queue_frames, metrics));
+        let failover = settings.failover();
         let (mqtt_client, mut event_loop) =
-            AsyncClient::new(settings.mqtt_options(), MQTT_REQUEST_CAPACITY);
+            AsyncClient::new(failover.options(), MQTT_REQUEST_CAPACITY);
         service_kit::no_delay(&mut event_loop);
         Ok(Self {
             settings,
@@ -82,6 +85,7 @@ impl Application {
             hub,
             mqtt_client,
             event_loop,
+            failover,
         })
     }
 
@@ -114,6 +118,7 @@ impl Application {
             hub,
             mqtt_client,
             event_loop,
+            failover,
         } = self;
         let local = listener.local_addr()?;
         let static_dir = settings.static_dir.clone();
@@ -143,6 +148,7 @@ impl Application {
         tasks.spawn(mqtt::run(
             mqtt_client,
             event_loop,
+            failover,
             Arc::clone(&hub),
             MqttTaskConfig {
                 backoff_max: settings.reconnect_backoff_max,

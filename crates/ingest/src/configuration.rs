@@ -419,6 +419,7 @@ impl Settings {
         Ok(IngestConfig {
             mqtt_host: mqtt.host,
             mqtt_port: mqtt.port,
+            brokers: mqtt.brokers,
             security: mqtt.security,
             client_id: mqtt.client_id,
             keep_alive: mqtt.keep_alive,
@@ -464,6 +465,8 @@ pub struct IngestConfig {
     pub mqtt_host: String,
     /// Broker port.
     pub mqtt_port: u16,
+    /// Every broker of `mqtt.host`, in order; the first is `mqtt_host:mqtt_port`.
+    pub brokers: Vec<service_kit::BrokerAddr>,
     /// Broker login and TLS (`Display` for logs; never shows the password).
     pub security: service_kit::MqttSecurity,
     /// Stable MQTT client id.
@@ -531,7 +534,20 @@ impl IngestConfig {
     /// MQTT options: persistent session under the stable client id, the offline status as
     /// retained last will, packet limits above `max_payload_bytes`.
     pub fn mqtt_options(&self, offline_status: Vec<u8>) -> MqttOptions {
-        let mut options = MqttOptions::new(&self.client_id, &self.mqtt_host, self.mqtt_port);
+        let first = service_kit::BrokerAddr {
+            host: self.mqtt_host.clone(),
+            port: self.mqtt_port,
+        };
+        self.mqtt_options_at(&first, offline_status)
+    }
+
+    /// [`mqtt_options`](Self::mqtt_options) pointed at one broker of the `mqtt.host` list.
+    pub fn mqtt_options_at(
+        &self,
+        broker: &service_kit::BrokerAddr,
+        offline_status: Vec<u8>,
+    ) -> MqttOptions {
+        let mut options = MqttOptions::new(&self.client_id, &broker.host, broker.port);
         options
             .set_keep_alive(self.keep_alive)
             // clean_session off: the broker queues readings while ingest is away.

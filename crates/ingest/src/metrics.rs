@@ -34,6 +34,8 @@ pub struct Metrics {
     pub buffered_readings: Gauge,
     /// 1 while connected to the broker, else 0.
     pub broker_connected: Gauge,
+    /// Position in the `mqtt.host` list of the broker in use (0: the first).
+    pub broker_index: Gauge,
     /// Seconds spent aggregating one batch of incoming messages.
     pub batch_seconds: Histogram,
     /// Redelivered messages skipped because their reading was already logged.
@@ -75,6 +77,7 @@ impl Metrics {
             dead_letters_dropped: Counter::default(),
             readings_dropped_at_shutdown: Counter::default(),
             broker_connects: Counter::default(),
+            broker_index: Gauge::default(),
             keys: Gauge::default(),
             buffered_readings: Gauge::default(),
             broker_connected: Gauge::default(),
@@ -137,6 +140,11 @@ impl Metrics {
             "readings_dropped_at_shutdown",
             "Readings received after shutdown began, not aggregated",
             metrics.readings_dropped_at_shutdown.clone(),
+        );
+        registry.register(
+            "broker_index",
+            "Position in the mqtt.host list of the broker in use (0: the first)",
+            metrics.broker_index.clone(),
         );
         registry.register(
             "broker_connects",

@@ -12,7 +12,7 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttState, Outgoing, Publish, QoS,
     SubscribeReasonCode,
 };
-use service_kit::Backoff;
+use service_kit::{Backoff, Failover};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +69,9 @@ pub struct LinkTask {
     pub metrics: Metrics,
     /// Reconnect pacing.
     pub backoff: Backoff,
+    /// The `mqtt.host` list: after a connection error the next attempt goes to the next
+    /// broker, round-robin.
+    pub failover: Failover,
     /// Shutdown has begun: stop forwarding readings, keep polling so the last publishes and
     /// the DISCONNECT go out.
     pub draining: CancellationToken,
@@ -112,6 +115,7 @@ impl LinkTask {
                     });
                     tracing::info!(
                         session_present = ack.session_present,
+                        broker = %self.failover.current(),
                         "connected to the MQTT broker"
                     );
                     let connected = Inbound::Connected {
@@ -156,10 +160,16 @@ impl LinkTask {
                         s.subscribed = false;
                     });
                     let delay = self.backoff.next_delay();
+                    let broker = self.failover.current().to_string();
                     if was_connected {
-                        tracing::warn!(error = %e, "lost the MQTT broker connection; reconnecting");
+                        tracing::warn!(error = %e, %broker, "lost the MQTT broker connection; reconnecting");
                     } else {
-                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach the MQTT broker");
+                        tracing::warn!(error = %e, %broker, retry_in_ms = delay.as_millis() as u64, "cannot reach the MQTT broker");
+                    }
+                    if let Some(next) = self.failover.advance(&mut self.event_loop) {
+                        tracing::info!(broker = %next, "failing over to the next broker");
+                        let index = i64::try_from(self.failover.index()).unwrap_or(i64::MAX);
+                        self.metrics.broker_index.set(index);
                     }
                     // rumqttc retries at once on the next poll: pace it ourselves.
                     tokio::select! {

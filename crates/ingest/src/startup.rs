@@ -107,10 +107,21 @@ impl Application {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
 
-        let mut options = config.mqtt_options(config.shard.status_payload(false, started_at));
-        // Acknowledged by the pipeline once durable (see `pipeline`).
-        options.set_manual_acks(true);
-        let (client, mut event_loop) = AsyncClient::new(options, config.request_capacity);
+        let offline = config.shard.status_payload(false, started_at);
+        let options_config = config.clone();
+        // The same options for every broker of the list: the persistent session resumes on
+        // a broker that shares it.
+        let failover = service_kit::Failover::new(
+            config.brokers.clone(),
+            Box::new(move |broker| {
+                let mut options = options_config.mqtt_options_at(broker, offline.clone());
+                // Acknowledged by the pipeline once durable (see `pipeline`).
+                options.set_manual_acks(true);
+                options
+            }),
+        );
+        let (client, mut event_loop) =
+            AsyncClient::new(failover.options(), config.request_capacity);
         service_kit::no_delay(&mut event_loop);
         let (link_tx, link_rx) = watch::channel(LinkState::default());
         let (inbound_tx, inbound_rx) = mpsc::channel(config.incoming_capacity);
@@ -126,6 +137,7 @@ impl Application {
                 state: link_tx,
                 metrics: metrics.clone(),
                 backoff: Backoff::new(config.reconnect_min, config.reconnect_max),
+                failover,
                 draining: draining.clone(),
                 abort: abort.clone(),
             }

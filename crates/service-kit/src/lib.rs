@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+mod brokers;
 mod check;
 pub mod cli;
 mod flags;
@@ -32,6 +33,7 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use backoff::Backoff;
+pub use brokers::{BrokerAddr, Failover, OptionsFor, parse_hosts};
 pub use check::{at_least, in_range};
 pub use flags::SecurityFlags;
 pub use layers::{Flag, Layers};

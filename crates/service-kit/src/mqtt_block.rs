@@ -47,6 +47,7 @@ macro_rules! mqtt_block {
         #[serde(default)]
         pub struct $name {
             /// Broker host name or address; with TLS, the name its certificate must carry.
+            /// A comma-separated list (`a,b:1884`) names several brokers to fail over between.
             pub host: String,
             /// Broker TCP port.
             pub port: u16,
@@ -149,10 +150,12 @@ fn generated_client_id(prefix: &str) -> String {
 /// The checked `[mqtt]` block in working types.
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
-    /// Broker host.
+    /// The first broker's host.
     pub host: String,
-    /// Broker port, never 0.
+    /// The first broker's port, never 0.
     pub port: u16,
+    /// Every broker of `mqtt.host`, in order (at least one; the first is `host:port`).
+    pub brokers: Vec<crate::BrokerAddr>,
     /// The client id actually used.
     pub client_id: String,
     /// MQTT keep-alive.
@@ -167,12 +170,10 @@ impl MqttSettings {
     /// # Errors
     /// [`SettingsError::Invalid`] naming the first bad `mqtt.*` key.
     pub fn validate(&self, client_id: ClientId) -> Result<MqttConfig, SettingsError> {
-        if self.host.trim().is_empty() {
-            return Err(SettingsError::invalid("mqtt.host", "must not be empty"));
-        }
         if self.port == 0 {
             return Err(SettingsError::invalid("mqtt.port", "must be 1 to 65535"));
         }
+        let brokers = crate::parse_hosts(&self.host, self.port)?;
         let keep_alive_secs =
             crate::in_range("mqtt.keep_alive_secs", self.keep_alive_secs, 1..=65_535)?;
         let client_id = match client_id {
@@ -202,8 +203,9 @@ impl MqttSettings {
         }
         .load("mqtt.")?;
         Ok(MqttConfig {
-            host: self.host.clone(),
-            port: self.port,
+            host: brokers[0].host.clone(),
+            port: brokers[0].port,
+            brokers,
             client_id,
             keep_alive: Duration::from_secs(keep_alive_secs),
             security,
@@ -215,7 +217,12 @@ impl MqttConfig {
     /// rumqttc options with the id, address, keep-alive, login and TLS; each binary adds its
     /// session, packet and queue settings.
     pub fn options(&self) -> MqttOptions {
-        let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
+        self.options_at(&self.brokers[0])
+    }
+
+    /// As [`options`](Self::options), pointed at `broker` (one of [`brokers`](Self::brokers)).
+    pub fn options_at(&self, broker: &crate::BrokerAddr) -> MqttOptions {
+        let mut options = MqttOptions::new(&self.client_id, &broker.host, broker.port);
         options.set_keep_alive(self.keep_alive);
         self.security.apply_to(&mut options);
         options
@@ -231,8 +238,9 @@ pub struct CommonFlags {
     /// TOML settings file; an unknown key in it is an error (see the README, "Configuration").
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Broker host [env: MQTT_BROKER, <PREFIX>_MQTT_HOST] [default: localhost].
-    #[arg(long, value_name = "HOST")]
+    /// Broker host, or a comma-separated list `a,b:1884` to fail over between (port default
+    /// --mqtt-port) [env: MQTT_BROKER, <PREFIX>_MQTT_HOST] [default: localhost].
+    #[arg(long, value_name = "HOST[:PORT],...")]
     pub mqtt_host: Option<String>,
     /// Broker port [env: MQTT_PORT, <PREFIX>_MQTT_PORT] [default: 1883].
     #[arg(long, value_name = "PORT", allow_negative_numbers = true)]

@@ -214,6 +214,14 @@ impl Settings {
             .mqtt
             .shared()
             .validate(ClientId::Generated("scrap-pulse-simulator"))?;
+        // Spreading machines over several brokers is not built yet: refuse a list rather than
+        // silently drive only its first broker.
+        if mqtt.brokers.len() > 1 {
+            return Err(SettingsError::invalid(
+                "mqtt.host",
+                "the simulator takes one broker in this release (a list is for ingest and gateway)",
+            ));
+        }
         let rate = match self.rate {
             None => None,
             Some(r) if r.is_finite() && r > 0.0 => Some(r),
@@ -524,6 +532,14 @@ mod tests {
                 .unwrap()
                 .ids
         );
+    }
+
+    #[test]
+    fn a_broker_list_is_refused_naming_mqtt_host() {
+        let err = load(&Cli::default(), &[("MQTT_BROKER", "a,b:1884")]).unwrap_err();
+        assert!(err.to_string().contains("`mqtt.host`"), "{err}");
+        let one = load(&Cli::default(), &[("MQTT_BROKER", "a:1884")]).unwrap();
+        assert_eq!((one.host.as_str(), one.port), ("a", 1884));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! The binaries must be built first (`cargo build -p ingest -p gateway`; `scripts/test.sh`
 //! does it): cargo gives a test only the binaries of its own crate.
 
+mod failover;
 mod helpers;
+mod nats_cluster;
 mod security;
 mod shards;

@@ -12,4 +12,5 @@ mod helpers;
 mod http;
 mod in_process;
 mod lifecycle;
+mod shards;
 mod slow_client;

@@ -1,0 +1,138 @@
+//! Several brokers in `--mqtt-host`: ingest and gateway listed `a,b` connect to a, and when a
+//! dies they fail over to b and keep carrying readings to the dashboard.
+
+use serde_json::Value;
+use test_support::{
+    Broker, Metrics, Publisher, QoS, ServiceProcess, http_get, service_binary, try_http_get,
+    unique_client_id, wait_until,
+};
+
+use crate::helpers::{WAIT, reading};
+
+/// A service started with a host list, and its HTTP base URL.
+struct Listed {
+    process: ServiceProcess,
+    base_url: String,
+}
+
+impl Listed {
+    async fn start(name: &str, hosts: &str, first_port: u16, extra: &[&str], health: &str) -> Self {
+        let (process, addr) = ServiceProcess::start_service(
+            service_binary(name),
+            hosts,
+            first_port,
+            extra,
+            [("RUST_LOG", "info"), ("NO_COLOR", "1")],
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let service = Self {
+            process,
+            base_url: format!("http://{addr}"),
+        };
+        service.wait_healthy(health, 0.0).await;
+        service
+    }
+
+    /// Waits until `health` answers 200 and `/metrics` says the broker at `index` of the list
+    /// is in use.
+    async fn wait_healthy(&self, health: &str, index: f64) {
+        let health_url = format!("{}{health}", self.base_url);
+        let metrics_url = format!("{}/metrics", self.base_url);
+        let reached = wait_until(
+            WAIT,
+            &format!("{health} is 200 on broker {index}"),
+            || async {
+                let healthy = matches!(try_http_get(&health_url).await, Ok((200, _)));
+                let in_use = match try_http_get(&metrics_url).await {
+                    Ok((200, text)) => Metrics::parse(&text)
+                        .samples()
+                        .iter()
+                        .any(|s| s.name.ends_with("_broker_index") && s.value == index),
+                    _ => false,
+                };
+                healthy && in_use
+            },
+        )
+        .await;
+        if let Err(e) = reached {
+            panic!("{e}\n{}", self.process.logs());
+        }
+    }
+}
+
+/// The `sumLast60s` of `machine`'s index 1 in the gateway's `/api/aggregates`, if present.
+async fn sum_of(gateway: &Listed, machine: &str) -> Option<f64> {
+    let (status, body) = http_get(&format!("{}/api/aggregates", gateway.base_url)).await;
+    assert_eq!(status, 200, "{body}");
+    let all: Value = serde_json::from_str(&body).expect("aggregates are JSON");
+    all.as_array()?
+        .iter()
+        .find(|a| a["maschinenId"] == machine && a["scrapIndex"] == 1)
+        .and_then(|a| a["sumLast60s"].as_f64())
+}
+
+async fn publish(port: u16, machine: &str, value: f64) {
+    let mut publisher = Publisher::connect(port).await;
+    publisher
+        .publish(
+            &format!("machines/{machine}/scrap"),
+            QoS::AtLeastOnce,
+            false,
+            reading(1, value),
+        )
+        .await
+        .unwrap();
+    publisher.flush(WAIT).await.unwrap();
+}
+
+async fn wait_sum(gateway: &Listed, ingest: &Listed, machine: &str, want: f64) {
+    let reached = wait_until(WAIT, &format!("{machine} sums to {want}"), || async {
+        sum_of(gateway, machine).await == Some(want)
+    })
+    .await;
+    if let Err(e) = reached {
+        panic!(
+            "{e}\n--- ingest\n{}\n--- gateway\n{}",
+            ingest.process.logs(),
+            gateway.process.logs()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_gateway_fail_over_to_the_next_broker_and_keep_working() {
+    let mut a = Broker::start().await;
+    let b = Broker::start().await;
+    // The first entry takes --mqtt-port; the second names its own.
+    let hosts = format!("127.0.0.1,127.0.0.1:{}", b.port());
+    let client_id = unique_client_id("e2e-failover-ingest");
+    let ingest = Listed::start(
+        "ingest",
+        &hosts,
+        a.port(),
+        &["--client-id", &client_id],
+        "/health",
+    )
+    .await;
+    let gateway = Listed::start("gateway", &hosts, a.port(), &[], "/api/health").await;
+
+    publish(a.port(), "F1", 2.0).await;
+    wait_sum(&gateway, &ingest, "F1", 2.0).await;
+
+    a.kill().await;
+    ingest.wait_healthy("/health", 1.0).await;
+    gateway.wait_healthy("/api/health", 1.0).await;
+    assert!(
+        ingest
+            .process
+            .logs()
+            .contains("failing over to the next broker"),
+        "{}",
+        ingest.process.logs()
+    );
+
+    publish(b.port(), "F2", 3.0).await;
+    wait_sum(&gateway, &ingest, "F2", 3.0).await;
+}

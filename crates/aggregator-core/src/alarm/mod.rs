@@ -6,7 +6,7 @@
 //!   raised/cleared changes.
 //! - [`AlarmMessage`]: the retained payload on `alarms/{machineId}/{scrapIndex}`.
 //!
-//! Semantics, where DESIGN.md leaves room:
+//! Semantics, where the contract (docs/contract.md) leaves room:
 //! - "above" and "below" are strict: `sum_above = 30` raises at a sum over 30, and with the
 //!   default `clear_below` (the raise threshold) the alarm clears below 30; at exactly 30 the
 //!   state holds.

@@ -3,67 +3,39 @@
 
 use serde_json::Value;
 use test_support::{
-    Broker, Metrics, Publisher, QoS, ServiceProcess, http_get, service_binary, try_http_get,
-    unique_client_id, wait_until,
+    Broker, Metrics, Publisher, QoS, http_get, try_http_get, unique_client_id, wait_until,
 };
 
-use crate::helpers::{WAIT, reading};
+use crate::helpers::{TestService, WAIT, reading};
 
-/// A service started with a host list, and its HTTP base URL.
-struct Listed {
-    process: ServiceProcess,
-    base_url: String,
-}
-
-impl Listed {
-    async fn start(name: &str, hosts: &str, first_port: u16, extra: &[&str], health: &str) -> Self {
-        let (process, addr) = ServiceProcess::start_service(
-            service_binary(name),
-            hosts,
-            first_port,
-            extra,
-            [("RUST_LOG", "info"), ("NO_COLOR", "1")],
-            WAIT,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        let service = Self {
-            process,
-            base_url: format!("http://{addr}"),
-        };
-        service.wait_healthy(health, 0.0).await;
-        service
-    }
-
-    /// Waits until `health` answers 200 and `/metrics` says the broker at `index` of the list
-    /// is in use.
-    async fn wait_healthy(&self, health: &str, index: f64) {
-        let health_url = format!("{}{health}", self.base_url);
-        let metrics_url = format!("{}/metrics", self.base_url);
-        let reached = wait_until(
-            WAIT,
-            &format!("{health} is 200 on broker {index}"),
-            || async {
-                let healthy = matches!(try_http_get(&health_url).await, Ok((200, _)));
-                let in_use = match try_http_get(&metrics_url).await {
-                    Ok((200, text)) => Metrics::parse(&text)
-                        .samples()
-                        .iter()
-                        .any(|s| s.name.ends_with("_broker_index") && s.value == index),
-                    _ => false,
-                };
-                healthy && in_use
-            },
-        )
-        .await;
-        if let Err(e) = reached {
-            panic!("{e}\n{}", self.process.logs());
-        }
+/// Waits until `health` of `service` answers 200 and its `/metrics` says the broker at
+/// `index` of the list is in use.
+async fn wait_on_broker(service: &TestService, health: &str, index: f64) {
+    let health_url = format!("{}{health}", service.base_url);
+    let metrics_url = format!("{}/metrics", service.base_url);
+    let reached = wait_until(
+        WAIT,
+        &format!("{health} is 200 on broker {index}"),
+        || async {
+            let healthy = matches!(try_http_get(&health_url).await, Ok((200, _)));
+            let in_use = match try_http_get(&metrics_url).await {
+                Ok((200, text)) => Metrics::parse(&text)
+                    .samples()
+                    .iter()
+                    .any(|s| s.name.ends_with("_broker_index") && s.value == index),
+                _ => false,
+            };
+            healthy && in_use
+        },
+    )
+    .await;
+    if let Err(e) = reached {
+        panic!("{e}\n{}", service.process.logs());
     }
 }
 
 /// The `sumLast60s` of `machine`'s index 1 in the gateway's `/api/aggregates`, if present.
-async fn sum_of(gateway: &Listed, machine: &str) -> Option<f64> {
+async fn sum_of(gateway: &TestService, machine: &str) -> Option<f64> {
     let (status, body) = http_get(&format!("{}/api/aggregates", gateway.base_url)).await;
     assert_eq!(status, 200, "{body}");
     let all: Value = serde_json::from_str(&body).expect("aggregates are JSON");
@@ -87,7 +59,7 @@ async fn publish(port: u16, machine: &str, value: f64) {
     publisher.flush(WAIT).await.unwrap();
 }
 
-async fn wait_sum(gateway: &Listed, ingest: &Listed, machine: &str, want: f64) {
+async fn wait_sum(gateway: &TestService, ingest: &TestService, machine: &str, want: f64) {
     let reached = wait_until(WAIT, &format!("{machine} sums to {want}"), || async {
         sum_of(gateway, machine).await == Some(want)
     })
@@ -108,7 +80,7 @@ async fn ingest_and_gateway_fail_over_to_the_next_broker_and_keep_working() {
     // The first entry takes --mqtt-port; the second names its own.
     let hosts = format!("127.0.0.1,127.0.0.1:{}", b.port());
     let client_id = unique_client_id("e2e-failover-ingest");
-    let ingest = Listed::start(
+    let ingest = TestService::start_at(
         "ingest",
         &hosts,
         a.port(),
@@ -116,14 +88,16 @@ async fn ingest_and_gateway_fail_over_to_the_next_broker_and_keep_working() {
         "/health",
     )
     .await;
-    let gateway = Listed::start("gateway", &hosts, a.port(), &[], "/api/health").await;
+    let gateway = TestService::start_at("gateway", &hosts, a.port(), &[], "/api/health").await;
+    wait_on_broker(&ingest, "/health", 0.0).await;
+    wait_on_broker(&gateway, "/api/health", 0.0).await;
 
     publish(a.port(), "F1", 2.0).await;
     wait_sum(&gateway, &ingest, "F1", 2.0).await;
 
     a.kill().await;
-    ingest.wait_healthy("/health", 1.0).await;
-    gateway.wait_healthy("/api/health", 1.0).await;
+    wait_on_broker(&ingest, "/health", 1.0).await;
+    wait_on_broker(&gateway, "/api/health", 1.0).await;
     assert!(
         ingest
             .process

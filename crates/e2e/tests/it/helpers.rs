@@ -34,9 +34,21 @@ impl TestService {
 
     /// Starts the binary `name` on HTTP port 0 and waits until `health_path` answers 200.
     async fn start(name: &str, mqtt_port: u16, extra: &[&str], health_path: &str) -> Self {
+        Self::start_at(name, "127.0.0.1", mqtt_port, extra, health_path).await
+    }
+
+    /// [`start`](Self::start) with `hosts` as `--mqtt-host` (a list is allowed; its entries
+    /// without a port take `mqtt_port`).
+    pub async fn start_at(
+        name: &str,
+        hosts: &str,
+        mqtt_port: u16,
+        extra: &[&str],
+        health_path: &str,
+    ) -> Self {
         let (process, addr) = ServiceProcess::start_service(
             service_binary(name),
-            "127.0.0.1",
+            hosts,
             mqtt_port,
             extra,
             [("RUST_LOG", "info"), ("NO_COLOR", "1")],

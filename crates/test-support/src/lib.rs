@@ -1,7 +1,7 @@
 //! Integration-test helpers shared by every scrap-pulse crate.
 //!
 //! Tests run against real things: a Mosquitto child process per test on a free port
-//! ([`Broker`]), real MQTT clients that record what they receive ([`Collector`]) or count
+//! ([`Broker`]) or a three-node NATS cluster from the shipped configs ([`NatsCluster`]), real MQTT clients that record what they receive ([`Collector`]) or count
 //! acknowledgements of what they send ([`Publisher`]), and the service binaries themselves
 //! ([`ServiceProcess`]). Waiting is always on a condition with a deadline ([`wait_until`],
 //! [`Collector::wait_for`]), never a bare sleep.
@@ -19,6 +19,7 @@ mod broker;
 mod collector;
 mod http;
 mod metrics;
+mod nats;
 mod process;
 mod procfs;
 mod publisher;
@@ -30,6 +31,7 @@ pub use broker::{Broker, BrokerOptions};
 pub use collector::{Collector, Message};
 pub use http::{http_get, try_http_get};
 pub use metrics::{Metrics, Sample, scrape as scrape_metrics};
+pub use nats::{NATS_INSTALL_HINT, NATS_NODES, NATS_SHARDS, NatsCluster, NodePorts};
 pub use process::ServiceProcess;
 pub use procfs::{Rss, listening_addrs};
 pub use publisher::{Publisher, publish_retained};

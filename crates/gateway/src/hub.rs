@@ -184,10 +184,15 @@ impl Hub {
     fn update_liveness(&self, f: impl FnOnce(&mut IngestLiveness)) {
         let mut inner = self.lock();
         f(&mut inner.liveness);
+        self.refresh_ingest(&mut inner);
+    }
+
+    /// Re-derives the ingest view clients see, and tells them when it changed.
+    fn refresh_ingest(&self, inner: &mut Inner) {
         let ingest = inner.liveness.view();
         if inner.ingest != ingest {
             inner.ingest = ingest;
-            self.status_changed(&mut inner);
+            self.status_changed(inner);
         }
     }
 
@@ -217,6 +222,7 @@ impl Hub {
         let mut inner = self.lock();
         inner.seen = Some(HashSet::new());
         inner.signals.begin_resync();
+        inner.liveness.begin_resync();
     }
 
     /// Ends the retained replay: forgets every key that was not re-delivered. Returns how
@@ -225,6 +231,9 @@ impl Hub {
         let mut inner = self.lock();
         if inner.signals.finish_resync() {
             self.wake.notify_one();
+        }
+        if inner.liveness.finish_resync() {
+            self.refresh_ingest(&mut inner);
         }
         let Some(seen) = inner.seen.take() else {
             return 0;
@@ -602,6 +611,32 @@ mod tests {
         assert_eq!(next(&mut sub)["type"], "remove");
         assert_eq!(hub.health().keys, 1);
         assert_eq!(hub.finish_resync(), 0, "only once per replay");
+    }
+
+    #[test]
+    fn resync_forgets_shards_whose_status_was_not_redelivered() {
+        let hub = hub();
+        let online = |count| {
+            Some(ShardStatus {
+                online: true,
+                shard_count: Some(count),
+            })
+        };
+        for k in 0..4 {
+            hub.set_ingest_shard(k, online(4));
+        }
+        let shards = |hub: &Hub| {
+            hub.health()
+                .ingest
+                .map(|v| (v.shards_online, v.shard_count))
+        };
+        assert_eq!(shards(&hub), Some((Some(4), Some(4))));
+        hub.begin_resync();
+        for k in 0..3 {
+            hub.set_ingest_shard(k, online(3));
+        }
+        hub.finish_resync();
+        assert_eq!(shards(&hub), Some((Some(3), Some(3))));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Shards decide: once any shard has a status, the view counts shards online of expected, and
 //! a single-ingest status (left over from before the scale-out, say) no longer shows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::frame::IngestView;
 
@@ -22,12 +22,17 @@ pub struct ShardStatus {
 pub struct IngestLiveness {
     single: Option<bool>,
     shards: BTreeMap<u32, ShardStatus>,
+    /// During a retained replay: what was re-delivered so far (`single`, shard indices).
+    replayed: Option<(bool, BTreeSet<u32>)>,
 }
 
 impl IngestLiveness {
     /// Records `status/ingest` (`None`: its retained status was cleared).
     pub fn set_single(&mut self, online: Option<bool>) {
         self.single = online;
+        if let Some((single, _)) = &mut self.replayed {
+            *single = true;
+        }
     }
 
     /// Records `status/ingest/{shard}` (`None`: its retained status was cleared).
@@ -36,6 +41,30 @@ impl IngestLiveness {
             Some(status) => self.shards.insert(shard, status),
             None => self.shards.remove(&shard),
         };
+        if let Some((_, shards)) = &mut self.replayed {
+            shards.insert(shard);
+        }
+    }
+
+    /// Starts a retained replay (after a ConnAck of a clean session): statuses not
+    /// re-delivered by [`IngestLiveness::finish_resync`] were cleared while the gateway was
+    /// away (a shard removed from the deployment), and must not be counted any more.
+    pub fn begin_resync(&mut self) {
+        self.replayed = Some((false, BTreeSet::new()));
+    }
+
+    /// Ends the replay: forgets the statuses that were not re-delivered. `true` when that
+    /// changed anything.
+    pub fn finish_resync(&mut self) -> bool {
+        let Some((single, shards)) = self.replayed.take() else {
+            return false;
+        };
+        let before = (self.single, self.shards.len());
+        if !single {
+            self.single = None;
+        }
+        self.shards.retain(|k, _| shards.contains(k));
+        before != (self.single, self.shards.len())
     }
 
     /// The view for clients: `None` when no ingest ever said anything.
@@ -109,6 +138,36 @@ mod tests {
             live.set_shard(k, None);
         }
         assert_eq!(live.view(), Some(IngestView::single(true)));
+    }
+
+    #[test]
+    fn a_replay_forgets_statuses_cleared_while_away() {
+        let mut live = IngestLiveness::default();
+        live.set_single(Some(true));
+        for k in 0..4 {
+            live.set_shard(k, shard(true, 4));
+        }
+        assert_eq!(counts(live.view()), Some((true, 4, 4)));
+        // Scaled from 4 shards to 3 while the gateway was disconnected: the broker replays
+        // shards 0 to 2 only, all announcing 3, and no single status.
+        live.begin_resync();
+        for k in 0..3 {
+            live.set_shard(k, shard(true, 3));
+        }
+        assert!(live.finish_resync());
+        assert_eq!(counts(live.view()), Some((true, 3, 3)));
+        assert!(!live.finish_resync(), "only once per replay");
+        live.set_shard(0, None);
+        assert_eq!(live.view().map(|v| v.shard_count), Some(Some(3)));
+        // A replay that re-delivers everything changes nothing.
+        live.begin_resync();
+        live.set_shard(1, shard(true, 3));
+        live.set_shard(2, shard(true, 3));
+        assert!(!live.finish_resync());
+        // Nothing re-delivered at all: no ingest status is known any more.
+        live.begin_resync();
+        assert!(live.finish_resync());
+        assert_eq!(live.view(), None);
     }
 
     #[test]

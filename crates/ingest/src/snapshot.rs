@@ -62,14 +62,40 @@ pub struct Snapshot {
     pub trends: Vec<RetainedTrend>,
 }
 
-/// Reads every retained aggregate, alarm and trend on the broker through its own
-/// clean-session connection. Returns what it got when the broker is unreachable, slow or
-/// `shutdown` fires: this is best effort, never a reason not to start.
+/// Reads every retained aggregate, alarm and trend through its own clean-session connection,
+/// from the first broker of `mqtt.host` that answers (the others of a list hold the same
+/// retained messages: a NATS cluster replicates them). Returns what it got when no broker is
+/// reachable, one is slow, or `shutdown` fires: this is best effort, never a reason not to
+/// start.
 pub async fn read_retained(config: &IngestConfig, shutdown: &CancellationToken) -> Snapshot {
+    let deadline = tokio::time::Instant::now() + SNAPSHOT_TIMEOUT;
+    for broker in &config.brokers {
+        match read_from(config, broker, deadline, shutdown).await {
+            Ok(found) => return found,
+            Err(e) => {
+                tracing::debug!(broker = %broker, error = %e, "retained-aggregate snapshot: broker not reachable");
+            }
+        }
+        if shutdown.is_cancelled() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+    }
+    Snapshot::default()
+}
+
+/// Reads the snapshot from `broker`. `Err` when the connection failed before the
+/// subscription was granted (the next broker may answer); otherwise what was found by the
+/// quiet period, the `deadline` or `shutdown`.
+async fn read_from(
+    config: &IngestConfig,
+    broker: &service_kit::BrokerAddr,
+    deadline: tokio::time::Instant,
+    shutdown: &CancellationToken,
+) -> Result<Snapshot, rumqttc::ConnectionError> {
     let mut options = MqttOptions::new(
         format!("{}-snapshot", config.client_id),
-        &config.mqtt_host,
-        config.mqtt_port,
+        &broker.host,
+        broker.port,
     );
     options
         .set_clean_session(true)
@@ -80,13 +106,11 @@ pub async fn read_retained(config: &IngestConfig, shutdown: &CancellationToken) 
     config.security.apply_to(&mut options);
     let (client, mut event_loop) = AsyncClient::new(options, 16);
     let mut found = Snapshot::default();
-    let overall = tokio::time::sleep(SNAPSHOT_TIMEOUT);
+    let overall = tokio::time::sleep_until(deadline);
     tokio::pin!(overall);
     let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
-        let quiet = tokio::time::sleep_until(
-            quiet_until.unwrap_or_else(|| tokio::time::Instant::now() + SNAPSHOT_TIMEOUT),
-        );
+        let quiet = tokio::time::sleep_until(quiet_until.unwrap_or(deadline));
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
             () = &mut overall => {
@@ -119,8 +143,10 @@ pub async fn read_retained(config: &IngestConfig, shutdown: &CancellationToken) 
                 found.add(&publish.topic, &publish.payload);
             }
             Ok(_) => {}
+            // Before the SUBACK nothing was read from this broker: let the caller try the next.
+            Err(e) if quiet_until.is_none() => return Err(e),
             Err(e) => {
-                tracing::debug!(error = %e, "retained-aggregate snapshot: no broker");
+                tracing::debug!(error = %e, "retained-aggregate snapshot: connection lost");
                 break;
             }
         }
@@ -128,7 +154,7 @@ pub async fn read_retained(config: &IngestConfig, shutdown: &CancellationToken) 
     let _ = client.try_disconnect();
     // Let the DISCONNECT go out, briefly.
     let _ = tokio::time::timeout(Duration::from_millis(100), event_loop.poll()).await;
-    found
+    Ok(found)
 }
 
 impl Snapshot {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use test_support::{Broker, Collector, Publisher, QoS, publish_retained};
+use test_support::{Broker, Collector, Publisher, QoS, ServiceProcess, publish_retained};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestIngest, WAIT, reading, readings_topic};
@@ -72,4 +72,53 @@ async fn live_aggregates_do_not_hold_the_start_up_snapshot_open() {
         !logs.contains(INCOMPLETE),
         "live aggregates kept the snapshot open until its time limit:\n{logs}"
     );
+}
+
+/// With a broker list whose first entry is down, the start-up snapshot is read from the next
+/// broker of the list (the one the main connection fails over to): the stale key a previous
+/// run left there is found and cleared.
+#[tokio::test]
+async fn the_snapshot_comes_from_the_first_broker_of_the_list_that_answers() {
+    let broker = Broker::start().await;
+    let stale = r#"{"maschinenId":"GONE","scrapIndex":1,"sumLast60s":0.0,"avgLast60s":null,"count":0,"windowSeconds":60,"timestamp":"2020-01-01T00:00:00.000Z"}"#;
+    publish_retained(broker.port(), "aggregates/GONE/1", stale)
+        .await
+        .unwrap();
+    let collector = Collector::start(broker.port(), &["aggregates/GONE/1"]).await;
+    collector
+        .wait_for(|m| m.iter().any(|m| m.retain), WAIT)
+        .await
+        .unwrap();
+
+    // Nothing listens on the first entry's port.
+    let down = test_support::free_port();
+    let hosts = format!("127.0.0.1:{down},127.0.0.1:{}", broker.port());
+    let client_id = test_support::unique_client_id("ingest-list");
+    let (ingest, _) = ServiceProcess::start_service(
+        env!("CARGO_BIN_EXE_ingest"),
+        &hosts,
+        down,
+        [
+            "--client-id",
+            client_id.as_str(),
+            "--reconnect-max-ms",
+            "500",
+        ],
+        [("RUST_LOG", "debug"), ("NO_COLOR", "1")],
+        WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cleared = collector
+        .wait_for(
+            |m| m.iter().any(|m| !m.retain && m.payload.is_empty()),
+            WAIT,
+        )
+        .await;
+    cleared.unwrap_or_else(|e| {
+        panic!(
+            "the stale key on the second broker was not cleared: {e}\n{}",
+            ingest.logs()
+        )
+    });
 }

@@ -40,7 +40,10 @@ const LAYERS: Layers<'static> = Layers {
     after_help = "Environment: MQTT_BROKER, MQTT_PORT, SIMULATOR_<SETTING> (e.g. SIMULATOR_RATE, SIMULATOR_MACHINES),\n\
                   RUST_LOG, LOG_FORMAT=json. Precedence: defaults < --config file < environment < flags.\n\
                   Without --rate every machine sends one reading every 0.5 to 2 s, like the original.\n\
-                  With TLS, QoS 0 goes through rumqttc instead of the raw writer."
+                  With TLS, QoS 0 goes through rumqttc instead of the raw writer.\n\
+                  With a list in --mqtt-host (a,b:1884), machine i of --machines publishes through broker i mod n,\n\
+                  one connection per broker; a connection whose broker stays down fails over to the next and\n\
+                  re-sends what was not acknowledged. The summary then counts per broker too."
 )]
 pub struct Cli {
     /// `--config` (keys as the flags with `_`, broker under `[mqtt]`), broker address, client

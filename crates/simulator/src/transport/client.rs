@@ -228,6 +228,7 @@ async fn drive(
     let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
     // Requests of the failed connection, taken out of rumqttc until the next CONNACK.
     let mut unsent: VecDeque<Request> = VecDeque::new();
+    let mut ever_connected = false;
     loop {
         match event_loop.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
@@ -236,7 +237,17 @@ async fn drive(
                     if let Ok(mut used) = counters.used.lock() {
                         used.insert(failover.index());
                     }
+                    // The first connection is announced by the runner; say where a
+                    // reconnection landed and whether the broker had the session.
+                    if ever_connected {
+                        tracing::info!(
+                            broker = %failover.current(),
+                            session_present = ack.session_present,
+                            "reconnected to the MQTT broker"
+                        );
+                    }
                     restore(&mut event_loop, &mut unsent, ack.session_present, &counters);
+                    ever_connected = true;
                     connected.send_replace(Some(String::new()));
                 } else {
                     connected.send_replace(Some(format!("{:?}", ack.code)));

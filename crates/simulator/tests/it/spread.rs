@@ -97,6 +97,11 @@ async fn machines_are_spread_over_two_brokers_by_position_at_qos_0() {
     machines_are_spread_over_two_brokers_by_position("0").await;
 }
 
+#[tokio::test]
+async fn machines_are_spread_over_two_brokers_by_position_at_qos_2() {
+    machines_are_spread_over_two_brokers_by_position("2").await;
+}
+
 async fn machines_are_spread_over_two_brokers_by_position(qos: &str) {
     let (a, b) = (Broker::start().await, Broker::start().await);
     let on_a = Collector::start(a.port(), &["machines/+/scrap"]).await;
@@ -217,6 +222,46 @@ async fn a_killed_broker_fails_over_and_its_unacknowledged_readings_are_sent_aga
     );
     let distinct: usize = received.values().map(BTreeSet::len).sum();
     assert_eq!(distinct, valid, "no id beyond those sent");
+}
+
+#[tokio::test]
+async fn qos0_connection_of_a_killed_broker_carries_on_through_the_other() {
+    let (a, mut b) = (Broker::start().await, Broker::start().await);
+    let on_a = Collector::start(a.port(), &["machines/+/scrap"]).await;
+    let on_b = Collector::start(b.port(), &["machines/+/scrap"]).await;
+    let hosts = format!("127.0.0.1:{},127.0.0.1:{}", a.port(), b.port());
+    let mut process = spawn_on(
+        &hosts,
+        &[
+            "--machines",
+            "2",
+            "--qos",
+            "0",
+            "--rate",
+            "500",
+            "--print-expected",
+        ],
+    );
+    on_b.wait_for(|m| m.len() >= 200, WAIT)
+        .await
+        .map_err(|e| format!("{e}\n{}", process.logs()))
+        .unwrap();
+    b.kill().await;
+    // M2 (position 1) was b's; after the fail-over its readings arrive at a.
+    on_a.wait_for(
+        |m| m.iter().filter(|m| m.topic == "machines/M2/scrap").count() >= 200,
+        WAIT,
+    )
+    .await
+    .map_err(|e| format!("{e}\n{}", process.logs()))
+    .unwrap();
+    process.terminate().await;
+    let summary: serde_json::Value = serde_json::from_str(process.stdout().trim())
+        .unwrap_or_else(|e| panic!("summary is not JSON ({e}):\n{}", process.logs()));
+    let legs = summary["brokers"].as_array().expect("per-broker counts");
+    assert!(legs[1]["failovers"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(legs[1]["errors"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(legs[0]["errors"], 0, "{summary}");
 }
 
 #[tokio::test]

@@ -34,6 +34,8 @@ const MAX_PACKET: usize = 1024 * 1024;
 const INFLIGHT: u16 = 1000;
 /// How long `finish` waits, while connected, without any new acknowledgement before giving up.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// How long removing the session from one broker may take in `finish`.
+const FORGET_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and longest pause between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
@@ -204,8 +206,18 @@ impl ClientConnection {
             .unwrap_or_default();
         for broker in used {
             let broker = &self.config.brokers[broker];
-            if let Err(e) = super::raw::forget_session(&self.config, broker).await {
-                tracing::debug!(%broker, error = %e, "could not remove the MQTT session");
+            // Bounded: a broker that died during the run must not hold up the summary.
+            match tokio::time::timeout(
+                FORGET_TIMEOUT,
+                super::raw::forget_session(&self.config, broker),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%broker, error = %e, "could not remove the MQTT session");
+                }
+                Err(_) => tracing::debug!(%broker, "no answer while removing the MQTT session"),
             }
         }
         let mut delivery = self.delivery();

@@ -48,6 +48,27 @@ fn machine_of(message: &Message) -> String {
     levels[levels.len() - 2].to_owned()
 }
 
+/// Whether the broker on `port` holds a session for `client_id` (a probe connection with
+/// `clean_session = false` reads `session_present` from its CONNACK).
+async fn has_session(port: u16, client_id: &str) -> bool {
+    let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_clean_session(false);
+    let (_client, mut event_loop) = rumqttc::AsyncClient::new(options, 4);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match event_loop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Incoming::ConnAck(ack))) => {
+                    return ack.session_present;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("probe of port {port}: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("a CONNACK for the session probe")
+}
+
 /// Distinct reading ids received per `(machine, scrapIndex)`.
 fn ids_per_key(messages: &[Message]) -> BTreeMap<(String, u32), BTreeSet<String>> {
     let mut ids: BTreeMap<(String, u32), BTreeSet<String>> = BTreeMap::new();
@@ -120,10 +141,23 @@ async fn machines_are_spread_over_two_brokers_by_position(qos: &str) {
             "5000",
             "--seed",
             "5",
+            "--client-id",
+            "sim-spread",
             "--print-expected",
         ],
     );
     let summary = summary_of(&mut process, WAIT).await;
+    if qos != "0" {
+        // Each connection had a persistent session under its own id; the end removed both.
+        assert!(
+            !has_session(a.port(), "sim-spread-0").await,
+            "session left on a"
+        );
+        assert!(
+            !has_session(b.port(), "sim-spread-1").await,
+            "session left on b"
+        );
+    }
     assert_eq!(
         (&summary["sent"], &summary["acknowledged"], &summary["lost"]),
         (&2000.into(), &2000.into(), &0.into()),

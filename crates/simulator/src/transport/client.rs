@@ -349,3 +349,57 @@ fn restore(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::{PubRel, Publish};
+
+    use super::*;
+
+    fn publish(pkid: u16, payload: &str) -> Request {
+        let mut p = Publish::new("machines/M1/scrap", QoS::AtLeastOnce, payload.as_bytes());
+        p.pkid = pkid;
+        p.dup = pkid != 0;
+        Request::Publish(p)
+    }
+
+    fn kept() -> (EventLoop, VecDeque<Request>) {
+        let (_client, mut event_loop) =
+            AsyncClient::new(MqttOptions::new("restore-test", "localhost", 1883), 4);
+        // Queued after the failure: must stay behind what the failed connection had.
+        event_loop.pending.push_back(publish(0, "later"));
+        let unsent = VecDeque::from([
+            publish(7, "in flight"),
+            Request::PubRel(PubRel::new(8)),
+            publish(0, "queued"),
+        ]);
+        (event_loop, unsent)
+    }
+
+    #[test]
+    fn a_kept_session_gets_everything_back_as_it_was_and_first() {
+        let (mut event_loop, mut unsent) = kept();
+        let counters = Counters::default();
+        restore(&mut event_loop, &mut unsent, true, &counters);
+        assert!(unsent.is_empty());
+        let mut want = kept().1;
+        want.push_back(publish(0, "later"));
+        assert_eq!(event_loop.pending, want);
+        assert_eq!(counters.lost.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_lost_session_gets_the_publishes_again_as_new_ones() {
+        let (mut event_loop, mut unsent) = kept();
+        let counters = Counters::default();
+        restore(&mut event_loop, &mut unsent, false, &counters);
+        let want = VecDeque::from([
+            publish(0, "in flight"),
+            publish(0, "queued"),
+            publish(0, "later"),
+        ]);
+        assert_eq!(event_loop.pending, want);
+        // The QoS 2 release had no publish left to send again.
+        assert_eq!(counters.lost.load(Ordering::Relaxed), 1);
+    }
+}

@@ -40,7 +40,10 @@ const LAYERS: Layers<'static> = Layers {
     after_help = "Environment: MQTT_BROKER, MQTT_PORT, SIMULATOR_<SETTING> (e.g. SIMULATOR_RATE, SIMULATOR_MACHINES),\n\
                   RUST_LOG, LOG_FORMAT=json. Precedence: defaults < --config file < environment < flags.\n\
                   Without --rate every machine sends one reading every 0.5 to 2 s, like the original.\n\
-                  With TLS, QoS 0 goes through rumqttc instead of the raw writer."
+                  With TLS, QoS 0 goes through rumqttc instead of the raw writer.\n\
+                  With a list in --mqtt-host (a,b:1884), machine i of --machines publishes through broker i mod n,\n\
+                  one connection per broker; a connection whose broker stays down fails over to the next and\n\
+                  re-sends what was not acknowledged. The summary then counts per broker too."
 )]
 pub struct Cli {
     /// `--config` (keys as the flags with `_`, broker under `[mqtt]`), broker address, client
@@ -214,14 +217,6 @@ impl Settings {
             .mqtt
             .shared()
             .validate(ClientId::Generated("scrap-pulse-simulator"))?;
-        // Spreading machines over several brokers is not built yet: refuse a list rather than
-        // silently drive only its first broker.
-        if mqtt.brokers.len() > 1 {
-            return Err(SettingsError::invalid(
-                "mqtt.host",
-                "the simulator takes one broker in this release (a list is for ingest and gateway)",
-            ));
-        }
         let rate = match self.rate {
             None => None,
             Some(r) if r.is_finite() && r > 0.0 => Some(r),
@@ -278,6 +273,7 @@ impl Settings {
         Ok(SimConfig {
             host: mqtt.host,
             port: mqtt.port,
+            brokers: mqtt.brokers,
             security: mqtt.security,
             client_id: mqtt.client_id,
             keep_alive: mqtt.keep_alive,
@@ -306,6 +302,9 @@ pub struct SimConfig {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// Every broker of `mqtt.host`, in order; the first is `host:port`. Machines are spread
+    /// over them, and each connection fails over along this list.
+    pub brokers: Vec<service_kit::BrokerAddr>,
     /// Broker login and TLS (`Display` for logs; never shows the password).
     pub security: service_kit::MqttSecurity,
     /// MQTT client id.
@@ -535,11 +534,41 @@ mod tests {
     }
 
     #[test]
-    fn a_broker_list_is_refused_naming_mqtt_host() {
-        let err = load(&Cli::default(), &[("MQTT_BROKER", "a,b:1884")]).unwrap_err();
-        assert!(err.to_string().contains("`mqtt.host`"), "{err}");
+    fn a_broker_list_is_taken_from_flag_env_and_file() {
+        let addr = |host: &str, port| service_kit::BrokerAddr {
+            host: host.into(),
+            port,
+        };
+        let env = load(
+            &Cli::default(),
+            &[("MQTT_BROKER", "a,b:1884"), ("MQTT_PORT", "7")],
+        )
+        .unwrap();
+        assert_eq!(env.brokers, [addr("a", 7), addr("b", 1884)]);
+        assert_eq!((env.host.as_str(), env.port), ("a", 7));
+        let flag = Cli::try_parse_from(["simulator", "--mqtt-host", "x:1,y"]).unwrap();
+        assert_eq!(
+            load(&flag, &[]).unwrap().brokers,
+            [addr("x", 1), addr("y", 1883)]
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "[mqtt]\nhost = \"f1, f2:9\"\n").unwrap();
+        let cli = Cli {
+            common: CommonFlags {
+                config: Some(file.path().to_owned()),
+                ..CommonFlags::default()
+            },
+            ..Cli::default()
+        };
+        assert_eq!(
+            load(&cli, &[]).unwrap().brokers,
+            [addr("f1", 1883), addr("f2", 9)]
+        );
         let one = load(&Cli::default(), &[("MQTT_BROKER", "a:1884")]).unwrap();
         assert_eq!((one.host.as_str(), one.port), ("a", 1884));
+        assert_eq!(one.brokers, [addr("a", 1884)]);
+        let err = load(&Cli::default(), &[("MQTT_BROKER", "a,,b")]).unwrap_err();
+        assert!(err.to_string().contains("`mqtt.host`"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - [`schedule`]: when messages are due (fixed overall rate, or per-machine 0.5 to 2 s).
 //! - [`generator`]: what each message says (seeded, reproducible), including the malformed
 //!   ones of [`invalid`], and the expected sums.
-//! - [`transport`]: how they reach the broker (raw QoS 0 writer, rumqttc for QoS 1/2).
+//! - [`transport`]: how they reach the broker (raw QoS 0 writer, rumqttc for QoS 1/2), and
+//!   with several brokers which machine goes to which, and fail-over.
 //! - [`run`](run()): the loop, progress lines and the summary.
 
 pub mod configuration;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::SimConfig;
 use crate::generator::{ExpectedKey, Generator, TimeStamps};
 use crate::schedule::Schedule;
-use crate::transport::{Delivery, Transport, TransportError};
+use crate::transport::{BrokerDelivery, Delivery, Transport, TransportError};
 
 /// Most messages generated between two writes to the socket (and two clock reads).
 const BATCH: usize = 1024;
@@ -58,6 +58,10 @@ pub struct Summary {
     /// Expected sum and count per key of the valid readings (totals over the run, not a
     /// 60 s window).
     pub keys: Vec<ExpectedKey>,
+    /// With several brokers: what each connection (named by the broker it started on)
+    /// carried. Absent with one broker, whose summary stays as it was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerDelivery>,
 }
 
 impl Summary {
@@ -76,8 +80,9 @@ pub async fn run(
     config: SimConfig,
     shutdown: CancellationToken,
 ) -> Result<Summary, TransportError> {
+    let addr = crate::transport::raw::broker_list(&config);
     tracing::info!(
-        broker = %format!("{}:{}", config.host, config.port),
+        broker = %addr,
         mqtt_security = %config.security,
         seed = config.seed,
         rate = ?config.rate,
@@ -89,7 +94,6 @@ pub async fn run(
         invalid_ratio = config.invalid_ratio,
         "simulator starting"
     );
-    let addr = format!("{}:{}", config.host, config.port);
     // A run bounded by `--duration` never waits longer than that for a broker either: the
     // budget of every (re)connection is the shorter of the two.
     let budget = config
@@ -104,7 +108,11 @@ pub async fn run(
         transport = Transport::connect(&connect_config) => transport?,
         () = shutdown.cancelled() => return Err(TransportError::Interrupted { addr }),
     };
-    tracing::info!(broker = %addr, "connected to the MQTT broker");
+    if config.brokers.len() > 1 {
+        tracing::info!(broker = %addr, "connected to the MQTT brokers");
+    } else {
+        tracing::info!(broker = %addr, "connected to the MQTT broker");
+    }
     let mut generator = Generator::new(&config);
     let mut schedule = Schedule::new(config.rate, config.machines.len(), config.seed);
     let (mut topic, mut payload) = (String::with_capacity(64), Vec::with_capacity(256));
@@ -137,7 +145,7 @@ pub async fn run(
                     None => generator.pick_machine(),
                 };
                 generator.next(machine, &times, &mut topic, &mut payload);
-                transport.send(&topic, &payload).await?;
+                transport.send(machine, &topic, &payload).await?;
                 produced += 1;
             }
             sent += produced;
@@ -156,7 +164,7 @@ pub async fn run(
         progress.maybe_report(&transport.delivery(), &generator);
     };
 
-    let delivery = transport.finish(FINISH_TIMEOUT).await;
+    let (delivery, per_broker) = transport.finish(FINISH_TIMEOUT).await;
     let elapsed = start.elapsed();
     let invalid_counts = generator.invalid_counts();
     let invalid_total: u64 = invalid_counts.iter().sum();
@@ -177,6 +185,11 @@ pub async fn run(
         elapsed_secs: elapsed.as_secs_f64(),
         rate: per_second(delivery.sent, elapsed),
         keys: generator.expected(),
+        brokers: if config.brokers.len() > 1 {
+            per_broker
+        } else {
+            Vec::new()
+        },
     };
     tracing::info!(
         stopped_by = ?summary.stopped_by,
@@ -191,6 +204,18 @@ pub async fn run(
         complete = summary.complete(),
         "summary"
     );
+    for leg in &summary.brokers {
+        tracing::info!(
+            broker = %leg.broker,
+            machines = leg.machines,
+            sent = leg.sent,
+            acknowledged = leg.acknowledged,
+            lost = leg.lost,
+            errors = leg.errors,
+            failovers = leg.failovers,
+            "summary per broker"
+        );
+    }
     Ok(summary)
 }
 

@@ -1,12 +1,27 @@
 //! QoS 1 and 2 publishing through rumqttc, counting PUBACK / PUBCOMP so the run knows when
 //! the broker has every message.
+//!
+//! Reconnection and fail-over: after a connection error the next attempt goes to the same
+//! broker, and while attempts fail, to the next brokers of the connection's list in turn
+//! ([`Failover`]). The session is persistent, so a broker that has it (the same Mosquitto
+//! after a restart, any node of a NATS cluster) gets the unacknowledged publishes again from
+//! rumqttc. A broker without it is the case rumqttc 0.25 gets wrong for us: on a CONNACK with
+//! `session_present = false` its event loop clears its pending list, which holds the
+//! unacknowledged publishes *and* every request that was still queued in its channel when the
+//! connection failed; they would never be sent. So [`drive`] takes that list out of the event
+//! loop after every error and, at the next CONNACK, gives it back: as it is when the session
+//! was kept, or as fresh publishes (new packet ids) when it was not. A re-sent reading may
+//! reach subscribers twice; readings carry ids, so ingest counts it once. QoS 2 publishes that
+//! had already been received (PUBREC) but not completed cannot be re-sent that way (rumqttc no
+//! longer holds their content): they are counted lost, with a warning.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS};
-use service_kit::Backoff;
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS, Request};
+use service_kit::{Backoff, Failover};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -17,8 +32,10 @@ use crate::configuration::SimConfig;
 const MAX_PACKET: usize = 1024 * 1024;
 /// Unacknowledged publishes allowed in flight; high so a round trip does not cap the rate.
 const INFLIGHT: u16 = 1000;
-/// How long `finish` waits without any new acknowledgement before giving up.
+/// How long `finish` waits, while connected, without any new acknowledgement before giving up.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// How long removing the session from one broker may take in `finish`.
+const FORGET_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and longest pause between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
@@ -26,6 +43,11 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 struct Counters {
     acknowledged: AtomicU64,
     errors: AtomicU64,
+    lost: AtomicU64,
+    failovers: AtomicU64,
+    /// Positions in the broker list of the brokers this connection was connected to, whose
+    /// session `finish` removes.
+    used: Mutex<BTreeSet<usize>>,
 }
 
 /// A rumqttc client whose event loop runs in its own task.
@@ -36,37 +58,47 @@ pub struct ClientConnection {
     qos: QoS,
     sent: u64,
     counters: Arc<Counters>,
+    connected: watch::Receiver<Option<String>>,
     task: JoinHandle<()>,
 }
 
+/// The options of this connection for `broker`: the same client id and persistent session on
+/// every broker of the list.
+fn options_for(config: &SimConfig, broker: &service_kit::BrokerAddr) -> MqttOptions {
+    let mut options = MqttOptions::new(config.client_id.clone(), broker.host.clone(), broker.port);
+    options.set_keep_alive(config.keep_alive);
+    options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    options.set_inflight(INFLIGHT);
+    // A persistent session, so that a broker that keeps it (or shares it) gets the
+    // unacknowledged publishes again; removed in `finish`.
+    options.set_clean_session(false);
+    config.security.apply_to(&mut options);
+    options
+}
+
 impl ClientConnection {
-    /// Starts the client and waits for the first CONNACK within the connect timeout.
+    /// Starts the client and waits for the first CONNACK within the connect timeout (failing
+    /// over along the broker list meanwhile).
     ///
     /// # Errors
     /// [`TransportError::Unreachable`] when no CONNACK arrives in time.
     pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
-        let mut options =
-            MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
-        options.set_keep_alive(config.keep_alive);
-        options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        options.set_inflight(INFLIGHT);
-        // A persistent session: rumqttc drops its unacknowledged publishes when it reconnects
-        // to a session the broker does not have, so only a kept session lets it retransmit
-        // them after a broker restart. The session is removed again in `finish`.
-        options.set_clean_session(false);
-        config.security.apply_to(&mut options);
-        let (client, event_loop) = AsyncClient::new(options, 10_000);
+        let options_config = config.clone();
+        let failover = Failover::new(
+            config.brokers.clone(),
+            Box::new(move |broker| options_for(&options_config, broker)),
+        );
+        let (client, event_loop) = AsyncClient::new(failover.options(), 10_000);
         let counters = Arc::new(Counters::default());
         let (connected_tx, mut connected) = watch::channel(None::<String>);
         // QoS 0 has no acknowledgement: a publish counts once written, as in the raw writer.
         let count_written = config.qos == QoS::AtMostOnce;
-        let addr = format!("{}:{}", config.host, config.port);
         let task = tokio::spawn(drive(
             event_loop,
+            failover,
             Arc::clone(&counters),
             connected_tx,
             count_written,
-            addr.clone(),
         ));
         let ready = tokio::time::timeout(
             config.connect_timeout,
@@ -81,6 +113,7 @@ impl ClientConnection {
                 qos: config.qos,
                 sent: 0,
                 counters,
+                connected,
                 task,
             });
         }
@@ -94,7 +127,7 @@ impl ClientConnection {
             .unwrap_or(u32::MAX)
             .max(1);
         Err(TransportError::Unreachable {
-            addr,
+            addr: super::raw::broker_list(config),
             timeout: config.connect_timeout,
             attempts,
             last_error,
@@ -123,8 +156,9 @@ impl ClientConnection {
                 .acknowledged
                 .load(Ordering::Relaxed)
                 .min(self.sent),
-            lost: 0,
+            lost: self.counters.lost.load(Ordering::Relaxed),
             errors: self.counters.errors.load(Ordering::Relaxed),
+            failovers: self.counters.failovers.load(Ordering::Relaxed),
         }
     }
 
@@ -134,10 +168,17 @@ impl ClientConnection {
         // Give up early when nothing moves for a while: the broker lost those messages.
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last = (self.delivery().acknowledged, tokio::time::Instant::now());
-        while self.delivery().acknowledged < self.sent {
+        loop {
+            let Delivery {
+                acknowledged, lost, ..
+            } = self.delivery();
+            if acknowledged + lost >= self.sent {
+                break;
+            }
             let now = tokio::time::Instant::now();
-            let acknowledged = self.delivery().acknowledged;
-            if acknowledged != last.0 {
+            // A reconnection (a fail-over to a NATS node can take many seconds) is not a stall.
+            let connected = self.connected.borrow().as_deref() == Some("");
+            if acknowledged != last.0 || !connected {
                 last = (acknowledged, now);
             }
             if now >= deadline || now - last.1 >= STALL_LIMIT {
@@ -157,8 +198,27 @@ impl ClientConnection {
         })
         .await;
         self.task.abort();
-        if let Err(e) = super::raw::forget_session(&self.config).await {
-            tracing::debug!(error = %e, "could not remove the MQTT session");
+        let used: Vec<usize> = self
+            .counters
+            .used
+            .lock()
+            .map(|u| u.iter().copied().collect())
+            .unwrap_or_default();
+        for broker in used {
+            let broker = &self.config.brokers[broker];
+            // Bounded: a broker that died during the run must not hold up the summary.
+            match tokio::time::timeout(
+                FORGET_TIMEOUT,
+                super::raw::forget_session(&self.config, broker),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%broker, error = %e, "could not remove the MQTT session");
+                }
+                Err(_) => tracing::debug!(%broker, "no answer while removing the MQTT session"),
+            }
         }
         let mut delivery = self.delivery();
         delivery.lost = delivery.sent - delivery.acknowledged;
@@ -167,20 +227,39 @@ impl ClientConnection {
 }
 
 /// Owns the event loop: counts acknowledgements, reports connection state, backs off on
-/// errors (rumqttc would retry at once), and never awaits the client.
+/// errors (rumqttc would retry at once), fails over along the broker list while connecting
+/// fails, keeps what was not acknowledged across a connection that loses the session (see the
+/// module doc), and never awaits the client.
 async fn drive(
     mut event_loop: EventLoop,
+    mut failover: Failover,
     counters: Arc<Counters>,
     connected: watch::Sender<Option<String>>,
     count_written: bool,
-    addr: String,
 ) {
     let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
+    // Requests of the failed connection, taken out of rumqttc until the next CONNACK.
+    let mut unsent: VecDeque<Request> = VecDeque::new();
+    let mut ever_connected = false;
     loop {
         match event_loop.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 backoff.reset();
                 if ack.code == rumqttc::ConnectReturnCode::Success {
+                    if let Ok(mut used) = counters.used.lock() {
+                        used.insert(failover.index());
+                    }
+                    // The first connection is announced by the runner; say where a
+                    // reconnection landed and whether the broker had the session.
+                    if ever_connected {
+                        tracing::info!(
+                            broker = %failover.current(),
+                            session_present = ack.session_present,
+                            "reconnected to the MQTT broker"
+                        );
+                    }
+                    restore(&mut event_loop, &mut unsent, ack.session_present, &counters);
+                    ever_connected = true;
                     connected.send_replace(Some(String::new()));
                 } else {
                     connected.send_replace(Some(format!("{:?}", ack.code)));
@@ -195,24 +274,132 @@ async fn drive(
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(e) => {
+                // After a connection error rumqttc has moved the unacknowledged publishes and
+                // the queued requests into `pending`; keep them before a CONNACK without
+                // session can clear it.
+                unsent.extend(event_loop.pending.drain(..));
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 let delay = backoff.next_delay();
-                let connecting = connected.borrow().as_deref() != Some("");
-                if connecting {
-                    tracing::warn!(broker = %addr, error = %e, retry_in = ?delay, "cannot connect to the MQTT broker");
+                let broker = failover.current().to_string();
+                let was_connected = connected.borrow().as_deref() == Some("");
+                if was_connected {
+                    tracing::warn!(%broker, error = %e, retry_in = ?delay, unacknowledged = unsent.len(), "MQTT connection error");
                 } else {
-                    tracing::warn!(broker = %addr, error = %e, retry_in = ?delay, "MQTT connection error");
-                }
-                connected.send_if_modified(|state| {
-                    if state.as_deref() == Some("") {
-                        false
-                    } else {
-                        *state = Some(e.to_string());
-                        true
+                    tracing::warn!(%broker, error = %e, retry_in = ?delay, "cannot connect to the MQTT broker");
+                    // The broker stays down: try the next one of the list.
+                    if let Some(next) = failover.advance(&mut event_loop) {
+                        counters.failovers.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(broker = %next, "failing over to the next broker");
                     }
-                });
+                }
+                connected.send_replace(Some(e.to_string()));
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// After a successful CONNACK: hands the requests kept from the failed connection back to the
+/// event loop. With the session kept they go as they are (retransmissions under their packet
+/// ids, then the queued ones); without it the publishes go again as new ones, and QoS 2
+/// releases, whose publish the lost session held, are counted lost.
+fn restore(
+    event_loop: &mut EventLoop,
+    unsent: &mut VecDeque<Request>,
+    session_present: bool,
+    counters: &Counters,
+) {
+    if session_present {
+        // Ahead of anything rumqttc still has, which came later.
+        let later = std::mem::take(&mut event_loop.pending);
+        event_loop.pending.extend(unsent.drain(..));
+        event_loop.pending.extend(later);
+        return;
+    }
+    let mut renewed = VecDeque::with_capacity(unsent.len() + 1);
+    // A publish that waited for a packet id still in use would wait forever: that id's
+    // acknowledgement died with the session.
+    let collided = event_loop.state.collision.take().map(Request::Publish);
+    let mut released = 0_u64;
+    for request in unsent.drain(..).chain(collided) {
+        match request {
+            Request::Publish(mut publish) => {
+                publish.pkid = 0;
+                publish.dup = false;
+                renewed.push_back(Request::Publish(publish));
+            }
+            Request::PubRel(_) => released += 1,
+            other => renewed.push_back(other),
+        }
+    }
+    let resent = renewed.len();
+    renewed.extend(event_loop.pending.drain(..));
+    event_loop.pending = renewed;
+    if resent > 0 {
+        tracing::info!(
+            resent,
+            "the broker has no session for us: sending again what it did not acknowledge"
+        );
+    }
+    if released > 0 {
+        counters.lost.fetch_add(released, Ordering::Relaxed);
+        tracing::warn!(
+            lost = released,
+            "QoS 2 publishes received but not completed by the previous broker cannot be sent again"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::{PubRel, Publish};
+
+    use super::*;
+
+    fn publish(pkid: u16, payload: &str) -> Request {
+        let mut p = Publish::new("machines/M1/scrap", QoS::AtLeastOnce, payload.as_bytes());
+        p.pkid = pkid;
+        p.dup = pkid != 0;
+        Request::Publish(p)
+    }
+
+    fn kept() -> (EventLoop, VecDeque<Request>) {
+        let (_client, mut event_loop) =
+            AsyncClient::new(MqttOptions::new("restore-test", "localhost", 1883), 4);
+        // Queued after the failure: must stay behind what the failed connection had.
+        event_loop.pending.push_back(publish(0, "later"));
+        let unsent = VecDeque::from([
+            publish(7, "in flight"),
+            Request::PubRel(PubRel::new(8)),
+            publish(0, "queued"),
+        ]);
+        (event_loop, unsent)
+    }
+
+    #[test]
+    fn a_kept_session_gets_everything_back_as_it_was_and_first() {
+        let (mut event_loop, mut unsent) = kept();
+        let counters = Counters::default();
+        restore(&mut event_loop, &mut unsent, true, &counters);
+        assert!(unsent.is_empty());
+        let mut want = kept().1;
+        want.push_back(publish(0, "later"));
+        assert_eq!(event_loop.pending, want);
+        assert_eq!(counters.lost.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_lost_session_gets_the_publishes_again_as_new_ones() {
+        let (mut event_loop, mut unsent) = kept();
+        let counters = Counters::default();
+        restore(&mut event_loop, &mut unsent, false, &counters);
+        let want = VecDeque::from([
+            publish(0, "in flight"),
+            publish(0, "queued"),
+            publish(0, "later"),
+        ]);
+        assert_eq!(event_loop.pending, want);
+        // The QoS 2 release had no publish left to send again.
+        assert_eq!(counters.lost.load(Ordering::Relaxed), 1);
     }
 }

@@ -6,13 +6,17 @@
 //! are read by a small task; the end of the stream is how a clean finish is confirmed:
 //! Mosquitto handles packets in order and closes the socket only after our DISCONNECT, so
 //! once it closes, every publish before it has been processed.
+//!
+//! A lost connection is re-established, first to the same broker and, while that fails, to
+//! the next brokers of the connection's list in turn (fail-over). QoS 0 promises nothing for
+//! what was written into the dying connection: those messages count as lost.
 
 use std::time::Duration;
 
-use service_kit::Secret;
 use service_kit::mqtt_wire::{
     CONNACK_LEN, DISCONNECT, PINGREQ, WireError, check_connack, encode_connect, encode_publish,
 };
+use service_kit::{BrokerAddr, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -33,6 +37,8 @@ const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct RawConnection {
     config: SimConfig,
+    /// Position in `config.brokers` of the broker in use.
+    current: usize,
     addr: String,
     writer: OwnedWriteHalf,
     closed: oneshot::Receiver<()>,
@@ -48,17 +54,22 @@ impl RawConnection {
     /// # Errors
     /// [`TransportError::Unreachable`] or [`TransportError::Refused`].
     pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
-        let addr = format!("{}:{}", config.host, config.port);
-        let (writer, closed) = connect_with_retry(config, &addr).await?;
+        let mut current = 0;
+        let mut failovers = 0;
+        let (writer, closed) = connect_with_retry(config, &mut current, &mut failovers).await?;
         Ok(Self {
             config: config.clone(),
-            addr,
+            addr: config.brokers[current].to_string(),
+            current,
             writer,
             closed,
             buf: Vec::with_capacity(FLUSH_AT + 70 * 1024),
             buffered: 0,
             last_write: Instant::now(),
-            delivery: Delivery::default(),
+            delivery: Delivery {
+                failovers,
+                ..Delivery::default()
+            },
         })
     }
 
@@ -118,7 +129,13 @@ impl RawConnection {
     }
 
     async fn reconnect(&mut self) -> Result<(), TransportError> {
-        let (writer, closed) = connect_with_retry(&self.config, &self.addr).await?;
+        let (writer, closed) = connect_with_retry(
+            &self.config,
+            &mut self.current,
+            &mut self.delivery.failovers,
+        )
+        .await?;
+        self.addr = self.config.brokers[self.current].to_string();
         self.writer = writer;
         self.closed = closed;
         self.last_write = Instant::now();
@@ -157,19 +174,19 @@ impl RawConnection {
     }
 }
 
-/// Connects once with a clean session under the configured client id and disconnects, which
-/// makes the broker drop any session stored for that id.
+/// Connects once to `broker` with a clean session under the configured client id and
+/// disconnects, which makes the broker drop any session stored for that id.
 ///
 /// # Errors
 /// When the broker cannot be reached or refuses the connection.
-pub async fn forget_session(config: &SimConfig) -> Result<(), TransportError> {
-    let addr = format!("{}:{}", config.host, config.port);
+pub async fn forget_session(config: &SimConfig, broker: &BrokerAddr) -> Result<(), TransportError> {
+    let addr = broker.to_string();
     if config.security.tls() {
         // This plain writer cannot speak TLS; the broker expires the session on its own
         // (Mosquitto: persistent_client_expiration).
         return Ok(());
     }
-    let (mut writer, closed) = connect_once(config, &addr).await?;
+    let (mut writer, closed) = connect_once(config, broker).await?;
     let io = |source| TransportError::Io {
         addr: addr.clone(),
         source,
@@ -182,20 +199,29 @@ pub async fn forget_session(config: &SimConfig) -> Result<(), TransportError> {
 
 /// Connects and completes the MQTT handshake, retrying with a growing pause until the
 /// connect timeout, which also bounds each attempt (a silent host or a slow DNS lookup never
-/// holds it longer). Every failed attempt is a warning: an operator who pointed the
-/// simulator at the wrong place sees it at once, not after the timeout.
+/// holds it longer). The first attempt goes to the broker at `current`; after each failure
+/// the next broker of the list is tried (counted in `failovers`), round-robin. Every failed
+/// attempt is a warning: an operator who pointed the simulator at the wrong place sees it at
+/// once, not after the timeout.
 async fn connect_with_retry(
     config: &SimConfig,
-    addr: &str,
+    current: &mut usize,
+    failovers: &mut u64,
 ) -> Result<(OwnedWriteHalf, oneshot::Receiver<()>), TransportError> {
     let deadline = Instant::now() + config.connect_timeout;
     let mut pause = RETRY_PAUSE.0;
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let error = match tokio::time::timeout_at(deadline, connect_once(config, addr)).await {
+        let broker = &config.brokers[*current];
+        let addr = broker.to_string();
+        let error = match tokio::time::timeout_at(deadline, connect_once(config, broker)).await {
             Ok(Ok(connection)) => return Ok(connection),
-            Ok(Err(e @ TransportError::Refused { .. })) => return Err(e),
+            // A refusal is final with one broker (a login problem); with a list, another
+            // broker may take us (a NATS node that is still recovering refuses for a while).
+            Ok(Err(e @ TransportError::Refused { .. })) if config.brokers.len() == 1 => {
+                return Err(e);
+            }
             Ok(Err(TransportError::Io { source, .. })) => source.to_string(),
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer".to_owned(),
@@ -205,26 +231,42 @@ async fn connect_with_retry(
         tracing::warn!(broker = %addr, attempt, %error, ?retry_in, "cannot connect to the MQTT broker");
         if give_up {
             return Err(TransportError::Unreachable {
-                addr: addr.to_owned(),
+                addr: broker_list(config),
                 timeout: config.connect_timeout,
                 attempts: attempt,
                 last_error: error,
             });
+        }
+        if config.brokers.len() > 1 {
+            *current = (*current + 1) % config.brokers.len();
+            *failovers += 1;
+            tracing::info!(broker = %config.brokers[*current], "failing over to the next broker");
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RETRY_PAUSE.1);
     }
 }
 
+/// The brokers a connection tries, for error messages (`host:port` with a single broker).
+pub(crate) fn broker_list(config: &SimConfig) -> String {
+    config
+        .brokers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 async fn connect_once(
     config: &SimConfig,
-    addr: &str,
+    broker: &BrokerAddr,
 ) -> Result<(OwnedWriteHalf, oneshot::Receiver<()>), TransportError> {
+    let addr = broker.to_string();
     let io = |source| TransportError::Io {
-        addr: addr.to_owned(),
+        addr: addr.clone(),
         source,
     };
-    let mut stream = TcpStream::connect((config.host.as_str(), config.port))
+    let mut stream = TcpStream::connect((broker.host.as_str(), broker.port))
         .await
         .map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
@@ -248,7 +290,7 @@ async fn connect_once(
         }
     }
     check_connack(connack).map_err(|e| TransportError::Refused {
-        addr: addr.to_owned(),
+        addr: addr.clone(),
         reason: match e {
             WireError::Refused(code) => format!("CONNACK return code {code}"),
             other => other.to_string(),

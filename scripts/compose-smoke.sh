@@ -385,7 +385,7 @@ cluster_stack() {
   gateway_2_url=http://127.0.0.1:$GATEWAY_2_HOST_PORT
   compose=("${compose_cmd[@]}" -p "$cluster_project" -f docker-compose.cluster.yml -f deploy/compose.cluster.smoke.yml)
   with_sim=("${compose[@]}" --profile sim)
-  logged_services=("${nodes[@]}" ingest-0 ingest-1 ingest-2 gateway-1 gateway-2)
+  logged_services=("${nodes[@]}" mqtt-streams ingest-0 ingest-1 ingest-2 gateway-1 gateway-2)
 
   for image in scrap-pulse/ingest:latest scrap-pulse/gateway:latest scrap-pulse/simulator:latest; do
     docker image inspect "$image" >/dev/null 2>&1 || have_images=
@@ -422,7 +422,11 @@ cluster_stack() {
   for url in "$gateway_1_url" "$gateway_2_url"; do
     local deadline=$((SECONDS + 60))
     until health_matches "$url"; do
-      ((SECONDS < deadline)) || fail "cluster health" "$url/api/health is not ok with 3/3 shards: $(cat "$work/health.json")"
+      if ((SECONDS >= deadline)); then
+        # The known cause: a node acknowledged a shard's retained status but failed to store it.
+        "${compose[@]}" logs --no-color "${nodes[@]}" 2>&1 | grep -F 'unable to store retained message' | head -5 >&2 || true
+        fail "cluster health" "$url/api/health is not ok with 3/3 shards: $(cat "$work/health.json")"
+      fi
       sleep 0.5 # poll interval of a condition wait
     done
     echo "$url/api/health: $(cat "$work/health.json")"

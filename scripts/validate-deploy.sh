@@ -224,7 +224,7 @@ def need(cond, msg):
 nodes = ["nats-1", "nats-2", "nats-3"]
 shards = ["ingest-0", "ingest-1", "ingest-2"]
 gateways = ["gateway-1", "gateway-2"]
-expected = set(nodes + shards + gateways + ["simulator"])
+expected = set(nodes + shards + gateways + ["mqtt-streams", "simulator"])
 if set(svc) != expected:
     print(f"services are {sorted(svc)}, expected {sorted(expected)}")
     sys.exit(1)
@@ -255,11 +255,14 @@ def mounts(s):
             out.append((kind, parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
     return out
 
-def healthy_deps(s):
+def deps(s, condition):
     d = svc[s].get("depends_on") or {}
     if not isinstance(d, dict):
         return set()
-    return {k for k, v in d.items() if (v or {}).get("condition") == "service_healthy"}
+    return {k for k, v in d.items() if (v or {}).get("condition") == condition}
+
+def healthy_deps(s):
+    return deps(s, "service_healthy")
 
 def host_ports(s, target):
     out = []
@@ -323,10 +326,19 @@ for s, target in [(x, "ingest") for x in shards] + [(x, "gateway") for x in gate
     need(set(nodes) <= healthy_deps(s), f"{s} does not wait for three healthy NATS nodes")
     need(env(s).get("MQTT_PORT", "1883") == "1883", f"{s}: MQTT_PORT is not the nodes' 1883")
 
+# --- the one-shot that creates the MQTT streams before any shard publishes a retained status
+init = " ".join(command("mqtt-streams"))
+need(set(nodes) <= healthy_deps("mqtt-streams"), "mqtt-streams does not wait for three healthy NATS nodes")
+for n in nodes:
+    need(f"mqtt://$node:1883" in init.replace("$$", "$") and n in init, f"mqtt-streams does not connect to {n} over MQTT")
+need("8222/healthz" in init, "mqtt-streams does not wait for the nodes' /healthz")
+need(str(svc["mqtt-streams"].get("restart", "no")) == "no", "mqtt-streams restarts (it is a one-shot)")
+
 # --- ingest shards
 client_ids, data_volumes = set(), set()
 for k, s in enumerate(shards):
     e = env(s)
+    need("mqtt-streams" in deps(s, "service_completed_successfully"), f"{s} does not wait for mqtt-streams to complete")
     need(e.get("INGEST_SHARD_COUNT") == str(len(shards)), f"{s}: INGEST_SHARD_COUNT is {e.get('INGEST_SHARD_COUNT')}, there are {len(shards)} shards")
     need(e.get("INGEST_SHARD_INDEX") == str(k), f"{s}: INGEST_SHARD_INDEX is {e.get('INGEST_SHARD_INDEX')}, not {k}")
     need(e.get("INGEST_SUBSCRIBE_TOPIC") == "shard/{shard}/machines/+/scrap",
@@ -355,7 +367,7 @@ need(len(first_nodes) == len(gateways), f"the gateways start on the same node: {
 need(len(published) == len(gateways), f"the gateways share a host port: {published}")
 need(svc["simulator"].get("profiles") == ["sim"], "simulator is not under profile sim")
 need(sorted(brokers("simulator")) == nodes, f"simulator does not publish to all three nodes: {brokers('simulator')}")
-for s in sorted(expected - {"simulator"}):
+for s in sorted(expected - {"simulator", "mqtt-streams"}):
     need(not svc[s].get("profiles"), f"{s} is behind a profile")
 print("\n".join(errors))
 sys.exit(1 if errors else 0)

@@ -20,12 +20,24 @@
 #      hold both batches: the window survived in ingest's data volume
 #   8. stops the broker and checks its log: no line from the healthcheck's connections,
 #      no warning about its configuration
-#   9. always (trap): the services' logs on failure, then `down -v`; the images stay cached
+#   9. `down -v` of the default stack, then the cluster stack, docker-compose.cluster.yml
+#      plus the test-only deploy/compose.cluster.smoke.yml, as its own compose project on
+#      free host ports, with the images just built (nothing is rebuilt) and a stand-in of
+#      the nats image: waits until the three NATS nodes, three ingest shards and two
+#      gateways are healthy
+#  10. runs the simulator twice, through nats-2 and through nats-3, with machines of all
+#      three shards; checks that both gateways' /api/aggregates show exactly the sums and
+#      counts sent, both /api/health say 3/3 shards online, and each shard holds exactly
+#      the keys of its own machines (FNV-1a 32 of the id mod 3)
+#  11. always (trap): the services' logs on failure, then `down -v`; the images stay cached
 #
 # Exits non-zero with a "FAIL:" line naming the step on any failure.
 # Settings: COMPOSE ("docker compose" or docker-compose; found when unset),
-# COMPOSE_SMOKE_PROJECT (scrap-pulse-smoke), CHROMIUM_PATH (/usr/bin/chromium),
-# COMPOSE_SMOKE_KEEP=1 (leave the stack up for a look; `down -v` it yourself).
+# COMPOSE_SMOKE_PROJECT (scrap-pulse-smoke; the cluster stack is <that>-cluster),
+# COMPOSE_SMOKE_STACKS ("default cluster"; "default" or "cluster" runs one of them, the
+# cluster alone building its images when they are missing), CHROMIUM_PATH
+# (/usr/bin/chromium), COMPOSE_SMOKE_KEEP=1 (leave the stack up for a look; `down -v` it
+# yourself).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,6 +46,12 @@ cd "$repo_root"
 source "$repo_root/scripts/lib/broker.sh"
 
 project=${COMPOSE_SMOKE_PROJECT:-scrap-pulse-smoke}
+stacks=" ${COMPOSE_SMOKE_STACKS:-default cluster} "
+[[ "$stacks" == *" default "* || "$stacks" == *" cluster "* ]] \
+  || {
+    echo "compose-smoke: COMPOSE_SMOKE_STACKS must name default and/or cluster, not '${COMPOSE_SMOKE_STACKS:-}'" >&2
+    exit 2
+  }
 chromium_path=${CHROMIUM_PATH:-/usr/bin/chromium}
 work=$(mktemp -d "${TMPDIR:-/tmp}/scrap-pulse-compose-smoke.XXXXXX")
 # Compose v1 builds through the engine's API (the legacy builder), which honours the
@@ -56,7 +74,7 @@ if [[ -z "${COMPOSE:-}" ]] && ! docker compose version >/dev/null 2>&1 && ! comm
   missing+=(docker-compose)
 fi
 command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
-[[ -x "$chromium_path" ]] || missing+=(chromium)
+[[ "$stacks" != *" default "* || -x "$chromium_path" ]] || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
 command -v python3 >/dev/null || missing+=(python3)
 if ((${#missing[@]})); then
@@ -66,10 +84,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
-[[ -x "$chromium_path" ]] || fail "tools" "$chromium_path is missing: apt-get install chromium, or set CHROMIUM_PATH"
-command -v npm >/dev/null || fail "tools" "npm missing: install Node.js 20+ (the dashboard check uses playwright-core)"
-if [[ ! -d frontend/node_modules/playwright-core ]]; then
-  npm ci --prefix frontend --no-audit --no-fund >/dev/null || fail "tools" "npm ci --prefix frontend failed"
+if [[ "$stacks" == *" default "* ]]; then
+  [[ -x "$chromium_path" ]] || fail "tools" "$chromium_path is missing: apt-get install chromium, or set CHROMIUM_PATH"
+  command -v npm >/dev/null || fail "tools" "npm missing: install Node.js 20+ (the dashboard check uses playwright-core)"
+  if [[ ! -d frontend/node_modules/playwright-core ]]; then
+    npm ci --prefix frontend --no-audit --no-fund >/dev/null || fail "tools" "npm ci --prefix frontend failed"
+  fi
 fi
 if [[ -n "${COMPOSE:-}" ]]; then
   read -r -a compose_cmd <<<"$COMPOSE"
@@ -102,7 +122,10 @@ echo "engine: $(docker version -f '{{ .Server.Version }}')"
 step "base images (stand-ins where none can be pulled)"
 scripts/make-standin-images.sh || fail "base images" "scripts/make-standin-images.sh failed"
 
-# --- the stack ---------------------------------------------------------------------------
+# --- the stacks ----------------------------------------------------------------------------
+# `compose` and `with_sim` are the compose command of the stack under test; the cluster
+# part points them at its own project once the default stack is down, so that the helpers
+# below and the cleanup work on whichever stack is up.
 MQTT_HOST_PORT=$(free_port)
 MQTT_WS_HOST_PORT=$(free_port)
 GATEWAY_HOST_PORT=$(free_port)
@@ -111,6 +134,7 @@ compose=("${compose_cmd[@]}" -p "$project" -f docker-compose.yml -f deploy/compo
 # The simulator's profile only where the simulator is meant: build, run and down. With it,
 # `up` would also start the profile's own simulator, whose data would spoil the exact sums.
 with_sim=("${compose[@]}" --profile sim)
+logged_services=(mosquitto ingest gateway)
 base_url=http://127.0.0.1:$GATEWAY_HOST_PORT
 
 cleanup() {
@@ -119,7 +143,7 @@ cleanup() {
   if ((status != 0)); then
     echo "--- compose ps" >&2
     "${compose[@]}" ps >&2 2>&1 || true
-    for s in mosquitto ingest gateway; do
+    for s in "${logged_services[@]}"; do
       echo "--- last log lines of $s" >&2
       "${compose[@]}" logs --no-color --tail 60 "$s" >&2 2>&1 || true
     done
@@ -135,26 +159,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- 4. build and up ----------------------------------------------------------------------
-step "build the images"
-build_start=$SECONDS
 build_flags=()
 [[ "${compose_cmd[*]}" == docker-compose ]] && build_flags=(--force-rm) # v1 keeps failed builds' containers otherwise
-if ! "${with_sim[@]}" build "${build_flags[@]}" >"$work/build.log" 2>&1; then
-  tail -40 "$work/build.log" >&2
-  fail "build" "the image build failed (last lines above)"
-fi
-echo "built in $((SECONDS - build_start)) s"
-if grep -E '(useradd|groupadd) warning' "$work/build.log"; then
-  fail "build" "the runtime stage's user creation warns (above)"
-fi
-docker image ls --format '{{ .Repository }}:{{ .Tag }} {{ .Size }}' | grep '^scrap-pulse/' | sed 's/^/image: /'
-
-step "up"
-"${compose[@]}" up -d >"$work/up.log" 2>&1 || {
-  cat "$work/up.log" >&2
-  fail "up" "compose up failed"
-}
 
 container_of() { "${compose[@]}" ps -q "$1"; }
 health_of() {
@@ -174,14 +180,14 @@ wait_healthy() { # wait_healthy TIMEOUT SERVICE...
     echo "$s: healthy"
   done
 }
-wait_healthy 180 mosquitto ingest gateway
 
-# --- 5. simulator -> /api/aggregates --------------------------------------------------
-# send_batch SEED OUT: one simulator run in the stack; its --print-expected summary in OUT.
+# send_batch SEED OUT [SIMULATOR FLAGS...]: one simulator run in the stack; its
+# --print-expected summary in OUT.
 send_batch() {
   local seed=$1 out=$2
+  shift 2
   if ! "${with_sim[@]}" run --rm -T simulator --count 600 --rate 300 --qos 1 --seed "$seed" \
-    --client-id "scrap-pulse-smoke-$seed" --print-expected \
+    --client-id "scrap-pulse-smoke-$seed" --print-expected "$@" \
     >"$out" 2>"$out.log"; then
     cat "$out.log" >&2
     fail "simulator" "the simulator run (seed $seed) failed or lost messages"
@@ -204,10 +210,11 @@ json.dump(sorted(keys.values(), key=lambda e: (e["maschinenId"], e["scrapIndex"]
 PY
 }
 
-# aggregates_match: true when /api/aggregates holds exactly the keys of expected.json with
-# their counts and sums (1e-9 relative); the difference is in $work/diff.txt otherwise.
+# aggregates_match URL: true when URL/api/aggregates holds exactly the keys of
+# expected.json with their counts and sums (1e-9 relative); the difference is in
+# $work/diff.txt otherwise.
 aggregates_match() {
-  curl -fsS --max-time 5 "$base_url/api/aggregates" >"$work/aggregates.json" 2>"$work/diff.txt" || return 1
+  curl -fsS --max-time 5 "$1/api/aggregates" >"$work/aggregates.json" 2>"$work/diff.txt" || return 1
   python3 - "$work/aggregates.json" "$work/expected.json" >"$work/diff.txt" <<'PY'
 import json, sys
 got = {(a["maschinenId"], a["scrapIndex"]): a for a in json.load(open(sys.argv[1]))}
@@ -223,61 +230,223 @@ sys.exit(1 if problems else 0)
 PY
 }
 
-wait_aggregates() { # wait_aggregates WHAT
-  local deadline=$((SECONDS + 90))
-  until aggregates_match; do
+wait_aggregates() { # wait_aggregates WHAT [URL]
+  local what=$1 url=${2:-$base_url} deadline=$((SECONDS + 90))
+  until aggregates_match "$url"; do
     if ((SECONDS >= deadline)); then
       sed 's/^/  /' "$work/diff.txt" >&2
-      fail "aggregates" "$1: /api/aggregates differs from what the simulator sent (above)"
+      fail "aggregates" "$what: $url/api/aggregates differs from what the simulator sent (above)"
     fi
     sleep 0.5 # poll interval of a condition wait
   done
-  echo "/api/aggregates: $(python3 -c 'import json,sys; e=json.load(open(sys.argv[1])); print(len(e), "keys,", sum(k["count"] for k in e), "readings, exactly as sent")' "$work/expected.json")"
+  echo "$url/api/aggregates: $(python3 -c 'import json,sys; e=json.load(open(sys.argv[1])); print(len(e), "keys,", sum(k["count"] for k in e), "readings, exactly as sent")' "$work/expected.json")"
 }
 
-step "simulator -> /api/aggregates"
-send_batch 1 "$work/batch1.json"
-merge_expected "$work/batch1.json"
-wait_aggregates "first batch"
+# ===== The default stack: docker-compose.yml ===============================================
+default_stack() {
+  # --- 4. build and up --------------------------------------------------------------------
+  step "build the images"
+  local build_start=$SECONDS
+  if ! "${with_sim[@]}" build "${build_flags[@]}" >"$work/build.log" 2>&1; then
+    tail -40 "$work/build.log" >&2
+    fail "build" "the image build failed (last lines above)"
+  fi
+  echo "built in $((SECONDS - build_start)) s"
+  if grep -E '(useradd|groupadd) warning' "$work/build.log"; then
+    fail "build" "the runtime stage's user creation warns (above)"
+  fi
+  docker image ls --format '{{ .Repository }}:{{ .Tag }} {{ .Size }}' | grep '^scrap-pulse/' | sed 's/^/image: /'
 
-# --- 6. dashboard ----------------------------------------------------------------------
-step "dashboard in headless Chromium"
-CHROMIUM_PATH=$chromium_path node deploy/smoke-dashboard.mjs "$base_url/" "$work/expected.json" \
-  || fail "dashboard" "the dashboard did not draw the cards and the chart"
+  step "up"
+  "${compose[@]}" up -d >"$work/up.log" 2>&1 || {
+    cat "$work/up.log" >&2
+    fail "up" "compose up failed"
+  }
+  wait_healthy 180 mosquitto ingest gateway
 
-# --- 7. ingest restart: the window survives ------------------------------------------------
-step "restart ingest; the window survives"
-"${compose[@]}" restart ingest >"$work/restart.log" 2>&1 || {
-  cat "$work/restart.log" >&2
-  fail "restart" "compose restart ingest failed"
+  # --- 5. simulator -> /api/aggregates ----------------------------------------------------
+  step "simulator -> /api/aggregates"
+  send_batch 1 "$work/batch1.json"
+  merge_expected "$work/batch1.json"
+  wait_aggregates "first batch"
+
+  # --- 6. dashboard ---------------------------------------------------------------------
+  step "dashboard in headless Chromium"
+  CHROMIUM_PATH=$chromium_path node deploy/smoke-dashboard.mjs "$base_url/" "$work/expected.json" \
+    || fail "dashboard" "the dashboard did not draw the cards and the chart"
+
+  # --- 7. ingest restart: the window survives -----------------------------------------------
+  step "restart ingest; the window survives"
+  "${compose[@]}" restart ingest >"$work/restart.log" 2>&1 || {
+    cat "$work/restart.log" >&2
+    fail "restart" "compose restart ingest failed"
+  }
+  wait_healthy 120 ingest
+  # A second batch on the same keys: had ingest lost its window, the aggregates would hold
+  # only this batch and differ from the sum of both.
+  send_batch 2 "$work/batch2.json"
+  merge_expected "$work/batch1.json" "$work/batch2.json"
+  wait_aggregates "after the ingest restart, both batches"
+
+  # --- 8. broker log ----------------------------------------------------------------------
+  step "broker log"
+  # Read after the broker has stopped: Mosquitto's log to a non-terminal stdout is block-
+  # buffered, so a running broker's `logs` can miss its last lines.
+  "${compose[@]}" stop mosquitto >"$work/stop.log" 2>&1 || {
+    cat "$work/stop.log" >&2
+    fail "broker log" "compose stop mosquitto failed"
+  }
+  "${compose[@]}" logs --no-color mosquitto >"$work/mosquitto.log" 2>&1
+  # The healthcheck runs inside the broker's container, so its connections come from 127.0.0.1;
+  # the services connect over the compose network.
+  if grep -F '127.0.0.1' "$work/mosquitto.log" | head -5 | grep .; then
+    fail "broker log" "the broker logs the healthcheck's connections (above)"
+  fi
+  if grep -iE 'deprecated|recommended to replace|warning' "$work/mosquitto.log" | head -5 | grep .; then
+    fail "broker log" "the broker warns about its configuration (above)"
+  fi
+  grep -q 'mosquitto version .* terminating' "$work/mosquitto.log" \
+    || fail "broker log" "the broker's log is incomplete (no 'terminating' line): nothing to check"
+  echo "broker log: $(wc -l <"$work/mosquitto.log") lines, none from the healthcheck, no warnings"
 }
-wait_healthy 120 ingest
-# A second batch on the same keys: had ingest lost its window, the aggregates would hold
-# only this batch and differ from the sum of both.
-send_batch 2 "$work/batch2.json"
-merge_expected "$work/batch1.json" "$work/batch2.json"
-wait_aggregates "after the ingest restart, both batches"
 
-# --- 8. broker log ----------------------------------------------------------------------
-step "broker log"
-# Read after the broker has stopped: Mosquitto's log to a non-terminal stdout is block-
-# buffered, so a running broker's `logs` can miss its last lines.
-"${compose[@]}" stop mosquitto >"$work/stop.log" 2>&1 || {
-  cat "$work/stop.log" >&2
-  fail "broker log" "compose stop mosquitto failed"
+# ===== The cluster stack: docker-compose.cluster.yml =========================================
+# health_matches URL: true when URL/api/health is 200, connected, with all 3 shards online.
+health_matches() {
+  curl -fsS --max-time 5 "$1/api/health" >"$work/health.json" 2>&1 || return 1
+  python3 - "$work/health.json" <<'PY'
+import json, sys
+h = json.load(open(sys.argv[1]))
+ok = h.get("status") == "ok" and h.get("mqtt") == "connected" \
+    and h.get("ingest") == {"online": True, "shardsOnline": 3, "shardCount": 3}
+sys.exit(0 if ok else 1)
+PY
 }
-"${compose[@]}" logs --no-color mosquitto >"$work/mosquitto.log" 2>&1
-# The healthcheck runs inside the broker's container, so its connections come from 127.0.0.1;
-# the services connect over the compose network.
-if grep -F '127.0.0.1' "$work/mosquitto.log" | head -5 | grep .; then
-  fail "broker log" "the broker logs the healthcheck's connections (above)"
+
+# check_shard_keys: each shard tracks exactly the keys of its own machines, machine m on
+# shard fnv1a32(m) mod 3, and no shard saw another shard's machine (the broker partitions).
+check_shard_keys() {
+  local k id
+  for k in 0 1 2; do
+    id=$(container_of "ingest-$k")
+    docker exec "$id" curl -fsS --max-time 5 http://127.0.0.1:9100/metrics >"$work/metrics-$k.txt" \
+      || fail "shards" "could not read ingest-$k's /metrics"
+  done
+  python3 - "$work/expected.json" "$work"/metrics-{0,1,2}.txt <<'PY' || fail "shards" "a shard holds keys that are not its own (above)"
+import json, re, sys
+
+def fnv1a32(text):
+    h = 0x811C9DC5
+    for b in text.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+def metric(text, name):
+    m = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+want = [0, 0, 0]
+for e in json.load(open(sys.argv[1])):
+    want[fnv1a32(e["maschinenId"]) % 3] += 1
+problems = []
+for k, path in enumerate(sys.argv[2:]):
+    text = open(path).read()
+    keys, other = metric(text, "ingest_keys"), metric(text, "ingest_readings_other_shard_total")
+    qos = metric(text, "ingest_subscription_qos")
+    print(f"ingest-{k}: {keys:.0f} keys (expected {want[k]}), granted QoS {qos:.0f}")
+    if keys != want[k]:
+        problems.append(f"ingest-{k} tracks {keys} keys, its machines have {want[k]}")
+    if other:
+        problems.append(f"ingest-{k} dropped {other:.0f} readings of other shards: the broker did not partition")
+    if not want[k]:
+        problems.append(f"no machine of the batch falls on shard {k}: choose other machines")
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+sys.exit(1 if problems else 0)
+PY
+}
+
+cluster_stack() {
+  local cluster_project=$project-cluster nodes=(nats-1 nats-2 nats-3)
+  local gateway_1_url gateway_2_url url have_images=1 image
+  # --- 9. up ------------------------------------------------------------------------------
+  NATS_1_MQTT_HOST_PORT=$(free_port)
+  NATS_2_MQTT_HOST_PORT=$(free_port)
+  NATS_3_MQTT_HOST_PORT=$(free_port)
+  NATS_1_MONITOR_HOST_PORT=$(free_port)
+  NATS_2_MONITOR_HOST_PORT=$(free_port)
+  NATS_3_MONITOR_HOST_PORT=$(free_port)
+  GATEWAY_1_HOST_PORT=$(free_port)
+  GATEWAY_2_HOST_PORT=$(free_port)
+  export NATS_1_MQTT_HOST_PORT NATS_2_MQTT_HOST_PORT NATS_3_MQTT_HOST_PORT \
+    NATS_1_MONITOR_HOST_PORT NATS_2_MONITOR_HOST_PORT NATS_3_MONITOR_HOST_PORT \
+    GATEWAY_1_HOST_PORT GATEWAY_2_HOST_PORT
+  gateway_1_url=http://127.0.0.1:$GATEWAY_1_HOST_PORT
+  gateway_2_url=http://127.0.0.1:$GATEWAY_2_HOST_PORT
+  compose=("${compose_cmd[@]}" -p "$cluster_project" -f docker-compose.cluster.yml -f deploy/compose.cluster.smoke.yml)
+  with_sim=("${compose[@]}" --profile sim)
+  logged_services=("${nodes[@]}" mqtt-streams ingest-0 ingest-1 ingest-2 gateway-1 gateway-2)
+
+  for image in scrap-pulse/ingest:latest scrap-pulse/gateway:latest scrap-pulse/simulator:latest; do
+    docker image inspect "$image" >/dev/null 2>&1 || have_images=
+  done
+  if [[ -z "$have_images" ]]; then
+    # Only when the cluster runs alone: the default stack's run has just built them.
+    step "cluster: build the images"
+    "${with_sim[@]}" build "${build_flags[@]}" ingest-0 gateway-1 simulator >"$work/build.log" 2>&1 || {
+      tail -40 "$work/build.log" >&2
+      fail "cluster build" "the image build failed (last lines above)"
+    }
+  fi
+
+  step "cluster: up (3 NATS nodes, 3 ingest shards, 2 gateways)"
+  "${compose[@]}" up -d >"$work/up.log" 2>&1 || {
+    cat "$work/up.log" >&2
+    fail "cluster up" "compose up of the cluster stack failed"
+  }
+  if grep -iE '^(Building|Step [0-9])' "$work/up.log" | head -3 | grep .; then
+    fail "cluster up" "up rebuilt an image (above): the cluster stack must run the images just built"
+  fi
+  wait_healthy 240 "${nodes[@]}" ingest-0 ingest-1 ingest-2 gateway-1 gateway-2
+  echo "NATS: $(docker exec "$(container_of nats-1)" nats-server --version)"
+
+  # --- 10. readings through two nodes -> both gateways --------------------------------------
+  step "cluster: simulator through nats-2 and nats-3 -> both gateways"
+  # M1..M12 fall on all three shards (check_shard_keys says so when that changes).
+  send_batch 11 "$work/cluster1.json" --mqtt-host nats-2 --machines 12
+  send_batch 12 "$work/cluster2.json" --mqtt-host nats-3 --machines 12
+  merge_expected "$work/cluster1.json" "$work/cluster2.json"
+  wait_aggregates "cluster, gateway-1" "$gateway_1_url"
+  wait_aggregates "cluster, gateway-2" "$gateway_2_url"
+
+  for url in "$gateway_1_url" "$gateway_2_url"; do
+    local deadline=$((SECONDS + 60))
+    until health_matches "$url"; do
+      if ((SECONDS >= deadline)); then
+        # The known cause: a node acknowledged a shard's retained status but failed to store it.
+        "${compose[@]}" logs --no-color "${nodes[@]}" 2>&1 | grep -F 'unable to store retained message' | head -5 >&2 || true
+        fail "cluster health" "$url/api/health is not ok with 3/3 shards: $(cat "$work/health.json")"
+      fi
+      sleep 0.5 # poll interval of a condition wait
+    done
+    echo "$url/api/health: $(cat "$work/health.json")"
+  done
+  check_shard_keys
+}
+
+if [[ "$stacks" == *" default "* ]]; then
+  default_stack
 fi
-if grep -iE 'deprecated|recommended to replace|warning' "$work/mosquitto.log" | head -5 | grep .; then
-  fail "broker log" "the broker warns about its configuration (above)"
+if [[ "$stacks" == *" cluster "* ]]; then
+  if [[ "$stacks" == *" default "* ]]; then
+    # One stack at a time on this machine: less memory and CPU, and clear logs on failure.
+    "${with_sim[@]}" down -v --remove-orphans >"$work/down.log" 2>&1 || {
+      cat "$work/down.log" >&2
+      fail "down" "down -v of the default stack failed"
+    }
+  fi
+  cluster_stack
 fi
-grep -q 'mosquitto version .* terminating' "$work/mosquitto.log" \
-  || fail "broker log" "the broker's log is incomplete (no 'terminating' line): nothing to check"
-echo "broker log: $(wc -l <"$work/mosquitto.log") lines, none from the healthcheck, no warnings"
 
 step "done"
 echo "compose-smoke: passed in ${SECONDS}s"

@@ -13,8 +13,12 @@
 #   eclipse-mosquitto:2          that base + Debian's mosquitto and clients, laid out like
 #                                the official image (/mosquitto/{config,data,log}), run as
 #                                the non-root user mosquitto (uid/gid 1883)
+#   nats:<tag>-alpine            that base + Debian's nats-server (2.9, whatever the tag
+#                                says) and wget, laid out like the official alpine image:
+#                                nats-server on PATH, /etc/nats/nats-server.conf, an
+#                                entrypoint that puts `nats-server` before flags, root
 #
-# Tags and versions are read from the Dockerfile's ARG defaults and the compose file.
+# Tags and versions are read from the Dockerfile's ARG defaults and the compose files.
 # Cached: an image under the tag is kept when it is a real one (no stand-in label) or a
 # stand-in made from the same recipe (label org.scrap-pulse.standin-recipe, a hash of
 # the recipe, its inputs and its base image); otherwise it is made again. Builds use the
@@ -26,6 +30,7 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dockerfile=$repo_root/deploy/Dockerfile
 compose_file=$repo_root/docker-compose.yml
+cluster_compose_file=$repo_root/docker-compose.cluster.yml
 label=org.scrap-pulse.standin-recipe
 # The legacy builder takes --network host and needs no buildx plugin.
 export DOCKER_BUILDKIT=0
@@ -44,6 +49,8 @@ rust_version=$(arg_default RUST_VERSION)
 [[ -n "$debian_release" && -n "$rust_version" ]] || die "no DEBIAN_RELEASE/RUST_VERSION ARG in $dockerfile"
 mosquitto_tag=$(sed -nE 's/^ *image: *(eclipse-mosquitto:[^ ]+).*/\1/p' "$compose_file" | head -1)
 [[ -n "$mosquitto_tag" ]] || die "no eclipse-mosquitto image in $compose_file"
+nats_tag=$(sed -nE 's/^ *image: *(nats:[^ ]+).*/\1/p' "$cluster_compose_file" | head -1)
+[[ -n "$nats_tag" ]] || die "no nats image in $cluster_compose_file"
 debian_tag=debian:$debian_release-slim
 rust_tag=rust:$rust_version-slim-$debian_release
 
@@ -175,8 +182,36 @@ CMD [\"/usr/sbin/mosquitto\", \"-c\", \"/mosquitto/config/mosquitto.conf\"]"
   build_on_base "$mosquitto_tag" "" "$text"
 }
 
+# --- NATS ---------------------------------------------------------------------------------
+make_nats() {
+  local text
+  # The official alpine image's conventions, which docker-compose.cluster.yml relies on:
+  # ENTRYPOINT docker-entrypoint.sh runs `nats-server ARGS` when the first argument is a
+  # flag (the compose file passes `--config ...`), anything else as given; the default
+  # config is /etc/nats/nats-server.conf; it runs as root; wget serves the healthcheck.
+  text="FROM $debian_tag
+RUN apt-get update \\
+    && apt-get install -y --no-install-recommends nats-server wget \\
+    && rm -rf /var/lib/apt/lists/* \\
+    && ln -s /usr/sbin/nats-server /usr/local/bin/nats-server \\
+    && mkdir -p /etc/nats \\
+    && printf '%s\\n' '# stand-in default: client port and monitoring, as in the official image' \\
+        'port: 4222' 'http_port: 8222' >/etc/nats/nats-server.conf \\
+    && printf '%s\\n' '#!/bin/sh' 'set -e' \\
+        '# A first argument that is a flag (or none) means: run nats-server with these flags.' \\
+        'case \"\${1:--}\" in -*) set -- nats-server \"\$@\" ;; esac' \\
+        'exec \"\$@\"' >/usr/local/bin/docker-entrypoint.sh \\
+    && chmod 755 /usr/local/bin/docker-entrypoint.sh \\
+    && nats-server --version
+EXPOSE 4222 6222 8222
+ENTRYPOINT [\"docker-entrypoint.sh\"]
+CMD [\"nats-server\", \"--config\", \"/etc/nats/nats-server.conf\"]"
+  build_on_base "$nats_tag" "" "$text"
+}
+
 docker info >/dev/null 2>&1 || die "no Docker engine answers (start dockerd first)"
 make_debian
 make_rust
 make_mosquitto
-log "ready: $debian_tag $rust_tag $mosquitto_tag"
+make_nats
+log "ready: $debian_tag $rust_tag $mosquitto_tag $nats_tag"

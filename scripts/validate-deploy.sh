@@ -7,6 +7,11 @@
 #   docker-compose.yml  parses (`docker compose config`, or docker-compose v1),
 #                       with and without the `sim` profile, and says what the
 #                       stack needs (targets, health-ordered start, env, ports, volumes)
+#   docker-compose.cluster.yml
+#                       the same on its own (also with the smoke test's override), and
+#                       agrees with the deploy/nats/nats-*.conf it mounts: node names,
+#                       peers, ports, store on a volume, the mapping's shard count and
+#                       subject against the ingest shards' settings and broker lists
 #   deploy/Dockerfile   hadolint clean; every compose target is a stage; every
 #                       file it copies from the context exists and is not
 #                       dockerignored, nor are the dashboard files the gateway
@@ -187,6 +192,188 @@ sys.exit(1 if errors else 0)
 PY
   else
     fail "could not render the compose model: $(cat "$work/compose.err")"
+  fi
+fi
+
+# --- docker-compose.cluster.yml --------------------------------------------------------
+# The scale-out stack: parses on its own, and agrees with deploy/nats/nats-*.conf (the files
+# it mounts): node names, peers, ports, store directory, and the mapping's shard count and
+# subject against the ingest shards' settings.
+if ((${#compose[@]})); then
+  check "docker-compose.cluster.yml is valid on its own (default profile)" "${compose[@]}" -f docker-compose.cluster.yml config -q
+  check "docker-compose.cluster.yml is valid on its own (profile sim)" "${compose[@]}" -f docker-compose.cluster.yml --profile sim config -q
+  check "docker-compose.cluster.yml with the smoke test's override is valid" \
+    "${compose[@]}" -f docker-compose.cluster.yml -f deploy/compose.cluster.smoke.yml --profile sim config -q
+  if "${compose[@]}" -f docker-compose.cluster.yml --profile sim config >"$work/cluster.yml" 2>"$work/cluster.err" \
+    && [[ -n "$yaml_python" ]]; then
+    check "the cluster stack: 3 NATS nodes as deploy/nats configures them, 3 ingest shards, 2 gateways, the simulator" \
+      "$yaml_python" - "$work/cluster.yml" deploy/Dockerfile "$repo_root" <<'PY'
+import os, re, sys, yaml
+
+cfg = yaml.safe_load(open(sys.argv[1]))
+stages = set(re.findall(r"(?im)^FROM\s+\S+\s+AS\s+(\S+)", open(sys.argv[2]).read()))
+root = os.path.realpath(sys.argv[3])
+svc = cfg["services"]
+volumes = set(cfg.get("volumes") or {})
+errors = []
+
+def need(cond, msg):
+    if not cond:
+        errors.append(msg)
+
+nodes = ["nats-1", "nats-2", "nats-3"]
+shards = ["ingest-0", "ingest-1", "ingest-2"]
+gateways = ["gateway-1", "gateway-2"]
+expected = set(nodes + shards + gateways + ["mqtt-streams", "simulator"])
+if set(svc) != expected:
+    print(f"services are {sorted(svc)}, expected {sorted(expected)}")
+    sys.exit(1)
+
+def env(s):
+    e = svc[s].get("environment") or {}
+    if isinstance(e, list):
+        e = dict(x.split("=", 1) for x in e)
+    return {k: str(v) for k, v in e.items()}
+
+def command(s):
+    c = svc[s].get("command") or []
+    return c.split() if isinstance(c, str) else [str(x) for x in c]
+
+def flag(s, name):
+    c = command(s)
+    return c[c.index(name) + 1] if name in c[:-1] else None
+
+def mounts(s):
+    """(type, source, target, read_only) of every mount, in either compose's rendering."""
+    out = []
+    for v in svc[s].get("volumes") or []:
+        if isinstance(v, dict):
+            out.append((v.get("type"), str(v.get("source")), v.get("target"), bool(v.get("read_only"))))
+        else:
+            parts = v.split(":")
+            kind = "bind" if parts[0].startswith(("/", ".")) else "volume"
+            out.append((kind, parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
+    return out
+
+def deps(s, condition):
+    d = svc[s].get("depends_on") or {}
+    if not isinstance(d, dict):
+        return set()
+    return {k for k, v in d.items() if (v or {}).get("condition") == condition}
+
+def healthy_deps(s):
+    return deps(s, "service_healthy")
+
+def host_ports(s, target):
+    out = []
+    for p in svc[s].get("ports") or []:
+        if isinstance(p, dict) and int(p.get("target")) == target:
+            out.append(str(p.get("published")))
+        elif isinstance(p, str) and p.split("/")[0].split(":")[-1] == str(target):
+            out.append(p.split("/")[0].split(":")[-2])
+    return out
+
+def brokers(s):
+    host = flag(s, "--mqtt-host") or env(s).get("MQTT_BROKER", "")
+    return [h.strip() for h in host.split(",") if h.strip()]
+
+def conf_value(text, key):
+    m = re.search(rf"^\s*{key}\s*[:=]?\s*([^\s#]+)", text, re.M)
+    return m.group(1) if m else None
+
+# --- the NATS nodes and the configs they mount
+mapping_dests = set()
+for n in nodes:
+    s = svc[n]
+    image = str(s.get("image", ""))
+    m = re.match(r"nats:(\d+)\.(\d+)", image)
+    need(m and (int(m.group(1)), int(m.group(2))) >= (2, 9), f"{n}: image {image!r} is not the official nats image of 2.9 or later")
+    need(image.endswith("-alpine"), f"{n}: image {image!r} is not an -alpine variant (the healthcheck needs its wget)")
+    conf_path = flag(n, "--config") or flag(n, "-c") or "/etc/nats/nats-server.conf"
+    binds = [(src, ro) for _, src, target, ro in mounts(n) if target == conf_path]
+    if len(binds) != 1:
+        errors.append(f"{n}: nothing mounted at its config path {conf_path}")
+        continue
+    src, read_only = binds[0]
+    shipped = os.path.join(root, "deploy", "nats", f"{n}.conf")
+    need(os.path.realpath(os.path.join(root, src)) == os.path.realpath(shipped), f"{n}: mounts {src} at {conf_path}, not deploy/nats/{n}.conf")
+    need(read_only, f"{n}: its config is not mounted read-only")
+    text = open(shipped).read()
+    need(conf_value(text, "server_name") == n, f"deploy/nats/{n}.conf: server_name is {conf_value(text, 'server_name')}, the service is {n}")
+    store = conf_value(text, "store_dir")
+    need(store and any(kind == "volume" and source in volumes and (store.rstrip("/") + "/").startswith(target.rstrip("/") + "/")
+                       for kind, source, target, _ in mounts(n)),
+         f"{n}: the config's store_dir {store} is not on a named volume")
+    routes = set(re.findall(r"nats://([\w.-]+):6222", text))
+    need(routes == set(nodes) - {n}, f"deploy/nats/{n}.conf: routes go to {sorted(routes)}, not to the two other nodes")
+    need(re.search(r"mqtt\s*\{[^}]*listen:\s*[\d.]*:1883", text), f"deploy/nats/{n}.conf: MQTT does not listen on 1883")
+    need(re.search(r"stream_replicas:\s*3\b", text), f"deploy/nats/{n}.conf: the MQTT streams are not replicated 3 times")
+    need(re.search(r"^http:\s*[\d.]*:8222\s*$", text, re.M), f"deploy/nats/{n}.conf: monitoring is not on 8222")
+    test = " ".join(map(str, (s.get("healthcheck") or {}).get("test") or []))
+    need("127.0.0.1:8222/healthz" in test, f"{n}: the healthcheck does not probe :8222/healthz")
+    need(host_ports(n, 1883), f"{n}: MQTT (1883) is not published for machines outside the stack")
+    m = re.search(r'"machines\.\*\.scrap"\s*:\s*"([^"]+)"', text)
+    mapping_dests.add(m.group(1) if m else None)
+want_dest = f"shard.{{{{partition({len(shards)},1)}}}}.machines.{{{{wildcard(1)}}}}.scrap"
+need(mapping_dests == {want_dest}, f"the nodes map machines.*.scrap to {sorted(map(str, mapping_dests))}, expected {want_dest} for {len(shards)} shards")
+
+# --- everything built from deploy/Dockerfile: the default stack's images
+for s, target in [(x, "ingest") for x in shards] + [(x, "gateway") for x in gateways] + [("simulator", "simulator")]:
+    b = svc[s].get("build") or {}
+    need(str(b.get("dockerfile", "")).endswith("deploy/Dockerfile"), f"{s} is not built from deploy/Dockerfile")
+    need(b.get("target") == target and target in stages, f"{s} build target is {b.get('target')!r}, not the stage {target}")
+    need(str(svc[s].get("image", "")) == f"scrap-pulse/{target}:latest", f"{s}: image is not scrap-pulse/{target}:latest")
+    need(set(nodes) <= healthy_deps(s), f"{s} does not wait for three healthy NATS nodes")
+    need(env(s).get("MQTT_PORT", "1883") == "1883", f"{s}: MQTT_PORT is not the nodes' 1883")
+
+# --- the one-shot that creates the MQTT streams before any shard publishes a retained status
+init = " ".join(command("mqtt-streams"))
+need(set(nodes) <= healthy_deps("mqtt-streams"), "mqtt-streams does not wait for three healthy NATS nodes")
+for n in nodes:
+    need(f"mqtt://$node:1883" in init.replace("$$", "$") and n in init, f"mqtt-streams does not connect to {n} over MQTT")
+need("8222/healthz" in init, "mqtt-streams does not wait for the nodes' /healthz")
+need(str(svc["mqtt-streams"].get("restart", "no")) == "no", "mqtt-streams restarts (it is a one-shot)")
+
+# --- ingest shards
+client_ids, data_volumes = set(), set()
+for k, s in enumerate(shards):
+    e = env(s)
+    need("mqtt-streams" in deps(s, "service_completed_successfully"), f"{s} does not wait for mqtt-streams to complete")
+    need(e.get("INGEST_SHARD_COUNT") == str(len(shards)), f"{s}: INGEST_SHARD_COUNT is {e.get('INGEST_SHARD_COUNT')}, there are {len(shards)} shards")
+    need(e.get("INGEST_SHARD_INDEX") == str(k), f"{s}: INGEST_SHARD_INDEX is {e.get('INGEST_SHARD_INDEX')}, not {k}")
+    need(e.get("INGEST_SUBSCRIBE_TOPIC") == "shard/{shard}/machines/+/scrap",
+         f"{s}: INGEST_SUBSCRIBE_TOPIC is {e.get('INGEST_SUBSCRIBE_TOPIC')!r}, not the mapping's shard/{{shard}}/machines/+/scrap")
+    b = brokers(s)
+    need(b[:1] == [nodes[k]] and sorted(b) == nodes, f"{s}: MQTT_BROKER {b} does not start at its own node {nodes[k]} and list all three")
+    cid = e.get("INGEST_CLIENT_ID") or e.get("INGEST_MQTT_CLIENT_ID")
+    need(cid and cid not in client_ids, f"{s}: no fixed client id of its own ({cid})")
+    client_ids.add(cid)
+    data_dir = e.get("INGEST_DATA_DIR")
+    own = [source for kind, source, target, _ in mounts(s) if kind == "volume" and target == data_dir]
+    need(data_dir and len(own) == 1 and own[0] not in data_volumes, f"{s}: INGEST_DATA_DIR is not on a named volume of its own")
+    data_volumes.update(own)
+
+# --- gateways and simulator
+first_nodes, published = set(), set()
+for s in gateways:
+    b = brokers(s)
+    need(sorted(b) == nodes, f"{s}: MQTT_BROKER {b} does not list all three nodes")
+    first_nodes.add(b[0] if b else None)
+    p = host_ports(s, 8000)
+    need(len(p) == 1, f"{s} does not publish port 8000 once")
+    published.update(p)
+    need(set(shards) <= healthy_deps(s), f"{s} does not wait for the healthy ingest shards")
+need(len(first_nodes) == len(gateways), f"the gateways start on the same node: {first_nodes}")
+need(len(published) == len(gateways), f"the gateways share a host port: {published}")
+need(svc["simulator"].get("profiles") == ["sim"], "simulator is not under profile sim")
+need(sorted(brokers("simulator")) == nodes, f"simulator does not publish to all three nodes: {brokers('simulator')}")
+for s in sorted(expected - {"simulator", "mqtt-streams"}):
+    need(not svc[s].get("profiles"), f"{s} is behind a profile")
+print("\n".join(errors))
+sys.exit(1 if errors else 0)
+PY
+  else
+    fail "could not render the cluster compose model: $(cat "$work/cluster.err")"
   fi
 fi
 

@@ -20,6 +20,12 @@ use crate::shard::Shard;
 /// Pause before handing a refused publish to the client again.
 pub const RETRY_DELAY: Duration = Duration::from_millis(20);
 
+/// How often the online status is published again while connected. A broker may lose a
+/// retained message it acknowledged (NATS 2.9 under load timed out storing one and the
+/// gateways showed the shard offline while it worked); republishing heals that within this
+/// time, and costs one small message.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(30);
+
 /// The aggregation task's side of the MQTT client.
 pub struct Outbox {
     client: AsyncClient,
@@ -32,6 +38,8 @@ pub struct Outbox {
     pending_clears: VecDeque<Key>,
     /// The online status could not be handed to the client yet.
     status_pending: bool,
+    /// When the online status goes out again ([`STATUS_REFRESH`] after the last time).
+    status_refresh_at: Option<Timestamp>,
     /// When to retry acknowledgements, clears or the status.
     retry_at: Option<Timestamp>,
     /// The client's request queue was full: no aggregate is offered before this instant.
@@ -55,6 +63,7 @@ impl Outbox {
             shard,
             pending_clears: VecDeque::new(),
             status_pending: false,
+            status_refresh_at: None,
             retry_at: None,
             paused_until: None,
             batch_acks: Vec::new(),
@@ -151,6 +160,20 @@ impl Outbox {
         self.retry_at
     }
 
+    /// When the online status is due to be published again.
+    pub fn status_refresh_at(&self) -> Option<Timestamp> {
+        self.status_refresh_at
+    }
+
+    /// Publishes the online status again when its refresh time has come.
+    pub fn refresh_status_due(&mut self, now: Timestamp) {
+        if self.status_refresh_at.is_some_and(|at| at <= now) {
+            self.status_refresh_at = None;
+            self.status_pending = true;
+            self.send_status(now);
+        }
+    }
+
     /// Moves `at` to the end of a pause in force.
     pub fn not_before_pause_end(&self, at: Timestamp) -> Timestamp {
         self.paused_until.map_or(at, |until| at.max(until))
@@ -226,7 +249,10 @@ impl Outbox {
             .client
             .try_publish(self.shard.status_topic(), QoS::AtLeastOnce, true, online)
         {
-            Ok(()) => self.status_pending = false,
+            Ok(()) => {
+                self.status_pending = false;
+                self.status_refresh_at = Some(now.saturating_add(STATUS_REFRESH));
+            }
             Err(_) => self.schedule_retry(now),
         }
     }

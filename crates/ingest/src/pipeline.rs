@@ -445,6 +445,7 @@ impl Pipeline {
         }
         self.outbox
             .retry_due(now, |key| tracked(&key.machine, key.scrap_index));
+        self.outbox.refresh_status_due(now);
         self.trends.tick(&self.store, now, &mut self.outbox);
         self.maintain_log(now);
         if self.outbox.resume(now) {
@@ -558,6 +559,7 @@ impl Pipeline {
             self.store.next_deadline(),
             publish,
             self.outbox.retry_at(),
+            self.outbox.status_refresh_at(),
             self.orphans.next_deadline(),
             Some(self.trends.next_deadline()),
         ]

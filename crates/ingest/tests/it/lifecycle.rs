@@ -170,3 +170,43 @@ async fn sigint_stops_cleanly_too() {
             .contains("disconnected from the MQTT broker")
     );
 }
+
+/// A broker that lost the retained online status (NATS 2.9 once acknowledged one without
+/// storing it) gets it again: ingest republishes it every 30 s while connected.
+#[tokio::test]
+async fn the_online_status_is_published_again_after_the_broker_lost_it() {
+    let broker = Broker::start().await;
+    let ingest = TestIngest::start(&broker, &[]).await;
+    let collector = Collector::start(broker.port(), &["status/ingest"]).await;
+    collector
+        .wait_for(|m| latest(m, "status/ingest").is_some(), WAIT)
+        .await
+        .unwrap();
+    // The broker "loses" it: the retained copy is cleared.
+    test_support::publish_retained(broker.port(), "status/ingest", "")
+        .await
+        .unwrap();
+    collector
+        .wait_for(
+            |m| latest(m, "status/ingest").is_some_and(|m| m.payload.is_empty()),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    // One refresh period plus the usual margin.
+    let refreshed = collector
+        .wait_for(
+            |m| {
+                latest(m, "status/ingest")
+                    .and_then(|m| m.json().ok())
+                    .is_some_and(|j| j["online"] == true)
+            },
+            std::time::Duration::from_secs(30) + WAIT,
+        )
+        .await;
+    refreshed.unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
+    let late = Collector::start(broker.port(), &["status/ingest"]).await;
+    let retained = late.wait_for(|m| !m.is_empty(), WAIT).await.unwrap();
+    assert!(retained[0].retain);
+    assert_eq!(retained[0].json().unwrap()["online"], true);
+}

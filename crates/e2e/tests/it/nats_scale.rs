@@ -123,7 +123,8 @@ struct Router {
 }
 
 impl Router {
-    fn new(cluster: &NatsCluster) -> Self {
+    /// `started`: the test's start, the time base of the notes.
+    fn new(cluster: &NatsCluster, started: Instant) -> Self {
         Self {
             ports: (0..NATS_NODES).map(|i| cluster.mqtt_port(i)).collect(),
             publishers: (0..NATS_NODES).map(|_| None).collect(),
@@ -131,7 +132,7 @@ impl Router {
             progress: watch::channel(0).0,
             resent: 0,
             notes: Vec::new(),
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -531,7 +532,7 @@ fn report(test: &str, started: Instant, router: &Router, duplicates: f64) {
 async fn shards_on_a_nats_cluster_give_exact_sums_with_each_machine_on_one_shard() {
     let started = Instant::now();
     let deployment = Deployment::start().await;
-    let mut router = Router::new(&deployment.cluster);
+    let mut router = Router::new(&deployment.cluster, started);
     const ROUNDS: u32 = 12;
     if let Err(e) = router.send_rounds(0..ROUNDS).await {
         panic!("{e}\n{}", deployment.logs());
@@ -561,14 +562,15 @@ async fn losing_the_nats_node_of_a_shard_and_a_gateway_loses_nothing_and_counts_
     let mut deployment = Deployment::start().await;
     // Node 0 carries shard 0 and gateway 0 (their lists start there).
     assert_eq!(deployment.shards[0].node, 0);
-    let mut router = Router::new(&deployment.cluster);
+    let mut router = Router::new(&deployment.cluster, started);
 
     let mut progress = router.progress.subscribe();
-    let (published, ()) = tokio::join!(router.send_rounds(KILLED_PHASE), async {
+    let (published, killed_at) = tokio::join!(router.send_rounds(KILLED_PHASE), async {
         let _ = progress.wait_for(|r| *r >= KILL_AT).await;
+        let round = *progress.borrow();
         deployment.cluster.kill(0).await;
+        (started.elapsed(), round)
     });
-    let killed_at = started.elapsed();
     if let Err(e) = published {
         panic!("{e}\n{}", deployment.logs());
     }
@@ -604,8 +606,9 @@ async fn losing_the_nats_node_of_a_shard_and_a_gateway_loses_nothing_and_counts_
         deployment.wait_shards_online(gateway, NATS_SHARDS).await;
     }
     eprintln!(
-        "node 0 killed at {:.1}s; shard 0 failed over to list entry {shard_index}, gateway 0 to {gateway_index}",
-        killed_at.as_secs_f64()
+        "node 0 killed at {:.1}s after round {} of {FINAL_ROUND}; shard 0 failed over to list entry {shard_index}, gateway 0 to {gateway_index}",
+        killed_at.0.as_secs_f64(),
+        killed_at.1
     );
     report(
         "node loss",
@@ -618,36 +621,52 @@ async fn losing_the_nats_node_of_a_shard_and_a_gateway_loses_nothing_and_counts_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_killed_and_restarted_mid_stream_loses_nothing_and_counts_nothing_twice() {
     const KILL_AT: u32 = 3;
-    const RESTART_AT: u32 = 7;
-    const ROUNDS: u32 = 18;
+    const KILLED_PHASE: Range<u32> = 0..9;
+    const RESTART_AT: u32 = 11;
+    const RESTART_PHASE: Range<u32> = 9..18;
     let started = Instant::now();
     let mut deployment = Deployment::start().await;
-    let mut router = Router::new(&deployment.cluster);
+    let mut router = Router::new(&deployment.cluster, started);
 
     let mut progress = router.progress.subscribe();
-    let Deployment {
-        cluster,
-        shards,
-        gateways,
-    } = &mut deployment;
-    let shard = &mut shards[1];
-    let (published, restarted) = tokio::join!(router.send_rounds(0..ROUNDS), async {
+    let shard = &mut deployment.shards[1];
+    let (published, killed_at) = tokio::join!(router.send_rounds(KILLED_PHASE), async {
         let _ = progress.wait_for(|r| *r >= KILL_AT).await;
+        let round = *progress.borrow();
         shard.service.process.kill().await;
-        // Its last will tells the gateways.
-        shards_online(&gateways[0], NATS_SHARDS - 1).await?;
-        let _ = progress.wait_for(|r| *r >= RESTART_AT).await;
-        // The same client id resumes its session (what arrived meanwhile is waiting there),
-        // the same data dir restores its windows.
-        shard.service =
-            start_service(cluster, "ingest", shard.node, &shard.args, "/health").await?;
-        Ok::<_, String>(())
+        (started.elapsed(), round)
     });
-    if let Err(e) = published.and(restarted) {
+    if let Err(e) = published {
         panic!("{e}\n{}", deployment.logs());
     }
+    // Its last will tells the gateways.
+    for gateway in &deployment.gateways {
+        deployment
+            .wait_shards_online(gateway, NATS_SHARDS - 1)
+            .await;
+    }
 
-    let want = expected(0..ROUNDS);
+    // Keep publishing; restart the shard in the middle of it with the same client id, which
+    // resumes its session (what arrived meanwhile waits there), and the same data dir, which
+    // restores its windows.
+    let mut progress = router.progress.subscribe();
+    let Deployment {
+        cluster, shards, ..
+    } = &mut deployment;
+    let shard = &mut shards[1];
+    let (published, restarted) = tokio::join!(router.send_rounds(RESTART_PHASE), async {
+        let _ = progress.wait_for(|r| *r >= RESTART_AT).await;
+        let restarted_at = (started.elapsed(), *progress.borrow());
+        shard.service =
+            start_service(cluster, "ingest", shard.node, &shard.args, "/health").await?;
+        Ok::<_, String>(restarted_at)
+    });
+    let restarted_at = match published.and(restarted) {
+        Ok(at) => at,
+        Err(e) => panic!("{e}\n{}", deployment.logs()),
+    };
+
+    let want = expected(0..RESTART_PHASE.end);
     deployment.wait_exact(&want).await;
     for gateway in &deployment.gateways {
         deployment.wait_shards_online(gateway, NATS_SHARDS).await;
@@ -658,6 +677,14 @@ async fn a_shard_killed_and_restarted_mid_stream_loses_nothing_and_counts_nothin
         restored.is_some_and(|n| n > 0.0),
         "the restarted shard restored nothing from its window log: {restored:?}\n{}",
         deployment.logs()
+    );
+    eprintln!(
+        "shard 1 killed at {:.1}s after round {} of {}, restarted at {:.1}s after round {}, restored {restored:?} readings",
+        killed_at.0.as_secs_f64(),
+        killed_at.1,
+        RESTART_PHASE.end,
+        restarted_at.0.as_secs_f64(),
+        restarted_at.1
     );
     report(
         "shard loss",

@@ -24,8 +24,8 @@ use aggregator_core::partition::shard_of;
 use serde_json::Value;
 use tempfile::TempDir;
 use test_support::{
-    Metrics, NATS_NODES, NATS_SHARDS, NatsCluster, Publisher, QoS, ServiceProcess, scrape_metrics,
-    service_binary, try_http_get, unique_client_id, wait_until,
+    Collector, Metrics, NATS_NODES, NATS_SHARDS, NatsCluster, Publisher, QoS, ServiceProcess,
+    scrape_metrics, service_binary, try_http_get, unique_client_id, wait_until,
 };
 use tokio::sync::watch;
 
@@ -243,6 +243,10 @@ struct Deployment {
     cluster: NatsCluster,
     shards: Vec<Shard>,
     gateways: Vec<TestService>,
+    /// One plain QoS 1 subscriber to `aggregates/#` on each gateway's node: when a gateway
+    /// ends with a wrong aggregate, what the broker delivered there tells whether the gateway
+    /// or the delivery is at fault.
+    witnesses: Vec<Collector>,
 }
 
 /// Starts `name` with the cluster's `--mqtt-host` list from `node` and `extra`, and waits until
@@ -325,10 +329,15 @@ impl Deployment {
                 .unwrap_or_else(|e| panic!("gateway {node}: {e}\n{}", cluster.logs()));
             gateways.push(gateway);
         }
+        let mut witnesses = Vec::new();
+        for node in 0..gateways.len() {
+            witnesses.push(Collector::start(cluster.mqtt_port(node), &["aggregates/#"]).await);
+        }
         let deployment = Self {
             cluster,
             shards,
             gateways,
+            witnesses,
         };
         for gateway in &deployment.gateways {
             deployment.wait_shards_online(gateway, NATS_SHARDS).await;
@@ -386,13 +395,40 @@ impl Deployment {
             )
             .await;
             if let Err(e) = reached {
+                let got = last.take();
                 panic!(
-                    "{e}\n{}\n{}",
-                    differences(want, &last.borrow()),
+                    "{e}\n{}\n{}\n{}",
+                    differences(want, &got),
+                    self.delivery_of(g, &differing_keys(want, &got)).await,
                     self.logs()
                 );
             }
         }
+    }
+
+    /// For a failure message: what the witness on gateway `g`'s node received last for each of
+    /// `keys`, and the broker's retained copy of it now.
+    async fn delivery_of(&self, g: usize, keys: &[(String, u64)]) -> String {
+        let mut lines = Vec::new();
+        let all = self.witnesses[g].messages();
+        for (machine, index) in keys.iter().take(5) {
+            let topic = format!("aggregates/{machine}/{index}");
+            let seen: Vec<_> = all.iter().filter(|m| m.topic == topic).collect();
+            lines.push(format!(
+                "{topic}: witness on node {g} received {}:",
+                seen.len()
+            ));
+            for message in seen.iter().rev().take(3).rev() {
+                lines.push(format!("  retain={} {}", message.retain, message.text()));
+            }
+            let fresh = Collector::start(self.cluster.mqtt_port(g), &[topic.as_str()]).await;
+            let retained = fresh
+                .wait_for(|m| !m.is_empty(), Duration::from_secs(10))
+                .await
+                .map(|m| m[0].text());
+            lines.push(format!("  retained copy now: {retained:?}"));
+        }
+        lines.join("\n")
     }
 
     /// Every shard counted exactly the readings of its own machines (each once) and holds
@@ -494,6 +530,21 @@ async fn wait_failed_over(service: &TestService, health: &str) -> Result<f64, St
     )
     .await?;
     Ok(index.into_inner().unwrap_or_default())
+}
+
+/// The keys whose sum or count in `got` differs from `want`, or that only one of them has.
+fn differing_keys(
+    want: &HashMap<(String, u64), (f64, u64)>,
+    got: &HashMap<(String, u64), (f64, u64)>,
+) -> Vec<(String, u64)> {
+    let mut keys: Vec<_> = want.keys().chain(got.keys()).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|key| match (want.get(key), got.get(key)) {
+        (Some(w), Some(g)) => w.1 != g.1 || !close(w.0, g.0),
+        _ => true,
+    });
+    keys
 }
 
 /// A readable account of how `got` differs from `want` (at most 20 keys).

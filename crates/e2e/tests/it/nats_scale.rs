@@ -656,8 +656,13 @@ async fn losing_the_nats_node_of_a_shard_and_a_gateway_loses_nothing_and_counts_
     for gateway in &deployment.gateways {
         deployment.wait_shards_online(gateway, NATS_SHARDS).await;
     }
+    let mut refused = Vec::new();
+    for gateway in &deployment.gateways {
+        let metrics = deployment.metrics(gateway).await;
+        refused.push(metrics.get("gateway_mqtt_subscriptions_refused_total", &[]));
+    }
     eprintln!(
-        "node 0 killed at {:.1}s after round {} of {FINAL_ROUND}; shard 0 failed over to list entry {shard_index}, gateway 0 to {gateway_index}",
+        "node 0 killed at {:.1}s after round {} of {FINAL_ROUND}; shard 0 failed over to list entry {shard_index}, gateway 0 to {gateway_index}; SUBACKs refusing filters per gateway {refused:?}",
         killed_at.0.as_secs_f64(),
         killed_at.1
     );

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub messages_invalid: Counter,
     /// Broker connection errors seen by the event loop.
     pub mqtt_errors: Counter,
+    /// SUBACKs that refused some of the gateway's filters (asked again after a pause).
+    pub subscriptions_refused: Counter,
     /// Position in the `mqtt.host` list of the broker in use (0: the first).
     pub broker_index: Gauge,
 }
@@ -64,6 +66,7 @@ impl Metrics {
             messages_received: Counter::default(),
             messages_invalid: Counter::default(),
             mqtt_errors: Counter::default(),
+            subscriptions_refused: Counter::default(),
             broker_index: Gauge::default(),
         };
         registry.register(
@@ -131,6 +134,11 @@ impl Metrics {
             "mqtt_errors",
             "MQTT connection errors",
             m.mqtt_errors.clone(),
+        );
+        registry.register(
+            "mqtt_subscriptions_refused",
+            "SUBACKs refusing some of the gateway's subscriptions, which it then asks for again",
+            m.subscriptions_refused.clone(),
         );
         Self { registry, ..m }
     }

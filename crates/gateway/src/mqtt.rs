@@ -17,7 +17,10 @@ use aggregator_core::topic::{
     shard_from_status_topic,
 };
 use aggregator_core::trend::TrendMessage;
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode,
+};
 use serde::Deserialize;
 use service_kit::{Backoff, Failover};
 use tokio::time::Instant;
@@ -32,6 +35,38 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// At most one warning of a kind per this interval; the rest are counted.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// First pause before asking again for subscriptions the broker refused. NATS 2.9 refuses one
+/// when it cannot create its JetStream consumer in time, as happens while a cluster node is
+/// lost; a moment later it succeeds. A refusal that persists (an ACL) backs off to the
+/// reconnect ceiling.
+const RESUBSCRIBE_START: Duration = Duration::from_secs(1);
+
+/// Everything the gateway subscribes to, on every ConnAck, in this order.
+const FILTERS: [&str; 5] = [
+    AGGREGATES_FILTER,
+    ALARMS_FILTER,
+    TRENDS_FILTER,
+    INGEST_STATUS_TOPIC,
+    INGEST_SHARD_STATUS_FILTER,
+];
+
+/// The filters of a [`FILTERS`] subscription that its SUBACK `codes` refused.
+fn refused_filters(codes: &[SubscribeReasonCode]) -> Vec<&'static str> {
+    FILTERS
+        .iter()
+        .zip(codes)
+        .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
+        .map(|(filter, _)| *filter)
+        .collect()
+}
+
+/// Queues the subscription to [`FILTERS`] (renewing any of them that already exist).
+fn subscribe(client: &AsyncClient) {
+    let filters = FILTERS.map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+    if let Err(e) = client.try_subscribe_many(filters) {
+        tracing::error!(error = %e, "cannot queue the subscription");
+    }
+}
 
 /// Settings of the MQTT task.
 #[derive(Debug, Clone, Copy)]
@@ -215,12 +250,22 @@ pub async fn run(
     let metrics = std::sync::Arc::clone(hub.metrics());
     let mut backoff = Backoff::new(BACKOFF_START, config.backoff_max);
     let mut replay_ends: Option<Instant> = None;
+    let mut resubscribe_at: Option<Instant> = None;
+    let mut resubscribe_backoff = Backoff::new(RESUBSCRIBE_START, config.backoff_max);
+    let mut refused_log = RateLimited::default();
     let mut invalid_log = RateLimited::default();
     let mut error_log = RateLimited::default();
     loop {
         let replay_at = replay_ends;
         let replay_timer = async move {
             match replay_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let resubscribe_when = resubscribe_at;
+        let resubscribe_timer = async move {
+            match resubscribe_when {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -232,6 +277,11 @@ pub async fn run(
                 replay_ends = None;
                 let forgotten = hub.finish_resync();
                 tracing::info!(forgotten, keys = hub.health().keys, "retained replay complete");
+                continue;
+            }
+            () = resubscribe_timer => {
+                resubscribe_at = None;
+                subscribe(&client);
                 continue;
             }
             event = event_loop.poll() => event,
@@ -246,21 +296,32 @@ pub async fn run(
                 );
                 hub.begin_resync();
                 hub.set_mqtt(MqttState::Connected);
-                let filters = [
-                    AGGREGATES_FILTER,
-                    ALARMS_FILTER,
-                    TRENDS_FILTER,
-                    INGEST_STATUS_TOPIC,
-                    INGEST_SHARD_STATUS_FILTER,
-                ]
-                .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
-                if let Err(e) = client.try_subscribe_many(filters) {
-                    tracing::error!(error = %e, "cannot queue the subscription");
-                }
+                resubscribe_at = None;
+                subscribe(&client);
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
-                tracing::debug!("subscription acknowledged");
-                replay_ends = Some(Instant::now() + config.resync_quiet);
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = refused_filters(&ack.return_codes);
+                if refused.is_empty() {
+                    tracing::debug!("subscription acknowledged");
+                    resubscribe_backoff.reset();
+                    replay_ends = Some(Instant::now() + config.resync_quiet);
+                } else {
+                    // Without the subscription its topics would never arrive (and the
+                    // replay would forget their retained state): ask again. The replay stays
+                    // open until a subscription is complete, so nothing is forgotten meanwhile.
+                    metrics.subscriptions_refused.inc();
+                    let delay = resubscribe_backoff.next_delay();
+                    if let Some(suppressed) = refused_log.allow() {
+                        tracing::warn!(
+                            ?refused,
+                            retry_in_ms = delay.as_millis() as u64,
+                            suppressed,
+                            "the broker refused subscriptions; subscribing again"
+                        );
+                    }
+                    replay_ends = None;
+                    resubscribe_at = Some(Instant::now() + delay);
+                }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 metrics.messages_received.inc();
@@ -274,6 +335,7 @@ pub async fn run(
                 metrics.mqtt_errors.inc();
                 hub.set_mqtt(MqttState::Disconnected);
                 replay_ends = None;
+                resubscribe_at = None;
                 let delay = backoff.next_delay();
                 if let Some(suppressed) = error_log.allow() {
                     tracing::warn!(error = %e, broker = %failover.current(), retry_in_ms = delay.as_millis() as u64, suppressed, "broker connection failed");
@@ -334,6 +396,19 @@ mod tests {
 
     fn hub() -> Hub {
         Hub::new(8, Arc::new(Metrics::new()))
+    }
+
+    #[test]
+    fn refused_filters_are_named_by_their_position_in_the_suback() {
+        let granted = SubscribeReasonCode::Success(QoS::AtLeastOnce);
+        let refused = SubscribeReasonCode::Failure;
+        assert!(refused_filters(&[granted; 5]).is_empty());
+        // NATS 2.9 during a node loss: the shard statuses' consumer timed out.
+        let codes = [granted, granted, refused, granted, refused];
+        assert_eq!(
+            refused_filters(&codes),
+            vec![TRENDS_FILTER, INGEST_SHARD_STATUS_FILTER]
+        );
     }
 
     #[test]

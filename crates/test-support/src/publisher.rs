@@ -33,6 +33,21 @@ impl Publisher {
     /// # Panics
     /// When no CONNACK arrives within 10 s.
     pub async fn connect(port: u16) -> Self {
+        Self::try_connect(port, CONNECT_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Publisher::connect`] for brokers that may refuse for a while (a cluster node that is
+    /// down or recovering): the caller decides what a refusal means.
+    ///
+    /// The session is clean, so after a lost connection rumqttc drops what was not yet
+    /// acknowledged: a [`Publisher::flush`] that fails then stays failed, and the caller
+    /// re-sends those messages through a new publisher.
+    ///
+    /// # Errors
+    /// When no CONNACK arrives within `timeout`.
+    pub async fn try_connect(port: u16, timeout: Duration) -> Result<Self, String> {
         let mut options = MqttOptions::new(unique_client_id("publisher"), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(5));
         options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
@@ -41,17 +56,19 @@ impl Publisher {
         let (done_tx, done) = watch::channel(0_u64);
         let (connected_tx, mut connected) = watch::channel(false);
         let task = tokio::spawn(run_event_loop(event_loop, done_tx, connected_tx));
-        let ok = tokio::time::timeout(CONNECT_TIMEOUT, connected.wait_for(|c| *c)).await;
+        let ok = tokio::time::timeout(timeout, connected.wait_for(|c| *c)).await;
         if !matches!(ok, Ok(Ok(_))) {
             task.abort();
-            panic!("publisher got no CONNACK from 127.0.0.1:{port} within {CONNECT_TIMEOUT:?}");
+            return Err(format!(
+                "publisher got no CONNACK from 127.0.0.1:{port} within {timeout:?}"
+            ));
         }
-        Self {
+        Ok(Self {
             client,
             done,
             queued: 0,
             task,
-        }
+        })
     }
 
     /// Queues one publish; use [`Publisher::flush`] to wait for its acknowledgement.

@@ -1,6 +1,9 @@
 //! Starting a service binary against a test broker and waiting until it is ready.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use serde_json::Value;
 
 use test_support::{ServiceProcess, service_binary, try_http_get, wait_until};
 
@@ -85,4 +88,30 @@ impl TestService {
 /// A reading for `machines/{machine}/scrap` with only the required fields.
 pub fn reading(index: u32, value: f64) -> String {
     serde_json::json!({ "scrapIndex": index, "value": value }).to_string()
+}
+
+/// Relative closeness of the contract: 1e-9.
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// `(machine, index)` -> `(sum, count)` of a list of objects with those fields (the gateway's
+/// `/api/aggregates` with `sumLast60s`, the simulator's summary with `sum`).
+///
+/// # Panics
+/// When `list` is not an array of such objects.
+pub fn by_key(list: &Value, sum_field: &str) -> HashMap<(String, u64), (f64, u64)> {
+    list.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|k| {
+            (
+                (
+                    k["maschinenId"].as_str().unwrap().to_owned(),
+                    k["scrapIndex"].as_u64().unwrap(),
+                ),
+                (k[sum_field].as_f64().unwrap(), k["count"].as_u64().unwrap()),
+            )
+        })
+        .collect()
 }

@@ -7,5 +7,6 @@
 mod failover;
 mod helpers;
 mod nats_cluster;
+mod nats_scale;
 mod security;
 mod shards;

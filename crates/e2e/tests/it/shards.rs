@@ -9,33 +9,11 @@ use std::collections::HashMap;
 use serde_json::Value;
 use test_support::{Broker, ServiceProcess, http_get, scrape_metrics, service_binary, wait_until};
 
-use crate::helpers::{TestService, WAIT};
+use crate::helpers::{TestService, WAIT, by_key, close};
 
 const SHARDS: u32 = 3;
 const MACHINES: u32 = 30;
 const MESSAGES: u32 = 900;
-
-/// Relative closeness of the contract: 1e-9.
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
-}
-
-/// `(machine, index)` -> `(sum, count)` of a list of objects with those fields.
-fn by_key(list: &Value, sum_field: &str) -> HashMap<(String, u64), (f64, u64)> {
-    list.as_array()
-        .expect("a JSON array")
-        .iter()
-        .map(|k| {
-            (
-                (
-                    k["maschinenId"].as_str().unwrap().to_owned(),
-                    k["scrapIndex"].as_u64().unwrap(),
-                ),
-                (k[sum_field].as_f64().unwrap(), k["count"].as_u64().unwrap()),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_and_the_simulator_give_the_exact_sums_through_the_gateway() {

@@ -95,6 +95,10 @@ pub struct Cli {
     /// [default: 5].
     #[arg(long, value_name = "N")]
     pub publish_burst: Option<i64>,
+    /// Publish a key's aggregate once more this many ms after its last change, for brokers
+    /// that may lose a delivery (NATS 2.9); 0 never [default: 0].
+    #[arg(long, value_name = "MS")]
+    pub republish_after_ms: Option<i64>,
     /// Most (machine, scrap index) keys tracked at once [default: 100000].
     #[arg(long, value_name = "N")]
     pub max_keys: Option<i64>,
@@ -168,6 +172,7 @@ impl Cli {
             ("window_seconds", int(self.window_seconds)),
             ("publish_interval_ms", int(self.publish_interval_ms)),
             ("publish_burst", int(self.publish_burst)),
+            ("republish_after_ms", int(self.republish_after_ms)),
             ("max_keys", int(self.max_keys)),
             ("key_idle_ttl_seconds", int(self.key_idle_ttl_seconds)),
             ("max_payload_bytes", int(self.max_payload_bytes)),
@@ -218,6 +223,8 @@ pub struct Settings {
     pub publish_interval_ms: u64,
     /// Publish burst allowance per key.
     pub publish_burst: u32,
+    /// Re-send delay of a key's last aggregate in ms; 0 never.
+    pub republish_after_ms: u64,
     /// Most keys tracked.
     pub max_keys: usize,
     /// Idle time before a key is forgotten, in seconds.
@@ -271,6 +278,7 @@ impl Default for Settings {
             window_seconds: 60,
             publish_interval_ms: 50,
             publish_burst: 5,
+            republish_after_ms: 0,
             max_keys: 100_000,
             key_idle_ttl_seconds: 600,
             max_payload_bytes: 65_536,
@@ -345,6 +353,7 @@ impl Settings {
             0..=3_600_000,
         )?;
         in_range("publish_burst", self.publish_burst, 1..=1_000)?;
+        in_range("republish_after_ms", self.republish_after_ms, 0..=3_600_000)?;
         in_range("max_keys", self.max_keys, 1..=100_000_000)?;
         in_range(
             "key_idle_ttl_seconds",
@@ -435,6 +444,8 @@ impl Settings {
             },
             publish_interval: Duration::from_millis(self.publish_interval_ms),
             publish_burst: self.publish_burst,
+            republish_after: (self.republish_after_ms > 0)
+                .then(|| Duration::from_millis(self.republish_after_ms)),
             max_packet_bytes: self.max_packet_bytes,
             incoming_capacity: self.incoming_capacity,
             batch_size: self.batch_size,
@@ -483,6 +494,8 @@ pub struct IngestConfig {
     pub publish_interval: Duration,
     /// Publish burst allowance per key (at least 1).
     pub publish_burst: u32,
+    /// Re-send delay of a key's last aggregate; `None`: never.
+    pub republish_after: Option<Duration>,
     /// Largest incoming MQTT packet.
     pub max_packet_bytes: usize,
     /// Reader-to-aggregation queue capacity.

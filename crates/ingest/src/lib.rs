@@ -27,6 +27,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod redelivery;
 pub mod rejections;
+pub mod settle;
 pub mod shard;
 pub mod snapshot;
 pub mod startup;

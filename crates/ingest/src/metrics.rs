@@ -22,6 +22,8 @@ pub struct Metrics {
     rejected: [Counter; RejectionReason::COUNT],
     /// Aggregates (and retained clears) handed to the MQTT client.
     pub aggregates_published: Counter,
+    /// Settled aggregates published once more (`republish_after_ms`).
+    pub aggregates_republished: Counter,
     /// Dead letters dropped because the outgoing queue was full (they are best effort).
     pub dead_letters_dropped: Counter,
     /// Readings received after shutdown began, which are not aggregated.
@@ -74,6 +76,7 @@ impl Metrics {
             rejected: RejectionReason::ALL
                 .map(|reason| rejected.get_or_create_owned(&[("reason", reason.as_str())])),
             aggregates_published: Counter::default(),
+            aggregates_republished: Counter::default(),
             dead_letters_dropped: Counter::default(),
             readings_dropped_at_shutdown: Counter::default(),
             broker_connects: Counter::default(),
@@ -130,6 +133,11 @@ impl Metrics {
             "aggregates_published",
             "Aggregates and retained clears handed to the MQTT client",
             metrics.aggregates_published.clone(),
+        );
+        registry.register(
+            "aggregates_republished",
+            "Aggregates published once more after their key went quiet (republish_after_ms)",
+            metrics.aggregates_republished.clone(),
         );
         registry.register(
             "dead_letters_dropped",

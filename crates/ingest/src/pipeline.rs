@@ -40,6 +40,7 @@ use crate::orphans::Orphans;
 use crate::outbox::Outbox;
 use crate::redelivery::{Redeliveries, digest};
 use crate::rejections::RejectionLog;
+use crate::settle::Settle;
 use crate::shard::Shard;
 use crate::trends::Trends;
 use crate::window_log::{Delivery, LogError, Record, WindowLog};
@@ -66,6 +67,9 @@ pub struct PipelineSettings {
     pub publish_interval: Duration,
     /// ...plus this many at once after a quiet spell (see [`Coalescer`]).
     pub publish_burst: u32,
+    /// A key's last aggregate goes out once more this long after it went quiet (see
+    /// [`Settle`]); `None`: never.
+    pub republish_after: Option<Duration>,
     /// Most messages handled per batch.
     pub batch_size: usize,
     /// At most one log line per rejection reason per this long.
@@ -84,6 +88,7 @@ pub struct PipelineSettings {
 pub struct Pipeline {
     store: WindowStore,
     coalescer: Coalescer<KeyId>,
+    settle: Settle<KeyId>,
     /// Aggregates, clears, dead letters, status and acknowledgements on their way out.
     outbox: Outbox,
     /// Retained aggregates of a previous run for keys this process does not track.
@@ -120,6 +125,7 @@ impl Pipeline {
         Pipeline {
             store: WindowStore::new(settings.window.clone()),
             coalescer: Coalescer::with_burst(settings.publish_interval, settings.publish_burst),
+            settle: Settle::new(settings.republish_after),
             outbox: Outbox::new(
                 client,
                 metrics.clone(),
@@ -446,6 +452,7 @@ impl Pipeline {
         self.outbox
             .retry_due(now, |key| tracked(&key.machine, key.scrap_index));
         self.outbox.refresh_status_due(now);
+        self.republish_settled(now);
         self.trends.tick(&self.store, now, &mut self.outbox);
         self.maintain_log(now);
         if self.outbox.resume(now) {
@@ -538,12 +545,39 @@ impl Pipeline {
             self.coalescer.retry(id, until);
             return;
         }
+        if self.send_aggregate(id, now) {
+            self.settle.published(id, now);
+        }
+    }
+
+    /// Publishes once more the aggregates of keys that went quiet `republish_after` ago.
+    fn republish_settled(&mut self, now: Timestamp) {
+        let mut due = Vec::new();
+        self.settle.take_due(now, &mut due);
+        for id in due {
+            if self.outbox.paused_at(now).is_some() {
+                // Best effort: a full queue means newer publishes are flowing anyway.
+                break;
+            }
+            if self.send_aggregate(id, now) {
+                self.metrics.aggregates_republished.inc();
+            }
+        }
+    }
+
+    /// Hands `id`'s current aggregate to the outbox; `false` when there was nothing to send
+    /// or the queue was full (the coalescer then retries it).
+    fn send_aggregate(&mut self, id: KeyId, now: Timestamp) -> bool {
         // None: the key was forgotten after it changed; its clear is on the way.
         let Some((topic, payload)) = self.aggregate_message(id, now) else {
-            return;
+            return false;
         };
-        if let Err(at) = self.outbox.publish_aggregate(topic, payload, now) {
-            self.coalescer.retry(id, at);
+        match self.outbox.publish_aggregate(topic, payload, now) {
+            Ok(()) => true,
+            Err(at) => {
+                self.coalescer.retry(id, at);
+                false
+            }
         }
     }
 
@@ -560,6 +594,7 @@ impl Pipeline {
             publish,
             self.outbox.retry_at(),
             self.outbox.status_refresh_at(),
+            self.settle.next_deadline(),
             self.orphans.next_deadline(),
             Some(self.trends.next_deadline()),
         ]
@@ -607,6 +642,7 @@ mod tests {
             limits: ParseLimits::default(),
             publish_interval: interval,
             publish_burst: 1,
+            republish_after: None,
             batch_size: 64,
             rejection_log_interval: Duration::from_secs(10),
             started_at: Timestamp::EPOCH,

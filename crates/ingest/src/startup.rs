@@ -186,6 +186,7 @@ impl Application {
                 limits: config.limits,
                 publish_interval: config.publish_interval,
                 publish_burst: config.publish_burst,
+                republish_after: config.republish_after,
                 batch_size: config.batch_size,
                 rejection_log_interval: config.rejection_log_interval,
                 started_at,

@@ -309,6 +309,10 @@ impl Deployment {
                 &data.path().display().to_string(),
                 "--window-seconds",
                 "600",
+                // As the cluster stack: NATS 2.9 now and then loses a delivery to one
+                // subscriber; the settled re-send repairs the last aggregate of a key.
+                "--republish-after-ms",
+                "2000",
             ]
             .map(str::to_owned)
             .into();

@@ -58,3 +58,67 @@ async fn ten_thousand_readings_to_one_key_give_few_messages_and_the_last_is_exac
         .collect();
     assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
 }
+
+/// `republish_after_ms`: once a key went quiet its last aggregate goes out once more (a broker
+/// that lost a delivery gets a second chance), and only once.
+#[tokio::test]
+async fn a_quiet_key_s_last_aggregate_is_published_once_more_when_asked() {
+    let broker = Broker::start().await;
+    let ingest = TestIngest::start(&broker, &["--republish-after-ms", "300"]).await;
+    let topic = "aggregates/Q1/1";
+    let collector = Collector::start(broker.port(), &[topic]).await;
+    let mut publisher = Publisher::connect(broker.port()).await;
+    let readings = readings_topic("Q1");
+    publisher
+        .publish_all(
+            QoS::AtLeastOnce,
+            [
+                (readings.as_str(), reading(1, 2.0)),
+                (readings.as_str(), reading(1, 3.0)),
+            ],
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let live = |m: &test_support::Message| !m.retain && m.topic == topic;
+    let twice = collector
+        .wait_for(
+            |m| {
+                m.iter()
+                    .filter(|m| live(m) && is_aggregate(m, 2, 5.0))
+                    .count()
+                    >= 2
+            },
+            WAIT,
+        )
+        .await;
+    twice.unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
+    crate::helpers::wait_metric(&ingest, "ingest_aggregates_republished_total 1").await;
+    // Nothing changed since: no third copy, whatever the wait (the metric stays at 1 while
+    // the next publish of a new reading shows the task is still running).
+    publisher
+        .publish_all(
+            QoS::AtLeastOnce,
+            [(readings.as_str(), reading(1, 1.0))],
+            WAIT,
+        )
+        .await
+        .unwrap();
+    collector
+        .wait_for(
+            |m| m.iter().any(|m| live(m) && is_aggregate(m, 3, 6.0)),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let copies_of_five = collector
+        .messages()
+        .iter()
+        .filter(|m| live(m) && is_aggregate(m, 2, 5.0))
+        .count();
+    assert_eq!(
+        copies_of_five, 2,
+        "the settled aggregate went out once more, not again"
+    );
+    crate::helpers::wait_metric(&ingest, "ingest_aggregates_republished_total 2").await;
+}

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub readings_dropped_at_shutdown: Counter,
     /// Successful connections to the broker (CONNACKs).
     pub broker_connects: Counter,
+    /// SUBACKs that refused the readings subscription (it is asked for again).
+    pub subscriptions_refused: Counter,
     /// Keys tracked.
     pub keys: Gauge,
     /// Readings buffered in all windows.
@@ -80,6 +82,7 @@ impl Metrics {
             dead_letters_dropped: Counter::default(),
             readings_dropped_at_shutdown: Counter::default(),
             broker_connects: Counter::default(),
+            subscriptions_refused: Counter::default(),
             broker_index: Gauge::default(),
             keys: Gauge::default(),
             buffered_readings: Gauge::default(),
@@ -158,6 +161,11 @@ impl Metrics {
             "broker_connects",
             "Successful connections to the MQTT broker",
             metrics.broker_connects.clone(),
+        );
+        registry.register(
+            "mqtt_subscriptions_refused",
+            "SUBACKs that refused the readings subscription; it is asked for again with a backoff",
+            metrics.subscriptions_refused.clone(),
         );
         registry.register(
             "keys",

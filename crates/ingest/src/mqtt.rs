@@ -18,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+/// First pause before asking again for a refused readings subscription; the pauses double up
+/// to the reconnect ceiling.
+const RESUBSCRIBE_START: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the event loop hands to the aggregation task, in arrival order.
 #[derive(Debug)]
 pub enum Inbound {
@@ -84,10 +88,25 @@ impl LinkTask {
     /// gone.
     pub async fn run(mut self) {
         let mut need_subscribe = false;
+        // After a refused subscription: when to ask again, and how the pauses grow.
+        let mut resubscribe_at: Option<tokio::time::Instant> = None;
+        let mut resubscribe_backoff = Backoff::new(RESUBSCRIBE_START, self.backoff.max());
         loop {
+            let resubscribe_when = resubscribe_at;
+            let resubscribe_timer = async move {
+                match resubscribe_when {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let event = tokio::select! {
                 biased;
                 () = self.abort.cancelled() => break,
+                () = resubscribe_timer => {
+                    resubscribe_at = None;
+                    need_subscribe = !self.try_subscribe();
+                    continue;
+                }
                 event = self.event_loop.poll() => event,
             };
             match event {
@@ -109,6 +128,8 @@ impl LinkTask {
                     // A resumed session still holds our subscription; subscribing again would
                     // make the broker resend retained readings, counting them twice.
                     need_subscribe = !ack.session_present;
+                    resubscribe_at = None;
+                    resubscribe_backoff.reset();
                     self.state.send_modify(|s| {
                         s.connected = true;
                         s.subscribed = ack.session_present;
@@ -135,12 +156,20 @@ impl LinkTask {
                             tracing::info!(filter = %self.filter, granted_qos = granted, "subscription acknowledged");
                         }
                         self.state.send_modify(|s| s.subscribed = true);
+                        resubscribe_backoff.reset();
                     } else {
+                        // NATS 2.9 refuses while it cannot create the JetStream consumer in
+                        // time (a node was just lost); an ACL refuses for good. Ask again,
+                        // backing off to the reconnect ceiling: readings wait in the broker.
+                        self.metrics.subscriptions_refused.inc();
+                        let delay = resubscribe_backoff.next_delay();
                         tracing::error!(
                             filter = %self.filter,
                             codes = ?ack.return_codes,
-                            "the broker refused the subscription (check its ACL)"
+                            retry_in_ms = delay.as_millis() as u64,
+                            "the broker refused the subscription (check its ACL); asking again"
                         );
+                        resubscribe_at = Some(tokio::time::Instant::now() + delay);
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::PubComp(pkid))) => {
@@ -182,10 +211,7 @@ impl LinkTask {
             // Subscribe after handling the event, and keep trying while the request queue
             // is full (every poll drains it a little).
             if need_subscribe {
-                match self.client.try_subscribe(&self.filter, QoS::ExactlyOnce) {
-                    Ok(()) => need_subscribe = false,
-                    Err(e) => tracing::debug!(error = %e, "subscribe queued later"),
-                }
+                need_subscribe = !self.try_subscribe();
             }
         }
         self.metrics.broker_connected.set(0);
@@ -194,6 +220,17 @@ impl LinkTask {
             s.subscribed = false;
             s.closed = true;
         });
+    }
+
+    /// Queues the readings subscription; `false` while the request queue is full.
+    fn try_subscribe(&self) -> bool {
+        match self.client.try_subscribe(&self.filter, QoS::ExactlyOnce) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "subscribe queued later");
+                false
+            }
+        }
     }
 
     /// Hands `item` to the aggregation task; false when that task is gone.

@@ -35,6 +35,11 @@ impl Backoff {
         delay
     }
 
+    /// The longest pause (the cap), for a second backoff that shares it.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
     /// Back to the first pause, after a successful connection.
     pub fn reset(&mut self) {
         self.next = self.min;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use loadtest::cap::{self, CapArgs};
+use loadtest::cluster::{self, ClusterArgs};
 use loadtest::fanout::{self, FanoutArgs};
 use loadtest::latency::{self, CompareArgs, LatencyArgs};
 use loadtest::memory::{self, MemoryArgs, Scenario};
@@ -31,6 +32,36 @@ async fn throughput_counts_both_subscribers_and_checks_exact_sums() {
     .expect("a throughput run with exact sums");
     assert!(row.measured.contains("sums exact"), "{row}");
     assert!(row.measured.contains("2000 accepted"), "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_counts_three_shards_and_one_mosquitto_with_exact_sums() {
+    let row = cluster::run(&ClusterArgs {
+        messages: 1_500,
+        machines: 30,
+        indices: 2,
+        connections: 30,
+        publish_interval_ms: None,
+        publish_burst: None,
+        ingest_flag: Vec::new(),
+        timeout_secs: 90,
+        bin_dir: bin_dir(),
+    })
+    .await
+    .expect("a cluster run with exact sums on both brokers");
+    // Every machine on exactly one shard: the three counts add up to what was published.
+    let accepted: u64 = row
+        .measured
+        .split("accepted ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .map(|sum| sum.split(" + ").filter_map(|n| n.parse::<u64>().ok()).sum())
+        .unwrap_or_else(|| panic!("no shard counts in {row}"));
+    assert_eq!(accepted, 1_500, "{row}");
+    assert!(
+        row.measured.contains("One ingest on one Mosquitto"),
+        "{row}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

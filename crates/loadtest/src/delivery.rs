@@ -9,13 +9,14 @@
 //! the two delivery rates from the same start. Finally the retained aggregates are checked
 //! against the sums of what was published, and the accepted counts against N.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -120,8 +121,13 @@ pub async fn measure(
     timeout: Duration,
 ) -> anyhow::Result<Measured> {
     let n = load.messages;
-    let subscriber =
-        BareSubscriber::start(target.subscriber_port, target.subscriber_filter, n).await?;
+    let subscriber = BareSubscriber::start(
+        target.subscriber_port,
+        target.subscriber_filter,
+        n,
+        load.ids,
+    )
+    .await?;
     let fleet = Fleet::connect(&target.publish_ports).await?;
     let http = reqwest::Client::new();
     let bases: Vec<String> = target.ingests.iter().map(|s| s.base.clone()).collect();
@@ -285,16 +291,19 @@ async fn publish_share(
     Ok(expected)
 }
 
-/// A `mosquitto_sub -q 1` that counts the readings it prints and exits after N of them.
+/// A `mosquitto_sub -q 1` whose printed readings are counted: every line, or, when readings
+/// carry ids, every distinct id, so that a broker's redeliveries cannot stand in for readings
+/// it never delivered.
 struct BareSubscriber {
     child: Child,
-    drain: JoinHandle<(Instant, u64)>,
+    drain: JoinHandle<Option<Instant>>,
+    counted: Arc<AtomicU64>,
     expected: u64,
 }
 
 impl BareSubscriber {
     /// Starts it on `port` for `filter` and returns once its subscription is active.
-    async fn start(port: u16, filter: &str, n: u64) -> anyhow::Result<Self> {
+    async fn start(port: u16, filter: &str, n: u64, distinct: bool) -> anyhow::Result<Self> {
         let mut marker =
             Publisher::connect(port, &test_support::unique_client_id("lt-ready"), 1).await?;
         marker.publish(READY_TOPIC, b"ready", true).await?;
@@ -303,7 +312,6 @@ impl BareSubscriber {
         let mut child = Command::new(bin)
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
             .args(["-t", READY_TOPIC, "-t", filter])
-            .args(["-C", &(n + 1).to_string()])
             .args(["-i", &test_support::unique_client_id("lt-sub")])
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
@@ -317,38 +325,58 @@ impl BareSubscriber {
             .with_context(|| {
                 format!("mosquitto_sub did not subscribe within {SUBSCRIBE_TIMEOUT:?}")
             })??;
+        let counted = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&counted);
         let drain = tokio::spawn(async move {
-            let mut buf = vec![0_u8; 1 << 16];
-            let mut lines = 0_u64;
-            while let Ok(k) = out.read(&mut buf).await {
-                if k == 0 {
-                    break;
+            let mut seen = HashSet::new();
+            let mut lines = out.split(b'\n');
+            while let Ok(Some(line)) = lines.next_segment().await {
+                if distinct && !reading_id(&line).is_some_and(|id| seen.insert(id)) {
+                    continue;
                 }
-                lines += buf[..k].iter().filter(|b| **b == b'\n').count() as u64;
+                if count.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                    return Some(Instant::now());
+                }
             }
-            (Instant::now(), lines)
+            None
         });
         Ok(Self {
             child,
             drain,
+            counted,
             expected: n,
         })
     }
 
     /// Waits until it has printed every reading and returns the instant it had.
     async fn finish(mut self, timeout: Duration) -> anyhow::Result<Instant> {
-        let (end, lines) = tokio::time::timeout(timeout, self.drain)
-            .await
-            .context("mosquitto_sub did not receive every message in time")??;
-        let _ = self.child.wait().await;
-        if lines != self.expected {
-            bail!(
-                "mosquitto_sub printed {lines} readings, expected {}",
+        let done = tokio::time::timeout(timeout, &mut self.drain).await;
+        let _ = self.child.kill().await;
+        let counted = self.counted.load(Ordering::Relaxed);
+        match done {
+            Ok(Ok(Some(end))) => Ok(end),
+            Ok(Ok(None)) => bail!(
+                "mosquitto_sub ended after {counted} of {} readings",
                 self.expected
-            );
+            ),
+            Ok(Err(e)) => bail!("the mosquitto_sub reader failed: {e}"),
+            Err(_) => bail!(
+                "mosquitto_sub received {counted} of {} readings within {timeout:?}",
+                self.expected
+            ),
         }
-        Ok(end)
     }
+}
+
+/// The `id` of a reading payload as the load writes it (`..."id":123}`).
+fn reading_id(line: &[u8]) -> Option<u64> {
+    let key = b"\"id\":";
+    let at = memchr::memmem::rfind(line, key)? + key.len();
+    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&line[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Resolves at the instant the ingest processes at `bases` together have accepted `n`
@@ -423,6 +451,22 @@ pub async fn verify_sums(port: u16, expected: &Expected, timeout: Duration) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bare_subscriber_reads_the_id_of_a_line() {
+        let mut line = Vec::new();
+        workload::payload_with_id(
+            &mut line,
+            "M001",
+            2,
+            0.5,
+            Some("2026-01-01T00:00:00.000Z"),
+            Some(123),
+        );
+        assert_eq!(reading_id(&line), Some(123));
+        workload::payload(&mut line, "M001", 2, 0.5, None);
+        assert_eq!(reading_id(&line), None);
+    }
 
     #[test]
     fn readings_go_round_the_keys_in_turn() {

@@ -213,7 +213,8 @@ async fn on_cluster(
         Err(e) => {
             let consumers = consumer_states(&cluster).await;
             return Err(e.context(format!(
-                "on the NATS cluster; MQTT consumers:\n{consumers}\n{}",
+                "on the NATS cluster; readings published per shard: {:?}; MQTT consumers:\n{consumers}\n{}",
+                load.per_shard(NATS_SHARDS),
                 cluster.logs()
             )));
         }

@@ -48,6 +48,18 @@ pub struct Load {
 }
 
 impl Load {
+    /// How many of the readings belong to each of `shards` shards (by the partition function
+    /// the broker mapping and ingest share), for failure messages.
+    pub fn per_shard(&self, shards: u32) -> Vec<u64> {
+        let mut counts = vec![0_u64; shards as usize];
+        for n in 0..self.messages {
+            let (m, _, _) = self.reading(n);
+            let machine = workload::machine(m);
+            counts[aggregator_core::partition::shard_of(&machine, shards) as usize] += 1;
+        }
+        counts
+    }
+
     /// Reading `n`'s machine number, scrap index and value.
     fn reading(&self, n: u64) -> (usize, u32, f64) {
         let keys = self.machines as u64 * u64::from(self.indices);

@@ -56,8 +56,8 @@ pub struct ClusterArgs {
     /// Extra flag for every ingest of both runs, repeatable (e.g. `--ingest-flag=--inflight=20`).
     #[arg(long, allow_hyphen_values = true)]
     pub ingest_flag: Vec<String>,
-    /// Give up on a run after this many seconds.
-    #[arg(long, default_value_t = 300)]
+    /// Give up on a run after this many seconds (a stalled cluster run gives a missed row).
+    #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]

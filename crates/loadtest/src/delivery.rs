@@ -11,8 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -143,7 +143,8 @@ pub async fn measure(
     let fleet = Fleet::connect(&target.publish_ports).await?;
     let http = reqwest::Client::new();
     let bases: Vec<String> = target.ingests.iter().map(|s| s.base.clone()).collect();
-    let watcher = watch_accepted(http.clone(), bases.clone(), n);
+    let progress = Arc::new(Progress::default());
+    let watcher = watch_accepted(http.clone(), bases.clone(), n, Arc::clone(&progress));
 
     let cpu0 = cpu_times(&target.cpu)?;
     let start = Instant::now();
@@ -151,8 +152,16 @@ pub async fn measure(
     let published = start.elapsed();
     let subscriber_end = subscriber.finish(timeout).await?;
     let Ok(ingest_end) = tokio::time::timeout(timeout, watcher).await else {
+        // The rates up to the stall still say how fast the parts were.
+        let rate = |at: Instant| n as f64 / at.duration_since(start).as_secs_f64();
+        let most = progress.most.get().map_or("never".to_owned(), |at| {
+            format!("at {:.0}/s", rate(*at) * 0.99)
+        });
         bail!(
-            "ingest did not account for every reading within {timeout:?}:\n{}",
+            "ingest accounted for {} of {n} readings within {timeout:?} (99 % {most}; the bare subscriber had all at {:.0}/s, publishers {:.0}/s):\n{}",
+            progress.accepted.load(Ordering::Relaxed),
+            rate(subscriber_end),
+            n as f64 / published.as_secs_f64(),
             ingest_state(&http, target.ingests).await
         );
     };
@@ -391,9 +400,23 @@ fn reading_id(line: &[u8]) -> Option<u64> {
         .ok()
 }
 
+/// What the ingest processes have accepted so far, while waiting.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The latest sum of their counters.
+    accepted: AtomicU64,
+    /// When the sum first reached 99 % of N.
+    most: OnceLock<Instant>,
+}
+
 /// Resolves at the instant the ingest processes at `bases` together have accepted `n`
-/// readings (a process not answering counts as 0 for that poll).
-fn watch_accepted(http: reqwest::Client, bases: Vec<String>, n: u64) -> JoinHandle<Instant> {
+/// readings (a process not answering counts as 0 for that poll), noting progress on the way.
+fn watch_accepted(
+    http: reqwest::Client,
+    bases: Vec<String>,
+    n: u64,
+    progress: Arc<Progress>,
+) -> JoinHandle<Instant> {
     tokio::spawn(async move {
         loop {
             let mut accepted = 0.0;
@@ -401,6 +424,10 @@ fn watch_accepted(http: reqwest::Client, bases: Vec<String>, n: u64) -> JoinHand
                 accepted += stack::metric(&http, base, "ingest_readings_accepted_total")
                     .await
                     .unwrap_or(0.0);
+            }
+            progress.accepted.store(accepted as u64, Ordering::Relaxed);
+            if accepted >= n as f64 * 0.99 {
+                let _ = progress.most.set(Instant::now());
             }
             if accepted >= n as f64 {
                 return Instant::now();

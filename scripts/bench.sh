@@ -7,9 +7,11 @@
 # Usage: scripts/bench.sh [--quick]          (or `just bench [--quick]`)
 #   --quick   small loads (seconds, not minutes), to check the harness, not for figures
 #
-# Needs mosquitto and mosquitto_sub on PATH (apt-get install mosquitto mosquitto-clients).
-# Every measurement starts its own Mosquitto on a free 127.0.0.1 port and the release
-# ingest/gateway binaries; all load stays on this machine and every run stops by itself.
+# Needs mosquitto and mosquitto_sub on PATH (apt-get install mosquitto mosquitto-clients), and
+# nats-server for the cluster row (apt-get install nats-server).
+# Every measurement starts its own Mosquitto (the cluster row also a three-node NATS cluster
+# from deploy/nats) on free 127.0.0.1 ports and the release ingest/gateway binaries; all load
+# stays on this machine and every run stops by itself.
 # The fan-out run opens 10 000 WebSocket connections: the hard RLIMIT_NOFILE must allow
 # about 10 300 descriptors per process (`ulimit -Hn`).
 set -euo pipefail
@@ -45,6 +47,7 @@ lt="$target_dir/release/loadtest"
 if ((quick)); then
     runs=(
         "throughput --messages 20000"
+        "cluster --messages 6000"
         "latency --rate 100 --machines 3 --indices 3 --duration-secs 3"
         "latency --rate 5000 --machines 3 --indices 3 --duration-secs 3"
         "latency --rate 1000 --duration-secs 3 --publish-interval-ms 0"
@@ -58,6 +61,9 @@ if ((quick)); then
 else
     runs=(
         "throughput"
+        # Issue 12: 3 ingest shards on a 3-node NATS cluster, 30 QoS 1 connections, vs a bare
+        # subscriber on the cluster; one ingest on one Mosquitto under the same load beside it.
+        "cluster"
         # Issue 13's table: 9 keys (the original service's), 8 s runs, default settings.
         "latency --rate 50 --machines 3 --indices 3 --duration-secs 8"
         "latency --rate 100 --machines 3 --indices 3 --duration-secs 8"
@@ -77,7 +83,7 @@ fi
 table="$out/table.md"
 "$lt" --help >/dev/null
 {
-    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(rustc --version | cut -d' ' -f1-2), $(mosquitto -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'); $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(rustc --version | cut -d' ' -f1-2), $(mosquitto -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//'), $(nats-server --version 2>/dev/null || echo "no nats-server"); $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "| figure | measured | target | verdict | command | load avg 1/5/15 min |"
     echo "|---|---|---|---|---|---|"

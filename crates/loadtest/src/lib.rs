@@ -4,12 +4,16 @@
 //!
 //! Each subcommand prints one markdown table row (see [`report::HEADER`]):
 //! - [`throughput`]: ingest's rate vs a bare `mosquitto_sub` on the same broker, exact sums.
+//! - [`cluster`]: three ingest shards on a three-node NATS cluster vs a bare `mosquitto_sub` on
+//!   it, and one ingest on one Mosquitto under the same many-connection load.
 //! - [`latency`]: publish to WebSocket frame delay through broker, ingest and gateway.
 //! - [`cap`]: one key changed fast gives at most the publish budget's messages, last exact.
 //! - [`memory`]: ingest RSS holding many readings or many keys, and the window store alone.
 //! - [`fanout`]: one gateway, thousands of WebSocket clients.
 
 pub mod cap;
+pub mod cluster;
+pub mod delivery;
 pub mod fanout;
 pub mod latency;
 pub mod memory;
@@ -44,6 +48,9 @@ pub struct Cli {
 pub enum Command {
     /// QoS 1 readings: ingest's accounting rate vs a bare mosquitto_sub's delivery rate.
     Throughput(throughput::ThroughputArgs),
+    /// Three ingest shards on a three-node NATS cluster (QoS 1, readings with ids, many
+    /// connections) vs a bare mosquitto_sub on it; one ingest on one Mosquitto beside it.
+    Cluster(cluster::ClusterArgs),
     /// Publish -> WebSocket frame delay per reading at a fixed rate (p50/p99).
     Latency(latency::LatencyArgs),
     /// One key changed 1000 times/s: aggregate messages per second stay within the per-key
@@ -65,6 +72,7 @@ pub enum Command {
 pub async fn run(command: &Command) -> anyhow::Result<report::Row> {
     match command {
         Command::Throughput(a) => throughput::run(a).await,
+        Command::Cluster(a) => cluster::run(a).await,
         Command::Latency(a) => latency::run(a).await,
         Command::Compare(a) => latency::compare(a).await,
         Command::Cap(a) => cap::run(a).await,

@@ -11,8 +11,10 @@ use anyhow::{Context, bail};
 pub use test_support::Rss;
 use test_support::{Broker, BrokerOptions, Metrics, ServiceProcess, unique_client_id};
 
-/// How long a service may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a service may take to become ready: generous, because a service's first session
+/// on a fresh NATS cluster takes seconds (JetStream creates its streams) and the machine may
+/// be loaded.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the service binaries are.
 #[derive(Debug, Clone)]
@@ -104,11 +106,32 @@ pub async fn start_ingest(
     broker: &Broker,
     extra: &[String],
 ) -> anyhow::Result<Service> {
+    start_ingest_at(bins, broker.host(), broker.port(), extra).await
+}
+
+/// As [`start_ingest`] against `mqtt_host` (one host or a comma-separated broker list, whose
+/// entries may carry their own port) and `mqtt_port`.
+///
+/// # Errors
+/// As [`start_ingest`].
+pub async fn start_ingest_at(
+    bins: &Bins,
+    mqtt_host: &str,
+    mqtt_port: u16,
+    extra: &[String],
+) -> anyhow::Result<Service> {
     let client_id = [
         "--client-id".to_owned(),
         unique_client_id("loadtest-ingest"),
     ];
-    start_service(&bins.ingest, broker, &client_id, extra, "/health").await
+    start_service(
+        &bins.ingest,
+        (mqtt_host, mqtt_port),
+        &client_id,
+        extra,
+        "/health",
+    )
+    .await
 }
 
 /// Starts a gateway against `broker` with `extra` flags; returns once `/api/health` is 200.
@@ -120,22 +143,29 @@ pub async fn start_gateway(
     broker: &Broker,
     extra: &[String],
 ) -> anyhow::Result<Service> {
-    start_service(&bins.gateway, broker, &[], extra, "/api/health").await
+    start_service(
+        &bins.gateway,
+        (broker.host(), broker.port()),
+        &[],
+        extra,
+        "/api/health",
+    )
+    .await
 }
 
-/// Starts `bin` with the broker and HTTP on port 0, then `own` and `extra` flags; returns
-/// once `health_path` answers 200.
+/// Starts `bin` with the broker (host, port) and HTTP on port 0, then `own` and `extra` flags;
+/// returns once `health_path` answers 200.
 async fn start_service(
     bin: &Path,
-    broker: &Broker,
+    (mqtt_host, mqtt_port): (&str, u16),
     own: &[String],
     extra: &[String],
     health_path: &str,
 ) -> anyhow::Result<Service> {
     let (process, addr) = ServiceProcess::start_service(
         bin,
-        broker.host(),
-        broker.port(),
+        mqtt_host,
+        mqtt_port,
         own.iter().chain(extra),
         [("RUST_LOG", "warn")],
         READY_TIMEOUT,

@@ -38,19 +38,33 @@ impl ClockText {
 
 /// Writes a reading payload as the machines send it (with an RFC 3339 timestamp when given).
 pub fn payload(out: &mut Vec<u8>, machine: &str, index: u32, value: f64, timestamp: Option<&str>) {
+    payload_with_id(out, machine, index, value, timestamp, None);
+}
+
+/// As [`payload`], with the reading's `id` when given: ingest counts a (machine, id) once per
+/// window, so a broker's redelivery cannot change the sums.
+pub fn payload_with_id(
+    out: &mut Vec<u8>,
+    machine: &str,
+    index: u32,
+    value: f64,
+    timestamp: Option<&str>,
+    id: Option<u64>,
+) {
     use std::io::Write as _;
     out.clear();
     // Writing into a Vec cannot fail.
-    let _ = match timestamp {
-        Some(ts) => write!(
-            out,
-            r#"{{"machineId":"{machine}","scrapIndex":{index},"value":{value},"timestamp":"{ts}"}}"#
-        ),
-        None => write!(
-            out,
-            r#"{{"machineId":"{machine}","scrapIndex":{index},"value":{value}}}"#
-        ),
-    };
+    let _ = write!(
+        out,
+        r#"{{"machineId":"{machine}","scrapIndex":{index},"value":{value}"#
+    );
+    if let Some(ts) = timestamp {
+        let _ = write!(out, r#","timestamp":"{ts}""#);
+    }
+    if let Some(id) = id {
+        let _ = write!(out, r#","id":{id}"#);
+    }
+    out.push(b'}');
 }
 
 /// The topic of a reading.
@@ -63,6 +77,15 @@ pub fn topic(machine: &str) -> String {
 pub struct Expected(pub HashMap<(String, u32), (f64, u64)>);
 
 impl Expected {
+    /// Adds the readings recorded in `other` (e.g. another connection's share).
+    pub fn merge(&mut self, other: Expected) {
+        for (key, (sum, count)) in other.0 {
+            let e = self.0.entry(key).or_insert((0.0, 0));
+            e.0 += sum;
+            e.1 += count;
+        }
+    }
+
     /// Records one published reading.
     pub fn add(&mut self, machine: &str, index: u32, value: f64) {
         let e = self
@@ -93,6 +116,31 @@ mod tests {
         assert_eq!(v["scrapIndex"], 3);
         assert_eq!(v["value"], 0.5);
         assert_eq!(v["timestamp"], "2026-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn payload_carries_the_id_when_given() {
+        let mut out = Vec::new();
+        payload_with_id(&mut out, "M002", 0, value(0), None, Some(42));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], 42);
+        assert_eq!(v["value"], 0.25);
+        assert!(v.get("timestamp").is_none());
+        payload(&mut out, "M002", 0, value(0), None);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v.get("id").is_none(), "{v}");
+    }
+
+    #[test]
+    fn merged_expectations_add_per_key() {
+        let mut a = Expected::default();
+        a.add("M000", 0, 1.0);
+        let mut b = Expected::default();
+        b.add("M000", 0, 0.5);
+        b.add("M001", 1, 2.0);
+        a.merge(b);
+        assert_eq!(a.0[&("M000".to_owned(), 0)], (1.5, 2));
+        assert_eq!(a.0[&("M001".to_owned(), 1)], (2.0, 1));
     }
 
     #[test]

@@ -169,6 +169,11 @@ impl NatsCluster {
         self.ports[index]
     }
 
+    /// The process id of node `index` (None while it is killed), e.g. for its CPU time.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.nodes[index].as_ref().and_then(ServiceProcess::pid)
+    }
+
     /// The MQTT port of node `index`.
     pub fn mqtt_port(&self, index: usize) -> u16 {
         self.ports[index].mqtt

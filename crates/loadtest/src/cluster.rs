@@ -237,20 +237,7 @@ async fn on_mosquitto(
     let dir = data_dir("single")?;
     let extra = ingest_flags(args, &dir);
     let ingest = stack::start_ingest(bins, &broker, &extra).await?;
-    let target = Target {
-        publish_ports: vec![broker.port(); args.connections],
-        subscriber_port: broker.port(),
-        subscriber_filter: "machines/+/scrap",
-        ingests: std::slice::from_ref(&ingest),
-        aggregates_port: broker.port(),
-        cpu: vec![
-            (
-                "mosquitto".to_owned(),
-                broker.pid().context("the broker has exited")?,
-            ),
-            ("ingest".to_owned(), ingest.pid()?),
-        ],
-    };
+    let target = Target::one_mosquitto(&broker, &ingest, args.connections)?;
     let measured = delivery::measure(&target, load, timeout)
         .await
         .context("on one Mosquitto")?;

@@ -89,6 +89,33 @@ pub struct Target<'a> {
     pub cpu: Vec<(String, u32)>,
 }
 
+impl<'a> Target<'a> {
+    /// One ingest on one Mosquitto, `connections` publishers on it; CPU of both reported.
+    ///
+    /// # Errors
+    /// When the broker or ingest has exited.
+    pub fn one_mosquitto(
+        broker: &test_support::Broker,
+        ingest: &'a Service,
+        connections: usize,
+    ) -> anyhow::Result<Self> {
+        Ok(Target {
+            publish_ports: vec![broker.port(); connections],
+            subscriber_port: broker.port(),
+            subscriber_filter: "machines/+/scrap",
+            ingests: std::slice::from_ref(ingest),
+            aggregates_port: broker.port(),
+            cpu: vec![
+                (
+                    "mosquitto".to_owned(),
+                    broker.pid().context("the broker has exited")?,
+                ),
+                ("ingest".to_owned(), ingest.pid()?),
+            ],
+        })
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone)]
 pub struct Measured {

@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
-
 use crate::delivery::{self, Load, Target};
 use crate::report::{Row, Verdict};
 use crate::stack::{self, Bins};
@@ -55,20 +53,7 @@ pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Row> {
         indices: args.indices,
         ids: false,
     };
-    let target = Target {
-        publish_ports: vec![broker.port()],
-        subscriber_port: broker.port(),
-        subscriber_filter: "machines/+/scrap",
-        ingests: std::slice::from_ref(&ingest),
-        aggregates_port: broker.port(),
-        cpu: vec![
-            (
-                "mosquitto".to_owned(),
-                broker.pid().context("the broker has exited")?,
-            ),
-            ("ingest".to_owned(), ingest.pid()?),
-        ],
-    };
+    let target = Target::one_mosquitto(&broker, &ingest, 1)?;
     let m = delivery::measure(&target, &load, timeout).await?;
     ingest.stop().await;
 

@@ -10,6 +10,24 @@ use crate::helpers::{TestIngest, WAIT, reading, readings_topic};
 /// The warning of a snapshot that ran into its overall time limit.
 const INCOMPLETE: &str = "retained-aggregate snapshot incomplete";
 
+/// Leaves on `broker` the retained, long-idle aggregate of `machine`'s index 1 that a previous
+/// run would have, and returns a collector on its topic that has seen it.
+async fn stale_key_on(broker: &Broker, machine: &str) -> Collector {
+    let topic = format!("aggregates/{machine}/1");
+    let stale = format!(
+        r#"{{"maschinenId":"{machine}","scrapIndex":1,"sumLast60s":0.0,"avgLast60s":null,"count":0,"windowSeconds":60,"timestamp":"2020-01-01T00:00:00.000Z"}}"#
+    );
+    publish_retained(broker.port(), &topic, stale)
+        .await
+        .unwrap();
+    let collector = Collector::start(broker.port(), &[topic.as_str()]).await;
+    collector
+        .wait_for(|m| m.iter().any(|m| m.retain), WAIT)
+        .await
+        .unwrap();
+    collector
+}
+
 /// Ingest restarted while readings flow sees its own live aggregates on the snapshot's
 /// subscription. They are not retained copies, so they must not keep the snapshot open: it
 /// completes once the retained ones are in, and the stale key of the previous run is cleared
@@ -18,15 +36,7 @@ const INCOMPLETE: &str = "retained-aggregate snapshot incomplete";
 async fn live_aggregates_do_not_hold_the_start_up_snapshot_open() {
     let broker = Broker::start().await;
     // A key of a previous run, idle for long: cleared as soon as it is adopted.
-    let stale = r#"{"maschinenId":"OLD","scrapIndex":1,"sumLast60s":0.0,"avgLast60s":null,"count":0,"windowSeconds":60,"timestamp":"2020-01-01T00:00:00.000Z"}"#;
-    publish_retained(broker.port(), "aggregates/OLD/1", stale)
-        .await
-        .unwrap();
-    let collector = Collector::start(broker.port(), &["aggregates/OLD/1"]).await;
-    collector
-        .wait_for(|m| m.iter().any(|m| m.retain), WAIT)
-        .await
-        .unwrap();
+    let collector = stale_key_on(&broker, "OLD").await;
 
     // Readings keep flowing through the restart, so ingest republishes an aggregate about
     // every publish interval, well inside the snapshot's quiet time.
@@ -80,15 +90,7 @@ async fn live_aggregates_do_not_hold_the_start_up_snapshot_open() {
 #[tokio::test]
 async fn the_snapshot_comes_from_the_first_broker_of_the_list_that_answers() {
     let broker = Broker::start().await;
-    let stale = r#"{"maschinenId":"GONE","scrapIndex":1,"sumLast60s":0.0,"avgLast60s":null,"count":0,"windowSeconds":60,"timestamp":"2020-01-01T00:00:00.000Z"}"#;
-    publish_retained(broker.port(), "aggregates/GONE/1", stale)
-        .await
-        .unwrap();
-    let collector = Collector::start(broker.port(), &["aggregates/GONE/1"]).await;
-    collector
-        .wait_for(|m| m.iter().any(|m| m.retain), WAIT)
-        .await
-        .unwrap();
+    let collector = stale_key_on(&broker, "GONE").await;
 
     // Nothing listens on the first entry's port.
     let down = test_support::free_port();

@@ -123,11 +123,40 @@ async fn machines_are_spread_over_two_brokers_by_position_at_qos_2() {
     machines_are_spread_over_two_brokers_by_position("2").await;
 }
 
+/// Two brokers, a collector of the readings on each, and the `--mqtt-host` list `a,b`. A broker
+/// stops when dropped, so tests bind every field (`a: _a` where only the list uses it).
+struct TwoBrokers {
+    a: Broker,
+    b: Broker,
+    on_a: Collector,
+    on_b: Collector,
+    hosts: String,
+}
+
+impl TwoBrokers {
+    async fn start() -> Self {
+        let (a, b) = (Broker::start().await, Broker::start().await);
+        let on_a = Collector::start(a.port(), &["machines/+/scrap"]).await;
+        let on_b = Collector::start(b.port(), &["machines/+/scrap"]).await;
+        let hosts = format!("127.0.0.1:{},127.0.0.1:{}", a.port(), b.port());
+        Self {
+            a,
+            b,
+            on_a,
+            on_b,
+            hosts,
+        }
+    }
+}
+
 async fn machines_are_spread_over_two_brokers_by_position(qos: &str) {
-    let (a, b) = (Broker::start().await, Broker::start().await);
-    let on_a = Collector::start(a.port(), &["machines/+/scrap"]).await;
-    let on_b = Collector::start(b.port(), &["machines/+/scrap"]).await;
-    let hosts = format!("127.0.0.1:{},127.0.0.1:{}", a.port(), b.port());
+    let TwoBrokers {
+        a,
+        b,
+        on_a,
+        on_b,
+        hosts,
+    } = TwoBrokers::start().await;
     let mut process = spawn_on(
         &hosts,
         &[
@@ -203,10 +232,13 @@ async fn machines_are_spread_over_two_brokers_by_position(qos: &str) {
 
 #[tokio::test]
 async fn a_killed_broker_fails_over_and_its_unacknowledged_readings_are_sent_again() {
-    let (a, mut b) = (Broker::start().await, Broker::start().await);
-    let on_a = Collector::start(a.port(), &["machines/+/scrap"]).await;
-    let on_b = Collector::start(b.port(), &["machines/+/scrap"]).await;
-    let hosts = format!("127.0.0.1:{},127.0.0.1:{}", a.port(), b.port());
+    let TwoBrokers {
+        a: _a,
+        mut b,
+        on_a,
+        on_b,
+        hosts,
+    } = TwoBrokers::start().await;
     let mut process = spawn_on(
         &hosts,
         &[
@@ -260,10 +292,13 @@ async fn a_killed_broker_fails_over_and_its_unacknowledged_readings_are_sent_aga
 
 #[tokio::test]
 async fn qos0_connection_of_a_killed_broker_carries_on_through_the_other() {
-    let (a, mut b) = (Broker::start().await, Broker::start().await);
-    let on_a = Collector::start(a.port(), &["machines/+/scrap"]).await;
-    let on_b = Collector::start(b.port(), &["machines/+/scrap"]).await;
-    let hosts = format!("127.0.0.1:{},127.0.0.1:{}", a.port(), b.port());
+    let TwoBrokers {
+        a: _a,
+        mut b,
+        on_a,
+        on_b,
+        hosts,
+    } = TwoBrokers::start().await;
     let mut process = spawn_on(
         &hosts,
         &[

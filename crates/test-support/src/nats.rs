@@ -88,6 +88,18 @@ fn node_config(index: usize, ports: &[NodePorts], store: &Path) -> String {
     text
 }
 
+/// How many other servers a `/routez` answer routes to. Not `num_routes`: from 2.10 a server
+/// opens a pool of routes to each peer (three by default), 2.9 one.
+fn routed_peers(routez: &serde_json::Value) -> usize {
+    routez["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|route| route["remote_id"].as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
 impl NatsCluster {
     /// Starts the three shipped nodes on free ports and waits until each routes to the two
     /// others. MQTT may still refuse connections for a while: see [`NatsCluster::wait_mqtt`].
@@ -151,10 +163,10 @@ impl NatsCluster {
     async fn wait_routes(&self, index: usize) {
         let want = self.nodes.iter().filter(|n| n.is_some()).count() - 1;
         let url = format!("http://127.0.0.1:{}/routez", self.ports[index].http);
-        let formed = wait_until(NATS_WAIT, &format!("{url} shows {want} routes"), || async {
+        let formed = wait_until(NATS_WAIT, &format!("{url} shows {want} peers"), || async {
             match try_http_get(&url).await {
                 Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
-                    .is_ok_and(|v| v["num_routes"] == want),
+                    .is_ok_and(|v| routed_peers(&v) == want),
                 _ => false,
             }
         })
@@ -263,4 +275,26 @@ async fn mqtt_accepts(port: u16) -> bool {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     accepted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::routed_peers;
+
+    #[test]
+    fn peers_are_counted_once_however_many_routes_lead_to_them() {
+        // 2.9: one route per peer.
+        let one_each = serde_json::json!({"num_routes": 2, "routes": [
+            {"rid": 1, "remote_id": "NA"}, {"rid": 2, "remote_id": "NB"}]});
+        assert_eq!(routed_peers(&one_each), 2);
+        // 2.10: a pool of three per peer, and one peer still connecting.
+        let pooled = serde_json::json!({"num_routes": 4, "routes": [
+            {"rid": 1, "remote_id": "NA"}, {"rid": 2, "remote_id": "NA"},
+            {"rid": 3, "remote_id": "NA"}, {"rid": 4, "remote_id": "NB"}]});
+        assert_eq!(routed_peers(&pooled), 2);
+        let three_of_one = serde_json::json!({"num_routes": 3, "routes": [
+            {"remote_id": "NA"}, {"remote_id": "NA"}, {"remote_id": "NA"}]});
+        assert_eq!(routed_peers(&three_of_one), 1);
+        assert_eq!(routed_peers(&serde_json::json!({"num_routes": 0})), 0);
+    }
 }

@@ -27,6 +27,9 @@ const MQTT_READY: Duration = Duration::from_secs(90);
 /// Every shard's window, long enough that no reading leaves it before the sums are checked,
 /// however slow the run.
 const WINDOW_SECONDS: &str = "3600";
+/// The shards' `--republish-after-ms`, as `docker-compose.cluster.yml` sets it: NATS 2.9 can
+/// lose a live aggregate update (docs/scale-out.md), and the sums are read from aggregates.
+const REPUBLISH_AFTER_MS: &str = "2000";
 
 /// Settings of a cluster run.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,6 +48,12 @@ pub struct ClusterArgs {
     /// Publishing connections; on the cluster connection c goes to node c mod 3.
     #[arg(long, default_value_t = 30)]
     pub connections: usize,
+    /// QoS of the bare subscriber on the cluster. 0 by default: at QoS 1 it is a second
+    /// JetStream consumer of every reading, and nats-server before 2.9.16 may then delete a
+    /// reading before its shard's consumer delivered it (docs/scale-out.md). Use 1 on a fixed
+    /// server to compare the shards with a subscriber on the same JetStream path.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub bare_qos: u8,
     /// Every ingest's `--publish-interval-ms` (default: ingest's own). On NATS 2.9 each retained
     /// aggregate costs the publishing connection synchronous JetStream requests, so the
     /// aggregate rate (keys / interval) bounds how fast a shard can acknowledge readings.
@@ -80,6 +89,7 @@ pub async fn run(args: &ClusterArgs) -> anyhow::Result<Row> {
         bail!("--indices and --messages must be at least 1");
     }
     let bins = Bins::locate(args.bin_dir.as_deref())?;
+    let nats_version = nats_server_version()?;
     let timeout = Duration::from_secs(args.timeout_secs);
     let load = Load {
         messages: args.messages,
@@ -114,8 +124,9 @@ pub async fn run(args: &ClusterArgs) -> anyhow::Result<Row> {
                 .join(" + ");
             (
                 format!(
-                    "shards {:.0}/s, bare mosquitto_sub {:.0}/s, ratio **{ratio:.2}**; publishers {:.0}/s; sums exact (max error {:e}, accepted {accepted}); CPU: {} of one core. {single_text}",
+                    "shards {:.0}/s, bare mosquitto_sub (QoS {}) {:.0}/s, ratio **{ratio:.2}**; publishers {:.0}/s; sums exact (max error {:e}, accepted {accepted}); CPU: {} of one core. {single_text}",
                     cluster.ingest_rate,
+                    args.bare_qos,
                     cluster.subscriber_rate,
                     cluster.publisher_rate,
                     cluster.max_error,
@@ -139,7 +150,7 @@ pub async fn run(args: &ClusterArgs) -> anyhow::Result<Row> {
     };
     Ok(Row::new(
         format!(
-            "cluster: {NATS_SHARDS} ingest shards on {NATS_NODES} NATS nodes, QoS 1 with ids, {} connections, {} x {} keys, {} msgs",
+            "cluster: {NATS_SHARDS} ingest shards on {NATS_NODES} NATS nodes ({nats_version}), QoS 1 with ids, {} connections, {} x {} keys, {} msgs",
             args.connections, args.machines, args.indices, args.messages
         ),
         measured,
@@ -175,6 +186,8 @@ async fn on_cluster(
             shard.to_string(),
             "--subscribe-topic".to_owned(),
             "shard/{shard}/machines/+/scrap".to_owned(),
+            "--republish-after-ms".to_owned(),
+            REPUBLISH_AFTER_MS.to_owned(),
         ]);
         // Shard k starts on node k and fails over round the others.
         let service = stack::start_ingest_at(
@@ -204,6 +217,7 @@ async fn on_cluster(
             .collect(),
         subscriber_port: cluster.mqtt_port(0),
         subscriber_filter: "shard/+/machines/+/scrap",
+        subscriber_qos: args.bare_qos,
         ingests: &shards,
         aggregates_port: cluster.mqtt_port(0),
         cpu,
@@ -299,6 +313,22 @@ async fn consumer_states(cluster: &NatsCluster) -> String {
         }
     }
     lines.join("\n")
+}
+
+/// What `nats-server --version` prints (`nats-server: v2.9.10`), without the prefix: which
+/// server the figures are for matters (docs/scale-out.md).
+fn nats_server_version() -> anyhow::Result<String> {
+    let binary = test_support::require_tool("nats-server", test_support::NATS_INSTALL_HINT);
+    let output = std::process::Command::new(&binary)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", binary.display()))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text.trim().trim_start_matches("nats-server:").trim();
+    if !output.status.success() || version.is_empty() {
+        bail!("{} --version printed nothing useful", binary.display());
+    }
+    Ok(format!("nats-server {version}"))
 }
 
 /// A fresh window-log directory, removed when dropped.

@@ -81,6 +81,8 @@ pub struct Target<'a> {
     pub subscriber_port: u16,
     /// The bare subscriber's filter: every reading as the ingest processes receive them.
     pub subscriber_filter: &'a str,
+    /// The bare subscriber's QoS (0 or 1).
+    pub subscriber_qos: u8,
     /// The ingest processes that together account for every reading.
     pub ingests: &'a [Service],
     /// The broker port the retained aggregates are read back from.
@@ -103,6 +105,7 @@ impl<'a> Target<'a> {
             publish_ports: vec![broker.port(); connections],
             subscriber_port: broker.port(),
             subscriber_filter: "machines/+/scrap",
+            subscriber_qos: 1,
             ingests: std::slice::from_ref(ingest),
             aggregates_port: broker.port(),
             cpu: vec![
@@ -163,6 +166,7 @@ pub async fn measure(
     let subscriber = BareSubscriber::start(
         target.subscriber_port,
         target.subscriber_filter,
+        target.subscriber_qos,
         n,
         load.ids,
     )
@@ -350,15 +354,22 @@ struct BareSubscriber {
 }
 
 impl BareSubscriber {
-    /// Starts it on `port` for `filter` and returns once its subscription is active.
-    async fn start(port: u16, filter: &str, n: u64, distinct: bool) -> anyhow::Result<Self> {
+    /// Starts it on `port` for `filter` at `qos` and returns once its subscription is active.
+    async fn start(
+        port: u16,
+        filter: &str,
+        qos: u8,
+        n: u64,
+        distinct: bool,
+    ) -> anyhow::Result<Self> {
         let mut marker =
             Publisher::connect(port, &test_support::unique_client_id("lt-ready"), 1).await?;
         marker.publish(READY_TOPIC, b"ready", true).await?;
         marker.finish(SUBSCRIBE_TIMEOUT).await?;
         let bin = test_support::require_tool("mosquitto_sub", test_support::MOSQUITTO_INSTALL_HINT);
         let mut child = Command::new(bin)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-q", &qos.to_string()])
             .args(["-t", READY_TOPIC, "-t", filter])
             .args(["-i", &test_support::unique_client_id("lt-sub")])
             .stdout(Stdio::piped())

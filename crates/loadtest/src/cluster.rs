@@ -27,8 +27,9 @@ const MQTT_READY: Duration = Duration::from_secs(90);
 /// Every shard's window, long enough that no reading leaves it before the sums are checked,
 /// however slow the run.
 const WINDOW_SECONDS: &str = "3600";
-/// The shards' `--republish-after-ms`, as `docker-compose.cluster.yml` sets it: NATS 2.9 can
-/// lose a live aggregate update (docs/scale-out.md), and the sums are read from aggregates.
+/// The shards' `--republish-after-ms`, as `docker-compose.cluster.yml` sets it: nats-server
+/// before 2.9.16 can lose a live aggregate update for one of two QoS 1 subscribers
+/// (docs/scale-out.md), and the sums are read back from aggregates.
 const REPUBLISH_AFTER_MS: &str = "2000";
 
 /// Settings of a cluster run.

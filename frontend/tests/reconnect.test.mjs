@@ -37,7 +37,8 @@ test('after the gateway is killed and restarted the page reconnects and resyncs'
 
   await stack.gateway.stop('SIGKILL');
   await waitFor('the page to notice the lost connection', async () => (await socketOf(page)) !== 'open');
-  assert.ok(await page.evaluate(() => document.body.classList.contains('stale')), 'stale data is dimmed');
+  // The dimming comes with the next rendered frame, a moment after the socket's state changes.
+  await waitFor('stale data to be dimmed', async () => page.evaluate(() => document.body.classList.contains('stale')));
   const offline = await page.locator('#status-ws').innerText();
   assert.match(offline, /getrennt|verbinde/);
 

@@ -357,7 +357,7 @@ impl Settings {
         // 125 bytes: the largest control frame, which a client must always be able to send.
         at_least("ws.max_frame_bytes", self.ws.max_frame_bytes, 125)?;
         for origin in &self.ws.allowed_origins {
-            if origin != "*" && crate::origin::normalize_origin(origin).is_none() {
+            if origin != "*" && crate::http::origin::normalize_origin(origin).is_none() {
                 return Err(SettingsError::invalid(
                     "ws.allowed_origins",
                     format!("{origin:?} is not `scheme://host[:port]` or `*`"),

@@ -4,32 +4,21 @@
 //!
 //! - [`configuration`]: settings, layered and validated.
 //! - [`mqtt`]: the broker link, one task owning the event loop.
-//! - [`hub`]: the state, subscriptions and admission; [`signals`]: the relayed alarms and
-//!   trends; [`batcher`]: when changes become
-//!   frames; [`frame`]: what the frames say and their shared encoding.
-//! - [`ws`]: the upgrade checks and the per-client task; [`origin`]: the Origin rule.
-//! - [`routes`]: the plain HTTP endpoints; [`assets`]: the embedded dashboard and security
-//!   headers; [`state`]: what handlers share; [`startup`]: build and run (logs and signals:
-//!   `service_kit`).
+//! - [`hub`]: the state and its fan-out: the latest aggregates, alarms and trends, ingest's
+//!   liveness, when changes become frames and what the frames say.
+//! - [`http`]: what browsers and scripts reach: the routes, the WebSocket upgrade and
+//!   per-client task, the Origin and token rules, the embedded dashboard.
+//! - [`metrics`]; [`startup`]: build and run (logs and signals: `service_kit`).
 #![warn(missing_docs)]
 
-pub mod assets;
-pub mod auth;
-pub mod batcher;
 pub mod configuration;
 #[cfg(test)]
 mod fixtures;
-pub mod frame;
+pub mod http;
 pub mod hub;
-pub mod liveness;
 pub mod metrics;
 pub mod mqtt;
-pub mod origin;
-pub mod routes;
-pub mod signals;
 pub mod startup;
-pub mod state;
-pub mod ws;
 
 pub use configuration::{Cli, GatewayConfig, Settings};
 pub use startup::Application;

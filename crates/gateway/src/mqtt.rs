@@ -26,8 +26,8 @@ use service_kit::{Backoff, Failover};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::liveness::ShardStatus;
 use crate::hub::{Hub, MqttState};
-use crate::liveness::ShardStatus;
 
 /// First pause after a connection error.
 const BACKOFF_START: Duration = Duration::from_millis(100);

@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::configuration::{GatewayConfig, Settings};
+use crate::http::routes;
+use crate::http::state::{AppState, ClientConfig};
+use crate::http::ws::ws_route;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttTaskConfig};
-use crate::routes;
-use crate::state::{AppState, ClientConfig};
-use crate::ws::ws_route;
 
 /// Capacity of rumqttc's request channel: the gateway only ever queues a subscription and a
 /// disconnect.
@@ -124,7 +124,7 @@ impl Application {
         let static_dir = settings.static_dir.clone();
         let chart_js = static_dir
             .as_deref()
-            .map(crate::assets::disk_chart_js)
+            .map(crate::http::assets::disk_chart_js)
             .unwrap_or_default();
         if let Some(dir) = &static_dir {
             if !dir.is_dir() {
@@ -229,7 +229,7 @@ fn http_server(
 ) -> std::io::Result<Server> {
     let mut server = HttpServer::new(move || {
         App::new()
-            .wrap(crate::assets::security_headers())
+            .wrap(crate::http::assets::security_headers())
             .app_data(state.clone())
             .route("/ws", web::get().to(ws_route))
             .route("/api/health", web::get().to(routes::health))
@@ -237,7 +237,7 @@ fn http_server(
             .route("/api/alarms", web::get().to(routes::alarms))
             .route("/metrics", web::get().to(routes::metrics))
             // Last: it answers every path the routes above do not.
-            .service(crate::assets::service(dashboard.clone()))
+            .service(crate::http::assets::service(dashboard.clone()))
     })
     .disable_signals()
     .shutdown_timeout(settings.shutdown_timeout.as_secs())

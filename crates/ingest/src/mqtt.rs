@@ -30,7 +30,7 @@ pub enum Inbound {
     Reading(Publish),
     /// Retained aggregates, alarms and trends of a previous run, read once at start-up (sent
     /// even when empty: alarms and trends wait for it).
-    Retained(crate::snapshot::Snapshot),
+    Retained(crate::restart::snapshot::Snapshot),
     /// A CONNACK: the broker accepted the connection.
     Connected {
         /// False when the broker kept no session for us: we subscribed again, and anything

@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::IngestConfig;
+use crate::durability::window_log::{LogError, Recovery, WindowLog};
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState, LinkTask};
 use crate::pipeline::{Pipeline, PipelineSettings, clock_now};
-use crate::window_log::{LogError, Recovery, WindowLog};
 
 /// Why the service could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,7 @@ impl Application {
             let inbound = inbound_tx_snapshot;
             async move {
                 // Sent even when empty: alarms and trends wait for it.
-                let found = crate::snapshot::read_retained(&config, &shutdown).await;
+                let found = crate::restart::snapshot::read_retained(&config, &shutdown).await;
                 tokio::select! {
                     _ = inbound.send(Inbound::Retained(found)) => {}
                     () = shutdown.cancelled() => {}

@@ -5,7 +5,7 @@
 use aggregator_core::{Accepted, Reading, Rejection, Timestamp};
 
 use super::{Pipeline, gauge};
-use crate::window_log::{Record, WindowLog};
+use crate::durability::window_log::{Record, WindowLog};
 
 /// What [`Pipeline::restore`] did with the log's readings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

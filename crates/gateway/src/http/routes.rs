@@ -1,10 +1,10 @@
-//! The plain HTTP endpoints: health, aggregates, alarms, metrics (the dashboard files: [`crate::assets`]).
+//! The plain HTTP endpoints: health, aggregates, alarms, metrics (the dashboard files: [`crate::http::assets`]).
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use crate::http::state::AppState;
 use crate::hub::MachineFilter;
-use crate::state::AppState;
 
 /// Answers that must always be fresh.
 const NO_STORE: (actix_web::http::header::HeaderName, &str) = (CACHE_CONTROL, "no-store");
@@ -23,9 +23,9 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /api/aggregates`: every current aggregate, sorted by machine, then index; 401 without
 /// the bearer token when one is set.
 pub async fn aggregates(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if !crate::auth::authorized(&req, state.auth_token.as_ref(), None) {
+    if !crate::http::auth::authorized(&req, state.auth_token.as_ref(), None) {
         state.hub.metrics().refused_token.inc();
-        return crate::auth::unauthorized();
+        return crate::http::auth::unauthorized();
     }
     HttpResponse::Ok()
         .insert_header(NO_STORE)
@@ -48,9 +48,9 @@ pub async fn alarms(
     query: web::Query<AlarmsQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if !crate::auth::authorized(&req, state.auth_token.as_ref(), None) {
+    if !crate::http::auth::authorized(&req, state.auth_token.as_ref(), None) {
         state.hub.metrics().refused_token.inc();
-        return crate::auth::unauthorized();
+        return crate::http::auth::unauthorized();
     }
     let filter = query.machines.as_deref().and_then(MachineFilter::parse);
     HttpResponse::Ok()

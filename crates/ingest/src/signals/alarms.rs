@@ -19,7 +19,7 @@ use aggregator_core::{KeyId, Timestamp, WindowStore};
 use hashbrown::HashMap;
 
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::pipeline::outbox::Outbox;
 
 /// The alarm state of every tracked key.
 pub struct Alarms {

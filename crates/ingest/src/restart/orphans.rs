@@ -1,7 +1,7 @@
 //! Keys with a retained aggregate from a previous run that this process does not track.
 //!
 //! A key that gets no new reading would show its old sum forever. Every key of the start-up
-//! snapshot ([`crate::snapshot`]) that this process does not track becomes an orphan: an
+//! snapshot ([`crate::restart::snapshot`]) that this process does not track becomes an orphan: an
 //! aggregate stamped at `T` only holds readings from before `T`, so at `T + window` it is
 //! published as empty, and `key_idle_ttl` later it is cleared, as if the old process had kept
 //! running. A key that receives a reading meanwhile is tracked again, and its orphan actions
@@ -13,8 +13,8 @@ use std::time::Duration;
 use aggregator_core::topic::aggregate_topic;
 use aggregator_core::{Aggregate, Key, Timestamp};
 
-use crate::outbox::{Outbox, RETRY_DELAY};
-use crate::snapshot::RetainedAggregate;
+use crate::pipeline::outbox::{Outbox, RETRY_DELAY};
+use crate::restart::snapshot::RetainedAggregate;
 
 /// What to do for an orphan key when its time comes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

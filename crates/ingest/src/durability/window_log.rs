@@ -5,7 +5,7 @@
 //! `data_dir/window-<seq>.log` segments, numbered upwards. A segment is an 8-byte header
 //! ([`MAGIC`]) followed by frames `[body length: u32 LE][crc32 of body: u32 LE][body]`. A body is
 //! a [`Record`]: a reading (event time, value, machine, scrap index and, for QoS 1/2, the packet
-//! id and a digest of topic and payload, see [`crate::redelivery`]) or a session-start marker.
+//! id and a digest of topic and payload, see [`crate::durability::redelivery`]) or a session-start marker.
 //! A reading that carried an `id` is written with its own kind byte and the id (length byte,
 //! then its text) after the machine, so that duplicates are still recognised after a restart;
 //! logs written before ids existed hold only the older kind and replay unchanged.
@@ -78,7 +78,7 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 pub struct Delivery {
     /// MQTT packet id.
     pub pkid: u16,
-    /// Digest of topic and payload ([`crate::redelivery::digest`]).
+    /// Digest of topic and payload ([`crate::durability::redelivery::digest`]).
     pub digest: u64,
 }
 

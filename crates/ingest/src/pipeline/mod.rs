@@ -32,19 +32,23 @@ use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::alarms::Alarms;
-use crate::coalesce::Coalescer;
+use crate::durability::redelivery::{Redeliveries, digest};
+use crate::durability::window_log::{Delivery, LogError, Record, WindowLog};
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
-use crate::orphans::Orphans;
-use crate::outbox::Outbox;
-use crate::redelivery::{Redeliveries, digest};
-use crate::rejections::RejectionLog;
-use crate::settle::Settle;
+use crate::pipeline::coalesce::Coalescer;
+use crate::pipeline::outbox::Outbox;
+use crate::pipeline::rejections::RejectionLog;
+use crate::pipeline::settle::Settle;
+use crate::restart::orphans::Orphans;
 use crate::shard::Shard;
-use crate::trends::Trends;
-use crate::window_log::{Delivery, LogError, Record, WindowLog};
+use crate::signals::alarms::Alarms;
+use crate::signals::trends::Trends;
+pub mod coalesce;
+pub mod outbox;
+pub mod rejections;
 mod restore;
+pub mod settle;
 pub use restore::Restored;
 
 /// Most aggregates handed to the client per tick, so that a burst (every key after a
@@ -621,7 +625,7 @@ fn instant_for(at: Timestamp) -> tokio::time::Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::RETRY_DELAY;
+    use crate::pipeline::outbox::RETRY_DELAY;
     use prometheus_client::registry::Registry;
     use rumqttc::MqttOptions;
 

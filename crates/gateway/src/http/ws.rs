@@ -18,9 +18,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::http::origin::origin_allowed;
+use crate::http::state::{AppState, ClientConfig};
 use crate::hub::{ClientSlot, Hub, MachineFilter, merged_texts};
-use crate::origin::origin_allowed;
-use crate::state::{AppState, ClientConfig};
 
 /// Most queued frames merged into one send: bounds the work of one merge.
 const MAX_MERGED_FRAMES: usize = 64;
@@ -62,10 +62,10 @@ pub async fn ws_route(
         );
         return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
     }
-    if !crate::auth::authorized(&req, state.auth_token.as_ref(), query.token.as_deref()) {
+    if !crate::http::auth::authorized(&req, state.auth_token.as_ref(), query.token.as_deref()) {
         metrics.refused_token.inc();
         tracing::info!(origin, "refused a WebSocket upgrade without a valid token");
-        return Ok(crate::auth::unauthorized());
+        return Ok(crate::http::auth::unauthorized());
     }
     if state.shutdown.is_cancelled() {
         return Ok(HttpResponse::ServiceUnavailable().body("shutting down\n"));

@@ -15,8 +15,8 @@ use aggregator_core::{KeyId, Timestamp, WindowStore};
 use hashbrown::HashMap;
 
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
-use crate::snapshot::RetainedTrend;
+use crate::pipeline::outbox::Outbox;
+use crate::restart::snapshot::RetainedTrend;
 
 /// The trends of every tracked key.
 pub struct Trends {

@@ -4,8 +4,8 @@
 //! A new ingest process starts with empty windows, but the broker still holds the retained
 //! aggregates of the previous process. A short-lived, clean-session connection reads them once
 //! ([`read_retained`]); the aggregation task then empties and clears those of keys it does not
-//! track ([`crate::orphans`]), takes the raised alarms back so a restart does not raise them
-//! again ([`crate::alarms`]), and continues the trends ([`crate::trends`]).
+//! track ([`crate::restart::orphans`]), takes the raised alarms back so a restart does not raise them
+//! again ([`crate::signals::alarms`]), and continues the trends ([`crate::signals::trends`]).
 
 use std::time::Duration;
 

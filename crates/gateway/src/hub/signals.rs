@@ -13,7 +13,7 @@ use aggregator_core::KeyRef;
 use aggregator_core::alarm::{AlarmMessage, AlarmState};
 use aggregator_core::trend::TrendMessage;
 
-use crate::frame::{Frame, Key, MachineFilter};
+use crate::hub::frame::{Frame, Key, MachineFilter};
 
 /// Most trends in one frame: a trend of 90 points is about 5 KB, so a frame stays near
 /// the ~200 KB of a full update frame.
@@ -163,7 +163,7 @@ impl Signals {
         if !alarms.is_empty() {
             frames.extend(chunked(
                 alarms,
-                crate::frame::MAX_ITEMS_PER_FRAME,
+                crate::hub::frame::MAX_ITEMS_PER_FRAME,
                 Frame::alarm,
             ));
         }

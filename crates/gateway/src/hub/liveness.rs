@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::frame::IngestView;
+use crate::hub::frame::IngestView;
 
 /// What one shard said in `status/ingest/{k}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

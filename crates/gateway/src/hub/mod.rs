@@ -1,12 +1,17 @@
 //! The gateway's state and its fan-out: the latest aggregate per key, the pipeline status,
 //! and the frames that tell WebSocket clients about changes.
 //!
-//! The MQTT task records changes as pending; the batcher ([`crate::batcher`]) applies the
+//! The MQTT task records changes as pending; the batcher ([`crate::hub::batcher`]) applies the
 //! pending changes of a short interval to the published state and turns them into `remove`,
 //! `update` and `status` frames, each encoded once and broadcast. Clients subscribe and take
 //! their snapshot of the published state under the same lock the batcher applies and
 //! broadcasts under, so a client's frames continue its snapshot exactly: nothing missed,
 //! nothing twice.
+
+pub mod batcher;
+pub mod frame;
+pub mod liveness;
+pub mod signals;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,16 +24,16 @@ use tokio::sync::{Notify, broadcast};
 
 // The frame types are part of the hub's interface (what subscribers receive), so they are
 // re-exported here for callers that know the hub only.
-pub use crate::frame::{
+pub use crate::hub::frame::{
     Frame, FrameBody, IngestView, Key, MachineFilter, MqttState, UpdateItem, merged_texts,
 };
-use crate::frame::{MAX_ITEMS_PER_FRAME, Wire, encode};
-use crate::liveness::{IngestLiveness, ShardStatus};
+use crate::hub::frame::{MAX_ITEMS_PER_FRAME, Wire, encode};
+use crate::hub::liveness::{IngestLiveness, ShardStatus};
 use crate::metrics::Metrics;
 use aggregator_core::alarm::AlarmMessage;
 use aggregator_core::trend::TrendMessage;
 
-use crate::signals::Signals;
+use crate::hub::signals::Signals;
 
 /// `/api/health` body.
 #[derive(Debug, Clone, Serialize)]
@@ -427,7 +432,7 @@ fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The alarms and trends relayed beside the aggregates ([`crate::signals`]).
+/// The alarms and trends relayed beside the aggregates ([`crate::hub::signals`]).
 impl Hub {
     /// Records the latest alarm message of (`machine`, `index`); `None` forgets the key (its
     /// retained alarm was emptied).

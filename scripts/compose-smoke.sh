@@ -187,7 +187,7 @@ send_batch() {
   local seed=$1 out=$2
   shift 2
   if ! "${with_sim[@]}" run --rm -T simulator --count 600 --rate 300 --qos 1 --seed "$seed" \
-    --client-id "scrap-pulse-smoke-$seed" --print-expected "$@" \
+    --mqtt-client-id "scrap-pulse-smoke-$seed" --print-expected "$@" \
     >"$out" 2>"$out.log"; then
     cat "$out.log" >&2
     fail "simulator" "the simulator run (seed $seed) failed or lost messages"

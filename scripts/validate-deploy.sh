@@ -341,11 +341,11 @@ for k, s in enumerate(shards):
     need("mqtt-streams" in deps(s, "service_completed_successfully"), f"{s} does not wait for mqtt-streams to complete")
     need(e.get("INGEST_SHARD_COUNT") == str(len(shards)), f"{s}: INGEST_SHARD_COUNT is {e.get('INGEST_SHARD_COUNT')}, there are {len(shards)} shards")
     need(e.get("INGEST_SHARD_INDEX") == str(k), f"{s}: INGEST_SHARD_INDEX is {e.get('INGEST_SHARD_INDEX')}, not {k}")
-    need(e.get("INGEST_SUBSCRIBE_TOPIC") == "shard/{shard}/machines/+/scrap",
-         f"{s}: INGEST_SUBSCRIBE_TOPIC is {e.get('INGEST_SUBSCRIBE_TOPIC')!r}, not the mapping's shard/{{shard}}/machines/+/scrap")
+    need(e.get("INGEST_SHARD_SUBSCRIBE_TOPIC") == "shard/{shard}/machines/+/scrap",
+         f"{s}: INGEST_SHARD_SUBSCRIBE_TOPIC is {e.get('INGEST_SHARD_SUBSCRIBE_TOPIC')!r}, not the mapping's shard/{{shard}}/machines/+/scrap")
     b = brokers(s)
     need(b[:1] == [nodes[k]] and sorted(b) == nodes, f"{s}: MQTT_BROKER {b} does not start at its own node {nodes[k]} and list all three")
-    cid = e.get("INGEST_CLIENT_ID") or e.get("INGEST_MQTT_CLIENT_ID")
+    cid = e.get("INGEST_MQTT_CLIENT_ID")
     need(cid and cid not in client_ids, f"{s}: no fixed client id of its own ({cid})")
     client_ids.add(cid)
     data_dir = e.get("INGEST_DATA_DIR")

@@ -20,5 +20,5 @@ pub mod metrics;
 pub mod mqtt;
 pub mod startup;
 
-pub use configuration::{Cli, GatewayConfig, Settings};
+pub use configuration::{GatewayConfig, Settings};
 pub use startup::Application;

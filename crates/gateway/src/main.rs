@@ -5,14 +5,15 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use gateway::{Application, Cli, GatewayConfig, Settings};
+use gateway::configuration::BINARY;
+use gateway::{Application, GatewayConfig, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli: Cli = service_kit::cli::parse_or_exit("gateway", "GATEWAY");
-    let config = Settings::load(&cli, |name| std::env::var(name).ok())
-        .and_then(|s| s.validate())
-        .unwrap_or_else(|e| e.exit("gateway"));
+    let config = BINARY
+        .settings::<Settings>()
+        .validate()
+        .unwrap_or_else(|e| e.exit(BINARY.name));
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

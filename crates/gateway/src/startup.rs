@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -14,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::configuration::{GatewayConfig, Settings};
 use crate::http::routes;
-use crate::http::state::{AppState, ClientConfig};
+use crate::http::state::AppState;
 use crate::http::ws::ws_route;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -70,11 +71,11 @@ impl Application {
     /// An address that cannot be bound.
     pub fn from_config(settings: GatewayConfig) -> Result<Self, StartupError> {
         let listener = TcpListener::bind(settings.listen).map_err(|source| StartupError::Bind {
-            addr: settings.listen_text.clone(),
+            addr: settings.settings.http.listen.clone(),
             source,
         })?;
         let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(settings.client_queue_frames, metrics));
+        let hub = Arc::new(Hub::new(settings.settings.ws.client_queue_frames, metrics));
         let failover = settings.failover();
         let (mqtt_client, mut event_loop) =
             AsyncClient::new(failover.options(), MQTT_REQUEST_CAPACITY);
@@ -121,7 +122,7 @@ impl Application {
             failover,
         } = self;
         let local = listener.local_addr()?;
-        let static_dir = settings.static_dir.clone();
+        let static_dir = settings.settings.http.static_dir.clone();
         let chart_js = static_dir
             .as_deref()
             .map(crate::http::assets::disk_chart_js)
@@ -151,23 +152,21 @@ impl Application {
             failover,
             Arc::clone(&hub),
             MqttTaskConfig {
-                backoff_max: settings.reconnect_backoff_max,
-                resync_quiet: settings.resync_quiet,
+                backoff_max: settings.mqtt.reconnect.1,
+                resync_quiet: Duration::from_millis(settings.settings.resync_quiet_ms),
             },
             background.clone(),
         ));
-        tasks.spawn(Arc::clone(&hub).run_batcher(settings.batch_interval, background.clone()));
+        let ws = &settings.settings.ws;
+        let batch_interval = Duration::from_millis(ws.batch_interval_ms);
+        tasks.spawn(Arc::clone(&hub).run_batcher(batch_interval, background.clone()));
 
         let clients = TaskTracker::new();
         let state = web::Data::new(AppState {
             hub: Arc::clone(&hub),
-            allowed_origins: settings.allowed_origins.clone(),
-            max_clients: settings.max_clients,
-            client: ClientConfig {
-                ping_interval: settings.ping_interval,
-                client_timeout: settings.client_timeout,
-                max_frame_bytes: settings.max_frame_bytes,
-            },
+            allowed_origins: ws.allowed_origins.clone(),
+            max_clients: ws.max_clients,
+            client: ws.client(),
             shutdown: shutdown.clone(),
             clients: clients.clone(),
             auth_token: settings.auth_token.clone(),
@@ -177,8 +176,7 @@ impl Application {
         let mut server_task = tokio::spawn(server);
         tracing::info!(
             address = %local,
-            mqtt_host = %settings.mqtt.host,
-            mqtt_port = settings.mqtt.port,
+            broker = %settings.mqtt.brokers[0],
             mqtt_security = %settings.mqtt.security,
             auth_token = settings.auth_token.is_some(),
             "gateway listening"
@@ -194,7 +192,8 @@ impl Application {
             "shutting down: closing clients"
         );
         clients.close();
-        if tokio::time::timeout(settings.shutdown_timeout, clients.wait())
+        let shutdown_timeout = Duration::from_secs(settings.settings.http.shutdown_timeout_secs);
+        if tokio::time::timeout(shutdown_timeout, clients.wait())
             .await
             .is_err()
         {
@@ -240,10 +239,10 @@ fn http_server(
             .service(crate::http::assets::service(dashboard.clone()))
     })
     .disable_signals()
-    .shutdown_timeout(settings.shutdown_timeout.as_secs())
+    .shutdown_timeout(settings.settings.http.shutdown_timeout_secs)
     .listen(listener)?;
-    if settings.workers > 0 {
-        server = server.workers(settings.workers);
+    if settings.settings.http.workers > 0 {
+        server = server.workers(settings.settings.http.workers);
     }
     Ok(server.run())
 }

@@ -4,14 +4,14 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ingest::configuration::{Cli, Settings};
+use ingest::configuration::{BINARY, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli: Cli = service_kit::cli::parse_or_exit("ingest", "INGEST");
-    let config = Settings::load(&cli)
-        .and_then(|s| s.validate())
-        .unwrap_or_else(|e| e.exit("ingest"));
+    let config = BINARY
+        .settings::<Settings>()
+        .validate()
+        .unwrap_or_else(|e| e.exit(BINARY.name));
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

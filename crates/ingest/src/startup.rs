@@ -4,10 +4,10 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use rumqttc::AsyncClient;
-use service_kit::Backoff;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +15,7 @@ use crate::configuration::IngestConfig;
 use crate::durability::window_log::{LogError, Recovery, WindowLog};
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState, LinkTask};
-use crate::pipeline::{Pipeline, PipelineSettings, clock_now};
+use crate::pipeline::{Pipeline, clock_now};
 
 /// Why the service could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -51,16 +51,18 @@ impl Application {
     /// [`StartupError::Bind`] when the address is taken or not local; [`StartupError::Log`]
     /// when the data directory cannot be read or written (damaged content is not an error).
     pub fn build(config: IngestConfig) -> Result<Self, StartupError> {
+        let settings = &config.settings;
         let bind_error = |source| StartupError::Bind {
-            addr: config.listen,
+            addr: settings.listen,
             source,
         };
-        let listener = TcpListener::bind(config.listen).map_err(bind_error)?;
+        let listener = TcpListener::bind(settings.listen).map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let log = match &config.data_dir {
+        let log = match settings.data_dir() {
             Some(dir) => {
-                let (log, recovery) = WindowLog::open(dir, config.window.window, clock_now())?;
+                let window = settings.window.config().window;
+                let (log, recovery) = WindowLog::open(dir, window, clock_now())?;
                 tracing::info!(
                     data_dir = %dir.display(),
                     segments = recovery.segments,
@@ -112,19 +114,15 @@ impl Application {
         // The same options for every broker of the list: the persistent session resumes on
         // a broker that shares it.
         let failover = service_kit::Failover::new(
-            config.brokers.clone(),
-            Box::new(move |broker| {
-                let mut options = options_config.mqtt_options_at(broker, offline.clone());
-                // Acknowledged by the pipeline once durable (see `pipeline`).
-                options.set_manual_acks(true);
-                options
-            }),
+            config.mqtt.brokers.clone(),
+            Box::new(move |broker| options_config.mqtt_options_at(broker, offline.clone())),
         );
+        let settings = &config.settings;
         let (client, mut event_loop) =
-            AsyncClient::new(failover.options(), config.request_capacity);
+            AsyncClient::new(failover.options(), settings.limits.request_capacity);
         service_kit::no_delay(&mut event_loop);
         let (link_tx, link_rx) = watch::channel(LinkState::default());
-        let (inbound_tx, inbound_rx) = mpsc::channel(config.incoming_capacity);
+        let (inbound_tx, inbound_rx) = mpsc::channel(settings.limits.incoming_capacity);
         let inbound_tx_snapshot = inbound_tx.clone();
         let draining = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -136,7 +134,7 @@ impl Application {
                 inbound: inbound_tx,
                 state: link_tx,
                 metrics: metrics.clone(),
-                backoff: Backoff::new(config.reconnect_min, config.reconnect_max),
+                backoff: config.mqtt.backoff(),
                 failover,
                 draining: draining.clone(),
                 abort: abort.clone(),
@@ -150,18 +148,18 @@ impl Application {
         let server_task = tokio::spawn(server);
         tracing::info!(
             %addr,
-            broker = %format!("{}:{}", config.mqtt_host, config.mqtt_port),
-            client_id = %config.client_id,
-            mqtt_security = %config.security,
-            window_seconds = config.window.window.as_secs(),
+            broker = %config.mqtt.brokers[0],
+            client_id = %config.mqtt.client_id,
+            mqtt_security = %config.mqtt.security,
+            window_seconds = settings.window.seconds,
             shard = config.shard.index,
             shard_count = config.shard.count,
             subscribe_topic = %config.shard.filter,
-            publish_interval_ms = config.publish_interval.as_millis() as u64,
-            publish_burst = config.publish_burst,
+            publish_interval_ms = settings.publish.interval_ms,
+            publish_burst = settings.publish.burst,
             alarm_rules = config.alarms.len(),
-            trend_interval_seconds = config.trend.interval.as_secs(),
-            trend_points = config.trend.points,
+            trend_interval_seconds = settings.trend.interval_seconds,
+            trend_points = settings.trend.points,
             "HTTP listening"
         );
 
@@ -180,23 +178,7 @@ impl Application {
             }
         });
 
-        let mut pipeline = Pipeline::new(
-            PipelineSettings {
-                window: config.window.clone(),
-                limits: config.limits,
-                publish_interval: config.publish_interval,
-                publish_burst: config.publish_burst,
-                republish_after: config.republish_after,
-                batch_size: config.batch_size,
-                rejection_log_interval: config.rejection_log_interval,
-                started_at,
-                alarms: config.alarms.clone(),
-                trend: config.trend,
-                shard: config.shard.clone(),
-            },
-            client,
-            metrics,
-        );
+        let mut pipeline = Pipeline::new(&config, started_at, client, metrics);
         if let Some((log, recovery)) = log {
             pipeline.restore(log, recovery.records, clock_now());
         }
@@ -206,7 +188,11 @@ impl Application {
 
         draining.cancel();
         let finished = pipeline
-            .finish(inbound_rx, link_rx, config.shutdown_timeout)
+            .finish(
+                inbound_rx,
+                link_rx,
+                Duration::from_millis(config.settings.shutdown_timeout_ms),
+            )
             .await;
         abort.cancel();
         let _ = link_task.await;

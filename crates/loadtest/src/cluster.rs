@@ -27,7 +27,7 @@ const MQTT_READY: Duration = Duration::from_secs(90);
 /// Every shard's window, long enough that no reading leaves it before the sums are checked,
 /// however slow the run.
 const WINDOW_SECONDS: &str = "3600";
-/// The shards' `--republish-after-ms`, as `docker-compose.cluster.yml` sets it: nats-server
+/// The shards' `--publish-again-after-ms`, as `docker-compose.cluster.yml` sets it: nats-server
 /// before 2.9.16 can lose a live aggregate update for one of two QoS 1 subscribers
 /// (docs/scale-out.md), and the sums are read back from aggregates.
 const REPUBLISH_AFTER_MS: &str = "2000";
@@ -63,7 +63,7 @@ pub struct ClusterArgs {
     /// Every ingest's `--publish-burst` (default: ingest's own).
     #[arg(long)]
     pub publish_burst: Option<u32>,
-    /// Extra flag for every ingest of both runs, repeatable (e.g. `--ingest-flag=--inflight=20`).
+    /// Extra flag for every ingest of both runs, repeatable (e.g. `--ingest-flag=--limits-inflight=20`).
     #[arg(long, allow_hyphen_values = true)]
     pub ingest_flag: Vec<String>,
     /// Give up on a run after this many seconds (a stalled cluster run gives a missed row).
@@ -185,9 +185,9 @@ async fn on_cluster(
             NATS_SHARDS.to_string(),
             "--shard-index".to_owned(),
             shard.to_string(),
-            "--subscribe-topic".to_owned(),
+            "--shard-subscribe-topic".to_owned(),
             "shard/{shard}/machines/+/scrap".to_owned(),
-            "--republish-after-ms".to_owned(),
+            "--publish-again-after-ms".to_owned(),
             REPUBLISH_AFTER_MS.to_owned(),
         ]);
         // Shard k starts on node k and fails over round the others.

@@ -127,7 +127,7 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Row> {
     let bins = Bins::locate(args.bin_dir.as_deref())?;
     let broker = stack::start_broker().await;
     let max = (args.clients + 16).to_string();
-    let gateway = stack::start_gateway(&bins, &broker, &["--max-clients".into(), max]).await?;
+    let gateway = stack::start_gateway(&bins, &broker, &["--ws-max-clients".into(), max]).await?;
     let idle = gateway.rss()?;
 
     let final_tick = args.updates_per_sec * args.duration_secs;

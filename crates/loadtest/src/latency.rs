@@ -42,7 +42,7 @@ pub struct LatencyArgs {
     /// Ingest's `--publish-burst` (default: ingest's own default, 5).
     #[arg(long)]
     pub publish_burst: Option<u32>,
-    /// Extra gateway flag, repeatable (e.g. `--gateway-flag=--batch-interval-ms=5`).
+    /// Extra gateway flag, repeatable (e.g. `--gateway-flag=--ws-batch-interval-ms=5`).
     #[arg(long, allow_hyphen_values = true)]
     pub gateway_flag: Vec<String>,
     /// Ingest settings file passed as its `--config` (e.g. a set of `[[alarm]]` rules).

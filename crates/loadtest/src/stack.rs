@@ -121,7 +121,7 @@ pub async fn start_ingest_at(
     extra: &[String],
 ) -> anyhow::Result<Service> {
     let client_id = [
-        "--client-id".to_owned(),
+        "--mqtt-client-id".to_owned(),
         unique_client_id("loadtest-ingest"),
     ];
     start_service(

@@ -220,7 +220,7 @@ export async function startIngest(mqttPort, { windowSeconds = 60, args = [] } = 
       '--mqtt-port', String(mqttPort),
       '--listen', `127.0.0.1:${port}`,
       '--window-seconds', String(windowSeconds),
-      '--client-id', uniqueId('fe-ingest'),
+      '--mqtt-client-id', uniqueId('fe-ingest'),
       ...args,
     ]);
     try {
@@ -243,7 +243,7 @@ export async function startGateway(mqttPort, port = null) {
   for (let attempt = 0; ; attempt++) {
     const listen = port ?? (await freePort());
     const service = new Service('gateway', binary, [
-      '--static-dir', FRONTEND_DIR,
+      '--http-static-dir', FRONTEND_DIR,
       '--listen', `127.0.0.1:${listen}`,
       '--mqtt-host', '127.0.0.1',
       '--mqtt-port', String(mqttPort),

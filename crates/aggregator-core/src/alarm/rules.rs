@@ -25,22 +25,22 @@ pub const ANY_MACHINE: &str = "*";
 /// sum_above = 30.0     # and/or avg_above
 /// clear_below = 25.0   # optional hysteresis; default: the raise threshold
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlarmRule {
     /// A machine id, or `*` for every machine.
     pub machine: String,
     /// The scrap index; every index when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub index: Option<u32>,
     /// Raise when the window's sum is above this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub sum_above: Option<f64>,
     /// Raise when the window's average is above this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub avg_above: Option<f64>,
     /// Clear only below this (hysteresis); default: the raise threshold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub clear_below: Option<f64>,
 }
 

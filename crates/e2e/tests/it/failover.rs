@@ -84,7 +84,7 @@ async fn ingest_and_gateway_fail_over_to_the_next_broker_and_keep_working() {
         "ingest",
         &hosts,
         a.port(),
-        &["--client-id", &client_id],
+        &["--mqtt-client-id", &client_id],
         "/health",
     )
     .await;

@@ -24,7 +24,7 @@ impl TestService {
     /// waits until `/health` is 200 (connected and subscribed).
     pub async fn ingest(mqtt_port: u16, extra: &[&str]) -> Self {
         let client_id = test_support::unique_client_id("e2e-ingest");
-        let mut args = vec!["--client-id", &client_id];
+        let mut args = vec!["--mqtt-client-id", &client_id];
         args.extend_from_slice(extra);
         Self::start("ingest", mqtt_port, &args, "/health").await
     }

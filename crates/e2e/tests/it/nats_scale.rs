@@ -297,13 +297,13 @@ impl Deployment {
                 .tempdir()
                 .expect("temp dir for a shard's window log");
             let args: Vec<String> = [
-                "--client-id",
+                "--mqtt-client-id",
                 &unique_client_id(&format!("e2e-nats-shard-{k}")),
                 "--shard-count",
                 &NATS_SHARDS.to_string(),
                 "--shard-index",
                 &k.to_string(),
-                "--subscribe-topic",
+                "--shard-subscribe-topic",
                 "shard/{shard}/machines/+/scrap",
                 "--data-dir",
                 &data.path().display().to_string(),
@@ -311,7 +311,7 @@ impl Deployment {
                 "600",
                 // As the cluster stack: NATS 2.9 now and then loses a delivery to one
                 // subscriber; the settled re-send repairs the last aggregate of a key.
-                "--republish-after-ms",
+                "--publish-again-after-ms",
                 "2000",
             ]
             .map(str::to_owned)

@@ -21,7 +21,7 @@ async fn cross_origin_upgrades_are_refused_with_403() {
     let broker = Broker::start().await;
     let gw = TestGateway::start(
         broker.port(),
-        &["--allowed-origins", "https://wall.example"],
+        &["--ws-allowed-origins", "https://wall.example"],
     )
     .await;
     let url = gw.ws_url("");
@@ -48,7 +48,7 @@ async fn cross_origin_upgrades_are_refused_with_403() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_over_max_clients_are_refused_with_503() {
     let broker = Broker::start().await;
-    let gw = TestGateway::start(broker.port(), &["--max-clients", "2"]).await;
+    let gw = TestGateway::start(broker.port(), &["--ws-max-clients", "2"]).await;
     let url = gw.ws_url("");
     let mut first = WsClient::connect(&url).await.unwrap();
     let _second = WsClient::connect(&url).await.unwrap();
@@ -67,7 +67,12 @@ async fn a_client_that_never_answers_pings_is_closed() {
     let broker = Broker::start().await;
     let gw = TestGateway::start(
         broker.port(),
-        &["--ping-interval-secs", "1", "--client-timeout-secs", "2"],
+        &[
+            "--ws-ping-interval-secs",
+            "1",
+            "--ws-client-timeout-secs",
+            "2",
+        ],
     )
     .await;
     // Never polled: tungstenite answers pings only while reading, so this client is silent.

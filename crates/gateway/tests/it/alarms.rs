@@ -163,7 +163,11 @@ async fn retained_alarms_and_trends_reach_snapshot_frames_and_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_alarms_needs_the_token_when_one_is_set() {
     let broker = Broker::start().await;
-    let gw = TestGateway::start(broker.port(), &["--auth-token", "t0ken-for-alarm-tests"]).await;
+    let gw = TestGateway::start(
+        broker.port(),
+        &["--http-auth-token", "t0ken-for-alarm-tests"],
+    )
+    .await;
     gw.wait_healthy().await;
     let client = reqwest::Client::new();
     let url = gw.url("/api/alarms");

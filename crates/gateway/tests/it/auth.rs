@@ -51,9 +51,9 @@ async fn token_guards_ws_and_api_but_not_health_metrics_or_dashboard() {
     let gw = TestGateway::start(
         broker.port(),
         &[
-            "--auth-token-file",
+            "--http-auth-token-file",
             token_file.to_str().unwrap(),
-            "--static-dir",
+            "--http-static-dir",
             dir.path().to_str().unwrap(),
         ],
     )
@@ -112,7 +112,7 @@ async fn broker_password_and_token_never_reach_the_log() {
             "gateway",
             "--mqtt-password",
             password,
-            "--auth-token",
+            "--http-auth-token",
             TOKEN,
         ],
     )

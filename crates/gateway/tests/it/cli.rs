@@ -38,12 +38,12 @@ async fn a_missing_config_file_is_reported_once() {
 
 #[tokio::test]
 async fn negative_numbers_and_bad_values_name_the_setting() {
-    let line = settings_error(&["--max-clients", "-5"]).await;
+    let line = settings_error(&["--ws-max-clients", "-5"]).await;
     assert!(
         line.contains("`ws.max_clients`") && line.contains("-5"),
         "{line}"
     );
-    let line = settings_error(&["--ping-interval-secs", "30"]).await;
+    let line = settings_error(&["--ws-ping-interval-secs", "30"]).await;
     assert!(line.contains("`ws.client_timeout_secs`"), "{line}");
     let file = settings_file("[http]\nauth_token_file = \"/nonexistent/token\"\n");
     let line = settings_error(&["--config", file.path().to_str().unwrap()]).await;
@@ -102,7 +102,7 @@ async fn help_names_the_gateways_own_variables() {
         "GATEWAY_MQTT_USERNAME",
         "GATEWAY_MQTT_CLIENT_ID",
         "MQTT_BROKER",
-        "--keep-alive-secs",
+        "--mqtt-keep-alive-secs",
     ] {
         assert!(help.contains(name), "{name} missing from:\n{help}");
     }

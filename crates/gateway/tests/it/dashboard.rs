@@ -187,7 +187,7 @@ async fn every_answer_carries_the_security_headers() {
     std::fs::write(disk.path().join("index.html"), "<!doctype html>").unwrap();
     let from_disk = TestGateway::start(
         broker.port(),
-        &["--static-dir", disk.path().to_str().unwrap()],
+        &["--http-static-dir", disk.path().to_str().unwrap()],
     )
     .await;
     let client = client();
@@ -224,7 +224,11 @@ async fn every_answer_carries_the_security_headers() {
 async fn a_missing_static_dir_falls_back_to_the_built_in_dashboard() {
     let broker = Broker::start().await;
     let gone = tempfile::tempdir().unwrap().path().join("frontend");
-    let gw = TestGateway::start(broker.port(), &["--static-dir", gone.to_str().unwrap()]).await;
+    let gw = TestGateway::start(
+        broker.port(),
+        &["--http-static-dir", gone.to_str().unwrap()],
+    )
+    .await;
     let client = client();
     let page = get(&client, &Url::parse(&gw.url("/")).unwrap()).await;
     assert_eq!(page.status(), 200);

@@ -37,7 +37,7 @@ impl TestGateway {
         let env = [
             ("LOG_FORMAT", "json"),
             ("RUST_LOG", "info,gateway=debug"),
-            ("GATEWAY_MQTT_RECONNECT_BACKOFF_MAX_MS", "500"),
+            ("GATEWAY_MQTT_RECONNECT_MAX_MS", "500"),
         ];
         let binary = env!("CARGO_BIN_EXE_gateway");
         let (process, addr) = match cwd {

@@ -22,7 +22,7 @@ async fn serves_the_dashboard_and_chart_js_but_not_node_modules() {
     std::fs::write(dir.path().join("node_modules/chart.js/package.json"), "{}").unwrap();
     let gw = TestGateway::start(
         broker.port(),
-        &["--static-dir", dir.path().to_str().unwrap()],
+        &["--http-static-dir", dir.path().to_str().unwrap()],
     )
     .await;
 
@@ -66,7 +66,7 @@ async fn a_missing_chart_js_is_a_warning_not_a_failure() {
     std::fs::write(dir.path().join("index.html"), "x").unwrap();
     let gw = TestGateway::start(
         broker.port(),
-        &["--static-dir", dir.path().to_str().unwrap()],
+        &["--http-static-dir", dir.path().to_str().unwrap()],
     )
     .await;
     assert!(gw.process.stderr().contains("Chart.js not found"));
@@ -79,7 +79,7 @@ async fn a_bad_setting_is_named_and_the_exit_code_is_not_zero() {
     let mut process = ServiceProcess::spawn(
         env!("CARGO_BIN_EXE_gateway"),
         ["--listen", "127.0.0.1:0"],
-        [("GATEWAY_MAX_CLIENTS", "0")],
+        [("GATEWAY_WS_MAX_CLIENTS", "0")],
     );
     let status = process.wait_exit(Duration::from_secs(10)).await.unwrap();
     assert!(!status.success());

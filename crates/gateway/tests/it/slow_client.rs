@@ -24,7 +24,7 @@ const MAX_RSS_GROWTH_KIB: u64 = 100 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_delays_nobody_and_memory_stays_bounded() {
     let broker = Broker::start().await;
-    let gw = TestGateway::start(broker.port(), &["--client-queue-frames", QUEUE_FRAMES]).await;
+    let gw = TestGateway::start(broker.port(), &["--ws-client-queue-frames", QUEUE_FRAMES]).await;
     gw.wait_healthy().await;
 
     // Not read until the end: its socket buffers fill and the gateway's sends to it stall.
@@ -152,7 +152,12 @@ async fn a_stuck_client_is_dropped_and_the_others_stay() {
     let broker = Broker::start().await;
     let gw = TestGateway::start(
         broker.port(),
-        &["--ping-interval-secs", "1", "--client-timeout-secs", "2"],
+        &[
+            "--ws-ping-interval-secs",
+            "1",
+            "--ws-client-timeout-secs",
+            "2",
+        ],
     )
     .await;
     gw.wait_healthy().await;

@@ -17,21 +17,19 @@
 //! was not yet durable. Redeliveries of logged readings are recognised ([`Redeliveries`]) and
 //! skipped.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use aggregator_core::alarm::AlarmRules;
 use aggregator_core::topic::aggregate_topic;
 use aggregator_core::topic::machine_from_readings_topic;
-use aggregator_core::trend::TrendConfig;
 use aggregator_core::{
-    Accepted, Key, KeyId, ParseLimits, ParsedReading, Rejection, Timestamp, WindowConfig,
-    WindowStore, parse_reading_with_id,
+    Accepted, Key, KeyId, ParseLimits, ParsedReading, Rejection, Timestamp, WindowStore,
+    parse_reading_with_id,
 };
 use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::configuration::IngestConfig;
 use crate::durability::redelivery::{Redeliveries, digest};
 use crate::durability::window_log::{Delivery, LogError, Record, WindowLog};
 use crate::metrics::Metrics;
@@ -58,34 +56,6 @@ const PUBLISHES_PER_TICK: usize = 4096;
 /// The ingest clock: wall-clock time, as the contract's window is defined on it.
 pub fn clock_now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
-}
-
-/// Settings of the aggregation task.
-#[derive(Debug, Clone)]
-pub struct PipelineSettings {
-    /// Window store settings.
-    pub window: WindowConfig,
-    /// Parser limits.
-    pub limits: ParseLimits,
-    /// Publish budget per key: one message per this interval sustained...
-    pub publish_interval: Duration,
-    /// ...plus this many at once after a quiet spell (see [`Coalescer`]).
-    pub publish_burst: u32,
-    /// A key's last aggregate goes out once more this long after it went quiet (see
-    /// [`Settle`]); `None`: never.
-    pub republish_after: Option<Duration>,
-    /// Most messages handled per batch.
-    pub batch_size: usize,
-    /// At most one log line per rejection reason per this long.
-    pub rejection_log_interval: Duration,
-    /// When this process started (for `status/ingest`).
-    pub started_at: Timestamp,
-    /// The `[[alarm]]` rules.
-    pub alarms: Arc<AlarmRules>,
-    /// Trend sampling.
-    pub trend: TrendConfig,
-    /// The machines this process owns.
-    pub shard: Shard,
 }
 
 /// The aggregation task's state.
@@ -124,26 +94,37 @@ struct Scratch {
 }
 
 impl Pipeline {
-    /// A pipeline publishing through `client`.
-    pub fn new(settings: PipelineSettings, client: AsyncClient, metrics: Metrics) -> Self {
+    /// A pipeline publishing through `client`; `started_at` is this process's start, for
+    /// `status/ingest`.
+    pub fn new(
+        config: &IngestConfig,
+        started_at: Timestamp,
+        client: AsyncClient,
+        metrics: Metrics,
+    ) -> Self {
+        let settings = &config.settings;
+        let window = settings.window.config();
+        let publish = &settings.publish;
+        let republish_after =
+            (publish.again_after_ms > 0).then(|| Duration::from_millis(publish.again_after_ms));
         Pipeline {
-            store: WindowStore::new(settings.window.clone()),
-            coalescer: Coalescer::with_burst(settings.publish_interval, settings.publish_burst),
-            settle: Settle::new(settings.republish_after),
-            outbox: Outbox::new(
-                client,
-                metrics.clone(),
-                settings.started_at,
-                settings.shard.clone(),
+            orphans: Orphans::new(window.window, window.key_idle_ttl),
+            store: WindowStore::new(window),
+            coalescer: Coalescer::with_burst(
+                Duration::from_millis(publish.interval_ms),
+                publish.burst,
             ),
-            orphans: Orphans::new(settings.window.window, settings.window.key_idle_ttl),
-            alarms: Alarms::new(settings.alarms, metrics.clone()),
-            trends: Trends::new(settings.trend, clock_now(), metrics.clone()),
+            settle: Settle::new(republish_after),
+            outbox: Outbox::new(client, metrics.clone(), started_at, config.shard.clone()),
+            alarms: Alarms::new(config.alarms.clone(), metrics.clone()),
+            trends: Trends::new(settings.trend.config(), clock_now(), metrics.clone()),
             metrics,
-            shard: settings.shard,
-            limits: settings.limits,
-            rejection_log: RejectionLog::new(settings.rejection_log_interval),
-            batch_size: settings.batch_size,
+            shard: config.shard.clone(),
+            limits: settings.limits.parse(),
+            rejection_log: RejectionLog::new(Duration::from_secs(
+                settings.rejection_log_interval_secs,
+            )),
+            batch_size: settings.limits.batch_size,
             connects: 0,
             log: None,
             redeliveries: Redeliveries::new(),
@@ -641,24 +622,15 @@ mod tests {
         // The event loop is never polled: requests pile up in its bounded queue.
         let (client, event_loop) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), queue);
         let metrics = Metrics::register(&mut Registry::default());
-        let settings = PipelineSettings {
-            window: WindowConfig::default(),
-            limits: ParseLimits::default(),
-            publish_interval: interval,
-            publish_burst: 1,
-            republish_after: None,
-            batch_size: 64,
-            rejection_log_interval: Duration::from_secs(10),
-            started_at: Timestamp::EPOCH,
-            alarms: Arc::default(),
-            trend: TrendConfig::default(),
-            shard,
-        };
-        (
-            Pipeline::new(settings, client, metrics.clone()),
-            metrics,
-            event_loop,
-        )
+        let mut settings = crate::configuration::Settings::default();
+        settings.publish.interval_ms = u64::try_from(interval.as_millis()).unwrap();
+        settings.publish.burst = 1;
+        settings.limits.batch_size = 64;
+        settings.shard.count = shard.count;
+        settings.shard.index = shard.index;
+        let config = settings.validate().unwrap();
+        let pipeline = Pipeline::new(&config, Timestamp::EPOCH, client, metrics.clone());
+        (pipeline, metrics, event_loop)
     }
 
     fn readings(n: usize) -> impl Iterator<Item = Inbound> {
@@ -799,7 +771,7 @@ mod tests {
     fn a_restarted_pipeline_restores_windows_and_skips_redeliveries_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let now = clock_now();
-        let window = WindowConfig::default().window;
+        let window = aggregator_core::WindowConfig::default().window;
         {
             let (mut first, _, _event_loop) = pipeline(100, Duration::ZERO);
             let (log, recovery) = WindowLog::open(dir.path(), window, now).unwrap();

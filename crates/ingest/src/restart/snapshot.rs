@@ -69,7 +69,7 @@ pub struct Snapshot {
 /// start.
 pub async fn read_retained(config: &IngestConfig, shutdown: &CancellationToken) -> Snapshot {
     let deadline = tokio::time::Instant::now() + SNAPSHOT_TIMEOUT;
-    for broker in &config.brokers {
+    for broker in &config.mqtt.brokers {
         match read_from(config, broker, deadline, shutdown).await {
             Ok(found) => return found,
             Err(e) => {
@@ -93,17 +93,17 @@ async fn read_from(
     shutdown: &CancellationToken,
 ) -> Result<Snapshot, rumqttc::ConnectionError> {
     let mut options = MqttOptions::new(
-        format!("{}-snapshot", config.client_id),
+        format!("{}-snapshot", config.mqtt.client_id),
         &broker.host,
         broker.port,
     );
     options
         .set_clean_session(true)
         .set_keep_alive(Duration::from_secs(5))
-        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
+        .set_max_packet_size(config.mqtt.max_packet_bytes, config.mqtt.max_packet_bytes);
     // Same login and TLS as the main connection: the secured broker's ACL lets user ingest read
     // aggregates/#.
-    config.security.apply_to(&mut options);
+    config.mqtt.security.apply_to(&mut options);
     let (client, mut event_loop) = AsyncClient::new(options, 16);
     let mut found = Snapshot::default();
     let overall = tokio::time::sleep_until(deadline);

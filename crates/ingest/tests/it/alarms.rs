@@ -248,7 +248,7 @@ async fn a_forgotten_key_clears_its_retained_alarm_and_trend() {
             &config.path(),
             "--window-seconds",
             "1",
-            "--key-idle-ttl-seconds",
+            "--window-key-idle-ttl-seconds",
             "2",
             "--trend-interval-seconds",
             "1",

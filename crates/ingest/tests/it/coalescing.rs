@@ -64,7 +64,7 @@ async fn ten_thousand_readings_to_one_key_give_few_messages_and_the_last_is_exac
 #[tokio::test]
 async fn a_quiet_key_s_last_aggregate_is_published_once_more_when_asked() {
     let broker = Broker::start().await;
-    let ingest = TestIngest::start(&broker, &["--republish-after-ms", "300"]).await;
+    let ingest = TestIngest::start(&broker, &["--publish-again-after-ms", "300"]).await;
     let topic = "aggregates/Q1/1";
     let collector = Collector::start(broker.port(), &[topic]).await;
     let mut publisher = Publisher::connect(broker.port()).await;

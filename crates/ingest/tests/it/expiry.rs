@@ -79,7 +79,12 @@ async fn an_idle_key_is_forgotten_and_its_retained_aggregate_cleared() {
     let broker = Broker::start().await;
     let ingest = TestIngest::start(
         &broker,
-        &["--window-seconds", "1", "--key-idle-ttl-seconds", "1"],
+        &[
+            "--window-seconds",
+            "1",
+            "--window-key-idle-ttl-seconds",
+            "1",
+        ],
     )
     .await;
     let collector = Collector::start(broker.port(), &["aggregates/#"]).await;

@@ -249,7 +249,7 @@ async fn a_flood_of_distinct_machine_ids_is_capped_at_max_keys() {
     let ingest = TestIngest::start(
         &broker,
         &[
-            "--max-keys",
+            "--window-max-keys",
             &MAX_KEYS.to_string(),
             "--window-seconds",
             "3600",

@@ -42,7 +42,12 @@ impl TestIngest {
 
     /// As [`TestIngest::spawn`] with the MQTT client id given.
     async fn spawn_with_id(mqtt_port: u16, client_id: &str, extra: &[&str]) -> Self {
-        let mut args = vec!["--client-id", client_id, "--reconnect-max-ms", "500"];
+        let mut args = vec![
+            "--mqtt-client-id",
+            client_id,
+            "--mqtt-reconnect-max-ms",
+            "500",
+        ];
         args.extend_from_slice(extra);
         let (process, addr) = ServiceProcess::start_service(
             env!("CARGO_BIN_EXE_ingest"),

@@ -118,12 +118,12 @@ async fn an_invalid_setting_stops_the_start_and_is_named() {
     let mut process = ServiceProcess::spawn(
         env!("CARGO_BIN_EXE_ingest"),
         ["--window-seconds", "0", "--listen", "127.0.0.1:0"],
-        [("INGEST_MAX_KEYS", "10")],
+        [("INGEST_WINDOW_MAX_KEYS", "10")],
     );
     let status = process.wait_exit(WAIT).await.unwrap();
     assert!(!status.success());
     assert!(
-        process.stderr().contains("window_seconds"),
+        process.stderr().contains("window.seconds"),
         "{}",
         process.logs()
     );
@@ -136,7 +136,7 @@ async fn an_invalid_setting_stops_the_start_and_is_named() {
     let status = process.wait_exit(WAIT).await.unwrap();
     assert!(!status.success());
     assert!(
-        process.stderr().contains("publish_interval_ms"),
+        process.stderr().contains("publish.interval_ms"),
         "{}",
         process.logs()
     );

@@ -101,9 +101,9 @@ async fn the_snapshot_comes_from_the_first_broker_of_the_list_that_answers() {
         &hosts,
         down,
         [
-            "--client-id",
+            "--mqtt-client-id",
             client_id.as_str(),
-            "--reconnect-max-ms",
+            "--mqtt-reconnect-max-ms",
             "500",
         ],
         [("RUST_LOG", "debug"), ("NO_COLOR", "1")],

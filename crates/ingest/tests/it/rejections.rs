@@ -13,7 +13,7 @@ use crate::helpers::{TestIngest, WAIT, is_aggregate, latest, now, reading, readi
 async fn every_rejection_reason_arrives_on_ingest_rejected_and_changes_no_aggregate() {
     let broker = Broker::start().await;
     // Two keys at most, so a third one is too_many_keys.
-    let ingest = TestIngest::start(&broker, &["--max-keys", "2"]).await;
+    let ingest = TestIngest::start(&broker, &["--window-max-keys", "2"]).await;
     let collector = Collector::start(broker.port(), &["aggregates/#", "ingest/rejected"]).await;
     let mut publisher = Publisher::connect(broker.port()).await;
 

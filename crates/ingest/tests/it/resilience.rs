@@ -118,7 +118,12 @@ async fn readings_published_while_ingest_is_stopped_are_counted_when_it_returns(
 #[tokio::test]
 async fn retained_aggregates_of_a_previous_run_are_emptied_and_cleared_on_schedule() {
     let broker = Broker::start().await;
-    let flags = ["--window-seconds", "2", "--key-idle-ttl-seconds", "1"];
+    let flags = [
+        "--window-seconds",
+        "2",
+        "--window-key-idle-ttl-seconds",
+        "1",
+    ];
     let mut first = TestIngest::start(&broker, &flags).await;
     let collector = Collector::start(broker.port(), &["aggregates/#"]).await;
     let mut publisher = Publisher::connect(broker.port()).await;

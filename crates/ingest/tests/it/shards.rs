@@ -261,7 +261,7 @@ async fn a_prefixed_subscription_with_the_shard_placeholder_reads_prefixed_topic
         "2",
         "--shard-index",
         "1",
-        "--subscribe-topic",
+        "--shard-subscribe-topic",
         "shard/{shard}/machines/+/scrap",
     ];
     let ingest = TestIngest::start(&broker, &args).await;

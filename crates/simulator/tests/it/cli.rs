@@ -56,7 +56,7 @@ async fn unreachable_broker_fails_with_a_message() {
             "--count",
             "1",
         ],
-        [("SIMULATOR_MQTT__CONNECT_TIMEOUT_SECS", "1")],
+        [("SIMULATOR_CONNECT_TIMEOUT_SECS", "1")],
     );
     let status = process.wait_exit(WAIT).await.unwrap();
     assert!(!status.success());
@@ -84,7 +84,7 @@ async fn gives_up_by_the_duration(host: &str, port: u16, extra: &[&str]) -> Stri
         SIMULATOR,
         args,
         [
-            ("SIMULATOR_MQTT__CONNECT_TIMEOUT_SECS", "600"),
+            ("SIMULATOR_CONNECT_TIMEOUT_SECS", "600"),
             ("RUST_LOG", "info"),
             ("LOG_FORMAT", "text"),
         ],
@@ -143,7 +143,7 @@ async fn a_signal_while_connecting_stops_at_once() {
             "--mqtt-port",
             &free_port().to_string(),
         ],
-        [("SIMULATOR_MQTT__CONNECT_TIMEOUT_SECS", "600")],
+        [("SIMULATOR_CONNECT_TIMEOUT_SECS", "600")],
     );
     process
         .wait_for_output("cannot connect to the MQTT broker", WAIT)

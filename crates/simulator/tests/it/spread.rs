@@ -170,7 +170,7 @@ async fn machines_are_spread_over_two_brokers_by_position(qos: &str) {
             "5000",
             "--seed",
             "5",
-            "--client-id",
+            "--mqtt-client-id",
             "sim-spread",
             "--print-expected",
         ],

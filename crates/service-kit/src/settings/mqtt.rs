@@ -1,0 +1,265 @@
+//! The `[mqtt]` section every service has: where the brokers are, who we are, how we log in,
+//! how we reconnect; checked once into [`MqttConfig`], which builds rumqttc's options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rumqttc::MqttOptions;
+
+use crate::{Backoff, BrokerAddr, Failover, MqttSecurity, Secret, SecuritySettings, SettingsError};
+
+crate::settings! {
+    /// The broker connection.
+    pub struct MqttSettings {
+        /// Broker host or address; with TLS, the name its certificate carries. A
+        /// comma-separated list `a,b:1884` (port defaults to `port`) names brokers to fail
+        /// over between: after a connection loss the next one is tried, round-robin.
+        host: String = "localhost".into();
+        /// Broker TCP port.
+        port: u16 = 1883, in 1..=65_535;
+        /// MQTT client id; empty: the service's own (`scrap-pulse-<service>-<pid>-<random>`,
+        /// unique per process, except ingest, whose persistent session needs a stable one).
+        client_id: String = String::new();
+        /// MQTT keep-alive in seconds.
+        keep_alive_secs: u64 = 30, in 1..=65_535;
+        /// Broker username; none connects anonymously.
+        username: Option<String> = None;
+        /// Broker password (never logged); prefer `password_file`.
+        password: Option<Secret> = None;
+        /// File holding the broker password (a trailing newline is ignored).
+        password_file: Option<PathBuf> = None;
+        /// TLS (rustls) to the broker; unset: on when `tls_ca_file` is set.
+        tls: Option<bool> = None;
+        /// PEM CA certificates the broker's certificate must chain to.
+        tls_ca_file: Option<PathBuf> = None;
+        /// PEM client certificate, for brokers that require one.
+        tls_client_cert_file: Option<PathBuf> = None;
+        /// PEM private key of the client certificate.
+        tls_client_key_file: Option<PathBuf> = None;
+        /// First pause after a broker connection error, in ms; the pauses double from there.
+        reconnect_min_ms: u64 = 100, in 1..=60_000;
+        /// Longest pause between reconnection attempts, in ms.
+        reconnect_max_ms: u64 = 5_000, in 1..=600_000;
+        /// Largest MQTT packet read from the broker, in bytes (at most 256 MiB, MQTT's limit).
+        max_packet_bytes: usize = 1_114_112, in 1_024..=268_435_455;
+    }
+}
+
+/// How a service names itself when `mqtt.client_id` is empty.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientId {
+    /// This id: a persistent session is bound to it (ingest), so it must stay the same.
+    Stable(&'static str),
+    /// Made up per process as `<prefix>-<pid>-<nanos>`, so replicas never share one (the
+    /// broker drops the older of two clients with the same id). The pid alone is not enough:
+    /// in containers every service is pid 1.
+    Generated(&'static str),
+}
+
+/// The checked `[mqtt]` section in working types.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Every broker of `mqtt.host`, in order (at least one).
+    pub brokers: Vec<BrokerAddr>,
+    /// The client id actually used.
+    pub client_id: String,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// Login and TLS with their files read (`Display` never shows a secret).
+    pub security: MqttSecurity,
+    /// First and longest pause between reconnection attempts.
+    pub reconnect: (Duration, Duration),
+    /// Largest MQTT packet read.
+    pub max_packet_bytes: usize,
+}
+
+impl MqttSettings {
+    /// Checks what the limits cannot (the host list, the client id, login and TLS, whose
+    /// files are read now, so that a bad CA fails at start-up naming its setting).
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming the first bad `mqtt.*` key.
+    pub fn connection(&self, client_id: ClientId) -> Result<MqttConfig, SettingsError> {
+        let brokers = crate::parse_hosts(&self.host, self.port)?;
+        let client_id = match client_id {
+            _ if !self.client_id.trim().is_empty() => self.client_id.clone(),
+            ClientId::Stable(id) => id.to_owned(),
+            ClientId::Generated(prefix) => generated_client_id(prefix),
+        };
+        if client_id.len() > usize::from(u16::MAX) {
+            return Err(SettingsError::invalid(
+                "mqtt.client_id",
+                "is longer than 65535 bytes",
+            ));
+        }
+        if self.reconnect_max_ms < self.reconnect_min_ms {
+            return Err(SettingsError::invalid(
+                "mqtt.reconnect_max_ms",
+                "must not be below mqtt.reconnect_min_ms",
+            ));
+        }
+        let security = SecuritySettings {
+            username: self.username.clone(),
+            password: self.password.clone(),
+            password_file: self.password_file.clone(),
+            tls: self.tls,
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_client_cert_file: self.tls_client_cert_file.clone(),
+            tls_client_key_file: self.tls_client_key_file.clone(),
+        }
+        .load("mqtt.")?;
+        Ok(MqttConfig {
+            brokers,
+            client_id,
+            keep_alive: Duration::from_secs(self.keep_alive_secs),
+            security,
+            reconnect: (
+                Duration::from_millis(self.reconnect_min_ms),
+                Duration::from_millis(self.reconnect_max_ms),
+            ),
+            max_packet_bytes: self.max_packet_bytes,
+        })
+    }
+}
+
+impl MqttConfig {
+    /// rumqttc options for `broker` (one of [`brokers`](Self::brokers)): client id, address,
+    /// keep-alive, packet limit, login and TLS; each service adds its session and queues.
+    pub fn options_at(&self, broker: &BrokerAddr) -> MqttOptions {
+        let mut options = MqttOptions::new(&self.client_id, &broker.host, broker.port);
+        options
+            .set_keep_alive(self.keep_alive)
+            .set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
+        self.security.apply_to(&mut options);
+        options
+    }
+
+    /// The broker list, starting at the first, with `options` building each broker's
+    /// options (the same for all: a persistent session resumes on a broker that shares it).
+    pub fn failover(
+        &self,
+        options: impl Fn(&Self, &BrokerAddr) -> MqttOptions + Send + Sync + 'static,
+    ) -> Failover {
+        let config = self.clone();
+        Failover::new(
+            self.brokers.clone(),
+            Box::new(move |broker| options(&config, broker)),
+        )
+    }
+
+    /// The reconnect pacing.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.reconnect.0, self.reconnect.1)
+    }
+}
+
+/// Turns Nagle's algorithm off on the broker connection. rumqttc leaves it on, so a small
+/// PUBLISH (an aggregate) waited for the broker's ACK of the segment sent just before, i.e. for
+/// the next reading: 20 ms of latency at 50 msg/s. Latency matters more here than segment count.
+pub fn no_delay(event_loop: &mut rumqttc::EventLoop) {
+    let mut network = event_loop.network_options();
+    network.set_tcp_nodelay(true);
+    event_loop.set_network_options(network);
+}
+
+/// `<prefix>-<pid>-<nanos>`: unique per process and start.
+fn generated_client_id(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Setting;
+
+    #[test]
+    fn the_client_id_is_stable_generated_or_given() {
+        let settings = MqttSettings::default();
+        let generated = settings.connection(ClientId::Generated("made-up")).unwrap();
+        let pid = format!("made-up-{}-", std::process::id());
+        assert!(
+            generated.client_id.starts_with(&pid),
+            "{}",
+            generated.client_id
+        );
+        let broker = &generated.brokers[0];
+        assert_eq!(
+            generated.options_at(broker).client_id(),
+            generated.client_id
+        );
+        let stable = settings.connection(ClientId::Stable("ingest")).unwrap();
+        assert_eq!(stable.client_id, "ingest");
+        let given = MqttSettings {
+            client_id: "ingest-1".into(),
+            keep_alive_secs: 7,
+            ..MqttSettings::default()
+        }
+        .connection(ClientId::Stable("ingest"))
+        .unwrap();
+        assert_eq!(given.client_id, "ingest-1");
+        assert_eq!(
+            given.options_at(&given.brokers[0]).keep_alive(),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let cases = [
+            (
+                MqttSettings {
+                    host: " ".into(),
+                    ..Default::default()
+                },
+                "mqtt.host",
+            ),
+            (
+                MqttSettings {
+                    reconnect_max_ms: 50,
+                    ..Default::default()
+                },
+                "mqtt.reconnect_max_ms",
+            ),
+            (
+                MqttSettings {
+                    tls: Some(true),
+                    ..Default::default()
+                },
+                "mqtt.tls_ca_file",
+            ),
+        ];
+        for (block, key) in cases {
+            let err = block.connection(ClientId::Generated("test")).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("`{key}`")),
+                "{key}: {err}"
+            );
+        }
+        for (block, key) in [
+            (
+                MqttSettings {
+                    port: 0,
+                    ..Default::default()
+                },
+                "mqtt.port",
+            ),
+            (
+                MqttSettings {
+                    keep_alive_secs: 0,
+                    ..Default::default()
+                },
+                "mqtt.keep_alive_secs",
+            ),
+        ] {
+            let err = block.check("mqtt").unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("`{key}`")),
+                "{key}: {err}"
+            );
+        }
+    }
+}

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rumqttc::MqttOptions;
-use service_kit::{Binary, ClientId, MqttConfig, MqttSettings, Secret, SettingsError};
+use service_kit::{Binary, MqttConfig, MqttSettings, Secret, SettingsError};
 
 use crate::http::state::ClientConfig;
 
@@ -108,9 +108,7 @@ impl Settings {
     /// # Errors
     /// [`SettingsError::Invalid`] for the first setting that cannot work.
     pub fn validate(self) -> Result<GatewayConfig, SettingsError> {
-        let mqtt = self
-            .mqtt
-            .connection(ClientId::Generated("scrap-pulse-gateway"))?;
+        let mqtt = self.mqtt.connection("scrap-pulse-gateway")?;
         let listen = listen_addr(&self.http.listen)?;
         let auth_token = self.http.auth_token()?;
         if self.ws.client_timeout_secs <= self.ws.ping_interval_secs {

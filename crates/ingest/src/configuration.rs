@@ -13,7 +13,7 @@ use aggregator_core::topic::machine_from_readings_topic;
 use aggregator_core::trend::TrendConfig;
 use aggregator_core::{ParseLimits, WindowConfig};
 use rumqttc::{LastWill, MqttOptions, QoS};
-use service_kit::{Binary, ClientId, MqttConfig, MqttSettings, SettingsError};
+use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError};
 
 use crate::shard::Shard;
 
@@ -160,9 +160,11 @@ impl Settings {
     /// # Errors
     /// [`SettingsError::Invalid`] naming the first bad setting.
     pub fn validate(self) -> Result<IngestConfig, SettingsError> {
-        let mqtt = self
-            .mqtt
-            .connection(ClientId::Stable("scrap-pulse-ingest"))?;
+        if self.mqtt.client_id.trim().is_empty() {
+            let message = "must not be empty: ingest's persistent session is bound to it";
+            return Err(SettingsError::invalid("mqtt.client_id", message));
+        }
+        let mqtt = self.mqtt.connection("scrap-pulse-ingest")?;
         let shard = &self.shard;
         if shard.index >= shard.count {
             return Err(SettingsError::invalid(

@@ -33,6 +33,6 @@ pub use brokers::{BrokerAddr, Failover, OptionsFor, parse_hosts};
 pub use secret::Secret;
 pub use security::{MqttSecurity, SecurityError, SecuritySettings};
 pub use settings::{
-    Binary, ClientId, EXIT_BAD_SETTINGS, Field, Limited, MqttConfig, MqttSettings, Setting,
-    SettingsError, describe_range, in_range, join_key, no_delay,
+    Binary, EXIT_BAD_SETTINGS, Field, MqttConfig, MqttSettings, Setting, SettingsError,
+    describe_range, in_range, join_key, no_delay,
 };

@@ -1,5 +1,5 @@
-//! The `[mqtt]` section every service has: where the brokers are, who we are, how we log in,
-//! how we reconnect; checked once into [`MqttConfig`], which builds rumqttc's options.
+//! The `[mqtt]` section every service has, checked once into [`MqttConfig`], which builds
+//! rumqttc's options.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,8 +17,7 @@ crate::settings! {
         host: String = "localhost".into();
         /// Broker TCP port.
         port: u16 = 1883, in 1..=65_535;
-        /// MQTT client id; empty: the service's own (`scrap-pulse-<service>-<pid>-<random>`,
-        /// unique per process, except ingest, whose persistent session needs a stable one).
+        /// MQTT client id; empty: `scrap-pulse-<service>-<pid>-<random>`, unique per process.
         client_id: String = String::new();
         /// MQTT keep-alive in seconds.
         keep_alive_secs: u64 = 30, in 1..=65_535;
@@ -40,20 +39,9 @@ crate::settings! {
         reconnect_min_ms: u64 = 100, in 1..=60_000;
         /// Longest pause between reconnection attempts, in ms.
         reconnect_max_ms: u64 = 5_000, in 1..=600_000;
-        /// Largest MQTT packet read from the broker, in bytes (at most 256 MiB, MQTT's limit).
+        /// Largest MQTT packet read from the broker, in bytes (MQTT allows 256 MiB).
         max_packet_bytes: usize = 1_114_112, in 1_024..=268_435_455;
     }
-}
-
-/// How a service names itself when `mqtt.client_id` is empty.
-#[derive(Debug, Clone, Copy)]
-pub enum ClientId {
-    /// This id: a persistent session is bound to it (ingest), so it must stay the same.
-    Stable(&'static str),
-    /// Made up per process as `<prefix>-<pid>-<nanos>`, so replicas never share one (the
-    /// broker drops the older of two clients with the same id). The pid alone is not enough:
-    /// in containers every service is pid 1.
-    Generated(&'static str),
 }
 
 /// The checked `[mqtt]` section in working types.
@@ -74,17 +62,17 @@ pub struct MqttConfig {
 }
 
 impl MqttSettings {
-    /// Checks what the limits cannot (the host list, the client id, login and TLS, whose
-    /// files are read now, so that a bad CA fails at start-up naming its setting).
+    /// Checks what the limits cannot (the host list, login and TLS, whose files are read now
+    /// so that a bad CA fails at start-up, naming its setting). An empty client id is made up
+    /// as `<prefix>-<pid>-<nanos>`, so that replicas never share one (the broker drops the
+    /// older of two clients with the same id; in containers every pid is 1).
     ///
     /// # Errors
     /// [`SettingsError::Invalid`] naming the first bad `mqtt.*` key.
-    pub fn connection(&self, client_id: ClientId) -> Result<MqttConfig, SettingsError> {
-        let brokers = crate::parse_hosts(&self.host, self.port)?;
-        let client_id = match client_id {
-            _ if !self.client_id.trim().is_empty() => self.client_id.clone(),
-            ClientId::Stable(id) => id.to_owned(),
-            ClientId::Generated(prefix) => generated_client_id(prefix),
+    pub fn connection(&self, prefix: &str) -> Result<MqttConfig, SettingsError> {
+        let client_id = match self.client_id.trim() {
+            "" => generated_client_id(prefix),
+            _ => self.client_id.clone(),
         };
         if client_id.len() > usize::from(u16::MAX) {
             return Err(SettingsError::invalid(
@@ -93,10 +81,8 @@ impl MqttSettings {
             ));
         }
         if self.reconnect_max_ms < self.reconnect_min_ms {
-            return Err(SettingsError::invalid(
-                "mqtt.reconnect_max_ms",
-                "must not be below mqtt.reconnect_min_ms",
-            ));
+            let message = "must not be below mqtt.reconnect_min_ms";
+            return Err(SettingsError::invalid("mqtt.reconnect_max_ms", message));
         }
         let security = SecuritySettings {
             username: self.username.clone(),
@@ -106,13 +92,12 @@ impl MqttSettings {
             tls_ca_file: self.tls_ca_file.clone(),
             tls_client_cert_file: self.tls_client_cert_file.clone(),
             tls_client_key_file: self.tls_client_key_file.clone(),
-        }
-        .load("mqtt.")?;
+        };
         Ok(MqttConfig {
-            brokers,
+            brokers: crate::parse_hosts(&self.host, self.port)?,
             client_id,
             keep_alive: Duration::from_secs(self.keep_alive_secs),
-            security,
+            security: security.load("mqtt.")?,
             reconnect: (
                 Duration::from_millis(self.reconnect_min_ms),
                 Duration::from_millis(self.reconnect_max_ms),
@@ -123,28 +108,22 @@ impl MqttSettings {
 }
 
 impl MqttConfig {
-    /// rumqttc options for `broker` (one of [`brokers`](Self::brokers)): client id, address,
-    /// keep-alive, packet limit, login and TLS; each service adds its session and queues.
+    /// rumqttc options for `broker`: client id, keep-alive, packet limit, login and TLS; each
+    /// service adds its session and queues.
     pub fn options_at(&self, broker: &BrokerAddr) -> MqttOptions {
         let mut options = MqttOptions::new(&self.client_id, &broker.host, broker.port);
-        options
-            .set_keep_alive(self.keep_alive)
-            .set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
+        options.set_keep_alive(self.keep_alive);
+        options.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
         self.security.apply_to(&mut options);
         options
     }
 
-    /// The broker list, starting at the first, with `options` building each broker's
-    /// options (the same for all: a persistent session resumes on a broker that shares it).
+    /// The broker list from the first, each broker's options built by `options`.
     pub fn failover(
         &self,
-        options: impl Fn(&Self, &BrokerAddr) -> MqttOptions + Send + Sync + 'static,
+        options: impl Fn(&BrokerAddr) -> MqttOptions + Send + Sync + 'static,
     ) -> Failover {
-        let config = self.clone();
-        Failover::new(
-            self.brokers.clone(),
-            Box::new(move |broker| options(&config, broker)),
-        )
+        Failover::new(self.brokers.clone(), Box::new(options))
     }
 
     /// The reconnect pacing.
@@ -153,9 +132,8 @@ impl MqttConfig {
     }
 }
 
-/// Turns Nagle's algorithm off on the broker connection. rumqttc leaves it on, so a small
-/// PUBLISH (an aggregate) waited for the broker's ACK of the segment sent just before, i.e. for
-/// the next reading: 20 ms of latency at 50 msg/s. Latency matters more here than segment count.
+/// Turns Nagle's algorithm off: with it on, a small PUBLISH (an aggregate) waited for the
+/// broker's ACK of the segment before, i.e. for the next reading (20 ms at 50 msg/s).
 pub fn no_delay(event_loop: &mut rumqttc::EventLoop) {
     let mut network = event_loop.network_options();
     network.set_tcp_nodelay(true);
@@ -164,11 +142,12 @@ pub fn no_delay(event_loop: &mut rumqttc::EventLoop) {
 
 /// `<prefix>-<pid>-<nanos>`: unique per process and start.
 fn generated_client_id(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos:x}", std::process::id())
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    format!(
+        "{prefix}-{}-{:x}",
+        std::process::id(),
+        now.map(|d| d.subsec_nanos()).unwrap_or_default()
+    )
 }
 
 #[cfg(test)]
@@ -177,9 +156,9 @@ mod tests {
     use crate::Setting;
 
     #[test]
-    fn the_client_id_is_stable_generated_or_given() {
+    fn the_client_id_is_generated_or_given() {
         let settings = MqttSettings::default();
-        let generated = settings.connection(ClientId::Generated("made-up")).unwrap();
+        let generated = settings.connection("made-up").unwrap();
         let pid = format!("made-up-{}-", std::process::id());
         assert!(
             generated.client_id.starts_with(&pid),
@@ -191,14 +170,12 @@ mod tests {
             generated.options_at(broker).client_id(),
             generated.client_id
         );
-        let stable = settings.connection(ClientId::Stable("ingest")).unwrap();
-        assert_eq!(stable.client_id, "ingest");
         let given = MqttSettings {
             client_id: "ingest-1".into(),
             keep_alive_secs: 7,
             ..MqttSettings::default()
         }
-        .connection(ClientId::Stable("ingest"))
+        .connection("ingest")
         .unwrap();
         assert_eq!(given.client_id, "ingest-1");
         assert_eq!(
@@ -233,7 +210,7 @@ mod tests {
             ),
         ];
         for (block, key) in cases {
-            let err = block.connection(ClientId::Generated("test")).unwrap_err();
+            let err = block.connection("test").unwrap_err();
             assert!(
                 err.to_string().contains(&format!("`{key}`")),
                 "{key}: {err}"

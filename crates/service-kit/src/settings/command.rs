@@ -2,23 +2,17 @@
 //! its limits, variables and default, plus `--config` and `--example-config`) and the example
 //! settings file, every key with the same facts, which is each service's settings reference.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
 
-use clap::parser::ValueSource;
+use clap::error::ErrorKind;
 use clap::{Arg, ArgAction, Command};
 use serde_json::Value as Json;
 
 use super::load::Leaf;
 use super::{Binary, Field, SettingsError, join_key};
 
-/// What the command line said: the file, and the flags given as `(key, text)`.
-pub(super) struct Parsed {
-    pub config: Option<PathBuf>,
-    pub flags: Vec<(String, String)>,
-}
-
-/// Parses `args` (program name first) against the settings' flags.
+/// Parses `args` (program name first): the flags given, by key (`config` for `--config`).
 ///
 /// # Errors
 /// [`SettingsError::Flag`] for a bad command line, [`SettingsError::Shown`] for the texts.
@@ -27,35 +21,28 @@ pub(super) fn parse(
     leaves: &[Leaf],
     fields: &[Field],
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
-) -> Result<Parsed, SettingsError> {
+) -> Result<BTreeMap<String, String>, SettingsError> {
     let matches = command(binary, leaves)
         .try_get_matches_from(args)
         .map_err(|e| {
             let text = e.render().to_string();
             match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    SettingsError::Shown(text)
-                }
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => SettingsError::Shown(text),
                 _ => SettingsError::Flag(
                     text.lines()
                         .next()
                         .unwrap_or_default()
-                        .trim_start_matches("error: ")
-                        .into(),
+                        .replace("error: ", ""),
                 ),
             }
         })?;
     if matches.get_flag("example-config") {
         return Err(SettingsError::Shown(example(binary, leaves, fields)));
     }
-    let given = |l: &&Leaf| matches.value_source(&l.key) == Some(ValueSource::CommandLine);
-    let flags = leaves.iter().filter(given);
-    Ok(Parsed {
-        config: matches.get_one::<String>("config").map(PathBuf::from),
-        flags: flags
-            .filter_map(|l| Some((l.key.clone(), matches.get_one::<String>(&l.key)?.clone())))
-            .collect(),
-    })
+    let keys = leaves.iter().map(|l| l.key.as_str()).chain(["config"]);
+    let given =
+        keys.filter_map(|key| Some((key.to_owned(), matches.get_one::<String>(key)?.clone())));
+    Ok(given.collect())
 }
 
 fn command(binary: &Binary, leaves: &[Leaf]) -> Command {

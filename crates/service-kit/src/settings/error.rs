@@ -29,9 +29,6 @@ pub enum SettingsError {
     /// The command line cannot be parsed.
     #[error("{0} (see --help)")]
     Flag(String),
-    /// Merging the layers failed in a way the `config` crate describes itself.
-    #[error("cannot load settings: {0}")]
-    Load(config::ConfigError),
     /// Not a failure: the text `--help`, `--version` or `--example-config` asked for.
     #[error("{0}")]
     Shown(String),
@@ -57,70 +54,9 @@ impl SettingsError {
     }
 }
 
-impl From<config::ConfigError> for SettingsError {
-    fn from(error: config::ConfigError) -> Self {
-        use config::ConfigError::{At, Message, Type};
-        match error {
-            Type {
-                unexpected,
-                expected,
-                key: Some(key),
-                ..
-            } => Self::invalid(
-                readable_key(&key),
-                format!("{unexpected}, expected {expected}"),
-            ),
-            At {
-                error,
-                key: Some(key),
-                ..
-            } => match *error {
-                Message(message) => Self::invalid(readable_key(&key), message),
-                other => Self::from(other),
-            },
-            other => Self::Load(other),
-        }
-    }
-}
-
-/// The `config` crate's `alarm[0]sum_above` as `alarm[1].sum_above`: tables counted from 1,
-/// as in the file.
-fn readable_key(key: &str) -> String {
-    let mut out = String::new();
-    for (n, part) in key.split('[').enumerate() {
-        match part.split_once(']') {
-            Some((index, rest)) if n > 0 => {
-                let index = index
-                    .parse::<usize>()
-                    .map_or(index.to_owned(), |i| (i + 1).to_string());
-                let dot = if rest.is_empty() || rest.starts_with('.') {
-                    ""
-                } else {
-                    "."
-                };
-                out.push_str(&format!("[{index}]{dot}{rest}"));
-            }
-            _ => out.push_str(part),
-        }
-    }
-    out
-}
-
 /// Login and TLS errors already name the setting.
 impl From<crate::SecurityError> for SettingsError {
     fn from(error: crate::SecurityError) -> Self {
         Self::invalid(error.setting, error.message)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_keys_read_as_dotted_paths_counted_from_one() {
-        assert_eq!(readable_key("alarm[0]sum_above"), "alarm[1].sum_above");
-        assert_eq!(readable_key("ws.max_clients"), "ws.max_clients");
-        assert_eq!(readable_key("a[1][2]b"), "a[2][3].b");
     }
 }

@@ -1,14 +1,12 @@
-//! Layering: defaults < the settings file < the environment < flags, merged by the `config`
-//! crate into the service's settings struct, then checked. The defaults, serialized, are the
-//! schema: a file key or a variable with the service's prefix that names no setting is refused
-//! (a typo is never silently ignored), and a value from the environment or a flag is typed
-//! like its default.
+//! Layering: built-in defaults < the settings file < the environment < flags, merged as JSON
+//! and deserialized into the service's settings struct by serde, which names the key of a bad
+//! value. The defaults, serialized, are the schema: a file key or a variable with the
+//! service's prefix that names no setting is refused (a typo is never silently ignored).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 
-use config::{Config, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
@@ -45,8 +43,8 @@ impl Binary {
     pub fn settings<T: Setting + Serialize + DeserializeOwned + Default>(&self) -> T {
         let env = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-        self.load(std::env::args_os(), env)
-            .unwrap_or_else(|e| e.exit(self.name))
+        let loaded = self.load(std::env::args_os(), env);
+        loaded.unwrap_or_else(|e| e.exit(self.name))
     }
 
     /// Layers defaults < file (`--config`, or `<PREFIX>_CONFIG`) < `env` < the flags in `args`
@@ -59,34 +57,28 @@ impl Binary {
         args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<T, SettingsError> {
-        let defaults = T::default();
-        let (fields, schema) = (T::fields(), to_json(&defaults));
-        let leaves = self.leaves(&fields, &schema, "");
+        let (fields, mut json) = (T::fields(), to_json(&T::default()));
+        let leaves = self.leaves(&fields, &json, "");
         let env: BTreeMap<String, String> = env.into_iter().collect();
-        let parsed = command::parse(self, &leaves, &fields, args)?;
+        let mut given = command::parse(self, &leaves, &fields, args)?;
         self.check_variables(&leaves, &env)?;
-        let mut builder = Config::builder().add_source(Config::try_from(&defaults)?);
-        let config_var = format!("{}_CONFIG", self.env_prefix);
-        let from_env = env
-            .get(&config_var)
-            .filter(|p| !p.is_empty())
-            .map(Into::into);
-        if let Some(path) = parsed.config.or(from_env) {
-            let table = read_file(&path, &with_elements(schema, &fields))?;
-            builder = builder.add_source(Config::try_from(&table)?);
+        let config = given.remove("config");
+        let config = config.or_else(|| env.get(&format!("{}_CONFIG", self.env_prefix)).cloned());
+        if let Some(path) = config.filter(|p| !p.is_empty()) {
+            let schema = with_elements(json.clone(), &fields);
+            merge(&mut json, read_file(Path::new(&path), &schema)?);
         }
         for leaf in &leaves {
-            // The generated name first: it wins over an alias.
-            if let Some(text) = leaf.env.iter().find_map(|name| env.get(name)) {
-                builder = builder.set_override(&leaf.key, typed_like(text, &leaf.default))?;
+            // A flag, else the generated variable, else an alias.
+            let from_env = || leaf.env.iter().find_map(|name| env.get(name).cloned());
+            if let Some(text) = given.remove(&leaf.key).or_else(from_env) {
+                merge_at(&mut json, &leaf.key, typed(&text, leaf.field.ty));
             }
         }
-        for (key, text) in parsed.flags {
-            let leaf = leaves.iter().find(|l| l.key == key);
-            let value = typed_like(&text, leaf.map_or(&Json::Null, |l| &l.default));
-            builder = builder.set_override(key, value)?;
-        }
-        let settings: T = builder.build()?.try_deserialize()?;
+        let settings: T = serde_path_to_error::deserialize(json).map_err(|e| {
+            let message = e.inner().to_string();
+            SettingsError::invalid(readable_path(e.path()), message)
+        })?;
         settings.check("")?;
         Ok(settings)
     }
@@ -107,18 +99,21 @@ impl Binary {
                 out.extend(self.leaves(&field.fields, &default, &key));
                 continue;
             }
-            let mut env =
-                vec![format!("{}_{}", self.env_prefix, key.replace('.', "_")).to_uppercase()];
+            let generated = format!("{}_{}", self.env_prefix, key.replace('.', "_"));
             let aliases = self.env_aliases.iter().filter(|(_, k)| *k == key);
-            env.extend(aliases.map(|(name, _)| (*name).to_owned()));
+            let env = std::iter::once(generated.to_uppercase());
+            let env = env
+                .chain(aliases.map(|(name, _)| (*name).to_owned()))
+                .collect();
             let flag = field
                 .flag
-                .map_or_else(|| key.replace(['.', '_'], "-"), str::to_owned);
+                .map_or(key.replace(['.', '_'], "-"), str::to_owned);
+            let field = field.clone();
             out.push(Leaf {
                 key,
                 flag,
                 env,
-                field: field.clone(),
+                field,
                 default,
             });
         }
@@ -132,24 +127,22 @@ impl Binary {
         env: &BTreeMap<String, String>,
     ) -> Result<(), SettingsError> {
         let prefix = format!("{}_", self.env_prefix);
+        let config = format!("{prefix}CONFIG");
         let known: Vec<&str> = leaves
             .iter()
-            .flat_map(|l| l.env.iter().map(String::as_str))
+            .flat_map(|l| &l.env)
+            .map(String::as_str)
             .collect();
         let unknown = env.iter().find(|(name, value)| {
-            name.starts_with(&prefix)
-                && !known.contains(&name.as_str())
-                && **name != format!("{prefix}CONFIG")
-                && !service_link(name, value)
+            let known = known.contains(&name.as_str()) || **name == config;
+            name.starts_with(&prefix) && !known && !service_link(name, value)
         });
-        match unknown {
-            None => Ok(()),
-            Some((name, _)) => Err(SettingsError::UnknownVariable {
-                name: name.clone(),
-                hint: closest(name, known.iter().copied())
-                    .map_or_else(String::new, |k| format!("; did you mean {k}?")),
-            }),
-        }
+        let Some((name, _)) = unknown else {
+            return Ok(());
+        };
+        let hint = closest(name, known.into_iter()).map(|k| format!("; did you mean {k}?"));
+        let (name, hint) = (name.clone(), hint.unwrap_or_default());
+        Err(SettingsError::UnknownVariable { name, hint })
     }
 }
 
@@ -161,47 +154,41 @@ fn to_json(value: &impl Serialize) -> Json {
 /// `INGEST_PORT=tcp://...`, `INGEST_PORT_9100_TCP_ADDR`): a service named like the binary must
 /// not stop it from starting.
 fn service_link(name: &str, value: &str) -> bool {
-    let port_tail = name
+    let tail = name
         .rsplit_once("_PORT_")
         .map(|(_, tail)| tail.split('_').collect::<Vec<_>>());
+    let port_var = |t: Vec<&str>| t.len() > 1 && t[0].parse::<u16>().is_ok() && t[1].len() <= 4;
     name.ends_with("_SERVICE_HOST")
         || name.contains("_SERVICE_PORT")
         || (name.ends_with("_PORT") && value.contains("://"))
-        || port_tail.is_some_and(|t| {
-            t.len() >= 2 && t[0].parse::<u16>().is_ok() && ["TCP", "UDP", "SCTP"].contains(&t[1])
-        })
+        || tail.is_some_and(port_var)
 }
 
 /// The file as JSON, every key checked against `schema`.
 fn read_file(path: &Path, schema: &Json) -> Result<Json, SettingsError> {
     let error = |message: String| SettingsError::File {
-        path: path.to_path_buf(),
+        path: path.into(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let message = e.message().trim().replace('\n', " ");
-        match e.span() {
-            Some(span) => error(format!(
-                "line {}: {message}",
-                text[..span.start].lines().count().max(1)
-            )),
-            None => error(message),
-        }
+        let line = e
+            .span()
+            .map_or(0, |span| text[..span.start].lines().count().max(1));
+        error(format!(
+            "line {line}: {}",
+            e.message().trim().replace('\n', " ")
+        ))
     })?;
     let json = to_json(&table);
-    if let Some((key, known)) = first_unknown(&json, schema, "") {
-        let (table, last) = key.rsplit_once('.').unwrap_or(("", &key));
-        let hint = closest(last, known.iter().map(String::as_str)).map_or_else(String::new, |k| {
-            format!("; did you mean `{}`?", join_key(table, k))
-        });
-        return Err(SettingsError::UnknownKey {
-            path: path.to_path_buf(),
-            key,
-            hint,
-        });
-    }
-    Ok(json)
+    let Some((key, known)) = first_unknown(&json, schema, "") else {
+        return Ok(json);
+    };
+    let (table, last) = key.rsplit_once('.').unwrap_or(("", &key));
+    let hint = closest(last, known.iter().map(String::as_str));
+    let hint = hint.map(|k| format!("; did you mean `{}`?", join_key(table, k)));
+    let (path, hint) = (path.into(), hint.unwrap_or_default());
+    Err(SettingsError::UnknownKey { path, key, hint })
 }
 
 /// The first key of `given` (dotted) that `schema` lacks, with the keys its table knows. A
@@ -209,16 +196,16 @@ fn read_file(path: &Path, schema: &Json) -> Result<Json, SettingsError> {
 /// position from 1 (`alarm[2].clear_belw`).
 fn first_unknown(given: &Json, schema: &Json, prefix: &str) -> Option<(String, Vec<String>)> {
     match (given, schema) {
-        (Json::Object(given), Json::Object(known)) => {
-            given.iter().find_map(|(k, v)| match known.get(k) {
-                None => Some((join_key(prefix, k), known.keys().cloned().collect())),
-                Some(default) => first_unknown(v, default, &join_key(prefix, k)),
-            })
-        }
+        (Json::Object(given), Json::Object(known)) => given.iter().find_map(|(k, v)| {
+            let Some(default) = known.get(k) else {
+                return Some((join_key(prefix, k), known.keys().cloned().collect()));
+            };
+            first_unknown(v, default, &join_key(prefix, k))
+        }),
         (Json::Array(items), Json::Array(element)) => {
-            items.iter().enumerate().find_map(|(n, item)| {
-                first_unknown(item, element.first()?, &format!("{prefix}[{}]", n + 1))
-            })
+            let at = |n: usize| format!("{prefix}[{}]", n + 1);
+            let mut items = items.iter().enumerate();
+            items.find_map(|(n, item)| first_unknown(item, element.first()?, &at(n)))
         }
         _ => None,
     }
@@ -235,6 +222,37 @@ fn with_elements(mut schema: Json, fields: &[Field]) -> Json {
         }
     }
     schema
+}
+
+/// `over` merged into `base`, table by table.
+fn merge(base: &mut Json, over: Json) {
+    match (base, over) {
+        (Json::Object(base), Json::Object(over)) => {
+            for (key, value) in over {
+                merge(base.entry(key).or_insert(Json::Null), value);
+            }
+        }
+        (base, over) => *base = over,
+    }
+}
+
+/// `value` set at the dotted `key`.
+fn merge_at(base: &mut Json, key: &str, value: Json) {
+    let over = key
+        .rsplit('.')
+        .fold(value, |value, part| serde_json::json!({ part: value }));
+    merge(base, over);
+}
+
+/// A serde path (`alarm[0].sum_above`) with tables counted from 1, as in the file.
+fn readable_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment::{Map, Seq};
+    let parts = path.iter().map(|segment| match segment {
+        Seq { index } => format!("[{}]", index + 1),
+        Map { key } => format!(".{key}"),
+        other => format!(".{other}"),
+    });
+    parts.collect::<String>().trim_start_matches('.').to_owned()
 }
 
 /// The known name nearest to `name` if it is a near miss: at most two edits, or a third of a
@@ -255,33 +273,25 @@ fn closest<'k>(name: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k s
         }
         row[name.len()]
     };
-    known
-        .map(|k| (distance(k), k))
-        .filter(|(d, _)| *d <= limit)
-        .min()
-        .map(|(_, k)| k)
+    let near = known.map(|k| (distance(k), k)).filter(|(d, _)| *d <= limit);
+    near.min().map(|(_, k)| k)
 }
 
-/// A value from the environment or a flag, typed like the default: a number or boolean when
-/// the text is one, a list for a list (comma separated), else the text (a wrong type is then
-/// reported with the key).
-fn typed_like(text: &str, like: &Json) -> Value {
+/// A value from a variable or a flag, typed as its field is declared: a number or a boolean
+/// when the text is one, a list for a list (comma separated), else the text (a wrong type is
+/// then reported with the key).
+fn typed(text: &str, ty: &str) -> Json {
     let text = text.trim();
-    match like {
-        Json::Array(_) => {
-            let items = text.split(',').map(str::trim).filter(|s| !s.is_empty());
-            Value::from(items.map(str::to_owned).collect::<Vec<_>>())
-        }
-        Json::Bool(_) => text
-            .parse::<bool>()
-            .map_or_else(|_| text.into(), Value::from),
-        Json::Number(n) if n.is_f64() => text
-            .parse::<f64>()
-            .map_or_else(|_| text.into(), Value::from),
-        Json::Number(_) => text
-            .parse::<i64>()
-            .map_or_else(|_| text.into(), Value::from),
-        _ => Value::from(text),
+    let number = ["u8", "u16", "u32", "u64", "usize", "f64"]
+        .iter()
+        .any(|n| ty.contains(n));
+    if ty.starts_with("Vec") {
+        let items = text.split(',').map(str::trim).filter(|s| !s.is_empty());
+        Json::from(items.collect::<Vec<_>>())
+    } else if let (true, Ok(value)) = (number || ty.contains("bool"), text.parse::<Json>()) {
+        value
+    } else {
+        Json::from(text)
     }
 }
 

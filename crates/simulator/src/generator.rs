@@ -564,6 +564,79 @@ mod tests {
         );
     }
 
+    /// The bytes of every malformed payload, so that a change to how they are written cannot
+    /// quietly change what ingest receives (the integration test checks only the reasons).
+    #[test]
+    fn every_reason_has_its_exact_payload() {
+        let mut generator = Generator::new(&config(9, 0.0));
+        let times = TimeStamps::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let padding = "x".repeat(TOO_LARGE_PADDING);
+        let expected = [
+            (
+                RejectionReason::TooLarge,
+                "machines/B1/scrap",
+                format!(r#"{{"machineId":"B1","scrapIndex":7,"value":1,"padding":"{padding}"}}"#),
+            ),
+            (
+                RejectionReason::InvalidJson,
+                "machines/B1/scrap",
+                r#"{"machineId":"B1","scrapIndex":7,"value":"#.to_owned(),
+            ),
+            (
+                RejectionReason::MissingField,
+                "machines/B1/scrap",
+                r#"{"machineId":"B1","scrapIndex":7,"timestamp":"2027-01-15T08:00:00.000Z"}"#
+                    .to_owned(),
+            ),
+            (
+                RejectionReason::BadValue,
+                "machines/B1/scrap",
+                r#"{"machineId":"B1","scrapIndex":7,"value":"not-a-number","timestamp":"2027-01-15T08:00:00.000Z"}"#
+                    .to_owned(),
+            ),
+            (
+                RejectionReason::MachineMismatch,
+                "machines/B1/scrap",
+                r#"{"machineId":"not-B1","scrapIndex":7,"value":1,"timestamp":"2027-01-15T08:00:00.000Z"}"#
+                    .to_owned(),
+            ),
+            (
+                RejectionReason::Late,
+                "machines/B1/scrap",
+                r#"{"machineId":"B1","scrapIndex":7,"value":1,"timestamp":"2027-01-15T07:00:00.000Z"}"#
+                    .to_owned(),
+            ),
+            (
+                RejectionReason::Future,
+                "machines/B1/scrap",
+                r#"{"machineId":"B1","scrapIndex":7,"value":1,"timestamp":"2027-01-15T09:00:00.000Z"}"#
+                    .to_owned(),
+            ),
+            (
+                RejectionReason::TooManyKeys,
+                "machines/x9-0/scrap",
+                r#"{"machineId":"x9-0","scrapIndex":7,"value":1}"#.to_owned(),
+            ),
+            // Every `too_many_keys` reading takes the next fresh machine id.
+            (
+                RejectionReason::TooManyKeys,
+                "machines/x9-1/scrap",
+                r#"{"machineId":"x9-1","scrapIndex":7,"value":1}"#.to_owned(),
+            ),
+        ];
+        for (kind, want_topic, want_payload) in expected {
+            let (mut topic, mut payload) = (String::new(), Vec::new());
+            generator.write_invalid(kind, 1, 7, &times, &mut topic, &mut payload);
+            assert_eq!(topic, want_topic, "{kind}");
+            assert!(
+                payload == want_payload.as_bytes(),
+                "{kind}: {}",
+                String::from_utf8_lossy(&payload)
+            );
+        }
+        assert_eq!(generator.flood_keys(), 2);
+    }
+
     #[test]
     fn float_ranges_give_two_decimals() {
         let mut config = config(5, 0.0);

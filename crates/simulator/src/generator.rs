@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::macros::{format_description, offset};
 
 use crate::configuration::{SimConfig, ValueRange};
-use crate::invalid::{FUTURE_BY_SECS, LATE_BY_SECS, TOO_LARGE_PADDING};
+use crate::invalid::{FUTURE_BY_SECS, LATE_BY_SECS, Malformed, When};
 
 /// The time values of one send instant, formatted once and shared by a batch of messages.
 #[derive(Debug, Clone)]
@@ -59,6 +59,15 @@ impl TimeStamps {
     /// The time values of the current wall-clock time.
     pub fn now() -> Self {
         Self::at(SystemTime::now())
+    }
+
+    /// `when` in RFC 3339 UTC, for the `timestamp` of a malformed payload.
+    pub(crate) fn rfc3339(&self, when: When) -> &str {
+        match when {
+            When::Now => &self.rfc3339_utc,
+            When::Late => &self.late,
+            When::Future => &self.future,
+        }
     }
 }
 
@@ -275,80 +284,17 @@ impl Generator {
         topic: &mut String,
         payload: &mut Vec<u8>,
     ) {
-        let id = &self.machines[machine];
-        let now = &times.rfc3339_utc;
-        match kind {
-            // Valid JSON with 65 KiB of padding.
-            RejectionReason::TooLarge => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"padding\":\""
-                );
-                payload.resize(payload.len() + TOO_LARGE_PADDING, b'x');
-                payload.extend_from_slice(b"\"}");
-            }
-            // Truncated JSON.
-            RejectionReason::InvalidJson => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":"
-                );
-            }
-            // No `value` field.
-            RejectionReason::MissingField => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"timestamp\":\"{now}\"}}"
-                );
-            }
-            // `value` is a word, not a number.
-            RejectionReason::BadValue => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":\"not-a-number\",\"timestamp\":\"{now}\"}}"
-                );
-            }
-            // `machineId` names another machine than the topic.
-            RejectionReason::MachineMismatch => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"not-{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"timestamp\":\"{now}\"}}"
-                );
-            }
-            // Time one hour in the past.
-            RejectionReason::Late => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"timestamp\":\"{}\"}}",
-                    times.late
-                );
-            }
-            // Time one hour in the future.
-            RejectionReason::Future => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"timestamp\":\"{}\"}}",
-                    times.future
-                );
-            }
-            // A valid reading on a fresh machine id (see the `invalid` module docs).
-            RejectionReason::TooManyKeys => {
-                let fresh = format!("x{}-{}", self.seed, self.flood_next);
-                self.flood_next += 1;
-                write_topic(topic, &fresh);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{fresh}\",\"scrapIndex\":{scrap_index},\"value\":1}}"
-                );
-            }
-        }
+        let malformed = Malformed::of(kind);
+        let fresh;
+        let id = if malformed.fresh_machine {
+            fresh = format!("x{}-{}", self.seed, self.flood_next);
+            self.flood_next += 1;
+            &fresh
+        } else {
+            &self.machines[machine]
+        };
+        write_topic(topic, id);
+        malformed.write(id, scrap_index, times, payload);
     }
 
     /// Malformed messages sent so far, per reason (indexed like [`RejectionReason::ALL`]).
@@ -393,6 +339,7 @@ mod tests {
     use aggregator_core::{ParseLimits, WindowConfig, WindowStore, parse_reading};
 
     use super::*;
+    use crate::invalid::TOO_LARGE_PADDING;
 
     fn config(seed: u64, invalid_ratio: f64) -> SimConfig {
         let mut config = SimConfig::for_broker("localhost", 1883);

@@ -24,6 +24,8 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 # shellcheck source=scripts/lib/broker.sh
 source "$repo_root/scripts/lib/broker.sh"
+# shellcheck source=scripts/lib/build.sh
+source "$repo_root/scripts/lib/build.sh"
 
 mqtt_port=${MQTT_PORT:-1883}
 ws_port=${MQTT_WS_PORT:-9001}
@@ -64,7 +66,7 @@ for entry in "MQTT_PORT:$mqtt_port" "MQTT_WS_PORT:$ws_port" "GATEWAY_PORT:$gatew
 done
 
 say "building ingest, gateway and simulator (profile $profile)"
-cargo build --profile "$profile" --bin ingest --bin gateway --bin simulator
+build_services "$profile"
 target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
 if [[ "$profile" == dev ]]; then bin_dir=$target_dir/debug; else bin_dir=$target_dir/$profile; fi
 

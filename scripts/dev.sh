@@ -200,7 +200,7 @@ wait_http ingest "http://127.0.0.1:$ingest_port/health"
 say "starting gateway"
 # The dashboard from frontend/ on disk rather than the copy built into the binary, so that
 # an edit there shows on reload (Chart.js from frontend/vendor/, no npm needed).
-start gateway env GATEWAY_LISTEN="127.0.0.1:$gateway_port" GATEWAY_STATIC_DIR="$repo_root/frontend" \
+start gateway env GATEWAY_LISTEN="127.0.0.1:$gateway_port" GATEWAY_HTTP_STATIC_DIR="$repo_root/frontend" \
   "$bin_dir/gateway" ${gateway_config:+--config "$gateway_config"}
 wait_http gateway "http://127.0.0.1:$gateway_port/api/health"
 

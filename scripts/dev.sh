@@ -8,29 +8,32 @@
 #
 # Usage: scripts/dev.sh [SIMULATOR FLAGS...]      (or `just dev ...`)
 #   e.g. scripts/dev.sh --rate 500 --machines 20
+#        INGEST_CONFIG=alarms.toml scripts/dev.sh
 #
 # Environment (defaults in brackets):
-#   MQTT_PORT [1883]       broker port; set another one when a system Mosquitto owns 1883
-#   MQTT_WS_PORT [9001]    broker WebSocket port
-#   GATEWAY_PORT [8000]    dashboard and API, on 127.0.0.1
-#   INGEST_PORT [9100]     ingest health and metrics, on 127.0.0.1
-#   DEV_PROFILE [dev]      cargo profile to build and run (e.g. release)
-#   DEV_SIMULATOR [1]      0: do not start the simulator
-#   DEV_KEEP_DATA [0]      1: keep the temp dir (broker data, ingest data, logs)
-#   RUST_LOG [info]        log filter of the three services
+#   MQTT_PORT [1883]         broker port; set another one when a system Mosquitto owns 1883
+#   MQTT_WS_PORT [9001]      broker WebSocket port
+#   DEV_GATEWAY_PORT [8000]  dashboard and API, on 127.0.0.1
+#   DEV_INGEST_PORT [9100]   ingest health and metrics, on 127.0.0.1
+#   INGEST_CONFIG [none]     ingest's settings file (alarm rules, shards, ...), given to it
+#                            as --config; checked before anything starts
+#   GATEWAY_CONFIG [none]    the gateway's settings file, likewise
+#   DEV_PROFILE [dev]        cargo profile to build and run (e.g. release)
+#   DEV_SIMULATOR [1]        0: do not start the simulator
+#   DEV_KEEP_DATA [0]        1: keep the temp dir (broker data, ingest data, logs)
+#   RUST_LOG [info]          log filter of the three services
+#
+# The broker address, the two ports above and ingest's data directory are set by this
+# script and win over the same settings in a config file. None of the variables above but
+# MQTT_PORT and RUST_LOG reach the services: a service may refuse a variable with its prefix
+# (INGEST_, GATEWAY_, SIMULATOR_) that is not one of its settings.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo_root"
 # shellcheck source=scripts/lib/broker.sh
 source "$repo_root/scripts/lib/broker.sh"
-
-mqtt_port=${MQTT_PORT:-1883}
-ws_port=${MQTT_WS_PORT:-9001}
-gateway_port=${GATEWAY_PORT:-8000}
-ingest_port=${INGEST_PORT:-9100}
-profile=${DEV_PROFILE:-dev}
-export RUST_LOG=${RUST_LOG:-info}
+# shellcheck source=scripts/lib/build.sh
+source "$repo_root/scripts/lib/build.sh"
 
 if [[ -t 2 ]]; then tag=$'\033[1m[dev]\033[0m'; else tag='[dev]'; fi
 say() { printf '%s %s\n' "$tag" "$*" >&2; }
@@ -38,10 +41,6 @@ die() {
   say "error: $*"
   exit 1
 }
-
-need_mosquitto || exit 1
-command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
-command -v curl >/dev/null || die "curl not found: install it (Debian/Ubuntu: apt-get install curl; macOS ships it)"
 
 # The command as the user typed it, for hints: `just dev ...` when just ran us (directly, or
 # through the recipe's shell), else this script's path as invoked.
@@ -57,14 +56,56 @@ invoked_as() {
   (($# == 0)) || printf ' %q' "$@"
 }
 
-for entry in "MQTT_PORT:$mqtt_port" "MQTT_WS_PORT:$ws_port" "GATEWAY_PORT:$gateway_port" "INGEST_PORT:$ingest_port"; do
+# Earlier names of DEV_GATEWAY_PORT and DEV_INGEST_PORT. Each service takes every variable
+# with its prefix as a setting of its own, so these would reach it as unknown settings.
+for old in GATEWAY_PORT INGEST_PORT; do
+  if [[ -n "${!old+set}" ]]; then
+    service=${old%%_*}
+    die "$old is now DEV_$old (${service,,} reads every ${service}_* variable as a setting of its own): DEV_$old=${!old} $(invoked_as "$@")"
+  fi
+done
+
+# config_file NAME: the absolute path of the file named by variable NAME (nothing when it
+# is unset or empty), resolved from where the script was started; fails naming NAME when
+# there is no readable file.
+config_file() {
+  local name=$1 path=${!1:-}
+  [[ -n "$path" ]] || return 0
+  if [[ ! -f "$path" || ! -r "$path" ]]; then
+    say "error: $name=$path: no readable file there (a relative path is taken from $PWD)"
+    return 1
+  fi
+  printf '%s/%s' "$(cd "$(dirname "$path")" && pwd)" "$(basename "$path")"
+}
+ingest_config=$(config_file INGEST_CONFIG) || exit 1
+gateway_config=$(config_file GATEWAY_CONFIG) || exit 1
+
+mqtt_port=${MQTT_PORT:-1883}
+ws_port=${MQTT_WS_PORT:-9001}
+gateway_port=${DEV_GATEWAY_PORT:-8000}
+ingest_port=${DEV_INGEST_PORT:-9100}
+profile=${DEV_PROFILE:-dev}
+start_simulator=${DEV_SIMULATOR:-1}
+keep_data=${DEV_KEEP_DATA:-0}
+# Read once above; out of the environment so that no service inherits them. MQTT_PORT stays:
+# the services read it with the same meaning (and get it below).
+unset MQTT_WS_PORT DEV_GATEWAY_PORT DEV_INGEST_PORT INGEST_CONFIG GATEWAY_CONFIG \
+  DEV_PROFILE DEV_SIMULATOR DEV_KEEP_DATA
+export RUST_LOG=${RUST_LOG:-info}
+cd "$repo_root"
+
+need_mosquitto || exit 1
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+command -v curl >/dev/null || die "curl not found: install it (Debian/Ubuntu: apt-get install curl; macOS ships it)"
+
+for entry in "MQTT_PORT:$mqtt_port" "MQTT_WS_PORT:$ws_port" "DEV_GATEWAY_PORT:$gateway_port" "DEV_INGEST_PORT:$ingest_port"; do
   if port_open "${entry#*:}"; then
     die "port ${entry#*:} is in use (${entry%%:*}); pick another, e.g. ${entry%%:*}=$((${entry#*:} + 10000)) $(invoked_as "$@")"
   fi
 done
 
 say "building ingest, gateway and simulator (profile $profile)"
-cargo build --profile "$profile" --bin ingest --bin gateway --bin simulator
+build_services "$profile"
 target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
 if [[ "$profile" == dev ]]; then bin_dir=$target_dir/debug; else bin_dir=$target_dir/$profile; fi
 
@@ -107,7 +148,7 @@ cleanup() {
   for ((i = ${#order[@]} - 1; i >= 0; i--)); do
     stop_one "${order[i]}"
   done
-  if [[ "${DEV_KEEP_DATA:-0}" == 1 ]]; then
+  if [[ "$keep_data" == 1 ]]; then
     say "kept $run_dir"
   else
     rm -rf "$run_dir"
@@ -153,17 +194,17 @@ export MQTT_BROKER=127.0.0.1 MQTT_PORT=$mqtt_port
 
 say "starting ingest (health http://127.0.0.1:$ingest_port/health)"
 start ingest env INGEST_LISTEN="127.0.0.1:$ingest_port" INGEST_DATA_DIR="$run_dir/ingest-data" \
-  "$bin_dir/ingest"
+  "$bin_dir/ingest" ${ingest_config:+--config "$ingest_config"}
 wait_http ingest "http://127.0.0.1:$ingest_port/health"
 
 say "starting gateway"
 # The dashboard from frontend/ on disk rather than the copy built into the binary, so that
 # an edit there shows on reload (Chart.js from frontend/vendor/, no npm needed).
-start gateway env GATEWAY_LISTEN="127.0.0.1:$gateway_port" GATEWAY_STATIC_DIR="$repo_root/frontend" \
-  "$bin_dir/gateway"
+start gateway env GATEWAY_LISTEN="127.0.0.1:$gateway_port" GATEWAY_HTTP_STATIC_DIR="$repo_root/frontend" \
+  "$bin_dir/gateway" ${gateway_config:+--config "$gateway_config"}
 wait_http gateway "http://127.0.0.1:$gateway_port/api/health"
 
-if [[ "${DEV_SIMULATOR:-1}" != 0 ]]; then
+if [[ "$start_simulator" != 0 ]]; then
   say "starting simulator $*"
   start simulator "$bin_dir/simulator" "$@"
 fi

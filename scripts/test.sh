@@ -14,6 +14,8 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 # shellcheck source=scripts/lib/broker.sh
 source "$repo_root/scripts/lib/broker.sh"
+# shellcheck source=scripts/lib/build.sh
+source "$repo_root/scripts/lib/build.sh"
 export PATH="$PATH:/usr/sbin" # Debian installs mosquitto there
 
 say() { printf '[test] %s\n' "$*" >&2; }
@@ -51,7 +53,8 @@ if [[ ! -f frontend/node_modules/.package-lock.json ||
   npm ci --prefix frontend --no-audit --no-fund
 fi
 
-# The browser tests start the real ingest and gateway binaries from target/debug.
-cargo build --locked -p ingest -p gateway -p simulator
+# The browser tests start the real ingest and gateway binaries from target/debug. Built as
+# scripts/dev.sh builds them, so that after a dev.sh run this step compiles nothing.
+build_services dev
 cargo nextest run --locked --workspace --no-fail-fast
 CHROMIUM_PATH=$chromium npm --prefix frontend test

@@ -158,10 +158,13 @@ fn bench_window_ids(c: &mut Criterion) {
     });
     group.bench_function("insert_and_expire_with_uuid_ids", |b| b.iter(|| run(&uuid)));
     group.finish();
+}
 
-    // Steady state, as a running ingest sees it: the store already holds a full window (and
-    // its id table has grown), then 200 000 more readings arrive and as many expire.
+/// Steady state, as a running ingest sees it: the store already holds a full window (and its
+/// id table has grown), then 200 000 more readings arrive and as many expire.
+fn bench_window_full(c: &mut Criterion) {
     const MORE: i64 = 200_000;
+    let machines: Vec<String> = (0..10).map(|m| format!("M{m}")).collect();
     let full = |with_ids: bool| {
         let mut store = WindowStore::new(WindowConfig::default());
         let mut changed = Vec::new();
@@ -335,6 +338,7 @@ criterion_group!(
     bench_parse,
     bench_window,
     bench_window_ids,
+    bench_window_full,
     bench_alarms,
     bench_mix
 );

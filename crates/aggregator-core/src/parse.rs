@@ -94,28 +94,8 @@ pub fn parse_reading_with_id<'t>(
             limit: limits.max_payload_bytes,
         });
     }
-    let machine = machine_from_readings_topic(topic).ok_or_else(|| {
-        Rejection::bad_value(
-            "topic",
-            "expected a topic ending in machines/{machineId}/scrap",
-        )
-    })?;
-    if machine.is_empty() {
-        return Err(Rejection::MissingField { field: "machineId" });
-    }
-    validate_topic_level(machine)
-        .map_err(|e| Rejection::bad_value("topic", format!("machine id {e}")))?;
-
-    let mut de = serde_json::Deserializer::from_slice(payload);
-    let fields = de
-        .deserialize_map(FieldsVisitor)
-        .map_err(|e| Rejection::InvalidJson {
-            detail: e.to_string(),
-        })?;
-    de.end().map_err(|e| Rejection::InvalidJson {
-        detail: e.to_string(),
-    })?;
-
+    let machine = machine_of(topic)?;
+    let fields = read_fields(payload)?;
     for (name, given) in [
         ("machineId", &fields.machine_id),
         ("maschinenId", &fields.maschinen_id),
@@ -124,47 +104,12 @@ pub fn parse_reading_with_id<'t>(
             check_machine(name, given, machine)?;
         }
     }
-    let scrap_index = match (&fields.scrap_index, &fields.scrape_index) {
-        (None, None) => {
-            return Err(Rejection::MissingField {
-                field: "scrapIndex",
-            });
-        }
-        (Some(a), None) => scrap_index_from("scrapIndex", a)?,
-        (None, Some(b)) => scrap_index_from("scrapeIndex", b)?,
-        (Some(a), Some(b)) => {
-            let (a, b) = (
-                scrap_index_from("scrapIndex", a)?,
-                scrap_index_from("scrapeIndex", b)?,
-            );
-            if a != b {
-                return Err(Rejection::bad_value(
-                    "scrapIndex",
-                    format!("scrapIndex {a} and scrapeIndex {b} disagree"),
-                ));
-            }
-            a
-        }
-    };
+    let scrap_index = scrap_index_of(&fields)?;
     let value = match &fields.value {
         None => return Err(Rejection::MissingField { field: "value" }),
         Some(v) => value_from(v)?,
     };
-    let time = match (&fields.timestamp, &fields.zeitstempel) {
-        (Some(_), Some(_)) => {
-            let a = time_from("timestamp", fields.timestamp.as_ref())?;
-            let b = time_from("zeitstempel", fields.zeitstempel.as_ref())?;
-            if a.is_some() && b.is_some() && a != b {
-                return Err(Rejection::bad_value(
-                    "timestamp",
-                    "timestamp and zeitstempel disagree",
-                ));
-            }
-            a.or(b)
-        }
-        (a, None) => time_from("timestamp", a.as_ref())?,
-        (None, b) => time_from("zeitstempel", b.as_ref())?,
-    };
+    let time = event_time_of(&fields)?;
     let id = id_from(fields.id.as_ref())?;
     Ok(ParsedReading {
         reading: Reading {
@@ -176,6 +121,78 @@ pub fn parse_reading_with_id<'t>(
         },
         id,
     })
+}
+
+/// The machine id of a readings topic: its level before `/scrap`, which must be a usable
+/// topic level.
+fn machine_of(topic: &str) -> Result<&str, Rejection> {
+    let machine = machine_from_readings_topic(topic).ok_or_else(|| {
+        Rejection::bad_value(
+            "topic",
+            "expected a topic ending in machines/{machineId}/scrap",
+        )
+    })?;
+    if machine.is_empty() {
+        return Err(Rejection::MissingField { field: "machineId" });
+    }
+    validate_topic_level(machine)
+        .map_err(|e| Rejection::bad_value("topic", format!("machine id {e}")))?;
+    Ok(machine)
+}
+
+/// The fields of a payload that must be one JSON object and nothing after it.
+fn read_fields(payload: &[u8]) -> Result<Fields<'_>, Rejection> {
+    let invalid = |e: serde_json::Error| Rejection::InvalidJson {
+        detail: e.to_string(),
+    };
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let fields = de.deserialize_map(FieldsVisitor).map_err(invalid)?;
+    de.end().map_err(invalid)?;
+    Ok(fields)
+}
+
+/// The scrap index from either spelling; both given must agree.
+fn scrap_index_of(fields: &Fields<'_>) -> Result<u32, Rejection> {
+    match (&fields.scrap_index, &fields.scrape_index) {
+        (None, None) => Err(Rejection::MissingField {
+            field: "scrapIndex",
+        }),
+        (Some(a), None) => scrap_index_from("scrapIndex", a),
+        (None, Some(b)) => scrap_index_from("scrapeIndex", b),
+        (Some(a), Some(b)) => {
+            let (a, b) = (
+                scrap_index_from("scrapIndex", a)?,
+                scrap_index_from("scrapeIndex", b)?,
+            );
+            if a != b {
+                return Err(Rejection::bad_value(
+                    "scrapIndex",
+                    format!("scrapIndex {a} and scrapeIndex {b} disagree"),
+                ));
+            }
+            Ok(a)
+        }
+    }
+}
+
+/// The payload's time from either spelling (`None`: none given, or `null`); both given with a
+/// time must agree.
+fn event_time_of(fields: &Fields<'_>) -> Result<Option<Timestamp>, Rejection> {
+    match (&fields.timestamp, &fields.zeitstempel) {
+        (Some(_), Some(_)) => {
+            let a = time_from("timestamp", fields.timestamp.as_ref())?;
+            let b = time_from("zeitstempel", fields.zeitstempel.as_ref())?;
+            if a.is_some() && b.is_some() && a != b {
+                return Err(Rejection::bad_value(
+                    "timestamp",
+                    "timestamp and zeitstempel disagree",
+                ));
+            }
+            Ok(a.or(b))
+        }
+        (a, None) => time_from("timestamp", a.as_ref()),
+        (None, b) => time_from("zeitstempel", b.as_ref()),
+    }
 }
 
 fn id_from(given: Option<&Scalar<'_>>) -> Result<Option<ReadingId>, Rejection> {
@@ -472,5 +489,59 @@ impl<'de> Visitor<'de> for FieldsVisitor {
             *slot = Some(map.next_value::<Scalar<'de>>()?);
         }
         Ok(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(json: &str) -> Fields<'_> {
+        read_fields(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn either_spelling_of_the_index_counts_and_both_must_agree() {
+        assert_eq!(scrap_index_of(&fields(r#"{"scrapIndex":3}"#)), Ok(3));
+        assert_eq!(scrap_index_of(&fields(r#"{"scrapeIndex":"3"}"#)), Ok(3));
+        assert_eq!(
+            scrap_index_of(&fields(r#"{"scrapIndex":3,"scrapeIndex":"3"}"#)),
+            Ok(3)
+        );
+        let err = scrap_index_of(&fields(r#"{"scrapIndex":3,"scrapeIndex":4}"#)).unwrap_err();
+        assert_eq!(
+            err,
+            Rejection::bad_value("scrapIndex", "scrapIndex 3 and scrapeIndex 4 disagree")
+        );
+        assert_eq!(
+            scrap_index_of(&fields("{}")),
+            Err(Rejection::MissingField {
+                field: "scrapIndex"
+            })
+        );
+    }
+
+    #[test]
+    fn either_spelling_of_the_time_counts_null_is_none_and_two_times_must_agree() {
+        let noon = Timestamp::parse_rfc3339("2026-01-01T12:00:00Z").unwrap();
+        for json in [
+            r#"{"timestamp":"2026-01-01T12:00:00Z"}"#,
+            r#"{"zeitstempel":1767268800000}"#,
+            r#"{"timestamp":"2026-01-01T14:00:00+02:00","zeitstempel":"1767268800000"}"#,
+            r#"{"timestamp":null,"zeitstempel":"2026-01-01T12:00:00Z"}"#,
+            r#"{"timestamp":"2026-01-01T12:00:00Z","zeitstempel":null}"#,
+        ] {
+            assert_eq!(event_time_of(&fields(json)), Ok(Some(noon)), "{json}");
+        }
+        assert_eq!(event_time_of(&fields("{}")), Ok(None));
+        assert_eq!(
+            event_time_of(&fields(r#"{"timestamp":null,"zeitstempel":null}"#)),
+            Ok(None)
+        );
+        let err = event_time_of(&fields(
+            r#"{"timestamp":"2026-01-01T12:00:00Z","zeitstempel":"2026-01-01T12:00:01Z"}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(err.reason(), crate::RejectionReason::BadValue);
     }
 }

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use rustls::client::WantsClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, ConfigBuilder, RootCertStore};
 use serde::{Deserialize, Serialize};
 
 use crate::Secret;
@@ -70,130 +71,166 @@ impl SecuritySettings {
     /// username, both `password` and `password_file`, an unreadable or empty file, a CA file
     /// without certificates, a client certificate without its key, TLS asked for without a CA.
     pub fn load(&self, prefix: &str) -> Result<MqttSecurity, SecurityError> {
-        let invalid = |field: &str, message: String| SecurityError {
-            setting: format!("{prefix}{field}"),
-            message,
-        };
+        let keys = Keys(prefix);
+        let (username, password) = self.login(keys)?;
+        let tls = self.tls(keys)?;
+        Ok(MqttSecurity {
+            username,
+            password,
+            tls,
+        })
+    }
+
+    /// The username and password, each `None` when unset or empty.
+    fn login(&self, keys: Keys<'_>) -> Result<(Option<String>, Option<Secret>), SecurityError> {
         let username = self.username.clone().filter(|u| !u.is_empty());
         let password = match (&self.password, &self.password_file) {
             (Some(_), Some(_)) => {
-                return Err(invalid(
+                return Err(keys.invalid(
                     "password_file",
-                    format!("set either {prefix}password or {prefix}password_file, not both"),
+                    format!(
+                        "set either {} or {}, not both",
+                        keys.key("password"),
+                        keys.key("password_file")
+                    ),
                 ));
             }
             (Some(p), None) => Some(p.clone()).filter(|p| !p.is_empty()),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| invalid("password_file", format!("{}: {e}", path.display())))?;
-                // Secret files are usually written with a final newline that is not part of it.
-                let password = text.strip_suffix('\n').unwrap_or(&text);
-                let password = password.strip_suffix('\r').unwrap_or(password);
-                if password.is_empty() {
-                    return Err(invalid(
-                        "password_file",
-                        format!("{} is empty", path.display()),
-                    ));
-                }
-                Some(Secret::new(password))
+                Some(read_password_file(path).map_err(|m| keys.invalid("password_file", m))?)
             }
             (None, None) => None,
         };
         if password.is_some() && username.is_none() {
-            return Err(invalid(
+            return Err(keys.invalid(
                 "username",
-                "must be set when a password is (MQTT 3.1.1 has no password-only login)".into(),
+                "must be set when a password is (MQTT 3.1.1 has no password-only login)",
             ));
         }
         if let Some(name) = &username
             && name.len() > usize::from(u16::MAX)
         {
-            return Err(invalid("username", "is longer than 65535 bytes".into()));
+            return Err(keys.invalid("username", "is longer than 65535 bytes"));
         }
+        Ok((username, password))
+    }
 
-        let tls_wanted = self.tls.unwrap_or(self.tls_ca_file.is_some());
-        let client_files = (&self.tls_client_cert_file, &self.tls_client_key_file);
-        if !tls_wanted {
+    /// TLS when it is on (`tls`, or else a CA file set), with its CA file read and the client
+    /// certificate loaded; `None` for plain TCP, which allows no TLS file.
+    fn tls(&self, keys: Keys<'_>) -> Result<Option<Tls>, SecurityError> {
+        if !self.tls.unwrap_or(self.tls_ca_file.is_some()) {
             if self.tls_ca_file.is_some() {
-                return Err(invalid(
+                return Err(keys.invalid(
                     "tls",
-                    format!("is false but {prefix}tls_ca_file is set"),
+                    format!("is false but {} is set", keys.key("tls_ca_file")),
                 ));
             }
-            if client_files.0.is_some() || client_files.1.is_some() {
-                return Err(invalid(
+            if self.tls_client_cert_file.is_some() || self.tls_client_key_file.is_some() {
+                return Err(keys.invalid(
                     "tls_client_cert_file",
-                    format!("a client certificate needs TLS: set {prefix}tls_ca_file"),
+                    format!(
+                        "a client certificate needs TLS: set {}",
+                        keys.key("tls_ca_file")
+                    ),
                 ));
             }
-            return Ok(MqttSecurity {
-                username,
-                password,
-                tls: None,
-            });
+            return Ok(None);
         }
         let Some(ca_file) = &self.tls_ca_file else {
-            return Err(invalid(
+            return Err(keys.invalid(
                 "tls_ca_file",
                 "is required with TLS; for a publicly signed broker certificate use the system \
-                 bundle, e.g. /etc/ssl/certs/ca-certificates.crt"
-                    .into(),
+                 bundle, e.g. /etc/ssl/certs/ca-certificates.crt",
             ));
         };
-        let mut roots = RootCertStore::empty();
-        let ca_certs = read_certs(ca_file).map_err(|m| invalid("tls_ca_file", m))?;
-        let (added, _unparsable) = roots.add_parsable_certificates(ca_certs);
-        if added == 0 {
-            return Err(invalid(
-                "tls_ca_file",
-                format!("{} holds no usable CA certificate", ca_file.display()),
-            ));
-        }
+        let roots = read_roots(ca_file).map_err(|m| keys.invalid("tls_ca_file", m))?;
         // The provider is named rather than taken from crate features, so another crate
         // enabling a second provider cannot make the builder panic.
         let builder =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| invalid("tls", e.to_string()))?
+                .map_err(|e| keys.invalid("tls", e.to_string()))?
                 .with_root_certificates(roots);
-        let config = match client_files {
-            (None, None) => builder.with_no_client_auth(),
+        Ok(Some(Tls {
+            config: Arc::new(self.client_auth(builder, keys)?),
+            ca_file: ca_file.clone(),
+            client_cert_file: self.tls_client_cert_file.clone(),
+        }))
+    }
+
+    /// Finishes `builder` with the client certificate and key, which come as a pair or not
+    /// at all.
+    fn client_auth(
+        &self,
+        builder: ConfigBuilder<ClientConfig, WantsClientCert>,
+        keys: Keys<'_>,
+    ) -> Result<ClientConfig, SecurityError> {
+        match (&self.tls_client_cert_file, &self.tls_client_key_file) {
+            (None, None) => Ok(builder.with_no_client_auth()),
             (Some(cert_file), Some(key_file)) => {
                 let chain =
-                    read_certs(cert_file).map_err(|m| invalid("tls_client_cert_file", m))?;
+                    read_certs(cert_file).map_err(|m| keys.invalid("tls_client_cert_file", m))?;
                 let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
-                    invalid(
+                    keys.invalid(
                         "tls_client_key_file",
                         format!("{}: no PEM private key: {e}", key_file.display()),
                     )
                 })?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| invalid("tls_client_key_file", e.to_string()))?
+                    .map_err(|e| keys.invalid("tls_client_key_file", e.to_string()))
             }
-            (Some(_), None) => {
-                return Err(invalid(
-                    "tls_client_key_file",
-                    format!("is required with {prefix}tls_client_cert_file"),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "tls_client_cert_file",
-                    format!("is required with {prefix}tls_client_key_file"),
-                ));
-            }
-        };
-        Ok(MqttSecurity {
-            username,
-            password,
-            tls: Some(Tls {
-                config: Arc::new(config),
-                ca_file: ca_file.clone(),
-                client_cert_file: self.tls_client_cert_file.clone(),
-            }),
-        })
+            (Some(_), None) => Err(keys.invalid(
+                "tls_client_key_file",
+                format!("is required with {}", keys.key("tls_client_cert_file")),
+            )),
+            (None, Some(_)) => Err(keys.invalid(
+                "tls_client_cert_file",
+                format!("is required with {}", keys.key("tls_client_key_file")),
+            )),
+        }
     }
+}
+
+/// Names settings as the operator writes them: the binary's prefix, then the field.
+#[derive(Clone, Copy)]
+struct Keys<'a>(&'a str);
+
+impl Keys<'_> {
+    /// The operator's key of `field`, e.g. `mqtt.tls_ca_file`.
+    fn key(self, field: &str) -> String {
+        format!("{}{field}", self.0)
+    }
+
+    /// The error for `field`.
+    fn invalid(self, field: &str, message: impl Into<String>) -> SecurityError {
+        SecurityError {
+            setting: self.key(field),
+            message: message.into(),
+        }
+    }
+}
+
+/// The password in `path`. Secret files are usually written with a final newline that is not
+/// part of the password: one `\n` or `\r\n` at the end is dropped, nothing else.
+fn read_password_file(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(password))
+}
+
+/// The CA certificates of a PEM file as trust roots; an error when none is usable.
+fn read_roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let (added, _unparsable) = roots.add_parsable_certificates(read_certs(path)?);
+    if added == 0 {
+        return Err(format!("{} holds no usable CA certificate", path.display()));
+    }
+    Ok(roots)
 }
 
 /// Every certificate of a PEM file; an error when there is none.
@@ -354,6 +391,25 @@ mod tests {
             (login.username.as_str(), login.password.as_str()),
             ("ingest", PASSWORD)
         );
+    }
+
+    #[test]
+    fn a_password_file_loses_one_final_line_ending_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, password) in [
+            ("pw", "pw"),
+            ("pw\n", "pw"),
+            ("pw\r\n", "pw"),
+            (" pw \n\n", " pw \n"),
+            ("p\r\nw\n", "p\r\nw"),
+        ] {
+            let file = write(dir.path(), "pw", text);
+            let read = read_password_file(&file).unwrap();
+            assert_eq!(read.expose(), password, "from {text:?}");
+        }
+        let blank = write(dir.path(), "blank", "\r\n");
+        let err = read_password_file(&blank).unwrap_err();
+        assert!(err.ends_with("is empty"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::macros::{format_description, offset};
 
 use crate::configuration::{SimConfig, ValueRange};
-use crate::invalid::{FUTURE_BY_SECS, LATE_BY_SECS, TOO_LARGE_PADDING};
+use crate::invalid::{FUTURE_BY_SECS, LATE_BY_SECS, Malformed, When};
 
 /// The time values of one send instant, formatted once and shared by a batch of messages.
 #[derive(Debug, Clone)]
@@ -59,6 +59,15 @@ impl TimeStamps {
     /// The time values of the current wall-clock time.
     pub fn now() -> Self {
         Self::at(SystemTime::now())
+    }
+
+    /// `when` in RFC 3339 UTC, for the `timestamp` of a malformed payload.
+    pub(crate) fn rfc3339(&self, when: When) -> &str {
+        match when {
+            When::Now => &self.rfc3339_utc,
+            When::Late => &self.late,
+            When::Future => &self.future,
+        }
     }
 }
 
@@ -275,80 +284,17 @@ impl Generator {
         topic: &mut String,
         payload: &mut Vec<u8>,
     ) {
-        let id = &self.machines[machine];
-        let now = &times.rfc3339_utc;
-        match kind {
-            // Valid JSON with 65 KiB of padding.
-            RejectionReason::TooLarge => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"padding\":\""
-                );
-                payload.resize(payload.len() + TOO_LARGE_PADDING, b'x');
-                payload.extend_from_slice(b"\"}");
-            }
-            // Truncated JSON.
-            RejectionReason::InvalidJson => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":"
-                );
-            }
-            // No `value` field.
-            RejectionReason::MissingField => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"timestamp\":\"{now}\"}}"
-                );
-            }
-            // `value` is a word, not a number.
-            RejectionReason::BadValue => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":\"not-a-number\",\"timestamp\":\"{now}\"}}"
-                );
-            }
-            // `machineId` names another machine than the topic.
-            RejectionReason::MachineMismatch => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"not-{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"timestamp\":\"{now}\"}}"
-                );
-            }
-            // Time one hour in the past.
-            RejectionReason::Late => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"timestamp\":\"{}\"}}",
-                    times.late
-                );
-            }
-            // Time one hour in the future.
-            RejectionReason::Future => {
-                write_topic(topic, id);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{id}\",\"scrapIndex\":{scrap_index},\"value\":1,\"timestamp\":\"{}\"}}",
-                    times.future
-                );
-            }
-            // A valid reading on a fresh machine id (see the `invalid` module docs).
-            RejectionReason::TooManyKeys => {
-                let fresh = format!("x{}-{}", self.seed, self.flood_next);
-                self.flood_next += 1;
-                write_topic(topic, &fresh);
-                let _ = write!(
-                    payload,
-                    "{{\"machineId\":\"{fresh}\",\"scrapIndex\":{scrap_index},\"value\":1}}"
-                );
-            }
-        }
+        let malformed = Malformed::of(kind);
+        let fresh;
+        let id = if malformed.fresh_machine {
+            fresh = format!("x{}-{}", self.seed, self.flood_next);
+            self.flood_next += 1;
+            &fresh
+        } else {
+            &self.machines[machine]
+        };
+        write_topic(topic, id);
+        malformed.write(id, scrap_index, times, payload);
     }
 
     /// Malformed messages sent so far, per reason (indexed like [`RejectionReason::ALL`]).
@@ -393,6 +339,7 @@ mod tests {
     use aggregator_core::{ParseLimits, WindowConfig, WindowStore, parse_reading};
 
     use super::*;
+    use crate::invalid::TOO_LARGE_PADDING;
 
     fn config(seed: u64, invalid_ratio: f64) -> SimConfig {
         let mut config = SimConfig::for_broker("localhost", 1883);
@@ -562,6 +509,79 @@ mod tests {
             generator.expected().iter().map(|k| k.count).sum::<u64>(),
             80
         );
+    }
+
+    /// The bytes of every malformed payload, so that a change to how they are written cannot
+    /// quietly change what ingest receives (the integration test checks only the reasons).
+    #[test]
+    fn every_reason_has_its_exact_payload() {
+        let mut generator = Generator::new(&config(9, 0.0));
+        let times = TimeStamps::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let padding = "x".repeat(TOO_LARGE_PADDING);
+        let expected = [
+            (
+                RejectionReason::TooLarge,
+                "machines/B1/scrap",
+                format!(r#"{{"machineId":"B1","scrapIndex":7,"value":1,"padding":"{padding}"}}"#),
+            ),
+            (
+                RejectionReason::InvalidJson,
+                "machines/B1/scrap",
+                r#"{"machineId":"B1","scrapIndex":7,"value":"#.to_owned(),
+            ),
+            (
+                RejectionReason::MissingField,
+                "machines/B1/scrap",
+                r#"{"machineId":"B1","scrapIndex":7,"timestamp":"2027-01-15T08:00:00.000Z"}"#
+                    .to_owned(),
+            ),
+            (
+                RejectionReason::BadValue,
+                "machines/B1/scrap",
+                r#"{"machineId":"B1","scrapIndex":7,"value":"not-a-number","timestamp":"2027-01-15T08:00:00.000Z"}"#
+                    .to_owned(),
+            ),
+            (
+                RejectionReason::MachineMismatch,
+                "machines/B1/scrap",
+                r#"{"machineId":"not-B1","scrapIndex":7,"value":1,"timestamp":"2027-01-15T08:00:00.000Z"}"#
+                    .to_owned(),
+            ),
+            (
+                RejectionReason::Late,
+                "machines/B1/scrap",
+                r#"{"machineId":"B1","scrapIndex":7,"value":1,"timestamp":"2027-01-15T07:00:00.000Z"}"#
+                    .to_owned(),
+            ),
+            (
+                RejectionReason::Future,
+                "machines/B1/scrap",
+                r#"{"machineId":"B1","scrapIndex":7,"value":1,"timestamp":"2027-01-15T09:00:00.000Z"}"#
+                    .to_owned(),
+            ),
+            (
+                RejectionReason::TooManyKeys,
+                "machines/x9-0/scrap",
+                r#"{"machineId":"x9-0","scrapIndex":7,"value":1}"#.to_owned(),
+            ),
+            // Every `too_many_keys` reading takes the next fresh machine id.
+            (
+                RejectionReason::TooManyKeys,
+                "machines/x9-1/scrap",
+                r#"{"machineId":"x9-1","scrapIndex":7,"value":1}"#.to_owned(),
+            ),
+        ];
+        for (kind, want_topic, want_payload) in expected {
+            let (mut topic, mut payload) = (String::new(), Vec::new());
+            generator.write_invalid(kind, 1, 7, &times, &mut topic, &mut payload);
+            assert_eq!(topic, want_topic, "{kind}");
+            assert!(
+                payload == want_payload.as_bytes(),
+                "{kind}: {}",
+                String::from_utf8_lossy(&payload)
+            );
+        }
+        assert_eq!(generator.flood_keys(), 2);
     }
 
     #[test]

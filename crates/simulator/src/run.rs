@@ -69,6 +69,72 @@ impl Summary {
     pub fn complete(&self) -> bool {
         self.acknowledged == self.sent && self.lost == 0
     }
+
+    /// The summary of a run that stopped for `stopped_by` after `elapsed`, from the final
+    /// delivery counters and what the generator produced.
+    fn new(
+        config: &SimConfig,
+        stopped_by: StopReason,
+        delivery: Delivery,
+        per_broker: Vec<BrokerDelivery>,
+        generator: &Generator,
+        elapsed: Duration,
+    ) -> Self {
+        let invalid_counts = generator.invalid_counts();
+        let invalid_total: u64 = invalid_counts.iter().sum();
+        Self {
+            seed: config.seed,
+            stopped_by,
+            sent: delivery.sent,
+            acknowledged: delivery.acknowledged,
+            lost: delivery.lost,
+            errors: delivery.errors,
+            valid: delivery.sent - invalid_total,
+            invalid: RejectionReason::ALL
+                .iter()
+                .map(|k| (k.as_str(), invalid_counts[*k as usize]))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            flood_keys: generator.flood_keys(),
+            elapsed_secs: elapsed.as_secs_f64(),
+            rate: per_second(delivery.sent, elapsed),
+            keys: generator.expected(),
+            brokers: if config.brokers.len() > 1 {
+                per_broker
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The closing log lines: the totals, and one line per connection with several brokers.
+    fn log(&self) {
+        tracing::info!(
+            stopped_by = ?self.stopped_by,
+            sent = self.sent,
+            acknowledged = self.acknowledged,
+            lost = self.lost,
+            errors = self.errors,
+            invalid = self.invalid.values().sum::<u64>(),
+            elapsed_s = format!("{:.3}", self.elapsed_secs),
+            rate = format!("{:.0}", self.rate),
+            seed = self.seed,
+            complete = self.complete(),
+            "summary"
+        );
+        for leg in &self.brokers {
+            tracing::info!(
+                broker = %leg.broker,
+                machines = leg.machines,
+                sent = leg.sent,
+                acknowledged = leg.acknowledged,
+                lost = leg.lost,
+                errors = leg.errors,
+                failovers = leg.failovers,
+                "summary per broker"
+            );
+        }
+    }
 }
 
 /// Runs until `--count`, `--duration` or `shutdown`, then waits for the broker to confirm
@@ -80,9 +146,28 @@ pub async fn run(
     config: SimConfig,
     shutdown: CancellationToken,
 ) -> Result<Summary, TransportError> {
-    let addr = crate::transport::raw::broker_list(&config);
+    log_start(&config);
+    let mut transport = connect(&config, &shutdown).await?;
+    let mut generator = Generator::new(&config);
+    let start = Instant::now();
+    let stopped_by = publish(&config, &mut transport, &mut generator, start, &shutdown).await?;
+    let (delivery, per_broker) = transport.finish(FINISH_TIMEOUT).await;
+    let summary = Summary::new(
+        &config,
+        stopped_by,
+        delivery,
+        per_broker,
+        &generator,
+        start.elapsed(),
+    );
+    summary.log();
+    Ok(summary)
+}
+
+/// The start-up line: every setting that shapes the run, so a log says how to repeat it.
+fn log_start(config: &SimConfig) {
     tracing::info!(
-        broker = %addr,
+        broker = %crate::transport::raw::broker_list(config),
         mqtt_security = %config.security,
         seed = config.seed,
         rate = ?config.rate,
@@ -94,17 +179,21 @@ pub async fn run(
         invalid_ratio = config.invalid_ratio,
         "simulator starting"
     );
-    // A run bounded by `--duration` never waits longer than that for a broker either: the
-    // budget of every (re)connection is the shorter of the two.
-    let budget = config
-        .duration
-        .map_or(config.connect_timeout, |d| d.min(config.connect_timeout));
+}
+
+/// Connects to every broker, giving up after [`connect_budget`] or at `shutdown`.
+async fn connect(
+    config: &SimConfig,
+    shutdown: &CancellationToken,
+) -> Result<Transport, TransportError> {
+    let addr = crate::transport::raw::broker_list(config);
+    let budget = connect_budget(config);
     tracing::info!(broker = %addr, give_up_after = ?budget, "connecting to the MQTT broker");
     let connect_config = SimConfig {
         connect_timeout: budget,
         ..config.clone()
     };
-    let mut transport = tokio::select! {
+    let transport = tokio::select! {
         transport = Transport::connect(&connect_config) => transport?,
         () = shutdown.cancelled() => return Err(TransportError::Interrupted { addr }),
     };
@@ -113,42 +202,48 @@ pub async fn run(
     } else {
         tracing::info!(broker = %addr, "connected to the MQTT broker");
     }
-    let mut generator = Generator::new(&config);
+    Ok(transport)
+}
+
+/// How long every (re)connection may take: a run bounded by `--duration` never waits longer
+/// than that for a broker either.
+fn connect_budget(config: &SimConfig) -> Duration {
+    config
+        .duration
+        .map_or(config.connect_timeout, |d| d.min(config.connect_timeout))
+}
+
+/// Sends what the schedule says is due, in batches, and sleeps until the next message,
+/// the next progress line or the end, until one of the stop conditions holds.
+async fn publish(
+    config: &SimConfig,
+    transport: &mut Transport,
+    generator: &mut Generator,
+    start: Instant,
+    shutdown: &CancellationToken,
+) -> Result<StopReason, TransportError> {
     let mut schedule = Schedule::new(config.rate, config.machines.len(), config.seed);
-    let (mut topic, mut payload) = (String::with_capacity(64), Vec::with_capacity(256));
-    let start = Instant::now();
+    let mut buffers = Buffers::default();
     let end = config.duration.map(|d| start + d);
     let mut progress = Progress::new(start, config.progress_interval);
     let mut sent: u64 = 0;
-
-    let stopped_by = loop {
-        if shutdown.is_cancelled() {
-            break StopReason::Signal;
-        }
-        if config.count.is_some_and(|c| sent >= c) {
-            break StopReason::Count;
-        }
+    loop {
         let now = Instant::now();
-        if end.is_some_and(|end| now >= end) {
-            break StopReason::Duration;
+        if let Some(reason) = stop_reason(shutdown.is_cancelled(), config.count, sent, now, end) {
+            return Ok(reason);
         }
         let elapsed = now - start;
         if schedule.next_due() <= elapsed {
-            let times = TimeStamps::now();
-            let limit = config
-                .count
-                .map_or(BATCH as u64, |c| (c - sent).min(BATCH as u64));
-            let mut produced = 0;
-            while produced < limit && schedule.next_due() <= elapsed {
-                let machine = match schedule.take() {
-                    Some(m) => m,
-                    None => generator.pick_machine(),
-                };
-                generator.next(machine, &times, &mut topic, &mut payload);
-                transport.send(machine, &topic, &payload).await?;
-                produced += 1;
-            }
-            sent += produced;
+            let limit = batch_limit(config.count, sent);
+            sent += send_batch(
+                &mut schedule,
+                generator,
+                &mut buffers,
+                transport,
+                elapsed,
+                limit,
+            )
+            .await?;
             transport.flush().await?;
         } else {
             transport.flush().await?;
@@ -161,62 +256,74 @@ pub async fn run(
                 () = shutdown.cancelled() => {}
             }
         }
-        progress.maybe_report(&transport.delivery(), &generator);
-    };
-
-    let (delivery, per_broker) = transport.finish(FINISH_TIMEOUT).await;
-    let elapsed = start.elapsed();
-    let invalid_counts = generator.invalid_counts();
-    let invalid_total: u64 = invalid_counts.iter().sum();
-    let summary = Summary {
-        seed: config.seed,
-        stopped_by,
-        sent: delivery.sent,
-        acknowledged: delivery.acknowledged,
-        lost: delivery.lost,
-        errors: delivery.errors,
-        valid: delivery.sent - invalid_total,
-        invalid: RejectionReason::ALL
-            .iter()
-            .map(|k| (k.as_str(), invalid_counts[*k as usize]))
-            .filter(|(_, n)| *n > 0)
-            .collect(),
-        flood_keys: generator.flood_keys(),
-        elapsed_secs: elapsed.as_secs_f64(),
-        rate: per_second(delivery.sent, elapsed),
-        keys: generator.expected(),
-        brokers: if config.brokers.len() > 1 {
-            per_broker
-        } else {
-            Vec::new()
-        },
-    };
-    tracing::info!(
-        stopped_by = ?summary.stopped_by,
-        sent = summary.sent,
-        acknowledged = summary.acknowledged,
-        lost = summary.lost,
-        errors = summary.errors,
-        invalid = invalid_total,
-        elapsed_s = format!("{:.3}", summary.elapsed_secs),
-        rate = format!("{:.0}", summary.rate),
-        seed = summary.seed,
-        complete = summary.complete(),
-        "summary"
-    );
-    for leg in &summary.brokers {
-        tracing::info!(
-            broker = %leg.broker,
-            machines = leg.machines,
-            sent = leg.sent,
-            acknowledged = leg.acknowledged,
-            lost = leg.lost,
-            errors = leg.errors,
-            failovers = leg.failovers,
-            "summary per broker"
-        );
+        progress.maybe_report(&transport.delivery(), generator);
     }
-    Ok(summary)
+}
+
+/// Why the run should end now, if it should: a signal first, then `--count`, then
+/// `--duration`.
+fn stop_reason(
+    cancelled: bool,
+    count: Option<u64>,
+    sent: u64,
+    now: Instant,
+    end: Option<Instant>,
+) -> Option<StopReason> {
+    if cancelled {
+        Some(StopReason::Signal)
+    } else if count.is_some_and(|c| sent >= c) {
+        Some(StopReason::Count)
+    } else if end.is_some_and(|end| now >= end) {
+        Some(StopReason::Duration)
+    } else {
+        None
+    }
+}
+
+/// Most messages the next batch may hold: [`BATCH`], and never beyond `--count`.
+fn batch_limit(count: Option<u64>, sent: u64) -> u64 {
+    count.map_or(BATCH as u64, |c| (c - sent).min(BATCH as u64))
+}
+
+/// The topic and payload buffers every message is written into.
+struct Buffers {
+    topic: String,
+    payload: Vec<u8>,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Self {
+            topic: String::with_capacity(64),
+            payload: Vec::with_capacity(256),
+        }
+    }
+}
+
+/// Generates and sends up to `limit` messages due by `elapsed`, all with one timestamp;
+/// returns how many.
+async fn send_batch(
+    schedule: &mut Schedule,
+    generator: &mut Generator,
+    buffers: &mut Buffers,
+    transport: &mut Transport,
+    elapsed: Duration,
+    limit: u64,
+) -> Result<u64, TransportError> {
+    let times = TimeStamps::now();
+    let mut produced = 0;
+    while produced < limit && schedule.next_due() <= elapsed {
+        let machine = match schedule.take() {
+            Some(m) => m,
+            None => generator.pick_machine(),
+        };
+        generator.next(machine, &times, &mut buffers.topic, &mut buffers.payload);
+        transport
+            .send(machine, &buffers.topic, &buffers.payload)
+            .await?;
+        produced += 1;
+    }
+    Ok(produced)
 }
 
 /// Messages per second, for display.
@@ -269,5 +376,112 @@ impl Progress {
         while self.next <= now {
             self.next += self.interval;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    #[test]
+    fn a_signal_stops_before_the_count_and_the_count_before_the_duration() {
+        let now = Instant::now();
+        let past = Some(now);
+        assert_eq!(
+            stop_reason(true, Some(5), 5, now, past),
+            Some(StopReason::Signal)
+        );
+        assert_eq!(
+            stop_reason(false, Some(5), 5, now, past),
+            Some(StopReason::Count)
+        );
+        assert_eq!(
+            stop_reason(false, Some(5), 4, now, past),
+            Some(StopReason::Duration)
+        );
+        let later = Some(now + Duration::from_secs(1));
+        assert_eq!(stop_reason(false, Some(5), 4, now, later), None);
+        assert_eq!(stop_reason(false, None, u64::MAX, now, None), None);
+    }
+
+    #[test]
+    fn a_batch_never_goes_beyond_the_count() {
+        assert_eq!(batch_limit(None, 123), BATCH as u64);
+        assert_eq!(batch_limit(Some(10_000), 0), BATCH as u64);
+        assert_eq!(batch_limit(Some(1500), 1000), 500);
+        assert_eq!(batch_limit(Some(1500), 1500), 0);
+    }
+
+    #[test]
+    fn a_duration_shorter_than_the_connect_timeout_bounds_the_connection_wait() {
+        let mut config = SimConfig::for_broker("localhost", 1883);
+        config.connect_timeout = Duration::from_secs(30);
+        assert_eq!(connect_budget(&config), Duration::from_secs(30));
+        config.duration = Some(Duration::from_secs(5));
+        assert_eq!(connect_budget(&config), Duration::from_secs(5));
+        config.duration = Some(Duration::from_secs(60));
+        assert_eq!(connect_budget(&config), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_summary_splits_valid_from_invalid_and_lists_brokers_only_when_there_are_several() {
+        let mut config = SimConfig::for_broker("localhost", 1883);
+        config.invalid_ratio = 0.25;
+        let mut generator = Generator::new(&config);
+        let times = TimeStamps::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let mut buffers = Buffers::default();
+        for _ in 0..16 {
+            let machine = generator.pick_machine();
+            generator.next(machine, &times, &mut buffers.topic, &mut buffers.payload);
+        }
+        let delivery = Delivery {
+            sent: 16,
+            acknowledged: 16,
+            ..Delivery::default()
+        };
+        let leg = BrokerDelivery {
+            broker: "localhost:1883".into(),
+            machines: 3,
+            sent: 16,
+            acknowledged: 16,
+            lost: 0,
+            errors: 0,
+            failovers: 0,
+        };
+        let elapsed = Duration::from_secs(2);
+        let summarize = |config: &SimConfig| {
+            Summary::new(
+                config,
+                StopReason::Count,
+                delivery,
+                vec![leg.clone()],
+                &generator,
+                elapsed,
+            )
+        };
+
+        let summary = summarize(&config);
+        assert_eq!(summary.valid, 12);
+        // Every fourth message is malformed, cycling through the reasons in contract order;
+        // reasons never sent are left out.
+        let invalid: Vec<(&str, u64)> = summary.invalid.iter().map(|(k, n)| (*k, *n)).collect();
+        assert_eq!(
+            invalid,
+            [
+                ("bad_value", 1),
+                ("invalid_json", 1),
+                ("missing_field", 1),
+                ("too_large", 1)
+            ]
+        );
+        assert_eq!(summary.keys.iter().map(|k| k.count).sum::<u64>(), 12);
+        assert!((summary.rate - 8.0).abs() < 1e-9);
+        assert!(summary.complete());
+        assert!(summary.brokers.is_empty(), "one broker: no list");
+
+        config.brokers.push(config.brokers[0].clone());
+        assert_eq!(summarize(&config).brokers.len(), 1);
     }
 }

@@ -132,12 +132,12 @@ impl Generator {
             machines: config.machines.clone(),
             indices: config.indices.clone(),
             values: config.values,
-            invalid_ratio: config.invalid_ratio,
+            invalid_ratio: config.settings.invalid_ratio,
             invalid_debt: 0.0,
             invalid_kinds: config.invalid_kinds.clone(),
             next_kind: 0,
             flood_next: 0,
-            ids: config.ids,
+            ids: config.settings.ids,
             valid_next: 0,
             sums: vec![(CompensatedSum::ZERO, 0); config.machines.len() * config.indices.len()],
             invalid_counts: [0; RejectionReason::COUNT],
@@ -344,7 +344,7 @@ mod tests {
     fn config(seed: u64, invalid_ratio: f64) -> SimConfig {
         let mut config = SimConfig::for_broker("localhost", 1883);
         config.seed = seed;
-        config.invalid_ratio = invalid_ratio;
+        config.settings.invalid_ratio = invalid_ratio;
         config
     }
 
@@ -385,7 +385,7 @@ mod tests {
         assert_eq!(ids.len(), 400);
 
         let mut off = config(9, 0.2);
-        off.ids = false;
+        off.settings.ids = false;
         let (_, without) = generate(&off, 500);
         for ((_, with_payload, a), (_, payload, b)) in with.iter().zip(&without) {
             // The same stream, only without the field.

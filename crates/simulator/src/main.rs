@@ -5,15 +5,15 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use simulator::configuration::{Cli, Settings, SimConfig};
+use simulator::configuration::{BINARY, Settings, SimConfig};
 
 // One thread: the load figures are per core, and one writer needs no more.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli: Cli = service_kit::cli::parse_or_exit("simulator", "SIMULATOR");
-    let config = Settings::load(&cli)
-        .and_then(|s| s.validate())
-        .unwrap_or_else(|e| e.exit("simulator"));
+    let config = BINARY
+        .settings::<Settings>()
+        .validate()
+        .unwrap_or_else(|e| e.exit(BINARY.name));
     match run(config).await {
         Ok(code) => code,
         Err(e) => {
@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
 async fn run(config: SimConfig) -> anyhow::Result<ExitCode> {
     service_kit::telemetry::init_stderr("info")?;
     let shutdown = service_kit::shutdown::shutdown_token().context("installing signal handlers")?;
-    let print_expected = config.print_expected;
+    let print_expected = config.settings.print_expected;
     // One line, no backtrace: "the broker is not there" is an operator's error, not a bug.
     let summary = match simulator::run(config, shutdown).await {
         Ok(summary) => summary,

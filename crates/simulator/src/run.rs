@@ -99,7 +99,7 @@ impl Summary {
             elapsed_secs: elapsed.as_secs_f64(),
             rate: per_second(delivery.sent, elapsed),
             keys: generator.expected(),
-            brokers: if config.brokers.len() > 1 {
+            brokers: if config.mqtt.brokers.len() > 1 {
                 per_broker
             } else {
                 Vec::new()
@@ -168,15 +168,15 @@ pub async fn run(
 fn log_start(config: &SimConfig) {
     tracing::info!(
         broker = %crate::transport::raw::broker_list(config),
-        mqtt_security = %config.security,
+        mqtt_security = %config.mqtt.security,
         seed = config.seed,
-        rate = ?config.rate,
-        count = ?config.count,
+        rate = ?config.settings.rate,
+        count = ?config.settings.count,
         duration = ?config.duration,
         machines = config.machines.len(),
         indices = config.indices.len(),
         qos = ?config.qos,
-        invalid_ratio = config.invalid_ratio,
+        invalid_ratio = config.settings.invalid_ratio,
         "simulator starting"
     );
 }
@@ -197,7 +197,7 @@ async fn connect(
         transport = Transport::connect(&connect_config) => transport?,
         () = shutdown.cancelled() => return Err(TransportError::Interrupted { addr }),
     };
-    if config.brokers.len() > 1 {
+    if config.mqtt.brokers.len() > 1 {
         tracing::info!(broker = %addr, "connected to the MQTT brokers");
     } else {
         tracing::info!(broker = %addr, "connected to the MQTT broker");
@@ -222,19 +222,25 @@ async fn publish(
     start: Instant,
     shutdown: &CancellationToken,
 ) -> Result<StopReason, TransportError> {
-    let mut schedule = Schedule::new(config.rate, config.machines.len(), config.seed);
+    let mut schedule = Schedule::new(config.settings.rate, config.machines.len(), config.seed);
     let mut buffers = Buffers::default();
     let end = config.duration.map(|d| start + d);
-    let mut progress = Progress::new(start, config.progress_interval);
+    let mut progress = Progress::new(start, config.settings.progress_interval());
     let mut sent: u64 = 0;
     loop {
         let now = Instant::now();
-        if let Some(reason) = stop_reason(shutdown.is_cancelled(), config.count, sent, now, end) {
+        if let Some(reason) = stop_reason(
+            shutdown.is_cancelled(),
+            config.settings.count,
+            sent,
+            now,
+            end,
+        ) {
             return Ok(reason);
         }
         let elapsed = now - start;
         if schedule.next_due() <= elapsed {
-            let limit = batch_limit(config.count, sent);
+            let limit = batch_limit(config.settings.count, sent);
             sent += send_batch(
                 &mut schedule,
                 generator,
@@ -428,7 +434,7 @@ mod tests {
     #[test]
     fn the_summary_splits_valid_from_invalid_and_lists_brokers_only_when_there_are_several() {
         let mut config = SimConfig::for_broker("localhost", 1883);
-        config.invalid_ratio = 0.25;
+        config.settings.invalid_ratio = 0.25;
         let mut generator = Generator::new(&config);
         let times = TimeStamps::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         let mut buffers = Buffers::default();
@@ -481,7 +487,7 @@ mod tests {
         assert!(summary.complete());
         assert!(summary.brokers.is_empty(), "one broker: no list");
 
-        config.brokers.push(config.brokers[0].clone());
+        config.mqtt.brokers.push(config.mqtt.brokers[0].clone());
         assert_eq!(summarize(&config).brokers.len(), 1);
     }
 }

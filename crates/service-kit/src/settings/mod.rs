@@ -121,6 +121,7 @@ macro_rules! values {
 }
 values!(
     bool,
+    u8,
     u16,
     u32,
     u64,

@@ -28,16 +28,12 @@ use tokio::task::JoinHandle;
 use super::{Delivery, TransportError};
 use crate::configuration::SimConfig;
 
-/// Packets larger than rumqttc's 10 KiB default must pass: `too_large` payloads are 65 KiB.
-const MAX_PACKET: usize = 1024 * 1024;
 /// Unacknowledged publishes allowed in flight; high so a round trip does not cap the rate.
 const INFLIGHT: u16 = 1000;
 /// How long `finish` waits, while connected, without any new acknowledgement before giving up.
 const STALL_LIMIT: Duration = Duration::from_secs(10);
 /// How long removing the session from one broker may take in `finish`.
 const FORGET_TIMEOUT: Duration = Duration::from_secs(5);
-/// First and longest pause between reconnection attempts.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -65,14 +61,11 @@ pub struct ClientConnection {
 /// The options of this connection for `broker`: the same client id and persistent session on
 /// every broker of the list.
 fn options_for(config: &SimConfig, broker: &service_kit::BrokerAddr) -> MqttOptions {
-    let mut options = MqttOptions::new(config.client_id.clone(), broker.host.clone(), broker.port);
-    options.set_keep_alive(config.keep_alive);
-    options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    let mut options = config.mqtt.options_at(broker);
     options.set_inflight(INFLIGHT);
     // A persistent session, so that a broker that keeps it (or shares it) gets the
     // unacknowledged publishes again; removed in `finish`.
     options.set_clean_session(false);
-    config.security.apply_to(&mut options);
     options
 }
 
@@ -85,7 +78,7 @@ impl ClientConnection {
     pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
         let options_config = config.clone();
         let failover = Failover::new(
-            config.brokers.clone(),
+            config.mqtt.brokers.clone(),
             Box::new(move |broker| options_for(&options_config, broker)),
         );
         let (client, event_loop) = AsyncClient::new(failover.options(), 10_000);
@@ -96,6 +89,7 @@ impl ClientConnection {
         let task = tokio::spawn(drive(
             event_loop,
             failover,
+            config.mqtt.backoff(),
             Arc::clone(&counters),
             connected_tx,
             count_written,
@@ -205,7 +199,7 @@ impl ClientConnection {
             .map(|u| u.iter().copied().collect())
             .unwrap_or_default();
         for broker in used {
-            let broker = &self.config.brokers[broker];
+            let broker = &self.config.mqtt.brokers[broker];
             // Bounded: a broker that died during the run must not hold up the summary.
             match tokio::time::timeout(
                 FORGET_TIMEOUT,
@@ -233,11 +227,11 @@ impl ClientConnection {
 async fn drive(
     mut event_loop: EventLoop,
     mut failover: Failover,
+    mut backoff: Backoff,
     counters: Arc<Counters>,
     connected: watch::Sender<Option<String>>,
     count_written: bool,
 ) {
-    let mut backoff = Backoff::new(BACKOFF.0, BACKOFF.1);
     // Requests of the failed connection, taken out of rumqttc until the next CONNACK.
     let mut unsent: VecDeque<Request> = VecDeque::new();
     let mut ever_connected = false;

@@ -112,12 +112,12 @@ pub enum Connection {
 impl Connection {
     /// Connects as `config` asks (QoS 0 over plain TCP: raw writer; QoS 1/2, or any QoS with
     /// TLS: rumqttc, since the raw writer has no TLS), retrying within the connect timeout and
-    /// failing over along `config.brokers`.
+    /// failing over along `config.mqtt.brokers`.
     ///
     /// # Errors
     /// When no broker can be reached in time or one refuses the connection.
     pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
-        if config.qos == rumqttc::QoS::AtMostOnce && !config.security.tls() {
+        if config.qos == rumqttc::QoS::AtMostOnce && !config.mqtt.security.tls() {
             Ok(Self::Raw(Box::new(
                 raw::RawConnection::connect(config).await?,
             )))
@@ -174,17 +174,17 @@ impl Transport {
     /// # Errors
     /// When a connection cannot reach any broker of its list in time, or is refused.
     pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
-        let plan = spread::spread(config.machines.len(), config.brokers.len());
+        let plan = spread::spread(config.machines.len(), config.mqtt.brokers.len());
         let mut connections = Vec::with_capacity(plan.legs.len());
         let mut legs = Vec::with_capacity(plan.legs.len());
         for leg in &plan.legs {
             let leg_config = spread::leg_config(config, leg.broker);
-            let home = config.brokers[leg.broker].to_string();
-            if config.brokers.len() > 1 {
+            let home = config.mqtt.brokers[leg.broker].to_string();
+            if config.mqtt.brokers.len() > 1 {
                 tracing::info!(
                     broker = %home,
                     machines = leg.machines.len(),
-                    client_id = %leg_config.client_id,
+                    client_id = %leg_config.mqtt.client_id,
                     "connection for this broker's machines"
                 );
             }

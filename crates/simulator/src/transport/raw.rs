@@ -37,7 +37,7 @@ const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct RawConnection {
     config: SimConfig,
-    /// Position in `config.brokers` of the broker in use.
+    /// Position in `config.mqtt.brokers` of the broker in use.
     current: usize,
     addr: String,
     writer: OwnedWriteHalf,
@@ -59,7 +59,7 @@ impl RawConnection {
         let (writer, closed) = connect_with_retry(config, &mut current, &mut failovers).await?;
         Ok(Self {
             config: config.clone(),
-            addr: config.brokers[current].to_string(),
+            addr: config.mqtt.brokers[current].to_string(),
             current,
             writer,
             closed,
@@ -103,7 +103,7 @@ impl RawConnection {
             self.delivery.errors += 1;
             self.reconnect().await?;
         }
-        if self.buf.is_empty() && self.last_write.elapsed() < self.config.keep_alive / 2 {
+        if self.buf.is_empty() && self.last_write.elapsed() < self.config.mqtt.keep_alive / 2 {
             return Ok(());
         }
         if self.buf.is_empty() {
@@ -135,7 +135,7 @@ impl RawConnection {
             &mut self.delivery.failovers,
         )
         .await?;
-        self.addr = self.config.brokers[self.current].to_string();
+        self.addr = self.config.mqtt.brokers[self.current].to_string();
         self.writer = writer;
         self.closed = closed;
         self.last_write = Instant::now();
@@ -181,7 +181,7 @@ impl RawConnection {
 /// When the broker cannot be reached or refuses the connection.
 pub async fn forget_session(config: &SimConfig, broker: &BrokerAddr) -> Result<(), TransportError> {
     let addr = broker.to_string();
-    if config.security.tls() {
+    if config.mqtt.security.tls() {
         // This plain writer cannot speak TLS; the broker expires the session on its own
         // (Mosquitto: persistent_client_expiration).
         return Ok(());
@@ -213,13 +213,13 @@ async fn connect_with_retry(
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        let broker = &config.brokers[*current];
+        let broker = &config.mqtt.brokers[*current];
         let addr = broker.to_string();
         let error = match tokio::time::timeout_at(deadline, connect_once(config, broker)).await {
             Ok(Ok(connection)) => return Ok(connection),
             // A refusal is final with one broker (a login problem); with a list, another
             // broker may take us (a NATS node that is still recovering refuses for a while).
-            Ok(Err(e @ TransportError::Refused { .. })) if config.brokers.len() == 1 => {
+            Ok(Err(e @ TransportError::Refused { .. })) if config.mqtt.brokers.len() == 1 => {
                 return Err(e);
             }
             Ok(Err(TransportError::Io { source, .. })) => source.to_string(),
@@ -237,10 +237,10 @@ async fn connect_with_retry(
                 last_error: error,
             });
         }
-        if config.brokers.len() > 1 {
-            *current = (*current + 1) % config.brokers.len();
+        if config.mqtt.brokers.len() > 1 {
+            *current = (*current + 1) % config.mqtt.brokers.len();
             *failovers += 1;
-            tracing::info!(broker = %config.brokers[*current], "failing over to the next broker");
+            tracing::info!(broker = %config.mqtt.brokers[*current], "failing over to the next broker");
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RETRY_PAUSE.1);
@@ -250,6 +250,7 @@ async fn connect_with_retry(
 /// The brokers a connection tries, for error messages (`host:port` with a single broker).
 pub(crate) fn broker_list(config: &SimConfig) -> String {
     config
+        .mqtt
         .brokers
         .iter()
         .map(ToString::to_string)
@@ -270,13 +271,14 @@ async fn connect_once(
         .await
         .map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
-    let keep_alive = u16::try_from(config.keep_alive.as_secs()).unwrap_or(u16::MAX);
+    let keep_alive = u16::try_from(config.mqtt.keep_alive.as_secs()).unwrap_or(u16::MAX);
     let mut connect = Vec::new();
     let login = config
+        .mqtt
         .security
         .username()
-        .map(|user| (user, config.security.password().map(Secret::expose)));
-    encode_connect(&mut connect, &config.client_id, keep_alive, login);
+        .map(|user| (user, config.mqtt.security.password().map(Secret::expose)));
+    encode_connect(&mut connect, &config.mqtt.client_id, keep_alive, login);
     stream.write_all(&connect).await.map_err(io)?;
     let mut connack = [0_u8; CONNACK_LEN];
     match tokio::time::timeout(CONNACK_TIMEOUT, stream.read_exact(&mut connack)).await {

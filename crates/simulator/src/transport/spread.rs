@@ -47,20 +47,17 @@ pub fn spread(machines: usize, brokers: usize) -> Spread {
 /// (`<client_id>-<home>`), so the persistent sessions of the connections stay apart. With one
 /// broker the settings are `config` unchanged.
 pub fn leg_config(config: &SimConfig, home: usize) -> SimConfig {
-    let n = config.brokers.len();
+    let n = config.mqtt.brokers.len();
     if n < 2 {
         return config.clone();
     }
     let brokers: Vec<_> = (0..n)
-        .map(|k| config.brokers[(home + k) % n].clone())
+        .map(|k| config.mqtt.brokers[(home + k) % n].clone())
         .collect();
-    SimConfig {
-        host: brokers[0].host.clone(),
-        port: brokers[0].port,
-        brokers,
-        client_id: format!("{}-{home}", config.client_id),
-        ..config.clone()
-    }
+    let mut leg = config.clone();
+    leg.mqtt.client_id = format!("{}-{home}", config.mqtt.client_id);
+    leg.mqtt.brokers = brokers;
+    leg
 }
 
 #[cfg(test)]
@@ -115,17 +112,16 @@ mod tests {
     #[test]
     fn each_connection_fails_over_from_its_home_and_has_its_own_client_id() {
         let mut config = SimConfig::for_broker("a", 1);
-        config.client_id = "sim".into();
+        config.mqtt.client_id = "sim".into();
         assert_eq!(
-            leg_config(&config, 0).client_id,
+            leg_config(&config, 0).mqtt.client_id,
             "sim",
             "one broker: as before"
         );
-        config.brokers = service_kit::parse_hosts("a:1,b:2,c:3", 1).unwrap();
+        config.mqtt.brokers = service_kit::parse_hosts("a:1,b:2,c:3", 1).unwrap();
         let leg = leg_config(&config, 1);
-        let order: Vec<String> = leg.brokers.iter().map(ToString::to_string).collect();
+        let order: Vec<String> = leg.mqtt.brokers.iter().map(ToString::to_string).collect();
         assert_eq!(order, ["b:2", "c:3", "a:1"]);
-        assert_eq!((leg.host.as_str(), leg.port), ("b", 2));
-        assert_eq!(leg.client_id, "sim-1");
+        assert_eq!(leg.mqtt.client_id, "sim-1");
     }
 }

@@ -163,6 +163,16 @@ mod tests {
         (machine.to_owned(), index)
     }
 
+    /// A store that has shown `values` under machine `A1`, `B1`, ... (index 1).
+    fn flushed(values: &[u32]) -> Latest<u32> {
+        let mut latest = Latest::default();
+        for (machine, value) in ["A1", "B1", "C1", "D1"].iter().zip(values) {
+            latest.set(key(machine, 1), Some(*value));
+        }
+        latest.flush();
+        latest
+    }
+
     fn shown(latest: &Latest<u32>) -> Vec<u32> {
         latest.values(None).copied().collect()
     }
@@ -195,9 +205,7 @@ mod tests {
 
     #[test]
     fn a_change_is_measured_against_the_pending_value_first() {
-        let mut latest: Latest<u32> = Latest::default();
-        latest.set(key("A1", 1), Some(1));
-        latest.flush();
+        let mut latest = flushed(&[1]);
         assert!(!latest.set(key("A1", 1), Some(1)), "same as shown");
         assert!(latest.set(key("A1", 1), Some(2)));
         assert!(!latest.set(key("A1", 1), Some(2)), "same as pending");
@@ -208,10 +216,8 @@ mod tests {
 
     #[test]
     fn removal_reports_only_keys_that_were_shown() {
-        let mut latest: Latest<u32> = Latest::default();
+        let mut latest = flushed(&[1]);
         assert!(!latest.set(key("Z9", 1), None), "an unknown key: no change");
-        latest.set(key("A1", 1), Some(1));
-        latest.flush();
         assert!(latest.set(key("A1", 1), None));
         assert!(!latest.set(key("A1", 1), None), "already pending");
         assert!(latest.set(key("B1", 1), Some(5)));
@@ -229,11 +235,7 @@ mod tests {
 
     #[test]
     fn a_resync_forgets_what_was_not_replayed() {
-        let mut latest: Latest<u32> = Latest::default();
-        for (machine, value) in [("A1", 1), ("B1", 2), ("C1", 3)] {
-            latest.set(key(machine, 1), Some(value));
-        }
-        latest.flush();
+        let mut latest = flushed(&[1, 2, 3]);
         latest.set(key("C1", 1), Some(4));
         latest.set(key("D1", 1), Some(5));
         latest.begin_resync();
@@ -254,9 +256,7 @@ mod tests {
 
     #[test]
     fn a_resync_does_not_count_keys_already_forgotten() {
-        let mut latest: Latest<u32> = Latest::default();
-        latest.set(key("A1", 1), Some(1));
-        latest.flush();
+        let mut latest = flushed(&[1]);
         latest.set(key("A1", 1), None);
         latest.begin_resync();
         assert_eq!(latest.finish_resync(), 0);
@@ -265,11 +265,7 @@ mod tests {
 
     #[test]
     fn values_keep_the_filtered_machines() {
-        let mut latest: Latest<u32> = Latest::default();
-        for (machine, value) in [("A1", 1), ("B1", 2), ("C1", 3)] {
-            latest.set(key(machine, 1), Some(value));
-        }
-        latest.flush();
+        let latest = flushed(&[1, 2, 3]);
         let filter = MachineFilter::parse("C1,A1").unwrap();
         let kept: Vec<u32> = latest.values(Some(&filter)).copied().collect();
         assert_eq!(kept, vec![1, 3]);

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use aggregator_core::Aggregate;
+use aggregator_core::alarm::{AlarmMessage, AlarmState};
+use aggregator_core::trend::TrendMessage;
 use bytestring::ByteString;
 
 use crate::hub::Hub;
@@ -19,6 +21,28 @@ pub fn agg(machine: &str, index: u32, sum: f64) -> Aggregate {
         window_seconds: 60,
         timestamp: "2026-01-01T00:00:00.000Z".into(),
     }
+}
+
+/// An alarm message of (`machine`, `index`) in `state`.
+pub fn alarm(machine: &str, index: u32, state: AlarmState) -> AlarmMessage {
+    let state = match state {
+        AlarmState::Raised => "raised",
+        AlarmState::Cleared => "cleared",
+    };
+    let json = format!(
+        r#"{{"maschinenId":"{machine}","scrapIndex":{index},"state":"{state}","metric":"sum","value":31.0,"threshold":30.0,"since":"2026-01-01T12:00:00.000Z","timestamp":"2026-01-01T12:00:00.000Z"}}"#
+    );
+    // unwrap: the text above is a valid alarm message.
+    AlarmMessage::parse(json.as_bytes()).unwrap()
+}
+
+/// A one-point trend of (`machine`, `index`) with the sum 1.5.
+pub fn trend(machine: &str, index: u32) -> TrendMessage {
+    let json = format!(
+        r#"{{"maschinenId":"{machine}","scrapIndex":{index},"intervalSeconds":10,"points":[{{"t":"2026-01-01T12:00:00.000Z","sum":1.5}}]}}"#
+    );
+    // unwrap: the text above is a valid trend message.
+    TrendMessage::parse(json.as_bytes()).unwrap()
 }
 
 /// A hub with room for 16 frames per client.

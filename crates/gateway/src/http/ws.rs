@@ -13,14 +13,16 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::http::auth;
 use crate::http::origin::origin_allowed;
 use crate::http::state::{AppState, ClientConfig};
-use crate::hub::{ClientSlot, Hub, MachineFilter, merged_texts};
+use crate::hub::{ClientSlot, Frame, Hub, MachineFilter, Subscription, merged_texts};
 
 /// Most queued frames merged into one send: bounds the work of one merge.
 const MAX_MERGED_FRAMES: usize = 64;
@@ -37,22 +39,46 @@ pub struct WsQuery {
     token: Option<String>,
 }
 
-/// Handles an upgrade request: 403 for a foreign Origin, 503 when full or shutting down.
+/// Handles an upgrade request: 403 for a foreign Origin, 401 without a valid token, 503 when
+/// full or shutting down.
 pub async fn ws_route(
     req: HttpRequest,
     body: web::Payload,
     query: web::Query<WsQuery>,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
+    let slot = match admit(&req, query.token.as_deref(), &state) {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(*refused),
+    };
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let client = Client {
+        session,
+        stream: stream.max_frame_size(state.client.max_frame_bytes),
+        hub: Arc::clone(&state.hub),
+        filter: query.machines.as_deref().and_then(MachineFilter::parse),
+        config: state.client,
+        shutdown: state.shutdown.clone(),
+        _slot: slot,
+    };
+    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let span = tracing::info_span!("ws_client", %peer);
+    // The message stream is tied to this worker's connection, so the task stays on it.
+    actix_web::rt::spawn(state.clients.track_future(client.run().instrument(span)));
+    Ok(response)
+}
+
+/// The upgrade checks in order (Origin, token, shutdown, capacity): a client slot, or the
+/// response of the first check that refuses (boxed: a response is large, a refusal rare).
+fn admit(
+    req: &HttpRequest,
+    query_token: Option<&str>,
+    state: &AppState,
+) -> Result<ClientSlot, Box<HttpResponse>> {
     let metrics = state.hub.metrics();
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .map(|v| v.to_str().unwrap_or("\u{FFFD}"));
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok());
+    let headers = req.headers();
+    let origin = (headers.get(header::ORIGIN)).map(|v| v.to_str().unwrap_or("\u{FFFD}"));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !origin_allowed(origin, host, &state.allowed_origins) {
         metrics.refused_origin.inc();
         tracing::info!(
@@ -60,43 +86,32 @@ pub async fn ws_route(
             host,
             "refused a WebSocket upgrade from a foreign origin"
         );
-        return Ok(HttpResponse::Forbidden().body("origin not allowed\n"));
+        return Err(Box::new(
+            HttpResponse::Forbidden().body("origin not allowed\n"),
+        ));
     }
-    if !crate::http::auth::authorized(&req, state.auth_token.as_ref(), query.token.as_deref()) {
+    if !auth::authorized(req, state.auth_token.as_ref(), query_token) {
         metrics.refused_token.inc();
         tracing::info!(origin, "refused a WebSocket upgrade without a valid token");
-        return Ok(crate::http::auth::unauthorized());
+        return Err(Box::new(auth::unauthorized()));
     }
     if state.shutdown.is_cancelled() {
-        return Ok(HttpResponse::ServiceUnavailable().body("shutting down\n"));
+        return Err(Box::new(
+            HttpResponse::ServiceUnavailable().body("shutting down\n"),
+        ));
     }
-    let Some(slot) = state.hub.try_admit(state.max_clients) else {
+    state.hub.try_admit(state.max_clients).ok_or_else(|| {
         metrics.refused_capacity.inc();
         tracing::warn!(
             max_clients = state.max_clients,
             "refused a WebSocket upgrade: too many clients"
         );
-        return Ok(HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, "5"))
-            .body("too many clients\n"));
-    };
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream.max_frame_size(state.client.max_frame_bytes);
-    let filter = query.machines.as_deref().and_then(MachineFilter::parse);
-    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let client = Client {
-        session,
-        stream,
-        hub: Arc::clone(&state.hub),
-        filter,
-        config: state.client,
-        shutdown: state.shutdown.clone(),
-        _slot: slot,
-    };
-    let span = tracing::info_span!("ws_client", %peer);
-    // The message stream is tied to this worker's connection, so the task stays on it.
-    actix_web::rt::spawn(state.clients.track_future(client.run().instrument(span)));
-    Ok(response)
+        Box::new(
+            HttpResponse::ServiceUnavailable()
+                .insert_header((header::RETRY_AFTER, "5"))
+                .body("too many clients\n"),
+        )
+    })
 }
 
 /// How a client's task ended.
@@ -104,7 +119,7 @@ pub async fn ws_route(
 enum End {
     /// The gateway is stopping: close with 1001.
     Shutdown,
-    /// The client sent Close (or vanished).
+    /// The client sent Close (or vanished), or its socket closed under a send.
     ClientGone,
     /// No sign of life for the client timeout.
     TimedOut,
@@ -112,23 +127,6 @@ enum End {
     Stalled,
     /// Oversized or malformed frame.
     Protocol(CloseCode),
-}
-
-/// Why a send did not complete.
-enum SendError {
-    Closed,
-    Stalled,
-    Shutdown,
-}
-
-impl From<SendError> for End {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::Closed => End::ClientGone,
-            SendError::Stalled => End::Stalled,
-            SendError::Shutdown => End::Shutdown,
-        }
-    }
 }
 
 struct Client {
@@ -180,12 +178,13 @@ impl Client {
         }
     }
 
+    /// Sends the snapshot, then frames, pings and pongs until the client or the gateway ends
+    /// the connection.
     async fn serve(&mut self) -> End {
-        let metrics = Arc::clone(self.hub.metrics());
-        let mut sub = self.hub.subscribe(self.filter.as_ref());
-        if let Err(e) = self.send(Message::Text(sub.snapshot.clone())).await {
-            return e.into();
-        }
+        let mut sub = match self.subscribe().await {
+            Ok(sub) => sub,
+            Err(end) => return end,
+        };
         let mut last_alive = Instant::now();
         let mut ping = tokio::time::interval_at(
             Instant::now() + self.config.ping_interval,
@@ -193,93 +192,119 @@ impl Client {
         );
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let step = tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return End::Shutdown,
-                message = self.stream.recv() => match message {
-                    Some(Ok(Message::Close(_))) | None => return End::ClientGone,
-                    Some(Ok(Message::Ping(bytes))) => {
-                        last_alive = Instant::now();
-                        if let Err(e) = self.send(Message::Pong(bytes)).await {
-                            return e.into();
-                        }
-                    }
-                    // Pongs, and anything else a client says, prove it is alive; content is ignored.
-                    Some(Ok(_)) => last_alive = Instant::now(),
-                    Some(Err(ProtocolError::Overflow)) => return End::Protocol(CloseCode::Size),
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "protocol error");
-                        return End::Protocol(CloseCode::Protocol);
-                    }
-                },
-                _ = ping.tick() => {
-                    if last_alive.elapsed() >= self.config.client_timeout {
-                        return End::TimedOut;
-                    }
-                    if let Err(e) = self.send(Message::Ping(Default::default())).await {
-                        return e.into();
-                    }
-                }
-                frame = sub.frames.recv() => match frame {
-                    Ok(frame) => {
-                        // Whatever else is already queued goes out merged with it: a client
-                        // that fell behind catches up with the latest values at once.
-                        let mut frames = vec![frame];
-                        let mut lagged = false;
-                        while frames.len() < MAX_MERGED_FRAMES {
-                            match sub.frames.try_recv() {
-                                Ok(frame) => frames.push(frame),
-                                Err(TryRecvError::Lagged(_)) => {
-                                    lagged = true;
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        if lagged {
-                            metrics.resyncs.inc();
-                            sub = self.hub.subscribe(self.filter.as_ref());
-                            if let Err(e) = self.send(Message::Text(sub.snapshot.clone())).await {
-                                return e.into();
-                            }
-                            continue;
-                        }
-                        for text in merged_texts(&frames, self.filter.as_ref()) {
-                            if let Err(e) = self.send(Message::Text(text)).await {
-                                return e.into();
-                            }
-                        }
-                    }
-                    Err(RecvError::Lagged(skipped)) => {
-                        metrics.resyncs.inc();
-                        tracing::debug!(skipped, "client fell behind, resyncing");
-                        // A new receiver and a new snapshot: the old backlog is older than
-                        // the snapshot and must not be replayed after it.
-                        sub = self.hub.subscribe(self.filter.as_ref());
-                        if let Err(e) = self.send(Message::Text(sub.snapshot.clone())).await {
-                            return e.into();
-                        }
-                    }
-                    Err(RecvError::Closed) => return End::Shutdown,
-                },
+                () = self.shutdown.cancelled() => Err(End::Shutdown),
+                message = self.stream.recv() => self.on_message(message, &mut last_alive).await,
+                _ = ping.tick() => self.ping(last_alive).await,
+                frame = sub.frames.recv() => self.on_frame(frame, &mut sub).await,
+            };
+            if let Err(end) = step {
+                return end;
             }
         }
     }
 
+    /// Takes a snapshot and the frames that follow it, and sends the snapshot.
+    async fn subscribe(&mut self) -> Result<Subscription, End> {
+        let sub = self.hub.subscribe(self.filter.as_ref());
+        self.send(Message::Text(sub.snapshot.clone())).await?;
+        Ok(sub)
+    }
+
+    /// Handles what the client said: anything proves it alive, a ping is answered, content
+    /// is ignored.
+    async fn on_message(
+        &mut self,
+        message: Option<Result<Message, ProtocolError>>,
+        last_alive: &mut Instant,
+    ) -> Result<(), End> {
+        match message {
+            Some(Ok(Message::Close(_))) | None => Err(End::ClientGone),
+            Some(Ok(message)) => {
+                *last_alive = Instant::now();
+                if let Message::Ping(bytes) = message {
+                    self.send(Message::Pong(bytes)).await?;
+                }
+                Ok(())
+            }
+            Some(Err(ProtocolError::Overflow)) => Err(End::Protocol(CloseCode::Size)),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "protocol error");
+                Err(End::Protocol(CloseCode::Protocol))
+            }
+        }
+    }
+
+    /// Pings the client, unless it has been silent for the client timeout.
+    async fn ping(&mut self, last_alive: Instant) -> Result<(), End> {
+        if last_alive.elapsed() >= self.config.client_timeout {
+            return Err(End::TimedOut);
+        }
+        self.send(Message::Ping(Default::default())).await
+    }
+
+    /// Sends `frame` merged with whatever else is already queued, so a client that fell a
+    /// little behind catches up with the latest values at once; one that fell too far
+    /// behind gets a fresh snapshot instead.
+    async fn on_frame(
+        &mut self,
+        frame: Result<Arc<Frame>, RecvError>,
+        sub: &mut Subscription,
+    ) -> Result<(), End> {
+        let queued = match frame {
+            Ok(frame) => queued_after(frame, &mut sub.frames),
+            Err(RecvError::Lagged(skipped)) => Err(skipped),
+            Err(RecvError::Closed) => return Err(End::Shutdown),
+        };
+        match queued {
+            Ok(frames) => {
+                for text in merged_texts(&frames, self.filter.as_ref()) {
+                    self.send(Message::Text(text)).await?;
+                }
+            }
+            Err(skipped) => {
+                self.hub.metrics().resyncs.inc();
+                tracing::debug!(skipped, "client fell behind, resyncing");
+                // A new receiver and a new snapshot: the old backlog is older than the
+                // snapshot and must not be replayed after it.
+                *sub = self.subscribe().await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Queues one message for the client's socket, giving up when it stays full for the
     /// client timeout or the gateway stops meanwhile.
-    async fn send(&mut self, message: Message) -> Result<(), SendError> {
+    async fn send(&mut self, message: Message) -> Result<(), End> {
         let is_text = matches!(message, Message::Text(_));
-        let result = tokio::select! {
-            r = send_message(&mut self.session, message) => r.map_err(|_| SendError::Closed),
-            () = tokio::time::sleep(self.config.client_timeout) => Err(SendError::Stalled),
-            () = self.shutdown.cancelled() => Err(SendError::Shutdown),
-        };
-        if result.is_ok() && is_text {
+        tokio::select! {
+            r = send_message(&mut self.session, message) => r.map_err(|_| End::ClientGone)?,
+            () = tokio::time::sleep(self.config.client_timeout) => return Err(End::Stalled),
+            () = self.shutdown.cancelled() => return Err(End::Shutdown),
+        }
+        if is_text {
             self.hub.metrics().frames_sent.inc();
         }
-        result
+        Ok(())
     }
+}
+
+/// `first` and the frames already queued behind it, at most [`MAX_MERGED_FRAMES`]; `Err`
+/// with the count of frames lost when the client fell so far behind that some were.
+fn queued_after(
+    first: Arc<Frame>,
+    frames: &mut broadcast::Receiver<Arc<Frame>>,
+) -> Result<Vec<Arc<Frame>>, u64> {
+    let mut queued = vec![first];
+    while queued.len() < MAX_MERGED_FRAMES {
+        match frames.try_recv() {
+            Ok(frame) => queued.push(frame),
+            Err(TryRecvError::Lagged(skipped)) => return Err(skipped),
+            Err(_) => break,
+        }
+    }
+    Ok(queued)
 }
 
 async fn send_message(session: &mut Session, message: Message) -> Result<(), actix_ws::Closed> {

@@ -24,13 +24,18 @@ pub type Key = (String, u32);
 /// `client_queue_frames` frames, so this bounds its memory even when every key changes.
 pub(crate) const MAX_ITEMS_PER_FRAME: usize = 1_000;
 
+/// Most trends in one frame: a trend of 90 points is about 5 KB, so a frame stays near
+/// the ~200 KB of a full update frame.
+pub(crate) const MAX_TRENDS_PER_FRAME: usize = 40;
+
 /// Broker connection state as shown to clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MqttState {
     /// Connected to the broker.
     Connected,
     /// Not connected (starting, or the broker is unreachable).
+    #[default]
     Disconnected,
 }
 
@@ -158,6 +163,25 @@ impl Frame {
         Self {
             text: ByteString::from(text),
             body: FrameBody::Update(items),
+        }
+    }
+
+    /// A remove frame: `{"type":"remove","keys":[...]}`.
+    pub(crate) fn remove(keys: Vec<KeyRef>) -> Self {
+        let text = encode(&Wire::Remove {
+            keys: keys.iter().collect(),
+        });
+        Self {
+            text,
+            body: FrameBody::Remove(keys),
+        }
+    }
+
+    /// A status frame: `{"type":"status","mqtt":...,"ingest":...}`.
+    pub(crate) fn status(mqtt: MqttState, ingest: Option<IngestView>) -> Self {
+        Self {
+            text: encode(&Wire::Status { mqtt, ingest }),
+            body: FrameBody::Status,
         }
     }
 

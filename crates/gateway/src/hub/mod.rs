@@ -1,23 +1,24 @@
-//! The gateway's state and its fan-out: the latest aggregate per key, the pipeline status,
-//! and the frames that tell WebSocket clients about changes.
+//! The gateway's state and its fan-out: the latest aggregate, alarm and trend per key, the
+//! pipeline status, and the frames that tell WebSocket clients about changes.
 //!
-//! The MQTT task records changes as pending; the batcher ([`crate::hub::batcher`]) applies the
-//! pending changes of a short interval to the published state and turns them into `remove`,
-//! `update` and `status` frames, each encoded once and broadcast. Clients subscribe and take
-//! their snapshot of the published state under the same lock the batcher applies and
-//! broadcasts under, so a client's frames continue its snapshot exactly: nothing missed,
-//! nothing twice.
+//! The MQTT task records changes as pending (each topic family in a `latest::Latest`); the
+//! batcher ([`crate::hub::batcher`]) applies the pending changes of a short interval to the
+//! shown state and turns them into `remove`, `update`, `alarm`, `trend` and `status` frames,
+//! each encoded once and broadcast. Clients subscribe and take their snapshot of the shown
+//! state under the same lock the batcher applies and broadcasts under, so a client's frames
+//! continue its snapshot exactly: nothing missed, nothing twice.
 
 pub mod batcher;
 pub mod frame;
+mod latest;
 pub mod liveness;
-pub mod signals;
 
-use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use aggregator_core::{Aggregate, KeyRef};
+use aggregator_core::Aggregate;
+use aggregator_core::alarm::{AlarmMessage, AlarmState};
+use aggregator_core::trend::TrendMessage;
 use bytestring::ByteString;
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
@@ -27,13 +28,10 @@ use tokio::sync::{Notify, broadcast};
 pub use crate::hub::frame::{
     Frame, FrameBody, IngestView, Key, MachineFilter, MqttState, UpdateItem, merged_texts,
 };
-use crate::hub::frame::{MAX_ITEMS_PER_FRAME, Wire, encode};
+use crate::hub::frame::{MAX_ITEMS_PER_FRAME, MAX_TRENDS_PER_FRAME, Wire, encode};
+use crate::hub::latest::{Latest, chunks};
 use crate::hub::liveness::{IngestLiveness, ShardStatus};
 use crate::metrics::Metrics;
-use aggregator_core::alarm::AlarmMessage;
-use aggregator_core::trend::TrendMessage;
-
-use crate::hub::signals::Signals;
 
 /// `/api/health` body.
 #[derive(Debug, Clone, Serialize)]
@@ -66,12 +64,12 @@ pub struct Subscription {
     pub snapshot: ByteString,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Inner {
-    /// What clients have been told: snapshots and `/api/aggregates` show this.
-    aggregates: BTreeMap<Key, Aggregate>,
-    /// Changes since the last flush, latest per key; `None` removes the key.
-    pending: BTreeMap<Key, Option<Aggregate>>,
+    /// Snapshots and `/api/aggregates` show the flushed aggregates only.
+    aggregates: Latest<Aggregate>,
+    alarms: Latest<AlarmMessage>,
+    trends: Latest<TrendMessage>,
     ingest: Option<IngestView>,
     liveness: IngestLiveness,
     mqtt: MqttState,
@@ -79,10 +77,19 @@ struct Inner {
     status_dirty: bool,
     /// Encoded unfiltered snapshot, valid until the next change.
     snapshot: Option<ByteString>,
-    /// During the retained replay after a reconnect: keys heard of since the reconnect.
-    seen: Option<HashSet<Key>>,
-    /// Alarms and trends, with the same pending/shown split.
-    signals: Signals,
+}
+
+impl Inner {
+    /// The snapshot frame of the shown state, with only the machines `filter` passes.
+    fn encode_snapshot(&self, filter: Option<&MachineFilter>) -> ByteString {
+        encode(&Wire::Snapshot {
+            aggregates: self.aggregates.values(filter).collect(),
+            ingest: self.ingest,
+            mqtt: self.mqtt,
+            alarms: self.alarms.values(filter).collect(),
+            trends: self.trends.values(filter).collect(),
+        })
+    }
 }
 
 /// State plus fan-out; shared by the MQTT task, the batcher, HTTP handlers and clients.
@@ -100,17 +107,7 @@ impl Hub {
     pub fn new(queue_frames: usize, metrics: Arc<Metrics>) -> Self {
         let (frames, _) = broadcast::channel(queue_frames.max(1));
         Self {
-            inner: Mutex::new(Inner {
-                aggregates: BTreeMap::new(),
-                ingest: None,
-                liveness: IngestLiveness::default(),
-                mqtt: MqttState::Disconnected,
-                pending: BTreeMap::new(),
-                status_dirty: false,
-                snapshot: None,
-                seen: None,
-                signals: Signals::default(),
-            }),
+            inner: Mutex::default(),
             frames,
             wake: Notify::new(),
             clients: AtomicUsize::new(0),
@@ -129,51 +126,42 @@ impl Hub {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a change of `key` to `value` (`None`: forget it) for the next flush, unless it
-    /// changes nothing.
-    fn change(&self, inner: &mut Inner, key: Key, value: Option<Aggregate>) {
-        let current = match inner.pending.get(&key) {
-            Some(pending) => pending.as_ref(),
-            None => inner.aggregates.get(&key),
-        };
-        if current == value.as_ref() {
-            return;
+    /// Records `value` (`None`: forget) for `key` in the family `latest` picks, for the
+    /// next flush, and wakes the batcher unless it changes nothing.
+    fn set<V: PartialEq + Clone>(
+        &self,
+        latest: impl FnOnce(&mut Inner) -> &mut Latest<V>,
+        key: Key,
+        value: Option<V>,
+    ) {
+        if latest(&mut self.lock()).set(key, value) {
+            self.wake.notify_one();
         }
-        inner.pending.insert(key, value);
-        self.wake.notify_one();
     }
 
     /// Stores the latest aggregate of its key.
     pub fn upsert(&self, aggregate: Aggregate) {
         let key = (aggregate.machine_id.clone(), aggregate.scrap_index);
-        let mut inner = self.lock();
-        if let Some(seen) = inner.seen.as_mut() {
-            seen.insert(key.clone());
-        }
-        self.change(&mut inner, key, Some(aggregate));
+        self.set(|inner| &mut inner.aggregates, key, Some(aggregate));
     }
 
     /// Forgets a key (its retained aggregate was cleared).
     pub fn remove(&self, machine: &str, index: u32) {
         let key = (machine.to_owned(), index);
-        let mut inner = self.lock();
-        if let Some(seen) = inner.seen.as_mut() {
-            seen.insert(key.clone());
-        }
-        self.change(&mut inner, key, None);
+        self.set(|inner| &mut inner.aggregates, key, None);
     }
 
-    /// Runs `f` on the alarms and trends under the state lock, waking the batcher when `f`
-    /// says it recorded a change.
-    pub(crate) fn update_signals(&self, f: impl FnOnce(&mut Signals) -> bool) {
-        if f(&mut self.lock().signals) {
-            self.wake.notify_one();
-        }
+    /// Records the latest alarm message of (`machine`, `index`); `None` forgets the key (its
+    /// retained alarm was emptied). `?machines=` filters go by `machine`.
+    pub fn set_alarm(&self, machine: &str, index: u32, alarm: Option<AlarmMessage>) {
+        let key = (machine.to_owned(), index);
+        self.set(|inner| &mut inner.alarms, key, alarm);
     }
 
-    /// Reads the shown alarms and trends under the state lock.
-    pub(crate) fn read_signals<R>(&self, f: impl FnOnce(&Signals) -> R) -> R {
-        f(&self.lock().signals)
+    /// Records the latest trend of (`machine`, `index`); `None` forgets the key.
+    pub fn set_trend(&self, machine: &str, index: u32, trend: Option<TrendMessage>) {
+        let key = (machine.to_owned(), index);
+        self.set(|inner| &mut inner.trends, key, trend);
     }
 
     /// Records the single ingest's liveness (`None`: its retained status was cleared).
@@ -225,106 +213,52 @@ impl Hub {
     /// [`Hub::finish_resync`] were cleared while the gateway was away.
     pub fn begin_resync(&self) {
         let mut inner = self.lock();
-        inner.seen = Some(HashSet::new());
-        inner.signals.begin_resync();
+        inner.aggregates.begin_resync();
+        inner.alarms.begin_resync();
+        inner.trends.begin_resync();
         inner.liveness.begin_resync();
     }
 
-    /// Ends the retained replay: forgets every key that was not re-delivered. Returns how
-    /// many were forgotten.
+    /// Ends the retained replay: forgets every key (aggregate, alarm, trend, ingest status)
+    /// that was not re-delivered. Returns how many aggregates were forgotten.
     pub fn finish_resync(&self) -> usize {
         let mut inner = self.lock();
-        if inner.signals.finish_resync() {
+        let forgotten = inner.aggregates.finish_resync();
+        if forgotten + inner.alarms.finish_resync() + inner.trends.finish_resync() > 0 {
             self.wake.notify_one();
         }
         if inner.liveness.finish_resync() {
             self.refresh_ingest(&mut inner);
         }
-        let Some(seen) = inner.seen.take() else {
-            return 0;
-        };
-        let live = inner.aggregates.keys().chain(
-            inner
-                .pending
-                .iter()
-                .filter_map(|(k, v)| v.as_ref().map(|_| k)),
-        );
-        let stale: HashSet<Key> = live.filter(|k| !seen.contains(*k)).cloned().collect();
-        let forgotten = stale.len();
-        for key in stale {
-            self.change(&mut inner, key, None);
-        }
         forgotten
     }
 
-    /// Turns the changes since the last call into frames and broadcasts them.
+    /// Turns the changes since the last call into frames and broadcasts them: removals,
+    /// updates, alarms, trends, then status.
     pub fn flush(&self) {
         let mut inner = self.lock();
-        if inner.pending.is_empty() && !inner.status_dirty && !inner.signals.has_pending() {
-            return;
-        }
-        let pending = std::mem::take(&mut inner.pending);
-        let mut updates = Vec::new();
-        let mut removes = Vec::new();
-        for (key, value) in pending {
-            match value {
-                Some(a) => {
-                    inner.aggregates.insert(key, a.clone());
-                    updates.push(a);
-                }
-                // A key added and removed within one batch was never shown: nothing to say.
-                None => {
-                    if inner.aggregates.remove(&key).is_some() {
-                        removes.push(KeyRef {
-                            machine_id: key.0,
-                            scrap_index: key.1,
-                        });
-                    }
-                }
-            }
-        }
-        if !updates.is_empty() || !removes.is_empty() {
-            inner.snapshot = None;
+        let aggregates = inner.aggregates.flush();
+        let alarms = inner.alarms.flush();
+        let trends = inner.trends.flush();
+        if !aggregates.is_empty() {
             self.metrics.keys.set(gauge_value(inner.aggregates.len()));
         }
-        // Sent while holding the lock: a client subscribing now sees either the state before
-        // these frames and then the frames, or the state after them.
-        while !removes.is_empty() {
-            let rest = removes.split_off(removes.len().min(MAX_ITEMS_PER_FRAME));
-            let text = encode(&Wire::Remove {
-                keys: removes.iter().collect(),
-            });
-            self.broadcast(text, FrameBody::Remove(removes));
-            removes = rest;
-        }
-        while !updates.is_empty() {
-            let rest = updates.split_off(updates.len().min(MAX_ITEMS_PER_FRAME));
-            self.send_frame(Frame::update(updates));
-            updates = rest;
-        }
-        let signal_frames = inner.signals.flush();
-        if !signal_frames.is_empty() {
+        if !(aggregates.is_empty() && alarms.is_empty() && trends.is_empty()) {
             inner.snapshot = None;
         }
-        for frame in signal_frames {
-            self.send_frame(frame);
+        let status = std::mem::take(&mut inner.status_dirty)
+            .then(|| Frame::status(inner.mqtt, inner.ingest));
+        let frames = (chunks(aggregates.removed, MAX_ITEMS_PER_FRAME).map(Frame::remove))
+            .chain(chunks(aggregates.changed, MAX_ITEMS_PER_FRAME).map(Frame::update))
+            .chain((alarms.batches(MAX_ITEMS_PER_FRAME)).map(|(a, r)| Frame::alarm(a, r)))
+            .chain((trends.batches(MAX_TRENDS_PER_FRAME)).map(|(t, r)| Frame::trend(t, r)))
+            .chain(status);
+        // Sent while holding the lock: a client subscribing now sees either the state before
+        // these frames and then the frames, or the state after them.
+        for frame in frames {
+            // An error only means no client is connected right now.
+            let _ = self.frames.send(Arc::new(frame));
         }
-        if std::mem::take(&mut inner.status_dirty) {
-            let text = encode(&Wire::Status {
-                mqtt: inner.mqtt,
-                ingest: inner.ingest,
-            });
-            self.broadcast(text, FrameBody::Status);
-        }
-    }
-
-    fn broadcast(&self, text: ByteString, body: FrameBody) {
-        self.send_frame(Frame { text, body });
-    }
-
-    fn send_frame(&self, frame: Frame) {
-        // An error only means no client is connected right now.
-        let _ = self.frames.send(Arc::new(frame));
     }
 
     /// Waits until a change is recorded (one wake-up may stand for many changes).
@@ -336,37 +270,14 @@ impl Hub {
     pub fn subscribe(&self, filter: Option<&MachineFilter>) -> Subscription {
         let mut inner = self.lock();
         let frames = self.frames.subscribe();
-        let snapshot = match filter {
-            Some(filter) => encode(&Wire::Snapshot {
-                aggregates: inner
-                    .aggregates
-                    .values()
-                    .filter(|a| filter.matches(&a.machine_id))
-                    .collect(),
-                ingest: inner.ingest,
-                mqtt: inner.mqtt,
-                alarms: (inner.signals.alarms.values())
-                    .filter(|a| filter.matches(&a.machine_id))
-                    .collect(),
-                trends: (inner.signals.trends.values())
-                    .filter(|t| filter.matches(&t.machine_id))
-                    .collect(),
-            }),
-            None => {
-                if let Some(cached) = &inner.snapshot {
-                    cached.clone()
-                } else {
-                    let text = encode(&Wire::Snapshot {
-                        aggregates: inner.aggregates.values().collect(),
-                        ingest: inner.ingest,
-                        mqtt: inner.mqtt,
-                        alarms: inner.signals.alarms.values().collect(),
-                        trends: inner.signals.trends.values().collect(),
-                    });
-                    inner.snapshot = Some(text.clone());
-                    text
-                }
+        let snapshot = match (filter, &inner.snapshot) {
+            (None, Some(cached)) => cached.clone(),
+            (None, None) => {
+                let text = inner.encode_snapshot(None);
+                inner.snapshot = Some(text.clone());
+                text
             }
+            (Some(_), _) => inner.encode_snapshot(filter),
         };
         Subscription { frames, snapshot }
     }
@@ -374,9 +285,19 @@ impl Hub {
     /// Every aggregate as a JSON array, sorted by machine, then index.
     pub fn aggregates_json(&self) -> String {
         let inner = self.lock();
-        let all: Vec<&Aggregate> = inner.aggregates.values().collect();
+        let all: Vec<&Aggregate> = inner.aggregates.values(None).collect();
         // expect: as in `encode`.
         serde_json::to_string(&all).expect("aggregates always serialize")
+    }
+
+    /// Every raised alarm passing `filter` as a JSON array, sorted by machine, then index.
+    pub fn alarms_json(&self, filter: Option<&MachineFilter>) -> String {
+        let inner = self.lock();
+        let raised: Vec<&AlarmMessage> = (inner.alarms.values(filter))
+            .filter(|a| a.state == AlarmState::Raised)
+            .collect();
+        // expect: alarm messages have string keys and plain values.
+        serde_json::to_string(&raised).expect("alarms always serialize")
     }
 
     /// The `/api/health` view.
@@ -432,35 +353,10 @@ fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The alarms and trends relayed beside the aggregates ([`crate::hub::signals`]).
-impl Hub {
-    /// Records the latest alarm message of (`machine`, `index`); `None` forgets the key (its
-    /// retained alarm was emptied).
-    pub fn set_alarm(&self, machine: &str, index: u32, alarm: Option<AlarmMessage>) {
-        let key = (machine.to_owned(), index);
-        self.update_signals(|s| s.alarms.set(key, alarm));
-    }
-
-    /// Records the latest trend of (`machine`, `index`); `None` forgets the key.
-    pub fn set_trend(&self, machine: &str, index: u32, trend: Option<TrendMessage>) {
-        let key = (machine.to_owned(), index);
-        self.update_signals(|s| s.trends.set(key, trend));
-    }
-
-    /// Every raised alarm passing `filter` as a JSON array, sorted by machine, then index.
-    pub fn alarms_json(&self, filter: Option<&MachineFilter>) -> String {
-        self.read_signals(|s| {
-            let raised: Vec<&AlarmMessage> = s.raised(filter).collect();
-            // expect: alarm messages have string keys and plain values.
-            serde_json::to_string(&raised).expect("alarms always serialize")
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{agg, hub, json};
+    use crate::fixtures::{agg, alarm, hub, json, trend};
 
     fn next(sub: &mut Subscription) -> serde_json::Value {
         json(&sub.frames.try_recv().unwrap().text)
@@ -607,14 +503,22 @@ mod tests {
         let hub = hub();
         hub.upsert(agg("A1", 1, 1.0));
         hub.upsert(agg("A1", 2, 1.0));
+        hub.set_alarm("A1", 1, Some(alarm("A1", 1, AlarmState::Raised)));
+        hub.set_trend("A1", 1, Some(trend("A1", 1)));
         hub.flush();
         let mut sub = hub.subscribe(None);
         hub.begin_resync();
         hub.upsert(agg("A1", 1, 1.0));
-        assert_eq!(hub.finish_resync(), 1);
+        assert_eq!(hub.finish_resync(), 1, "the count is of aggregates");
         hub.flush();
-        assert_eq!(next(&mut sub)["type"], "remove");
+        let frames: Vec<serde_json::Value> = std::iter::from_fn(|| sub.frames.try_recv().ok())
+            .map(|f| json(&f.text))
+            .collect();
+        let kinds: Vec<&serde_json::Value> = frames.iter().map(|f| &f["type"]).collect();
+        assert_eq!(kinds, ["remove", "alarm", "trend"]);
+        assert_eq!(frames[0]["keys"][0]["scrapIndex"], 2);
         assert_eq!(hub.health().keys, 1);
+        assert_eq!(hub.alarms_json(None), "[]");
         assert_eq!(hub.finish_resync(), 0, "only once per replay");
     }
 
@@ -720,5 +624,59 @@ mod tests {
             v,
             serde_json::json!({"status":"ok","clients_connected":0,"mqtt":"connected","ingest":null,"keys":0})
         );
+    }
+
+    #[test]
+    fn alarms_and_trends_go_out_in_snapshots_and_frames() {
+        let hub = hub();
+        hub.set_alarm("A1", 1, Some(alarm("A1", 1, AlarmState::Raised)));
+        hub.set_alarm("B1", 1, Some(alarm("B1", 1, AlarmState::Cleared)));
+        hub.set_trend("A1", 1, Some(trend("A1", 1)));
+        assert_eq!(
+            hub.alarms_json(None),
+            "[]",
+            "nothing shown before the flush"
+        );
+        hub.flush();
+        let mut sub = hub.subscribe(None);
+        let snap = json(&sub.snapshot);
+        assert_eq!(snap["alarms"].as_array().unwrap().len(), 2);
+        assert_eq!(snap["trends"][0]["points"][0]["sum"], 1.5);
+        let raised = json(&hub.alarms_json(None).into());
+        assert_eq!(raised.as_array().unwrap().len(), 1, "only raised alarms");
+        assert_eq!(raised[0]["maschinenId"], "A1");
+        let b1 = MachineFilter::parse("B1").unwrap();
+        assert_eq!(hub.alarms_json(Some(&b1)), "[]");
+        let filtered = json(&hub.subscribe(Some(&b1)).snapshot);
+        assert_eq!(filtered["alarms"][0]["maschinenId"], "B1");
+        assert_eq!(filtered["trends"], serde_json::json!([]));
+
+        hub.set_alarm("B1", 1, Some(alarm("B1", 1, AlarmState::Raised)));
+        hub.set_alarm("A1", 1, None);
+        hub.set_trend("A1", 1, None);
+        hub.flush();
+        let frame = sub.frames.try_recv().unwrap();
+        assert_eq!(
+            json(&frame.text),
+            serde_json::json!({"type": "alarm",
+                "alarms": [alarm("B1", 1, AlarmState::Raised)],
+                "removed": [{"maschinenId": "A1", "scrapIndex": 1}]})
+        );
+        let only_a1 = MachineFilter::parse("A1").unwrap();
+        assert_eq!(
+            json(&frame.text_for(Some(&only_a1)).unwrap())["alarms"],
+            serde_json::json!([])
+        );
+        let trend_frame = sub.frames.try_recv().unwrap();
+        assert_eq!(
+            json(&trend_frame.text),
+            serde_json::json!({"type": "trend", "trends": [],
+                "removed": [{"maschinenId": "A1", "scrapIndex": 1}]})
+        );
+        assert!(trend_frame.text_for(Some(&b1)).is_none(), "nothing for B1");
+        assert!(sub.frames.try_recv().is_err());
+        let snap = json(&hub.subscribe(None).snapshot);
+        assert_eq!(snap["trends"], serde_json::json!([]));
+        assert_eq!(snap["alarms"][0]["maschinenId"], "B1");
     }
 }

@@ -61,10 +61,10 @@ if ((quick)); then
 else
     runs=(
         "throughput"
-        # Issue 12: 3 ingest shards on a 3-node NATS cluster, 30 QoS 1 connections, vs a bare
+        # Scale-out: 3 ingest shards on a 3-node NATS cluster, 30 QoS 1 connections, vs a bare
         # subscriber on the cluster; one ingest on one Mosquitto under the same load beside it.
         "cluster"
-        # Issue 13's table: 9 keys (the original service's), 8 s runs, default settings.
+        # Latency targets: 9 keys (the original service's), 8 s runs, default settings.
         "latency --rate 50 --machines 3 --indices 3 --duration-secs 8"
         "latency --rate 100 --machines 3 --indices 3 --duration-secs 8"
         "latency --rate 1000 --machines 3 --indices 3 --duration-secs 8"

@@ -384,7 +384,7 @@ mod tests {
 
     #[test]
     fn eleven_changes_a_second_never_wait_with_the_default_budget() {
-        // 100 msg/s over 9 keys, the load of issue 13: about one change per key every 90 ms,
+        // 100 msg/s over 9 keys, the original's load: about one change per key every 90 ms,
         // here with jitter that puts two changes 10 ms apart.
         let mut c = Coalescer::with_burst(Duration::from_millis(50), 5);
         let mut t = 0;

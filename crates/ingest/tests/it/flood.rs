@@ -2,7 +2,7 @@
 //! distinct machine ids against `max_keys`. The service must keep exact sums, keep answering
 //! `/health`, keep its memory bounded and its log short.
 //!
-//! Sizes are those of issue 8 (100 000 malformed payloads; 1 000 000 distinct ids) and can be
+//! Sizes are the required volumes (100 000 malformed payloads; 1 000 000 distinct ids) and can be
 //! lowered for a quick local run with `FLOOD_MALFORMED` and `FLOOD_DISTINCT_IDS`.
 
 use std::collections::BTreeMap;

@@ -17,7 +17,7 @@ default:
 # Build the images and start broker, ingest and gateway in Docker (dashboard on :8000).
 up *ARGS:
     {{ compose }} up -d --build "$@"
-    @echo "dashboard: http://localhost:${GATEWAY_HOST_PORT:-8000}/   (logs: {{ compose }} logs -f)"
+    @echo "dashboard: http://localhost:${DASHBOARD_HOST_PORT:-8000}/   (logs: {{ compose }} logs -f)"
 
 # Stop the Docker stack (`just down -v` also drops the broker's and ingest's data).
 down *ARGS:

@@ -128,14 +128,14 @@ scripts/make-standin-images.sh || fail "base images" "scripts/make-standin-image
 # below and the cleanup work on whichever stack is up.
 MQTT_HOST_PORT=$(free_port)
 MQTT_WS_HOST_PORT=$(free_port)
-GATEWAY_HOST_PORT=$(free_port)
-export MQTT_HOST_PORT MQTT_WS_HOST_PORT GATEWAY_HOST_PORT
+DASHBOARD_HOST_PORT=$(free_port)
+export MQTT_HOST_PORT MQTT_WS_HOST_PORT DASHBOARD_HOST_PORT
 compose=("${compose_cmd[@]}" -p "$project" -f docker-compose.yml -f deploy/compose.smoke.yml)
 # The simulator's profile only where the simulator is meant: build, run and down. With it,
 # `up` would also start the profile's own simulator, whose data would spoil the exact sums.
 with_sim=("${compose[@]}" --profile sim)
 logged_services=(mosquitto ingest gateway)
-base_url=http://127.0.0.1:$GATEWAY_HOST_PORT
+base_url=http://127.0.0.1:$DASHBOARD_HOST_PORT
 
 cleanup() {
   local status=$?
@@ -376,13 +376,13 @@ cluster_stack() {
   NATS_1_MONITOR_HOST_PORT=$(free_port)
   NATS_2_MONITOR_HOST_PORT=$(free_port)
   NATS_3_MONITOR_HOST_PORT=$(free_port)
-  GATEWAY_1_HOST_PORT=$(free_port)
-  GATEWAY_2_HOST_PORT=$(free_port)
+  DASHBOARD_1_HOST_PORT=$(free_port)
+  DASHBOARD_2_HOST_PORT=$(free_port)
   export NATS_1_MQTT_HOST_PORT NATS_2_MQTT_HOST_PORT NATS_3_MQTT_HOST_PORT \
     NATS_1_MONITOR_HOST_PORT NATS_2_MONITOR_HOST_PORT NATS_3_MONITOR_HOST_PORT \
-    GATEWAY_1_HOST_PORT GATEWAY_2_HOST_PORT
-  gateway_1_url=http://127.0.0.1:$GATEWAY_1_HOST_PORT
-  gateway_2_url=http://127.0.0.1:$GATEWAY_2_HOST_PORT
+    DASHBOARD_1_HOST_PORT DASHBOARD_2_HOST_PORT
+  gateway_1_url=http://127.0.0.1:$DASHBOARD_1_HOST_PORT
+  gateway_2_url=http://127.0.0.1:$DASHBOARD_2_HOST_PORT
   compose=("${compose_cmd[@]}" -p "$cluster_project" -f docker-compose.cluster.yml -f deploy/compose.cluster.smoke.yml)
   with_sim=("${compose[@]}" --profile sim)
   logged_services=("${nodes[@]}" mqtt-streams ingest-0 ingest-1 ingest-2 gateway-1 gateway-2)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use rumqttc::{AsyncClient, EventLoop};
+use service_kit::Link;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,11 +19,7 @@ use crate::http::state::AppState;
 use crate::http::ws::ws_route;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::mqtt::{self, MqttTaskConfig};
-
-/// Capacity of rumqttc's request channel: the gateway only ever queues a subscription and a
-/// disconnect.
-const MQTT_REQUEST_CAPACITY: usize = 16;
+use crate::mqtt;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +45,8 @@ pub struct Application {
     settings: GatewayConfig,
     listener: TcpListener,
     hub: Arc<Hub>,
-    mqtt_client: AsyncClient,
-    event_loop: EventLoop,
-    /// The `mqtt.host` list and the broker in use.
-    failover: service_kit::Failover,
+    /// The broker link over the `mqtt.host` list, not yet connected.
+    link: Link,
 }
 
 impl Application {
@@ -65,7 +59,7 @@ impl Application {
     }
 
     /// Binds the listener (port 0 picks a free port) and prepares, without connecting, the
-    /// MQTT client.
+    /// MQTT link.
     ///
     /// # Errors
     /// An address that cannot be bound.
@@ -76,17 +70,12 @@ impl Application {
         })?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(settings.settings.ws.client_queue_frames, metrics));
-        let failover = settings.failover();
-        let (mqtt_client, mut event_loop) =
-            AsyncClient::new(failover.options(), MQTT_REQUEST_CAPACITY);
-        service_kit::no_delay(&mut event_loop);
+        let link = mqtt::link(settings.failover(), settings.mqtt.backoff());
         Ok(Self {
             settings,
             listener,
             hub,
-            mqtt_client,
-            event_loop,
-            failover,
+            link,
         })
     }
 
@@ -117,9 +106,7 @@ impl Application {
             settings,
             listener,
             hub,
-            mqtt_client,
-            event_loop,
-            failover,
+            link,
         } = self;
         let local = listener.local_addr()?;
         let static_dir = settings.settings.http.static_dir.clone();
@@ -147,14 +134,9 @@ impl Application {
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(mqtt::run(
-            mqtt_client,
-            event_loop,
-            failover,
+            link,
             Arc::clone(&hub),
-            MqttTaskConfig {
-                backoff_max: settings.mqtt.reconnect.1,
-                resync_quiet: Duration::from_millis(settings.settings.resync_quiet_ms),
-            },
+            Duration::from_millis(settings.settings.resync_quiet_ms),
             background.clone(),
         ));
         let ws = &settings.settings.ws;

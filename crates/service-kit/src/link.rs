@@ -211,7 +211,7 @@ impl Link {
         .await
         .unwrap_or(false);
         if written {
-            tracing::info!("disconnected from the broker");
+            tracing::info!("disconnected from the MQTT broker");
         }
         written
     }
@@ -230,7 +230,7 @@ impl Link {
             }
             Event::Incoming(Incoming::Publish(publish)) => handler.publish(publish).await,
             Event::Outgoing(Outgoing::Disconnect) => {
-                tracing::info!("disconnected from the broker");
+                tracing::info!("disconnected from the MQTT broker");
                 return ControlFlow::Break(LinkEnd::Disconnected);
             }
             Event::Outgoing(packet) => {
@@ -265,7 +265,7 @@ impl Link {
         tracing::info!(
             session_present = ack.session_present,
             broker = %self.failover.current(),
-            "connected to the broker"
+            "connected to the MQTT broker"
         );
         handler
             .connected(ack.session_present, &mut self.event_loop.state)
@@ -310,9 +310,9 @@ impl Link {
         let delay = self.backoff.next_delay();
         let broker = self.failover.current();
         if was_connected {
-            tracing::warn!(%error, %broker, retry_in_ms = millis(delay), "lost the connection to the broker; reconnecting");
-        } else if let Some(suppressed) = pace.error_log.admit() {
-            tracing::warn!(%error, %broker, retry_in_ms = millis(delay), suppressed, "cannot reach the broker");
+            tracing::warn!(%error, %broker, retry_in_ms = millis(delay), "lost the connection to the MQTT broker; reconnecting");
+        } else if let Some(suppressed) = pace.admit_error(error, Instant::now()) {
+            tracing::warn!(%error, %broker, retry_in_ms = millis(delay), suppressed, "cannot reach the MQTT broker");
         }
         if let Some(next) = self.failover.advance(&mut self.event_loop) {
             tracing::info!(broker = %next, "failing over to the next broker");
@@ -350,6 +350,8 @@ struct Pace {
     resubscribe_backoff: Backoff,
     refused_log: LogLimit,
     error_log: LogLimit,
+    /// The text of the last connection error logged.
+    last_error: String,
 }
 
 impl Pace {
@@ -361,7 +363,21 @@ impl Pace {
             resubscribe_backoff: Backoff::new(RESUBSCRIBE_START, ceiling),
             refused_log: LogLimit::new(LOG_EVERY),
             error_log: LogLimit::new(LOG_EVERY),
+            last_error: String::new(),
         }
+    }
+
+    /// Whether a failed connection attempt gets a warning: `Some(left out since the previous
+    /// one)`. A different error is always logged (the first failure may be a bare I/O error
+    /// and the next one the reason, such as an untrusted certificate); the same one again at
+    /// most once per [`LOG_EVERY`].
+    fn admit_error(&mut self, error: &ConnectionError, now: Instant) -> Option<u64> {
+        let text = error.to_string();
+        if text == self.last_error {
+            return self.error_log.admit_at(now);
+        }
+        self.last_error = text;
+        Some(self.error_log.force_at(now))
     }
 
     /// A new connection; `subscribed` when it needs no SUBSCRIBE of ours.
@@ -439,5 +455,25 @@ mod tests {
         assert!(pace.disconnected(), "it was connected");
         assert_eq!(pace.resubscribe_at, None);
         assert!(!pace.disconnected(), "no second loss without a connection");
+    }
+
+    #[test]
+    fn a_different_connection_error_is_logged_at_once_the_same_one_rarely() {
+        let refused = || ConnectionError::Io(std::io::ErrorKind::ConnectionRefused.into());
+        let mut pace = Pace::new(Duration::from_secs(30));
+        let now = Instant::now();
+        assert_eq!(pace.admit_error(&refused(), now), Some(0));
+        assert_eq!(pace.admit_error(&refused(), now), None);
+        assert_eq!(
+            pace.admit_error(&ConnectionError::NetworkTimeout, now),
+            Some(1),
+            "a new reason, with the count left out"
+        );
+        assert_eq!(
+            pace.admit_error(&ConnectionError::NetworkTimeout, now),
+            None
+        );
+        assert_eq!(pace.admit_error(&refused(), now), Some(1));
+        assert_eq!(pace.admit_error(&refused(), now + LOG_EVERY), Some(0));
     }
 }

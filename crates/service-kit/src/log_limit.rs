@@ -45,8 +45,20 @@ impl LogLimit {
             self.suppressed += 1;
             return None;
         }
+        Some(self.force_at(now))
+    }
+
+    /// Records one occurrence that is to be logged whatever the interval says (news the reader
+    /// must not wait for, such as a different reason); returns the number left out since the
+    /// previous line. The interval starts again from here.
+    pub fn force(&mut self) -> u64 {
+        self.force_at(Instant::now())
+    }
+
+    /// As [`LogLimit::force`], at `now`.
+    pub fn force_at(&mut self, now: Instant) -> u64 {
         self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
+        std::mem::take(&mut self.suppressed)
     }
 }
 
@@ -70,6 +82,23 @@ mod tests {
         );
         assert_eq!(log.admit_at(at(11)), None);
         assert_eq!(log.admit_at(at(25)), Some(1));
+    }
+
+    #[test]
+    fn a_forced_line_reports_what_was_left_out_and_restarts_the_interval() {
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut log = LogLimit::new(Duration::from_secs(10));
+        assert_eq!(log.admit_at(at(0)), Some(0));
+        assert_eq!(log.admit_at(at(1)), None);
+        assert_eq!(log.admit_at(at(2)), None);
+        assert_eq!(log.force_at(at(3)), 2);
+        assert_eq!(
+            log.admit_at(at(12)),
+            None,
+            "the interval runs from the forced line"
+        );
+        assert_eq!(log.admit_at(at(13)), Some(1));
     }
 
     #[test]

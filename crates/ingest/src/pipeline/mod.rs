@@ -378,7 +378,7 @@ impl Pipeline {
     fn reject(&mut self, rejection: &Rejection, publish: &Publish, now: Timestamp) {
         let reason = rejection.reason();
         self.metrics.rejected(reason).inc();
-        if let Some(admitted) = self.rejection_log.admit(reason, now) {
+        if let Some(admitted) = self.rejection_log.admit(reason) {
             tracing::warn!(
                 reason = reason.as_str(),
                 topic = %publish.topic,

@@ -1,5 +1,5 @@
 //! Wiring: [`Application::build`] binds the HTTP socket (port 0 works), [`Application::run`]
-//! starts the MQTT event loop task, the aggregation task and the HTTP server, and runs the
+//! starts the MQTT link task, the aggregation task and the HTTP server, and runs the
 //! shutdown sequence when the token fires.
 
 use std::net::{SocketAddr, TcpListener};
@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::IngestConfig;
 use crate::durability::window_log::{LogError, Recovery, WindowLog};
 use crate::metrics::Metrics;
-use crate::mqtt::{Inbound, LinkState, LinkTask};
+use crate::mqtt::{self, Forwarder, Inbound, LinkState};
 use crate::pipeline::{Pipeline, clock_now};
 
 /// Why the service could not start or run.
@@ -118,29 +117,24 @@ impl Application {
             Box::new(move |broker| options_config.mqtt_options_at(broker, offline.clone())),
         );
         let settings = &config.settings;
-        let (client, mut event_loop) =
-            AsyncClient::new(failover.options(), settings.limits.request_capacity);
-        service_kit::no_delay(&mut event_loop);
+        let (link, client) = mqtt::link(
+            failover,
+            config.mqtt.backoff(),
+            settings.limits.request_capacity,
+            &config.shard.filter,
+        );
         let (link_tx, link_rx) = watch::channel(LinkState::default());
         let (inbound_tx, inbound_rx) = mpsc::channel(settings.limits.incoming_capacity);
         let inbound_tx_snapshot = inbound_tx.clone();
         let draining = CancellationToken::new();
         let abort = CancellationToken::new();
-        let link_task = tokio::spawn(
-            LinkTask {
-                event_loop,
-                client: client.clone(),
-                filter: config.shard.filter.clone(),
-                inbound: inbound_tx,
-                state: link_tx,
-                metrics: metrics.clone(),
-                backoff: config.mqtt.backoff(),
-                failover,
-                draining: draining.clone(),
-                abort: abort.clone(),
-            }
-            .run(),
-        );
+        let forwarder = Forwarder {
+            inbound: inbound_tx,
+            state: link_tx,
+            metrics: metrics.clone(),
+            draining: draining.clone(),
+        };
+        let link_task = tokio::spawn(mqtt::run(link, forwarder, abort.clone()));
 
         let server = crate::http::serve(listener, Arc::new(registry), link_rx.clone())
             .map_err(StartupError::Http)?;

@@ -265,10 +265,11 @@ impl Pipeline {
                     self.orphans.adopt(found.aggregates, |machine, index| {
                         store.lookup(machine, index).is_some()
                     });
+                    let read = found.read;
                     self.alarms
-                        .restore(store, found.alarms, now, &mut self.outbox);
+                        .restore(store, found.alarms, read, now, &mut self.outbox);
                     self.trends
-                        .restore(store, found.trends, now, &mut self.outbox);
+                        .restore(store, found.trends, read, now, &mut self.outbox);
                 }
             }
         }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use aggregator_core::Aggregate;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use gateway::decode::apply_publish;
 use gateway::hub::{Hub, MachineFilter};
 use gateway::metrics::Metrics;
-use gateway::mqtt::apply_publish;
 
 fn aggregate(machine: usize, index: u32, round: u64) -> Aggregate {
     Aggregate {

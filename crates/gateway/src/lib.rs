@@ -3,7 +3,8 @@
 //! `/api/aggregates`, `/api/alarms` and `/metrics` (see `docs/contract.md`, "Gateway HTTP endpoints").
 //!
 //! - [`configuration`]: settings, layered and validated.
-//! - [`mqtt`]: the broker link, one task owning the event loop.
+//! - [`mqtt`]: the broker link (`service_kit::Link`) feeding the hub; [`decode`]: what each
+//!   MQTT message means for the hub.
 //! - [`hub`]: the state and its fan-out: the latest aggregates, alarms and trends, ingest's
 //!   liveness, when changes become frames and what the frames say.
 //! - [`http`]: what browsers and scripts reach: the routes, the WebSocket upgrade and
@@ -12,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod configuration;
+pub mod decode;
 #[cfg(test)]
 mod fixtures;
 pub mod http;

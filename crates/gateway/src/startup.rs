@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use rumqttc::{AsyncClient, EventLoop};
+use service_kit::Link;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,11 +20,7 @@ use crate::http::state::AppState;
 use crate::http::ws::ws_route;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::mqtt::{self, MqttTaskConfig};
-
-/// Capacity of rumqttc's request channel: the gateway only ever queues a subscription and a
-/// disconnect.
-const MQTT_REQUEST_CAPACITY: usize = 16;
+use crate::mqtt;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +46,8 @@ pub struct Application {
     settings: GatewayConfig,
     listener: TcpListener,
     hub: Arc<Hub>,
-    mqtt_client: AsyncClient,
-    event_loop: EventLoop,
-    /// The `mqtt.host` list and the broker in use.
-    failover: service_kit::Failover,
+    /// The broker link over the `mqtt.host` list, not yet connected.
+    link: Link,
 }
 
 impl Application {
@@ -65,7 +60,7 @@ impl Application {
     }
 
     /// Binds the listener (port 0 picks a free port) and prepares, without connecting, the
-    /// MQTT client.
+    /// MQTT link.
     ///
     /// # Errors
     /// An address that cannot be bound.
@@ -76,17 +71,12 @@ impl Application {
         })?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(settings.settings.ws.client_queue_frames, metrics));
-        let failover = settings.failover();
-        let (mqtt_client, mut event_loop) =
-            AsyncClient::new(failover.options(), MQTT_REQUEST_CAPACITY);
-        service_kit::no_delay(&mut event_loop);
+        let link = mqtt::link(settings.failover(), settings.mqtt.backoff());
         Ok(Self {
             settings,
             listener,
             hub,
-            mqtt_client,
-            event_loop,
-            failover,
+            link,
         })
     }
 
@@ -108,7 +98,10 @@ impl Application {
         Arc::clone(&self.hub)
     }
 
-    /// Serves until `shutdown` fires, then stops everything in order.
+    /// Serves until `shutdown` fires, then stops everything in order: WebSocket clients
+    /// (closed with 1001), the HTTP server within its timeout, then the broker link and the
+    /// batcher, which outlive the server so that clients keep getting data until they are
+    /// closed.
     ///
     /// # Errors
     /// When the HTTP server cannot start or fails.
@@ -117,62 +110,15 @@ impl Application {
             settings,
             listener,
             hub,
-            mqtt_client,
-            event_loop,
-            failover,
+            link,
         } = self;
         let local = listener.local_addr()?;
-        let static_dir = settings.settings.http.static_dir.clone();
-        let chart_js = static_dir
-            .as_deref()
-            .map(crate::http::assets::disk_chart_js)
-            .unwrap_or_default();
-        if let Some(dir) = &static_dir {
-            if !dir.is_dir() {
-                tracing::warn!(path = %dir.display(), "static directory not found: serving the dashboard built into the binary");
-            } else if !chart_js.is_file() {
-                tracing::warn!(
-                    path = %chart_js.display(),
-                    "Chart.js not found: the dashboard's chart will not load (cards still work); run scripts/refresh-chartjs.sh or `npm ci` in the static directory"
-                );
-            }
-        }
-        // The directory on disk when set and present, else the copy built into the binary.
-        let dashboard = static_dir
-            .filter(|dir| dir.is_dir())
-            .map(|dir| (dir, chart_js));
-
-        // The broker link and the batcher outlive the HTTP server so that clients keep
-        // getting data until they are closed.
-        let background = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        tasks.spawn(mqtt::run(
-            mqtt_client,
-            event_loop,
-            failover,
-            Arc::clone(&hub),
-            MqttTaskConfig {
-                backoff_max: settings.mqtt.reconnect.1,
-                resync_quiet: Duration::from_millis(settings.settings.resync_quiet_ms),
-            },
-            background.clone(),
-        ));
-        let ws = &settings.settings.ws;
-        let batch_interval = Duration::from_millis(ws.batch_interval_ms);
-        tasks.spawn(Arc::clone(&hub).run_batcher(batch_interval, background.clone()));
-
         let clients = TaskTracker::new();
-        let state = web::Data::new(AppState {
-            hub: Arc::clone(&hub),
-            allowed_origins: ws.allowed_origins.clone(),
-            max_clients: ws.max_clients,
-            client: ws.client(),
-            shutdown: shutdown.clone(),
-            clients: clients.clone(),
-            auth_token: settings.auth_token.clone(),
-        });
+        let state = app_state(&hub, &settings, &shutdown, &clients);
+        let dashboard = dashboard(settings.settings.http.static_dir.clone());
         let server = http_server(state, listener, &settings, dashboard)?;
         let handle = server.handle();
+        let background = Background::spawn(link, &hub, &settings);
         let mut server_task = tokio::spawn(server);
         tracing::info!(
             address = %local,
@@ -181,41 +127,118 @@ impl Application {
             auth_token = settings.auth_token.is_some(),
             "gateway listening"
         );
-
-        let server_result = tokio::select! {
-            () = shutdown.cancelled() => None,
-            result = &mut server_task => Some(result),
-        };
-        shutdown.cancel();
-        tracing::info!(
-            clients = hub.client_count(),
-            "shutting down: closing clients"
-        );
-        clients.close();
+        let ended = serve_until(&shutdown, &mut server_task).await;
         let shutdown_timeout = Duration::from_secs(settings.settings.http.shutdown_timeout_secs);
-        if tokio::time::timeout(shutdown_timeout, clients.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = hub.client_count(),
-                "some clients did not close in time"
-            );
-        }
+        close_clients(&hub, &clients, shutdown_timeout).await;
+        // Gracefully, within the server's shutdown timeout.
         handle.stop(true).await;
-        let server_result = match server_result {
+        let server_result = match ended {
             Some(result) => result,
             None => server_task.await,
         };
-        background.cancel();
-        tasks.close();
-        tasks.wait().await;
+        background.stop().await;
         tracing::info!("gateway stopped");
         match server_result {
             Ok(result) => result.map_err(StartupError::Server),
             Err(join) => Err(StartupError::Server(std::io::Error::other(join))),
         }
     }
+}
+
+/// Waits until `shutdown` fires (`None`) or the server ends on its own (its result); either
+/// way the shutdown has begun when this returns.
+async fn serve_until(
+    shutdown: &CancellationToken,
+    server_task: &mut JoinHandle<std::io::Result<()>>,
+) -> Option<Result<std::io::Result<()>, JoinError>> {
+    let ended = tokio::select! {
+        () = shutdown.cancelled() => None,
+        result = server_task => Some(result),
+    };
+    shutdown.cancel();
+    ended
+}
+
+/// Closes every WebSocket client (each sends its Close frame) and waits for them, at most
+/// `timeout`.
+async fn close_clients(hub: &Hub, clients: &TaskTracker, timeout: Duration) {
+    tracing::info!(
+        clients = hub.client_count(),
+        "shutting down: closing clients"
+    );
+    clients.close();
+    if tokio::time::timeout(timeout, clients.wait()).await.is_err() {
+        tracing::warn!(
+            left = hub.client_count(),
+            "some clients did not close in time"
+        );
+    }
+}
+
+/// The tasks that feed the hub: the broker link and the batcher.
+struct Background {
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Background {
+    fn spawn(link: Link, hub: &Arc<Hub>, settings: &GatewayConfig) -> Self {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let resync_quiet = Duration::from_millis(settings.settings.resync_quiet_ms);
+        tasks.spawn(mqtt::run(link, Arc::clone(hub), resync_quiet, stop.clone()));
+        let batch_interval = Duration::from_millis(settings.settings.ws.batch_interval_ms);
+        tasks.spawn(Arc::clone(hub).run_batcher(batch_interval, stop.clone()));
+        Self { tasks, stop }
+    }
+
+    /// Stops both and waits until the link has disconnected.
+    async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// What every HTTP handler shares.
+fn app_state(
+    hub: &Arc<Hub>,
+    settings: &GatewayConfig,
+    shutdown: &CancellationToken,
+    clients: &TaskTracker,
+) -> web::Data<AppState> {
+    let ws = &settings.settings.ws;
+    web::Data::new(AppState {
+        hub: Arc::clone(hub),
+        allowed_origins: ws.allowed_origins.clone(),
+        max_clients: ws.max_clients,
+        client: ws.client(),
+        shutdown: shutdown.clone(),
+        clients: clients.clone(),
+        auth_token: settings.auth_token.clone(),
+    })
+}
+
+/// The dashboard directory and its Chart.js on disk when `static_dir` is set and present;
+/// `None` serves the copy built into the binary. Warns about what is missing.
+fn dashboard(static_dir: Option<PathBuf>) -> Option<(PathBuf, PathBuf)> {
+    let chart_js = static_dir
+        .as_deref()
+        .map(crate::http::assets::disk_chart_js)
+        .unwrap_or_default();
+    if let Some(dir) = &static_dir {
+        if !dir.is_dir() {
+            tracing::warn!(path = %dir.display(), "static directory not found: serving the dashboard built into the binary");
+        } else if !chart_js.is_file() {
+            tracing::warn!(
+                path = %chart_js.display(),
+                "Chart.js not found: the dashboard's chart will not load (cards still work); run scripts/refresh-chartjs.sh or `npm ci` in the static directory"
+            );
+        }
+    }
+    static_dir
+        .filter(|dir| dir.is_dir())
+        .map(|dir| (dir, chart_js))
 }
 
 /// The actix server, not yet polled. A plain function so that no `App` builder (which is

@@ -1,26 +1,23 @@
-//! The MQTT event-loop task: the only code that polls rumqttc's [`EventLoop`].
+//! Ingest's broker link: a [`service_kit::Link`] subscribed to the readings, whose handler
+//! ([`Forwarder`]) hands incoming publishes and connection events to the aggregation task
+//! through a bounded channel and reports the link state for `/health`.
 //!
-//! It never does aggregation or publishing work (rumqttc sends requests only while `poll` runs,
-//! and a slow poller misses keep-alives): it forwards incoming publishes and connection events
-//! into a bounded channel, subscribes when the broker has no session for us, backs off after
-//! errors, and reports the link state for `/health`.
-//!
-//! Acknowledgements of incoming messages are manual (the pipeline sends them once a batch is
-//! durable); see [`expect_pubrel_for_every_id`] for the one rumqttc behaviour worked around.
+//! The link loop does no aggregation or publishing work (rumqttc sends requests only while
+//! `poll` runs, and a slow poller misses keep-alives). Acknowledgements of incoming messages
+//! are manual (the pipeline sends them once a batch is durable); see
+//! [`expect_pubrel_for_every_id`] for the one rumqttc behaviour worked around.
+
+use std::ops::ControlFlow;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttState, Outgoing, Publish, QoS,
+    AsyncClient, ConnectionError, Incoming, MqttState, Outgoing, Publish, QoS, SubscribeFilter,
     SubscribeReasonCode,
 };
-use service_kit::{Backoff, Failover};
+use service_kit::{Backoff, Failover, Link, LinkHandler};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-
-/// First pause before asking again for a refused readings subscription; the pauses double up
-/// to the reconnect ceiling.
-const RESUBSCRIBE_START: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the event loop hands to the aggregation task, in arrival order.
 #[derive(Debug)]
@@ -57,204 +54,125 @@ impl LinkState {
     }
 }
 
-/// Everything the event-loop task needs.
-pub struct LinkTask {
-    /// The rumqttc event loop (owned here, polled nowhere else).
-    pub event_loop: EventLoop,
-    /// Client handle, used only for non-blocking `try_subscribe`.
-    pub client: AsyncClient,
-    /// The readings subscription (`machines/+/scrap`, or a shard's own filter).
-    pub filter: String,
+/// The readings link over the brokers of `failover`, not yet connected: it subscribes `filter`
+/// with QoS 2 whenever the broker kept no session. Returns the client the pipeline publishes
+/// and acknowledges through (`request_capacity` bounds its queue).
+pub fn link(
+    failover: Failover,
+    backoff: Backoff,
+    request_capacity: usize,
+    filter: &str,
+) -> (Link, AsyncClient) {
+    let (link, client) = Link::new(failover, backoff, request_capacity);
+    let readings = SubscribeFilter::new(filter.to_owned(), QoS::ExactlyOnce);
+    (link.with_subscription(vec![readings]), client)
+}
+
+/// Runs `link` until our DISCONNECT has been written, `abort` fires, or the aggregation task
+/// is gone; then marks the link closed.
+pub async fn run(mut link: Link, mut forwarder: Forwarder, abort: CancellationToken) {
+    link.run(&mut forwarder, &abort).await;
+    forwarder.metrics.broker_connected.set(0);
+    forwarder.state.send_modify(|s| {
+        s.connected = false;
+        s.subscribed = false;
+        s.closed = true;
+    });
+}
+
+/// What ingest adds to its link: the channel to the aggregation task, the link state, the
+/// metrics, and the PUBREL workaround of manual acknowledgements.
+pub struct Forwarder {
     /// Towards the aggregation task.
     pub inbound: mpsc::Sender<Inbound>,
     /// Link state for `/health` and shutdown.
     pub state: watch::Sender<LinkState>,
     /// Metrics.
     pub metrics: Metrics,
-    /// Reconnect pacing.
-    pub backoff: Backoff,
-    /// The `mqtt.host` list: after a connection error the next attempt goes to the next
-    /// broker, round-robin.
-    pub failover: Failover,
     /// Shutdown has begun: stop forwarding readings, keep polling so the last publishes and
     /// the DISCONNECT go out.
     pub draining: CancellationToken,
-    /// Stop polling at once (the shutdown gave up waiting).
-    pub abort: CancellationToken,
 }
 
-impl LinkTask {
-    /// Polls until our DISCONNECT has been written, `abort` fires, or the aggregation task is
-    /// gone.
-    pub async fn run(mut self) {
-        let mut need_subscribe = false;
-        // After a refused subscription: when to ask again, and how the pauses grow.
-        let mut resubscribe_at: Option<tokio::time::Instant> = None;
-        let mut resubscribe_backoff = Backoff::new(RESUBSCRIBE_START, self.backoff.max());
-        loop {
-            let resubscribe_when = resubscribe_at;
-            let resubscribe_timer = async move {
-                match resubscribe_when {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let event = tokio::select! {
-                biased;
-                () = self.abort.cancelled() => break,
-                () = resubscribe_timer => {
-                    resubscribe_at = None;
-                    need_subscribe = !self.try_subscribe();
-                    continue;
-                }
-                event = self.event_loop.poll() => event,
-            };
-            match event {
-                Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                    if !self.send(Inbound::Reading(publish)).await {
-                        break;
-                    }
-                }
-                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                    if ack.code != ConnectReturnCode::Success {
-                        continue;
-                    }
-                    // Before the first read of the new connection: the broker may resend the
-                    // PUBREL of a QoS 2 message acknowledged in an earlier connection.
-                    expect_pubrel_for_every_id(&mut self.event_loop.state);
-                    self.backoff.reset();
-                    self.metrics.broker_connects.inc();
-                    self.metrics.broker_connected.set(1);
-                    // A resumed session still holds our subscription; subscribing again would
-                    // make the broker resend retained readings, counting them twice.
-                    need_subscribe = !ack.session_present;
-                    resubscribe_at = None;
-                    resubscribe_backoff.reset();
-                    self.state.send_modify(|s| {
-                        s.connected = true;
-                        s.subscribed = ack.session_present;
-                    });
-                    tracing::info!(
-                        session_present = ack.session_present,
-                        broker = %self.failover.current(),
-                        "connected to the MQTT broker"
-                    );
-                    let connected = Inbound::Connected {
-                        session_present: ack.session_present,
-                    };
-                    if !self.send(connected).await {
-                        break;
-                    }
-                }
-                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                    if let [SubscribeReasonCode::Success(granted)] = ack.return_codes[..] {
-                        // We ask for QoS 2; a broker may grant less (NATS 2.9 grants 1). The
-                        // pipeline works with either, so this is information, not an error.
-                        let granted = granted as u8;
-                        let previous = self.metrics.subscription_qos.set(i64::from(granted));
-                        if previous != i64::from(granted) {
-                            tracing::info!(filter = %self.filter, granted_qos = granted, "subscription acknowledged");
-                        }
-                        self.state.send_modify(|s| s.subscribed = true);
-                        resubscribe_backoff.reset();
-                    } else {
-                        // NATS 2.9 refuses while it cannot create the JetStream consumer in
-                        // time (a node was just lost); an ACL refuses for good. Ask again,
-                        // backing off to the reconnect ceiling: readings wait in the broker.
-                        self.metrics.subscriptions_refused.inc();
-                        let delay = resubscribe_backoff.next_delay();
-                        tracing::error!(
-                            filter = %self.filter,
-                            codes = ?ack.return_codes,
-                            retry_in_ms = delay.as_millis() as u64,
-                            "the broker refused the subscription (check its ACL); asking again"
-                        );
-                        resubscribe_at = Some(tokio::time::Instant::now() + delay);
-                    }
-                }
-                Ok(Event::Outgoing(Outgoing::PubComp(pkid))) => {
-                    // Answered; the broker may still send a late duplicate PUBREL for it.
-                    expect_pubrel(&mut self.event_loop.state, pkid);
-                }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                    tracing::info!("disconnected from the MQTT broker");
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.metrics.broker_connected.set(0);
-                    let was_connected = self.state.borrow().connected;
-                    self.state.send_modify(|s| {
-                        s.connected = false;
-                        s.subscribed = false;
-                    });
-                    let delay = self.backoff.next_delay();
-                    let broker = self.failover.current().to_string();
-                    if was_connected {
-                        tracing::warn!(error = %e, %broker, "lost the MQTT broker connection; reconnecting");
-                    } else {
-                        tracing::warn!(error = %e, %broker, retry_in_ms = delay.as_millis() as u64, "cannot reach the MQTT broker");
-                    }
-                    if let Some(next) = self.failover.advance(&mut self.event_loop) {
-                        tracing::info!(broker = %next, "failing over to the next broker");
-                        let index = i64::try_from(self.failover.index()).unwrap_or(i64::MAX);
-                        self.metrics.broker_index.set(index);
-                    }
-                    // rumqttc retries at once on the next poll: pace it ourselves.
-                    tokio::select! {
-                        () = self.abort.cancelled() => break,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    continue;
-                }
-            }
-            // Subscribe after handling the event, and keep trying while the request queue
-            // is full (every poll drains it a little).
-            if need_subscribe {
-                need_subscribe = !self.try_subscribe();
-            }
+impl LinkHandler for Forwarder {
+    async fn connected(&mut self, session_present: bool, state: &mut MqttState) -> ControlFlow<()> {
+        // Before the first read of the new connection: the broker may resend the PUBREL of a
+        // QoS 2 message acknowledged in an earlier connection.
+        expect_pubrel_for_every_id(state);
+        self.metrics.broker_connects.inc();
+        self.metrics.broker_connected.set(1);
+        // A resumed session still holds the subscription.
+        self.state.send_modify(|s| {
+            s.connected = true;
+            s.subscribed = session_present;
+        });
+        self.send(Inbound::Connected { session_present }).await
+    }
+
+    async fn publish(&mut self, publish: Publish) -> ControlFlow<()> {
+        self.send(Inbound::Reading(publish)).await
+    }
+
+    fn subscribed(&mut self, granted: &[SubscribeReasonCode]) {
+        // We ask for QoS 2; a broker may grant less (NATS 2.9 grants 1). The pipeline works
+        // with either, so this is information, not an error.
+        if let [SubscribeReasonCode::Success(qos)] = granted {
+            self.metrics.subscription_qos.set(i64::from(*qos as u8));
         }
+        self.state.send_modify(|s| s.subscribed = true);
+    }
+
+    fn subscription_refused(&mut self) {
+        // Readings wait in the broker meanwhile; the link asks again.
+        self.metrics.subscriptions_refused.inc();
+    }
+
+    fn written(&mut self, packet: &Outgoing, state: &mut MqttState) {
+        if let Outgoing::PubComp(pkid) = packet {
+            // Answered; the broker may still send a late duplicate PUBREL for it.
+            expect_pubrel(state, *pkid);
+        }
+    }
+
+    fn connection_failed(&mut self, _error: &ConnectionError) {
         self.metrics.broker_connected.set(0);
         self.state.send_modify(|s| {
             s.connected = false;
             s.subscribed = false;
-            s.closed = true;
         });
     }
 
-    /// Queues the readings subscription; `false` while the request queue is full.
-    fn try_subscribe(&self) -> bool {
-        match self.client.try_subscribe(&self.filter, QoS::ExactlyOnce) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "subscribe queued later");
-                false
-            }
-        }
+    fn broker_changed(&mut self, index: usize) {
+        let index = i64::try_from(index).unwrap_or(i64::MAX);
+        self.metrics.broker_index.set(index);
     }
+}
 
-    /// Hands `item` to the aggregation task; false when that task is gone.
+impl Forwarder {
+    /// Hands `item` to the aggregation task; `Break` when that task is gone.
     ///
     /// Once shutdown has begun the aggregation task no longer reads the channel, so nothing
     /// waits on it then: readings are dropped (and counted), connection events are moot.
-    async fn send(&mut self, item: Inbound) -> bool {
+    async fn send(&mut self, item: Inbound) -> ControlFlow<()> {
         let is_reading = matches!(item, Inbound::Reading(_));
         if !self.draining.is_cancelled() {
             // try_send first: the common case needs no select machinery.
             let item = match self.inbound.try_send(item) {
-                Ok(()) => return true,
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Ok(()) => return ControlFlow::Continue(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return ControlFlow::Break(()),
                 Err(mpsc::error::TrySendError::Full(item)) => item,
             };
             tokio::select! {
-                sent = self.inbound.send(item) => return sent.is_ok(),
+                sent = self.inbound.send(item) => {
+                    return if sent.is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) };
+                }
                 () = self.draining.cancelled() => {}
             }
         }
         if is_reading {
             self.metrics.readings_dropped_at_shutdown.inc();
         }
-        true
+        ControlFlow::Continue(())
     }
 }
 

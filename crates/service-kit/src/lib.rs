@@ -12,6 +12,9 @@
 //!   there, naming the setting); [`MqttSecurity::apply_to`] puts it into rumqttc's options.
 //! - [`shutdown`]: one SIGINT/SIGTERM handling; [`telemetry`]: one logging set-up.
 //! - [`Backoff`]: the reconnect pacing of every MQTT event loop.
+//! - [`link`]: the one MQTT link loop of ingest and gateway ([`Link`], [`LinkHandler`]):
+//!   reconnect, fail-over, subscription, stop.
+//! - [`LogLimit`]: at most one log line of a kind per interval.
 //! - [`mqtt_wire`]: the hand-written MQTT packets of the load generators (simulator, loadtest).
 //!
 //! TLS uses rustls with the `ring` provider (no system OpenSSL, no C++ toolchain). The CA file
@@ -21,6 +24,8 @@
 
 mod backoff;
 mod brokers;
+pub mod link;
+mod log_limit;
 pub mod mqtt_wire;
 mod secret;
 mod security;
@@ -30,6 +35,8 @@ pub mod telemetry;
 
 pub use backoff::Backoff;
 pub use brokers::{BrokerAddr, Failover, OptionsFor, parse_hosts};
+pub use link::{Link, LinkEnd, LinkHandler};
+pub use log_limit::LogLimit;
 pub use secret::Secret;
 pub use security::{MqttSecurity, SecurityError, SecuritySettings};
 pub use settings::{

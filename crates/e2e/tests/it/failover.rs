@@ -8,8 +8,13 @@ use test_support::{
 
 use crate::helpers::{TestService, WAIT, reading};
 
-/// Waits until `health` of `service` answers 200 and its `/metrics` says the broker at
-/// `index` of the list is in use.
+/// Waits until `service`'s `/metrics` says the broker at `index` of the list is in use and,
+/// after that, `health` answers 200.
+///
+/// In this order: the index moves as soon as the old connection is found broken, before
+/// the next broker is even tried. A 200 read before the index would be the old connection's
+/// last answer, and a reading published then would reach the next broker before ingest
+/// subscribed there.
 async fn wait_on_broker(service: &TestService, health: &str, index: f64) {
     let health_url = format!("{}{health}", service.base_url);
     let metrics_url = format!("{}/metrics", service.base_url);
@@ -17,7 +22,6 @@ async fn wait_on_broker(service: &TestService, health: &str, index: f64) {
         WAIT,
         &format!("{health} is 200 on broker {index}"),
         || async {
-            let healthy = matches!(try_http_get(&health_url).await, Ok((200, _)));
             let in_use = match try_http_get(&metrics_url).await {
                 Ok((200, text)) => Metrics::parse(&text)
                     .samples()
@@ -25,7 +29,7 @@ async fn wait_on_broker(service: &TestService, health: &str, index: f64) {
                     .any(|s| s.name.ends_with("_broker_index") && s.value == index),
                 _ => false,
             };
-            healthy && in_use
+            in_use && matches!(try_http_get(&health_url).await, Ok((200, _)))
         },
     )
     .await;

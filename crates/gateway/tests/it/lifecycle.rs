@@ -57,7 +57,7 @@ async fn health_is_503_while_the_broker_is_down_and_200_when_it_returns() {
         .await
         .unwrap();
     assert_eq!(status["mqtt"], "connected");
-    assert!(gw.process.stderr().contains("connected to the broker"));
+    assert!(gw.process.stderr().contains("connected to the MQTT broker"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +120,7 @@ async fn sigterm_sends_close_frames_and_exits_zero() {
         gw.process.logs()
     );
     let logs = gw.process.stderr();
-    assert!(logs.contains("disconnected from the broker"), "{logs}");
+    assert!(logs.contains("disconnected from the MQTT broker"), "{logs}");
     assert!(logs.contains("gateway stopped"), "{logs}");
 }
 

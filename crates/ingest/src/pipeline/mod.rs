@@ -265,10 +265,11 @@ impl Pipeline {
                     self.orphans.adopt(found.aggregates, |machine, index| {
                         store.lookup(machine, index).is_some()
                     });
+                    let read = found.read;
                     self.alarms
-                        .restore(store, found.alarms, now, &mut self.outbox);
+                        .restore(store, found.alarms, read, now, &mut self.outbox);
                     self.trends
-                        .restore(store, found.trends, now, &mut self.outbox);
+                        .restore(store, found.trends, read, now, &mut self.outbox);
                 }
             }
         }
@@ -378,7 +379,7 @@ impl Pipeline {
     fn reject(&mut self, rejection: &Rejection, publish: &Publish, now: Timestamp) {
         let reason = rejection.reason();
         self.metrics.rejected(reason).inc();
-        if let Some(admitted) = self.rejection_log.admit(reason, now) {
+        if let Some(admitted) = self.rejection_log.admit(reason) {
             tracing::warn!(
                 reason = reason.as_str(),
                 topic = %publish.topic,

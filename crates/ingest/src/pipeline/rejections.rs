@@ -1,19 +1,19 @@
 //! Rate-limited logging of rejected payloads: at most one line per reason per interval, with
 //! the number of rejections suppressed since the previous line, so a flood of bad messages
-//! cannot flood the logs.
+//! cannot flood the logs. Each reason has its own [`LogLimit`], so a flood of one reason does
+//! not hide the first line of another.
 
 use std::time::Duration;
 
-use aggregator_core::{RejectionReason, Timestamp};
+use aggregator_core::RejectionReason;
+use service_kit::LogLimit;
+use tokio::time::Instant;
 
 /// Decides which rejections get a log line.
 #[derive(Debug)]
 pub struct RejectionLog {
-    interval: Duration,
-    /// Per reason (index in [`RejectionReason::ALL`]): when the last line was written.
-    last_logged: [Option<Timestamp>; RejectionReason::COUNT],
-    /// Per reason: rejections not logged since that line.
-    suppressed: [u64; RejectionReason::COUNT],
+    /// Per reason (index in [`RejectionReason::ALL`]).
+    per_reason: [LogLimit; RejectionReason::COUNT],
 }
 
 /// The answer of [`RejectionLog::admit`] when a line is to be written.
@@ -27,28 +27,20 @@ impl RejectionLog {
     /// At most one line per reason per `interval`.
     pub fn new(interval: Duration) -> Self {
         RejectionLog {
-            interval,
-            last_logged: [None; RejectionReason::COUNT],
-            suppressed: [0; RejectionReason::COUNT],
+            per_reason: std::array::from_fn(|_| LogLimit::new(interval)),
         }
     }
 
-    /// Records one rejection at `now`; `Some` when it is to be logged.
-    pub fn admit(&mut self, reason: RejectionReason, now: Timestamp) -> Option<Admitted> {
-        let i = reason.index();
-        let due = match self.last_logged[i] {
-            None => true,
-            Some(last) => now.duration_since(last) >= self.interval,
-        };
-        if due {
-            self.last_logged[i] = Some(now);
-            Some(Admitted {
-                suppressed: std::mem::take(&mut self.suppressed[i]),
-            })
-        } else {
-            self.suppressed[i] += 1;
-            None
-        }
+    /// Records one rejection now; `Some` when it is to be logged.
+    pub fn admit(&mut self, reason: RejectionReason) -> Option<Admitted> {
+        self.admit_at(reason, Instant::now())
+    }
+
+    /// As [`RejectionLog::admit`], at `now`.
+    pub fn admit_at(&mut self, reason: RejectionReason, now: Instant) -> Option<Admitted> {
+        self.per_reason[reason.index()]
+            .admit_at(now)
+            .map(|suppressed| Admitted { suppressed })
     }
 }
 
@@ -56,29 +48,27 @@ impl RejectionLog {
 mod tests {
     use super::*;
 
-    fn secs(n: i64) -> Timestamp {
-        Timestamp::from_unix_nanos(n * 1_000_000_000)
-    }
-
     #[test]
     fn one_line_per_reason_per_interval_with_the_suppressed_count() {
+        let start = Instant::now();
+        let secs = |n| start + Duration::from_secs(n);
         let mut log = RejectionLog::new(Duration::from_secs(10));
         assert_eq!(
-            log.admit(RejectionReason::BadValue, secs(0)),
+            log.admit_at(RejectionReason::BadValue, secs(0)),
             Some(Admitted { suppressed: 0 })
         );
         for t in 1..10 {
-            assert_eq!(log.admit(RejectionReason::BadValue, secs(t)), None);
+            assert_eq!(log.admit_at(RejectionReason::BadValue, secs(t)), None);
         }
         assert_eq!(
-            log.admit(RejectionReason::Late, secs(5)),
+            log.admit_at(RejectionReason::Late, secs(5)),
             Some(Admitted { suppressed: 0 }),
             "reasons are limited independently"
         );
         assert_eq!(
-            log.admit(RejectionReason::BadValue, secs(10)),
+            log.admit_at(RejectionReason::BadValue, secs(10)),
             Some(Admitted { suppressed: 9 })
         );
-        assert_eq!(log.admit(RejectionReason::BadValue, secs(11)), None);
+        assert_eq!(log.admit_at(RejectionReason::BadValue, secs(11)), None);
     }
 }

@@ -51,6 +51,27 @@ pub struct RetainedTrend {
     pub points: Vec<TrendPoint>,
 }
 
+/// How much of the broker's retained state a snapshot holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadBack {
+    /// Nothing was read: no broker of the list granted the subscription (none reachable, or
+    /// none in time, or the shutdown came first). Empty lists say nothing about the broker.
+    #[default]
+    Nothing,
+    /// The subscription was granted but the read was cut short (time limit, lost connection,
+    /// shutdown): what came until then.
+    Partial,
+    /// Every retained message was read (they went quiet after the subscription).
+    Complete,
+}
+
+impl ReadBack {
+    /// Whether anything was read from a broker (empty lists then mean "none retained").
+    pub fn happened(self) -> bool {
+        self != ReadBack::Nothing
+    }
+}
+
 /// Everything the start-up snapshot found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -60,51 +81,46 @@ pub struct Snapshot {
     pub alarms: Vec<AlarmMessage>,
     /// Retained trends.
     pub trends: Vec<RetainedTrend>,
+    /// How much of the retained state this is.
+    pub read: ReadBack,
 }
 
 /// Reads every retained aggregate, alarm and trend through its own clean-session connection,
 /// from the first broker of `mqtt.host` that answers (the others of a list hold the same
 /// retained messages: a NATS cluster replicates them). Returns what it got when no broker is
-/// reachable, one is slow, or `shutdown` fires: this is best effort, never a reason not to
-/// start.
+/// reachable, one is slow, or `shutdown` fires, and [`Snapshot::read`] says which: this is
+/// best effort, never a reason not to start. Logs what happened in one line.
 pub async fn read_retained(config: &IngestConfig, shutdown: &CancellationToken) -> Snapshot {
-    let deadline = tokio::time::Instant::now() + SNAPSHOT_TIMEOUT;
+    let started = tokio::time::Instant::now();
+    let deadline = started + SNAPSHOT_TIMEOUT;
+    let mut found = Snapshot::default();
     for broker in &config.mqtt.brokers {
-        match read_from(config, broker, deadline, shutdown).await {
-            Ok(found) => return found,
-            Err(e) => {
-                tracing::debug!(broker = %broker, error = %e, "retained-aggregate snapshot: broker not reachable");
-            }
+        found = read_from(config, broker, deadline, shutdown).await;
+        if found.read.happened() || shutdown.is_cancelled() {
+            break;
         }
-        if shutdown.is_cancelled() || tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             break;
         }
     }
-    Snapshot::default()
+    found.log_outcome(
+        config.mqtt.brokers.len(),
+        started.elapsed(),
+        shutdown.is_cancelled(),
+    );
+    found
 }
 
-/// Reads the snapshot from `broker`. `Err` when the connection failed before the
-/// subscription was granted (the next broker may answer); otherwise what was found by the
-/// quiet period, the `deadline` or `shutdown`.
+/// Reads the snapshot from `broker`: what was found by the quiet period, the `deadline` or
+/// `shutdown`, with [`ReadBack::Nothing`] when the subscription was never granted (the next
+/// broker may answer).
 async fn read_from(
     config: &IngestConfig,
     broker: &service_kit::BrokerAddr,
     deadline: tokio::time::Instant,
     shutdown: &CancellationToken,
-) -> Result<Snapshot, rumqttc::ConnectionError> {
-    let mut options = MqttOptions::new(
-        format!("{}-snapshot", config.mqtt.client_id),
-        &broker.host,
-        broker.port,
-    );
-    options
-        .set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(5))
-        .set_max_packet_size(config.mqtt.max_packet_bytes, config.mqtt.max_packet_bytes);
-    // Same login and TLS as the main connection: the secured broker's ACL lets user ingest read
-    // aggregates/#.
-    config.mqtt.security.apply_to(&mut options);
-    let (client, mut event_loop) = AsyncClient::new(options, 16);
+) -> Snapshot {
+    let (client, mut event_loop) = AsyncClient::new(snapshot_options(config, broker), 16);
     let mut found = Snapshot::default();
     let overall = tokio::time::sleep_until(deadline);
     tokio::pin!(overall);
@@ -114,22 +130,25 @@ async fn read_from(
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
             () = &mut overall => {
-                tracing::warn!(found = found.aggregates.len(), "retained-aggregate snapshot incomplete");
+                if found.read.happened() {
+                    tracing::warn!(found = found.aggregates.len(), "retained-aggregate snapshot incomplete");
+                }
                 break;
             }
-            () = quiet, if quiet_until.is_some() => break,
+            () = quiet, if quiet_until.is_some() => {
+                found.read = ReadBack::Complete;
+                break;
+            }
             event = event_loop.poll() => event,
         };
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                // One SUBSCRIBE, so that the one SUBACK starts the quiet period for all three.
-                let filters = [AGGREGATES_FILTER, ALARMS_FILTER, TRENDS_FILTER]
-                    .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtMostOnce));
-                if client.try_subscribe_many(filters).is_err() {
+                if !subscribe_all(&client) {
                     break;
                 }
             }
             Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                found.read = ReadBack::Partial;
                 quiet_until = Some(tokio::time::Instant::now() + QUIET);
             }
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
@@ -144,7 +163,10 @@ async fn read_from(
             }
             Ok(_) => {}
             // Before the SUBACK nothing was read from this broker: let the caller try the next.
-            Err(e) if quiet_until.is_none() => return Err(e),
+            Err(e) if quiet_until.is_none() => {
+                tracing::debug!(broker = %broker, error = %e, "retained-aggregate snapshot: broker not reachable");
+                return found;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "retained-aggregate snapshot: connection lost");
                 break;
@@ -154,10 +176,63 @@ async fn read_from(
     let _ = client.try_disconnect();
     // Let the DISCONNECT go out, briefly.
     let _ = tokio::time::timeout(Duration::from_millis(100), event_loop.poll()).await;
-    Ok(found)
+    found
+}
+
+/// Queues one SUBSCRIBE to aggregates, alarms and trends, so that its one SUBACK starts the
+/// quiet period for all three; false when it cannot be queued.
+fn subscribe_all(client: &AsyncClient) -> bool {
+    let filters = [AGGREGATES_FILTER, ALARMS_FILTER, TRENDS_FILTER]
+        .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtMostOnce));
+    client.try_subscribe_many(filters).is_ok()
+}
+
+/// The snapshot connection's options for `broker`: its own client id and a clean session,
+/// so that it never touches the main connection's persistent session.
+fn snapshot_options(config: &IngestConfig, broker: &service_kit::BrokerAddr) -> MqttOptions {
+    let mut options = MqttOptions::new(
+        format!("{}-snapshot", config.mqtt.client_id),
+        &broker.host,
+        broker.port,
+    );
+    options
+        .set_clean_session(true)
+        .set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(config.mqtt.max_packet_bytes, config.mqtt.max_packet_bytes);
+    // Same login and TLS as the main connection: the secured broker's ACL lets user ingest read
+    // aggregates/#.
+    config.mqtt.security.apply_to(&mut options);
+    options
 }
 
 impl Snapshot {
+    /// The one line that says what the start-up read came to, after trying `brokers` brokers
+    /// for `waited`.
+    fn log_outcome(&self, brokers: usize, waited: Duration, shut_down: bool) {
+        let (aggregates, alarms, trends) =
+            (self.aggregates.len(), self.alarms.len(), self.trends.len());
+        match self.read {
+            ReadBack::Complete => {
+                tracing::info!(aggregates, alarms, trends, "retained state read back");
+            }
+            ReadBack::Partial => tracing::warn!(
+                aggregates,
+                alarms,
+                trends,
+                "retained state read back in part: the read was cut short"
+            ),
+            ReadBack::Nothing if shut_down => {
+                tracing::info!("no retained state read: shutting down");
+            }
+            ReadBack::Nothing => tracing::warn!(
+                brokers,
+                waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                limit_s = SNAPSHOT_TIMEOUT.as_secs(),
+                "no retained state read: no broker of mqtt.host reachable; alarms and trends start without it"
+            ),
+        }
+    }
+
     /// Keeps a retained message if it is a well-formed aggregate, alarm or trend of the key its
     /// topic names; clears (empty payloads) and anything else are skipped.
     pub fn add(&mut self, topic: &str, payload: &[u8]) {

@@ -20,6 +20,7 @@ use hashbrown::HashMap;
 
 use crate::metrics::Metrics;
 use crate::pipeline::outbox::Outbox;
+use crate::restart::snapshot::ReadBack;
 
 /// The alarm state of every tracked key.
 pub struct Alarms {
@@ -81,11 +82,12 @@ impl Alarms {
     /// A raised alarm of a tracked key is taken over (same metric and `since`); one whose key
     /// is not tracked, or whose metric no rule of this configuration watches any more, is
     /// cleared at once, since this process will not clear it otherwise. Every tracked key is
-    /// then evaluated.
+    /// then evaluated. `read` says whether `retained` was read from the broker at all.
     pub fn restore(
         &mut self,
         store: &WindowStore,
         retained: Vec<AlarmMessage>,
+        read: ReadBack,
         now: Timestamp,
         out: &mut Outbox,
     ) {
@@ -133,11 +135,7 @@ impl Alarms {
             self.raised += 1;
         }
         self.metrics.alarms_raised.set(self.raised.max(0));
-        tracing::info!(
-            rules = self.rules.len(),
-            taken_over,
-            "alarms: retained state read back, evaluating"
-        );
+        log_restored(self.rules.len(), read, taken_over);
         self.ready = true;
         self.evaluate_all(store, now, out);
     }
@@ -222,5 +220,23 @@ impl Alarms {
         // Plain numbers and strings: serialization cannot fail.
         let payload = serde_json::to_vec(&message).unwrap_or_default();
         out.publish_in_order(alarm_topic(machine, index), payload, now);
+    }
+}
+
+/// Says how alarm evaluation starts: with the retained state taken over, or (nothing read)
+/// from the windows alone.
+fn log_restored(rules: usize, read: ReadBack, taken_over: usize) {
+    if read.happened() {
+        tracing::info!(
+            rules,
+            taken_over,
+            complete = read == ReadBack::Complete,
+            "alarms: retained state read back, evaluating"
+        );
+    } else {
+        tracing::info!(
+            rules,
+            "alarms: no retained state was read, evaluating from the windows alone"
+        );
     }
 }

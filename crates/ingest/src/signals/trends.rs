@@ -16,7 +16,7 @@ use hashbrown::HashMap;
 
 use crate::metrics::Metrics;
 use crate::pipeline::outbox::Outbox;
-use crate::restart::snapshot::RetainedTrend;
+use crate::restart::snapshot::{ReadBack, RetainedTrend};
 
 /// The trends of every tracked key.
 pub struct Trends {
@@ -93,10 +93,12 @@ impl Trends {
     }
 
     /// Continues the trends read back at start and publishes every tracked key's trend.
+    /// `read` says whether `retained` was read from the broker at all.
     pub fn restore(
         &mut self,
         store: &WindowStore,
         retained: Vec<RetainedTrend>,
+        read: ReadBack,
         now: Timestamp,
         out: &mut Outbox,
     ) {
@@ -117,11 +119,16 @@ impl Trends {
                 }
             }
         }
-        tracing::info!(
-            found,
-            waiting = self.read_back.len(),
-            "trends: retained trends read back"
-        );
+        if read.happened() {
+            tracing::info!(
+                found,
+                waiting = self.read_back.len(),
+                complete = read == ReadBack::Complete,
+                "trends: retained trends read back"
+            );
+        } else {
+            tracing::info!("trends: no retained trends were read, starting from the windows alone");
+        }
         self.ready = true;
         for (id, trend) in &self.trends {
             if let Some(key) = store.key(*id)

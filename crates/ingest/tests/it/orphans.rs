@@ -124,3 +124,57 @@ async fn the_snapshot_comes_from_the_first_broker_of_the_list_that_answers() {
         )
     });
 }
+
+/// With no broker to read from at start, the log says that no retained state was read, and
+/// alarms and trends say they start without it instead of claiming a read-back.
+#[tokio::test]
+async fn without_a_broker_the_log_says_no_retained_state_was_read() {
+    // Nothing listens on this port.
+    let ingest = TestIngest::spawn(test_support::free_port(), &[]).await;
+    wait_for_lines(
+        &ingest,
+        &[
+            "no retained state read: no broker of mqtt.host reachable",
+            "alarms: no retained state was read",
+            "trends: no retained trends were read",
+        ],
+    )
+    .await;
+    let logs = ingest.process.logs();
+    assert!(
+        !logs.contains("read back"),
+        "a read-back is claimed that did not happen:\n{logs}"
+    );
+}
+
+/// The counterpart: with the broker there, the read-back is said.
+#[tokio::test]
+async fn with_a_broker_the_log_says_the_retained_state_was_read_back() {
+    let broker = Broker::start().await;
+    let ingest = TestIngest::start(&broker, &[]).await;
+    wait_for_lines(
+        &ingest,
+        &[
+            "retained state read back",
+            "alarms: retained state read back",
+            "trends: retained trends read back",
+        ],
+    )
+    .await;
+    assert!(
+        !ingest.process.logs().contains("no retained state"),
+        "{}",
+        ingest.process.logs()
+    );
+}
+
+/// Waits until the log of `ingest` holds every one of `lines`.
+async fn wait_for_lines(ingest: &TestIngest, lines: &[&str]) {
+    for line in lines {
+        ingest
+            .process
+            .wait_for_output(line, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -29,6 +29,9 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
+        // A log line that cannot be written (the reader of stderr is gone) is dropped: the
+        // fallback report would panic on the same stderr, in whatever task was logging.
+        .log_internal_errors(false)
         .with_writer(sink);
     if json {
         Box::new(builder.json().finish())

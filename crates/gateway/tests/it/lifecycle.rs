@@ -163,3 +163,34 @@ async fn two_replicas_run_side_by_side() {
     assert_eq!(first.metric("gateway_mqtt_errors_total").await, 0.0);
     assert_eq!(second.metric("gateway_mqtt_errors_total").await, 0.0);
 }
+
+/// A log reader that went away (`gateway 2>&1 | head`) must not keep the gateway from
+/// stopping: writing a log line into the closed pipe fails, and that failure must be ignored,
+/// not reported by a panic in the task that handles the signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_gateway_whose_log_pipe_is_closed() {
+    let port = test_support::free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--mqtt-port", &test_support::free_port().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let url = format!("http://127.0.0.1:{port}/api/health");
+    wait_until(Duration::from_secs(20), "the gateway answers", || {
+        let url = url.clone();
+        async move { try_http_get(&url).await.is_ok() }
+    })
+    .await
+    .unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the gateway stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -1,6 +1,7 @@
 //! Broker security end to end: the secured Mosquitto setup (password file + the repository's
-//! ACL, `mosquitto/config/secured/acl`) with ingest and gateway logging in as their users, and
-//! a machine that cannot write outside its own topic.
+//! ACL, `mosquitto/config/secured/acl`) with ingest and gateway logging in as their users,
+//! aggregates and alarms reaching the gateway, and a machine that cannot write outside its own
+//! topic.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -109,6 +110,12 @@ async fn secured_broker_carries_readings_of_logged_in_services_and_keeps_machine
     );
 
     let ingest_pw = write_secret(dir.path(), "ingest.pw", INGEST_PASSWORD);
+    // An alarm rule A1's reading raises: alarms travel the secured broker too.
+    let rules = write_secret(
+        dir.path(),
+        "ingest.toml",
+        "[[alarm]]\nmachine = \"A1\"\nsum_above = 1.0",
+    );
     let ingest = TestService::ingest(
         port,
         &[
@@ -116,6 +123,8 @@ async fn secured_broker_carries_readings_of_logged_in_services_and_keeps_machine
             "ingest",
             "--mqtt-password-file",
             ingest_pw.to_str().unwrap(),
+            "--config",
+            rules.to_str().unwrap(),
         ],
     )
     .await;
@@ -196,6 +205,16 @@ async fn secured_broker_carries_readings_of_logged_in_services_and_keeps_machine
         "ingest saw a reading A1 was not allowed to send\n{}",
         ingest.metrics().await
     );
+
+    let alarms_url = gateway.url("/api/alarms");
+    let raised = wait_until(WAIT, "A1's alarm at the gateway", || {
+        let url = alarms_url.clone();
+        async move {
+            matches!(try_http_get(&url).await, Ok((200, body)) if body.contains(r#""state":"raised""#))
+        }
+    })
+    .await;
+    raised.unwrap_or_else(|e| panic!("{e}\n{}\n{}", ingest.process.logs(), gateway.process.logs()));
 
     let logs = ingest.process.logs();
     assert!(logs.contains("user ingest with password"), "{logs}");

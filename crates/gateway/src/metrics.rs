@@ -101,7 +101,7 @@ impl Metrics {
         );
         registry.register(
             "refused_token",
-            "Requests to /ws or /api/aggregates refused for a missing or wrong bearer token",
+            "Requests to /ws, /api/aggregates or /api/alarms refused for a missing or wrong bearer token",
             m.refused_token.clone(),
         );
         registry.register(

@@ -210,10 +210,8 @@ impl GatewayConfig {
     /// The broker list with this gateway's options, starting at the first broker.
     pub fn failover(&self) -> service_kit::Failover {
         let config = self.clone();
-        service_kit::Failover::new(
-            self.mqtt.brokers.clone(),
-            Box::new(move |broker| config.mqtt_options_at(broker)),
-        )
+        self.mqtt
+            .failover(move |broker| config.mqtt_options_at(broker))
     }
 }
 

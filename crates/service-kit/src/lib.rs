@@ -7,7 +7,7 @@
 //!   is the `[mqtt]` section of all three, checked once into [`MqttConfig`]; [`SettingsError`]
 //!   names the bad setting in one line and [`SettingsError::exit`] ends the process with
 //!   code 2.
-//! - Broker login and TLS: [`Secret`] never shows in logs; [`SecuritySettings`] is checked into
+//! - Broker login and TLS: [`Secret`] never shows in logs; the login and TLS keys of [`MqttSettings`] are checked into
 //!   [`MqttSecurity`] (files read, rustls config built at start-up, so a bad CA or key fails
 //!   there, naming the setting); [`MqttSecurity::apply_to`] puts it into rumqttc's options.
 //! - [`shutdown`]: one SIGINT/SIGTERM handling; [`telemetry`]: one logging set-up.
@@ -38,7 +38,7 @@ pub use brokers::{BrokerAddr, Failover, OptionsFor, parse_hosts};
 pub use link::{Link, LinkEnd, LinkHandler};
 pub use log_limit::LogLimit;
 pub use secret::Secret;
-pub use security::{MqttSecurity, SecurityError, SecuritySettings};
+pub use security::MqttSecurity;
 pub use settings::{
     Binary, EXIT_BAD_SETTINGS, Field, MqttConfig, MqttSettings, Setting, SettingsError,
     describe_range, in_range, join_key, no_delay,

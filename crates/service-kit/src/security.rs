@@ -1,5 +1,6 @@
 //! Broker login (username, password or password file) and TLS (CA file, optional client
-//! certificate and key): raw settings, their checks, and their application to rumqttc.
+//! certificate and key) of the `[mqtt]` section: their checks, the files read once at start-up
+//! (so a bad CA or key fails there, naming its setting), and their application to rumqttc.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,41 +11,8 @@ use rustls::client::WantsClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, ConfigBuilder, RootCertStore};
-use serde::{Deserialize, Serialize};
 
-use crate::Secret;
-
-/// Login and TLS settings as loaded, before any file is read. Every binary embeds these keys
-/// in its own settings under its own names (ingest: `mqtt_username`, gateway and simulator:
-/// `[mqtt] username`) and hands them over with the prefix that names them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SecuritySettings {
-    /// Broker username; none connects anonymously.
-    pub username: Option<String>,
-    /// Broker password (prefer `password_file`: environment and flags can be seen by others).
-    pub password: Option<Secret>,
-    /// File whose content (without a trailing newline) is the password, e.g. a mounted secret.
-    pub password_file: Option<PathBuf>,
-    /// TLS on or off; unset means on exactly when `tls_ca_file` is set.
-    pub tls: Option<bool>,
-    /// PEM file of the CA certificates the broker's certificate must chain to.
-    pub tls_ca_file: Option<PathBuf>,
-    /// PEM client certificate chain, for brokers that require client certificates.
-    pub tls_client_cert_file: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the client certificate.
-    pub tls_client_key_file: Option<PathBuf>,
-}
-
-/// A login or TLS setting that cannot work, named with the binary's own key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid setting `{setting}`: {message}")]
-pub struct SecurityError {
-    /// The setting's key as the operator writes it, e.g. `mqtt_tls_ca_file` or `mqtt.tls_ca_file`.
-    pub setting: String,
-    /// What is wrong with it.
-    pub message: String,
-}
+use crate::{MqttSettings, Secret, SettingsError};
 
 /// Checked login and TLS, ready for [`MqttSecurity::apply_to`]. `Debug` and `Display` show
 /// the username and file names, never the password or key.
@@ -62,152 +30,124 @@ struct Tls {
     client_cert_file: Option<PathBuf>,
 }
 
-impl SecuritySettings {
-    /// Checks the settings and reads the files; `prefix` turns a field name into the
-    /// operator's key (`"mqtt_"` gives `mqtt_tls_ca_file`, `"mqtt."` gives `mqtt.tls_ca_file`).
+/// The error for the `[mqtt]` key `field`.
+fn invalid(field: &str, message: impl Into<String>) -> SettingsError {
+    SettingsError::invalid(format!("mqtt.{field}"), message)
+}
+
+impl MqttSecurity {
+    /// Checks the login and TLS keys of `mqtt` and reads their files.
     ///
     /// # Errors
-    /// [`SecurityError`] naming the first setting that cannot work: a password without a
+    /// [`SettingsError::Invalid`] naming the first key that cannot work: a password without a
     /// username, both `password` and `password_file`, an unreadable or empty file, a CA file
     /// without certificates, a client certificate without its key, TLS asked for without a CA.
-    pub fn load(&self, prefix: &str) -> Result<MqttSecurity, SecurityError> {
-        let keys = Keys(prefix);
-        let (username, password) = self.login(keys)?;
-        let tls = self.tls(keys)?;
-        Ok(MqttSecurity {
+    pub fn load(mqtt: &MqttSettings) -> Result<Self, SettingsError> {
+        let (username, password) = login(mqtt)?;
+        let tls = tls(mqtt)?;
+        Ok(Self {
             username,
             password,
             tls,
         })
     }
-
-    /// The username and password, each `None` when unset or empty.
-    fn login(&self, keys: Keys<'_>) -> Result<(Option<String>, Option<Secret>), SecurityError> {
-        let username = self.username.clone().filter(|u| !u.is_empty());
-        let password = match (&self.password, &self.password_file) {
-            (Some(_), Some(_)) => {
-                return Err(keys.invalid(
-                    "password_file",
-                    format!(
-                        "set either {} or {}, not both",
-                        keys.key("password"),
-                        keys.key("password_file")
-                    ),
-                ));
-            }
-            (Some(p), None) => Some(p.clone()).filter(|p| !p.is_empty()),
-            (None, Some(path)) => {
-                Some(read_password_file(path).map_err(|m| keys.invalid("password_file", m))?)
-            }
-            (None, None) => None,
-        };
-        if password.is_some() && username.is_none() {
-            return Err(keys.invalid(
-                "username",
-                "must be set when a password is (MQTT 3.1.1 has no password-only login)",
-            ));
-        }
-        if let Some(name) = &username
-            && name.len() > usize::from(u16::MAX)
-        {
-            return Err(keys.invalid("username", "is longer than 65535 bytes"));
-        }
-        Ok((username, password))
-    }
-
-    /// TLS when it is on (`tls`, or else a CA file set), with its CA file read and the client
-    /// certificate loaded; `None` for plain TCP, which allows no TLS file.
-    fn tls(&self, keys: Keys<'_>) -> Result<Option<Tls>, SecurityError> {
-        if !self.tls.unwrap_or(self.tls_ca_file.is_some()) {
-            if self.tls_ca_file.is_some() {
-                return Err(keys.invalid(
-                    "tls",
-                    format!("is false but {} is set", keys.key("tls_ca_file")),
-                ));
-            }
-            if self.tls_client_cert_file.is_some() || self.tls_client_key_file.is_some() {
-                return Err(keys.invalid(
-                    "tls_client_cert_file",
-                    format!(
-                        "a client certificate needs TLS: set {}",
-                        keys.key("tls_ca_file")
-                    ),
-                ));
-            }
-            return Ok(None);
-        }
-        let Some(ca_file) = &self.tls_ca_file else {
-            return Err(keys.invalid(
-                "tls_ca_file",
-                "is required with TLS; for a publicly signed broker certificate use the system \
-                 bundle, e.g. /etc/ssl/certs/ca-certificates.crt",
-            ));
-        };
-        let roots = read_roots(ca_file).map_err(|m| keys.invalid("tls_ca_file", m))?;
-        // The provider is named rather than taken from crate features, so another crate
-        // enabling a second provider cannot make the builder panic.
-        let builder =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| keys.invalid("tls", e.to_string()))?
-                .with_root_certificates(roots);
-        Ok(Some(Tls {
-            config: Arc::new(self.client_auth(builder, keys)?),
-            ca_file: ca_file.clone(),
-            client_cert_file: self.tls_client_cert_file.clone(),
-        }))
-    }
-
-    /// Finishes `builder` with the client certificate and key, which come as a pair or not
-    /// at all.
-    fn client_auth(
-        &self,
-        builder: ConfigBuilder<ClientConfig, WantsClientCert>,
-        keys: Keys<'_>,
-    ) -> Result<ClientConfig, SecurityError> {
-        match (&self.tls_client_cert_file, &self.tls_client_key_file) {
-            (None, None) => Ok(builder.with_no_client_auth()),
-            (Some(cert_file), Some(key_file)) => {
-                let chain =
-                    read_certs(cert_file).map_err(|m| keys.invalid("tls_client_cert_file", m))?;
-                let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
-                    keys.invalid(
-                        "tls_client_key_file",
-                        format!("{}: no PEM private key: {e}", key_file.display()),
-                    )
-                })?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| keys.invalid("tls_client_key_file", e.to_string()))
-            }
-            (Some(_), None) => Err(keys.invalid(
-                "tls_client_key_file",
-                format!("is required with {}", keys.key("tls_client_cert_file")),
-            )),
-            (None, Some(_)) => Err(keys.invalid(
-                "tls_client_cert_file",
-                format!("is required with {}", keys.key("tls_client_key_file")),
-            )),
-        }
-    }
 }
 
-/// Names settings as the operator writes them: the binary's prefix, then the field.
-#[derive(Clone, Copy)]
-struct Keys<'a>(&'a str);
-
-impl Keys<'_> {
-    /// The operator's key of `field`, e.g. `mqtt.tls_ca_file`.
-    fn key(self, field: &str) -> String {
-        format!("{}{field}", self.0)
-    }
-
-    /// The error for `field`.
-    fn invalid(self, field: &str, message: impl Into<String>) -> SecurityError {
-        SecurityError {
-            setting: self.key(field),
-            message: message.into(),
+/// The username and password, each `None` when unset or empty.
+fn login(mqtt: &MqttSettings) -> Result<(Option<String>, Option<Secret>), SettingsError> {
+    let username = mqtt.username.clone().filter(|u| !u.is_empty());
+    let password = match (&mqtt.password, &mqtt.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "password_file",
+                "set either mqtt.password or mqtt.password_file, not both",
+            ));
         }
+        (Some(p), None) => Some(p.clone()).filter(|p| !p.is_empty()),
+        (None, Some(path)) => {
+            Some(read_password_file(path).map_err(|m| invalid("password_file", m))?)
+        }
+        (None, None) => None,
+    };
+    if password.is_some() && username.is_none() {
+        return Err(invalid(
+            "username",
+            "must be set when a password is (MQTT 3.1.1 has no password-only login)",
+        ));
+    }
+    if let Some(name) = &username
+        && name.len() > usize::from(u16::MAX)
+    {
+        return Err(invalid("username", "is longer than 65535 bytes"));
+    }
+    Ok((username, password))
+}
+
+/// TLS when it is on (`tls`, or else a CA file set), with its CA file read and the client
+/// certificate loaded; `None` for plain TCP, which allows no TLS file.
+fn tls(mqtt: &MqttSettings) -> Result<Option<Tls>, SettingsError> {
+    if !mqtt.tls.unwrap_or(mqtt.tls_ca_file.is_some()) {
+        if mqtt.tls_ca_file.is_some() {
+            return Err(invalid("tls", "is false but mqtt.tls_ca_file is set"));
+        }
+        if mqtt.tls_client_cert_file.is_some() || mqtt.tls_client_key_file.is_some() {
+            return Err(invalid(
+                "tls_client_cert_file",
+                "a client certificate needs TLS: set mqtt.tls_ca_file",
+            ));
+        }
+        return Ok(None);
+    }
+    let Some(ca_file) = &mqtt.tls_ca_file else {
+        return Err(invalid(
+            "tls_ca_file",
+            "is required with TLS; for a publicly signed broker certificate use the system \
+             bundle, e.g. /etc/ssl/certs/ca-certificates.crt",
+        ));
+    };
+    let roots = read_roots(ca_file).map_err(|m| invalid("tls_ca_file", m))?;
+    // The provider is named rather than taken from crate features, so another crate
+    // enabling a second provider cannot make the builder panic.
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid("tls", e.to_string()))?
+            .with_root_certificates(roots);
+    Ok(Some(Tls {
+        config: Arc::new(client_auth(mqtt, builder)?),
+        ca_file: ca_file.clone(),
+        client_cert_file: mqtt.tls_client_cert_file.clone(),
+    }))
+}
+
+/// Finishes `builder` with the client certificate and key, which come as a pair or not
+/// at all.
+fn client_auth(
+    mqtt: &MqttSettings,
+    builder: ConfigBuilder<ClientConfig, WantsClientCert>,
+) -> Result<ClientConfig, SettingsError> {
+    match (&mqtt.tls_client_cert_file, &mqtt.tls_client_key_file) {
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(cert_file), Some(key_file)) => {
+            let chain = read_certs(cert_file).map_err(|m| invalid("tls_client_cert_file", m))?;
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+                invalid(
+                    "tls_client_key_file",
+                    format!("{}: no PEM private key: {e}", key_file.display()),
+                )
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| invalid("tls_client_key_file", e.to_string()))
+        }
+        (Some(_), None) => Err(invalid(
+            "tls_client_key_file",
+            "is required with mqtt.tls_client_cert_file",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "tls_client_cert_file",
+            "is required with mqtt.tls_client_key_file",
+        )),
     }
 }
 
@@ -350,7 +290,7 @@ mod tests {
 
     #[test]
     fn nothing_set_is_anonymous_plain_tcp() {
-        let security = SecuritySettings::default().load("mqtt_").unwrap();
+        let security = MqttSecurity::load(&MqttSettings::default()).unwrap();
         assert_eq!(security.username(), None);
         assert!(!security.tls());
         assert_eq!(security.to_string(), "anonymous, plain TCP");
@@ -360,12 +300,12 @@ mod tests {
     fn password_comes_from_the_file_without_its_newline_and_is_never_shown() {
         let dir = tempfile::tempdir().unwrap();
         let file = write(dir.path(), "pw", &format!("{PASSWORD}\n"));
-        let settings = SecuritySettings {
+        let settings = MqttSettings {
             username: Some("ingest".into()),
             password_file: Some(file),
-            ..SecuritySettings::default()
+            ..MqttSettings::default()
         };
-        let security = settings.load("mqtt_").unwrap();
+        let security = MqttSecurity::load(&settings).unwrap();
         assert_eq!(security.password().map(Secret::expose), Some(PASSWORD));
         for shown in [
             format!("{security:?}"),
@@ -376,13 +316,13 @@ mod tests {
         }
         assert!(security.to_string().contains("ingest"));
 
-        let inline = SecuritySettings {
+        let inline = MqttSettings {
             username: Some("ingest".into()),
             password: Some(Secret::new(PASSWORD)),
-            ..SecuritySettings::default()
+            ..MqttSettings::default()
         };
         assert!(!format!("{inline:?}").contains(PASSWORD));
-        let security = inline.load("mqtt_").unwrap();
+        let security = MqttSecurity::load(&inline).unwrap();
         assert!(!format!("{security:?} {security}").contains(PASSWORD));
         let mut options = MqttOptions::new("id", "localhost", 1883);
         security.apply_to(&mut options);
@@ -416,13 +356,13 @@ mod tests {
     fn tls_loads_ca_and_client_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let pki = pki();
-        let settings = SecuritySettings {
+        let settings = MqttSettings {
             tls_ca_file: Some(write(dir.path(), "ca.pem", &pki.ca)),
             tls_client_cert_file: Some(write(dir.path(), "client.pem", &pki.client_cert)),
             tls_client_key_file: Some(write(dir.path(), "client.key", &pki.client_key)),
-            ..SecuritySettings::default()
+            ..MqttSettings::default()
         };
-        let security = settings.load("mqtt.").unwrap();
+        let security = MqttSecurity::load(&settings).unwrap();
         assert!(security.tls(), "a CA file implies TLS");
         let shown = format!("{security:?} {security}");
         assert!(
@@ -442,89 +382,93 @@ mod tests {
         let ca = write(dir.path(), "ca.pem", &pki.ca);
         let not_pem = write(dir.path(), "junk.pem", "not a certificate\n");
         let empty = write(dir.path(), "empty", "\n");
-        let cases: Vec<(SecuritySettings, &str)> = vec![
+        let cases: Vec<(MqttSettings, &str)> = vec![
             (
-                SecuritySettings {
+                MqttSettings {
                     password: Some(Secret::new("x")),
-                    ..SecuritySettings::default()
+                    ..MqttSettings::default()
                 },
                 "mqtt.username",
             ),
             (
-                SecuritySettings {
+                MqttSettings {
                     username: Some("u".into()),
                     password: Some(Secret::new("x")),
                     password_file: Some(empty.clone()),
-                    ..SecuritySettings::default()
+                    ..MqttSettings::default()
                 },
                 "mqtt.password_file",
             ),
             (
-                SecuritySettings {
+                MqttSettings {
                     username: Some("u".into()),
                     password_file: Some(empty),
-                    ..SecuritySettings::default()
+                    ..MqttSettings::default()
                 },
                 "mqtt.password_file",
             ),
             (
-                SecuritySettings {
+                MqttSettings {
                     username: Some("u".into()),
                     password_file: Some(dir.path().join("missing")),
-                    ..SecuritySettings::default()
+                    ..MqttSettings::default()
                 },
                 "mqtt.password_file",
             ),
             (
-                SecuritySettings {
+                MqttSettings {
                     tls: Some(true),
-                    ..SecuritySettings::default()
+                    ..MqttSettings::default()
                 },
                 "mqtt.tls_ca_file",
             ),
             (
-                SecuritySettings {
+                MqttSettings {
                     tls_ca_file: Some(not_pem.clone()),
-                    ..SecuritySettings::default()
+                    ..MqttSettings::default()
                 },
                 "mqtt.tls_ca_file",
             ),
             (
-                SecuritySettings {
+                MqttSettings {
                     tls: Some(false),
                     tls_ca_file: Some(ca.clone()),
-                    ..SecuritySettings::default()
+                    ..MqttSettings::default()
                 },
                 "mqtt.tls",
             ),
             (
-                SecuritySettings {
+                MqttSettings {
                     tls_ca_file: Some(ca.clone()),
                     tls_client_cert_file: Some(ca.clone()),
-                    ..SecuritySettings::default()
+                    ..MqttSettings::default()
                 },
                 "mqtt.tls_client_key_file",
             ),
             (
-                SecuritySettings {
+                MqttSettings {
                     tls_ca_file: Some(ca.clone()),
                     tls_client_cert_file: Some(ca.clone()),
                     tls_client_key_file: Some(not_pem),
-                    ..SecuritySettings::default()
+                    ..MqttSettings::default()
                 },
                 "mqtt.tls_client_key_file",
             ),
             (
-                SecuritySettings {
+                MqttSettings {
                     tls_client_key_file: Some(ca),
-                    ..SecuritySettings::default()
+                    ..MqttSettings::default()
                 },
                 "mqtt.tls_client_cert_file",
             ),
         ];
         for (settings, setting) in cases {
-            let err = settings.load("mqtt.").unwrap_err();
-            assert_eq!(err.setting, setting, "{err}");
+            let err = MqttSecurity::load(&settings).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("invalid setting `{setting}`: ")),
+                "{err}"
+            );
         }
     }
 }

@@ -53,10 +53,3 @@ impl SettingsError {
         std::process::exit(i32::from(EXIT_BAD_SETTINGS))
     }
 }
-
-/// Login and TLS errors already name the setting.
-impl From<crate::SecurityError> for SettingsError {
-    fn from(error: crate::SecurityError) -> Self {
-        Self::invalid(error.setting, error.message)
-    }
-}

@@ -119,19 +119,8 @@ pub trait Setting {
 macro_rules! values {
     ($($ty:ty),*) => { $( impl Setting for $ty {} )* };
 }
-values!(
-    bool,
-    u8,
-    u16,
-    u32,
-    u64,
-    usize,
-    f64,
-    String,
-    std::path::PathBuf,
-    std::net::SocketAddr
-);
-values!(crate::Secret);
+values!(bool, u8, u16, u32, u64, usize, f64, String, crate::Secret);
+values!(std::path::PathBuf, std::net::SocketAddr);
 impl<T> Setting for Option<T> {}
 
 /// A list of values, or of tables whose keys are those of the default element.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rumqttc::MqttOptions;
 
-use crate::{Backoff, BrokerAddr, Failover, MqttSecurity, Secret, SecuritySettings, SettingsError};
+use crate::{Backoff, BrokerAddr, Failover, MqttSecurity, Secret, SettingsError};
 
 crate::settings! {
     /// The broker connection.
@@ -75,29 +75,18 @@ impl MqttSettings {
             _ => self.client_id.clone(),
         };
         if client_id.len() > usize::from(u16::MAX) {
-            return Err(SettingsError::invalid(
-                "mqtt.client_id",
-                "is longer than 65535 bytes",
-            ));
+            let message = "is longer than 65535 bytes";
+            return Err(SettingsError::invalid("mqtt.client_id", message));
         }
         if self.reconnect_max_ms < self.reconnect_min_ms {
             let message = "must not be below mqtt.reconnect_min_ms";
             return Err(SettingsError::invalid("mqtt.reconnect_max_ms", message));
         }
-        let security = SecuritySettings {
-            username: self.username.clone(),
-            password: self.password.clone(),
-            password_file: self.password_file.clone(),
-            tls: self.tls,
-            tls_ca_file: self.tls_ca_file.clone(),
-            tls_client_cert_file: self.tls_client_cert_file.clone(),
-            tls_client_key_file: self.tls_client_key_file.clone(),
-        };
         Ok(MqttConfig {
             brokers: crate::parse_hosts(&self.host, self.port)?,
             client_id,
             keep_alive: Duration::from_secs(self.keep_alive_secs),
-            security: security.load("mqtt.")?,
+            security: MqttSecurity::load(self)?,
             reconnect: (
                 Duration::from_millis(self.reconnect_min_ms),
                 Duration::from_millis(self.reconnect_max_ms),

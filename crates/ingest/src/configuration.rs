@@ -246,18 +246,6 @@ impl LimitSettings {
 }
 
 impl IngestConfig {
-    /// The built-in settings pointed at `host:port`, for tests and embedding.
-    ///
-    /// # Panics
-    /// Never: the built-in defaults are valid.
-    pub fn for_broker(host: &str, port: u16) -> Self {
-        let mut settings = Settings::default();
-        settings.mqtt.host = host.to_owned();
-        settings.mqtt.port = port;
-        // expect: the built-in defaults with a broker address are valid.
-        settings.validate().expect("built-in defaults are valid")
-    }
-
     /// The main connection's options for one broker of the `mqtt.host` list: persistent
     /// session under the stable client id, the offline status as retained last will, manual
     /// acknowledgements (the pipeline acknowledges once a batch is durable).

@@ -19,6 +19,7 @@
 #                            as --config; checked before anything starts
 #   GATEWAY_CONFIG [none]    the gateway's settings file, likewise
 #   DEV_PROFILE [dev]        cargo profile to build and run (e.g. release)
+#   DEV_BUILD [1]            0: run the binaries already built for DEV_PROFILE, build nothing
 #   DEV_SIMULATOR [1]        0: do not start the simulator
 #   DEV_KEEP_DATA [0]        1: keep the temp dir (broker data, ingest data, logs)
 #   RUST_LOG [info]          log filter of the three services
@@ -87,10 +88,11 @@ ingest_port=${DEV_INGEST_PORT:-9100}
 profile=${DEV_PROFILE:-dev}
 start_simulator=${DEV_SIMULATOR:-1}
 keep_data=${DEV_KEEP_DATA:-0}
+build=${DEV_BUILD:-1}
 # Read once above; out of the environment so that no service inherits them. MQTT_PORT stays:
 # the services read it with the same meaning (and get it below).
 unset MQTT_WS_PORT DEV_GATEWAY_PORT DEV_INGEST_PORT INGEST_CONFIG GATEWAY_CONFIG \
-  DEV_PROFILE DEV_SIMULATOR DEV_KEEP_DATA
+  DEV_PROFILE DEV_SIMULATOR DEV_KEEP_DATA DEV_BUILD
 export RUST_LOG=${RUST_LOG:-info}
 cd "$repo_root"
 
@@ -104,8 +106,10 @@ for entry in "MQTT_PORT:$mqtt_port" "MQTT_WS_PORT:$ws_port" "DEV_GATEWAY_PORT:$g
   fi
 done
 
-say "building ingest, gateway and simulator (profile $profile)"
-build_services "$profile"
+if [[ "$build" != 0 ]]; then
+  say "building ingest, gateway and simulator (profile $profile)"
+  build_services "$profile"
+fi
 target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
 if [[ "$profile" == dev ]]; then bin_dir=$target_dir/debug; else bin_dir=$target_dir/$profile; fi
 

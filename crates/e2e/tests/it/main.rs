@@ -4,6 +4,7 @@
 //! The binaries must be built first (`cargo build -p ingest -p gateway`; `scripts/test.sh`
 //! does it): cargo gives a test only the binaries of its own crate.
 
+mod dev_script;
 mod failover;
 mod helpers;
 mod nats_cluster;

@@ -4,7 +4,7 @@
 //! they carry the send time (readings must fall inside ingest's window).
 
 use std::io::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aggregator_core::sum::CompensatedSum;
 use aggregator_core::{RejectionReason, Timestamp};
@@ -15,59 +15,47 @@ use time::OffsetDateTime;
 use time::macros::{format_description, offset};
 
 use crate::configuration::{SimConfig, ValueRange};
-use crate::invalid::{FUTURE_BY_SECS, LATE_BY_SECS, Malformed, When};
+use crate::invalid::{self, FUTURE_BY, LATE_BY};
 
 /// The time values of one send instant, formatted once and shared by a batch of messages.
 #[derive(Debug, Clone)]
 pub struct TimeStamps {
-    /// `2026-01-01T12:00:30.123Z`
-    rfc3339_utc: String,
-    /// The same instant as `2026-01-01T14:00:30.123+02:00` (a plant's local time).
-    rfc3339_offset: String,
-    /// Epoch milliseconds.
-    epoch_millis: i64,
-    /// One hour ago, RFC 3339 UTC (for `late`).
-    late: String,
-    /// One hour ahead, RFC 3339 UTC (for `future`).
-    future: String,
+    /// The JSON values of the time forms of valid readings: RFC 3339 UTC, RFC 3339 at +02:00
+    /// (a plant's local time), epoch milliseconds.
+    forms: [String; 3],
+    /// RFC 3339 UTC: the send time, [`LATE_BY`] before it and [`FUTURE_BY`] after it.
+    pub(crate) utc: String,
+    pub(crate) late: String,
+    pub(crate) future: String,
 }
 
 impl TimeStamps {
     /// Formats the time values of `now`.
     pub fn at(now: SystemTime) -> Self {
         let ts = Timestamp::from_system_time(now);
-        let local = OffsetDateTime::from(now).to_offset(offset!(+2));
-        let rfc3339_offset = local
+        let utc = ts.to_rfc3339_millis();
+        let local = OffsetDateTime::from(now)
+            .to_offset(offset!(+2))
             .format(format_description!(
                 "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3][offset_hour sign:mandatory]:[offset_minute]"
             ))
             // The format has no component that can fail for a real clock; fall back to UTC.
-            .unwrap_or_else(|_| ts.to_rfc3339_millis());
+            .unwrap_or_else(|_| utc.clone());
         Self {
-            rfc3339_utc: ts.to_rfc3339_millis(),
-            rfc3339_offset,
-            epoch_millis: ts.unix_millis(),
-            late: ts
-                .saturating_sub(Duration::from_secs(LATE_BY_SECS.unsigned_abs()))
-                .to_rfc3339_millis(),
-            future: ts
-                .saturating_add(Duration::from_secs(FUTURE_BY_SECS.unsigned_abs()))
-                .to_rfc3339_millis(),
+            forms: [
+                format!("\"{utc}\""),
+                format!("\"{local}\""),
+                ts.unix_millis().to_string(),
+            ],
+            late: ts.saturating_sub(LATE_BY).to_rfc3339_millis(),
+            future: ts.saturating_add(FUTURE_BY).to_rfc3339_millis(),
+            utc,
         }
     }
 
     /// The time values of the current wall-clock time.
     pub fn now() -> Self {
         Self::at(SystemTime::now())
-    }
-
-    /// `when` in RFC 3339 UTC, for the `timestamp` of a malformed payload.
-    pub(crate) fn rfc3339(&self, when: When) -> &str {
-        match when {
-            When::Now => &self.rfc3339_utc,
-            When::Late => &self.late,
-            When::Future => &self.future,
-        }
     }
 }
 
@@ -144,11 +132,6 @@ impl Generator {
         }
     }
 
-    /// Number of configured machines.
-    pub fn machine_count(&self) -> usize {
-        self.machines.len()
-    }
-
     /// Draws a machine uniformly (used when the schedule does not fix one).
     pub fn pick_machine(&mut self) -> usize {
         self.rng.random_range(0..self.machines.len())
@@ -215,55 +198,25 @@ impl Generator {
         let id = &self.machines[machine];
         write_topic(topic, id);
         // One draw per choice, always in the same order, so the stream stays reproducible.
-        let german_machine = self.rng.random_bool(0.5);
-        let german_index = self.rng.random_bool(0.5);
-        let german_time = self.rng.random_bool(0.5);
+        let machine_name = ["machineId", "maschinenId"][usize::from(self.rng.random_bool(0.5))];
+        let index_name = ["scrapIndex", "scrapeIndex"][usize::from(self.rng.random_bool(0.5))];
+        let time_name = ["timestamp", "zeitstempel"][usize::from(self.rng.random_bool(0.5))];
         let with_machine = self.rng.random_bool(0.9);
-        let index_as_text = self.rng.random_bool(0.1);
-        let value_as_text = self.rng.random_bool(0.1);
-        let time_form = self.rng.random_range(0..4_u8);
+        let index_quote = ["", "\""][usize::from(self.rng.random_bool(0.1))];
+        let value_quote = ["", "\""][usize::from(self.rng.random_bool(0.1))];
+        // The fourth form has no time: ingest uses the time of receipt.
+        let time = times.forms.get(usize::from(self.rng.random_range(0..4_u8)));
 
         payload.push(b'{');
         if with_machine {
-            let name = if german_machine {
-                "maschinenId"
-            } else {
-                "machineId"
-            };
-            let _ = write!(payload, "\"{name}\":\"{id}\",");
+            let _ = write!(payload, "\"{machine_name}\":\"{id}\",");
         }
-        let name = if german_index {
-            "scrapeIndex"
-        } else {
-            "scrapIndex"
-        };
-        if index_as_text {
-            let _ = write!(payload, "\"{name}\":\"{scrap_index}\",");
-        } else {
-            let _ = write!(payload, "\"{name}\":{scrap_index},");
-        }
-        if value_as_text {
-            let _ = write!(payload, "\"value\":\"{value}\"");
-        } else {
-            let _ = write!(payload, "\"value\":{value}");
-        }
-        let name = if german_time {
-            "zeitstempel"
-        } else {
-            "timestamp"
-        };
-        match time_form {
-            0 => {
-                let _ = write!(payload, ",\"{name}\":\"{}\"", times.rfc3339_utc);
-            }
-            1 => {
-                let _ = write!(payload, ",\"{name}\":\"{}\"", times.rfc3339_offset);
-            }
-            2 => {
-                let _ = write!(payload, ",\"{name}\":{}", times.epoch_millis);
-            }
-            // Missing: ingest uses the time of receipt.
-            _ => {}
+        let _ = write!(
+            payload,
+            "\"{index_name}\":{index_quote}{scrap_index}{index_quote},\"value\":{value_quote}{value}{value_quote}"
+        );
+        if let Some(time) = time {
+            let _ = write!(payload, ",\"{time_name}\":{time}");
         }
         if self.ids {
             // Unique within a run and the same for the same seed; drawn from no RNG, so the
@@ -284,9 +237,8 @@ impl Generator {
         topic: &mut String,
         payload: &mut Vec<u8>,
     ) {
-        let malformed = Malformed::of(kind);
         let fresh;
-        let id = if malformed.fresh_machine {
+        let id = if kind == RejectionReason::TooManyKeys {
             fresh = format!("x{}-{}", self.seed, self.flood_next);
             self.flood_next += 1;
             &fresh
@@ -294,7 +246,7 @@ impl Generator {
             &self.machines[machine]
         };
         write_topic(topic, id);
-        malformed.write(id, scrap_index, times, payload);
+        invalid::write(kind, id, scrap_index, times, payload);
     }
 
     /// Malformed messages sent so far, per reason (indexed like [`RejectionReason::ALL`]).
@@ -336,6 +288,8 @@ fn write_topic(topic: &mut String, machine: &str) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use aggregator_core::{ParseLimits, WindowConfig, WindowStore, parse_reading};
 
     use super::*;

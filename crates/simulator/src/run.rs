@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::SimConfig;
 use crate::generator::{ExpectedKey, Generator, TimeStamps};
 use crate::schedule::Schedule;
-use crate::transport::{BrokerDelivery, Delivery, Transport, TransportError};
+use crate::transport::{BrokerDelivery, Delivery, Transport, TransportError, broker_list};
 
 /// Most messages generated between two writes to the socket (and two clock reads).
 const BATCH: usize = 1024;
@@ -71,17 +71,16 @@ impl Summary {
     }
 
     /// The summary of a run that stopped for `stopped_by` after `elapsed`, from the final
-    /// delivery counters and what the generator produced.
+    /// counters of each connection and what the generator produced.
     fn new(
         config: &SimConfig,
         stopped_by: StopReason,
-        delivery: Delivery,
         per_broker: Vec<BrokerDelivery>,
         generator: &Generator,
         elapsed: Duration,
     ) -> Self {
-        let invalid_counts = generator.invalid_counts();
-        let invalid_total: u64 = invalid_counts.iter().sum();
+        let delivery: Delivery = per_broker.iter().map(|leg| leg.delivery).sum();
+        let invalid = generator.invalid_counts();
         Self {
             seed: config.seed,
             stopped_by,
@@ -89,10 +88,10 @@ impl Summary {
             acknowledged: delivery.acknowledged,
             lost: delivery.lost,
             errors: delivery.errors,
-            valid: delivery.sent - invalid_total,
+            valid: delivery.sent - invalid.iter().sum::<u64>(),
             invalid: RejectionReason::ALL
                 .iter()
-                .map(|k| (k.as_str(), invalid_counts[*k as usize]))
+                .map(|k| (k.as_str(), invalid[k.index()]))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             flood_keys: generator.flood_keys(),
@@ -122,15 +121,20 @@ impl Summary {
             complete = self.complete(),
             "summary"
         );
-        for leg in &self.brokers {
+        for BrokerDelivery {
+            broker,
+            machines,
+            delivery: d,
+        } in &self.brokers
+        {
             tracing::info!(
-                broker = %leg.broker,
-                machines = leg.machines,
-                sent = leg.sent,
-                acknowledged = leg.acknowledged,
-                lost = leg.lost,
-                errors = leg.errors,
-                failovers = leg.failovers,
+                %broker,
+                machines,
+                sent = d.sent,
+                acknowledged = d.acknowledged,
+                lost = d.lost,
+                errors = d.errors,
+                failovers = d.failovers,
                 "summary per broker"
             );
         }
@@ -146,28 +150,9 @@ pub async fn run(
     config: SimConfig,
     shutdown: CancellationToken,
 ) -> Result<Summary, TransportError> {
-    log_start(&config);
-    let mut transport = connect(&config, &shutdown).await?;
-    let mut generator = Generator::new(&config);
-    let start = Instant::now();
-    let stopped_by = publish(&config, &mut transport, &mut generator, start, &shutdown).await?;
-    let (delivery, per_broker) = transport.finish(FINISH_TIMEOUT).await;
-    let summary = Summary::new(
-        &config,
-        stopped_by,
-        delivery,
-        per_broker,
-        &generator,
-        start.elapsed(),
-    );
-    summary.log();
-    Ok(summary)
-}
-
-/// The start-up line: every setting that shapes the run, so a log says how to repeat it.
-fn log_start(config: &SimConfig) {
+    // Every setting that shapes the run, so a log says how to repeat it.
     tracing::info!(
-        broker = %crate::transport::raw::broker_list(config),
+        broker = %broker_list(&config),
         mqtt_security = %config.mqtt.security,
         seed = config.seed,
         rate = ?config.settings.rate,
@@ -179,6 +164,14 @@ fn log_start(config: &SimConfig) {
         invalid_ratio = config.settings.invalid_ratio,
         "simulator starting"
     );
+    let mut transport = connect(&config, &shutdown).await?;
+    let mut generator = Generator::new(&config);
+    let start = Instant::now();
+    let stopped_by = publish(&config, &mut transport, &mut generator, start, &shutdown).await?;
+    let per_broker = transport.finish(FINISH_TIMEOUT).await;
+    let summary = Summary::new(&config, stopped_by, per_broker, &generator, start.elapsed());
+    summary.log();
+    Ok(summary)
 }
 
 /// Connects to every broker, giving up after [`connect_budget`] or at `shutdown`.
@@ -186,7 +179,7 @@ async fn connect(
     config: &SimConfig,
     shutdown: &CancellationToken,
 ) -> Result<Transport, TransportError> {
-    let addr = crate::transport::raw::broker_list(config);
+    let addr = broker_list(config);
     let budget = connect_budget(config);
     tracing::info!(broker = %addr, give_up_after = ?budget, "connecting to the MQTT broker");
     let connect_config = SimConfig {
@@ -222,41 +215,25 @@ async fn publish(
     start: Instant,
     shutdown: &CancellationToken,
 ) -> Result<StopReason, TransportError> {
+    let count = config.settings.count;
     let mut schedule = Schedule::new(config.settings.rate, config.machines.len(), config.seed);
-    let mut buffers = Buffers::default();
     let end = config.duration.map(|d| start + d);
     let mut progress = Progress::new(start, config.settings.progress_interval());
     let mut sent: u64 = 0;
     loop {
         let now = Instant::now();
-        if let Some(reason) = stop_reason(
-            shutdown.is_cancelled(),
-            config.settings.count,
-            sent,
-            now,
-            end,
-        ) {
+        if let Some(reason) = stop_reason(shutdown.is_cancelled(), count, sent, now, end) {
             return Ok(reason);
         }
         let elapsed = now - start;
         if schedule.next_due() <= elapsed {
-            let limit = batch_limit(config.settings.count, sent);
-            sent += send_batch(
-                &mut schedule,
-                generator,
-                &mut buffers,
-                transport,
-                elapsed,
-                limit,
-            )
-            .await?;
+            let limit = batch_limit(count, sent);
+            sent += send_batch(&mut schedule, generator, transport, elapsed, limit).await?;
             transport.flush().await?;
         } else {
             transport.flush().await?;
-            let mut wake = (start + schedule.next_due()).min(progress.next);
-            if let Some(end) = end {
-                wake = wake.min(end);
-            }
+            let wake = (start + schedule.next_due()).min(progress.next);
+            let wake = end.map_or(wake, |end| wake.min(end));
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => {}
                 () = shutdown.cancelled() => {}
@@ -291,42 +268,22 @@ fn batch_limit(count: Option<u64>, sent: u64) -> u64 {
     count.map_or(BATCH as u64, |c| (c - sent).min(BATCH as u64))
 }
 
-/// The topic and payload buffers every message is written into.
-struct Buffers {
-    topic: String,
-    payload: Vec<u8>,
-}
-
-impl Default for Buffers {
-    fn default() -> Self {
-        Self {
-            topic: String::with_capacity(64),
-            payload: Vec::with_capacity(256),
-        }
-    }
-}
-
 /// Generates and sends up to `limit` messages due by `elapsed`, all with one timestamp;
 /// returns how many.
 async fn send_batch(
     schedule: &mut Schedule,
     generator: &mut Generator,
-    buffers: &mut Buffers,
     transport: &mut Transport,
     elapsed: Duration,
     limit: u64,
 ) -> Result<u64, TransportError> {
     let times = TimeStamps::now();
+    let (mut topic, mut payload) = (String::with_capacity(64), Vec::with_capacity(256));
     let mut produced = 0;
     while produced < limit && schedule.next_due() <= elapsed {
-        let machine = match schedule.take() {
-            Some(m) => m,
-            None => generator.pick_machine(),
-        };
-        generator.next(machine, &times, &mut buffers.topic, &mut buffers.payload);
-        transport
-            .send(machine, &buffers.topic, &buffers.payload)
-            .await?;
+        let machine = schedule.take().unwrap_or_else(|| generator.pick_machine());
+        generator.next(machine, &times, &mut topic, &mut payload);
+        transport.send(machine, &topic, &payload).await?;
         produced += 1;
     }
     Ok(produced)
@@ -437,31 +394,25 @@ mod tests {
         config.settings.invalid_ratio = 0.25;
         let mut generator = Generator::new(&config);
         let times = TimeStamps::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-        let mut buffers = Buffers::default();
+        let (mut topic, mut payload) = (String::new(), Vec::new());
         for _ in 0..16 {
             let machine = generator.pick_machine();
-            generator.next(machine, &times, &mut buffers.topic, &mut buffers.payload);
+            generator.next(machine, &times, &mut topic, &mut payload);
         }
-        let delivery = Delivery {
-            sent: 16,
-            acknowledged: 16,
-            ..Delivery::default()
-        };
         let leg = BrokerDelivery {
             broker: "localhost:1883".into(),
             machines: 3,
-            sent: 16,
-            acknowledged: 16,
-            lost: 0,
-            errors: 0,
-            failovers: 0,
+            delivery: Delivery {
+                sent: 16,
+                acknowledged: 16,
+                ..Delivery::default()
+            },
         };
         let elapsed = Duration::from_secs(2);
         let summarize = |config: &SimConfig| {
             Summary::new(
                 config,
                 StopReason::Count,
-                delivery,
                 vec![leg.clone()],
                 &generator,
                 elapsed,

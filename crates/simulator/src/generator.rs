@@ -52,11 +52,6 @@ impl TimeStamps {
             utc,
         }
     }
-
-    /// The time values of the current wall-clock time.
-    pub fn now() -> Self {
-        Self::at(SystemTime::now())
-    }
 }
 
 /// What one generated message was.
@@ -93,20 +88,13 @@ pub struct ExpectedKey {
 /// Produces the topic and payload of every message into reused buffers.
 #[derive(Debug)]
 pub struct Generator {
+    config: SimConfig,
     rng: StdRng,
-    seed: u64,
-    machines: Vec<String>,
-    indices: Vec<u32>,
-    values: ValueRange,
-    invalid_ratio: f64,
     invalid_debt: f64,
-    invalid_kinds: Vec<RejectionReason>,
     next_kind: usize,
-    flood_next: u64,
-    /// Give valid readings an `id`.
-    ids: bool,
     /// Valid readings written so far: the `n` of the next id `<seed>-<n>`.
     valid_next: u64,
+    /// Per key, in machine then index order.
     sums: Vec<(CompensatedSum, u64)>,
     invalid_counts: [u64; RejectionReason::COUNT],
 }
@@ -115,17 +103,10 @@ impl Generator {
     /// A generator for `config`, seeded with `config.seed`.
     pub fn new(config: &SimConfig) -> Self {
         Self {
+            config: config.clone(),
             rng: StdRng::seed_from_u64(config.seed),
-            seed: config.seed,
-            machines: config.machines.clone(),
-            indices: config.indices.clone(),
-            values: config.values,
-            invalid_ratio: config.settings.invalid_ratio,
             invalid_debt: 0.0,
-            invalid_kinds: config.invalid_kinds.clone(),
             next_kind: 0,
-            flood_next: 0,
-            ids: config.settings.ids,
             valid_next: 0,
             sums: vec![(CompensatedSum::ZERO, 0); config.machines.len() * config.indices.len()],
             invalid_counts: [0; RejectionReason::COUNT],
@@ -134,7 +115,7 @@ impl Generator {
 
     /// Draws a machine uniformly (used when the schedule does not fix one).
     pub fn pick_machine(&mut self) -> usize {
-        self.rng.random_range(0..self.machines.len())
+        self.rng.random_range(0..self.config.machines.len())
     }
 
     /// Writes the next message for `machine` into `topic` and `payload` (both cleared first).
@@ -150,21 +131,20 @@ impl Generator {
     ) -> Generated {
         topic.clear();
         payload.clear();
-        let index_slot = self.rng.random_range(0..self.indices.len());
-        let scrap_index = self.indices[index_slot];
+        let index_slot = self.rng.random_range(0..self.config.indices.len());
+        let scrap_index = self.config.indices[index_slot];
         let value = self.draw_value();
-        self.invalid_debt += self.invalid_ratio;
+        self.invalid_debt += self.config.settings.invalid_ratio;
         // The epsilon keeps ratios like 0.1 from missing their share through rounding.
         if self.invalid_debt >= 1.0 - 1e-9 {
             self.invalid_debt -= 1.0;
-            let kind = self.invalid_kinds[self.next_kind % self.invalid_kinds.len()];
+            let kind = self.config.invalid_kinds[self.next_kind % self.config.invalid_kinds.len()];
             self.next_kind += 1;
             self.write_invalid(kind, machine, scrap_index, times, topic, payload);
-            self.invalid_counts[kind.index()] += 1;
             return Generated::Invalid(kind);
         }
         self.write_valid(machine, scrap_index, value, times, topic, payload);
-        let slot = &mut self.sums[machine * self.indices.len() + index_slot];
+        let slot = &mut self.sums[machine * self.config.indices.len() + index_slot];
         slot.0.add(value);
         slot.1 += 1;
         Generated::Valid {
@@ -175,7 +155,7 @@ impl Generator {
     }
 
     fn draw_value(&mut self) -> f64 {
-        let ValueRange { min, max, integers } = self.values;
+        let ValueRange { min, max, integers } = self.config.values;
         if integers {
             // Bounds were checked to be integers below 1e15, so the casts are exact.
             #[allow(clippy::cast_possible_truncation)]
@@ -195,7 +175,7 @@ impl Generator {
         topic: &mut String,
         payload: &mut Vec<u8>,
     ) {
-        let id = &self.machines[machine];
+        let id = &self.config.machines[machine];
         write_topic(topic, id);
         // One draw per choice, always in the same order, so the stream stays reproducible.
         let machine_name = ["machineId", "maschinenId"][usize::from(self.rng.random_bool(0.5))];
@@ -218,10 +198,14 @@ impl Generator {
         if let Some(time) = time {
             let _ = write!(payload, ",\"{time_name}\":{time}");
         }
-        if self.ids {
+        if self.config.settings.ids {
             // Unique within a run and the same for the same seed; drawn from no RNG, so the
             // rest of the stream does not change with or without ids.
-            let _ = write!(payload, ",\"id\":\"{}-{}\"", self.seed, self.valid_next);
+            let _ = write!(
+                payload,
+                ",\"id\":\"{}-{}\"",
+                self.config.seed, self.valid_next
+            );
         }
         self.valid_next += 1;
         payload.push(b'}');
@@ -239,14 +223,14 @@ impl Generator {
     ) {
         let fresh;
         let id = if kind == RejectionReason::TooManyKeys {
-            fresh = format!("x{}-{}", self.seed, self.flood_next);
-            self.flood_next += 1;
+            fresh = format!("x{}-{}", self.config.seed, self.flood_keys());
             &fresh
         } else {
-            &self.machines[machine]
+            &self.config.machines[machine]
         };
         write_topic(topic, id);
         invalid::write(kind, id, scrap_index, times, payload);
+        self.invalid_counts[kind.index()] += 1;
     }
 
     /// Malformed messages sent so far, per reason (indexed like [`RejectionReason::ALL`]).
@@ -256,16 +240,16 @@ impl Generator {
 
     /// Fresh machine ids used by `too_many_keys` messages so far.
     pub fn flood_keys(&self) -> u64 {
-        self.flood_next
+        self.invalid_counts[RejectionReason::TooManyKeys.index()]
     }
 
     /// The expected sum and count per key of the valid readings generated so far (keys with
     /// no reading left out), in machine then index order.
     pub fn expected(&self) -> Vec<ExpectedKey> {
         let mut keys = Vec::new();
-        for (m, machine) in self.machines.iter().enumerate() {
-            for (i, &scrap_index) in self.indices.iter().enumerate() {
-                let (sum, count) = &self.sums[m * self.indices.len() + i];
+        for (m, machine) in self.config.machines.iter().enumerate() {
+            for (i, &scrap_index) in self.config.indices.iter().enumerate() {
+                let (sum, count) = &self.sums[m * self.config.indices.len() + i];
                 if *count > 0 {
                     keys.push(ExpectedKey {
                         machine: machine.clone(),

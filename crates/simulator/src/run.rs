@@ -1,7 +1,7 @@
-//! The publishing loop: follows the schedule, generates messages in batches into reused
-//! buffers, reports progress every second and ends with a summary.
+//! The publishing loop: follows the schedule, generates and sends messages in batches,
+//! reports progress every second and ends with a summary.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aggregator_core::RejectionReason;
 use serde::Serialize;
@@ -121,15 +121,11 @@ impl Summary {
             complete = self.complete(),
             "summary"
         );
-        for BrokerDelivery {
-            broker,
-            machines,
-            delivery: d,
-        } in &self.brokers
-        {
+        for leg in &self.brokers {
+            let d = leg.delivery;
             tracing::info!(
-                %broker,
-                machines,
+                broker = %leg.broker,
+                machines = leg.machines,
                 sent = d.sent,
                 acknowledged = d.acknowledged,
                 lost = d.lost,
@@ -150,6 +146,10 @@ pub async fn run(
     config: SimConfig,
     shutdown: CancellationToken,
 ) -> Result<Summary, TransportError> {
+    let config = SimConfig {
+        connect_timeout: connect_budget(&config),
+        ..config
+    };
     // Every setting that shapes the run, so a log says how to repeat it.
     tracing::info!(
         broker = %broker_list(&config),
@@ -174,20 +174,16 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Connects to every broker, giving up after [`connect_budget`] or at `shutdown`.
+/// Connects to every broker, giving up after the connect timeout or at `shutdown`.
 async fn connect(
     config: &SimConfig,
     shutdown: &CancellationToken,
 ) -> Result<Transport, TransportError> {
     let addr = broker_list(config);
-    let budget = connect_budget(config);
-    tracing::info!(broker = %addr, give_up_after = ?budget, "connecting to the MQTT broker");
-    let connect_config = SimConfig {
-        connect_timeout: budget,
-        ..config.clone()
-    };
+    let give_up_after = config.connect_timeout;
+    tracing::info!(broker = %addr, ?give_up_after, "connecting to the MQTT broker");
     let transport = tokio::select! {
-        transport = Transport::connect(&connect_config) => transport?,
+        transport = Transport::connect(config) => transport?,
         () = shutdown.cancelled() => return Err(TransportError::Interrupted { addr }),
     };
     if config.mqtt.brokers.len() > 1 {
@@ -198,8 +194,8 @@ async fn connect(
     Ok(transport)
 }
 
-/// How long every (re)connection may take: a run bounded by `--duration` never waits longer
-/// than that for a broker either.
+/// How long every (re)connection of the run may take: a run bounded by `--duration` never
+/// waits longer than that for a broker either.
 fn connect_budget(config: &SimConfig) -> Duration {
     config
         .duration
@@ -277,7 +273,7 @@ async fn send_batch(
     elapsed: Duration,
     limit: u64,
 ) -> Result<u64, TransportError> {
-    let times = TimeStamps::now();
+    let times = TimeStamps::at(SystemTime::now());
     let (mut topic, mut payload) = (String::with_capacity(64), Vec::with_capacity(256));
     let mut produced = 0;
     while produced < limit && schedule.next_due() <= elapsed {
@@ -304,8 +300,8 @@ fn per_second(messages: u64, elapsed: Duration) -> f64 {
 struct Progress {
     interval: Duration,
     next: Instant,
-    last_at: Instant,
-    last_sent: u64,
+    /// When the last line was written, and what had been sent by then.
+    last: (Instant, u64),
 }
 
 impl Progress {
@@ -313,8 +309,7 @@ impl Progress {
         Self {
             interval,
             next: start + interval,
-            last_at: start,
-            last_sent: 0,
+            last: (start, 0),
         }
     }
 
@@ -323,7 +318,7 @@ impl Progress {
         if now < self.next {
             return;
         }
-        let rate = per_second(delivery.sent - self.last_sent, now - self.last_at);
+        let rate = per_second(delivery.sent - self.last.1, now - self.last.0);
         tracing::info!(
             sent = delivery.sent,
             rate = format!("{rate:.0}"),
@@ -333,8 +328,7 @@ impl Progress {
             errors = delivery.errors,
             "progress"
         );
-        self.last_at = now;
-        self.last_sent = delivery.sent;
+        self.last = (now, delivery.sent);
         // Skip missed ticks rather than printing a burst after a long stall.
         while self.next <= now {
             self.next += self.interval;
@@ -344,8 +338,6 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
 
     #[test]

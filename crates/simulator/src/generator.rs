@@ -3,6 +3,7 @@
 //! seeded RNG, so the same seed gives the same messages; only the time values differ, because
 //! they carry the send time (readings must fall inside ingest's window).
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::SystemTime;
 
@@ -176,7 +177,7 @@ impl Generator {
         payload: &mut Vec<u8>,
     ) {
         let id = &self.config.machines[machine];
-        write_topic(topic, id);
+        let _ = write!(topic, "machines/{id}/scrap");
         // One draw per choice, always in the same order, so the stream stays reproducible.
         let machine_name = ["machineId", "maschinenId"][usize::from(self.rng.random_bool(0.5))];
         let index_name = ["scrapIndex", "scrapeIndex"][usize::from(self.rng.random_bool(0.5))];
@@ -228,7 +229,7 @@ impl Generator {
         } else {
             &self.config.machines[machine]
         };
-        write_topic(topic, id);
+        let _ = write!(topic, "machines/{id}/scrap");
         invalid::write(kind, id, scrap_index, times, payload);
         self.invalid_counts[kind.index()] += 1;
     }
@@ -246,28 +247,20 @@ impl Generator {
     /// The expected sum and count per key of the valid readings generated so far (keys with
     /// no reading left out), in machine then index order.
     pub fn expected(&self) -> Vec<ExpectedKey> {
-        let mut keys = Vec::new();
-        for (m, machine) in self.config.machines.iter().enumerate() {
-            for (i, &scrap_index) in self.config.indices.iter().enumerate() {
-                let (sum, count) = &self.sums[m * self.config.indices.len() + i];
-                if *count > 0 {
-                    keys.push(ExpectedKey {
-                        machine: machine.clone(),
-                        scrap_index,
-                        sum: sum.value(),
-                        count: *count,
-                    });
-                }
-            }
-        }
-        keys
+        let (machines, indices) = (&self.config.machines, &self.config.indices);
+        let keys = machines
+            .iter()
+            .flat_map(|m| indices.iter().map(move |&i| (m, i)));
+        keys.zip(&self.sums)
+            .filter(|(_, (_, count))| *count > 0)
+            .map(|((machine, scrap_index), (sum, count))| ExpectedKey {
+                machine: machine.clone(),
+                scrap_index,
+                sum: sum.value(),
+                count: *count,
+            })
+            .collect()
     }
-}
-
-fn write_topic(topic: &mut String, machine: &str) {
-    topic.push_str("machines/");
-    topic.push_str(machine);
-    topic.push_str("/scrap");
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::schedule::Schedule;
 use crate::transport::{BrokerDelivery, Delivery, Transport, TransportError, broker_list};
 
 /// Most messages generated between two writes to the socket (and two clock reads).
-const BATCH: usize = 1024;
+const BATCH: u64 = 1024;
 /// How long the broker gets at the end to acknowledge what is still in flight.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -261,7 +261,7 @@ fn stop_reason(
 
 /// Most messages the next batch may hold: [`BATCH`], and never beyond `--count`.
 fn batch_limit(count: Option<u64>, sent: u64) -> u64 {
-    count.map_or(BATCH as u64, |c| (c - sent).min(BATCH as u64))
+    count.map_or(BATCH, |c| (c - sent).min(BATCH))
 }
 
 /// Generates and sends up to `limit` messages due by `elapsed`, all with one timestamp;
@@ -363,8 +363,8 @@ mod tests {
 
     #[test]
     fn a_batch_never_goes_beyond_the_count() {
-        assert_eq!(batch_limit(None, 123), BATCH as u64);
-        assert_eq!(batch_limit(Some(10_000), 0), BATCH as u64);
+        assert_eq!(batch_limit(None, 123), BATCH);
+        assert_eq!(batch_limit(Some(10_000), 0), BATCH);
         assert_eq!(batch_limit(Some(1500), 1000), 500);
         assert_eq!(batch_limit(Some(1500), 1500), 0);
     }

@@ -96,14 +96,12 @@ impl ClientConnection {
             });
         }
         task.abort();
-        let last_error = error.borrow().clone().unwrap_or_default();
-        // Each failed attempt counted one error in `drive`; the one in progress is the last.
-        let attempts = counters.errors.load(Ordering::Relaxed).max(1);
         Err(TransportError::Unreachable {
             addr: broker_list(config),
             timeout: config.connect_timeout,
-            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-            last_error,
+            // Each failed attempt counted one error in `drive`; the one in progress is the last.
+            attempts: counters.errors.load(Ordering::Relaxed).max(1),
+            last_error: error.borrow().clone().unwrap_or_default(),
         })
     }
 

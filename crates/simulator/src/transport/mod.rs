@@ -9,6 +9,7 @@ pub mod spread;
 
 use std::time::Duration;
 
+use rumqttc::QoS;
 use serde::Serialize;
 
 use crate::configuration::SimConfig;
@@ -35,7 +36,7 @@ pub enum TransportError {
         /// How long it was tried.
         timeout: Duration,
         /// Connection attempts made.
-        attempts: u32,
+        attempts: u64,
         /// The last error seen.
         last_error: String,
     },
@@ -52,13 +53,9 @@ pub enum TransportError {
 
 /// The brokers a connection tries, for messages (`host:port` with a single broker).
 pub(crate) fn broker_list(config: &SimConfig) -> String {
-    let brokers: Vec<String> = config
-        .mqtt
-        .brokers
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    brokers.join(",")
+    let brokers = &config.mqtt.brokers;
+    let list: Vec<String> = brokers.iter().map(ToString::to_string).collect();
+    list.join(",")
 }
 
 /// Delivery counters of a connection, or of all together.
@@ -110,52 +107,6 @@ pub enum Connection {
     Client(client::ClientConnection),
 }
 
-impl Connection {
-    /// Connects as `config` asks (QoS 0 over plain TCP: raw writer; QoS 1/2, or any QoS with
-    /// TLS: rumqttc, since the raw writer has no TLS), retrying within the connect timeout and
-    /// failing over along `config.mqtt.brokers`.
-    ///
-    /// # Errors
-    /// When no broker can be reached in time or one refuses the connection.
-    pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
-        if config.qos == rumqttc::QoS::AtMostOnce && !config.mqtt.security.tls() {
-            Ok(Self::Raw(raw::RawConnection::connect(config).await?))
-        } else {
-            Ok(Self::Client(
-                client::ClientConnection::connect(config).await?,
-            ))
-        }
-    }
-
-    async fn send(&mut self, topic: &str, payload: &[u8]) -> Result<(), TransportError> {
-        match self {
-            Self::Raw(c) => c.send(topic, payload).await,
-            Self::Client(c) => c.send(topic, payload).await,
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), TransportError> {
-        match self {
-            Self::Raw(c) => c.flush().await,
-            Self::Client(_) => Ok(()),
-        }
-    }
-
-    fn delivery(&self) -> Delivery {
-        match self {
-            Self::Raw(c) => c.delivery(),
-            Self::Client(c) => c.delivery(),
-        }
-    }
-
-    async fn finish(self, timeout: Duration) -> Delivery {
-        match self {
-            Self::Raw(c) => c.finish(timeout).await,
-            Self::Client(c) => c.finish(timeout).await,
-        }
-    }
-}
-
 /// The connections the runner publishes through, one per broker that carries machines.
 #[derive(Debug)]
 pub struct Transport {
@@ -165,7 +116,8 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Opens the connections of [`spread::spread`], one after the other.
+    /// Opens the connections of [`spread::spread`], one after the other, each retrying within
+    /// the connect timeout and failing over along its broker list.
     ///
     /// # Errors
     /// When a connection cannot reach any broker of its list in time, or is refused.
@@ -184,7 +136,13 @@ impl Transport {
                     "connection for this broker's machines"
                 );
             }
-            connections.push(Connection::connect(&leg_config).await?);
+            // The raw writer is for QoS 0 and cannot speak TLS; rumqttc does the rest.
+            let connection = if config.qos == QoS::AtMostOnce && !config.mqtt.security.tls() {
+                Connection::Raw(raw::RawConnection::connect(&leg_config).await?)
+            } else {
+                Connection::Client(client::ClientConnection::connect(&leg_config).await?)
+            };
+            connections.push(connection);
             legs.push((broker, machines.len()));
         }
         Ok(Self { connections, legs })
@@ -202,23 +160,33 @@ impl Transport {
         payload: &[u8],
     ) -> Result<(), TransportError> {
         let leg = spread::connection_of(machine, self.connections.len());
-        self.connections[leg].send(topic, payload).await
+        match &mut self.connections[leg] {
+            Connection::Raw(c) => c.send(topic, payload).await,
+            Connection::Client(c) => c.send(topic, payload).await,
+        }
     }
 
-    /// Writes out whatever is buffered (a batch boundary), and keeps the connections alive.
+    /// Writes out whatever the raw writers buffered (a batch boundary), and keeps their
+    /// connections alive; rumqttc does both on its own.
     ///
     /// # Errors
     /// When a connection is lost and no broker can be reached again.
     pub async fn flush(&mut self) -> Result<(), TransportError> {
         for connection in &mut self.connections {
-            connection.flush().await?;
+            if let Connection::Raw(c) = connection {
+                c.flush().await?;
+            }
         }
         Ok(())
     }
 
     /// Current counters, all connections together.
     pub fn delivery(&self) -> Delivery {
-        self.connections.iter().map(Connection::delivery).sum()
+        let delivery = |connection: &Connection| match connection {
+            Connection::Raw(c) => c.delivery(),
+            Connection::Client(c) => c.delivery(),
+        };
+        self.connections.iter().map(delivery).sum()
     }
 
     /// Waits until the brokers have everything sent (up to `timeout` per connection),
@@ -226,7 +194,10 @@ impl Transport {
     pub async fn finish(self, timeout: Duration) -> Vec<BrokerDelivery> {
         let mut per_broker = Vec::with_capacity(self.connections.len());
         for (connection, (broker, machines)) in self.connections.into_iter().zip(self.legs) {
-            let delivery = connection.finish(timeout).await;
+            let delivery = match connection {
+                Connection::Raw(c) => c.finish(timeout).await,
+                Connection::Client(c) => c.finish(timeout).await,
+            };
             per_broker.push(BrokerDelivery {
                 broker,
                 machines,

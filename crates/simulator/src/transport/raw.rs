@@ -1,11 +1,10 @@
 //! A minimal MQTT 3.1.1 QoS 0 publisher for load generation.
 //!
-//! rumqttc moves every publish through a channel, an owned `Publish` and its state machine;
-//! for QoS 0 none of that buys anything, so this writer encodes PUBLISH packets straight into
-//! one reused buffer and writes it in large chunks. The broker's answers (CONNACK, PINGRESP)
-//! are read by a small task; the end of the stream is how a clean finish is confirmed:
-//! Mosquitto handles packets in order and closes the socket only after our DISCONNECT, so
-//! once it closes, every publish before it has been processed.
+//! For QoS 0, rumqttc's channel, owned `Publish` and state machine buy nothing, so this writer
+//! encodes PUBLISH packets straight into one reused buffer and writes it in large chunks. A
+//! small task reads the broker's answers (PINGRESP) until it closes the connection; that close
+//! confirms a clean finish, as Mosquitto closes only after our DISCONNECT, having handled every
+//! packet before it.
 //!
 //! A lost connection is re-established, first to the same broker and, while that fails, to
 //! the next brokers of the connection's list in turn (fail-over). QoS 0 promises nothing for
@@ -21,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::time::Instant;
 
 use super::{Delivery, TransportError, broker_list};
@@ -96,10 +96,7 @@ impl RawConnection {
     pub async fn flush(&mut self) -> Result<(), TransportError> {
         // The reader saw the broker close the connection: reconnect before writing, so this
         // batch goes to the new connection instead of into a dead socket.
-        if !matches!(
-            self.closed.try_recv(),
-            Err(oneshot::error::TryRecvError::Empty)
-        ) {
+        if self.closed.try_recv() != Err(TryRecvError::Empty) {
             tracing::warn!(broker = %self.broker(), "broker closed the connection; reconnecting");
             self.delivery.errors += 1;
             self.reconnect().await?;
@@ -185,11 +182,10 @@ pub async fn forget_session(config: &SimConfig, broker: &BrokerAddr) -> Result<(
 }
 
 /// Connects and completes the MQTT handshake, retrying with a growing pause until the
-/// connect timeout, which also bounds each attempt (a silent host or a slow DNS lookup never
-/// holds it longer). The first attempt goes to the broker at `current`; after each failure
-/// the next broker of the list is tried (counted in `failovers`), round-robin. Every failed
-/// attempt is a warning: an operator who pointed the simulator at the wrong place sees it at
-/// once, not after the timeout.
+/// connect timeout, which also bounds each attempt (a silent host, a slow DNS lookup). The
+/// first attempt goes to the broker at `current`, each next one to the next broker of the list
+/// (counted in `failovers`). Every failed attempt is a warning, so that an operator who pointed
+/// the simulator at the wrong place sees it at once.
 async fn connect_with_retry(
     config: &SimConfig,
     current: &mut usize,
@@ -198,7 +194,7 @@ async fn connect_with_retry(
     let brokers = &config.mqtt.brokers;
     let deadline = Instant::now() + config.connect_timeout;
     let mut pause = RETRY_PAUSE.0;
-    let mut attempt: u32 = 0;
+    let mut attempt: u64 = 0;
     loop {
         attempt += 1;
         let broker = &brokers[*current];

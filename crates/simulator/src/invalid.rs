@@ -81,8 +81,8 @@ pub fn parse_reasons(text: &str) -> Result<Vec<RejectionReason>, String> {
             .into_iter()
             .find(|r| r.as_str() == code)
             .ok_or_else(|| {
-                let known: Vec<&str> = RejectionReason::ALL.iter().map(|r| r.as_str()).collect();
-                format!("unknown reason {code:?}; known: {}", known.join(", "))
+                let known = RejectionReason::ALL.map(RejectionReason::as_str).join(", ");
+                format!("unknown reason {code:?}; known: {known}")
             })?;
         if !reasons.contains(&reason) {
             reasons.push(reason);

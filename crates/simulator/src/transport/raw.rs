@@ -55,8 +55,9 @@ impl RawConnection {
     /// # Errors
     /// [`TransportError::Unreachable`] or [`TransportError::Refused`].
     pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
-        let (mut current, mut failovers) = (0, 0);
-        let (writer, closed) = connect_with_retry(config, &mut current, &mut failovers).await?;
+        let (mut current, mut delivery) = (0, Delivery::default());
+        let failovers = &mut delivery.failovers;
+        let (writer, closed) = connect_with_retry(config, &mut current, failovers).await?;
         Ok(Self {
             config: config.clone(),
             current,
@@ -64,10 +65,7 @@ impl RawConnection {
             closed,
             buf: Vec::with_capacity(FLUSH_AT + 70 * 1024),
             last_write: Instant::now(),
-            delivery: Delivery {
-                failovers,
-                ..Delivery::default()
-            },
+            delivery,
         })
     }
 

@@ -144,7 +144,7 @@ impl RawConnection {
         if !matches!(outcome, Ok(Ok(()))) {
             tracing::warn!(broker = %self.broker(), ?outcome, "broker did not confirm the end of the stream");
             self.delivery.errors += 1;
-            self.delivery.lost = self.delivery.sent - self.delivery.lost.min(self.delivery.sent);
+            self.delivery.lost = self.delivery.sent;
             self.delivery.acknowledged = 0;
         }
         self.delivery

@@ -198,11 +198,9 @@ async fn drive(
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 backoff.reset();
                 if let Ok(mut used) = counters.used.lock() {
-                    // The runner announces the first connection; say where a reconnection
-                    // landed and whether the broker had the session.
+                    // The runner announces the first connection.
                     if !used.is_empty() {
-                        let broker = failover.current();
-                        let session_present = ack.session_present;
+                        let (broker, session_present) = (failover.current(), ack.session_present);
                         tracing::info!(%broker, session_present, "reconnected to the MQTT broker");
                     }
                     used.insert(failover.index());

@@ -3,8 +3,9 @@
 //! seeded RNG, so the same seed gives the same messages; only the time values differ, because
 //! they carry the send time (readings must fall inside ingest's window).
 
+use std::fmt::Write as _;
 use std::io::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aggregator_core::sum::CompensatedSum;
 use aggregator_core::{RejectionReason, Timestamp};
@@ -15,58 +16,41 @@ use time::OffsetDateTime;
 use time::macros::{format_description, offset};
 
 use crate::configuration::{SimConfig, ValueRange};
-use crate::invalid::{FUTURE_BY_SECS, LATE_BY_SECS, Malformed, When};
+use crate::invalid::{self, FUTURE_BY, LATE_BY};
 
 /// The time values of one send instant, formatted once and shared by a batch of messages.
 #[derive(Debug, Clone)]
 pub struct TimeStamps {
-    /// `2026-01-01T12:00:30.123Z`
-    rfc3339_utc: String,
-    /// The same instant as `2026-01-01T14:00:30.123+02:00` (a plant's local time).
-    rfc3339_offset: String,
-    /// Epoch milliseconds.
-    epoch_millis: i64,
-    /// One hour ago, RFC 3339 UTC (for `late`).
-    late: String,
-    /// One hour ahead, RFC 3339 UTC (for `future`).
-    future: String,
+    /// The JSON values of the time forms of valid readings: RFC 3339 UTC, RFC 3339 at +02:00
+    /// (a plant's local time), epoch milliseconds.
+    forms: [String; 3],
+    /// RFC 3339 UTC: the send time, [`LATE_BY`] before it and [`FUTURE_BY`] after it.
+    pub(crate) utc: String,
+    pub(crate) late: String,
+    pub(crate) future: String,
 }
 
 impl TimeStamps {
     /// Formats the time values of `now`.
     pub fn at(now: SystemTime) -> Self {
         let ts = Timestamp::from_system_time(now);
-        let local = OffsetDateTime::from(now).to_offset(offset!(+2));
-        let rfc3339_offset = local
+        let utc = ts.to_rfc3339_millis();
+        let local = OffsetDateTime::from(now)
+            .to_offset(offset!(+2))
             .format(format_description!(
                 "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3][offset_hour sign:mandatory]:[offset_minute]"
             ))
             // The format has no component that can fail for a real clock; fall back to UTC.
-            .unwrap_or_else(|_| ts.to_rfc3339_millis());
+            .unwrap_or_else(|_| utc.clone());
         Self {
-            rfc3339_utc: ts.to_rfc3339_millis(),
-            rfc3339_offset,
-            epoch_millis: ts.unix_millis(),
-            late: ts
-                .saturating_sub(Duration::from_secs(LATE_BY_SECS.unsigned_abs()))
-                .to_rfc3339_millis(),
-            future: ts
-                .saturating_add(Duration::from_secs(FUTURE_BY_SECS.unsigned_abs()))
-                .to_rfc3339_millis(),
-        }
-    }
-
-    /// The time values of the current wall-clock time.
-    pub fn now() -> Self {
-        Self::at(SystemTime::now())
-    }
-
-    /// `when` in RFC 3339 UTC, for the `timestamp` of a malformed payload.
-    pub(crate) fn rfc3339(&self, when: When) -> &str {
-        match when {
-            When::Now => &self.rfc3339_utc,
-            When::Late => &self.late,
-            When::Future => &self.future,
+            forms: [
+                format!("\"{utc}\""),
+                format!("\"{local}\""),
+                ts.unix_millis().to_string(),
+            ],
+            late: ts.saturating_sub(LATE_BY).to_rfc3339_millis(),
+            future: ts.saturating_add(FUTURE_BY).to_rfc3339_millis(),
+            utc,
         }
     }
 }
@@ -105,20 +89,13 @@ pub struct ExpectedKey {
 /// Produces the topic and payload of every message into reused buffers.
 #[derive(Debug)]
 pub struct Generator {
+    config: SimConfig,
     rng: StdRng,
-    seed: u64,
-    machines: Vec<String>,
-    indices: Vec<u32>,
-    values: ValueRange,
-    invalid_ratio: f64,
     invalid_debt: f64,
-    invalid_kinds: Vec<RejectionReason>,
     next_kind: usize,
-    flood_next: u64,
-    /// Give valid readings an `id`.
-    ids: bool,
     /// Valid readings written so far: the `n` of the next id `<seed>-<n>`.
     valid_next: u64,
+    /// Per key, in machine then index order.
     sums: Vec<(CompensatedSum, u64)>,
     invalid_counts: [u64; RejectionReason::COUNT],
 }
@@ -127,31 +104,19 @@ impl Generator {
     /// A generator for `config`, seeded with `config.seed`.
     pub fn new(config: &SimConfig) -> Self {
         Self {
+            config: config.clone(),
             rng: StdRng::seed_from_u64(config.seed),
-            seed: config.seed,
-            machines: config.machines.clone(),
-            indices: config.indices.clone(),
-            values: config.values,
-            invalid_ratio: config.settings.invalid_ratio,
             invalid_debt: 0.0,
-            invalid_kinds: config.invalid_kinds.clone(),
             next_kind: 0,
-            flood_next: 0,
-            ids: config.settings.ids,
             valid_next: 0,
             sums: vec![(CompensatedSum::ZERO, 0); config.machines.len() * config.indices.len()],
             invalid_counts: [0; RejectionReason::COUNT],
         }
     }
 
-    /// Number of configured machines.
-    pub fn machine_count(&self) -> usize {
-        self.machines.len()
-    }
-
     /// Draws a machine uniformly (used when the schedule does not fix one).
     pub fn pick_machine(&mut self) -> usize {
-        self.rng.random_range(0..self.machines.len())
+        self.rng.random_range(0..self.config.machines.len())
     }
 
     /// Writes the next message for `machine` into `topic` and `payload` (both cleared first).
@@ -167,21 +132,20 @@ impl Generator {
     ) -> Generated {
         topic.clear();
         payload.clear();
-        let index_slot = self.rng.random_range(0..self.indices.len());
-        let scrap_index = self.indices[index_slot];
+        let index_slot = self.rng.random_range(0..self.config.indices.len());
+        let scrap_index = self.config.indices[index_slot];
         let value = self.draw_value();
-        self.invalid_debt += self.invalid_ratio;
+        self.invalid_debt += self.config.settings.invalid_ratio;
         // The epsilon keeps ratios like 0.1 from missing their share through rounding.
         if self.invalid_debt >= 1.0 - 1e-9 {
             self.invalid_debt -= 1.0;
-            let kind = self.invalid_kinds[self.next_kind % self.invalid_kinds.len()];
+            let kind = self.config.invalid_kinds[self.next_kind % self.config.invalid_kinds.len()];
             self.next_kind += 1;
             self.write_invalid(kind, machine, scrap_index, times, topic, payload);
-            self.invalid_counts[kind.index()] += 1;
             return Generated::Invalid(kind);
         }
         self.write_valid(machine, scrap_index, value, times, topic, payload);
-        let slot = &mut self.sums[machine * self.indices.len() + index_slot];
+        let slot = &mut self.sums[machine * self.config.indices.len() + index_slot];
         slot.0.add(value);
         slot.1 += 1;
         Generated::Valid {
@@ -192,7 +156,7 @@ impl Generator {
     }
 
     fn draw_value(&mut self) -> f64 {
-        let ValueRange { min, max, integers } = self.values;
+        let ValueRange { min, max, integers } = self.config.values;
         if integers {
             // Bounds were checked to be integers below 1e15, so the casts are exact.
             #[allow(clippy::cast_possible_truncation)]
@@ -212,63 +176,37 @@ impl Generator {
         topic: &mut String,
         payload: &mut Vec<u8>,
     ) {
-        let id = &self.machines[machine];
-        write_topic(topic, id);
+        let id = &self.config.machines[machine];
+        let _ = write!(topic, "machines/{id}/scrap");
         // One draw per choice, always in the same order, so the stream stays reproducible.
-        let german_machine = self.rng.random_bool(0.5);
-        let german_index = self.rng.random_bool(0.5);
-        let german_time = self.rng.random_bool(0.5);
+        let machine_name = ["machineId", "maschinenId"][usize::from(self.rng.random_bool(0.5))];
+        let index_name = ["scrapIndex", "scrapeIndex"][usize::from(self.rng.random_bool(0.5))];
+        let time_name = ["timestamp", "zeitstempel"][usize::from(self.rng.random_bool(0.5))];
         let with_machine = self.rng.random_bool(0.9);
-        let index_as_text = self.rng.random_bool(0.1);
-        let value_as_text = self.rng.random_bool(0.1);
-        let time_form = self.rng.random_range(0..4_u8);
+        let index_quote = ["", "\""][usize::from(self.rng.random_bool(0.1))];
+        let value_quote = ["", "\""][usize::from(self.rng.random_bool(0.1))];
+        // The fourth form has no time: ingest uses the time of receipt.
+        let time = times.forms.get(usize::from(self.rng.random_range(0..4_u8)));
 
         payload.push(b'{');
         if with_machine {
-            let name = if german_machine {
-                "maschinenId"
-            } else {
-                "machineId"
-            };
-            let _ = write!(payload, "\"{name}\":\"{id}\",");
+            let _ = write!(payload, "\"{machine_name}\":\"{id}\",");
         }
-        let name = if german_index {
-            "scrapeIndex"
-        } else {
-            "scrapIndex"
-        };
-        if index_as_text {
-            let _ = write!(payload, "\"{name}\":\"{scrap_index}\",");
-        } else {
-            let _ = write!(payload, "\"{name}\":{scrap_index},");
+        let _ = write!(
+            payload,
+            "\"{index_name}\":{index_quote}{scrap_index}{index_quote},\"value\":{value_quote}{value}{value_quote}"
+        );
+        if let Some(time) = time {
+            let _ = write!(payload, ",\"{time_name}\":{time}");
         }
-        if value_as_text {
-            let _ = write!(payload, "\"value\":\"{value}\"");
-        } else {
-            let _ = write!(payload, "\"value\":{value}");
-        }
-        let name = if german_time {
-            "zeitstempel"
-        } else {
-            "timestamp"
-        };
-        match time_form {
-            0 => {
-                let _ = write!(payload, ",\"{name}\":\"{}\"", times.rfc3339_utc);
-            }
-            1 => {
-                let _ = write!(payload, ",\"{name}\":\"{}\"", times.rfc3339_offset);
-            }
-            2 => {
-                let _ = write!(payload, ",\"{name}\":{}", times.epoch_millis);
-            }
-            // Missing: ingest uses the time of receipt.
-            _ => {}
-        }
-        if self.ids {
+        if self.config.settings.ids {
             // Unique within a run and the same for the same seed; drawn from no RNG, so the
             // rest of the stream does not change with or without ids.
-            let _ = write!(payload, ",\"id\":\"{}-{}\"", self.seed, self.valid_next);
+            let _ = write!(
+                payload,
+                ",\"id\":\"{}-{}\"",
+                self.config.seed, self.valid_next
+            );
         }
         self.valid_next += 1;
         payload.push(b'}');
@@ -284,17 +222,16 @@ impl Generator {
         topic: &mut String,
         payload: &mut Vec<u8>,
     ) {
-        let malformed = Malformed::of(kind);
         let fresh;
-        let id = if malformed.fresh_machine {
-            fresh = format!("x{}-{}", self.seed, self.flood_next);
-            self.flood_next += 1;
+        let id = if kind == RejectionReason::TooManyKeys {
+            fresh = format!("x{}-{}", self.config.seed, self.flood_keys());
             &fresh
         } else {
-            &self.machines[machine]
+            &self.config.machines[machine]
         };
-        write_topic(topic, id);
-        malformed.write(id, scrap_index, times, payload);
+        let _ = write!(topic, "machines/{id}/scrap");
+        invalid::write(kind, id, scrap_index, times, payload);
+        self.invalid_counts[kind.index()] += 1;
     }
 
     /// Malformed messages sent so far, per reason (indexed like [`RejectionReason::ALL`]).
@@ -304,38 +241,32 @@ impl Generator {
 
     /// Fresh machine ids used by `too_many_keys` messages so far.
     pub fn flood_keys(&self) -> u64 {
-        self.flood_next
+        self.invalid_counts[RejectionReason::TooManyKeys.index()]
     }
 
     /// The expected sum and count per key of the valid readings generated so far (keys with
     /// no reading left out), in machine then index order.
     pub fn expected(&self) -> Vec<ExpectedKey> {
-        let mut keys = Vec::new();
-        for (m, machine) in self.machines.iter().enumerate() {
-            for (i, &scrap_index) in self.indices.iter().enumerate() {
-                let (sum, count) = &self.sums[m * self.indices.len() + i];
-                if *count > 0 {
-                    keys.push(ExpectedKey {
-                        machine: machine.clone(),
-                        scrap_index,
-                        sum: sum.value(),
-                        count: *count,
-                    });
-                }
-            }
-        }
-        keys
+        let (machines, indices) = (&self.config.machines, &self.config.indices);
+        let keys = machines
+            .iter()
+            .flat_map(|m| indices.iter().map(move |&i| (m, i)));
+        keys.zip(&self.sums)
+            .filter(|(_, (_, count))| *count > 0)
+            .map(|((machine, scrap_index), (sum, count))| ExpectedKey {
+                machine: machine.clone(),
+                scrap_index,
+                sum: sum.value(),
+                count: *count,
+            })
+            .collect()
     }
-}
-
-fn write_topic(topic: &mut String, machine: &str) {
-    topic.push_str("machines/");
-    topic.push_str(machine);
-    topic.push_str("/scrap");
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use aggregator_core::{ParseLimits, WindowConfig, WindowStore, parse_reading};
 
     use super::*;

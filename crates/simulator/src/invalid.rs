@@ -1,9 +1,7 @@
 //! The malformed payloads the simulator sends on purpose, one per rejection reason of the
 //! contract ([`RejectionReason`]), so that every rejection path of ingest can be exercised
-//! end to end. Each is rejected by an ingest with default settings for its reason.
-//! [`Malformed::of`] is the table of how each payload differs from a plain reading
-//! `{"machineId":"A1","scrapIndex":2,"value":1}`; [`Generator`](crate::generator::Generator)
-//! picks the reason and the machine and has the payload written.
+//! end to end. An ingest with default settings rejects each for its reason; [`write`] says how
+//! each differs from a plain reading `{"machineId":"A1","scrapIndex":2,"value":1}`.
 //!
 //! `too_many_keys` is different: it is a *valid* reading for a machine id never used before
 //! (`x<seed>-<n>`), so every one creates a new key. Ingest rejects them as `too_many_keys`
@@ -11,6 +9,7 @@
 //! `max_keys` of them (`--invalid-ratio 1 --invalid-kinds too_many_keys --count 100001`).
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use aggregator_core::RejectionReason;
 
@@ -21,135 +20,53 @@ use crate::generator::TimeStamps;
 pub const TOO_LARGE_PADDING: usize = 65 * 1024;
 
 /// How far in the past `late` readings are: far beyond the default 60 s window.
-pub const LATE_BY_SECS: i64 = 3600;
+pub const LATE_BY: Duration = Duration::from_secs(3600);
 
 /// How far in the future `future` readings are: far beyond the default 5 s skew.
-pub const FUTURE_BY_SECS: i64 = 3600;
+pub const FUTURE_BY: Duration = Duration::from_secs(3600);
 
-/// How the payload of one rejection reason differs from a plain reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Malformed {
-    /// Topic and payload name a machine id never used before instead of the configured one.
-    pub(crate) fresh_machine: bool,
-    /// Written before the machine id in `machineId` (`not-` names another machine).
-    pub(crate) machine_prefix: &'static str,
-    /// The `value` field.
-    pub(crate) value: Value,
-    /// Bytes of a `padding` field after the value; 0 for none.
-    pub(crate) padding: usize,
-    /// The `timestamp` field, if any.
-    pub(crate) time: Option<When>,
-}
-
-/// The `value` field of a malformed payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Value {
-    /// No `value` field.
-    Missing,
-    /// This JSON text as the value.
-    Json(&'static str),
-    /// The payload ends right after `"value":`, so it is not JSON.
-    Cut,
-}
-
-/// The instant a malformed payload's `timestamp` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum When {
-    /// The send time.
-    Now,
-    /// [`LATE_BY_SECS`] before it.
-    Late,
-    /// [`FUTURE_BY_SECS`] after it.
-    Future,
-}
-
-impl Malformed {
-    /// A plain reading, `{"machineId":"<id>","scrapIndex":<n>,"value":1}`.
-    const PLAIN: Self = Self {
-        fresh_machine: false,
-        machine_prefix: "",
-        value: Value::Json("1"),
-        padding: 0,
-        time: None,
+/// Appends the payload that ingest rejects for `reason`; `machine` is the topic's machine id.
+pub(crate) fn write(
+    reason: RejectionReason,
+    machine: &str,
+    scrap_index: u32,
+    times: &TimeStamps,
+    payload: &mut Vec<u8>,
+) {
+    use RejectionReason as R;
+    let prefix = if reason == R::MachineMismatch {
+        "not-"
+    } else {
+        ""
     };
-
-    /// The payload that ingest rejects for `reason`. The match is exhaustive over the core's
-    /// reasons, so a reason added to the contract cannot be missed here.
-    pub(crate) const fn of(reason: RejectionReason) -> Self {
-        let plain = Self::PLAIN;
-        match reason {
-            RejectionReason::TooLarge => Self {
-                padding: TOO_LARGE_PADDING,
-                ..plain
-            },
-            RejectionReason::InvalidJson => Self {
-                value: Value::Cut,
-                ..plain
-            },
-            RejectionReason::MissingField => Self {
-                value: Value::Missing,
-                time: Some(When::Now),
-                ..plain
-            },
-            RejectionReason::BadValue => Self {
-                value: Value::Json("\"not-a-number\""),
-                time: Some(When::Now),
-                ..plain
-            },
-            RejectionReason::MachineMismatch => Self {
-                machine_prefix: "not-",
-                time: Some(When::Now),
-                ..plain
-            },
-            RejectionReason::Late => Self {
-                time: Some(When::Late),
-                ..plain
-            },
-            RejectionReason::Future => Self {
-                time: Some(When::Future),
-                ..plain
-            },
-            // A valid reading: only the count of keys makes it a rejection (module docs).
-            RejectionReason::TooManyKeys => Self {
-                fresh_machine: true,
-                ..plain
-            },
-        }
+    let _ = write!(
+        payload,
+        "{{\"machineId\":\"{prefix}{machine}\",\"scrapIndex\":{scrap_index}"
+    );
+    // Exhaustive over the core's reasons, so a reason added to the contract cannot be missed.
+    let (value, time) = match reason {
+        R::TooLarge | R::TooManyKeys => (",\"value\":1", None),
+        // Cut right after the key: not JSON.
+        R::InvalidJson => (",\"value\":", None),
+        R::MissingField => ("", Some(&times.utc)),
+        R::BadValue => (",\"value\":\"not-a-number\"", Some(&times.utc)),
+        R::MachineMismatch => (",\"value\":1", Some(&times.utc)),
+        R::Late => (",\"value\":1", Some(&times.late)),
+        R::Future => (",\"value\":1", Some(&times.future)),
+    };
+    payload.extend_from_slice(value.as_bytes());
+    if reason == R::InvalidJson {
+        return;
     }
-
-    /// Appends the payload for `machine` (the topic's machine id) to `payload`.
-    pub(crate) fn write(
-        &self,
-        machine: &str,
-        scrap_index: u32,
-        times: &TimeStamps,
-        payload: &mut Vec<u8>,
-    ) {
-        let _ = write!(
-            payload,
-            "{{\"machineId\":\"{}{machine}\",\"scrapIndex\":{scrap_index}",
-            self.machine_prefix
-        );
-        match self.value {
-            Value::Missing => {}
-            Value::Json(value) => {
-                let _ = write!(payload, ",\"value\":{value}");
-            }
-            Value::Cut => {
-                payload.extend_from_slice(b",\"value\":");
-                return;
-            }
-        }
-        if self.padding > 0 {
-            payload.extend_from_slice(b",\"padding\":\"");
-            payload.resize(payload.len() + self.padding, b'x');
-            payload.push(b'"');
-        }
-        if let Some(when) = self.time {
-            let _ = write!(payload, ",\"timestamp\":\"{}\"", times.rfc3339(when));
-        }
-        payload.push(b'}');
+    if reason == R::TooLarge {
+        payload.extend_from_slice(b",\"padding\":\"");
+        payload.resize(payload.len() + TOO_LARGE_PADDING, b'x');
+        payload.push(b'"');
     }
+    if let Some(time) = time {
+        let _ = write!(payload, ",\"timestamp\":\"{time}\"");
+    }
+    payload.push(b'}');
 }
 
 /// Parses a comma-separated list of reason codes (`--invalid-kinds`); empty means all
@@ -164,8 +81,8 @@ pub fn parse_reasons(text: &str) -> Result<Vec<RejectionReason>, String> {
             .into_iter()
             .find(|r| r.as_str() == code)
             .ok_or_else(|| {
-                let known: Vec<&str> = RejectionReason::ALL.iter().map(|r| r.as_str()).collect();
-                format!("unknown reason {code:?}; known: {}", known.join(", "))
+                let known = RejectionReason::ALL.map(RejectionReason::as_str).join(", ");
+                format!("unknown reason {code:?}; known: {known}")
             })?;
         if !reasons.contains(&reason) {
             reasons.push(reason);

@@ -15,37 +15,26 @@ async fn main() -> ExitCode {
         .validate()
         .unwrap_or_else(|e| e.exit(BINARY.name));
     match run(config).await {
-        Ok(code) => code,
+        Ok(summary) if summary.complete() => ExitCode::SUCCESS,
+        // Some message did not reach the broker (or was not acknowledged).
+        Ok(_) => ExitCode::FAILURE,
         Err(e) => {
-            // `{:#}`: the causes on one line, and no backtrace for an operator's problem.
+            // `{:#}`: the causes on one line, and no backtrace for an operator's problem (the
+            // broker is not there).
             eprintln!("simulator: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(config: SimConfig) -> anyhow::Result<ExitCode> {
+async fn run(config: SimConfig) -> anyhow::Result<simulator::Summary> {
     service_kit::telemetry::init_stderr("info")?;
     let shutdown = service_kit::shutdown::shutdown_token().context("installing signal handlers")?;
     let print_expected = config.settings.print_expected;
-    // One line, no backtrace: "the broker is not there" is an operator's error, not a bug.
-    let summary = match simulator::run(config, shutdown).await {
-        Ok(summary) => summary,
-        Err(e) => {
-            eprintln!("simulator: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let summary = simulator::run(config, shutdown).await?;
     if print_expected {
-        println!(
-            "{}",
-            serde_json::to_string(&summary).context("encoding the summary")?
-        );
+        let json = serde_json::to_string(&summary).context("encoding the summary")?;
+        println!("{json}");
     }
-    // Not complete: some message did not reach the broker (or was not acknowledged).
-    Ok(if summary.complete() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(summary)
 }

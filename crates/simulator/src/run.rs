@@ -1,7 +1,7 @@
-//! The publishing loop: follows the schedule, generates messages in batches into reused
-//! buffers, reports progress every second and ends with a summary.
+//! The publishing loop: follows the schedule, generates and sends messages in batches,
+//! reports progress every second and ends with a summary.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aggregator_core::RejectionReason;
 use serde::Serialize;
@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::SimConfig;
 use crate::generator::{ExpectedKey, Generator, TimeStamps};
 use crate::schedule::Schedule;
-use crate::transport::{BrokerDelivery, Delivery, Transport, TransportError};
+use crate::transport::{BrokerDelivery, Delivery, Transport, TransportError, broker_list};
 
 /// Most messages generated between two writes to the socket (and two clock reads).
-const BATCH: usize = 1024;
+const BATCH: u64 = 1024;
 /// How long the broker gets at the end to acknowledge what is still in flight.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -71,17 +71,16 @@ impl Summary {
     }
 
     /// The summary of a run that stopped for `stopped_by` after `elapsed`, from the final
-    /// delivery counters and what the generator produced.
+    /// counters of each connection and what the generator produced.
     fn new(
         config: &SimConfig,
         stopped_by: StopReason,
-        delivery: Delivery,
         per_broker: Vec<BrokerDelivery>,
         generator: &Generator,
         elapsed: Duration,
     ) -> Self {
-        let invalid_counts = generator.invalid_counts();
-        let invalid_total: u64 = invalid_counts.iter().sum();
+        let delivery: Delivery = per_broker.iter().map(|leg| leg.delivery).sum();
+        let invalid = generator.invalid_counts();
         Self {
             seed: config.seed,
             stopped_by,
@@ -89,10 +88,10 @@ impl Summary {
             acknowledged: delivery.acknowledged,
             lost: delivery.lost,
             errors: delivery.errors,
-            valid: delivery.sent - invalid_total,
+            valid: delivery.sent - invalid.iter().sum::<u64>(),
             invalid: RejectionReason::ALL
                 .iter()
-                .map(|k| (k.as_str(), invalid_counts[*k as usize]))
+                .map(|k| (k.as_str(), invalid[k.index()]))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             flood_keys: generator.flood_keys(),
@@ -123,14 +122,15 @@ impl Summary {
             "summary"
         );
         for leg in &self.brokers {
+            let d = leg.delivery;
             tracing::info!(
                 broker = %leg.broker,
                 machines = leg.machines,
-                sent = leg.sent,
-                acknowledged = leg.acknowledged,
-                lost = leg.lost,
-                errors = leg.errors,
-                failovers = leg.failovers,
+                sent = d.sent,
+                acknowledged = d.acknowledged,
+                lost = d.lost,
+                errors = d.errors,
+                failovers = d.failovers,
                 "summary per broker"
             );
         }
@@ -146,28 +146,13 @@ pub async fn run(
     config: SimConfig,
     shutdown: CancellationToken,
 ) -> Result<Summary, TransportError> {
-    log_start(&config);
-    let mut transport = connect(&config, &shutdown).await?;
-    let mut generator = Generator::new(&config);
-    let start = Instant::now();
-    let stopped_by = publish(&config, &mut transport, &mut generator, start, &shutdown).await?;
-    let (delivery, per_broker) = transport.finish(FINISH_TIMEOUT).await;
-    let summary = Summary::new(
-        &config,
-        stopped_by,
-        delivery,
-        per_broker,
-        &generator,
-        start.elapsed(),
-    );
-    summary.log();
-    Ok(summary)
-}
-
-/// The start-up line: every setting that shapes the run, so a log says how to repeat it.
-fn log_start(config: &SimConfig) {
+    let config = SimConfig {
+        connect_timeout: connect_budget(&config),
+        ..config
+    };
+    // Every setting that shapes the run, so a log says how to repeat it.
     tracing::info!(
-        broker = %crate::transport::raw::broker_list(config),
+        broker = %broker_list(&config),
         mqtt_security = %config.mqtt.security,
         seed = config.seed,
         rate = ?config.settings.rate,
@@ -179,22 +164,26 @@ fn log_start(config: &SimConfig) {
         invalid_ratio = config.settings.invalid_ratio,
         "simulator starting"
     );
+    let mut transport = connect(&config, &shutdown).await?;
+    let mut generator = Generator::new(&config);
+    let start = Instant::now();
+    let stopped_by = publish(&config, &mut transport, &mut generator, start, &shutdown).await?;
+    let per_broker = transport.finish(FINISH_TIMEOUT).await;
+    let summary = Summary::new(&config, stopped_by, per_broker, &generator, start.elapsed());
+    summary.log();
+    Ok(summary)
 }
 
-/// Connects to every broker, giving up after [`connect_budget`] or at `shutdown`.
+/// Connects to every broker, giving up after the connect timeout or at `shutdown`.
 async fn connect(
     config: &SimConfig,
     shutdown: &CancellationToken,
 ) -> Result<Transport, TransportError> {
-    let addr = crate::transport::raw::broker_list(config);
-    let budget = connect_budget(config);
-    tracing::info!(broker = %addr, give_up_after = ?budget, "connecting to the MQTT broker");
-    let connect_config = SimConfig {
-        connect_timeout: budget,
-        ..config.clone()
-    };
+    let addr = broker_list(config);
+    let give_up_after = config.connect_timeout;
+    tracing::info!(broker = %addr, ?give_up_after, "connecting to the MQTT broker");
     let transport = tokio::select! {
-        transport = Transport::connect(&connect_config) => transport?,
+        transport = Transport::connect(config) => transport?,
         () = shutdown.cancelled() => return Err(TransportError::Interrupted { addr }),
     };
     if config.mqtt.brokers.len() > 1 {
@@ -205,8 +194,8 @@ async fn connect(
     Ok(transport)
 }
 
-/// How long every (re)connection may take: a run bounded by `--duration` never waits longer
-/// than that for a broker either.
+/// How long every (re)connection of the run may take: a run bounded by `--duration` never
+/// waits longer than that for a broker either.
 fn connect_budget(config: &SimConfig) -> Duration {
     config
         .duration
@@ -222,41 +211,25 @@ async fn publish(
     start: Instant,
     shutdown: &CancellationToken,
 ) -> Result<StopReason, TransportError> {
+    let count = config.settings.count;
     let mut schedule = Schedule::new(config.settings.rate, config.machines.len(), config.seed);
-    let mut buffers = Buffers::default();
     let end = config.duration.map(|d| start + d);
     let mut progress = Progress::new(start, config.settings.progress_interval());
     let mut sent: u64 = 0;
     loop {
         let now = Instant::now();
-        if let Some(reason) = stop_reason(
-            shutdown.is_cancelled(),
-            config.settings.count,
-            sent,
-            now,
-            end,
-        ) {
+        if let Some(reason) = stop_reason(shutdown.is_cancelled(), count, sent, now, end) {
             return Ok(reason);
         }
         let elapsed = now - start;
         if schedule.next_due() <= elapsed {
-            let limit = batch_limit(config.settings.count, sent);
-            sent += send_batch(
-                &mut schedule,
-                generator,
-                &mut buffers,
-                transport,
-                elapsed,
-                limit,
-            )
-            .await?;
+            let limit = batch_limit(count, sent);
+            sent += send_batch(&mut schedule, generator, transport, elapsed, limit).await?;
             transport.flush().await?;
         } else {
             transport.flush().await?;
-            let mut wake = (start + schedule.next_due()).min(progress.next);
-            if let Some(end) = end {
-                wake = wake.min(end);
-            }
+            let wake = (start + schedule.next_due()).min(progress.next);
+            let wake = end.map_or(wake, |end| wake.min(end));
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => {}
                 () = shutdown.cancelled() => {}
@@ -288,22 +261,7 @@ fn stop_reason(
 
 /// Most messages the next batch may hold: [`BATCH`], and never beyond `--count`.
 fn batch_limit(count: Option<u64>, sent: u64) -> u64 {
-    count.map_or(BATCH as u64, |c| (c - sent).min(BATCH as u64))
-}
-
-/// The topic and payload buffers every message is written into.
-struct Buffers {
-    topic: String,
-    payload: Vec<u8>,
-}
-
-impl Default for Buffers {
-    fn default() -> Self {
-        Self {
-            topic: String::with_capacity(64),
-            payload: Vec::with_capacity(256),
-        }
-    }
+    count.map_or(BATCH, |c| (c - sent).min(BATCH))
 }
 
 /// Generates and sends up to `limit` messages due by `elapsed`, all with one timestamp;
@@ -311,22 +269,17 @@ impl Default for Buffers {
 async fn send_batch(
     schedule: &mut Schedule,
     generator: &mut Generator,
-    buffers: &mut Buffers,
     transport: &mut Transport,
     elapsed: Duration,
     limit: u64,
 ) -> Result<u64, TransportError> {
-    let times = TimeStamps::now();
+    let times = TimeStamps::at(SystemTime::now());
+    let (mut topic, mut payload) = (String::with_capacity(64), Vec::with_capacity(256));
     let mut produced = 0;
     while produced < limit && schedule.next_due() <= elapsed {
-        let machine = match schedule.take() {
-            Some(m) => m,
-            None => generator.pick_machine(),
-        };
-        generator.next(machine, &times, &mut buffers.topic, &mut buffers.payload);
-        transport
-            .send(machine, &buffers.topic, &buffers.payload)
-            .await?;
+        let machine = schedule.take().unwrap_or_else(|| generator.pick_machine());
+        generator.next(machine, &times, &mut topic, &mut payload);
+        transport.send(machine, &topic, &payload).await?;
         produced += 1;
     }
     Ok(produced)
@@ -347,8 +300,8 @@ fn per_second(messages: u64, elapsed: Duration) -> f64 {
 struct Progress {
     interval: Duration,
     next: Instant,
-    last_at: Instant,
-    last_sent: u64,
+    /// When the last line was written, and what had been sent by then.
+    last: (Instant, u64),
 }
 
 impl Progress {
@@ -356,8 +309,7 @@ impl Progress {
         Self {
             interval,
             next: start + interval,
-            last_at: start,
-            last_sent: 0,
+            last: (start, 0),
         }
     }
 
@@ -366,7 +318,7 @@ impl Progress {
         if now < self.next {
             return;
         }
-        let rate = per_second(delivery.sent - self.last_sent, now - self.last_at);
+        let rate = per_second(delivery.sent - self.last.1, now - self.last.0);
         tracing::info!(
             sent = delivery.sent,
             rate = format!("{rate:.0}"),
@@ -376,8 +328,7 @@ impl Progress {
             errors = delivery.errors,
             "progress"
         );
-        self.last_at = now;
-        self.last_sent = delivery.sent;
+        self.last = (now, delivery.sent);
         // Skip missed ticks rather than printing a burst after a long stall.
         while self.next <= now {
             self.next += self.interval;
@@ -387,8 +338,6 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
 
     #[test]
@@ -414,8 +363,8 @@ mod tests {
 
     #[test]
     fn a_batch_never_goes_beyond_the_count() {
-        assert_eq!(batch_limit(None, 123), BATCH as u64);
-        assert_eq!(batch_limit(Some(10_000), 0), BATCH as u64);
+        assert_eq!(batch_limit(None, 123), BATCH);
+        assert_eq!(batch_limit(Some(10_000), 0), BATCH);
         assert_eq!(batch_limit(Some(1500), 1000), 500);
         assert_eq!(batch_limit(Some(1500), 1500), 0);
     }
@@ -437,31 +386,25 @@ mod tests {
         config.settings.invalid_ratio = 0.25;
         let mut generator = Generator::new(&config);
         let times = TimeStamps::at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-        let mut buffers = Buffers::default();
+        let (mut topic, mut payload) = (String::new(), Vec::new());
         for _ in 0..16 {
             let machine = generator.pick_machine();
-            generator.next(machine, &times, &mut buffers.topic, &mut buffers.payload);
+            generator.next(machine, &times, &mut topic, &mut payload);
         }
-        let delivery = Delivery {
-            sent: 16,
-            acknowledged: 16,
-            ..Delivery::default()
-        };
         let leg = BrokerDelivery {
             broker: "localhost:1883".into(),
             machines: 3,
-            sent: 16,
-            acknowledged: 16,
-            lost: 0,
-            errors: 0,
-            failovers: 0,
+            delivery: Delivery {
+                sent: 16,
+                acknowledged: 16,
+                ..Delivery::default()
+            },
         };
         let elapsed = Duration::from_secs(2);
         let summarize = |config: &SimConfig| {
             Summary::new(
                 config,
                 StopReason::Count,
-                delivery,
                 vec![leg.clone()],
                 &generator,
                 elapsed,

@@ -1,31 +1,28 @@
 //! QoS 1 and 2 publishing through rumqttc, counting PUBACK / PUBCOMP so the run knows when
 //! the broker has every message.
 //!
-//! Reconnection and fail-over: after a connection error the next attempt goes to the same
-//! broker, and while attempts fail, to the next brokers of the connection's list in turn
-//! ([`Failover`]). The session is persistent, so a broker that has it (the same Mosquitto
-//! after a restart, any node of a NATS cluster) gets the unacknowledged publishes again from
-//! rumqttc. A broker without it is the case rumqttc 0.25 gets wrong for us: on a CONNACK with
-//! `session_present = false` its event loop clears its pending list, which holds the
-//! unacknowledged publishes *and* every request that was still queued in its channel when the
-//! connection failed; they would never be sent. So [`drive`] takes that list out of the event
-//! loop after every error and, at the next CONNACK, gives it back: as it is when the session
-//! was kept, or as fresh publishes (new packet ids) when it was not. A re-sent reading may
-//! reach subscribers twice; readings carry ids, so ingest counts it once. QoS 2 publishes that
-//! had already been received (PUBREC) but not completed cannot be re-sent that way (rumqttc no
-//! longer holds their content): they are counted lost, with a warning.
+//! After a connection error the next attempt goes to the same broker, then, while attempts
+//! fail, to the next ones of the connection's list ([`Failover`]). The session is persistent,
+//! so a broker that has it (the same Mosquitto after a restart, any node of a NATS cluster)
+//! gets the unacknowledged publishes again from rumqttc. A broker without it is what rumqttc
+//! 0.25 gets wrong for us: a CONNACK with `session_present = false` clears its pending list,
+//! which holds the unacknowledged publishes *and* the requests still queued when the
+//! connection failed. So [`drive`] takes that list out after every error and gives it back at
+//! the next CONNACK ([`restore`]). A re-sent reading may arrive twice; its id makes ingest
+//! count it once.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS, Request};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, Request};
 use service_kit::{Backoff, Failover};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::{Delivery, TransportError};
+use super::{Delivery, TransportError, broker_list, raw};
 use crate::configuration::SimConfig;
 
 /// Unacknowledged publishes allowed in flight; high so a round trip does not cap the rate.
@@ -51,22 +48,11 @@ struct Counters {
 pub struct ClientConnection {
     config: SimConfig,
     client: AsyncClient,
-    qos: QoS,
     sent: u64,
     counters: Arc<Counters>,
-    connected: watch::Receiver<Option<String>>,
+    /// What [`drive`] reports: `None` while connected, else the last connection error.
+    error: watch::Receiver<Option<String>>,
     task: JoinHandle<()>,
-}
-
-/// The options of this connection for `broker`: the same client id and persistent session on
-/// every broker of the list.
-fn options_for(config: &SimConfig, broker: &service_kit::BrokerAddr) -> MqttOptions {
-    let mut options = config.mqtt.options_at(broker);
-    options.set_inflight(INFLIGHT);
-    // A persistent session, so that a broker that keeps it (or shares it) gets the
-    // unacknowledged publishes again; removed in `finish`.
-    options.set_clean_session(false);
-    options
 }
 
 impl ClientConnection {
@@ -76,55 +62,46 @@ impl ClientConnection {
     /// # Errors
     /// [`TransportError::Unreachable`] when no CONNACK arrives in time.
     pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
-        let options_config = config.clone();
-        let failover = Failover::new(
-            config.mqtt.brokers.clone(),
-            Box::new(move |broker| options_for(&options_config, broker)),
-        );
+        let mqtt = config.mqtt.clone();
+        let failover = config.mqtt.failover(move |broker| {
+            let mut options = mqtt.options_at(broker);
+            options.set_inflight(INFLIGHT);
+            // A persistent session, so that a broker that keeps it (or shares it) gets the
+            // unacknowledged publishes again; removed in `finish`.
+            options.set_clean_session(false);
+            options
+        });
         let (client, event_loop) = AsyncClient::new(failover.options(), 10_000);
         let counters = Arc::new(Counters::default());
-        let (connected_tx, mut connected) = watch::channel(None::<String>);
-        // QoS 0 has no acknowledgement: a publish counts once written, as in the raw writer.
-        let count_written = config.qos == QoS::AtMostOnce;
+        let (error_tx, mut error) = watch::channel(Some("no answer".to_owned()));
         let task = tokio::spawn(drive(
             event_loop,
             failover,
             config.mqtt.backoff(),
             Arc::clone(&counters),
-            connected_tx,
-            count_written,
+            error_tx,
+            // QoS 0 has no acknowledgement: a publish counts once written, as in the raw writer.
+            config.qos == QoS::AtMostOnce,
         ));
-        let ready = tokio::time::timeout(
-            config.connect_timeout,
-            connected.wait_for(|c| c.as_deref() == Some("")),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
-        if ready {
+        let connected =
+            tokio::time::timeout(config.connect_timeout, error.wait_for(Option::is_none));
+        if connected.await.is_ok_and(|r| r.is_ok()) {
             return Ok(Self {
                 config: config.clone(),
                 client,
-                qos: config.qos,
                 sent: 0,
                 counters,
-                connected,
+                error,
                 task,
             });
         }
         task.abort();
-        let last_error = connected
-            .borrow()
-            .clone()
-            .unwrap_or_else(|| "no answer".into());
-        // Each failed attempt counted one error in `drive`; the one in progress is the last.
-        let attempts = u32::try_from(counters.errors.load(Ordering::Relaxed))
-            .unwrap_or(u32::MAX)
-            .max(1);
         Err(TransportError::Unreachable {
-            addr: super::raw::broker_list(config),
+            addr: broker_list(config),
             timeout: config.connect_timeout,
-            attempts,
-            last_error,
+            // Each failed attempt counted one error in `drive`; the one in progress is the last.
+            attempts: counters.errors.load(Ordering::Relaxed).max(1),
+            last_error: error.borrow().clone().unwrap_or_default(),
         })
     }
 
@@ -134,7 +111,7 @@ impl ClientConnection {
     /// [`TransportError::ClientGone`] when the event loop task has stopped.
     pub async fn send(&mut self, topic: &str, payload: &[u8]) -> Result<(), TransportError> {
         self.client
-            .publish(topic, self.qos, false, payload.to_vec())
+            .publish(topic, self.config.qos, false, payload.to_vec())
             .await
             .map_err(|e| TransportError::ClientGone(e.to_string()))?;
         self.sent += 1;
@@ -143,84 +120,66 @@ impl ClientConnection {
 
     /// Current counters.
     pub fn delivery(&self) -> Delivery {
+        let counter = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Delivery {
             sent: self.sent,
-            acknowledged: self
-                .counters
-                .acknowledged
-                .load(Ordering::Relaxed)
-                .min(self.sent),
-            lost: self.counters.lost.load(Ordering::Relaxed),
-            errors: self.counters.errors.load(Ordering::Relaxed),
-            failovers: self.counters.failovers.load(Ordering::Relaxed),
+            acknowledged: counter(&self.counters.acknowledged).min(self.sent),
+            lost: counter(&self.counters.lost),
+            errors: counter(&self.counters.errors),
+            failovers: counter(&self.counters.failovers),
         }
     }
 
-    /// Waits up to `timeout` until every publish is acknowledged, then disconnects.
-    /// Unacknowledged messages count as lost.
-    pub async fn finish(self, timeout: Duration) -> Delivery {
-        // Give up early when nothing moves for a while: the broker lost those messages.
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut last = (self.delivery().acknowledged, tokio::time::Instant::now());
-        loop {
-            let Delivery {
-                acknowledged, lost, ..
-            } = self.delivery();
-            if acknowledged + lost >= self.sent {
-                break;
-            }
-            let now = tokio::time::Instant::now();
-            // A reconnection (a fail-over to a NATS node can take many seconds) is not a stall.
-            let connected = self.connected.borrow().as_deref() == Some("");
-            if acknowledged != last.0 || !connected {
-                last = (acknowledged, now);
-            }
-            if now >= deadline || now - last.1 >= STALL_LIMIT {
-                tracing::warn!(
-                    unacknowledged = self.sent - acknowledged,
-                    "giving up waiting for acknowledgements"
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    /// Waits up to `timeout` until every publish is acknowledged, then disconnects and
+    /// removes the session from every broker it used. Unacknowledged messages count as lost.
+    pub async fn finish(mut self, timeout: Duration) -> Delivery {
+        self.wait_for_acknowledgements(timeout).await;
         let _ = self.client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while !self.task.is_finished() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
         self.task.abort();
-        let used: Vec<usize> = self
-            .counters
-            .used
-            .lock()
-            .map(|u| u.iter().copied().collect())
-            .unwrap_or_default();
-        for broker in used {
+        let used = self.counters.used.lock().map(|u| u.clone());
+        for broker in used.unwrap_or_default() {
             let broker = &self.config.mqtt.brokers[broker];
             // Bounded: a broker that died during the run must not hold up the summary.
-            match tokio::time::timeout(
-                FORGET_TIMEOUT,
-                super::raw::forget_session(&self.config, broker),
-            )
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(%broker, error = %e, "could not remove the MQTT session");
-                }
-                Err(_) => tracing::debug!(%broker, "no answer while removing the MQTT session"),
+            let forget = raw::forget_session(&self.config, broker);
+            let outcome = tokio::time::timeout(FORGET_TIMEOUT, forget).await;
+            if !matches!(outcome, Ok(Ok(()))) {
+                tracing::debug!(%broker, ?outcome, "could not remove the MQTT session");
             }
         }
         let mut delivery = self.delivery();
         delivery.lost = delivery.sent - delivery.acknowledged;
         delivery
     }
+
+    /// Returns when every publish is acknowledged or lost, at `timeout`, or when nothing has
+    /// moved for [`STALL_LIMIT`] while connected: the broker lost those messages.
+    async fn wait_for_acknowledgements(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = (self.delivery().acknowledged, Instant::now());
+        loop {
+            let Delivery {
+                acknowledged, lost, ..
+            } = self.delivery();
+            if acknowledged + lost >= self.sent {
+                return;
+            }
+            let now = Instant::now();
+            // A reconnection (a fail-over to a NATS node can take many seconds) is not a stall.
+            if acknowledged != last.0 || self.error.borrow().is_some() {
+                last = (acknowledged, now);
+            }
+            if now >= deadline || now - last.1 >= STALL_LIMIT {
+                let unacknowledged = self.sent - acknowledged;
+                tracing::warn!(unacknowledged, "giving up waiting for acknowledgements");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
-/// Owns the event loop: counts acknowledgements, reports connection state, backs off on
+/// Owns the event loop: counts acknowledgements, reports the connection state, backs off on
 /// errors (rumqttc would retry at once), fails over along the broker list while connecting
 /// fails, keeps what was not acknowledged across a connection that loses the session (see the
 /// module doc), and never awaits the client.
@@ -229,67 +188,58 @@ async fn drive(
     mut failover: Failover,
     mut backoff: Backoff,
     counters: Arc<Counters>,
-    connected: watch::Sender<Option<String>>,
+    error_tx: watch::Sender<Option<String>>,
     count_written: bool,
 ) {
     // Requests of the failed connection, taken out of rumqttc until the next CONNACK.
     let mut unsent: VecDeque<Request> = VecDeque::new();
-    let mut ever_connected = false;
     loop {
-        match event_loop.poll().await {
+        let error = match event_loop.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 backoff.reset();
-                if ack.code == rumqttc::ConnectReturnCode::Success {
-                    if let Ok(mut used) = counters.used.lock() {
-                        used.insert(failover.index());
+                if let Ok(mut used) = counters.used.lock() {
+                    // The runner announces the first connection.
+                    if !used.is_empty() {
+                        let (broker, session_present) = (failover.current(), ack.session_present);
+                        tracing::info!(%broker, session_present, "reconnected to the MQTT broker");
                     }
-                    // The first connection is announced by the runner; say where a
-                    // reconnection landed and whether the broker had the session.
-                    if ever_connected {
-                        tracing::info!(
-                            broker = %failover.current(),
-                            session_present = ack.session_present,
-                            "reconnected to the MQTT broker"
-                        );
-                    }
-                    restore(&mut event_loop, &mut unsent, ack.session_present, &counters);
-                    ever_connected = true;
-                    connected.send_replace(Some(String::new()));
-                } else {
-                    connected.send_replace(Some(format!("{:?}", ack.code)));
+                    used.insert(failover.index());
                 }
+                restore(&mut event_loop, &mut unsent, ack.session_present, &counters);
+                error_tx.send_replace(None);
+                continue;
             }
             Ok(Event::Incoming(Incoming::PubAck(_) | Incoming::PubComp(_))) => {
                 counters.acknowledged.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) if count_written => {
+            Ok(Event::Outgoing(Outgoing::Publish(_))) if count_written => {
                 counters.acknowledged.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-            Ok(_) => {}
-            Err(e) => {
-                // After a connection error rumqttc has moved the unacknowledged publishes and
-                // the queued requests into `pending`; keep them before a CONNACK without
-                // session can clear it.
-                unsent.extend(event_loop.pending.drain(..));
-                counters.errors.fetch_add(1, Ordering::Relaxed);
-                let delay = backoff.next_delay();
-                let broker = failover.current().to_string();
-                let was_connected = connected.borrow().as_deref() == Some("");
-                if was_connected {
-                    tracing::warn!(%broker, error = %e, retry_in = ?delay, unacknowledged = unsent.len(), "MQTT connection error");
-                } else {
-                    tracing::warn!(%broker, error = %e, retry_in = ?delay, "cannot connect to the MQTT broker");
-                    // The broker stays down: try the next one of the list.
-                    if let Some(next) = failover.advance(&mut event_loop) {
-                        counters.failovers.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(broker = %next, "failing over to the next broker");
-                    }
-                }
-                connected.send_replace(Some(e.to_string()));
-                tokio::time::sleep(delay).await;
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => continue,
+            Err(e) => e,
+        };
+        // rumqttc has moved the unacknowledged publishes and the queued requests into
+        // `pending`; keep them before a CONNACK without session can clear it.
+        unsent.extend(event_loop.pending.drain(..));
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+        let retry_in = backoff.next_delay();
+        let broker = failover.current();
+        if error_tx.borrow().is_none() {
+            let unacknowledged = unsent.len();
+            tracing::warn!(%broker, %error, ?retry_in, unacknowledged, "MQTT connection error");
+        } else {
+            tracing::warn!(%broker, %error, ?retry_in, "cannot connect to the MQTT broker");
+            // The broker stays down: try the next one of the list.
+            if let Some(next) = failover.advance(&mut event_loop) {
+                counters.failovers.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(broker = %next, "failing over to the next broker");
             }
         }
+        error_tx.send_replace(Some(error.to_string()));
+        tokio::time::sleep(retry_in).await;
     }
 }
 
@@ -346,7 +296,7 @@ fn restore(
 
 #[cfg(test)]
 mod tests {
-    use rumqttc::{PubRel, Publish};
+    use rumqttc::{MqttOptions, PubRel, Publish};
 
     use super::*;
 

@@ -9,6 +9,7 @@ pub mod spread;
 
 use std::time::Duration;
 
+use rumqttc::QoS;
 use serde::Serialize;
 
 use crate::configuration::SimConfig;
@@ -16,14 +17,9 @@ use crate::configuration::SimConfig;
 /// Why the broker could not be reached or did not take the messages.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// TCP connect or I/O failed.
-    #[error("broker {addr}: {source}")]
-    Io {
-        /// `host:port`.
-        addr: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// TCP connect or I/O failed (only ever reported with its broker by the caller).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
     /// The broker refused the MQTT connection or answered something unexpected.
     #[error("broker {addr} refused the connection: {reason}")]
     Refused {
@@ -35,19 +31,19 @@ pub enum TransportError {
     /// No (re)connection within the connect timeout (or `--duration`, when shorter).
     #[error("broker {addr} not reachable within {timeout:?} ({attempts} attempts): {last_error}")]
     Unreachable {
-        /// `host:port`.
+        /// The broker list.
         addr: String,
         /// How long it was tried.
         timeout: Duration,
         /// Connection attempts made.
-        attempts: u32,
+        attempts: u64,
         /// The last error seen.
         last_error: String,
     },
     /// SIGINT or SIGTERM arrived before the broker was reached.
     #[error("stopped by a signal before the broker {addr} was reached")]
     Interrupted {
-        /// `host:port`.
+        /// The broker list.
         addr: String,
     },
     /// The MQTT client stopped (its request channel closed).
@@ -55,8 +51,15 @@ pub enum TransportError {
     ClientGone(String),
 }
 
-/// Delivery counters of a transport.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The brokers a connection tries, for messages (`host:port` with a single broker).
+pub(crate) fn broker_list(config: &SimConfig) -> String {
+    let brokers = &config.mqtt.brokers;
+    let list: Vec<String> = brokers.iter().map(ToString::to_string).collect();
+    list.join(",")
+}
+
+/// Delivery counters of a connection, or of all together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Delivery {
     /// Messages handed to the transport.
     pub sent: u64,
@@ -71,13 +74,15 @@ pub struct Delivery {
     pub failovers: u64,
 }
 
-impl Delivery {
-    fn add(&mut self, other: Self) {
-        self.sent += other.sent;
-        self.acknowledged += other.acknowledged;
-        self.lost += other.lost;
-        self.errors += other.errors;
-        self.failovers += other.failovers;
+impl std::iter::Sum for Delivery {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), |total, d| Self {
+            sent: total.sent + d.sent,
+            acknowledged: total.acknowledged + d.acknowledged,
+            lost: total.lost + d.lost,
+            errors: total.errors + d.errors,
+            failovers: total.failovers + d.failovers,
+        })
     }
 }
 
@@ -88,114 +93,59 @@ pub struct BrokerDelivery {
     pub broker: String,
     /// Machines it carried.
     pub machines: usize,
-    /// Messages handed to it.
-    pub sent: u64,
-    /// Messages acknowledged through it.
-    pub acknowledged: u64,
-    /// Messages known lost on it.
-    pub lost: u64,
-    /// Its connection errors.
-    pub errors: u64,
-    /// Times it moved on to the next broker.
-    pub failovers: u64,
+    /// Its counters.
+    #[serde(flatten)]
+    pub delivery: Delivery,
 }
 
 /// One broker connection.
 #[derive(Debug)]
 pub enum Connection {
     /// QoS 0 over a plain MQTT writer.
-    Raw(Box<raw::RawConnection>),
+    Raw(raw::RawConnection),
     /// QoS 1/2 through rumqttc.
-    Client(Box<client::ClientConnection>),
+    Client(client::ClientConnection),
 }
 
-impl Connection {
-    /// Connects as `config` asks (QoS 0 over plain TCP: raw writer; QoS 1/2, or any QoS with
-    /// TLS: rumqttc, since the raw writer has no TLS), retrying within the connect timeout and
-    /// failing over along `config.mqtt.brokers`.
-    ///
-    /// # Errors
-    /// When no broker can be reached in time or one refuses the connection.
-    pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
-        if config.qos == rumqttc::QoS::AtMostOnce && !config.mqtt.security.tls() {
-            Ok(Self::Raw(Box::new(
-                raw::RawConnection::connect(config).await?,
-            )))
-        } else {
-            Ok(Self::Client(Box::new(
-                client::ClientConnection::connect(config).await?,
-            )))
-        }
-    }
-
-    async fn send(&mut self, topic: &str, payload: &[u8]) -> Result<(), TransportError> {
-        match self {
-            Self::Raw(c) => c.send(topic, payload).await,
-            Self::Client(c) => c.send(topic, payload).await,
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), TransportError> {
-        match self {
-            Self::Raw(c) => c.flush().await,
-            Self::Client(_) => Ok(()),
-        }
-    }
-
-    fn delivery(&self) -> Delivery {
-        match self {
-            Self::Raw(c) => c.delivery(),
-            Self::Client(c) => c.delivery(),
-        }
-    }
-
-    async fn finish(self, timeout: Duration) -> Delivery {
-        match self {
-            Self::Raw(c) => (*c).finish(timeout).await,
-            Self::Client(c) => (*c).finish(timeout).await,
-        }
-    }
-}
-
-/// The connections the runner publishes through, and which machine goes where.
+/// The connections the runner publishes through, one per broker that carries machines.
 #[derive(Debug)]
 pub struct Transport {
     connections: Vec<Connection>,
-    /// Per machine (by position), its connection.
-    route: Vec<usize>,
-    /// Per connection: home broker and machines carried.
+    /// Per connection: home broker and number of machines.
     legs: Vec<(String, usize)>,
 }
 
 impl Transport {
-    /// Opens one connection per broker that carries machines (one in all with a single
-    /// broker), one after the other.
+    /// Opens the connections of [`spread::spread`], one after the other, each retrying within
+    /// the connect timeout and failing over along its broker list.
     ///
     /// # Errors
     /// When a connection cannot reach any broker of its list in time, or is refused.
     pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
         let plan = spread::spread(config.machines.len(), config.mqtt.brokers.len());
-        let mut connections = Vec::with_capacity(plan.legs.len());
-        let mut legs = Vec::with_capacity(plan.legs.len());
-        for leg in &plan.legs {
-            let leg_config = spread::leg_config(config, leg.broker);
-            let home = config.mqtt.brokers[leg.broker].to_string();
+        let mut connections = Vec::with_capacity(plan.len());
+        let mut legs = Vec::with_capacity(plan.len());
+        for (home, machines) in plan.iter().enumerate() {
+            let leg_config = spread::leg_config(config, home);
+            let broker = config.mqtt.brokers[home].to_string();
             if config.mqtt.brokers.len() > 1 {
                 tracing::info!(
-                    broker = %home,
-                    machines = leg.machines.len(),
+                    %broker,
+                    machines = machines.len(),
                     client_id = %leg_config.mqtt.client_id,
                     "connection for this broker's machines"
                 );
             }
-            connections.push(Connection::connect(&leg_config).await?);
-            legs.push((home, leg.machines.len()));
+            // The raw writer is for QoS 0 and cannot speak TLS; rumqttc does the rest.
+            let connection = if config.qos == QoS::AtMostOnce && !config.mqtt.security.tls() {
+                Connection::Raw(raw::RawConnection::connect(&leg_config).await?)
+            } else {
+                Connection::Client(client::ClientConnection::connect(&leg_config).await?)
+            };
+            connections.push(connection);
+            legs.push((broker, machines.len()));
         }
-        Ok(Self {
-            connections,
-            route: plan.route,
-            legs,
-        })
+        Ok(Self { connections, legs })
     }
 
     /// Queues one publish of machine `machine` (position in the machine list) on its
@@ -209,48 +159,51 @@ impl Transport {
         topic: &str,
         payload: &[u8],
     ) -> Result<(), TransportError> {
-        let leg = self.route.get(machine).copied().unwrap_or(0);
-        self.connections[leg].send(topic, payload).await
+        let leg = spread::connection_of(machine, self.connections.len());
+        match &mut self.connections[leg] {
+            Connection::Raw(c) => c.send(topic, payload).await,
+            Connection::Client(c) => c.send(topic, payload).await,
+        }
     }
 
-    /// Writes out whatever is buffered (a batch boundary), and keeps the connections alive.
+    /// Writes out whatever the raw writers buffered (a batch boundary), and keeps their
+    /// connections alive; rumqttc does both on its own.
     ///
     /// # Errors
     /// When a connection is lost and no broker can be reached again.
     pub async fn flush(&mut self) -> Result<(), TransportError> {
         for connection in &mut self.connections {
-            connection.flush().await?;
+            if let Connection::Raw(c) = connection {
+                c.flush().await?;
+            }
         }
         Ok(())
     }
 
     /// Current counters, all connections together.
     pub fn delivery(&self) -> Delivery {
-        let mut total = Delivery::default();
-        for connection in &self.connections {
-            total.add(connection.delivery());
-        }
-        total
+        let delivery = |connection: &Connection| match connection {
+            Connection::Raw(c) => c.delivery(),
+            Connection::Client(c) => c.delivery(),
+        };
+        self.connections.iter().map(delivery).sum()
     }
 
     /// Waits until the brokers have everything sent (up to `timeout` per connection),
-    /// disconnects cleanly and returns the final counters: the total and per connection.
-    pub async fn finish(self, timeout: Duration) -> (Delivery, Vec<BrokerDelivery>) {
-        let mut total = Delivery::default();
+    /// disconnects cleanly and returns the final counters of each connection.
+    pub async fn finish(self, timeout: Duration) -> Vec<BrokerDelivery> {
         let mut per_broker = Vec::with_capacity(self.connections.len());
         for (connection, (broker, machines)) in self.connections.into_iter().zip(self.legs) {
-            let d = connection.finish(timeout).await;
-            total.add(d);
+            let delivery = match connection {
+                Connection::Raw(c) => c.finish(timeout).await,
+                Connection::Client(c) => c.finish(timeout).await,
+            };
             per_broker.push(BrokerDelivery {
                 broker,
                 machines,
-                sent: d.sent,
-                acknowledged: d.acknowledged,
-                lost: d.lost,
-                errors: d.errors,
-                failovers: d.failovers,
+                delivery,
             });
         }
-        (total, per_broker)
+        per_broker
     }
 }

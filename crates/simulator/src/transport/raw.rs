@@ -1,11 +1,10 @@
 //! A minimal MQTT 3.1.1 QoS 0 publisher for load generation.
 //!
-//! rumqttc moves every publish through a channel, an owned `Publish` and its state machine;
-//! for QoS 0 none of that buys anything, so this writer encodes PUBLISH packets straight into
-//! one reused buffer and writes it in large chunks. The broker's answers (CONNACK, PINGRESP)
-//! are read by a small task; the end of the stream is how a clean finish is confirmed:
-//! Mosquitto handles packets in order and closes the socket only after our DISCONNECT, so
-//! once it closes, every publish before it has been processed.
+//! For QoS 0, rumqttc's channel, owned `Publish` and state machine buy nothing, so this writer
+//! encodes PUBLISH packets straight into one reused buffer and writes it in large chunks. A
+//! small task reads the broker's answers (PINGRESP) until it closes the connection; that close
+//! confirms a clean finish, as Mosquitto closes only after our DISCONNECT, having handled every
+//! packet before it.
 //!
 //! A lost connection is re-established, first to the same broker and, while that fails, to
 //! the next brokers of the connection's list in turn (fail-over). QoS 0 promises nothing for
@@ -21,9 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
+use tokio::sync::oneshot::error::TryRecvError;
 use tokio::time::Instant;
 
-use super::{Delivery, TransportError};
+use super::{Delivery, TransportError, broker_list};
 use crate::configuration::SimConfig;
 
 /// Write the buffer out once it holds this much, even inside a batch.
@@ -33,17 +33,18 @@ const RETRY_PAUSE: (Duration, Duration) = (Duration::from_millis(250), Duration:
 /// How long the broker has to answer CONNECT.
 const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The write half of a connection, and the signal that the broker closed it.
+type Link = (OwnedWriteHalf, oneshot::Receiver<()>);
+
 /// A connected QoS 0 writer.
 #[derive(Debug)]
 pub struct RawConnection {
     config: SimConfig,
     /// Position in `config.mqtt.brokers` of the broker in use.
     current: usize,
-    addr: String,
     writer: OwnedWriteHalf,
     closed: oneshot::Receiver<()>,
     buf: Vec<u8>,
-    buffered: u64,
     last_write: Instant,
     delivery: Delivery,
 }
@@ -54,23 +55,22 @@ impl RawConnection {
     /// # Errors
     /// [`TransportError::Unreachable`] or [`TransportError::Refused`].
     pub async fn connect(config: &SimConfig) -> Result<Self, TransportError> {
-        let mut current = 0;
-        let mut failovers = 0;
-        let (writer, closed) = connect_with_retry(config, &mut current, &mut failovers).await?;
+        let (mut current, mut delivery) = (0, Delivery::default());
+        let failovers = &mut delivery.failovers;
+        let (writer, closed) = connect_with_retry(config, &mut current, failovers).await?;
         Ok(Self {
             config: config.clone(),
-            addr: config.mqtt.brokers[current].to_string(),
             current,
             writer,
             closed,
             buf: Vec::with_capacity(FLUSH_AT + 70 * 1024),
-            buffered: 0,
             last_write: Instant::now(),
-            delivery: Delivery {
-                failovers,
-                ..Delivery::default()
-            },
+            delivery,
         })
+    }
+
+    fn broker(&self) -> &BrokerAddr {
+        &self.config.mqtt.brokers[self.current]
     }
 
     /// Encodes one PUBLISH into the buffer; writes the buffer when it is full.
@@ -79,7 +79,6 @@ impl RawConnection {
     /// When the connection fails and cannot be re-established.
     pub async fn send(&mut self, topic: &str, payload: &[u8]) -> Result<(), TransportError> {
         encode_publish(&mut self.buf, topic, payload, None, false);
-        self.buffered += 1;
         self.delivery.sent += 1;
         if self.buf.len() >= FLUSH_AT {
             self.flush().await?;
@@ -95,49 +94,36 @@ impl RawConnection {
     pub async fn flush(&mut self) -> Result<(), TransportError> {
         // The reader saw the broker close the connection: reconnect before writing, so this
         // batch goes to the new connection instead of into a dead socket.
-        if !matches!(
-            self.closed.try_recv(),
-            Err(oneshot::error::TryRecvError::Empty)
-        ) {
-            tracing::warn!(broker = %self.addr, "broker closed the connection; reconnecting");
+        if self.closed.try_recv() != Err(TryRecvError::Empty) {
+            tracing::warn!(broker = %self.broker(), "broker closed the connection; reconnecting");
             self.delivery.errors += 1;
             self.reconnect().await?;
         }
-        if self.buf.is_empty() && self.last_write.elapsed() < self.config.mqtt.keep_alive / 2 {
-            return Ok(());
-        }
         if self.buf.is_empty() {
+            if self.last_write.elapsed() < self.config.mqtt.keep_alive / 2 {
+                return Ok(());
+            }
             self.buf.extend_from_slice(&PINGREQ);
         }
         let written = self.writer.write_all(&self.buf).await;
         self.buf.clear();
-        match written {
-            Ok(()) => {
-                self.delivery.acknowledged += self.buffered;
-                self.buffered = 0;
-                self.last_write = Instant::now();
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(broker = %self.addr, error = %e, lost = self.buffered, "connection lost; reconnecting");
-                self.delivery.lost += self.buffered;
-                self.delivery.errors += 1;
-                self.buffered = 0;
-                self.reconnect().await
-            }
+        // Every message sent is acknowledged (written), lost, or was in this buffer.
+        let buffered = self.delivery.sent - self.delivery.acknowledged - self.delivery.lost;
+        if let Err(e) = written {
+            tracing::warn!(broker = %self.broker(), error = %e, lost = buffered, "connection lost; reconnecting");
+            self.delivery.lost += buffered;
+            self.delivery.errors += 1;
+            return self.reconnect().await;
         }
+        self.delivery.acknowledged += buffered;
+        self.last_write = Instant::now();
+        Ok(())
     }
 
     async fn reconnect(&mut self) -> Result<(), TransportError> {
-        let (writer, closed) = connect_with_retry(
-            &self.config,
-            &mut self.current,
-            &mut self.delivery.failovers,
-        )
-        .await?;
-        self.addr = self.config.mqtt.brokers[self.current].to_string();
-        self.writer = writer;
-        self.closed = closed;
+        let failovers = &mut self.delivery.failovers;
+        (self.writer, self.closed) =
+            connect_with_retry(&self.config, &mut self.current, failovers).await?;
         self.last_write = Instant::now();
         Ok(())
     }
@@ -153,25 +139,29 @@ impl RawConnection {
         if self.flush().await.is_err() {
             return self.delivery;
         }
-        let confirmed = async {
-            self.writer.write_all(&DISCONNECT).await?;
-            self.writer.shutdown().await?;
-            // Err means the reader task saw an error rather than a clean close; both end it.
-            let _ = (&mut self.closed).await;
-            Ok::<(), std::io::Error>(())
-        };
-        match tokio::time::timeout(timeout, confirmed).await {
-            Ok(Ok(())) => {}
-            outcome => {
-                tracing::warn!(broker = %self.addr, ?outcome, "broker did not confirm the end of the stream");
-                self.delivery.errors += 1;
-                self.delivery.lost =
-                    self.delivery.sent - self.delivery.lost.min(self.delivery.sent);
-                self.delivery.acknowledged = 0;
-            }
+        let closed = disconnect(&mut self.writer, &mut self.closed);
+        let outcome = tokio::time::timeout(timeout, closed).await;
+        if !matches!(outcome, Ok(Ok(()))) {
+            tracing::warn!(broker = %self.broker(), ?outcome, "broker did not confirm the end of the stream");
+            self.delivery.errors += 1;
+            self.delivery.lost = self.delivery.sent;
+            self.delivery.acknowledged = 0;
         }
         self.delivery
     }
+}
+
+/// Sends DISCONNECT and waits for the broker to close the connection, which Mosquitto does
+/// only after it has processed every packet before.
+async fn disconnect(
+    writer: &mut OwnedWriteHalf,
+    closed: &mut oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    writer.write_all(&DISCONNECT).await?;
+    writer.shutdown().await?;
+    // Err means the reader task saw an error rather than a clean close; both end it.
+    let _ = closed.await;
+    Ok(())
 }
 
 /// Connects once to `broker` with a clean session under the configured client id and
@@ -180,55 +170,43 @@ impl RawConnection {
 /// # Errors
 /// When the broker cannot be reached or refuses the connection.
 pub async fn forget_session(config: &SimConfig, broker: &BrokerAddr) -> Result<(), TransportError> {
-    let addr = broker.to_string();
     if config.mqtt.security.tls() {
         // This plain writer cannot speak TLS; the broker expires the session on its own
         // (Mosquitto: persistent_client_expiration).
         return Ok(());
     }
-    let (mut writer, closed) = connect_once(config, broker).await?;
-    let io = |source| TransportError::Io {
-        addr: addr.clone(),
-        source,
-    };
-    writer.write_all(&DISCONNECT).await.map_err(io)?;
-    writer.shutdown().await.map_err(io)?;
-    let _ = tokio::time::timeout(CONNACK_TIMEOUT, closed).await;
-    Ok(())
+    let (mut writer, mut closed) = connect_once(config, broker).await?;
+    Ok(disconnect(&mut writer, &mut closed).await?)
 }
 
 /// Connects and completes the MQTT handshake, retrying with a growing pause until the
-/// connect timeout, which also bounds each attempt (a silent host or a slow DNS lookup never
-/// holds it longer). The first attempt goes to the broker at `current`; after each failure
-/// the next broker of the list is tried (counted in `failovers`), round-robin. Every failed
-/// attempt is a warning: an operator who pointed the simulator at the wrong place sees it at
-/// once, not after the timeout.
+/// connect timeout, which also bounds each attempt (a silent host, a slow DNS lookup). The
+/// first attempt goes to the broker at `current`, each next one to the next broker of the list
+/// (counted in `failovers`). Every failed attempt is a warning, so that an operator who pointed
+/// the simulator at the wrong place sees it at once.
 async fn connect_with_retry(
     config: &SimConfig,
     current: &mut usize,
     failovers: &mut u64,
-) -> Result<(OwnedWriteHalf, oneshot::Receiver<()>), TransportError> {
+) -> Result<Link, TransportError> {
+    let brokers = &config.mqtt.brokers;
     let deadline = Instant::now() + config.connect_timeout;
     let mut pause = RETRY_PAUSE.0;
-    let mut attempt: u32 = 0;
+    let mut attempt: u64 = 0;
     loop {
         attempt += 1;
-        let broker = &config.mqtt.brokers[*current];
-        let addr = broker.to_string();
+        let broker = &brokers[*current];
         let error = match tokio::time::timeout_at(deadline, connect_once(config, broker)).await {
-            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Ok(link)) => return Ok(link),
             // A refusal is final with one broker (a login problem); with a list, another
             // broker may take us (a NATS node that is still recovering refuses for a while).
-            Ok(Err(e @ TransportError::Refused { .. })) if config.mqtt.brokers.len() == 1 => {
-                return Err(e);
-            }
-            Ok(Err(TransportError::Io { source, .. })) => source.to_string(),
+            Ok(Err(e @ TransportError::Refused { .. })) if brokers.len() == 1 => return Err(e),
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer".to_owned(),
         };
         let give_up = Instant::now() + pause >= deadline;
         let retry_in = (!give_up).then_some(pause);
-        tracing::warn!(broker = %addr, attempt, %error, ?retry_in, "cannot connect to the MQTT broker");
+        tracing::warn!(%broker, attempt, %error, ?retry_in, "cannot connect to the MQTT broker");
         if give_up {
             return Err(TransportError::Unreachable {
                 addr: broker_list(config),
@@ -237,62 +215,33 @@ async fn connect_with_retry(
                 last_error: error,
             });
         }
-        if config.mqtt.brokers.len() > 1 {
-            *current = (*current + 1) % config.mqtt.brokers.len();
+        if brokers.len() > 1 {
+            *current = (*current + 1) % brokers.len();
             *failovers += 1;
-            tracing::info!(broker = %config.mqtt.brokers[*current], "failing over to the next broker");
+            tracing::info!(broker = %brokers[*current], "failing over to the next broker");
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RETRY_PAUSE.1);
     }
 }
 
-/// The brokers a connection tries, for error messages (`host:port` with a single broker).
-pub(crate) fn broker_list(config: &SimConfig) -> String {
-    config
-        .mqtt
-        .brokers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-async fn connect_once(
-    config: &SimConfig,
-    broker: &BrokerAddr,
-) -> Result<(OwnedWriteHalf, oneshot::Receiver<()>), TransportError> {
-    let addr = broker.to_string();
-    let io = |source| TransportError::Io {
-        addr: addr.clone(),
-        source,
-    };
-    let mut stream = TcpStream::connect((broker.host.as_str(), broker.port))
-        .await
-        .map_err(io)?;
-    stream.set_nodelay(true).map_err(io)?;
+async fn connect_once(config: &SimConfig, broker: &BrokerAddr) -> Result<Link, TransportError> {
+    let mut stream = TcpStream::connect((broker.host.as_str(), broker.port)).await?;
+    stream.set_nodelay(true)?;
     let keep_alive = u16::try_from(config.mqtt.keep_alive.as_secs()).unwrap_or(u16::MAX);
-    let mut connect = Vec::new();
-    let login = config
-        .mqtt
-        .security
+    let security = &config.mqtt.security;
+    let login = security
         .username()
-        .map(|user| (user, config.mqtt.security.password().map(Secret::expose)));
+        .map(|user| (user, security.password().map(Secret::expose)));
+    let mut connect = Vec::new();
     encode_connect(&mut connect, &config.mqtt.client_id, keep_alive, login);
-    stream.write_all(&connect).await.map_err(io)?;
+    stream.write_all(&connect).await?;
     let mut connack = [0_u8; CONNACK_LEN];
-    match tokio::time::timeout(CONNACK_TIMEOUT, stream.read_exact(&mut connack)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(io(e)),
-        Err(_) => {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no CONNACK",
-            )));
-        }
-    }
+    tokio::time::timeout(CONNACK_TIMEOUT, stream.read_exact(&mut connack))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no CONNACK"))??;
     check_connack(connack).map_err(|e| TransportError::Refused {
-        addr: addr.clone(),
+        addr: broker.to_string(),
         reason: match e {
             WireError::Refused(code) => format!("CONNACK return code {code}"),
             other => other.to_string(),

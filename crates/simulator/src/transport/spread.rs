@@ -4,42 +4,21 @@
 
 use crate::configuration::SimConfig;
 
-/// One connection of the plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Leg {
-    /// Position in `mqtt.host` of the broker this connection starts on (its home).
-    pub broker: usize,
-    /// Positions in the machine list of the machines it carries.
-    pub machines: Vec<usize>,
-}
-
-/// Machines spread over brokers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spread {
-    /// One per connection, in broker order.
-    pub legs: Vec<Leg>,
-    /// For each machine (by position), the index into `legs` of its connection.
-    pub route: Vec<usize>,
-}
-
-/// Spreads `machines` machines over `brokers` brokers round-robin (`brokers` is at least 1).
-pub fn spread(machines: usize, brokers: usize) -> Spread {
+/// Spreads `machines` machines over `brokers` brokers round-robin: per connection, in broker
+/// order, the positions of its machines. With `i mod n`, the brokers that get a machine are
+/// exactly the first `min(n, machines)`, so a connection's position is also its broker's.
+pub fn spread(machines: usize, brokers: usize) -> Vec<Vec<usize>> {
     let brokers = brokers.max(1);
-    let mut legs: Vec<Leg> = (0..brokers.min(machines))
-        .map(|broker| Leg {
-            broker,
-            machines: Vec::new(),
-        })
-        .collect();
-    let mut route = Vec::with_capacity(machines);
-    for machine in 0..machines {
-        // With i mod n, the brokers that get a machine are exactly the first min(n, machines),
-        // so a broker's position is also its connection's.
-        let leg = machine % brokers;
-        legs[leg].machines.push(machine);
-        route.push(leg);
-    }
-    Spread { legs, route }
+    let legs = brokers.min(machines);
+    (0..legs)
+        .map(|leg| (leg..machines).step_by(brokers).collect())
+        .collect()
+}
+
+/// The connection of machine `machine` among `connections` of [`spread`]: `i mod n` too, since
+/// with fewer machines than brokers every machine has a connection of its own.
+pub fn connection_of(machine: usize, connections: usize) -> usize {
+    machine % connections
 }
 
 /// The settings of the connection that starts on broker `home`: the broker list rotated so
@@ -47,16 +26,11 @@ pub fn spread(machines: usize, brokers: usize) -> Spread {
 /// (`<client_id>-<home>`), so the persistent sessions of the connections stay apart. With one
 /// broker the settings are `config` unchanged.
 pub fn leg_config(config: &SimConfig, home: usize) -> SimConfig {
-    let n = config.mqtt.brokers.len();
-    if n < 2 {
-        return config.clone();
-    }
-    let brokers: Vec<_> = (0..n)
-        .map(|k| config.mqtt.brokers[(home + k) % n].clone())
-        .collect();
     let mut leg = config.clone();
-    leg.mqtt.client_id = format!("{}-{home}", config.mqtt.client_id);
-    leg.mqtt.brokers = brokers;
+    if leg.mqtt.brokers.len() > 1 {
+        leg.mqtt.brokers.rotate_left(home);
+        leg.mqtt.client_id = format!("{}-{home}", config.mqtt.client_id);
+    }
     leg
 }
 
@@ -66,31 +40,12 @@ mod tests {
 
     #[test]
     fn machines_go_round_robin_and_idle_brokers_get_no_connection() {
-        let plan = spread(5, 2);
-        assert_eq!(plan.route, [0, 1, 0, 1, 0]);
-        assert_eq!(
-            plan.legs,
-            [
-                Leg {
-                    broker: 0,
-                    machines: vec![0, 2, 4]
-                },
-                Leg {
-                    broker: 1,
-                    machines: vec![1, 3]
-                },
-            ]
-        );
+        assert_eq!(spread(5, 2), [vec![0, 2, 4], vec![1, 3]]);
         let few = spread(2, 3);
-        assert_eq!(
-            few.legs.len(),
-            2,
-            "broker 3 carries no machine: no connection"
-        );
-        assert_eq!(few.route, [0, 1]);
-        let single = spread(3, 1);
-        assert_eq!(single.route, [0, 0, 0]);
-        assert_eq!(single.legs[0].machines, [0, 1, 2]);
+        assert_eq!(few.len(), 2, "broker 3 carries no machine: no connection");
+        assert_eq!(spread(3, 1), [vec![0, 1, 2]]);
+        let route: Vec<usize> = (0..5).map(|m| connection_of(m, 2)).collect();
+        assert_eq!(route, [0, 1, 0, 1, 0]);
     }
 
     #[test]
@@ -98,13 +53,18 @@ mod tests {
         for machines in 1..12 {
             for brokers in 1..5 {
                 let plan = spread(machines, brokers);
-                for (machine, leg) in plan.route.iter().enumerate() {
-                    assert_eq!(plan.legs[*leg].broker, machine % brokers);
-                    assert!(plan.legs[*leg].machines.contains(&machine));
+                for machine in 0..machines {
+                    let leg = connection_of(machine, plan.len());
+                    assert_eq!(
+                        leg,
+                        machine % brokers,
+                        "the connection is on broker i mod n"
+                    );
+                    assert!(plan[leg].contains(&machine));
                 }
-                let carried: usize = plan.legs.iter().map(|l| l.machines.len()).sum();
+                let carried: usize = plan.iter().map(Vec::len).sum();
                 assert_eq!(carried, machines);
-                assert!(plan.legs.iter().all(|l| !l.machines.is_empty()));
+                assert!(plan.iter().all(|l| !l.is_empty()));
             }
         }
     }

@@ -28,8 +28,6 @@ use crate::configuration::SimConfig;
 
 /// Write the buffer out once it holds this much, even inside a batch.
 const FLUSH_AT: usize = 256 * 1024;
-/// First and longest pause between connection attempts.
-const RETRY_PAUSE: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(2));
 /// How long the broker has to answer CONNECT.
 const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -191,7 +189,7 @@ async fn connect_with_retry(
 ) -> Result<Link, TransportError> {
     let brokers = &config.mqtt.brokers;
     let deadline = Instant::now() + config.connect_timeout;
-    let mut pause = RETRY_PAUSE.0;
+    let mut backoff = config.mqtt.backoff();
     let mut attempt: u64 = 0;
     loop {
         attempt += 1;
@@ -204,6 +202,7 @@ async fn connect_with_retry(
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer".to_owned(),
         };
+        let pause = backoff.next_delay();
         let give_up = Instant::now() + pause >= deadline;
         let retry_in = (!give_up).then_some(pause);
         tracing::warn!(%broker, attempt, %error, ?retry_in, "cannot connect to the MQTT broker");
@@ -221,7 +220,6 @@ async fn connect_with_retry(
             tracing::info!(broker = %brokers[*current], "failing over to the next broker");
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(RETRY_PAUSE.1);
     }
 }
 

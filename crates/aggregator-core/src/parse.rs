@@ -2,17 +2,17 @@
 //!
 //! Accepts both field-name families of the original service (`machineId`/`maschinenId`,
 //! `scrapIndex`/`scrapeIndex`, `timestamp`/`zeitstempel`), numbers inside strings, RFC 3339
-//! with any offset and fraction, and epoch milliseconds. The payload is walked once with a
-//! hand-written map visitor, borrowing strings where possible, so a reading costs no
-//! allocation; every problem becomes a typed [`Rejection`] naming the field.
+//! with any offset and fraction, and epoch milliseconds. The payload is walked once by a map
+//! visitor that borrows strings, so a reading costs no allocation; every problem becomes a
+//! typed [`Rejection`] naming the field.
 //!
-//! The optional `id` (string or integer, at most 64 bytes) comes back beside the reading in a
-//! [`ParsedReading`] from [`parse_reading_with_id`]; [`parse_reading`] checks it the same way
-//! but leaves it out, for callers that do not deduplicate.
+//! The optional `id` (string or integer, at most 64 bytes) comes back beside the reading from
+//! [`parse_reading_with_id`]; [`parse_reading`] checks it the same way but leaves it out.
 
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::reading_id::ReadingId;
@@ -20,20 +20,17 @@ use crate::rejection::Rejection;
 use crate::timestamp::Timestamp;
 use crate::topic::{machine_from_readings_topic, validate_topic_level};
 
-/// Default `max_payload_bytes` of the contract: 64 KiB.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
-
 /// Limits applied while parsing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParseLimits {
-    /// Payloads larger than this are rejected as `too_large` before any parsing.
+    /// Larger payloads are rejected as `too_large` before any parsing (default 64 KiB).
     pub max_payload_bytes: usize,
 }
 
 impl Default for ParseLimits {
     fn default() -> Self {
         ParseLimits {
-            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_payload_bytes: 64 * 1024,
         }
     }
 }
@@ -53,10 +50,7 @@ pub struct Reading<'t> {
     pub time_from_payload: bool,
 }
 
-/// A reading together with the sender's optional `id` for it.
-///
-/// The id travels beside [`Reading`] rather than inside it, so `Reading` stays a small `Copy`
-/// value that existing code builds field by field.
+/// A reading with the sender's optional `id`, kept beside it so `Reading` stays small and `Copy`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParsedReading<'t> {
     /// The reading.
@@ -69,8 +63,7 @@ pub struct ParsedReading<'t> {
 ///
 /// Checks everything that needs no window state: size, JSON shape, fields and values, and the
 /// machine id against the topic. `late`, `future` and `too_many_keys` are decided by the
-/// [`WindowStore`](crate::window::WindowStore), which knows the window and the keys. A bad
-/// `id` is rejected here too; use [`parse_reading_with_id`] to keep a good one.
+/// [`WindowStore`](crate::window::WindowStore). A bad `id` is rejected here too.
 pub fn parse_reading<'t>(
     topic: &'t str,
     payload: &[u8],
@@ -106,8 +99,8 @@ pub fn parse_reading_with_id<'t>(
     }
     let scrap_index = scrap_index_of(&fields)?;
     let value = match &fields.value {
+        Some(value) => value_from(value)?,
         None => return Err(Rejection::MissingField { field: "value" }),
-        Some(v) => value_from(v)?,
     };
     let time = event_time_of(&fields)?;
     let id = id_from(fields.id.as_ref())?;
@@ -123,8 +116,7 @@ pub fn parse_reading_with_id<'t>(
     })
 }
 
-/// The machine id of a readings topic: its level before `/scrap`, which must be a usable
-/// topic level.
+/// The machine id of a readings topic: its level before `/scrap`, a usable topic level.
 fn machine_of(topic: &str) -> Result<&str, Rejection> {
     let machine = machine_from_readings_topic(topic).ok_or_else(|| {
         Rejection::bad_value(
@@ -179,19 +171,18 @@ fn scrap_index_of(fields: &Fields<'_>) -> Result<u32, Rejection> {
 /// time must agree.
 fn event_time_of(fields: &Fields<'_>) -> Result<Option<Timestamp>, Rejection> {
     match (&fields.timestamp, &fields.zeitstempel) {
-        (Some(_), Some(_)) => {
-            let a = time_from("timestamp", fields.timestamp.as_ref())?;
-            let b = time_from("zeitstempel", fields.zeitstempel.as_ref())?;
-            if a.is_some() && b.is_some() && a != b {
-                return Err(Rejection::bad_value(
-                    "timestamp",
-                    "timestamp and zeitstempel disagree",
-                ));
-            }
-            Ok(a.or(b))
-        }
         (a, None) => time_from("timestamp", a.as_ref()),
         (None, b) => time_from("zeitstempel", b.as_ref()),
+        (a, b) => match (
+            time_from("timestamp", a.as_ref())?,
+            time_from("zeitstempel", b.as_ref())?,
+        ) {
+            (Some(a), Some(b)) if a != b => Err(Rejection::bad_value(
+                "timestamp",
+                "timestamp and zeitstempel disagree",
+            )),
+            (a, b) => Ok(a.or(b)),
+        },
     }
 }
 
@@ -238,11 +229,10 @@ fn scrap_index_from(name: &str, given: &Scalar<'_>) -> Result<u32, Rejection> {
         || Rejection::bad_value(name, format!("must be an integer from 0 to {}", u32::MAX));
     match given {
         Scalar::U64(n) => u32::try_from(*n).map_err(|_| out_of_range()),
-        Scalar::I64(_) => Err(out_of_range()),
         Scalar::F64(f) if f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX) => {
             Ok(*f as u32)
         }
-        Scalar::F64(_) => Err(out_of_range()),
+        Scalar::I64(_) | Scalar::F64(_) => Err(out_of_range()),
         Scalar::Str(s) => {
             let trimmed = s.trim();
             trimmed.parse::<u32>().map_err(|_| {
@@ -289,16 +279,14 @@ fn value_from(given: &Scalar<'_>) -> Result<f64, Rejection> {
 
 fn time_from(name: &str, given: Option<&Scalar<'_>>) -> Result<Option<Timestamp>, Rejection> {
     let bad = |detail: String| Rejection::bad_value(name, detail);
+    let millis = |n: Option<i64>| {
+        (n.and_then(Timestamp::from_unix_millis).map(Some))
+            .ok_or_else(|| bad("epoch milliseconds out of range".into()))
+    };
     match given {
         None | Some(Scalar::Null) => Ok(None),
-        Some(Scalar::U64(n)) => i64::try_from(*n)
-            .ok()
-            .and_then(Timestamp::from_unix_millis)
-            .map(Some)
-            .ok_or_else(|| bad("epoch milliseconds out of range".into())),
-        Some(Scalar::I64(n)) => Timestamp::from_unix_millis(*n)
-            .map(Some)
-            .ok_or_else(|| bad("epoch milliseconds out of range".into())),
+        Some(Scalar::U64(n)) => millis(i64::try_from(*n).ok()),
+        Some(Scalar::I64(n)) => millis(Some(*n)),
         Some(Scalar::F64(f)) => Timestamp::from_unix_millis_f64(*f)
             .map(Some)
             .map_err(|e| bad(e.to_string())),
@@ -383,9 +371,6 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Scalar::Null)
     }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Scalar::Null)
-    }
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
         Ok(Scalar::Bool)
     }
@@ -401,11 +386,9 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
         Ok(Scalar::Str(Cow::Borrowed(v)))
     }
+    // A string with escapes, which serde_json cannot lend.
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
         Ok(Scalar::Str(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Scalar::Str(Cow::Owned(v)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -418,6 +401,8 @@ impl<'de> Visitor<'de> for ScalarVisitor {
 }
 
 /// Field names we recognise; everything else is ignored.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
 enum FieldName {
     MachineId,
     MaschinenId,
@@ -427,33 +412,8 @@ enum FieldName {
     Timestamp,
     Zeitstempel,
     Id,
+    #[serde(other)]
     Unknown,
-}
-
-impl<'de> de::Deserialize<'de> for FieldName {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NameVisitor;
-        impl Visitor<'_> for NameVisitor {
-            type Value = FieldName;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<FieldName, E> {
-                Ok(match v {
-                    "machineId" => FieldName::MachineId,
-                    "maschinenId" => FieldName::MaschinenId,
-                    "scrapIndex" => FieldName::ScrapIndex,
-                    "scrapeIndex" => FieldName::ScrapeIndex,
-                    "value" => FieldName::Value,
-                    "timestamp" => FieldName::Timestamp,
-                    "zeitstempel" => FieldName::Zeitstempel,
-                    "id" => FieldName::Id,
-                    _ => FieldName::Unknown,
-                })
-            }
-        }
-        deserializer.deserialize_str(NameVisitor)
-    }
 }
 
 struct FieldsVisitor;

@@ -1,13 +1,11 @@
 //! The optional `id` of a reading: the sender's name for it, used to drop a resent copy.
 //!
 //! The contract allows a string or an integer of at most 64 bytes. An integer is kept as its
-//! decimal text, so `{"id":7}` and `{"id":"7"}` name the same reading: what identifies a
-//! reading is the text the sender chose, not the JSON type a re-encoding proxy happened to
-//! emit. Ids up to 22 bytes (every integer, most counters and short names) are stored inline
-//! in the 24-byte value; longer ones (a UUID is 36) take one heap allocation.
+//! decimal text, so `{"id":7}` and `{"id":"7"}` name the same reading whatever JSON type a
+//! re-encoding proxy emits. Ids up to 22 bytes (every integer, most counters and names) are
+//! stored inline in the 24-byte value; longer ones (a UUID is 36) take one heap allocation.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 
 /// Longest id accepted, in bytes (of the UTF-8 text).
 pub const MAX_READING_ID_BYTES: usize = 64;
@@ -27,10 +25,13 @@ pub enum ReadingIdError {
 }
 
 /// A reading's id: non-empty text of at most [`MAX_READING_ID_BYTES`] bytes, 24 bytes in size.
-#[derive(Clone)]
+///
+/// Equal texts have equal representations (inline up to 22 bytes, zero-padded), so the
+/// derived comparisons compare the text.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ReadingId(Repr);
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 enum Repr {
     Inline { len: u8, bytes: [u8; INLINE] },
     Heap(Box<str>),
@@ -39,23 +40,12 @@ enum Repr {
 impl ReadingId {
     /// The id `text`, checked against the contract's limits.
     pub fn new(text: &str) -> Result<Self, ReadingIdError> {
-        let len = text.len();
-        if len == 0 {
-            return Err(ReadingIdError::Empty);
+        match text.len() {
+            0 => Err(ReadingIdError::Empty),
+            len if len > MAX_READING_ID_BYTES => Err(ReadingIdError::TooLong(len)),
+            len if len <= INLINE => Ok(ReadingId::inline(text.as_bytes())),
+            _ => Ok(ReadingId(Repr::Heap(text.into()))),
         }
-        if len > MAX_READING_ID_BYTES {
-            return Err(ReadingIdError::TooLong(len));
-        }
-        Ok(ReadingId(if len <= INLINE {
-            let mut bytes = [0; INLINE];
-            bytes[..len].copy_from_slice(text.as_bytes());
-            Repr::Inline {
-                len: len as u8,
-                bytes,
-            }
-        } else {
-            Repr::Heap(text.into())
-        }))
     }
 
     /// The id of an integer `n`: its decimal text, without allocating.
@@ -69,29 +59,27 @@ impl ReadingId {
     }
 
     /// Decimal text of `magnitude` with an optional minus sign: at most 21 bytes, so inline.
-    fn from_digits(negative: bool, magnitude: u64) -> Self {
-        let mut digits = [0_u8; 20];
-        let mut at = digits.len();
-        let mut rest = magnitude;
+    fn from_digits(negative: bool, mut magnitude: u64) -> Self {
+        // Filled with '-', so the byte before the digits is the sign when there is one.
+        let mut text = [b'-'; 21];
+        let mut at = text.len();
         loop {
             at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
+            text[at] = b'0' + (magnitude % 10) as u8;
+            magnitude /= 10;
+            if magnitude == 0 {
                 break;
             }
         }
+        ReadingId::inline(&text[at - usize::from(negative)..])
+    }
+
+    /// `text` (at most 22 bytes) stored inline.
+    fn inline(text: &[u8]) -> Self {
         let mut bytes = [0; INLINE];
-        let mut len = 0;
-        if negative {
-            bytes[0] = b'-';
-            len = 1;
-        }
-        let tail = &digits[at..];
-        bytes[len..len + tail.len()].copy_from_slice(tail);
-        len += tail.len();
+        bytes[..text.len()].copy_from_slice(text);
         ReadingId(Repr::Inline {
-            len: len as u8,
+            len: text.len() as u8,
             bytes,
         })
     }
@@ -106,14 +94,8 @@ impl ReadingId {
 
     /// The id's text.
     pub fn as_str(&self) -> &str {
-        match &self.0 {
-            // Inline bytes are always a copy of a whole `str` (or ASCII digits), so this never
-            // fails; the fallback only avoids a panic path.
-            Repr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
-            }
-            Repr::Heap(text) => text,
-        }
+        // Inline bytes are a copy of a whole `str` or ASCII digits: the fallback never runs.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 
     /// Heap bytes this id owns beyond its own 24 bytes (0 for inline ids).
@@ -122,20 +104,6 @@ impl ReadingId {
             Repr::Inline { .. } => 0,
             Repr::Heap(text) => text.len(),
         }
-    }
-}
-
-impl PartialEq for ReadingId {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for ReadingId {}
-
-impl Hash for ReadingId {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
     }
 }
 

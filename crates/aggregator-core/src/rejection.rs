@@ -3,20 +3,21 @@
 
 use crate::timestamp::Timestamp;
 
-/// Declares [`RejectionReason`] with its codes from one list, so that [`RejectionReason::ALL`]
-/// and [`RejectionReason::COUNT`] (and every array sized by them) grow with a new reason on
-/// their own: nothing to keep in step by hand, nothing to panic at run time.
+/// Declares [`RejectionReason`] and [`Rejection::reason`] from one list of the variants
+/// [`Rejection`] has, so that [`RejectionReason::ALL`] and [`RejectionReason::COUNT`] (and
+/// every array sized by them) grow with a new reason on their own.
 macro_rules! rejection_reasons {
-    ($($(#[doc = $doc:literal])* $variant:ident => $code:literal,)+) => {
+    ($($variant:ident => $code:literal,)+) => {
         /// The reason codes of `docs/contract.md`, as used in metrics labels and dead letters.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum RejectionReason {
-            $($(#[doc = $doc])* $variant,)+
+            $(#[doc = concat!("`", $code, "`: see [`Rejection::", stringify!($variant), "`].")]
+            $variant,)+
         }
 
         impl RejectionReason {
-            /// Every reason, in the order of the contract (handy for pre-registering metric
-            /// labels); a reason's place here is its [`RejectionReason::index`].
+            /// Every reason, in the order of the contract; a reason's place here is its
+            /// [`RejectionReason::index`].
             pub const ALL: [RejectionReason; RejectionReason::COUNT] =
                 [$(RejectionReason::$variant,)+];
 
@@ -30,33 +31,33 @@ macro_rules! rejection_reasons {
                 }
             }
         }
+
+        impl Rejection {
+            /// The stable reason code of this rejection.
+            pub fn reason(&self) -> RejectionReason {
+                match self {
+                    $(Rejection::$variant { .. } => RejectionReason::$variant,)+
+                }
+            }
+        }
     };
 }
 
 rejection_reasons! {
-    /// Payload over `max_payload_bytes`.
     TooLarge => "too_large",
-    /// Not a JSON object.
     InvalidJson => "invalid_json",
-    /// A required field is absent (or the topic's machine level is empty).
     MissingField => "missing_field",
-    /// A field is present but its value cannot be used.
     BadValue => "bad_value",
-    /// The payload names a different machine than the topic.
     MachineMismatch => "machine_mismatch",
-    /// The reading's time is already outside the window.
     Late => "late",
-    /// The reading's time is too far ahead of the ingest clock.
     Future => "future",
-    /// A new key would exceed `max_keys`.
     TooManyKeys => "too_many_keys",
 }
 
 impl RejectionReason {
-    /// This reason's place in [`RejectionReason::ALL`], always below
-    /// [`RejectionReason::COUNT`]: the index of per-reason arrays.
+    /// This reason's place in [`RejectionReason::ALL`]: the index of per-reason arrays.
     pub const fn index(self) -> usize {
-        // The enum is declared in the order of ALL with implicit discriminants 0, 1, 2, ...
+        // Declared in the order of ALL, with implicit discriminants 0, 1, 2, ...
         self as usize
     }
 }
@@ -135,20 +136,6 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// The stable reason code of this rejection.
-    pub fn reason(&self) -> RejectionReason {
-        match self {
-            Rejection::TooLarge { .. } => RejectionReason::TooLarge,
-            Rejection::InvalidJson { .. } => RejectionReason::InvalidJson,
-            Rejection::MissingField { .. } => RejectionReason::MissingField,
-            Rejection::BadValue { .. } => RejectionReason::BadValue,
-            Rejection::MachineMismatch { .. } => RejectionReason::MachineMismatch,
-            Rejection::Late { .. } => RejectionReason::Late,
-            Rejection::Future { .. } => RejectionReason::Future,
-            Rejection::TooManyKeys { .. } => RejectionReason::TooManyKeys,
-        }
-    }
-
     pub(crate) fn bad_value(field: &str, detail: impl Into<String>) -> Self {
         Rejection::BadValue {
             field: field.to_owned(),

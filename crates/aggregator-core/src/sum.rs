@@ -1,10 +1,9 @@
 //! A running sum that can both add and remove values without drifting.
 //!
 //! Neumaier's compensated summation keeps the rounding error of each step in a second float,
-//! so adding and later subtracting the same values cancels to within a few ulps of the true
-//! sum. The window also rebuilds the sum from its buffer every time as many readings have left
-//! as remain (amortised O(1)), which bounds the error by the current contents rather than by
-//! the service's whole history.
+//! so adding and later subtracting the same values cancels to within a few ulps. The window
+//! also rebuilds the sum from its buffer whenever as many readings have left as remain, which
+//! bounds the error by the current contents, not the service's whole history.
 
 /// A compensated (Neumaier) running sum.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

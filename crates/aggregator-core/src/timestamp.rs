@@ -80,8 +80,7 @@ impl Timestamp {
     pub fn parse_rfc3339(text: &str) -> Result<Self, TimestampError> {
         let parsed = OffsetDateTime::parse(text, &Rfc3339)
             .map_err(|e| TimestampError::NotRfc3339(e.to_string()))?;
-        let nanos = parsed.unix_timestamp_nanos();
-        i64::try_from(nanos)
+        i64::try_from(parsed.unix_timestamp_nanos())
             .map(Timestamp)
             .map_err(|_| TimestampError::OutOfRange)
     }
@@ -89,21 +88,19 @@ impl Timestamp {
     /// Converts a wall-clock reading taken by the caller (the core never reads the clock).
     pub fn from_system_time(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            Ok(d) => Timestamp(duration_nanos(d)),
             Err(e) => Timestamp(i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n)),
         }
     }
 
     /// This instant plus a duration, clamped at the end of the representable range.
     pub fn saturating_add(self, d: Duration) -> Self {
-        let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        Timestamp(self.0.saturating_add(nanos))
+        Timestamp(self.0.saturating_add(duration_nanos(d)))
     }
 
     /// This instant minus a duration, clamped at the start of the representable range.
     pub fn saturating_sub(self, d: Duration) -> Self {
-        let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        Timestamp(self.0.saturating_sub(nanos))
+        Timestamp(self.0.saturating_sub(duration_nanos(d)))
     }
 
     /// The time from `earlier` to `self`, zero if `earlier` is later.
@@ -112,31 +109,17 @@ impl Timestamp {
         Duration::from_nanos(u64::try_from(diff).unwrap_or(0))
     }
 
-    /// RFC 3339 in UTC with millisecond precision, as on the wire:
-    /// `2026-01-01T12:00:30.123Z`.
+    /// RFC 3339 in UTC with millisecond precision, as on the wire: `2026-01-01T12:00:30.123Z`.
     pub fn to_rfc3339_millis(self) -> String {
-        let mut out = String::with_capacity(24);
-        self.write_rfc3339_millis(&mut out);
-        out
-    }
-
-    /// Appends the same text as [`Timestamp::to_rfc3339_millis`] to `out`.
-    pub fn write_rfc3339_millis(self, out: &mut String) {
-        use fmt::Write;
         let millis = self.unix_millis();
         let secs = millis.div_euclid(1000);
-        let ms = millis.rem_euclid(1000);
-        let days = secs.div_euclid(86_400);
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
         let sod = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        // unwrap-free: writing to a String cannot fail.
-        let _ = write!(
-            out,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            sod / 3600,
-            (sod % 3600) / 60,
-            sod % 60
-        );
+        let (h, min, s) = (sod / 3600, sod % 3600 / 60, sod % 60);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{:03}Z",
+            millis.rem_euclid(1000)
+        )
     }
 }
 
@@ -144,6 +127,11 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339_millis())
     }
+}
+
+/// `d` in nanoseconds, `i64::MAX` for durations beyond 292 years.
+pub(crate) fn duration_nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard Hinnant's

@@ -38,41 +38,24 @@ pub enum TopicLevelError {
     IllegalChar(char),
 }
 
-/// Checks that `level` can stand as one level of a published topic.
-///
-/// A bad id must never reach a publish: Mosquitto disconnects a client that publishes an
-/// invalid topic.
+/// Checks that `level` can stand as one level of a published topic: a bad id must never reach
+/// a publish, since Mosquitto disconnects a client that publishes an invalid topic.
 pub fn validate_topic_level(level: &str) -> Result<(), TopicLevelError> {
-    if level.is_empty() {
-        return Err(TopicLevelError::Empty);
+    match level.len() {
+        0 => Err(TopicLevelError::Empty),
+        n if n > MAX_MACHINE_ID_BYTES => Err(TopicLevelError::TooLong),
+        _ => (level.chars().find(|c| matches!(c, '/' | '+' | '#' | '\0')))
+            .map_or(Ok(()), |c| Err(TopicLevelError::IllegalChar(c))),
     }
-    if level.len() > MAX_MACHINE_ID_BYTES {
-        return Err(TopicLevelError::TooLong);
-    }
-    if let Some(c) = level.chars().find(|c| matches!(c, '/' | '+' | '#' | '\0')) {
-        return Err(TopicLevelError::IllegalChar(c));
-    }
-    Ok(())
 }
 
-/// The machine level of a reading's topic, or `None` when the topic has another shape.
-///
-/// A reading's topic ends in `machines/{id}/scrap`, with or without a prefix of whole levels
-/// in front (`machines/A1/scrap`, `shard/2/machines/A1/scrap`). The level may be empty
-/// (`machines//scrap`); validation is the caller's next step.
+/// The machine level of a reading's topic (`[prefix/]machines/{id}/scrap`), or `None` for
+/// another shape. The level may be empty (`machines//scrap`): the caller validates it.
 pub fn machine_from_readings_topic(topic: &str) -> Option<&str> {
     let rest = topic.strip_suffix("/scrap")?;
     let (before, machine) = rest.rsplit_once('/')?;
     // `machines` must be a whole level: `xmachines/A1/scrap` is not a reading's topic.
     (before == "machines" || before.ends_with("/machines")).then_some(machine)
-}
-
-/// The prefix in front of `machines/{id}/scrap` (empty for the plain form, else ending in
-/// `/`), or `None` when `topic` is not a reading's topic.
-pub fn readings_topic_prefix(topic: &str) -> Option<&str> {
-    let machine = machine_from_readings_topic(topic)?;
-    let tail = "machines/".len() + machine.len() + "/scrap".len();
-    topic.get(..topic.len() - tail)
 }
 
 /// A subscription topic template with every `{shard}` replaced by `shard_index`, e.g.
@@ -126,12 +109,7 @@ pub fn key_from_trend_topic(topic: &str) -> Option<(&str, u32)> {
 }
 
 fn key_topic(root: &str, machine: &str, index: u32) -> String {
-    let mut topic = String::with_capacity(root.len() + machine.len() + 11);
-    topic.push_str(root);
-    topic.push_str(machine);
-    topic.push('/');
-    topic.push_str(&index.to_string());
-    topic
+    format!("{root}{machine}/{index}")
 }
 
 fn key_from_topic<'t>(root: &str, topic: &'t str) -> Option<(&'t str, u32)> {
@@ -176,12 +154,6 @@ mod tests {
         );
         assert_eq!(machine_from_readings_topic("machines/A1/scrap/x"), None);
         assert_eq!(machine_from_readings_topic("machines/scrap"), None);
-        assert_eq!(readings_topic_prefix("machines/A1/scrap"), Some(""));
-        assert_eq!(
-            readings_topic_prefix("shard/2/machines/A1/scrap"),
-            Some("shard/2/")
-        );
-        assert_eq!(readings_topic_prefix("aggregates/A1/1"), None);
     }
 
     proptest::proptest! {
@@ -196,13 +168,8 @@ mod tests {
                 topic.push_str(level);
                 topic.push('/');
             }
-            let plain = format!("machines/{machine}/scrap");
-            topic.push_str(&plain);
+            topic.push_str(&format!("machines/{machine}/scrap"));
             proptest::prop_assert_eq!(machine_from_readings_topic(&topic), Some(machine.as_str()));
-            proptest::prop_assert_eq!(
-                readings_topic_prefix(&topic).map(|p| format!("{p}{plain}")),
-                Some(topic.clone())
-            );
         }
     }
 

@@ -2,63 +2,47 @@
 //! `trend_interval_seconds`, published retained on `trends/{machineId}/{scrapIndex}` and read
 //! back at start so a restart leaves no hole beyond the downtime.
 //!
-//! Sample times are aligned to multiples of the interval since the epoch
-//! ([`TrendConfig::next_tick`]), so the samples of a restarted process fall on the same grid
-//! as the ones it read back, and the seam between them has no duplicate (a tick already held
-//! is not appended again). [`Trend::merge`] is the rule for continuing a read-back trend:
-//! points older than the span (`points × interval`) or ahead of the clock are dropped, and a
-//! time held twice keeps the live point.
+//! Sample times are multiples of the interval since the epoch ([`TrendConfig::next_tick`]), so
+//! a restarted process samples on the grid of the points it read back, and a tick already held
+//! is not appended again. [`Trend::merge`] continues a read-back trend.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::timestamp::{Timestamp, TimestampError};
-
-/// Default `trend_interval_seconds`.
-pub const DEFAULT_TREND_INTERVAL: Duration = Duration::from_secs(10);
-/// Default `trend_points` (15 minutes at the default interval).
-pub const DEFAULT_TREND_POINTS: usize = 90;
+use crate::timestamp::{Timestamp, TimestampError, duration_nanos};
 
 /// How often a trend is sampled and how many samples it keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TrendConfig {
-    /// Time between samples (`trend_interval_seconds`); settings refuse zero.
+    /// Time between samples (default 10 s); settings refuse zero.
     pub interval: Duration,
-    /// Samples kept (`trend_points`).
+    /// Samples kept (default 90: 15 minutes at the default interval).
     pub points: usize,
 }
 
 impl Default for TrendConfig {
     fn default() -> Self {
         TrendConfig {
-            interval: DEFAULT_TREND_INTERVAL,
-            points: DEFAULT_TREND_POINTS,
+            interval: Duration::from_secs(10),
+            points: 90,
         }
     }
 }
 
 impl TrendConfig {
-    fn interval_nanos(&self) -> i64 {
-        // At least 1 ns, so a zero interval cannot divide by zero.
-        i64::try_from(self.interval.as_nanos())
-            .unwrap_or(i64::MAX)
-            .max(1)
-    }
-
     /// The time a trend covers: `points × interval`.
     pub fn span(&self) -> Duration {
         self.interval
             .saturating_mul(u32::try_from(self.points).unwrap_or(u32::MAX))
     }
 
-    /// The first sample instant strictly after `now`, on the grid of multiples of the
-    /// interval since the epoch.
+    /// The first sample instant after `now` on the grid of multiples of the interval.
     pub fn next_tick(&self, now: Timestamp) -> Timestamp {
-        let step = self.interval_nanos();
-        let t = now.unix_nanos();
-        let floor = t.div_euclid(step).saturating_mul(step);
+        // At least 1 ns, so a zero interval cannot divide by zero.
+        let step = duration_nanos(self.interval).max(1);
+        let floor = now.unix_nanos().div_euclid(step).saturating_mul(step);
         Timestamp::from_unix_nanos(floor.saturating_add(step))
     }
 }
@@ -125,16 +109,6 @@ impl Trend {
     /// The samples, oldest first.
     pub fn points(&self) -> impl ExactSizeIterator<Item = &TrendPoint> + '_ {
         self.points.iter()
-    }
-
-    /// The newest sample.
-    pub fn last(&self) -> Option<&TrendPoint> {
-        self.points.back()
-    }
-
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.points.len()
     }
 
     /// Whether there are no samples.
@@ -207,8 +181,7 @@ pub enum TrendMessageError {
 }
 
 impl TrendMessage {
-    /// Parses a retained payload (not an empty one: an empty retained payload means "no
-    /// trend" and is the caller's to skip).
+    /// Parses a retained payload (an empty one means "no trend": the caller skips it).
     pub fn parse(payload: &[u8]) -> Result<Self, TrendMessageError> {
         Ok(serde_json::from_slice(payload)?)
     }
@@ -324,7 +297,7 @@ mod tests {
         let times: Vec<Timestamp> = after.points().map(|p| p.t).collect();
         assert_eq!(times, [at(60)]);
         assert!(after.push(c.next_tick(now), 7.0));
-        assert_eq!(after.last().unwrap().t, at(100));
+        assert_eq!(after.points().last().unwrap().t, at(100));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! JSON published by the services: aggregates, dead letters and ingest liveness.
+//! JSON published by the services: aggregates and dead letters.
 //!
 //! Field names follow the original service's WebSocket message (kept for its users).
 
@@ -6,9 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::rejection::Rejection;
 use crate::timestamp::Timestamp;
-
-/// How many payload bytes a dead letter carries.
-pub const DEAD_LETTER_PAYLOAD_BYTES: usize = 1024;
 
 /// The window state of one (machine, scrap index) key, as published on
 /// `aggregates/{machineId}/{scrapIndex}`.
@@ -82,7 +79,7 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// Builds the dead letter for `rejection` of `payload` received on `topic` at `received_at`.
     pub fn new(rejection: &Rejection, topic: &str, payload: &[u8], received_at: Timestamp) -> Self {
-        let head = &payload[..payload.len().min(DEAD_LETTER_PAYLOAD_BYTES)];
+        let head = &payload[..payload.len().min(1024)];
         DeadLetter {
             reason: rejection.reason().as_str().to_owned(),
             detail: rejection.to_string(),
@@ -91,16 +88,6 @@ impl DeadLetter {
             received_at: received_at.to_rfc3339_millis(),
         }
     }
-}
-
-/// Ingest liveness on `status/ingest` (retained; the `false` form is the last will).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IngestStatus {
-    /// Whether ingest is connected and working.
-    pub online: bool,
-    /// When this ingest process started, RFC 3339.
-    #[serde(rename = "startedAt")]
-    pub started_at: String,
 }
 
 #[cfg(test)]

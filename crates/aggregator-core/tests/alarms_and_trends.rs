@@ -201,7 +201,7 @@ fn a_restart_neither_raises_again_nor_leaves_a_seam_in_the_trend() {
         .points()
         .unwrap();
     continued.merge(read_back, &config, now);
-    assert_eq!(continued.len(), 3, "ticks 0, 10 and 20 are back");
+    assert_eq!(continued.points().len(), 3, "ticks 0, 10 and 20 are back");
     let next = config.next_tick(now);
     assert_eq!(next, at(40));
     assert!(continued.push(next, 30.0));

@@ -1,10 +1,6 @@
-//! Alarms: threshold rules on a key's window, evaluated on every change (expiry included).
-//!
-//! - [`rules`]: the `[[alarm]]` entries of the ingest config, their validation (an error names
-//!   the rule), and the most-specific-wins lookup, resolved once per key.
-//! - [`state`]: the per-key state machine with hysteresis that turns window totals into
-//!   raised/cleared changes.
-//! - [`AlarmMessage`]: the retained payload on `alarms/{machineId}/{scrapIndex}`.
+//! Alarms: threshold rules on a key's window ([`rules`]), evaluated on every change, expiry
+//! included, by a per-key state machine with hysteresis ([`state`]); state changes are
+//! published as an [`AlarmMessage`] on `alarms/{machineId}/{scrapIndex}`.
 //!
 //! Semantics, where the contract (docs/contract.md) leaves room:
 //! - "above" and "below" are strict: `sum_above = 30` raises at a sum over 30, and with the
@@ -73,8 +69,7 @@ pub struct AlarmMessage {
     pub metric: Metric,
     /// The metric's value at the change; `null` for the average of an empty window.
     pub value: Option<f64>,
-    /// The threshold crossed: the raise threshold when raised, the clear threshold when
-    /// cleared.
+    /// The threshold crossed: the raise one when raised, the clear one when cleared.
     pub threshold: f64,
     /// When the key entered this state, RFC 3339 UTC with milliseconds.
     pub since: String,
@@ -108,8 +103,7 @@ impl AlarmMessage {
         }
     }
 
-    /// Parses a retained payload (not an empty one: an empty retained payload means "no
-    /// alarm" and is the caller's to skip).
+    /// Parses a retained payload (an empty one means "no alarm": the caller skips it).
     pub fn parse(payload: &[u8]) -> Result<Self, AlarmMessageError> {
         Ok(serde_json::from_slice(payload)?)
     }

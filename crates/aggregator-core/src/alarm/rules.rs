@@ -1,9 +1,6 @@
 //! `[[alarm]]` rules: what the config file says, its validation, and the lookup of the rule
-//! that applies to a key.
-//!
-//! Lookup is a handful of hash probes whatever the number of rules (machine+index, machine,
-//! `*`+index, `*`), and a service resolves a key once, when it first sees it, keeping the
-//! resulting [`Thresholds`] (a small `Copy` value) beside the key's alarm state.
+//! that applies to a key: a few hash probes whatever the number of rules, done once per key,
+//! whose [`Thresholds`] (a small `Copy` value) the service keeps beside the key's alarm.
 
 use std::fmt;
 
@@ -31,16 +28,12 @@ pub struct AlarmRule {
     /// A machine id, or `*` for every machine.
     pub machine: String,
     /// The scrap index; every index when absent.
-    #[serde(default)]
     pub index: Option<u32>,
     /// Raise when the window's sum is above this.
-    #[serde(default)]
     pub sum_above: Option<f64>,
     /// Raise when the window's average is above this.
-    #[serde(default)]
     pub avg_above: Option<f64>,
     /// Clear only below this (hysteresis); default: the raise threshold.
-    #[serde(default)]
     pub clear_below: Option<f64>,
 }
 
@@ -48,10 +41,9 @@ impl fmt::Display for AlarmRule {
     /// The rule as it would be written in the file, on one line, for error messages.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "machine = {:?}", self.machine)?;
-        if let Some(i) = self.index {
-            write!(f, ", index = {i}")?;
-        }
+        // An index shows as an f64 shows a whole number: `2`.
         for (name, value) in [
+            ("index", self.index.map(f64::from)),
             ("sum_above", self.sum_above),
             ("avg_above", self.avg_above),
             ("clear_below", self.clear_below),
@@ -141,25 +133,10 @@ impl Thresholds {
     }
 }
 
-/// The rules of one pattern: for every index and per index.
-#[derive(Default, Debug)]
-struct PatternRules {
-    any_index: Option<Thresholds>,
-    by_index: HashMap<u32, Thresholds>,
-}
-
-impl PatternRules {
-    fn get(&self, index: u32) -> Option<Thresholds> {
-        self.by_index.get(&index).copied().or(self.any_index)
-    }
-}
-
-/// A validated rule set with its lookup tables.
+/// A validated rule set: thresholds by machine pattern, then by index (`None`: every index).
 #[derive(Default, Debug)]
 pub struct AlarmRules {
-    machines: HashMap<Box<str>, PatternRules>,
-    any_machine: PatternRules,
-    len: usize,
+    by_machine: HashMap<Box<str>, HashMap<Option<u32>, Thresholds>>,
 }
 
 impl AlarmRules {
@@ -167,8 +144,6 @@ impl AlarmRules {
     /// reported with its number and fields.
     pub fn new(rules: &[AlarmRule]) -> Result<Self, AlarmRuleError> {
         let mut set = AlarmRules::default();
-        // (machine, index) -> number of the rule that claimed it, to report duplicates.
-        let mut claimed: HashMap<(&str, Option<u32>), usize> = HashMap::default();
         for (i, rule) in rules.iter().enumerate() {
             let number = i + 1;
             let error = |problem| AlarmRuleError {
@@ -177,23 +152,10 @@ impl AlarmRules {
                 problem,
             };
             let thresholds = validate(number, rule).map_err(error)?;
-            if let Some(first) = claimed.insert((&rule.machine, rule.index), number) {
-                return Err(error(AlarmRuleProblem::Duplicate(first)));
+            let by_index = set.by_machine.entry(rule.machine.as_str().into());
+            if let Some(first) = by_index.or_default().insert(rule.index, thresholds) {
+                return Err(error(AlarmRuleProblem::Duplicate(first.rule)));
             }
-            let pattern = if rule.machine == ANY_MACHINE {
-                &mut set.any_machine
-            } else {
-                set.machines
-                    .entry(rule.machine.as_str().into())
-                    .or_default()
-            };
-            match rule.index {
-                Some(index) => {
-                    pattern.by_index.insert(index, thresholds);
-                }
-                None => pattern.any_index = Some(thresholds),
-            }
-            set.len += 1;
         }
         Ok(set)
     }
@@ -201,20 +163,22 @@ impl AlarmRules {
     /// The thresholds of the most specific rule for (`machine`, `index`): machine+index, then
     /// machine, then `*`+index, then `*`. `None` when no rule applies.
     pub fn resolve(&self, machine: &str, index: u32) -> Option<Thresholds> {
-        self.machines
-            .get(machine)
-            .and_then(|m| m.get(index))
-            .or_else(|| self.any_machine.get(index))
+        // A machine named `*` has no rules of its own: a `*` rule is the wildcard.
+        [machine, ANY_MACHINE]
+            .into_iter()
+            .filter_map(|pattern| self.by_machine.get(pattern))
+            .find_map(|by_index| by_index.get(&Some(index)).or(by_index.get(&None)))
+            .copied()
     }
 
     /// Number of rules.
     pub fn len(&self) -> usize {
-        self.len
+        self.by_machine.values().map(HashMap::len).sum()
     }
 
     /// Whether there are no rules (alarm evaluation can be skipped entirely).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.by_machine.is_empty()
     }
 }
 

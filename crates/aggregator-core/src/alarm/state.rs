@@ -26,18 +26,12 @@ pub struct AlarmChange {
     pub since: Timestamp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Raised {
-    metric: Metric,
-    clear: f64,
-    since: Timestamp,
-}
-
-/// One key's alarm: its thresholds (resolved once from the rules) and whether it is raised.
+/// One key's alarm: its thresholds (resolved once from the rules) and, while raised, the
+/// raising metric and since-when.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KeyAlarm {
     thresholds: Thresholds,
-    raised: Option<Raised>,
+    raised: Option<(Metric, Timestamp)>,
 }
 
 fn value_of(metric: Metric, totals: &WindowTotals) -> Option<f64> {
@@ -63,7 +57,7 @@ impl KeyAlarm {
 
     /// The raising metric and since-when, while raised.
     pub fn raised(&self) -> Option<(Metric, Timestamp)> {
-        self.raised.map(|r| (r.metric, r.since))
+        self.raised
     }
 
     /// Adopts a raised state read back at start (from the retained alarm topic), so that a
@@ -71,17 +65,11 @@ impl KeyAlarm {
     /// replayed below it clears. Returns false, leaving the state cleared, when the rule for
     /// this key no longer has `metric`.
     pub fn restore_raised(&mut self, metric: Metric, since: Timestamp) -> bool {
-        match self.thresholds.band(metric) {
-            Some(band) => {
-                self.raised = Some(Raised {
-                    metric,
-                    clear: band.clear,
-                    since,
-                });
-                true
-            }
-            None => false,
+        let known = self.thresholds.band(metric).is_some();
+        if known {
+            self.raised = Some((metric, since));
         }
+        known
     }
 
     /// Evaluates the key's current window at `now`; returns the state change, if any.
@@ -94,11 +82,7 @@ impl KeyAlarm {
                         let value = value_of(m, &totals)?;
                         (value > band.raise).then_some((m, value, band))
                     })?;
-                self.raised = Some(Raised {
-                    metric,
-                    clear: band.clear,
-                    since: now,
-                });
+                self.raised = Some((metric, now));
                 Some(AlarmChange {
                     state: AlarmState::Raised,
                     metric,
@@ -107,7 +91,7 @@ impl KeyAlarm {
                     since: now,
                 })
             }
-            Some(raised) => {
+            Some((metric, _)) => {
                 let all_below = [Metric::Sum, Metric::Avg].into_iter().all(|m| {
                     let Some(band) = self.thresholds.band(m) else {
                         return true;
@@ -115,15 +99,17 @@ impl KeyAlarm {
                     // No average (empty window) is below any threshold.
                     value_of(m, &totals).is_none_or(|v| v < band.clear)
                 });
+                // The raising metric always has a band: `restore_raised` checks it.
+                let clear = self.thresholds.band(metric)?.clear;
                 if !all_below {
                     return None;
                 }
                 self.raised = None;
                 Some(AlarmChange {
                     state: AlarmState::Cleared,
-                    metric: raised.metric,
-                    value: value_of(raised.metric, &totals),
-                    threshold: raised.clear,
+                    metric,
+                    value: value_of(metric, &totals),
+                    threshold: clear,
                     since: now,
                 })
             }

@@ -1,22 +1,19 @@
 //! Duplicate detection by reading id: which (machine, id) pairs were counted within the window.
 //!
 //! Layout: one hash table of records `(id, event time, slot)` for the whole store, hashed by
-//! (machine, id); the machine is the one of the record's slot, so a record does not repeat
-//! it. Each slot keeps, beside its readings, a time-sorted queue of marks `(event time, hash)`
-//! of its readings that carried an id.
+//! (machine, id), the machine being that of the record's slot; beside its readings, each slot
+//! keeps a time-sorted queue of marks `(event time, hash)` of its readings that carried an id.
 //!
-//! Life of an id: counting a reading with an id inserts its record and pushes its mark;
-//! expiry pops the marks of the readings it removes and deletes their records, so ids leave
-//! with their readings and the table holds only ids of buffered readings. A record whose
-//! reading is outside the window but not yet expired (expiry runs a little behind the clock)
-//! is stale: it does not make a new reading a duplicate, and is overwritten by it.
+//! Life of an id: counting a reading with an id inserts its record and pushes its mark; expiry
+//! pops the marks of the readings it removes and deletes their records, so the table holds
+//! only ids of buffered readings. A record whose reading is outside the window but not yet
+//! expired is stale: it makes no new reading a duplicate, and the new reading takes it over.
 //!
-//! Invariant: every record's slot is live and holds the record's reading, because a record
-//! is only removed through its own mark, which leaves together with that reading.
+//! Invariant: every record's slot is live and holds the record's reading, because a record is
+//! only removed through its own mark, which leaves together with that reading.
 //!
-//! Cost per id-carrying reading: a 40-byte record (24-byte id inline up to 22 bytes, time,
-//! slot) at the table's load factor, plus a 16-byte mark; see
-//! [`WindowStore::id_bytes`](super::WindowStore::id_bytes).
+//! Cost per id-carrying reading: a 40-byte record (the id inline up to 22 bytes) at the
+//! table's load factor, plus a 16-byte mark ([`WindowStore::id_bytes`](super::WindowStore::id_bytes)).
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
@@ -83,7 +80,7 @@ impl IdIndex {
     }
 
     /// Records that (machine of `slot`, id) was counted at `time`, where
-    /// [`counted_at`](Self::counted_at) found no record: a plain insert, with no second probe.
+    /// [`counted_at`](Self::counted_at) found no record: no second probe.
     pub(super) fn insert(
         &mut self,
         hash: u64,
@@ -106,8 +103,8 @@ impl IdIndex {
     }
 
     /// Moves the stale record of (machine of `slot`, id) to the reading now counted at `time`.
-    /// Its old mark finds nothing to remove later, unless the record has expired again by
-    /// then, in which case removing it is right.
+    /// Its old mark finds nothing to remove later, unless the record has expired again by then,
+    /// when removing it is right.
     pub(super) fn refresh(
         &mut self,
         hash: u64,

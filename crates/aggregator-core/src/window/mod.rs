@@ -2,43 +2,41 @@
 //! (machine, scrap index), expiry scheduling, idle-key forgetting and the `max_keys` cap.
 //!
 //! Semantics (docs/contract.md, "The window"): at instant `T` a key's window holds the accepted
-//! readings with `T - W < t`. A reading at `t` therefore expires at exactly `t + W`.
+//! readings with `T - W < t`, so a reading at `t` expires at exactly `t + W`.
 //!
-//! Cost: accepting an in-order reading is a hash lookup and a push; expiry touches only the
-//! keys whose oldest reading is due, found through an ordered index of each key's oldest
-//! reading, so there is never a scan over all keys. [`WindowStore::next_deadline`] tells the
-//! caller when to wake next.
+//! Cost: an in-order reading is a hash lookup and a push; expiry visits only the keys whose
+//! oldest reading is due, through an ordered index of each key's oldest reading, never a scan
+//! of all keys. [`WindowStore::next_deadline`] tells the caller when to wake next.
 //!
 //! Duplicates: [`WindowStore::accept_with_id`] drops a reading whose (machine, id) was already
-//! counted within the window (see [`dedup`] for how ids are kept and leave with their readings).
+//! counted within the window (see [`dedup`]: ids leave with their readings).
 
 mod dedup;
 
 use std::collections::{BTreeSet, VecDeque};
-
-use hashbrown::{Equivalent, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+
+use hashbrown::{Equivalent, HashMap};
 
 use crate::parse::Reading;
 use crate::reading_id::ReadingId;
 use crate::rejection::Rejection;
 use crate::sum::CompensatedSum;
-use crate::timestamp::Timestamp;
+use crate::timestamp::{Timestamp, duration_nanos};
 use crate::wire::Aggregate;
 use dedup::{IdIndex, IdMark};
 
 /// Settings of the window store, with the contract's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WindowConfig {
-    /// Window length `W` (`window_seconds`, default 60 s).
+    /// Window length `W` (default 60 s).
     pub window: Duration,
-    /// How far ahead of the ingest clock a reading may be (`max_future_skew`, default 5 s).
+    /// How far ahead of the ingest clock a reading may be (default 5 s).
     pub max_future_skew: Duration,
-    /// Most keys tracked at once (`max_keys`, default 100 000).
+    /// Most keys tracked at once (default 100 000).
     pub max_keys: usize,
-    /// How long a key's window stays empty before the key is forgotten (`key_idle_ttl`,
-    /// default 10 min).
+    /// How long a key's window stays empty before the key is forgotten (default 10 min).
     pub key_idle_ttl: Duration,
 }
 
@@ -75,8 +73,7 @@ impl Equivalent<Key> for KeyQuery<'_> {
     }
 }
 
-/// A handle to a key inside one [`WindowStore`]. Stale handles (of forgotten keys) are
-/// detected by a generation number and resolve to nothing.
+/// A handle to a key in one [`WindowStore`]; a forgotten key's handle resolves to nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId {
     slot: u32,
@@ -104,8 +101,7 @@ impl WindowTotals {
 pub enum Accepted {
     /// Counted in this key's window (its aggregate changed).
     Counted(KeyId),
-    /// Dropped: a reading of the same machine with the same id is already in the window.
-    /// Not a rejection; nothing changed.
+    /// Dropped, not rejected: a reading of the same machine with this id is in the window.
     Duplicate {
         /// Event time of the reading that was counted with this id.
         first_counted_at: Timestamp,
@@ -124,6 +120,7 @@ struct Slot {
     generation: u32,
     /// Sorted by time; readings mostly arrive in order, so inserts land at the back.
     entries: VecDeque<Entry>,
+    /// Exactly [`CompensatedSum::ZERO`] while `entries` is empty.
     sum: CompensatedSum,
     removed_since_rebuild: usize,
     /// The instant the window last became empty, while it is empty.
@@ -134,26 +131,40 @@ struct Slot {
 
 impl Slot {
     fn totals(&self) -> WindowTotals {
-        if self.entries.is_empty() {
-            WindowTotals { sum: 0.0, count: 0 }
-        } else {
-            WindowTotals {
-                sum: self.sum.value(),
-                count: self.entries.len() as u64,
-            }
+        WindowTotals {
+            sum: self.sum.value(),
+            count: self.entries.len() as u64,
         }
+    }
+}
+
+/// Inserts `item` into `queue`, which is sorted by `time`; in order, it goes to the back.
+fn insert_sorted<T>(queue: &mut VecDeque<T>, item: T, time: impl Fn(&T) -> i64) {
+    let t = time(&item);
+    match queue.back() {
+        Some(last) if time(last) > t => {
+            let at = queue.partition_point(|e| time(e) <= t);
+            queue.insert(at, item);
+        }
+        _ => queue.push_back(item),
+    }
+}
+
+/// Gives a queue's memory back once it is less than half used.
+fn shrink<T>(queue: &mut VecDeque<T>) {
+    let len = queue.len();
+    if queue.capacity() > 2 * len + 8 {
+        queue.shrink_to(len + len / 2);
     }
 }
 
 /// The window of every key, with exact sums.
 ///
 /// # Memory
-/// A buffered reading takes 16 bytes (an `i64` time and an `f64` value) in a per-key ring
-/// buffer. Buffers grow by doubling and are shrunk when less than half full, so on average a
-/// buffered reading costs at most 32 bytes, plus a fixed cost per key (its id, the index
-/// entries, about 180 bytes). [`WindowStore::buffer_bytes`] reports the buffer part. A
-/// reading with an id costs a record in the id table and a mark besides;
-/// [`WindowStore::id_bytes`] reports that part.
+/// A buffered reading takes 16 bytes (time and value) in a per-key ring buffer, which grows
+/// by doubling and is shrunk when less than half full: at most 32 bytes a reading on average,
+/// plus about 180 bytes per key ([`WindowStore::buffer_bytes`] reports the buffers). A reading
+/// with an id also costs a record and a mark ([`WindowStore::id_bytes`]).
 ///
 /// # Time
 /// Every method that depends on time takes `now` from the caller; call
@@ -161,14 +172,13 @@ impl Slot {
 pub struct WindowStore {
     config: WindowConfig,
     window_nanos: i64,
-    /// hashbrown with its default foldhash: several times faster than SipHash on short ids
-    /// and randomly seeded per process, so crafted machine ids cannot aim at one bucket.
-    /// Looked up by a borrowed [`KeyQuery`], so finding a key hashes once and allocates nothing.
+    /// hashbrown's default foldhash: several times faster than SipHash on short ids, and
+    /// randomly seeded, so crafted machine ids cannot aim at one bucket. Looked up by a
+    /// borrowed [`KeyQuery`]: one hash, no allocation.
     index: HashMap<Key, KeyId>,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<u32>,
     next_generation: u32,
-    live_keys: usize,
     buffered: usize,
     /// `(oldest reading time, slot)` of every non-empty key: the expiry schedule.
     oldest: BTreeSet<(i64, u32)>,
@@ -181,15 +191,13 @@ pub struct WindowStore {
 impl WindowStore {
     /// An empty store.
     pub fn new(config: WindowConfig) -> Self {
-        let window_nanos = i64::try_from(config.window.as_nanos()).unwrap_or(i64::MAX);
         WindowStore {
+            window_nanos: duration_nanos(config.window),
             config,
-            window_nanos,
             index: HashMap::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
             next_generation: 0,
-            live_keys: 0,
             buffered: 0,
             oldest: BTreeSet::new(),
             idle: BTreeSet::new(),
@@ -202,11 +210,10 @@ impl WindowStore {
         &self.config
     }
 
-    /// Adds a reading at ingest-clock instant `now`.
+    /// Adds a reading at ingest-clock instant `now`; returns the key whose aggregate changed.
     ///
     /// Rejects it as `late` when `t <= now - W`, as `future` when `t > now + max_future_skew`,
-    /// and as `too_many_keys` when it would create key number `max_keys + 1`. Returns the key
-    /// whose aggregate changed.
+    /// and as `too_many_keys` when it would create key number `max_keys + 1`.
     pub fn accept(&mut self, reading: &Reading<'_>, now: Timestamp) -> Result<KeyId, Rejection> {
         self.check_time(reading, now)?;
         self.count(reading)
@@ -214,10 +221,10 @@ impl WindowStore {
 
     /// Like [`accept`](Self::accept) for a reading with its optional id.
     ///
-    /// A reading whose machine already had a reading with the same id counted in the window
-    /// at `now` (on any scrap index) is dropped as [`Accepted::Duplicate`]. The id is kept
-    /// until that counted reading expires. Readings without id are counted every time.
-    /// Rejections are decided first: a late copy of a counted reading is `late`.
+    /// A reading whose machine had a reading with the same id counted in the window at `now`
+    /// (on any scrap index) is an [`Accepted::Duplicate`]; the id is kept until that reading
+    /// expires. Readings without id count every time. Rejections come first: a late copy of a
+    /// counted reading is `late`.
     pub fn accept_with_id(
         &mut self,
         reading: &Reading<'_>,
@@ -246,14 +253,7 @@ impl WindowStore {
             Some(_) => self.ids.refresh(hash, id, time, key.slot, &self.slots),
         }
         if let Some(slot) = self.slots[key.slot as usize].as_mut() {
-            let mark = IdMark { time, hash };
-            match slot.id_marks.back() {
-                Some(last) if last.time > time => {
-                    let at = slot.id_marks.partition_point(|m| m.time <= time);
-                    slot.id_marks.insert(at, mark);
-                }
-                _ => slot.id_marks.push_back(mark),
-            }
+            insert_sorted(&mut slot.id_marks, IdMark { time, hash }, |m| m.time);
         }
         Ok(Accepted::Counted(key))
     }
@@ -279,7 +279,6 @@ impl WindowStore {
 
     /// Adds a reading that passed the time checks to its key, creating the key if needed.
     fn count(&mut self, reading: &Reading<'_>) -> Result<KeyId, Rejection> {
-        let t = reading.event_time.unix_nanos();
         let id = match self.lookup(reading.machine, reading.scrap_index) {
             Some(id) => id,
             None => self.create_key(reading.machine, reading.scrap_index)?,
@@ -287,7 +286,7 @@ impl WindowStore {
         self.push(
             id.slot,
             Entry {
-                time: t,
+                time: reading.event_time.unix_nanos(),
                 value: reading.value,
             },
         );
@@ -295,7 +294,7 @@ impl WindowStore {
     }
 
     fn create_key(&mut self, machine: &str, scrap_index: u32) -> Result<KeyId, Rejection> {
-        if self.live_keys >= self.config.max_keys {
+        if self.index.len() >= self.config.max_keys {
             return Err(Rejection::TooManyKeys {
                 limit: self.config.max_keys,
             });
@@ -306,7 +305,12 @@ impl WindowStore {
             machine: Arc::from(machine),
             scrap_index,
         };
-        let slot = Slot {
+        let slot_no = self.free_slots.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            // Slots are bounded by max_keys, which is far below u32::MAX.
+            u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+        });
+        self.slots[slot_no as usize] = Some(Slot {
             key: key.clone(),
             generation,
             entries: VecDeque::new(),
@@ -314,24 +318,12 @@ impl WindowStore {
             removed_since_rebuild: 0,
             empty_since: None,
             id_marks: VecDeque::new(),
-        };
-        let slot_no = match self.free_slots.pop() {
-            Some(n) => {
-                self.slots[n as usize] = Some(slot);
-                n
-            }
-            None => {
-                self.slots.push(Some(slot));
-                // Slots are bounded by max_keys, which is far below u32::MAX.
-                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
+        });
         let id = KeyId {
             slot: slot_no,
             generation,
         };
         self.index.insert(key, id);
-        self.live_keys += 1;
         Ok(id)
     }
 
@@ -340,14 +332,7 @@ impl WindowStore {
             return;
         };
         let old_front = slot.entries.front().map(|e| e.time);
-        match slot.entries.back() {
-            Some(last) if last.time > entry.time => {
-                // Out of order: keep the buffer sorted so expiry can pop from the front.
-                let at = slot.entries.partition_point(|e| e.time <= entry.time);
-                slot.entries.insert(at, entry);
-            }
-            _ => slot.entries.push_back(entry),
-        }
+        insert_sorted(&mut slot.entries, entry, |e| e.time);
         slot.sum.add(entry.value);
         if let Some(since) = slot.empty_since.take() {
             self.idle.remove(&(since, slot_no));
@@ -366,24 +351,22 @@ impl WindowStore {
     }
 
     /// Removes every reading with `t <= now - W` and records in `changed` each key whose
-    /// aggregate changed. Keys whose window becomes empty start their idle time at the instant
-    /// their last reading expired.
+    /// aggregate changed. A key whose window becomes empty is idle from the instant its last
+    /// reading expired.
     pub fn expire(&mut self, now: Timestamp, changed: &mut Vec<KeyId>) {
         let cutoff = now.unix_nanos().saturating_sub(self.window_nanos);
-        while let Some(&(front, slot_no)) = self.oldest.first() {
-            if front > cutoff {
-                break;
-            }
+        while let Some(&(front, slot_no)) = self.oldest.first()
+            && front <= cutoff
+        {
             self.oldest.pop_first();
             let Some(slot) = self.slots[slot_no as usize].as_mut() else {
                 continue;
             };
             let mut last_removed = front;
             let mut removed = 0;
-            while let Some(e) = slot.entries.front() {
-                if e.time > cutoff {
-                    break;
-                }
+            while let Some(e) = slot.entries.front()
+                && e.time <= cutoff
+            {
                 last_removed = e.time;
                 slot.sum.add(-e.value);
                 slot.entries.pop_front();
@@ -391,17 +374,13 @@ impl WindowStore {
             }
             self.buffered -= removed;
             slot.removed_since_rebuild += removed;
-            while let Some(&mark) = slot.id_marks.front() {
-                if mark.time > cutoff {
-                    break;
-                }
+            while let Some(&mark) = slot.id_marks.front()
+                && mark.time <= cutoff
+            {
                 slot.id_marks.pop_front();
                 self.ids.forget(mark, slot_no, &slot.key.machine, cutoff);
             }
-            let marks = slot.id_marks.len();
-            if slot.id_marks.capacity() > 2 * marks + 8 {
-                slot.id_marks.shrink_to(marks + marks / 2);
-            }
+            shrink(&mut slot.id_marks);
             match slot.entries.front() {
                 None => {
                     // Exactly zero, whatever rounding the removals left behind.
@@ -419,10 +398,7 @@ impl WindowStore {
                     }
                 }
             }
-            let len = slot.entries.len();
-            if slot.entries.capacity() > 2 * len + 8 {
-                slot.entries.shrink_to(len + len / 2);
-            }
+            shrink(&mut slot.entries);
             changed.push(KeyId {
                 slot: slot_no,
                 generation: slot.generation,
@@ -435,19 +411,16 @@ impl WindowStore {
     /// them to `forgotten` (their retained aggregates are to be cleared). Their [`KeyId`]s
     /// become stale.
     pub fn forget_idle(&mut self, now: Timestamp, forgotten: &mut Vec<Key>) {
-        let ttl = i64::try_from(self.config.key_idle_ttl.as_nanos()).unwrap_or(i64::MAX);
-        let deadline = now.unix_nanos().saturating_sub(ttl);
-        while let Some(&(since, slot_no)) = self.idle.first() {
-            if since > deadline {
-                break;
-            }
+        let deadline = now.saturating_sub(self.config.key_idle_ttl).unix_nanos();
+        while let Some(&(since, slot_no)) = self.idle.first()
+            && since <= deadline
+        {
             self.idle.pop_first();
             let Some(slot) = self.slots[slot_no as usize].take() else {
                 continue;
             };
             self.index.remove(&slot.key);
             self.free_slots.push(slot_no);
-            self.live_keys -= 1;
             forgotten.push(slot.key);
         }
     }
@@ -456,16 +429,10 @@ impl WindowStore {
     /// [`forget_idle`](Self::forget_idle) would change anything, so a service can sleep until
     /// exactly then. `None` when nothing is buffered and no key is idle.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let expiry = self.next_expiry();
-        let ttl = i64::try_from(self.config.key_idle_ttl.as_nanos()).unwrap_or(i64::MAX);
-        let forget = self
-            .idle
-            .first()
-            .map(|&(since, _)| Timestamp::from_unix_nanos(since.saturating_add(ttl)));
-        match (expiry, forget) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let forget = (self.idle.first()).map(|&(since, _)| {
+            Timestamp::from_unix_nanos(since).saturating_add(self.config.key_idle_ttl)
+        });
+        self.next_expiry().into_iter().chain(forget).min()
     }
 
     /// The instant the oldest buffered reading leaves its window.
@@ -529,7 +496,7 @@ impl WindowStore {
 
     /// Number of tracked keys (including idle ones not yet forgotten).
     pub fn key_count(&self) -> usize {
-        self.live_keys
+        self.index.len()
     }
 
     /// Number of buffered readings over all keys.
@@ -545,22 +512,18 @@ impl WindowStore {
     /// Bytes reserved for duplicate detection: the id table (capacity, not length), the
     /// heap part of long ids, and the per-key mark queues.
     pub fn id_bytes(&self) -> usize {
-        let marks: usize = self
-            .slots
-            .iter()
-            .flatten()
-            .map(|s| s.id_marks.capacity() * std::mem::size_of::<IdMark>())
-            .sum();
-        self.ids.bytes() + marks
+        self.ids.bytes() + self.reserved(|s| &s.id_marks)
     }
 
     /// Bytes reserved by the reading buffers (capacity, not length).
     pub fn buffer_bytes(&self) -> usize {
-        self.slots
-            .iter()
-            .flatten()
-            .map(|s| s.entries.capacity() * std::mem::size_of::<Entry>())
-            .sum()
+        self.reserved(|s| &s.entries)
+    }
+
+    /// Bytes reserved by one queue of every key.
+    fn reserved<T>(&self, queue: impl Fn(&Slot) -> &VecDeque<T>) -> usize {
+        let slots = self.slots.iter().flatten();
+        slots.map(|s| queue(s).capacity() * size_of::<T>()).sum()
     }
 }
 

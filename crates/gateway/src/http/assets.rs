@@ -70,8 +70,10 @@ pub fn service(static_dir: Option<(PathBuf, PathBuf)>) -> impl HttpServiceFactor
     match static_dir {
         None => scope.default_service(web::to(serve_embedded)),
         Some((dir, chart_js)) => scope
-            .app_data(web::Data::new(DiskChartJs(chart_js)))
-            .route("/vendor/chart.umd.js", web::get().to(serve_disk_chart_js))
+            .route(
+                "/vendor/chart.umd.js",
+                web::get().to(move || NamedFile::open_async(chart_js.clone())),
+            )
             .service(disk_files(&dir)),
     }
 }
@@ -97,9 +99,7 @@ async fn serve_embedded(req: HttpRequest) -> HttpResponse {
     let Some(asset) = embedded(req.path()) else {
         return HttpResponse::NotFound().finish();
     };
-    let current = req
-        .headers()
-        .get(IF_NONE_MATCH)
+    let current = (req.headers().get(IF_NONE_MATCH))
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| etag_matches(value, asset.etag));
     let mut response = if current {
@@ -111,10 +111,9 @@ async fn serve_embedded(req: HttpRequest) -> HttpResponse {
         .insert_header((ETAG, asset.etag))
         .insert_header((CACHE_CONTROL, "no-cache"));
     if current {
-        response.finish()
-    } else {
-        response.content_type(asset.content_type).body(asset.body)
+        return response.finish();
     }
+    response.content_type(asset.content_type).body(asset.body)
 }
 
 /// Whether an `If-None-Match` list names `etag` (weak comparison, as RFC 9110 asks for it).
@@ -123,15 +122,6 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
         .split(',')
         .map(str::trim)
         .any(|tag| tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag))
-}
-
-/// The Chart.js file of the disk mode.
-#[derive(Debug)]
-struct DiskChartJs(PathBuf);
-
-/// `GET /vendor/chart.umd.js` in the disk mode.
-async fn serve_disk_chart_js(path: web::Data<DiskChartJs>) -> actix_web::Result<NamedFile> {
-    Ok(NamedFile::open_async(&path.0).await?)
 }
 
 /// `static_dir` at `/` with `index.html`; hidden files and `node_modules` are not served.

@@ -60,27 +60,16 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
     if allowed.iter().any(|a| a == "*") {
         return true;
     }
-    let Some(normalized) = normalize_origin(origin) else {
+    let Some(origin) = normalize_origin(origin) else {
         return false;
     };
-    if allowed
-        .iter()
-        .filter_map(|a| normalize_origin(a))
-        .any(|a| a == normalized)
-    {
-        return true;
-    }
-    // Same host: the Origin's host:port equals the Host the browser sent the request to.
-    let Some((scheme, authority)) = normalized.split_once("://") else {
-        return false;
-    };
-    let Some((host, port)) = host.and_then(split_authority) else {
-        return false;
-    };
-    let Some(port) = port.or_else(|| default_port(scheme)) else {
-        return false;
-    };
-    authority == format!("{host}:{port}")
+    // Same host: the Host the browser sent the request to, with the Origin's scheme.
+    let scheme = origin.split_once("://").map_or("", |(scheme, _)| scheme);
+    let same_host = host.map(|host| format!("{scheme}://{host}"));
+    (allowed.iter().map(String::as_str))
+        .chain(same_host.as_deref())
+        .filter_map(normalize_origin)
+        .any(|allowed| allowed == origin)
 }
 
 #[cfg(test)]

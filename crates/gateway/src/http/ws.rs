@@ -144,38 +144,26 @@ impl Client {
     async fn run(mut self) {
         tracing::debug!(filtered = self.filter.is_some(), "client connected");
         let end = self.serve().await;
-        let metrics = Arc::clone(self.hub.metrics());
-        let close = match end {
-            End::Shutdown => Some(CloseReason {
-                code: CloseCode::Away,
-                description: Some("gateway shutting down".into()),
-            }),
+        tracing::debug!(?end, "client finished");
+        let metrics = self.hub.metrics();
+        let (code, description) = match end {
+            End::Shutdown => (CloseCode::Away, Some("gateway shutting down")),
             End::TimedOut => {
                 metrics.clients_timed_out.inc();
-                Some(CloseReason {
-                    code: CloseCode::Away,
-                    description: Some("no answer to pings".into()),
-                })
+                (CloseCode::Away, Some("no answer to pings"))
             }
-            End::Protocol(code) => Some(CloseReason {
-                code,
-                description: None,
-            }),
-            End::ClientGone => Some(CloseReason {
-                code: CloseCode::Normal,
-                description: None,
-            }),
+            End::Protocol(code) => (code, None),
+            End::ClientGone => (CloseCode::Normal, None),
             // Its queue is full: a close frame would only wait behind the backlog.
             End::Stalled => {
                 metrics.slow_clients_dropped.inc();
-                None
+                return;
             }
         };
-        tracing::debug!(?end, "client finished");
-        if let Some(reason) = close {
-            // Closed or stuck: either way the connection goes when the session is dropped.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.session.close(Some(reason))).await;
-        }
+        let description = description.map(String::from);
+        let close = self.session.close(Some(CloseReason { code, description }));
+        // Closed or stuck: either way the connection goes when the session is dropped.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
 
     /// Sends the snapshot, then frames, pings and pongs until the client or the gateway ends

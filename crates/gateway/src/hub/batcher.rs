@@ -37,7 +37,8 @@ impl Hub {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = self.changed() => {}
+                // One wake-up may stand for many changes.
+                () = self.wake.notified() => {}
             }
             let interval = batch_interval(interval, self.client_count());
             if let Some(due) = last_flush.map(|at| at + interval)

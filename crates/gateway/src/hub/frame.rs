@@ -1,9 +1,7 @@
-//! The frames of the WebSocket protocol: their JSON encoding, done once per frame and shared
-//! by every client, the subsets sent to filtered clients, and the merge of a backlog of
-//! update frames into the latest value per key.
-//!
-//! The hub ([`crate::hub`]) decides when frames are made and broadcast; this module only
-//! knows what they say and how they read on the wire.
+//! The frames of the WebSocket protocol: their JSON, encoded once per frame and shared by
+//! every client, the subsets sent to filtered clients, and the merge of a backlog of update
+//! frames into the latest value per key. The hub ([`crate::hub`]) decides when frames are
+//! made and broadcast; this module knows what they say.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -20,12 +18,11 @@ use serde::Serialize;
 /// A (machine, scrap index) key.
 pub type Key = (String, u32);
 
-/// Most aggregates (or keys) in one frame (~200 KB). The broadcast ring holds up to
-/// `client_queue_frames` frames, so this bounds its memory even when every key changes.
+/// Most aggregates (or keys) in one frame (~200 KB): bounds the broadcast ring's memory
+/// (`client_queue_frames` frames) even when every key changes.
 pub(crate) const MAX_ITEMS_PER_FRAME: usize = 1_000;
 
-/// Most trends in one frame: a trend of 90 points is about 5 KB, so a frame stays near
-/// the ~200 KB of a full update frame.
+/// Most trends in one frame: a 90-point trend is about 5 KB, so ~200 KB like an update frame.
 pub(crate) const MAX_TRENDS_PER_FRAME: usize = 40;
 
 /// Broker connection state as shown to clients.
@@ -40,8 +37,7 @@ pub enum MqttState {
 }
 
 /// Ingest liveness as shown to clients: `{"online":true}` for a single ingest; with shards
-/// `{"online":false,"shardsOnline":2,"shardCount":3}`, where `online` means every expected
-/// shard is online.
+/// `{"online":false,"shardsOnline":2,"shardCount":3}`, `online` meaning every expected shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestView {
@@ -88,42 +84,69 @@ impl MachineFilter {
     }
 }
 
-/// One aggregate of an update frame, and where its JSON object sits in the frame's text.
-///
-/// Clients that need a subset (a filter) or a merge (a backlog) build their text from these
-/// slices of the shared encoding: the aggregates are serialised once per frame, never once
-/// per client.
+/// The items of `items` whose machine `filter` passes (all without a filter).
+fn kept<'a, T>(
+    items: &'a [T],
+    filter: Option<&MachineFilter>,
+    machine: impl Fn(&T) -> &str,
+) -> Vec<&'a T> {
+    let passes = |item: &&T| filter.is_none_or(|f| f.matches(machine(item)));
+    items.iter().filter(passes).collect()
+}
+
+/// One aggregate of an update frame and the byte range of its JSON object in the frame's
+/// text: a filtered subset or a merged backlog is copied from these slices, so an aggregate
+/// is serialised once per frame, never once per client.
 #[derive(Debug)]
-pub struct UpdateItem {
-    /// The aggregate.
-    pub aggregate: Aggregate,
-    /// Byte range of its JSON object in [`Frame::text`].
+pub(crate) struct UpdateItem {
+    aggregate: Aggregate,
     span: Range<usize>,
 }
 
-/// What a frame says, kept next to its encoding so filtered clients can send a subset.
+/// What a frame says, kept beside its text so that filtered clients get their part.
 #[derive(Debug)]
-pub enum FrameBody {
+pub(crate) enum FrameBody {
     /// Changed aggregates.
     Update(Vec<UpdateItem>),
     /// Forgotten keys.
     Remove(Vec<KeyRef>),
-    /// Pipeline status.
-    Status,
-    /// Changed alarms, and keys whose retained alarm was cleared.
-    Alarm {
-        /// The latest alarm message of each changed key.
-        alarms: Vec<AlarmMessage>,
-        /// Keys whose alarm topic was emptied.
-        removed: Vec<KeyRef>,
-    },
-    /// Changed trends, and keys whose retained trend was cleared.
-    Trend {
-        /// The latest trend of each changed key.
-        trends: Vec<TrendMessage>,
-        /// Keys whose trend topic was emptied.
-        removed: Vec<KeyRef>,
-    },
+    /// The broker link and ingest's liveness.
+    Status(MqttState, Option<IngestView>),
+    /// The latest alarm message of each changed key, and the keys whose alarm was emptied.
+    Alarm(Vec<AlarmMessage>, Vec<KeyRef>),
+    /// The latest trend of each changed key, and the keys whose trend was emptied.
+    Trend(Vec<TrendMessage>, Vec<KeyRef>),
+}
+
+impl FrameBody {
+    /// The JSON of a frame other than an update, for a client with `filter`; `None` when
+    /// nothing in it concerns the client.
+    fn wire(&self, filter: Option<&MachineFilter>) -> Option<Wire<'_>> {
+        let keys = |keys| kept(keys, filter, |k: &KeyRef| &k.machine_id);
+        match self {
+            FrameBody::Update(_) => None,
+            FrameBody::Status(mqtt, ingest) => Some(Wire::Status {
+                mqtt: *mqtt,
+                ingest: *ingest,
+            }),
+            FrameBody::Remove(all) => {
+                let keys = keys(all);
+                (!keys.is_empty()).then_some(Wire::Remove { keys })
+            }
+            FrameBody::Alarm(alarms, removed) => {
+                let alarms = kept(alarms, filter, |a| &a.machine_id);
+                let removed = keys(removed);
+                (!alarms.is_empty() || !removed.is_empty())
+                    .then_some(Wire::Alarm { alarms, removed })
+            }
+            FrameBody::Trend(trends, removed) => {
+                let trends = kept(trends, filter, |t| &t.machine_id);
+                let removed = keys(removed);
+                (!trends.is_empty() || !removed.is_empty())
+                    .then_some(Wire::Trend { trends, removed })
+            }
+        }
+    }
 }
 
 /// One broadcast frame: encoded once, shared by every unfiltered client.
@@ -131,8 +154,7 @@ pub enum FrameBody {
 pub struct Frame {
     /// The JSON text for clients without a filter.
     pub text: ByteString,
-    /// The content, for clients with a filter.
-    pub body: FrameBody,
+    body: FrameBody,
 }
 
 /// Text of an update frame around its comma-separated aggregates.
@@ -140,7 +162,17 @@ const UPDATE_HEAD: &str = r#"{"type":"update","aggregates":["#;
 const UPDATE_TAIL: &str = "]}";
 
 impl Frame {
-    /// An update frame, encoded as `{"type":"update","aggregates":[...]}`.
+    /// A frame other than an update.
+    pub(crate) fn new(body: FrameBody) -> Self {
+        // An update body (which only `update` makes) has no wire form: no text.
+        let text = body.wire(None).map(|wire| encode(&wire));
+        Self {
+            text: text.unwrap_or_default(),
+            body,
+        }
+    }
+
+    /// An update frame, `{"type":"update","aggregates":[...]}`, noting where each aggregate is.
     pub(crate) fn update(aggregates: Vec<Aggregate>) -> Self {
         let mut text = Vec::with_capacity(UPDATE_HEAD.len() + 192 * aggregates.len());
         text.extend_from_slice(UPDATE_HEAD.as_bytes());
@@ -166,49 +198,6 @@ impl Frame {
         }
     }
 
-    /// A remove frame: `{"type":"remove","keys":[...]}`.
-    pub(crate) fn remove(keys: Vec<KeyRef>) -> Self {
-        let text = encode(&Wire::Remove {
-            keys: keys.iter().collect(),
-        });
-        Self {
-            text,
-            body: FrameBody::Remove(keys),
-        }
-    }
-
-    /// A status frame: `{"type":"status","mqtt":...,"ingest":...}`.
-    pub(crate) fn status(mqtt: MqttState, ingest: Option<IngestView>) -> Self {
-        Self {
-            text: encode(&Wire::Status { mqtt, ingest }),
-            body: FrameBody::Status,
-        }
-    }
-
-    /// An alarm frame: `{"type":"alarm","alarms":[...],"removed":[...]}`.
-    pub(crate) fn alarm(alarms: Vec<AlarmMessage>, removed: Vec<KeyRef>) -> Self {
-        let text = encode(&Wire::Alarm {
-            alarms: alarms.iter().collect(),
-            removed: removed.iter().collect(),
-        });
-        Self {
-            text,
-            body: FrameBody::Alarm { alarms, removed },
-        }
-    }
-
-    /// A trend frame: `{"type":"trend","trends":[...],"removed":[...]}`.
-    pub(crate) fn trend(trends: Vec<TrendMessage>, removed: Vec<KeyRef>) -> Self {
-        let text = encode(&Wire::Trend {
-            trends: trends.iter().collect(),
-            removed: removed.iter().collect(),
-        });
-        Self {
-            text,
-            body: FrameBody::Trend { trends, removed },
-        }
-    }
-
     /// The JSON object of one of this frame's update items.
     fn item_json(&self, item: &UpdateItem) -> &str {
         &self.text[item.span.clone()]
@@ -219,59 +208,24 @@ impl Frame {
         let Some(filter) = filter else {
             return Some(self.text.clone());
         };
-        match &self.body {
-            FrameBody::Status => Some(self.text.clone()),
-            FrameBody::Update(all) => {
-                let kept: Vec<&str> = all
-                    .iter()
-                    .filter(|item| filter.matches(&item.aggregate.machine_id))
-                    .map(|item| self.item_json(item))
-                    .collect();
-                match kept.len() {
-                    0 => None,
-                    n if n == all.len() => Some(self.text.clone()),
-                    _ => Some(join_update(&kept)),
-                }
-            }
-            FrameBody::Remove(all) => {
-                let kept: Vec<&KeyRef> = all
-                    .iter()
-                    .filter(|k| filter.matches(&k.machine_id))
-                    .collect();
-                match kept.len() {
-                    0 => None,
-                    n if n == all.len() => Some(self.text.clone()),
-                    _ => Some(encode(&Wire::Remove { keys: kept })),
-                }
-            }
-            // Alarm and trend frames are few and small next to updates: a filtered client's
-            // subset is encoded for it.
-            FrameBody::Alarm { alarms, removed } => {
-                let alarms: Vec<&AlarmMessage> = alarms
-                    .iter()
-                    .filter(|a| filter.matches(&a.machine_id))
-                    .collect();
-                let removed = kept_keys(removed, filter);
-                (!alarms.is_empty() || !removed.is_empty())
-                    .then(|| encode(&Wire::Alarm { alarms, removed }))
-            }
-            FrameBody::Trend { trends, removed } => {
-                let trends: Vec<&TrendMessage> = trends
-                    .iter()
-                    .filter(|t| filter.matches(&t.machine_id))
-                    .collect();
-                let removed = kept_keys(removed, filter);
-                (!trends.is_empty() || !removed.is_empty())
-                    .then(|| encode(&Wire::Trend { trends, removed }))
-            }
+        let FrameBody::Update(all) = &self.body else {
+            // Rare and small next to updates: encoded for the client.
+            return self.body.wire(Some(filter)).map(|wire| encode(&wire));
+        };
+        let kept: Vec<&str> = (all.iter())
+            .filter(|item| filter.matches(&item.aggregate.machine_id))
+            .map(|item| self.item_json(item))
+            .collect();
+        match kept.len() {
+            0 => None,
+            n if n == all.len() => Some(self.text.clone()),
+            _ => Some(join_update(&kept)),
         }
     }
-}
 
-fn kept_keys<'a>(keys: &'a [KeyRef], filter: &MachineFilter) -> Vec<&'a KeyRef> {
-    keys.iter()
-        .filter(|k| filter.matches(&k.machine_id))
-        .collect()
+    fn is_update(&self) -> bool {
+        matches!(self.body, FrameBody::Update(_))
+    }
 }
 
 /// An update frame from already encoded aggregates: copying, no serialising.
@@ -290,71 +244,52 @@ fn join_update(objects: &[&str]) -> ByteString {
     ByteString::from(text)
 }
 
-/// The texts to send for `frames`, taken from a client's queue in one go: runs of
-/// consecutive update frames are merged into one (the latest aggregate of each key), so a
-/// client that fell behind gets the current values instead of replaying every step; other
-/// frames keep their place. A run of one frame reuses its shared text.
+/// The texts to send for `frames`, taken from a client's queue in one go: each run of update
+/// frames becomes one update with the latest aggregate of each key, so a client that fell
+/// behind gets the current values instead of every step; other frames keep their place. A
+/// lone frame reuses its shared text.
 pub fn merged_texts(frames: &[Arc<Frame>], filter: Option<&MachineFilter>) -> Vec<ByteString> {
     let mut texts = Vec::new();
-    let mut run: Vec<&Arc<Frame>> = Vec::new();
-    for frame in frames {
-        if matches!(frame.body, FrameBody::Update(_)) {
-            run.push(frame);
-            continue;
+    for run in frames.chunk_by(|a, b| a.is_update() && b.is_update()) {
+        match run {
+            [frame] => texts.extend(frame.text_for(filter)),
+            _ => texts.extend(merge_updates(run, filter)),
         }
-        flush_run(&mut run, filter, &mut texts);
-        texts.extend(frame.text_for(filter));
     }
-    flush_run(&mut run, filter, &mut texts);
     texts
 }
 
-fn flush_run(
-    run: &mut Vec<&Arc<Frame>>,
-    filter: Option<&MachineFilter>,
-    texts: &mut Vec<ByteString>,
-) {
-    match run.len() {
-        0 => {}
-        1 => texts.extend(run[0].text_for(filter)),
-        _ => {
-            // Keys in the order first seen, each with its latest encoded aggregate. The map
-            // lives only for this merge, so hashbrown's fast default hasher is enough.
-            let items: usize = run
-                .iter()
-                .map(|f| match &f.body {
-                    FrameBody::Update(items) => items.len(),
-                    _ => 0,
-                })
-                .sum();
-            let mut slot: HashMap<(&str, u32), usize> = HashMap::with_capacity(items);
-            let mut latest: Vec<&str> = Vec::with_capacity(items);
-            for frame in run.iter() {
-                let FrameBody::Update(items) = &frame.body else {
-                    continue;
-                };
-                for item in items {
-                    let a = &item.aggregate;
-                    if filter.is_some_and(|f| !f.matches(&a.machine_id)) {
-                        continue;
-                    }
-                    let json = frame.item_json(item);
-                    match slot.entry((&a.machine_id, a.scrap_index)) {
-                        Entry::Occupied(e) => latest[*e.get()] = json,
-                        Entry::Vacant(e) => {
-                            e.insert(latest.len());
-                            latest.push(json);
-                        }
-                    }
+/// The latest aggregate of each key of a run of update frames, keys in the order first seen.
+fn merge_updates(run: &[Arc<Frame>], filter: Option<&MachineFilter>) -> Vec<ByteString> {
+    // Lives only for this merge, so hashbrown's fast default hasher is enough.
+    let mut slot: HashMap<(&str, u32), usize> = HashMap::new();
+    let mut latest: Vec<&str> = Vec::new();
+    for frame in run {
+        let FrameBody::Update(items) = &frame.body else {
+            continue;
+        };
+        for item in items {
+            let a = &item.aggregate;
+            if filter.is_some_and(|f| !f.matches(&a.machine_id)) {
+                continue;
+            }
+            let json = frame.item_json(item);
+            match slot.entry((&a.machine_id, a.scrap_index)) {
+                Entry::Occupied(e) => latest[*e.get()] = json,
+                Entry::Vacant(e) => {
+                    e.insert(latest.len());
+                    latest.push(json);
                 }
             }
-            texts.extend(latest.chunks(MAX_ITEMS_PER_FRAME).map(join_update));
         }
     }
-    run.clear();
+    latest
+        .chunks(MAX_ITEMS_PER_FRAME)
+        .map(join_update)
+        .collect()
 }
 
-/// The JSON frames of the WebSocket protocol.
+/// The JSON frames of the WebSocket protocol, but `update`, which is written by hand.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum Wire<'a> {
@@ -405,6 +340,29 @@ mod tests {
         assert_eq!(
             json(&only_b),
             serde_json::json!({"type": "update", "aggregates": [b1]})
+        );
+    }
+
+    #[test]
+    fn other_frames_are_encoded_for_a_filtered_client() {
+        let key = |machine: &str| KeyRef {
+            machine_id: machine.into(),
+            scrap_index: 1,
+        };
+        let remove = Frame::new(FrameBody::Remove(vec![key("A1"), key("B1")]));
+        let a1 = MachineFilter::parse("A1").unwrap();
+        assert_eq!(
+            json(&remove.text_for(Some(&a1)).unwrap()),
+            serde_json::json!({"type": "remove", "keys": [key("A1")]})
+        );
+        let c1 = MachineFilter::parse("C1").unwrap();
+        assert!(remove.text_for(Some(&c1)).is_none());
+        let ingest = Some(IngestView::single(true));
+        let status = Frame::new(FrameBody::Status(MqttState::Connected, ingest));
+        assert_eq!(status.text_for(Some(&c1)), Some(status.text.clone()));
+        assert_eq!(
+            json(&status.text),
+            serde_json::json!({"type": "status", "mqtt": "connected", "ingest": {"online": true}})
         );
     }
 }

@@ -48,14 +48,18 @@ impl<V> Changes<V> {
         self.changed.is_empty() && self.removed.is_empty()
     }
 
-    /// The changes in batches of at most `max` values and `max` removed keys each, for
-    /// frames of bounded size; none when nothing changed.
-    pub(crate) fn batches(self, max: usize) -> impl Iterator<Item = (Vec<V>, Vec<KeyRef>)> {
+    /// The changes in batches of at most `max` values and `max` removed keys each, made into
+    /// frames of bounded size by `frame`; none when nothing changed.
+    pub(crate) fn batches<F>(
+        self,
+        max: usize,
+        frame: impl Fn(Vec<V>, Vec<KeyRef>) -> F,
+    ) -> impl Iterator<Item = F> {
         let mut changed = chunks(self.changed, max);
         let mut removed = chunks(self.removed, max);
         std::iter::from_fn(move || match (changed.next(), removed.next()) {
             (None, None) => None,
-            (c, r) => Some((c.unwrap_or_default(), r.unwrap_or_default())),
+            (c, r) => Some(frame(c.unwrap_or_default(), r.unwrap_or_default())),
         })
     }
 }
@@ -283,15 +287,14 @@ mod tests {
                 .collect(),
         };
         let sizes: Vec<(usize, usize)> = changes
-            .batches(2)
-            .map(|(changed, removed)| (changed.len(), removed.len()))
+            .batches(2, |changed, removed| (changed.len(), removed.len()))
             .collect();
         assert_eq!(sizes, vec![(2, 2), (2, 1), (1, 0)]);
         let none = Changes::<u32> {
             changed: Vec::new(),
             removed: Vec::new(),
         };
-        assert_eq!(none.batches(2).count(), 0);
+        assert_eq!(none.batches(2, |_, _| ()).count(), 0);
         assert_eq!(
             chunks(vec![1, 2, 3], 3).collect::<Vec<_>>(),
             vec![vec![1, 2, 3]]

@@ -2,10 +2,9 @@
 //! pipeline status, and the frames that tell WebSocket clients about changes.
 //!
 //! The MQTT task records changes as pending (each topic family in a `latest::Latest`); the
-//! batcher ([`crate::hub::batcher`]) applies the pending changes of a short interval to the
-//! shown state and turns them into `remove`, `update`, `alarm`, `trend` and `status` frames,
-//! each encoded once and broadcast. Clients subscribe and take their snapshot of the shown
-//! state under the same lock the batcher applies and broadcasts under, so a client's frames
+//! batcher ([`crate::hub::batcher`]) applies them to the shown state at most once per short
+//! interval and broadcasts them as frames, each encoded once. Clients subscribe and take their
+//! snapshot under the lock the batcher applies and broadcasts under, so a client's frames
 //! continue its snapshot exactly: nothing missed, nothing twice.
 
 pub mod batcher;
@@ -23,12 +22,9 @@ use bytestring::ByteString;
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 
-// The frame types are part of the hub's interface (what subscribers receive), so they are
-// re-exported here for callers that know the hub only.
-pub use crate::hub::frame::{
-    Frame, FrameBody, IngestView, Key, MachineFilter, MqttState, UpdateItem, merged_texts,
-};
-use crate::hub::frame::{MAX_ITEMS_PER_FRAME, MAX_TRENDS_PER_FRAME, Wire, encode};
+// What subscribers receive is part of the hub's interface.
+pub use crate::hub::frame::{Frame, IngestView, Key, MachineFilter, MqttState, merged_texts};
+use crate::hub::frame::{FrameBody, MAX_ITEMS_PER_FRAME, MAX_TRENDS_PER_FRAME, Wire, encode};
 use crate::hub::latest::{Latest, chunks};
 use crate::hub::liveness::{IngestLiveness, ShardStatus};
 use crate::metrics::Metrics;
@@ -147,21 +143,18 @@ impl Hub {
 
     /// Forgets a key (its retained aggregate was cleared).
     pub fn remove(&self, machine: &str, index: u32) {
-        let key = (machine.to_owned(), index);
-        self.set(|inner| &mut inner.aggregates, key, None);
+        self.set(|inner| &mut inner.aggregates, (machine.into(), index), None);
     }
 
     /// Records the latest alarm message of (`machine`, `index`); `None` forgets the key (its
     /// retained alarm was emptied). `?machines=` filters go by `machine`.
     pub fn set_alarm(&self, machine: &str, index: u32, alarm: Option<AlarmMessage>) {
-        let key = (machine.to_owned(), index);
-        self.set(|inner| &mut inner.alarms, key, alarm);
+        self.set(|inner| &mut inner.alarms, (machine.into(), index), alarm);
     }
 
     /// Records the latest trend of (`machine`, `index`); `None` forgets the key.
     pub fn set_trend(&self, machine: &str, index: u32, trend: Option<TrendMessage>) {
-        let key = (machine.to_owned(), index);
-        self.set(|inner| &mut inner.trends, key, trend);
+        self.set(|inner| &mut inner.trends, (machine.into(), index), trend);
     }
 
     /// Records the single ingest's liveness (`None`: its retained status was cleared).
@@ -241,18 +234,20 @@ impl Hub {
         let alarms = inner.alarms.flush();
         let trends = inner.trends.flush();
         if !aggregates.is_empty() {
-            self.metrics.keys.set(gauge_value(inner.aggregates.len()));
+            let keys = i64::try_from(inner.aggregates.len()).unwrap_or(i64::MAX);
+            self.metrics.keys.set(keys);
         }
         if !(aggregates.is_empty() && alarms.is_empty() && trends.is_empty()) {
             inner.snapshot = None;
         }
         let status = std::mem::take(&mut inner.status_dirty)
-            .then(|| Frame::status(inner.mqtt, inner.ingest));
-        let frames = (chunks(aggregates.removed, MAX_ITEMS_PER_FRAME).map(Frame::remove))
+            .then_some(FrameBody::Status(inner.mqtt, inner.ingest));
+        let removed = chunks(aggregates.removed, MAX_ITEMS_PER_FRAME).map(FrameBody::Remove);
+        let alarms = alarms.batches(MAX_ITEMS_PER_FRAME, FrameBody::Alarm);
+        let trends = trends.batches(MAX_TRENDS_PER_FRAME, FrameBody::Trend);
+        let frames = (removed.map(Frame::new))
             .chain(chunks(aggregates.changed, MAX_ITEMS_PER_FRAME).map(Frame::update))
-            .chain((alarms.batches(MAX_ITEMS_PER_FRAME)).map(|(a, r)| Frame::alarm(a, r)))
-            .chain((trends.batches(MAX_TRENDS_PER_FRAME)).map(|(t, r)| Frame::trend(t, r)))
-            .chain(status);
+            .chain(alarms.chain(trends).chain(status).map(Frame::new));
         // Sent while holding the lock: a client subscribing now sees either the state before
         // these frames and then the frames, or the state after them.
         for frame in frames {
@@ -261,23 +256,17 @@ impl Hub {
         }
     }
 
-    /// Waits until a change is recorded (one wake-up may stand for many changes).
-    pub(crate) async fn changed(&self) {
-        self.wake.notified().await;
-    }
-
     /// Subscribes to the frames and takes the snapshot they follow, atomically.
     pub fn subscribe(&self, filter: Option<&MachineFilter>) -> Subscription {
         let mut inner = self.lock();
         let frames = self.frames.subscribe();
-        let snapshot = match (filter, &inner.snapshot) {
-            (None, Some(cached)) => cached.clone(),
-            (None, None) => {
-                let text = inner.encode_snapshot(None);
-                inner.snapshot = Some(text.clone());
-                text
+        let snapshot = match filter {
+            Some(_) => inner.encode_snapshot(filter),
+            None => {
+                let cached = inner.snapshot.take();
+                let text = cached.unwrap_or_else(|| inner.encode_snapshot(None));
+                inner.snapshot.insert(text).clone()
             }
-            (Some(_), _) => inner.encode_snapshot(filter),
         };
         Subscription { frames, snapshot }
     }
@@ -303,15 +292,11 @@ impl Hub {
     /// The `/api/health` view.
     pub fn health(&self) -> Health {
         let inner = self.lock();
-        let mqtt = inner.mqtt;
+        let ok = inner.mqtt == MqttState::Connected;
         Health {
-            status: if mqtt == MqttState::Connected {
-                "ok"
-            } else {
-                "degraded"
-            },
-            clients_connected: self.clients.load(Ordering::Relaxed),
-            mqtt,
+            status: if ok { "ok" } else { "degraded" },
+            clients_connected: self.client_count(),
+            mqtt: inner.mqtt,
             ingest: inner.ingest,
             keys: inner.aggregates.len(),
         }
@@ -347,10 +332,6 @@ impl Drop for ClientSlot {
         self.hub.clients.fetch_sub(1, Ordering::AcqRel);
         self.hub.metrics.clients.dec();
     }
-}
-
-fn gauge_value(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -509,7 +509,7 @@ mod tests {
             "{help}"
         );
         assert!(
-            help.contains("the key `mqtt.host` is DEMO_MQTT_HOST and --mqtt-host"),
+            help.contains("is DEMO_SECTION_SOME_KEY and --section-some-key"),
             "{help}"
         );
         let example = DEMO.example::<Demo>();

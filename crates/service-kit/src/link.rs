@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttState,
-    Outgoing, Publish, SubscribeFilter, SubscribeReasonCode,
+    Outgoing, Publish, Request, Subscribe, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -68,8 +68,6 @@ pub struct Link {
     filters: Vec<SubscribeFilter>,
     /// A CONNACK came and no error since.
     connected: bool,
-    /// The subscription waits for room in rumqttc's request queue.
-    need_subscribe: bool,
     /// After a refused subscription: when to ask again.
     resubscribe_at: Option<Instant>,
     resubscribe_backoff: Backoff,
@@ -99,7 +97,6 @@ impl Link {
             backoff,
             filters,
             connected: false,
-            need_subscribe: false,
             resubscribe_at: None,
             refused_log: LogLimit::new(LOG_EVERY),
             error_log: LogLimit::new(LOG_EVERY),
@@ -116,7 +113,7 @@ impl Link {
                 () = stop.cancelled() => return,
                 () = sleep_until(self.resubscribe_at) => {
                     self.resubscribe_at = None;
-                    self.need_subscribe = !self.try_subscribe();
+                    self.subscribe();
                     continue;
                 }
                 () = sleep_until(handler.deadline()) => {
@@ -151,9 +148,6 @@ impl Link {
                     }
                 }
             }
-            if self.need_subscribe {
-                self.need_subscribe = !self.try_subscribe();
-            }
         }
     }
 
@@ -187,7 +181,9 @@ impl Link {
         self.backoff.reset();
         self.resubscribe_backoff.reset();
         self.connected = true;
-        self.need_subscribe = !session_present;
+        if !session_present {
+            self.subscribe();
+        }
     }
 
     fn on_suback(&mut self, codes: &[SubscribeReasonCode], handler: &mut impl LinkHandler) {
@@ -228,11 +224,9 @@ impl Link {
         pause
     }
 
-    /// After a connection error: whether a connection was up until now. Nothing is left to
-    /// subscribe: a request queued now would go out after a reconnect that may not want it (a
-    /// resumed session), so the next CONNACK decides afresh.
+    /// After a connection error: whether a connection was up until now. A pending retry is
+    /// dropped: the next CONNACK decides afresh whether to subscribe.
     fn lost(&mut self) -> bool {
-        self.need_subscribe = false;
         self.resubscribe_at = None;
         std::mem::take(&mut self.connected)
     }
@@ -250,13 +244,13 @@ impl Link {
         Some(self.error_log.force_at(now))
     }
 
-    /// Queues the subscription; false while rumqttc's request queue is full.
-    fn try_subscribe(&self) -> bool {
-        let queued = self.client.try_subscribe_many(self.filters.iter().cloned());
-        if let Err(e) = &queued {
-            tracing::debug!(error = %e, "subscription queued later");
-        }
-        queued.is_ok()
+    /// Queues the subscription where rumqttc keeps the requests of an earlier session: it sends
+    /// them before the client's, whose queue may be full, and drops them on a new session.
+    fn subscribe(&mut self) {
+        let subscribe = Subscribe::new_many(self.filters.iter().cloned());
+        self.event_loop
+            .pending
+            .push_back(Request::Subscribe(subscribe));
     }
 }
 
@@ -315,13 +309,16 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_connection_cancels_a_pending_subscribe() {
+    fn a_lost_connection_cancels_a_pending_resubscribe() {
         let mut link = link();
         link.on_connack(false);
-        assert!(link.need_subscribe);
+        let pending = &link.event_loop.pending;
+        assert!(
+            matches!(pending.front(), Some(Request::Subscribe(_))),
+            "{pending:?}"
+        );
         link.resubscribe_at = Some(Instant::now());
         assert!(link.lost(), "it was connected");
-        assert!(!link.need_subscribe);
         assert_eq!(link.resubscribe_at, None);
         assert!(!link.lost(), "no second loss without a connection");
     }

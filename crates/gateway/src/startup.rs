@@ -72,10 +72,9 @@ impl Application {
         Arc::clone(&self.hub)
     }
 
-    /// Serves until `shutdown` fires, then stops everything in order: WebSocket clients
-    /// (closed with 1001), the HTTP server within its timeout, then the broker link and the
-    /// batcher, which outlive the server so that clients keep getting data until they are
-    /// closed.
+    /// Serves until `shutdown` fires, then stops in order: WebSocket clients (closed with
+    /// 1001), the HTTP server within its timeout, then what feeds the hub (the broker link and
+    /// the batcher), so that clients get data until they are closed.
     ///
     /// # Errors
     /// When the HTTP server cannot start or fails.
@@ -91,14 +90,15 @@ impl Application {
         let dashboard = dashboard(settings.settings.http.static_dir.clone());
         let server = http_server(state, listener, &settings, dashboard)?;
         let handle = server.handle();
-        let (background, stop_background) = (TaskTracker::new(), CancellationToken::new());
-        background.spawn(mqtt::run(
+        let feeds = TaskTracker::new();
+        let stop_feeds = CancellationToken::new();
+        feeds.spawn(mqtt::run(
             settings.clone(),
             Arc::clone(&hub),
-            stop_background.clone(),
+            stop_feeds.clone(),
         ));
         let batch_interval = Duration::from_millis(settings.settings.ws.batch_interval_ms);
-        background.spawn(Arc::clone(&hub).run_batcher(batch_interval, stop_background.clone()));
+        feeds.spawn(Arc::clone(&hub).run_batcher(batch_interval, stop_feeds.clone()));
         let mut server_task = tokio::spawn(server);
         tracing::info!(
             address = %local,
@@ -118,9 +118,9 @@ impl Application {
             Some(result) => result,
             None => server_task.await,
         };
-        stop_background.cancel();
-        background.close();
-        background.wait().await;
+        stop_feeds.cancel();
+        feeds.close();
+        feeds.wait().await;
         tracing::info!("gateway stopped");
         Ok(server_result.map_err(std::io::Error::other)??)
     }
@@ -164,23 +164,19 @@ fn app_state(
 /// The dashboard directory and its Chart.js on disk when `static_dir` is set and present;
 /// `None` serves the copy built into the binary. Warns about what is missing.
 fn dashboard(static_dir: Option<PathBuf>) -> Option<(PathBuf, PathBuf)> {
-    let chart_js = static_dir
-        .as_deref()
-        .map(crate::http::assets::disk_chart_js)
-        .unwrap_or_default();
-    if let Some(dir) = &static_dir {
-        if !dir.is_dir() {
-            tracing::warn!(path = %dir.display(), "static directory not found: serving the dashboard built into the binary");
-        } else if !chart_js.is_file() {
-            tracing::warn!(
-                path = %chart_js.display(),
-                "Chart.js not found: the dashboard's chart will not load (cards still work); run scripts/refresh-chartjs.sh or `npm ci` in the static directory"
-            );
-        }
+    let dir = static_dir?;
+    if !dir.is_dir() {
+        tracing::warn!(path = %dir.display(), "static directory not found: serving the dashboard built into the binary");
+        return None;
     }
-    static_dir
-        .filter(|dir| dir.is_dir())
-        .map(|dir| (dir, chart_js))
+    let chart_js = crate::http::assets::disk_chart_js(&dir);
+    if !chart_js.is_file() {
+        tracing::warn!(
+            path = %chart_js.display(),
+            "Chart.js not found: the dashboard's chart will not load (cards still work); run scripts/refresh-chartjs.sh or `npm ci` in the static directory"
+        );
+    }
+    Some((dir, chart_js))
 }
 
 /// The actix server, not yet polled. A plain function so that no `App` builder (which is

@@ -1,9 +1,6 @@
-//! Ingest's broker link: a [`service_kit::Link`] subscribed to the readings. Its handler hands
-//! publishes and connection events to the aggregation task through a bounded channel and keeps
-//! the [`LinkState`] for `/health`.
-//!
-//! Incoming messages are acknowledged by hand, once the pipeline has made them durable; see
-//! [`expect_pubrel_for_every_id`] for the rumqttc behaviour that takes a workaround.
+//! Ingest's broker link: a [`service_kit::Link`] subscribed to the readings, handing them to the
+//! aggregation task through a bounded channel. The pipeline acknowledges each by hand once it is
+//! durable; [`expect_pubrel_for_every_id`] works around what rumqttc gets wrong there.
 
 use aggregator_core::Timestamp;
 use rumqttc::{
@@ -61,12 +58,10 @@ pub struct LinkTask {
 }
 
 impl LinkTask {
-    /// Starts the readings link over every broker of `mqtt.host`, all with the same options so
-    /// that the persistent session resumes on a broker that shares it. Returns the client the
-    /// pipeline publishes and acknowledges through.
-    ///
-    /// Once `inbound` is closed (shutdown has begun) readings are dropped and counted, and the
-    /// link goes on polling, so that the last publishes and the DISCONNECT go out.
+    /// Starts the readings link over the `mqtt.host` list, all brokers with the same options so
+    /// that the session resumes on one that shares it. Returns the client the pipeline
+    /// publishes and acknowledges through. Once `inbound` is closed readings are dropped (and
+    /// counted) while the link polls on, so that the last publishes and the DISCONNECT go out.
     pub fn spawn(
         config: &IngestConfig,
         started_at: Timestamp,
@@ -75,8 +70,9 @@ impl LinkTask {
     ) -> (Self, AsyncClient) {
         let offline = config.shard.status_payload(false, started_at);
         let options = config.clone();
-        let failover =
-            (config.mqtt).failover(move |broker| options.mqtt_options_at(broker, offline.clone()));
+        let failover = config
+            .mqtt
+            .failover(move |b| options.mqtt_options_at(b, offline.clone()));
         let readings = SubscribeFilter::new(config.shard.filter.clone(), QoS::ExactlyOnce);
         let capacity = config.settings.limits.request_capacity;
         let (mut link, client) =
@@ -126,10 +122,9 @@ impl LinkHandler for Forwarder {
             s.connected = true;
             s.subscribed = session_present;
         });
-        let _ = self
-            .inbound
-            .send(Inbound::Connected { session_present })
-            .await;
+        let connected = Inbound::Connected { session_present };
+        // Refused once shutdown has begun, when it no longer matters.
+        let _ = self.inbound.send(connected).await;
     }
 
     async fn publish(&mut self, publish: Publish) {
@@ -167,12 +162,11 @@ impl LinkHandler for Forwarder {
 
 /// Makes rumqttc answer a PUBREL for any packet id with PUBCOMP.
 ///
-/// rumqttc 0.25 knows which QoS 2 ids await a PUBREL only within one connection and takes any
-/// other PUBREL for a protocol error that drops the connection (bytebeamio/rumqtt#664). After a
-/// restart or reconnect the broker resends the PUBREL of a message ingest had acknowledged
-/// (PUBREC) but not completed, so every reconnect would fail the same way. Answering it with
-/// PUBCOMP is what MQTT 5 prescribes and harmless in 3.1.1: the message was acknowledged, so it
-/// was already durable.
+/// rumqttc 0.25 knows the QoS 2 ids that await a PUBREL only within one connection and takes
+/// any other PUBREL for a protocol error that drops the connection (bytebeamio/rumqtt#664). The
+/// broker resends the PUBREL of a message acknowledged (PUBREC) in an earlier connection, so
+/// every reconnect would fail the same way. Answering it is what MQTT 5 prescribes and harmless
+/// in 3.1.1: the message was acknowledged, so it was already durable.
 fn expect_pubrel_for_every_id(state: &mut MqttState) {
     for pkid in 1..=u16::MAX {
         expect_pubrel(state, pkid);

@@ -1,10 +1,9 @@
 //! The gateway's broker link: a [`service_kit::Link`] subscribed to every topic the dashboard
 //! shows, feeding the hub ([`crate::decode`] reads each message).
 //!
-//! The session is clean and the subscription renewed on every ConnAck, so the broker replays
-//! every retained aggregate, alarm and trend: that replay *is* the gateway's state after a
-//! (re)start. Keys not replayed after a reconnect were cleared while the gateway was away; they
-//! are forgotten once the replay has gone quiet.
+//! The session is clean, so on every connection the broker replays every retained aggregate,
+//! alarm and trend: that replay *is* the gateway's state. Keys it did not replay were cleared
+//! while the gateway was away, and are forgotten once the replay has gone quiet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,21 +22,19 @@ use crate::configuration::GatewayConfig;
 use crate::decode::apply_publish;
 use crate::hub::{Hub, MqttState as LinkStatus};
 
-/// Everything the gateway subscribes to.
-const FILTERS: [&str; 5] = [
-    AGGREGATES_FILTER,
-    ALARMS_FILTER,
-    TRENDS_FILTER,
-    INGEST_STATUS_TOPIC,
-    INGEST_SHARD_STATUS_FILTER,
-];
-
 /// Runs the link over the `mqtt.host` list into `hub` until `stop`, then disconnects cleanly.
 pub async fn run(config: GatewayConfig, hub: Arc<Hub>, stop: CancellationToken) {
-    let filters = FILTERS.map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
-    // Room for what the gateway ever queues: the subscription and the DISCONNECT.
+    let filters = [
+        AGGREGATES_FILTER,
+        ALARMS_FILTER,
+        TRENDS_FILTER,
+        INGEST_STATUS_TOPIC,
+        INGEST_SHARD_STATUS_FILTER,
+    ]
+    .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+    // The gateway queues nothing but its DISCONNECT.
     let (mut link, _client) =
-        Link::new(config.failover(), config.mqtt.backoff(), 16, filters.into());
+        Link::new(config.failover(), config.mqtt.backoff(), 1, filters.into());
     let mut feed = HubFeed {
         hub,
         resync_quiet: Duration::from_millis(config.settings.resync_quiet_ms),
@@ -69,7 +66,7 @@ impl LinkHandler for HubFeed {
         self.hub.metrics().messages_received.inc();
         if let Err(e) = apply_publish(&self.hub, &publish.topic, &publish.payload) {
             self.hub.metrics().messages_invalid.inc();
-            if let Some(suppressed) = self.invalid_log.admit() {
+            if let Some(suppressed) = self.invalid_log.admit_at(Instant::now()) {
                 tracing::warn!(topic = %publish.topic, error = %e, suppressed, "ignored an unusable message");
             }
         }

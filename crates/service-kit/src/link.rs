@@ -1,13 +1,12 @@
-//! One MQTT connection kept up for a service, the only code in ingest and gateway that polls a
+//! One MQTT connection kept up for a service: the only code in ingest and gateway that polls a
 //! rumqttc [`EventLoop`]; what differs between them is their [`LinkHandler`].
 //!
-//! - After an error the link pauses as the [`Backoff`] says (rumqttc would retry at once) and
-//!   tries the next broker of the [`Failover`] list.
-//! - It subscribes only on a CONNACK without a session: subscribing again in a resumed one
-//!   would make the broker resend its retained messages.
-//! - A refused subscription is asked for again after a pause from 1 s, doubling up to the
-//!   reconnect ceiling: NATS 2.9 refuses while it cannot create its JetStream consumer (a
-//!   cluster node was just lost) and grants a moment later; an ACL refuses for good.
+//! After an error the link pauses as the [`Backoff`] says (rumqttc would retry at once) and
+//! tries the next broker of the [`Failover`] list. It subscribes only on a CONNACK without a
+//! session: in a resumed one the broker would resend its retained messages. A refused
+//! subscription is asked for again after a pause from 1 s, doubling up to the reconnect
+//! ceiling: NATS 2.9 refuses while it cannot create its JetStream consumer (a cluster node was
+//! just lost) and grants a moment later; an ACL refuses for good.
 
 use std::time::Duration;
 
@@ -20,15 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Backoff, Failover, LogLimit};
 
-/// At most one warning of a repeating kind per this interval; the line says how many were left
-/// out.
+/// At most one warning of a repeating kind per this interval.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What a service adds to its [`Link`]. The link polls nothing until a method returns: a slow
 /// handler makes the connection miss keep-alives.
 pub trait LinkHandler: Send {
-    /// A CONNACK accepted the connection; called before the first read on it, with rumqttc's
-    /// state for a service that must prepare it.
+    /// A CONNACK accepted the connection; `state` is rumqttc's, before the first read.
     fn connected(
         &mut self,
         session_present: bool,
@@ -78,9 +75,8 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link to the first broker of `failover`, not yet connected, that subscribes `filters`
-    /// on every CONNACK without a session. Returns the client that publishes on it;
-    /// `request_capacity` bounds rumqttc's request queue.
+    /// A link, not yet connected, that subscribes `filters` on every CONNACK without a session;
+    /// returns the client that publishes on it, whose queue holds `request_capacity` requests.
     pub fn new(
         failover: Failover,
         backoff: Backoff,
@@ -154,22 +150,21 @@ impl Link {
     /// Sends DISCONNECT and polls until it is written (true), the connection is gone or
     /// `timeout` has passed.
     pub async fn disconnect(&mut self, timeout: Duration) -> bool {
-        let written = self.client.try_disconnect().is_ok()
-            && tokio::time::timeout(timeout, async {
-                loop {
-                    match self.event_loop.poll().await {
-                        Ok(Event::Outgoing(Outgoing::Disconnect)) => return true,
-                        Err(_) => return false,
-                        Ok(_) => {}
-                    }
-                }
-            })
-            .await
-            .unwrap_or(false);
-        if written {
-            tracing::info!("disconnected from the MQTT broker");
+        if self.client.try_disconnect().is_err() {
+            return false;
         }
-        written
+        let written = async {
+            while let Ok(event) = self.event_loop.poll().await {
+                if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                    tracing::info!("disconnected from the MQTT broker");
+                    return true;
+                }
+            }
+            false
+        };
+        tokio::time::timeout(timeout, written)
+            .await
+            .unwrap_or(false)
     }
 
     fn on_connack(&mut self, session_present: bool) {
@@ -194,7 +189,7 @@ impl Link {
             return handler.subscribed(codes);
         }
         let pause = self.resubscribe_backoff.next_delay();
-        if let Some(suppressed) = self.refused_log.admit() {
+        if let Some(suppressed) = self.refused_log.admit_at(Instant::now()) {
             tracing::warn!(
                 ?refused,
                 retry_in_ms = pause.as_millis(),
@@ -224,17 +219,16 @@ impl Link {
         pause
     }
 
-    /// After a connection error: whether a connection was up until now. A pending retry is
-    /// dropped: the next CONNACK decides afresh whether to subscribe.
+    /// After a connection error: whether a connection was up until now. The next CONNACK
+    /// decides afresh whether to subscribe.
     fn lost(&mut self) -> bool {
         self.resubscribe_at = None;
         std::mem::take(&mut self.connected)
     }
 
-    /// Whether a failed connection attempt gets a warning: `Some(left out since the previous
-    /// one)`. A different error is logged at once (the first may be a bare I/O error and the
-    /// next the reason, such as an untrusted certificate), the same one at most once per
-    /// [`LOG_EVERY`].
+    /// `Some(left out since the last one)` when a failed connection attempt gets a warning: a
+    /// different error at once (a bare I/O error may come first, then the reason, such as an
+    /// untrusted certificate), the same one at most once per [`LOG_EVERY`].
     fn admit_error(&mut self, error: &ConnectionError, now: Instant) -> Option<u64> {
         let text = error.to_string();
         if text == self.last_error {
@@ -244,13 +238,11 @@ impl Link {
         Some(self.error_log.force_at(now))
     }
 
-    /// Queues the subscription where rumqttc keeps the requests of an earlier session: it sends
-    /// them before the client's, whose queue may be full, and drops them on a new session.
+    /// Queues the subscription where rumqttc keeps an earlier session's requests: it sends them
+    /// before the client's, whose queue may be full, and drops them on a new session.
     fn subscribe(&mut self) {
-        let subscribe = Subscribe::new_many(self.filters.iter().cloned());
-        self.event_loop
-            .pending
-            .push_back(Request::Subscribe(subscribe));
+        let subscribe = Request::Subscribe(Subscribe::new_many(self.filters.clone()));
+        self.event_loop.pending.push_back(subscribe);
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Decides which occurrences of one kind of trouble get a log line. Time is tokio's, so
-/// paused-time tests drive it; the `_at` methods take it from the caller.
+/// Decides which occurrences of one kind of trouble get a log line, at instants the caller
+/// passes (tokio's, so that a test with paused time drives them).
 #[derive(Debug, Clone)]
 pub struct LogLimit {
     interval: Duration,
@@ -27,13 +27,7 @@ impl LogLimit {
         }
     }
 
-    /// Records one occurrence now; `Some(left out since the previous line)` when it is to be
-    /// logged.
-    pub fn admit(&mut self) -> Option<u64> {
-        self.admit_at(Instant::now())
-    }
-
-    /// As [`LogLimit::admit`], at `now`.
+    /// Records one occurrence at `now`; `Some(left out since the last line)` when it gets one.
     pub fn admit_at(&mut self, now: Instant) -> Option<u64> {
         if self
             .last

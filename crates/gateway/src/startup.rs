@@ -79,26 +79,17 @@ impl Application {
     /// # Errors
     /// When the HTTP server cannot start or fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let Self {
-            settings,
-            listener,
-            hub,
-        } = self;
-        let local = listener.local_addr()?;
+        let settings = &self.settings;
+        let local = self.listener.local_addr()?;
         let clients = TaskTracker::new();
-        let state = app_state(&hub, &settings, &shutdown, &clients);
-        let dashboard = dashboard(settings.settings.http.static_dir.clone());
-        let server = http_server(state, listener, &settings, dashboard)?;
+        let server = http_server(self.listener, &self.hub, settings, &shutdown, &clients)?;
         let handle = server.handle();
         let feeds = TaskTracker::new();
         let stop_feeds = CancellationToken::new();
-        feeds.spawn(mqtt::run(
-            settings.clone(),
-            Arc::clone(&hub),
-            stop_feeds.clone(),
-        ));
+        let link = mqtt::run(settings.clone(), Arc::clone(&self.hub), stop_feeds.clone());
+        feeds.spawn(link);
         let batch_interval = Duration::from_millis(settings.settings.ws.batch_interval_ms);
-        feeds.spawn(Arc::clone(&hub).run_batcher(batch_interval, stop_feeds.clone()));
+        feeds.spawn(Arc::clone(&self.hub).run_batcher(batch_interval, stop_feeds.clone()));
         let mut server_task = tokio::spawn(server);
         tracing::info!(
             address = %local,
@@ -111,7 +102,7 @@ impl Application {
         let ended = shutdown.run_until_cancelled(&mut server_task).await;
         shutdown.cancel();
         let shutdown_timeout = Duration::from_secs(settings.settings.http.shutdown_timeout_secs);
-        close_clients(&hub, &clients, shutdown_timeout).await;
+        close_clients(&self.hub, &clients, shutdown_timeout).await;
         // Gracefully, within the server's shutdown timeout.
         handle.stop(true).await;
         let server_result = match ended {
@@ -126,8 +117,7 @@ impl Application {
     }
 }
 
-/// Closes every WebSocket client (each sends its Close frame) and waits for them, at most
-/// `timeout`.
+/// Closes every WebSocket client (each sends its Close frame) and waits at most `timeout`.
 async fn close_clients(hub: &Hub, clients: &TaskTracker, timeout: Duration) {
     tracing::info!(
         clients = hub.client_count(),
@@ -140,25 +130,6 @@ async fn close_clients(hub: &Hub, clients: &TaskTracker, timeout: Duration) {
             "some clients did not close in time"
         );
     }
-}
-
-/// What every HTTP handler shares.
-fn app_state(
-    hub: &Arc<Hub>,
-    settings: &GatewayConfig,
-    shutdown: &CancellationToken,
-    clients: &TaskTracker,
-) -> web::Data<AppState> {
-    let ws = &settings.settings.ws;
-    web::Data::new(AppState {
-        hub: Arc::clone(hub),
-        allowed_origins: ws.allowed_origins.clone(),
-        max_clients: ws.max_clients,
-        client: ws.client(),
-        shutdown: shutdown.clone(),
-        clients: clients.clone(),
-        auth_token: settings.auth_token.clone(),
-    })
 }
 
 /// The dashboard directory and its Chart.js on disk when `static_dir` is set and present;
@@ -179,14 +150,26 @@ fn dashboard(static_dir: Option<PathBuf>) -> Option<(PathBuf, PathBuf)> {
     Some((dir, chart_js))
 }
 
-/// The actix server, not yet polled. A plain function so that no `App` builder (which is
-/// `!Send`) is held in [`Application::run`]'s future.
+/// The actix server, not yet polled. A plain function so that no `App` builder (`!Send`) is
+/// held in [`Application::run`]'s future.
 fn http_server(
-    state: web::Data<AppState>,
     listener: TcpListener,
+    hub: &Arc<Hub>,
     settings: &GatewayConfig,
-    dashboard: Option<(PathBuf, PathBuf)>,
+    shutdown: &CancellationToken,
+    clients: &TaskTracker,
 ) -> std::io::Result<Server> {
+    let ws = &settings.settings.ws;
+    let state = web::Data::new(AppState {
+        hub: Arc::clone(hub),
+        allowed_origins: ws.allowed_origins.clone(),
+        max_clients: ws.max_clients,
+        client: ws.client(),
+        shutdown: shutdown.clone(),
+        clients: clients.clone(),
+        auth_token: settings.auth_token.clone(),
+    });
+    let dashboard = dashboard(settings.settings.http.static_dir.clone());
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(crate::http::assets::security_headers())

@@ -98,27 +98,22 @@ impl Application {
     /// # Errors
     /// When the HTTP server cannot start or fails, or the window log cannot be written.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let Application {
-            config,
-            listener,
-            addr,
-            log,
-        } = self;
+        let config = &self.config;
         let started_at = clock_now();
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let (inbound_tx, inbound_rx) = mpsc::channel(config.settings.limits.incoming_capacity);
         let (link, client) =
-            LinkTask::spawn(&config, started_at, inbound_tx.clone(), metrics.clone());
-        let server = crate::http::serve(listener, Arc::new(registry), link.state.clone())
+            LinkTask::spawn(config, started_at, inbound_tx.clone(), metrics.clone());
+        let server = crate::http::serve(self.listener, Arc::new(registry), link.state.clone())
             .map_err(StartupError::Http)?;
         let http = server.handle();
         let http_task = tokio::spawn(server);
-        log_started(&config, addr);
+        log_started(config, self.addr);
         let snapshot = tokio::spawn(read_snapshot(config.clone(), shutdown.clone(), inbound_tx));
 
-        let mut pipeline = Pipeline::new(&config, started_at, client, metrics);
-        if let Some((log, recovery)) = log {
+        let mut pipeline = Pipeline::new(config, started_at, client, metrics);
+        if let Some((log, recovery)) = self.log {
             pipeline.restore(log, recovery.records, clock_now());
         }
         pipeline.tick(clock_now());

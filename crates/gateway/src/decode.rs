@@ -59,13 +59,10 @@ struct Liveness {
 pub fn apply_publish(hub: &Hub, topic: &str, payload: &[u8]) -> Result<(), InvalidMessage> {
     let shard = shard_from_status_topic(topic);
     if topic == INGEST_STATUS_TOPIC || shard.is_some() {
-        let status = match payload {
-            [] => None,
-            _ => Some(
-                serde_json::from_slice::<Liveness>(payload)
-                    .map_err(|e| InvalidMessage::Status(e.to_string()))?,
-            ),
-        };
+        let status = (!payload.is_empty())
+            .then(|| serde_json::from_slice::<Liveness>(payload))
+            .transpose()
+            .map_err(|e| InvalidMessage::Status(e.to_string()))?;
         match shard {
             Some(shard) => hub.set_ingest_shard(
                 shard,

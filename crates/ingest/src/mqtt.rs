@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::configuration::IngestConfig;
 use crate::metrics::Metrics;
 
-/// What the link hands to the aggregation task, in arrival order.
+/// What the aggregation task receives, in arrival order.
 #[derive(Debug)]
 pub enum Inbound {
     /// A message on `machines/+/scrap`, whole (packet id, QoS, DUP) so that the pipeline can
@@ -23,10 +23,9 @@ pub enum Inbound {
     /// Retained aggregates, alarms and trends of a previous run, read once at start-up (sent
     /// even when empty: alarms and trends wait for it).
     Retained(crate::restart::snapshot::Snapshot),
-    /// A CONNACK: the broker accepted the connection.
+    /// A CONNACK accepted the connection.
     Connected {
-        /// False when the broker kept no session: we subscribed again, and rumqttc dropped
-        /// what the client held before the disconnect.
+        /// False when the broker kept no session: rumqttc dropped what the client held.
         session_present: bool,
     },
 }
@@ -51,17 +50,17 @@ impl LinkState {
 
 /// The running link.
 pub struct LinkTask {
-    /// The link state.
+    /// Its state.
     pub state: watch::Receiver<LinkState>,
     abort: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl LinkTask {
-    /// Starts the readings link over the `mqtt.host` list, all brokers with the same options so
-    /// that the session resumes on one that shares it. Returns the client the pipeline
-    /// publishes and acknowledges through. Once `inbound` is closed readings are dropped (and
-    /// counted) while the link polls on, so that the last publishes and the DISCONNECT go out.
+    /// Starts the readings link over the `mqtt.host` list (the same options for every broker, so
+    /// that the session resumes on one that shares it); returns the client the pipeline
+    /// publishes and acknowledges through. Once `inbound` is closed, readings are dropped (and
+    /// counted) while the link polls on for the last publishes and the DISCONNECT.
     pub fn spawn(
         config: &IngestConfig,
         started_at: Timestamp,
@@ -173,18 +172,16 @@ fn expect_pubrel_for_every_id(state: &mut MqttState) {
     }
 }
 
-/// Marks one packet id as awaiting a PUBREL, through the state machine's public entry point: a
-/// stand-in QoS 2 PUBLISH, which with manual acknowledgements sends nothing (the event it
-/// queues is removed again).
+/// Marks one packet id as awaiting a PUBREL through the state machine's public entry point: a
+/// stand-in QoS 2 PUBLISH, which with manual acknowledgements sends nothing.
 fn expect_pubrel(state: &mut MqttState, pkid: u16) {
     if !state.manual_acks {
-        // The stand-in would be acknowledged automatically.
         return;
     }
     let mut stand_in = Publish::new("", QoS::ExactlyOnce, Vec::new());
     stand_in.pkid = pkid;
     let queued = state.events.len();
-    // Marking a QoS 2 id with manual acks cannot fail.
+    // Marking a QoS 2 id with manual acks cannot fail; the event it queues is not news.
     let _ = state.handle_incoming_packet(Incoming::Publish(stand_in));
     state.events.truncate(queued);
 }

@@ -192,7 +192,7 @@ impl Link {
         if let Some(suppressed) = self.refused_log.admit_at(Instant::now()) {
             tracing::warn!(
                 ?refused,
-                retry_in_ms = pause.as_millis(),
+                retry_in_ms = pause.as_millis() as u64,
                 suppressed,
                 "the broker refused the subscription (an ACL, or a cluster node lost); asking again"
             );
@@ -204,7 +204,8 @@ impl Link {
     /// Logs `error`, points the next attempt at the next broker and returns the pause before it.
     fn on_error(&mut self, error: &ConnectionError, handler: &mut impl LinkHandler) -> Duration {
         let pause = self.backoff.next_delay();
-        let retry_in_ms = pause.as_millis();
+        // u64: a u128 field would be a string in JSON logs.
+        let retry_in_ms = pause.as_millis() as u64;
         if self.lost() {
             let broker = self.failover.current();
             tracing::warn!(%error, %broker, retry_in_ms, "lost the connection to the MQTT broker; reconnecting");

@@ -68,10 +68,10 @@ impl LinkTask {
         metrics: Metrics,
     ) -> (Self, AsyncClient) {
         let offline = config.shard.status_payload(false, started_at);
-        let options = config.clone();
+        let options_config = config.clone();
         let failover = config
             .mqtt
-            .failover(move |b| options.mqtt_options_at(b, offline.clone()));
+            .failover(move |b| options_config.mqtt_options_at(b, offline.clone()));
         let readings = SubscribeFilter::new(config.shard.filter.clone(), QoS::ExactlyOnce);
         let capacity = config.settings.limits.request_capacity;
         let (mut link, client) =

@@ -2,6 +2,8 @@
 //! and ingest status is checked against its topic and applied, and an empty payload clears
 //! what its topic names. A message that cannot be used changes nothing and says why.
 
+use std::fmt::Display;
+
 use aggregator_core::Aggregate;
 use aggregator_core::alarm::AlarmMessage;
 use aggregator_core::topic::{
@@ -42,16 +44,10 @@ pub enum InvalidMessage {
     Status(String),
 }
 
-/// The part of `status/ingest` the gateway needs; other fields are ignored.
-#[derive(Deserialize)]
-struct Liveness {
-    online: bool,
-}
-
-/// The part of `status/ingest/{k}` the gateway needs; other fields are ignored.
+/// The part of `status/ingest` and `status/ingest/{k}` the gateway needs.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ShardLiveness {
+struct Liveness {
     online: bool,
     shard_count: Option<u32>,
 }
@@ -61,92 +57,68 @@ struct ShardLiveness {
 /// # Errors
 /// When the topic or payload cannot be used; the hub is then unchanged.
 pub fn apply_publish(hub: &Hub, topic: &str, payload: &[u8]) -> Result<(), InvalidMessage> {
-    if topic == INGEST_STATUS_TOPIC {
-        if payload.is_empty() {
-            hub.set_ingest(None);
-            return Ok(());
+    let shard = shard_from_status_topic(topic);
+    if topic == INGEST_STATUS_TOPIC || shard.is_some() {
+        let status = (!payload.is_empty())
+            .then(|| serde_json::from_slice::<Liveness>(payload))
+            .transpose()
+            .map_err(|e| InvalidMessage::Status(e.to_string()))?;
+        match shard {
+            Some(shard) => hub.set_ingest_shard(
+                shard,
+                status.map(|s| ShardStatus {
+                    online: s.online,
+                    shard_count: s.shard_count,
+                }),
+            ),
+            None => hub.set_ingest(status.map(|s| s.online)),
         }
-        let liveness: Liveness =
-            serde_json::from_slice(payload).map_err(|e| InvalidMessage::Status(e.to_string()))?;
-        hub.set_ingest(Some(liveness.online));
-        return Ok(());
-    }
-    if let Some(shard) = shard_from_status_topic(topic) {
-        if payload.is_empty() {
-            hub.set_ingest_shard(shard, None);
-            return Ok(());
+    } else if let Some(key @ (machine, index)) = key_from_alarm_topic(topic) {
+        // A since-when the dashboard cannot show is as unusable as bad JSON.
+        let parse = |p: &[u8]| AlarmMessage::parse(p).and_then(|a| a.raised_state().map(|_| a));
+        let alarm = keyed(payload, key, InvalidMessage::Alarm, parse, |a| {
+            (&a.machine_id, a.scrap_index)
+        })?;
+        hub.set_alarm(machine, index, alarm);
+    } else if let Some(key @ (machine, index)) = key_from_trend_topic(topic) {
+        let parse = |p: &[u8]| TrendMessage::parse(p).and_then(|t| t.points().map(|_| t));
+        let trend = keyed(payload, key, InvalidMessage::Trend, parse, |t| {
+            (&t.machine_id, t.scrap_index)
+        })?;
+        hub.set_trend(machine, index, trend);
+    } else {
+        let key @ (machine, index) =
+            key_from_aggregate_topic(topic).ok_or(InvalidMessage::Topic)?;
+        let parse = |p: &[u8]| serde_json::from_slice::<Aggregate>(p);
+        match keyed(payload, key, InvalidMessage::Aggregate, parse, |a| {
+            (&a.machine_id, a.scrap_index)
+        })? {
+            Some(aggregate) => hub.upsert(aggregate),
+            None => hub.remove(machine, index),
         }
-        let liveness: ShardLiveness =
-            serde_json::from_slice(payload).map_err(|e| InvalidMessage::Status(e.to_string()))?;
-        hub.set_ingest_shard(
-            shard,
-            Some(ShardStatus {
-                online: liveness.online,
-                shard_count: liveness.shard_count,
-            }),
-        );
-        return Ok(());
     }
-    if let Some((machine, index)) = key_from_alarm_topic(topic) {
-        return apply_alarm(hub, machine, index, payload);
-    }
-    if let Some((machine, index)) = key_from_trend_topic(topic) {
-        return apply_trend(hub, machine, index, payload);
-    }
-    let (machine, index) = key_from_aggregate_topic(topic).ok_or(InvalidMessage::Topic)?;
-    if payload.is_empty() {
-        hub.remove(machine, index);
-        return Ok(());
-    }
-    let aggregate: Aggregate =
-        serde_json::from_slice(payload).map_err(|e| InvalidMessage::Aggregate(e.to_string()))?;
-    check_key(&aggregate.machine_id, aggregate.scrap_index, machine, index)?;
-    hub.upsert(aggregate);
     Ok(())
 }
 
-fn apply_alarm(hub: &Hub, machine: &str, index: u32, payload: &[u8]) -> Result<(), InvalidMessage> {
+/// Reads an aggregate, alarm or trend for the `key` of its topic: `None` for an empty payload,
+/// else what `parse` accepts, if it names that key (`key_of`).
+fn keyed<M, E: Display>(
+    payload: &[u8],
+    key: (&str, u32),
+    invalid: fn(String) -> InvalidMessage,
+    parse: impl FnOnce(&[u8]) -> Result<M, E>,
+    key_of: impl FnOnce(&M) -> (&String, u32),
+) -> Result<Option<M>, InvalidMessage> {
     if payload.is_empty() {
-        hub.set_alarm(machine, index, None);
-        return Ok(());
+        return Ok(None);
     }
-    let alarm = AlarmMessage::parse(payload).map_err(|e| InvalidMessage::Alarm(e.to_string()))?;
-    // A since-when the dashboard cannot show is as unusable as bad JSON.
-    alarm
-        .raised_state()
-        .map_err(|e| InvalidMessage::Alarm(e.to_string()))?;
-    check_key(&alarm.machine_id, alarm.scrap_index, machine, index)?;
-    hub.set_alarm(machine, index, Some(alarm));
-    Ok(())
-}
-
-fn apply_trend(hub: &Hub, machine: &str, index: u32, payload: &[u8]) -> Result<(), InvalidMessage> {
-    if payload.is_empty() {
-        hub.set_trend(machine, index, None);
-        return Ok(());
+    let message = parse(payload).map_err(|e| invalid(e.to_string()))?;
+    let (machine, index) = key_of(&message);
+    if (machine.as_str(), index) != key {
+        let machine = machine.to_owned();
+        return Err(InvalidMessage::KeyMismatch { machine, index });
     }
-    let trend = TrendMessage::parse(payload).map_err(|e| InvalidMessage::Trend(e.to_string()))?;
-    trend
-        .points()
-        .map_err(|e| InvalidMessage::Trend(e.to_string()))?;
-    check_key(&trend.machine_id, trend.scrap_index, machine, index)?;
-    hub.set_trend(machine, index, Some(trend));
-    Ok(())
-}
-
-fn check_key(
-    payload_machine: &str,
-    payload_index: u32,
-    machine: &str,
-    index: u32,
-) -> Result<(), InvalidMessage> {
-    if payload_machine != machine || payload_index != index {
-        return Err(InvalidMessage::KeyMismatch {
-            machine: payload_machine.to_owned(),
-            index: payload_index,
-        });
-    }
-    Ok(())
+    Ok(Some(message))
 }
 
 #[cfg(test)]

@@ -1,20 +1,18 @@
-//! Wiring: [`Application::build`] binds the listener and prepares the MQTT client;
-//! [`Application::run`] serves until the shutdown token fires, then closes every client with
-//! 1001, stops the HTTP server within its timeout and disconnects from the broker.
+//! Wiring: [`Application::from_config`] binds the listener; [`Application::run`] serves until the
+//! shutdown token fires, then closes every client with 1001, stops the HTTP server within its
+//! timeout and disconnects from the broker.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use service_kit::Link;
-use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::configuration::{GatewayConfig, Settings};
+use crate::configuration::GatewayConfig;
 use crate::http::routes;
 use crate::http::state::AppState;
 use crate::http::ws::ws_route;
@@ -36,9 +34,6 @@ pub enum StartupError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Server(#[from] std::io::Error),
-    /// The settings are invalid.
-    #[error(transparent)]
-    Settings(#[from] service_kit::SettingsError),
 }
 
 /// A gateway with its listener bound, ready to [`run`](Application::run).
@@ -46,21 +41,10 @@ pub struct Application {
     settings: GatewayConfig,
     listener: TcpListener,
     hub: Arc<Hub>,
-    /// The broker link over the `mqtt.host` list, not yet connected.
-    link: Link,
 }
 
 impl Application {
-    /// Validates `settings` (once) and builds from the result, see [`Application::from_config`].
-    ///
-    /// # Errors
-    /// Invalid settings or an address that cannot be bound.
-    pub fn build(settings: Settings) -> Result<Self, StartupError> {
-        Self::from_config(settings.validate()?)
-    }
-
-    /// Binds the listener (port 0 picks a free port) and prepares, without connecting, the
-    /// MQTT link.
+    /// Binds the listener (port 0 picks a free port).
     ///
     /// # Errors
     /// An address that cannot be bound.
@@ -71,26 +55,16 @@ impl Application {
         })?;
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(settings.settings.ws.client_queue_frames, metrics));
-        let link = mqtt::link(settings.failover(), settings.mqtt.backoff());
         Ok(Self {
             settings,
             listener,
             hub,
-            link,
         })
-    }
-
-    /// The bound address.
-    ///
-    /// # Errors
-    /// When the OS cannot tell (never in practice for a bound socket).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
-        self.local_addr().map(|a| a.port()).unwrap_or_default()
+        self.listener.local_addr().map_or(0, |a| a.port())
     }
 
     /// The hub, for in-process tests.
@@ -98,27 +72,24 @@ impl Application {
         Arc::clone(&self.hub)
     }
 
-    /// Serves until `shutdown` fires, then stops everything in order: WebSocket clients
-    /// (closed with 1001), the HTTP server within its timeout, then the broker link and the
-    /// batcher, which outlive the server so that clients keep getting data until they are
-    /// closed.
+    /// Serves until `shutdown` fires, then stops in order: WebSocket clients (closed with
+    /// 1001), the HTTP server within its timeout, then what feeds the hub (the broker link and
+    /// the batcher), so that clients get data until they are closed.
     ///
     /// # Errors
     /// When the HTTP server cannot start or fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let Self {
-            settings,
-            listener,
-            hub,
-            link,
-        } = self;
-        let local = listener.local_addr()?;
+        let settings = &self.settings;
+        let local = self.listener.local_addr()?;
         let clients = TaskTracker::new();
-        let state = app_state(&hub, &settings, &shutdown, &clients);
-        let dashboard = dashboard(settings.settings.http.static_dir.clone());
-        let server = http_server(state, listener, &settings, dashboard)?;
+        let server = http_server(self.listener, &self.hub, settings, &shutdown, &clients)?;
         let handle = server.handle();
-        let background = Background::spawn(link, &hub, &settings);
+        let feeds = TaskTracker::new();
+        let stop_feeds = CancellationToken::new();
+        let link = mqtt::run(settings.clone(), Arc::clone(&self.hub), stop_feeds.clone());
+        feeds.spawn(link);
+        let batch_interval = Duration::from_millis(settings.settings.ws.batch_interval_ms);
+        feeds.spawn(Arc::clone(&self.hub).run_batcher(batch_interval, stop_feeds.clone()));
         let mut server_task = tokio::spawn(server);
         tracing::info!(
             address = %local,
@@ -127,40 +98,26 @@ impl Application {
             auth_token = settings.auth_token.is_some(),
             "gateway listening"
         );
-        let ended = serve_until(&shutdown, &mut server_task).await;
+        // The server ends on its own only when it fails; either way the shutdown begins.
+        let ended = shutdown.run_until_cancelled(&mut server_task).await;
+        shutdown.cancel();
         let shutdown_timeout = Duration::from_secs(settings.settings.http.shutdown_timeout_secs);
-        close_clients(&hub, &clients, shutdown_timeout).await;
+        close_clients(&self.hub, &clients, shutdown_timeout).await;
         // Gracefully, within the server's shutdown timeout.
         handle.stop(true).await;
         let server_result = match ended {
             Some(result) => result,
             None => server_task.await,
         };
-        background.stop().await;
+        stop_feeds.cancel();
+        feeds.close();
+        feeds.wait().await;
         tracing::info!("gateway stopped");
-        match server_result {
-            Ok(result) => result.map_err(StartupError::Server),
-            Err(join) => Err(StartupError::Server(std::io::Error::other(join))),
-        }
+        Ok(server_result.map_err(std::io::Error::other)??)
     }
 }
 
-/// Waits until `shutdown` fires (`None`) or the server ends on its own (its result); either
-/// way the shutdown has begun when this returns.
-async fn serve_until(
-    shutdown: &CancellationToken,
-    server_task: &mut JoinHandle<std::io::Result<()>>,
-) -> Option<Result<std::io::Result<()>, JoinError>> {
-    let ended = tokio::select! {
-        () = shutdown.cancelled() => None,
-        result = server_task => Some(result),
-    };
-    shutdown.cancel();
-    ended
-}
-
-/// Closes every WebSocket client (each sends its Close frame) and waits for them, at most
-/// `timeout`.
+/// Closes every WebSocket client (each sends its Close frame) and waits at most `timeout`.
 async fn close_clients(hub: &Hub, clients: &TaskTracker, timeout: Duration) {
     tracing::info!(
         clients = hub.client_count(),
@@ -175,40 +132,35 @@ async fn close_clients(hub: &Hub, clients: &TaskTracker, timeout: Duration) {
     }
 }
 
-/// The tasks that feed the hub: the broker link and the batcher.
-struct Background {
-    tasks: TaskTracker,
-    stop: CancellationToken,
+/// The dashboard directory and its Chart.js on disk when `static_dir` is set and present;
+/// `None` serves the copy built into the binary. Warns about what is missing.
+fn dashboard(static_dir: Option<PathBuf>) -> Option<(PathBuf, PathBuf)> {
+    let dir = static_dir?;
+    if !dir.is_dir() {
+        tracing::warn!(path = %dir.display(), "static directory not found: serving the dashboard built into the binary");
+        return None;
+    }
+    let chart_js = crate::http::assets::disk_chart_js(&dir);
+    if !chart_js.is_file() {
+        tracing::warn!(
+            path = %chart_js.display(),
+            "Chart.js not found: the dashboard's chart will not load (cards still work); run scripts/refresh-chartjs.sh or `npm ci` in the static directory"
+        );
+    }
+    Some((dir, chart_js))
 }
 
-impl Background {
-    fn spawn(link: Link, hub: &Arc<Hub>, settings: &GatewayConfig) -> Self {
-        let stop = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let resync_quiet = Duration::from_millis(settings.settings.resync_quiet_ms);
-        tasks.spawn(mqtt::run(link, Arc::clone(hub), resync_quiet, stop.clone()));
-        let batch_interval = Duration::from_millis(settings.settings.ws.batch_interval_ms);
-        tasks.spawn(Arc::clone(hub).run_batcher(batch_interval, stop.clone()));
-        Self { tasks, stop }
-    }
-
-    /// Stops both and waits until the link has disconnected.
-    async fn stop(self) {
-        self.stop.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
-    }
-}
-
-/// What every HTTP handler shares.
-fn app_state(
+/// The actix server, not yet polled. A plain function so that no `App` builder (`!Send`) is
+/// held in [`Application::run`]'s future.
+fn http_server(
+    listener: TcpListener,
     hub: &Arc<Hub>,
     settings: &GatewayConfig,
     shutdown: &CancellationToken,
     clients: &TaskTracker,
-) -> web::Data<AppState> {
+) -> std::io::Result<Server> {
     let ws = &settings.settings.ws;
-    web::Data::new(AppState {
+    let state = web::Data::new(AppState {
         hub: Arc::clone(hub),
         allowed_origins: ws.allowed_origins.clone(),
         max_clients: ws.max_clients,
@@ -216,39 +168,8 @@ fn app_state(
         shutdown: shutdown.clone(),
         clients: clients.clone(),
         auth_token: settings.auth_token.clone(),
-    })
-}
-
-/// The dashboard directory and its Chart.js on disk when `static_dir` is set and present;
-/// `None` serves the copy built into the binary. Warns about what is missing.
-fn dashboard(static_dir: Option<PathBuf>) -> Option<(PathBuf, PathBuf)> {
-    let chart_js = static_dir
-        .as_deref()
-        .map(crate::http::assets::disk_chart_js)
-        .unwrap_or_default();
-    if let Some(dir) = &static_dir {
-        if !dir.is_dir() {
-            tracing::warn!(path = %dir.display(), "static directory not found: serving the dashboard built into the binary");
-        } else if !chart_js.is_file() {
-            tracing::warn!(
-                path = %chart_js.display(),
-                "Chart.js not found: the dashboard's chart will not load (cards still work); run scripts/refresh-chartjs.sh or `npm ci` in the static directory"
-            );
-        }
-    }
-    static_dir
-        .filter(|dir| dir.is_dir())
-        .map(|dir| (dir, chart_js))
-}
-
-/// The actix server, not yet polled. A plain function so that no `App` builder (which is
-/// `!Send`) is held in [`Application::run`]'s future.
-fn http_server(
-    state: web::Data<AppState>,
-    listener: TcpListener,
-    settings: &GatewayConfig,
-    dashboard: Option<(PathBuf, PathBuf)>,
-) -> std::io::Result<Server> {
+    });
+    let dashboard = dashboard(settings.settings.http.static_dir.clone());
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(crate::http::assets::security_headers())

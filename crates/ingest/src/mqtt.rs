@@ -1,37 +1,31 @@
-//! Ingest's broker link: a [`service_kit::Link`] subscribed to the readings, whose handler
-//! ([`Forwarder`]) hands incoming publishes and connection events to the aggregation task
-//! through a bounded channel and reports the link state for `/health`.
-//!
-//! The link loop does no aggregation or publishing work (rumqttc sends requests only while
-//! `poll` runs, and a slow poller misses keep-alives). Acknowledgements of incoming messages
-//! are manual (the pipeline sends them once a batch is durable); see
-//! [`expect_pubrel_for_every_id`] for the one rumqttc behaviour worked around.
+//! Ingest's broker link: a [`service_kit::Link`] subscribed to the readings, handing them to the
+//! aggregation task through a bounded channel. The pipeline acknowledges each by hand once it is
+//! durable; [`expect_pubrel_for_every_id`] works around what rumqttc gets wrong there.
 
-use std::ops::ControlFlow;
-
+use aggregator_core::Timestamp;
 use rumqttc::{
-    AsyncClient, ConnectionError, Incoming, MqttState, Outgoing, Publish, QoS, SubscribeFilter,
-    SubscribeReasonCode,
+    AsyncClient, Incoming, MqttState, Outgoing, Publish, QoS, SubscribeFilter, SubscribeReasonCode,
 };
-use service_kit::{Backoff, Failover, Link, LinkHandler};
+use service_kit::{Link, LinkHandler};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::configuration::IngestConfig;
 use crate::metrics::Metrics;
 
-/// What the event loop hands to the aggregation task, in arrival order.
+/// What the aggregation task receives, in arrival order.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A message on `machines/+/scrap`. The whole packet is kept (packet id, QoS, DUP) so that
-    /// the pipeline can acknowledge it by hand once durable and recognise a redelivery.
+    /// A message on `machines/+/scrap`, whole (packet id, QoS, DUP) so that the pipeline can
+    /// acknowledge it once durable and recognise a redelivery.
     Reading(Publish),
     /// Retained aggregates, alarms and trends of a previous run, read once at start-up (sent
     /// even when empty: alarms and trends wait for it).
     Retained(crate::restart::snapshot::Snapshot),
-    /// A CONNACK: the broker accepted the connection.
+    /// A CONNACK accepted the connection.
     Connected {
-        /// False when the broker kept no session for us: we subscribed again, and anything
-        /// queued in the client before the disconnect was dropped by rumqttc.
+        /// False when the broker kept no session: rumqttc dropped what the client held.
         session_present: bool,
     },
 }
@@ -43,7 +37,7 @@ pub struct LinkState {
     pub connected: bool,
     /// The readings subscription is acknowledged (in this session or a resumed one).
     pub subscribed: bool,
-    /// Our DISCONNECT has been written: the event loop has ended.
+    /// Our DISCONNECT has been written: the link has ended.
     pub closed: bool,
 }
 
@@ -54,50 +48,71 @@ impl LinkState {
     }
 }
 
-/// The readings link over the brokers of `failover`, not yet connected: it subscribes `filter`
-/// with QoS 2 whenever the broker kept no session. Returns the client the pipeline publishes
-/// and acknowledges through (`request_capacity` bounds its queue).
-pub fn link(
-    failover: Failover,
-    backoff: Backoff,
-    request_capacity: usize,
-    filter: &str,
-) -> (Link, AsyncClient) {
-    let (link, client) = Link::new(failover, backoff, request_capacity);
-    let readings = SubscribeFilter::new(filter.to_owned(), QoS::ExactlyOnce);
-    (link.with_subscription(vec![readings]), client)
+/// The running link.
+pub struct LinkTask {
+    /// Its state.
+    pub state: watch::Receiver<LinkState>,
+    abort: CancellationToken,
+    task: JoinHandle<()>,
 }
 
-/// Runs `link` until our DISCONNECT has been written, `abort` fires, or the aggregation task
-/// is gone; then marks the link closed.
-pub async fn run(mut link: Link, mut forwarder: Forwarder, abort: CancellationToken) {
-    link.run(&mut forwarder, &abort).await;
-    forwarder.metrics.broker_connected.set(0);
-    forwarder.state.send_modify(|s| {
-        s.connected = false;
-        s.subscribed = false;
-        s.closed = true;
-    });
+impl LinkTask {
+    /// Starts the readings link over the `mqtt.host` list (the same options for every broker, so
+    /// that the session resumes on one that shares it); returns the client the pipeline
+    /// publishes and acknowledges through. Once `inbound` is closed, readings are dropped (and
+    /// counted) while the link polls on for the last publishes and the DISCONNECT.
+    pub fn spawn(
+        config: &IngestConfig,
+        started_at: Timestamp,
+        inbound: mpsc::Sender<Inbound>,
+        metrics: Metrics,
+    ) -> (Self, AsyncClient) {
+        let offline = config.shard.status_payload(false, started_at);
+        let options_config = config.clone();
+        let failover = config
+            .mqtt
+            .failover(move |b| options_config.mqtt_options_at(b, offline.clone()));
+        let readings = SubscribeFilter::new(config.shard.filter.clone(), QoS::ExactlyOnce);
+        let capacity = config.settings.limits.request_capacity;
+        let (mut link, client) =
+            Link::new(failover, config.mqtt.backoff(), capacity, vec![readings]);
+        let (state_tx, state) = watch::channel(LinkState::default());
+        let mut forwarder = Forwarder {
+            inbound,
+            state: state_tx,
+            metrics,
+        };
+        let abort = CancellationToken::new();
+        let stop = abort.clone();
+        let task = tokio::spawn(async move {
+            link.run(&mut forwarder, &stop).await;
+            forwarder.metrics.broker_connected.set(0);
+            forwarder.state.send_modify(|s| {
+                *s = LinkState::default();
+                s.closed = true;
+            });
+        });
+        (Self { state, abort, task }, client)
+    }
+
+    /// Stops polling (our DISCONNECT is written by now, or the shutdown gave up on it).
+    pub async fn stop(self) {
+        self.abort.cancel();
+        let _ = self.task.await;
+    }
 }
 
-/// What ingest adds to its link: the channel to the aggregation task, the link state, the
-/// metrics, and the PUBREL workaround of manual acknowledgements.
-pub struct Forwarder {
-    /// Towards the aggregation task.
-    pub inbound: mpsc::Sender<Inbound>,
-    /// Link state for `/health` and shutdown.
-    pub state: watch::Sender<LinkState>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Shutdown has begun: stop forwarding readings, keep polling so the last publishes and
-    /// the DISCONNECT go out.
-    pub draining: CancellationToken,
+/// Ingest's [`LinkHandler`].
+struct Forwarder {
+    inbound: mpsc::Sender<Inbound>,
+    state: watch::Sender<LinkState>,
+    metrics: Metrics,
 }
 
 impl LinkHandler for Forwarder {
-    async fn connected(&mut self, session_present: bool, state: &mut MqttState) -> ControlFlow<()> {
-        // Before the first read of the new connection: the broker may resend the PUBREL of a
-        // QoS 2 message acknowledged in an earlier connection.
+    async fn connected(&mut self, session_present: bool, state: &mut MqttState) {
+        // Before the first read: the broker may resend the PUBREL of a QoS 2 message
+        // acknowledged in an earlier connection.
         expect_pubrel_for_every_id(state);
         self.metrics.broker_connects.inc();
         self.metrics.broker_connected.set(1);
@@ -106,16 +121,20 @@ impl LinkHandler for Forwarder {
             s.connected = true;
             s.subscribed = session_present;
         });
-        self.send(Inbound::Connected { session_present }).await
+        let connected = Inbound::Connected { session_present };
+        // Refused once shutdown has begun, when it no longer matters.
+        let _ = self.inbound.send(connected).await;
     }
 
-    async fn publish(&mut self, publish: Publish) -> ControlFlow<()> {
-        self.send(Inbound::Reading(publish)).await
+    async fn publish(&mut self, publish: Publish) {
+        if self.inbound.send(Inbound::Reading(publish)).await.is_err() {
+            self.metrics.readings_dropped_at_shutdown.inc();
+        }
     }
 
     fn subscribed(&mut self, granted: &[SubscribeReasonCode]) {
-        // We ask for QoS 2; a broker may grant less (NATS 2.9 grants 1). The pipeline works
-        // with either, so this is information, not an error.
+        // We ask for QoS 2; a broker may grant less (NATS 2.9 grants 1), which the pipeline
+        // handles as well.
         if let [SubscribeReasonCode::Success(qos)] = granted {
             self.metrics.subscription_qos.set(i64::from(*qos as u8));
         }
@@ -123,87 +142,46 @@ impl LinkHandler for Forwarder {
     }
 
     fn subscription_refused(&mut self) {
-        // Readings wait in the broker meanwhile; the link asks again.
         self.metrics.subscriptions_refused.inc();
+    }
+
+    fn disconnected(&mut self, next_broker: usize) {
+        self.metrics.broker_connected.set(0);
+        self.metrics.broker_index.set(next_broker as i64);
+        self.state.send_replace(LinkState::default());
     }
 
     fn written(&mut self, packet: &Outgoing, state: &mut MqttState) {
         if let Outgoing::PubComp(pkid) = packet {
-            // Answered; the broker may still send a late duplicate PUBREL for it.
+            // The broker may still send a late duplicate PUBREL for it.
             expect_pubrel(state, *pkid);
         }
-    }
-
-    fn connection_failed(&mut self, _error: &ConnectionError) {
-        self.metrics.broker_connected.set(0);
-        self.state.send_modify(|s| {
-            s.connected = false;
-            s.subscribed = false;
-        });
-    }
-
-    fn broker_changed(&mut self, index: usize) {
-        let index = i64::try_from(index).unwrap_or(i64::MAX);
-        self.metrics.broker_index.set(index);
-    }
-}
-
-impl Forwarder {
-    /// Hands `item` to the aggregation task; `Break` when that task is gone.
-    ///
-    /// Once shutdown has begun the aggregation task no longer reads the channel, so nothing
-    /// waits on it then: readings are dropped (and counted), connection events are moot.
-    async fn send(&mut self, item: Inbound) -> ControlFlow<()> {
-        let is_reading = matches!(item, Inbound::Reading(_));
-        if !self.draining.is_cancelled() {
-            // try_send first: the common case needs no select machinery.
-            let item = match self.inbound.try_send(item) {
-                Ok(()) => return ControlFlow::Continue(()),
-                Err(mpsc::error::TrySendError::Closed(_)) => return ControlFlow::Break(()),
-                Err(mpsc::error::TrySendError::Full(item)) => item,
-            };
-            tokio::select! {
-                sent = self.inbound.send(item) => {
-                    return if sent.is_ok() { ControlFlow::Continue(()) } else { ControlFlow::Break(()) };
-                }
-                () = self.draining.cancelled() => {}
-            }
-        }
-        if is_reading {
-            self.metrics.readings_dropped_at_shutdown.inc();
-        }
-        ControlFlow::Continue(())
     }
 }
 
 /// Makes rumqttc answer a PUBREL for any packet id with PUBCOMP.
 ///
-/// rumqttc 0.25 remembers which QoS 2 packet ids await a PUBREL only within one connection and
-/// treats any other PUBREL as a protocol error that drops the connection
-/// (bytebeamio/rumqtt#664). After a restart or reconnect the broker resends the PUBREL of a
-/// message ingest had acknowledged (PUBREC) but not completed, so every reconnect would fail
-/// the same way, forever. Answering an unknown PUBREL with PUBCOMP is what MQTT 5 prescribes
-/// and harmless in 3.1.1: the message was already acknowledged, so it was already durable.
-///
-/// The ids are marked through the state machine's public entry point with a stand-in QoS 2
-/// PUBLISH; with manual acknowledgements that sends nothing, and the event it queues is
-/// removed again.
-pub fn expect_pubrel_for_every_id(state: &mut MqttState) {
+/// rumqttc 0.25 knows the QoS 2 ids that await a PUBREL only within one connection and takes
+/// any other PUBREL for a protocol error that drops the connection (bytebeamio/rumqtt#664). The
+/// broker resends the PUBREL of a message acknowledged (PUBREC) in an earlier connection, so
+/// every reconnect would fail the same way. Answering it is what MQTT 5 prescribes and harmless
+/// in 3.1.1: the message was acknowledged, so it was already durable.
+fn expect_pubrel_for_every_id(state: &mut MqttState) {
     for pkid in 1..=u16::MAX {
         expect_pubrel(state, pkid);
     }
 }
 
-/// Marks one packet id as awaiting a PUBREL (see [`expect_pubrel_for_every_id`]).
-pub fn expect_pubrel(state: &mut MqttState, pkid: u16) {
+/// Marks one packet id as awaiting a PUBREL through the state machine's public entry point: a
+/// stand-in QoS 2 PUBLISH, which with manual acknowledgements sends nothing.
+fn expect_pubrel(state: &mut MqttState, pkid: u16) {
     if !state.manual_acks {
-        // The stand-in would be acknowledged automatically: never mark then.
         return;
     }
     let mut stand_in = Publish::new("", QoS::ExactlyOnce, Vec::new());
     stand_in.pkid = pkid;
     let queued = state.events.len();
-    // Marking a QoS 2 id with manual acks cannot fail and produces no packet.
+    // Marking a QoS 2 id with manual acks cannot fail; the event it queues is not news.
     let _ = state.handle_incoming_packet(Incoming::Publish(stand_in));
     state.events.truncate(queued);
 }

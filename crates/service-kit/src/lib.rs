@@ -35,7 +35,7 @@ pub mod telemetry;
 
 pub use backoff::Backoff;
 pub use brokers::{BrokerAddr, Failover, OptionsFor, parse_hosts};
-pub use link::{Link, LinkEnd, LinkHandler};
+pub use link::{Link, LinkHandler};
 pub use log_limit::LogLimit;
 pub use secret::Secret;
 pub use security::MqttSecurity;

@@ -1,110 +1,59 @@
 //! One MQTT connection kept up for a service: the only code in ingest and gateway that polls a
-//! rumqttc [`EventLoop`].
+//! rumqttc [`EventLoop`]; what differs between them is their [`LinkHandler`].
 //!
-//! [`Link::run`] polls until its [`CancellationToken`] fires and never does a service's work in
-//! between (rumqttc sends requests only while `poll` runs, and a slow poller misses
-//! keep-alives). It does what every connection of ours needs:
-//!
-//! - After a connection error it logs (a lost connection always, a broker that stays out of
-//!   reach at most once per [`LOG_EVERY`]), pauses as the [`Backoff`] says (rumqttc would retry
-//!   on the very next poll) and points the next attempt at the next broker of the
-//!   [`Failover`] list, round-robin.
-//! - On a CONNACK without a session it subscribes the link's filters, retrying on later events
-//!   while rumqttc's request queue is full. A resumed session still holds them: subscribing
-//!   again would make the broker resend its retained messages.
-//! - A SUBACK that refuses any filter is answered by subscribing again after a pause that starts
-//!   at [`RESUBSCRIBE_START`] and doubles up to the reconnect ceiling. NATS 2.9 refuses while it
-//!   cannot create its JetStream consumer in time (a cluster node was just lost) and grants a
-//!   moment later; an ACL refuses for good, and then the question is asked rarely.
-//!
-//! What differs between services is their [`LinkHandler`]: it takes the publishes, learns of
-//! the connection's ups and downs (for its metrics and health), adjusts rumqttc's state where
-//! it must, and may run one timer of its own inside the loop. A link without filters only
-//! connects, for a connection that only publishes.
+//! After an error the link pauses as the [`Backoff`] says (rumqttc would retry at once) and
+//! tries the next broker of the [`Failover`] list. It subscribes only on a CONNACK without a
+//! session: in a resumed one the broker would resend its retained messages. A refused
+//! subscription is asked for again after a pause from 1 s, doubling up to the reconnect
+//! ceiling: NATS 2.9 refuses while it cannot create its JetStream consumer (a cluster node was
+//! just lost) and grants a moment later; an ACL refuses for good.
 
-use std::future::Future;
-use std::ops::ControlFlow;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming,
-    MqttState, Outgoing, Publish, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttState,
+    Outgoing, Publish, Request, Subscribe, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backoff, BrokerAddr, Failover, LogLimit};
+use crate::{Backoff, Failover, LogLimit};
 
-/// First pause before asking again for subscriptions the broker refused.
-pub const RESUBSCRIBE_START: Duration = Duration::from_secs(1);
-/// At most one warning of a repeating kind (broker out of reach, subscription refused) per
-/// this interval; the line says how many were left out.
+/// At most one warning of a repeating kind per this interval.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// What a service adds to its [`Link`]. Every method has a default that does nothing, so a
-/// handler names only what it needs.
+/// What a service adds to its [`Link`]. The link polls nothing until a method returns: a slow
+/// handler makes the connection miss keep-alives.
 pub trait LinkHandler: Send {
-    /// A CONNACK accepted the connection. Called before the first read of the new connection,
-    /// with rumqttc's state for a service that has to prepare it. With `session_present`
-    /// false the broker kept no session, and the link subscribes once this returns. `Break`
-    /// ends [`Link::run`].
+    /// A CONNACK accepted the connection; `state` is rumqttc's, before the first read.
     fn connected(
         &mut self,
         session_present: bool,
         state: &mut MqttState,
-    ) -> impl Future<Output = ControlFlow<()>> + Send {
-        let _ = (session_present, state);
-        async { ControlFlow::Continue(()) }
-    }
+    ) -> impl Future<Output = ()> + Send;
 
-    /// An incoming PUBLISH. The link polls nothing until this returns; `Break` ends
-    /// [`Link::run`].
-    fn publish(&mut self, publish: Publish) -> impl Future<Output = ControlFlow<()>> + Send {
-        let _ = publish;
-        async { ControlFlow::Continue(()) }
-    }
+    /// An incoming PUBLISH.
+    fn publish(&mut self, publish: Publish) -> impl Future<Output = ()> + Send;
 
     /// The broker granted every filter; `granted` holds its SUBACK codes in filter order.
-    fn subscribed(&mut self, granted: &[SubscribeReasonCode]) {
-        let _ = granted;
-    }
+    fn subscribed(&mut self, granted: &[SubscribeReasonCode]);
 
     /// The broker refused some filters; the link asks again after a pause.
-    fn subscription_refused(&mut self) {}
+    fn subscription_refused(&mut self);
 
-    /// A packet was written to the broker (our DISCONNECT ends [`Link::run`] instead).
-    fn written(&mut self, packet: &Outgoing, state: &mut MqttState) {
-        let _ = (packet, state);
-    }
+    /// The connection failed or was lost; the next attempt goes to broker `next_broker`.
+    fn disconnected(&mut self, next_broker: usize);
 
-    /// The connection failed or was lost; the link pauses and tries again.
-    fn connection_failed(&mut self, error: &ConnectionError) {
-        let _ = error;
-    }
+    /// A packet other than our DISCONNECT was written to the broker.
+    fn written(&mut self, _packet: &Outgoing, _state: &mut MqttState) {}
 
-    /// The next connection attempt goes to the broker at `index` of the `mqtt.host` list.
-    fn broker_changed(&mut self, index: usize) {
-        let _ = index;
-    }
-
-    /// When the handler's own timer is due, while it runs. Asked again after every event.
+    /// When the handler's own timer is due; asked again after every event.
     fn deadline(&self) -> Option<Instant> {
         None
     }
 
     /// The instant [`LinkHandler::deadline`] named has come.
     fn deadline_reached(&mut self) {}
-}
-
-/// Why [`Link::run`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkEnd {
-    /// The stop token fired.
-    Stopped,
-    /// Our DISCONNECT was written (queued through the client by the service).
-    Disconnected,
-    /// The handler asked to stop.
-    Handler,
 }
 
 /// One connection over the brokers of a [`Failover`] list, with the subscription it keeps.
@@ -114,26 +63,25 @@ pub struct Link {
     failover: Failover,
     backoff: Backoff,
     filters: Vec<SubscribeFilter>,
-}
-
-impl std::fmt::Debug for Link {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link")
-            .field("failover", &self.failover)
-            .field("backoff", &self.backoff)
-            .field("filters", &self.filters)
-            .finish_non_exhaustive()
-    }
+    /// A CONNACK came and no error since.
+    connected: bool,
+    /// After a refused subscription: when to ask again.
+    resubscribe_at: Option<Instant>,
+    resubscribe_backoff: Backoff,
+    refused_log: LogLimit,
+    error_log: LogLimit,
+    /// The last connection error logged.
+    last_error: String,
 }
 
 impl Link {
-    /// A link to the first broker of `failover`, not yet connected (the first
-    /// [`Link::run`] connects), pausing after errors as `backoff` says. Returns the client
-    /// that publishes on it; `request_capacity` bounds rumqttc's request queue.
+    /// A link, not yet connected, that subscribes `filters` on every CONNACK without a session;
+    /// returns the client that publishes on it, whose queue holds `request_capacity` requests.
     pub fn new(
         failover: Failover,
         backoff: Backoff,
         request_capacity: usize,
+        filters: Vec<SubscribeFilter>,
     ) -> (Self, AsyncClient) {
         let (client, mut event_loop) = AsyncClient::new(failover.options(), request_capacity);
         crate::no_delay(&mut event_loop);
@@ -141,39 +89,27 @@ impl Link {
             client: client.clone(),
             event_loop,
             failover,
+            resubscribe_backoff: Backoff::new(Duration::from_secs(1), backoff.max()),
             backoff,
-            filters: Vec::new(),
+            filters,
+            connected: false,
+            resubscribe_at: None,
+            refused_log: LogLimit::new(LOG_EVERY),
+            error_log: LogLimit::new(LOG_EVERY),
+            last_error: String::new(),
         };
         (link, client)
     }
 
-    /// Subscribes `filters` (in one SUBSCRIBE) on every CONNACK without a session.
-    #[must_use]
-    pub fn with_subscription(mut self, filters: Vec<SubscribeFilter>) -> Self {
-        self.filters = filters;
-        self
-    }
-
-    /// The broker in use (or tried next).
-    pub fn broker(&self) -> &BrokerAddr {
-        self.failover.current()
-    }
-
-    /// Polls until `stop` fires, the handler breaks, or our DISCONNECT has been written.
-    /// Can be called again after it returned.
-    pub async fn run<H: LinkHandler>(
-        &mut self,
-        handler: &mut H,
-        stop: &CancellationToken,
-    ) -> LinkEnd {
-        let mut pace = Pace::new(self.backoff.max());
+    /// Polls until `stop` fires or our DISCONNECT has been written.
+    pub async fn run(&mut self, handler: &mut impl LinkHandler, stop: &CancellationToken) {
         loop {
             let event = tokio::select! {
                 biased;
-                () = stop.cancelled() => return LinkEnd::Stopped,
-                () = sleep_until(pace.resubscribe_at) => {
-                    pace.resubscribe_at = None;
-                    pace.need_subscribe = !self.try_subscribe();
+                () = stop.cancelled() => return,
+                () = sleep_until(self.resubscribe_at) => {
+                    self.resubscribe_at = None;
+                    self.subscribe();
                     continue;
                 }
                 () = sleep_until(handler.deadline()) => {
@@ -182,195 +118,118 @@ impl Link {
                 }
                 event = self.event_loop.poll() => event,
             };
-            let flow = match event {
-                Ok(event) => self.on_event(event, handler, &mut pace).await,
-                Err(e) => self.on_error(&e, handler, &mut pace, stop).await,
-            };
-            if let ControlFlow::Break(end) = flow {
-                return end;
+            match event {
+                // A refused connection comes as an error too.
+                Ok(Event::Incoming(Incoming::ConnAck(ack)))
+                    if ack.code == ConnectReturnCode::Success =>
+                {
+                    self.on_connack(ack.session_present);
+                    let state = &mut self.event_loop.state;
+                    handler.connected(ack.session_present, state).await;
+                }
+                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                    self.on_suback(&ack.return_codes, handler)
+                }
+                Ok(Event::Incoming(Incoming::Publish(publish))) => handler.publish(publish).await,
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    tracing::info!("disconnected from the MQTT broker");
+                    return;
+                }
+                Ok(Event::Outgoing(packet)) => handler.written(&packet, &mut self.event_loop.state),
+                Ok(Event::Incoming(_)) => {}
+                Err(error) => {
+                    let pause = self.on_error(&error, handler);
+                    if tokio::time::timeout(pause, stop.cancelled()).await.is_ok() {
+                        return;
+                    }
+                }
             }
         }
     }
 
-    /// Sends DISCONNECT and polls until it is written, the connection is gone or `timeout`
-    /// has passed. True when it was written.
+    /// Sends DISCONNECT and polls until it is written (true), the connection is gone or
+    /// `timeout` has passed.
     pub async fn disconnect(&mut self, timeout: Duration) -> bool {
         if self.client.try_disconnect().is_err() {
             return false;
         }
-        let event_loop = &mut self.event_loop;
-        let written = tokio::time::timeout(timeout, async {
-            loop {
-                match event_loop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return true,
-                    Err(_) => return false,
-                    Ok(_) => {}
+        let written = async {
+            while let Ok(event) = self.event_loop.poll().await {
+                if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                    tracing::info!("disconnected from the MQTT broker");
+                    return true;
                 }
             }
-        })
-        .await
-        .unwrap_or(false);
-        if written {
-            tracing::info!("disconnected from the MQTT broker");
-        }
-        written
-    }
-
-    async fn on_event<H: LinkHandler>(
-        &mut self,
-        event: Event,
-        handler: &mut H,
-        pace: &mut Pace,
-    ) -> ControlFlow<LinkEnd> {
-        let flow = match event {
-            Event::Incoming(Incoming::ConnAck(ack)) => self.on_connack(ack, handler, pace).await,
-            Event::Incoming(Incoming::SubAck(ack)) => {
-                self.on_suback(&ack.return_codes, handler, pace);
-                ControlFlow::Continue(())
-            }
-            Event::Incoming(Incoming::Publish(publish)) => handler.publish(publish).await,
-            Event::Outgoing(Outgoing::Disconnect) => {
-                tracing::info!("disconnected from the MQTT broker");
-                return ControlFlow::Break(LinkEnd::Disconnected);
-            }
-            Event::Outgoing(packet) => {
-                handler.written(&packet, &mut self.event_loop.state);
-                ControlFlow::Continue(())
-            }
-            Event::Incoming(_) => ControlFlow::Continue(()),
+            false
         };
-        if flow.is_break() {
-            return ControlFlow::Break(LinkEnd::Handler);
-        }
-        // After the event, and again after every later one while the request queue is full
-        // (each poll drains it a little).
-        if pace.need_subscribe {
-            pace.need_subscribe = !self.try_subscribe();
-        }
-        ControlFlow::Continue(())
+        tokio::time::timeout(timeout, written)
+            .await
+            .unwrap_or(false)
     }
 
-    async fn on_connack<H: LinkHandler>(
-        &mut self,
-        ack: ConnAck,
-        handler: &mut H,
-        pace: &mut Pace,
-    ) -> ControlFlow<()> {
-        if ack.code != ConnectReturnCode::Success {
-            // rumqttc reports a refused connection as an error; nothing to do with this one.
-            return ControlFlow::Continue(());
-        }
-        self.backoff.reset();
-        pace.connected(ack.session_present);
+    fn on_connack(&mut self, session_present: bool) {
         tracing::info!(
-            session_present = ack.session_present,
+            session_present,
             broker = %self.failover.current(),
             "connected to the MQTT broker"
         );
-        handler
-            .connected(ack.session_present, &mut self.event_loop.state)
-            .await
+        self.backoff.reset();
+        self.resubscribe_backoff.reset();
+        self.connected = true;
+        if !session_present {
+            self.subscribe();
+        }
     }
 
-    fn on_suback<H: LinkHandler>(
-        &mut self,
-        codes: &[SubscribeReasonCode],
-        handler: &mut H,
-        pace: &mut Pace,
-    ) {
+    fn on_suback(&mut self, codes: &[SubscribeReasonCode], handler: &mut impl LinkHandler) {
         let refused = refused_filters(&self.filters, codes);
         if refused.is_empty() {
-            pace.resubscribe_backoff.reset();
-            tracing::info!(filters = ?filter_names(&self.filters), granted = ?codes, "subscription acknowledged");
-            handler.subscribed(codes);
-            return;
+            self.resubscribe_backoff.reset();
+            tracing::info!(filters = ?self.filters, granted = ?codes, "subscription acknowledged");
+            return handler.subscribed(codes);
         }
-        let delay = pace.resubscribe_backoff.next_delay();
-        if let Some(suppressed) = pace.refused_log.admit() {
+        let pause = self.resubscribe_backoff.next_delay();
+        if let Some(suppressed) = self.refused_log.admit_at(Instant::now()) {
             tracing::warn!(
                 ?refused,
-                retry_in_ms = millis(delay),
+                retry_in_ms = pause.as_millis() as u64,
                 suppressed,
                 "the broker refused the subscription (an ACL, or a cluster node lost); asking again"
             );
         }
-        pace.resubscribe_at = Some(Instant::now() + delay);
+        self.resubscribe_at = Some(Instant::now() + pause);
         handler.subscription_refused();
     }
 
-    async fn on_error<H: LinkHandler>(
-        &mut self,
-        error: &ConnectionError,
-        handler: &mut H,
-        pace: &mut Pace,
-        stop: &CancellationToken,
-    ) -> ControlFlow<LinkEnd> {
-        handler.connection_failed(error);
-        let was_connected = pace.disconnected();
-        let delay = self.backoff.next_delay();
-        let broker = self.failover.current();
-        if was_connected {
-            tracing::warn!(%error, %broker, retry_in_ms = millis(delay), "lost the connection to the MQTT broker; reconnecting");
-        } else if let Some(suppressed) = pace.admit_error(error, Instant::now()) {
-            tracing::warn!(%error, %broker, retry_in_ms = millis(delay), suppressed, "cannot reach the MQTT broker");
+    /// Logs `error`, points the next attempt at the next broker and returns the pause before it.
+    fn on_error(&mut self, error: &ConnectionError, handler: &mut impl LinkHandler) -> Duration {
+        let pause = self.backoff.next_delay();
+        // u64: a u128 field would be a string in JSON logs.
+        let retry_in_ms = pause.as_millis() as u64;
+        if self.lost() {
+            let broker = self.failover.current();
+            tracing::warn!(%error, %broker, retry_in_ms, "lost the connection to the MQTT broker; reconnecting");
+        } else if let Some(suppressed) = self.admit_error(error, Instant::now()) {
+            let broker = self.failover.current();
+            tracing::warn!(%error, %broker, retry_in_ms, suppressed, "cannot reach the MQTT broker");
         }
         if let Some(next) = self.failover.advance(&mut self.event_loop) {
             tracing::info!(broker = %next, "failing over to the next broker");
-            handler.broker_changed(self.failover.index());
         }
-        tokio::select! {
-            () = stop.cancelled() => ControlFlow::Break(LinkEnd::Stopped),
-            () = tokio::time::sleep(delay) => ControlFlow::Continue(()),
-        }
+        handler.disconnected(self.failover.index());
+        pause
     }
 
-    /// Queues the subscription; false while rumqttc's request queue is full.
-    fn try_subscribe(&self) -> bool {
-        if self.filters.is_empty() {
-            return true;
-        }
-        match self.client.try_subscribe_many(self.filters.iter().cloned()) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "subscription queued later");
-                false
-            }
-        }
-    }
-}
-
-/// What one [`Link::run`] keeps between events besides the link itself.
-struct Pace {
-    /// A CONNACK came and no error since.
-    connected: bool,
-    /// The subscription is still to be queued.
-    need_subscribe: bool,
-    /// After a refused subscription: when to ask again.
-    resubscribe_at: Option<Instant>,
-    resubscribe_backoff: Backoff,
-    refused_log: LogLimit,
-    error_log: LogLimit,
-    /// The text of the last connection error logged.
-    last_error: String,
-}
-
-impl Pace {
-    fn new(ceiling: Duration) -> Self {
-        Self {
-            connected: false,
-            need_subscribe: false,
-            resubscribe_at: None,
-            resubscribe_backoff: Backoff::new(RESUBSCRIBE_START, ceiling),
-            refused_log: LogLimit::new(LOG_EVERY),
-            error_log: LogLimit::new(LOG_EVERY),
-            last_error: String::new(),
-        }
+    /// After a connection error: whether a connection was up until now. The next CONNACK
+    /// decides afresh whether to subscribe.
+    fn lost(&mut self) -> bool {
+        self.resubscribe_at = None;
+        std::mem::take(&mut self.connected)
     }
 
-    /// Whether a failed connection attempt gets a warning: `Some(left out since the previous
-    /// one)`. A different error is always logged (the first failure may be a bare I/O error
-    /// and the next one the reason, such as an untrusted certificate); the same one again at
-    /// most once per [`LOG_EVERY`].
+    /// `Some(left out since the last one)` when a failed connection attempt gets a warning: a
+    /// different error at once (a bare I/O error may come first, then the reason, such as an
+    /// untrusted certificate), the same one at most once per [`LOG_EVERY`].
     fn admit_error(&mut self, error: &ConnectionError, now: Instant) -> Option<u64> {
         let text = error.to_string();
         if text == self.last_error {
@@ -380,20 +239,11 @@ impl Pace {
         Some(self.error_log.force_at(now))
     }
 
-    /// A new connection; `subscribed` when it needs no SUBSCRIBE of ours.
-    fn connected(&mut self, subscribed: bool) {
-        self.connected = true;
-        self.need_subscribe = !subscribed;
-        self.resubscribe_at = None;
-        self.resubscribe_backoff.reset();
-    }
-
-    /// A connection error; returns whether a connection was up until now.
-    fn disconnected(&mut self) -> bool {
-        // A retry queued while disconnected would go out after a reconnect that may not
-        // want it (a resumed session): the next CONNACK decides afresh.
-        self.resubscribe_at = None;
-        std::mem::take(&mut self.connected)
+    /// Queues the subscription where rumqttc keeps an earlier session's requests: it sends them
+    /// before the client's, whose queue may be full, and drops them on a new session.
+    fn subscribe(&mut self) {
+        let subscribe = Request::Subscribe(Subscribe::new_many(self.filters.clone()));
+        self.event_loop.pending.push_back(subscribe);
     }
 }
 
@@ -410,14 +260,6 @@ fn refused_filters<'f>(
         .collect()
 }
 
-fn filter_names(filters: &[SubscribeFilter]) -> Vec<&str> {
-    filters.iter().map(|f| f.path.as_str()).collect()
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Sleeps until `at`, or forever without one (a timer that is off in a `select!`).
 async fn sleep_until(at: Option<Instant>) {
     match at {
@@ -428,9 +270,22 @@ async fn sleep_until(at: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
-    use rumqttc::QoS;
+    use rumqttc::{MqttOptions, QoS};
 
     use super::*;
+    use crate::BrokerAddr;
+
+    fn link() -> Link {
+        let broker = BrokerAddr {
+            host: "127.0.0.1".into(),
+            port: 1,
+        };
+        let options = Box::new(|b: &BrokerAddr| MqttOptions::new("t", &b.host, b.port));
+        let failover = Failover::new(vec![broker], options);
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let filter = SubscribeFilter::new("t/#".into(), QoS::AtLeastOnce);
+        Link::new(failover, backoff, 1, vec![filter]).0
+    }
 
     #[test]
     fn refused_filters_are_named_by_their_position_in_the_suback() {
@@ -448,32 +303,36 @@ mod tests {
 
     #[test]
     fn a_lost_connection_cancels_a_pending_resubscribe() {
-        let mut pace = Pace::new(Duration::from_secs(30));
-        pace.connected(false);
-        assert!(pace.need_subscribe);
-        pace.resubscribe_at = Some(Instant::now());
-        assert!(pace.disconnected(), "it was connected");
-        assert_eq!(pace.resubscribe_at, None);
-        assert!(!pace.disconnected(), "no second loss without a connection");
+        let mut link = link();
+        link.on_connack(false);
+        let pending = &link.event_loop.pending;
+        assert!(
+            matches!(pending.front(), Some(Request::Subscribe(_))),
+            "{pending:?}"
+        );
+        link.resubscribe_at = Some(Instant::now());
+        assert!(link.lost(), "it was connected");
+        assert_eq!(link.resubscribe_at, None);
+        assert!(!link.lost(), "no second loss without a connection");
     }
 
     #[test]
     fn a_different_connection_error_is_logged_at_once_the_same_one_rarely() {
         let refused = || ConnectionError::Io(std::io::ErrorKind::ConnectionRefused.into());
-        let mut pace = Pace::new(Duration::from_secs(30));
+        let mut link = link();
         let now = Instant::now();
-        assert_eq!(pace.admit_error(&refused(), now), Some(0));
-        assert_eq!(pace.admit_error(&refused(), now), None);
+        assert_eq!(link.admit_error(&refused(), now), Some(0));
+        assert_eq!(link.admit_error(&refused(), now), None);
         assert_eq!(
-            pace.admit_error(&ConnectionError::NetworkTimeout, now),
+            link.admit_error(&ConnectionError::NetworkTimeout, now),
             Some(1),
             "a new reason, with the count left out"
         );
         assert_eq!(
-            pace.admit_error(&ConnectionError::NetworkTimeout, now),
+            link.admit_error(&ConnectionError::NetworkTimeout, now),
             None
         );
-        assert_eq!(pace.admit_error(&refused(), now), Some(1));
-        assert_eq!(pace.admit_error(&refused(), now + LOG_EVERY), Some(0));
+        assert_eq!(link.admit_error(&refused(), now), Some(1));
+        assert_eq!(link.admit_error(&refused(), now + LOG_EVERY), Some(0));
     }
 }

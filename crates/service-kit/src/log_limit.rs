@@ -1,16 +1,13 @@
-//! At most one log line of a kind per interval, so that a flood of the same trouble (a broker
-//! that stays away, a stream of unusable messages) cannot flood the logs; the line that is
-//! written says how many were left out since the previous one.
-//!
-//! The type only decides; the caller writes the line with the fields it has. Time comes from
-//! tokio's clock, so a test with paused time can drive it, and [`LogLimit::admit_at`] takes
-//! the instant from the caller for tests without a runtime.
+//! At most one log line of a kind per interval, so that the same trouble repeated (a broker
+//! that stays away, a stream of unusable messages) cannot flood the logs. The type only
+//! decides; the caller writes the line, with the number left out since the previous one.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Decides which occurrences of one kind of trouble get a log line.
+/// Decides which occurrences of one kind of trouble get a log line, at instants the caller
+/// passes (tokio's, so that a test with paused time drives them).
 #[derive(Debug, Clone)]
 pub struct LogLimit {
     interval: Duration,
@@ -30,13 +27,7 @@ impl LogLimit {
         }
     }
 
-    /// Records one occurrence now; `Some(suppressed)` when a line is to be written, with the
-    /// number of occurrences left out since the previous line.
-    pub fn admit(&mut self) -> Option<u64> {
-        self.admit_at(Instant::now())
-    }
-
-    /// As [`LogLimit::admit`], at `now`.
+    /// Records one occurrence at `now`; `Some(left out since the last line)` when it gets one.
     pub fn admit_at(&mut self, now: Instant) -> Option<u64> {
         if self
             .last
@@ -48,14 +39,8 @@ impl LogLimit {
         Some(self.force_at(now))
     }
 
-    /// Records one occurrence that is to be logged whatever the interval says (news the reader
-    /// must not wait for, such as a different reason); returns the number left out since the
-    /// previous line. The interval starts again from here.
-    pub fn force(&mut self) -> u64 {
-        self.force_at(Instant::now())
-    }
-
-    /// As [`LogLimit::force`], at `now`.
+    /// Records one occurrence at `now` that is logged whatever the interval says (news such as
+    /// a different reason); returns the number left out. The interval starts again here.
     pub fn force_at(&mut self, now: Instant) -> u64 {
         self.last = Some(now);
         std::mem::take(&mut self.suppressed)

@@ -2,17 +2,16 @@
 //! only when the broker kept no session, asking again for a refused subscription on the same
 //! connection, and stopping on the token while it waits to reconnect.
 
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
-    ConnectionError, MqttOptions, MqttState, Outgoing, Publish, QoS, SubscribeFilter,
-    SubscribeReasonCode,
+    MqttOptions, MqttState, Outgoing, Publish, QoS, SubscribeFilter, SubscribeReasonCode,
 };
-use service_kit::{Backoff, BrokerAddr, Failover, Link, LinkEnd, LinkHandler};
+use service_kit::{Backoff, BrokerAddr, Failover, Link, LinkHandler};
 use test_support::{Broker, BrokerOptions, Publisher, free_port, unique_client_id, wait_until};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Generous bound for what takes a moment on an idle machine: the test machine is shared.
@@ -21,13 +20,15 @@ const WAIT: Duration = Duration::from_secs(30);
 /// What the link told its handler, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
-    Connected { session_present: bool },
+    Connected {
+        session_present: bool,
+    },
     Publish(String),
     Subscribed,
     Refused,
     WroteSubscribe,
-    Failed,
-    Broker(usize),
+    /// Disconnected, the next attempt going to this broker.
+    Failed(usize),
 }
 
 /// A handler that records everything, shared with the test.
@@ -57,14 +58,12 @@ impl Recorder {
 }
 
 impl LinkHandler for Recorder {
-    async fn connected(&mut self, session_present: bool, _: &mut MqttState) -> ControlFlow<()> {
+    async fn connected(&mut self, session_present: bool, _: &mut MqttState) {
         self.push(Seen::Connected { session_present });
-        ControlFlow::Continue(())
     }
 
-    async fn publish(&mut self, publish: Publish) -> ControlFlow<()> {
+    async fn publish(&mut self, publish: Publish) {
         self.push(Seen::Publish(publish.topic));
-        ControlFlow::Continue(())
     }
 
     fn subscribed(&mut self, _: &[SubscribeReasonCode]) {
@@ -81,12 +80,8 @@ impl LinkHandler for Recorder {
         }
     }
 
-    fn connection_failed(&mut self, _: &ConnectionError) {
-        self.push(Seen::Failed);
-    }
-
-    fn broker_changed(&mut self, index: usize) {
-        self.push(Seen::Broker(index));
+    fn disconnected(&mut self, next_broker: usize) {
+        self.push(Seen::Failed(next_broker));
     }
 }
 
@@ -108,25 +103,23 @@ fn link(ports: &[u16], id: &str, clean_session: bool, backoff: Backoff, filter: 
             options
         }),
     );
-    let (link, _client) = Link::new(failover, backoff, 16);
-    link.with_subscription(vec![SubscribeFilter::new(filter.into(), QoS::AtLeastOnce)])
+    let filter = SubscribeFilter::new(filter.into(), QoS::AtLeastOnce);
+    Link::new(failover, backoff, 16, vec![filter]).0
 }
 
 fn quick_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(20), Duration::from_millis(200))
 }
 
-/// Runs `link` with `recorder` in a task until the returned token fires.
-fn spawn(
-    mut link: Link,
-    recorder: &Recorder,
-) -> (CancellationToken, tokio::task::JoinHandle<(Link, LinkEnd)>) {
+/// Runs `link` with `recorder` in a task until the returned token fires; the task returns the
+/// link.
+fn spawn(mut link: Link, recorder: &Recorder) -> (CancellationToken, JoinHandle<Link>) {
     let stop = CancellationToken::new();
     let mut handler = recorder.clone();
     let token = stop.clone();
     let task = tokio::spawn(async move {
-        let end = link.run(&mut handler, &token).await;
-        (link, end)
+        link.run(&mut handler, &token).await;
+        link
     });
     (stop, task)
 }
@@ -158,10 +151,9 @@ async fn fails_over_past_a_dead_broker_then_subscribes_and_delivers() {
     recorder.wait_for(Seen::Subscribed).await;
     let seen = recorder.seen();
     assert_eq!(
-        seen[..3],
+        seen[..2],
         [
-            Seen::Failed,
-            Seen::Broker(1),
+            Seen::Failed(1),
             Seen::Connected {
                 session_present: false
             }
@@ -172,8 +164,10 @@ async fn fails_over_past_a_dead_broker_then_subscribes_and_delivers() {
     recorder.wait_for(Seen::Publish("t/1".into())).await;
 
     stop.cancel();
-    let (_, end) = tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
-    assert_eq!(end, LinkEnd::Stopped);
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("run returns once the token fires")
+        .unwrap();
 }
 
 #[tokio::test]
@@ -187,7 +181,7 @@ async fn a_resumed_session_is_not_subscribed_again() {
     );
     first.wait_for(Seen::Subscribed).await;
     stop.cancel();
-    let (mut closed, _) = task.await.unwrap();
+    let mut closed = task.await.unwrap();
     assert!(closed.disconnect(WAIT).await, "DISCONNECT written");
 
     let second = Recorder::default();
@@ -341,11 +335,10 @@ async fn the_token_stops_the_link_while_it_waits_to_reconnect() {
         ),
         &recorder,
     );
-    recorder.wait_for(Seen::Failed).await;
+    recorder.wait_for(Seen::Failed(0)).await;
     stop.cancel();
-    let (_, end) = tokio::time::timeout(WAIT, task)
+    tokio::time::timeout(WAIT, task)
         .await
         .expect("run returns once the token fires")
         .unwrap();
-    assert_eq!(end, LinkEnd::Stopped);
 }

@@ -1,4 +1,4 @@
-//! The library API: `Application::build` binds port 0, `run` stops when its token fires.
+//! The library API: `Application::from_config` binds port 0, `run` stops when its token fires.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ async fn build_binds_port_zero_and_run_stops_on_the_token() {
     settings.mqtt.host = "127.0.0.1".into();
     settings.mqtt.port = free_port();
     settings.http.listen = "127.0.0.1:0".into();
-    let app = Application::build(settings).unwrap();
+    let app = Application::from_config(settings.validate().unwrap()).unwrap();
     let port = app.port();
     assert_ne!(port, 0);
     let shutdown = CancellationToken::new();
@@ -46,7 +46,7 @@ async fn in_process_gateway_follows_the_broker() {
     settings.mqtt.host = "127.0.0.1".into();
     settings.mqtt.port = broker.port();
     settings.http.listen = "127.0.0.1:0".into();
-    let app = Application::build(settings).unwrap();
+    let app = Application::from_config(settings.validate().unwrap()).unwrap();
     let hub = app.hub();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.run(shutdown.clone()));

@@ -612,7 +612,7 @@ mod tests {
     use rumqttc::MqttOptions;
 
     fn pipeline(queue: usize, interval: Duration) -> (Pipeline, Metrics, rumqttc::EventLoop) {
-        sharded_pipeline(queue, interval, Shard::single())
+        sharded_pipeline(queue, interval, Shard::new(0, 1, "machines/+/scrap"))
     }
 
     fn sharded_pipeline(

@@ -22,16 +22,15 @@ use std::time::{Duration, Instant, SystemTime};
 use aggregator_core::topic::aggregate_topic;
 use aggregator_core::topic::machine_from_readings_topic;
 use aggregator_core::{
-    Accepted, Key, KeyId, ParseLimits, ParsedReading, Rejection, Timestamp, WindowStore,
-    parse_reading_with_id,
+    Accepted, Key, KeyId, ParseLimits, Rejection, Timestamp, WindowStore, parse_reading_with_id,
 };
 use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::IngestConfig;
-use crate::durability::redelivery::{Redeliveries, digest};
-use crate::durability::window_log::{Delivery, LogError, Record, WindowLog};
+use crate::durability::redelivery::{Delivery, Redeliveries};
+use crate::durability::window_log::{LogError, Record, WindowLog};
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
 use crate::pipeline::coalesce::Coalescer;
@@ -127,7 +126,7 @@ impl Pipeline {
             batch_size: settings.limits.batch_size,
             connects: 0,
             log: None,
-            redeliveries: Redeliveries::new(),
+            redeliveries: Redeliveries::default(),
             fatal: None,
             scratch: Scratch::default(),
         }
@@ -286,7 +285,6 @@ impl Pipeline {
 
     /// One message; true when it was accepted.
     fn ingest(&mut self, publish: &Publish, now: Timestamp) -> bool {
-        let mut delivery = None;
         if publish.qos != QoS::AtMostOnce {
             // Acknowledged after the batch is durable, whatever becomes of it here.
             self.outbox.owe_ack(publish.qos, publish.pkid);
@@ -294,20 +292,13 @@ impl Pipeline {
         if self.not_ours(publish) {
             return false;
         }
-        if publish.qos != QoS::AtMostOnce {
-            let d = Delivery {
-                pkid: publish.pkid,
-                digest: digest(&publish.topic, &publish.payload),
-            };
-            if self
-                .redeliveries
-                .is_redelivery(publish.dup, d.pkid, d.digest)
-            {
-                self.metrics.redeliveries_skipped.inc();
-                tracing::debug!(pkid = d.pkid, topic = %publish.topic, "redelivery of a logged reading skipped");
-                return false;
-            }
-            delivery = Some(d);
+        let delivery = Delivery::of(publish);
+        if let Some(d) = delivery
+            && self.redeliveries.is_redelivery(publish.dup, d)
+        {
+            self.metrics.redeliveries_skipped.inc();
+            tracing::debug!(pkid = d.pkid, topic = %publish.topic, "redelivery of a logged reading skipped");
+            return false;
         }
         let store = &mut self.store;
         let result = parse_reading_with_id(&publish.topic, &publish.payload, now, &self.limits)
@@ -315,46 +306,32 @@ impl Pipeline {
                 let accepted = store.accept_with_id(&parsed.reading, parsed.id.as_ref(), now)?;
                 Ok((accepted, parsed))
             });
-        match result {
+        let (id, parsed) = match result {
+            Ok((Accepted::Counted(id), parsed)) => (id, parsed),
             Ok((Accepted::Duplicate { .. }, parsed)) => {
                 // A resent copy (a publisher's retry, a fail-over): already counted.
                 self.metrics.readings_duplicate.inc();
                 tracing::debug!(topic = %publish.topic, id = ?parsed.id, "duplicate reading dropped");
-                false
-            }
-            Ok((
-                Accepted::Counted(id),
-                ParsedReading {
-                    reading,
-                    id: reading_id,
-                },
-            )) => {
-                if let Some(d) = delivery {
-                    self.redeliveries.logged(d.pkid, d.digest);
-                }
-                if let Some(log) = &mut self.log {
-                    log.append_reading(
-                        reading.machine,
-                        reading.scrap_index,
-                        reading.event_time,
-                        reading.value,
-                        delivery,
-                        reading_id.as_ref(),
-                    );
-                }
-                self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
-                if self.coalescer.is_immediate() {
-                    self.publish_aggregate(id, now);
-                } else {
-                    self.coalescer.touch(id);
-                }
-                true
+                return false;
             }
             Err(rejection) => {
                 self.reject(&rejection, publish, now);
-                false
+                return false;
             }
+        };
+        if let Some(d) = delivery {
+            self.redeliveries.logged(d);
         }
+        if let Some(log) = &mut self.log {
+            log.append_reading(&parsed.reading, delivery, parsed.id.as_ref());
+        }
+        self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
+        if self.coalescer.is_immediate() {
+            self.publish_aggregate(id, now);
+        } else {
+            self.coalescer.touch(id);
+        }
+        true
     }
 
     /// True (and counted) for a message this process must not count: the broker's retained
@@ -503,11 +480,8 @@ impl Pipeline {
         let Some(log) = &mut self.log else {
             return;
         };
-        if log.has_pending() {
-            return;
-        }
         match log.maintain(now) {
-            Ok(_) => {
+            Ok(()) => {
                 self.metrics.log_segments.set(gauge(log.segment_count()));
             }
             Err(e) => {

@@ -22,9 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 use aggregator_core::topic::aggregate_topic;
 use aggregator_core::topic::machine_from_readings_topic;
 use aggregator_core::{
-    Accepted, Key, KeyId, ParseLimits, Rejection, Timestamp, WindowStore, parse_reading_with_id,
+    Accepted, Key, KeyId, ParseLimits, Rejection, RejectionReason, Timestamp, WindowStore,
+    parse_reading_with_id,
 };
 use rumqttc::{AsyncClient, Publish, QoS};
+use service_kit::LogLimit;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +37,6 @@ use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
 use crate::pipeline::coalesce::Coalescer;
 use crate::pipeline::outbox::Outbox;
-use crate::pipeline::rejections::RejectionLog;
 use crate::pipeline::settle::Settle;
 use crate::restart::orphans::Orphans;
 use crate::shard::Shard;
@@ -43,7 +44,6 @@ use crate::signals::alarms::Alarms;
 use crate::signals::trends::Trends;
 pub mod coalesce;
 pub mod outbox;
-pub mod rejections;
 mod restore;
 pub mod settle;
 pub use restore::Restored;
@@ -71,7 +71,8 @@ pub struct Pipeline {
     metrics: Metrics,
     shard: Shard,
     limits: ParseLimits,
-    rejection_log: RejectionLog,
+    /// At most one log line per rejection reason per interval, each reason on its own.
+    rejection_log: [LogLimit; RejectionReason::COUNT],
     batch_size: usize,
     /// Connections seen, to tell a reconnect from the first connect.
     connects: u64,
@@ -106,6 +107,7 @@ impl Pipeline {
         let publish = &settings.publish;
         let republish_after =
             (publish.again_after_ms > 0).then(|| Duration::from_millis(publish.again_after_ms));
+        let rejection_log_interval = Duration::from_secs(settings.rejection_log_interval_secs);
         Pipeline {
             orphans: Orphans::new(window.window, window.key_idle_ttl),
             store: WindowStore::new(window),
@@ -120,9 +122,7 @@ impl Pipeline {
             metrics,
             shard: config.shard.clone(),
             limits: settings.limits.parse(),
-            rejection_log: RejectionLog::new(Duration::from_secs(
-                settings.rejection_log_interval_secs,
-            )),
+            rejection_log: std::array::from_fn(|_| LogLimit::new(rejection_log_interval)),
             batch_size: settings.limits.batch_size,
             connects: 0,
             log: None,
@@ -356,12 +356,13 @@ impl Pipeline {
     fn reject(&mut self, rejection: &Rejection, publish: &Publish, now: Timestamp) {
         let reason = rejection.reason();
         self.metrics.rejected(reason).inc();
-        if let Some(admitted) = self.rejection_log.admit(reason) {
+        let limit = &mut self.rejection_log[reason.index()];
+        if let Some(suppressed) = limit.admit_at(tokio::time::Instant::now()) {
             tracing::warn!(
                 reason = reason.as_str(),
                 topic = %publish.topic,
                 detail = %rejection,
-                suppressed_since_last = admitted.suppressed,
+                suppressed_since_last = suppressed,
                 "rejected a payload"
             );
         }
@@ -652,6 +653,24 @@ mod tests {
         assert_eq!(p.store().key_count(), 0);
         assert_eq!(metrics.aggregates_published.get(), 0);
         assert_eq!(metrics.dead_letters_dropped.get(), 0, "queued");
+    }
+
+    #[test]
+    fn one_rejection_line_per_reason_per_interval_with_the_suppressed_count() {
+        use aggregator_core::RejectionReason::{BadValue, Late};
+        let (mut p, _, _event_loop) = pipeline(100, Duration::ZERO);
+        let start = tokio::time::Instant::now();
+        let secs = |n| start + Duration::from_secs(n);
+        // The default interval: 10 s.
+        let mut admit =
+            |reason: RejectionReason, t| p.rejection_log[reason.index()].admit_at(secs(t));
+        assert_eq!(admit(BadValue, 0), Some(0));
+        for t in 1..10 {
+            assert_eq!(admit(BadValue, t), None);
+        }
+        assert_eq!(admit(Late, 5), Some(0), "reasons are limited independently");
+        assert_eq!(admit(BadValue, 10), Some(9));
+        assert_eq!(admit(BadValue, 11), None);
     }
 
     /// A QoS 2 message as the broker delivers it.

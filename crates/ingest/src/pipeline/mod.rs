@@ -111,10 +111,7 @@ impl Pipeline {
         Pipeline {
             orphans: Orphans::new(window.window, window.key_idle_ttl),
             store: WindowStore::new(window),
-            coalescer: Coalescer::with_burst(
-                Duration::from_millis(publish.interval_ms),
-                publish.burst,
-            ),
+            coalescer: Coalescer::new(Duration::from_millis(publish.interval_ms), publish.burst),
             settle: Settle::new(republish_after),
             outbox: Outbox::new(client, metrics.clone(), started_at, config.shard.clone()),
             alarms: Alarms::new(config.alarms.clone(), metrics.clone()),

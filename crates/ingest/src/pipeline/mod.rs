@@ -405,11 +405,7 @@ impl Pipeline {
         }
         let store = &self.store;
         let tracked = |machine: &str, index: u32| store.lookup(machine, index).is_some();
-        if self.orphans.next_deadline().is_some_and(|at| at <= now) {
-            let window_seconds = store.config().window.as_secs();
-            self.orphans
-                .handle_due(now, window_seconds, tracked, &mut self.outbox);
-        }
+        self.orphans.handle_due(now, tracked, &mut self.outbox);
         self.outbox
             .retry_due(now, |key| tracked(&key.machine, key.scrap_index));
         self.outbox.refresh_status_due(now);

@@ -248,7 +248,7 @@ impl Pipeline {
                     received += 1;
                     accepted += u64::from(self.ingest(&publish, now));
                 }
-                Inbound::Connected { session_present } => self.on_connected(session_present),
+                Inbound::Connected { session_present } => self.on_connected(session_present, now),
                 Inbound::Retained(mut found) => {
                     // Other shards' retained keys are theirs to clear or restore.
                     if self.shard.count > 1 {
@@ -269,7 +269,7 @@ impl Pipeline {
                 }
             }
         }
-        self.commit(now);
+        self.commit();
         self.tick(now);
         // Counted after the tick has set the gauges, so a scrape that sees a reading counted
         // also sees it in `ingest_buffered_readings` and `ingest_keys`.
@@ -366,9 +366,9 @@ impl Pipeline {
         self.outbox.dead_letter(rejection, publish, now);
     }
 
-    fn on_connected(&mut self, session_present: bool) {
+    fn on_connected(&mut self, session_present: bool, now: Timestamp) {
         self.connects += 1;
-        self.outbox.announce_online();
+        self.outbox.announce_online(now);
         if !session_present {
             // A new session: packet ids start over and nothing will be redelivered, so old ids
             // and unsent acknowledgements of the lost session mean nothing.
@@ -406,16 +406,16 @@ impl Pipeline {
         let store = &self.store;
         let tracked = |machine: &str, index: u32| store.lookup(machine, index).is_some();
         self.orphans.handle_due(now, tracked, &mut self.outbox);
-        self.outbox
-            .retry_due(now, |key| tracked(&key.machine, key.scrap_index));
-        self.outbox.refresh_status_due(now);
+        let offered = self
+            .outbox
+            .offer(now, |key| tracked(&key.machine, key.scrap_index));
         self.republish_settled(now);
         self.trends.tick(&self.store, now, &mut self.outbox);
         self.maintain_log(now);
-        if self.outbox.resume(now) {
-            self.coalescer
-                .take_ready(now, PUBLISHES_PER_TICK, &mut self.scratch.ready);
+        if offered {
             let mut ready = std::mem::take(&mut self.scratch.ready);
+            self.coalescer
+                .take_ready(now, PUBLISHES_PER_TICK, &mut ready);
             for id in ready.drain(..) {
                 self.publish_aggregate(id, now);
             }
@@ -457,16 +457,13 @@ impl Pipeline {
     }
 
     /// Makes the batch's readings durable, then releases its acknowledgements.
-    fn commit(&mut self, now: Timestamp) {
-        if let Some(log) = &mut self.log
-            && let Err(e) = log.commit()
-        {
+    fn commit(&mut self) {
+        let result = self.log.as_mut().map_or(Ok(()), WindowLog::commit);
+        self.outbox.end_batch(result.is_ok());
+        if let Err(e) = result {
             tracing::error!(error = %e, "window log: readings cannot be made durable; stopping without acknowledging them");
-            self.outbox.withhold_batch_acks();
             self.fatal = Some(e);
-            return;
         }
-        self.outbox.release_acks(now);
     }
 
     /// Log compaction: rotation and deletion of expired segments.
@@ -546,8 +543,7 @@ impl Pipeline {
         [
             self.store.next_deadline(),
             publish,
-            self.outbox.retry_at(),
-            self.outbox.status_refresh_at(),
+            self.outbox.next_deadline(),
             self.settle.next_deadline(),
             self.orphans.next_deadline(),
             Some(self.trends.next_deadline()),

@@ -1,26 +1,21 @@
 //! The aggregation task: owns the window store (no locks on the hot path), turns incoming
 //! messages into readings or rejections, and hands aggregates, retained clears, dead letters
-//! and the liveness status to the MQTT client.
+//! and the liveness status to the MQTT client through the [`Outbox`].
 //!
 //! It sleeps on one timer, set to the earliest of the next expiry or forgetting
-//! ([`WindowStore::next_deadline`]), the next publish budget refill and the next retry:
-//! no periodic scans. Publishes use the client's non-blocking `try_publish` while the event
-//! loop task may be waiting on this task's channel; a refused publish is retried shortly after.
+//! ([`WindowStore::next_deadline`]), publish budget refill, retry and the other modules'
+//! deadlines: no periodic scans. Every change of a window is also evaluated by the [`Alarms`];
+//! the [`Trends`] sample every key on their own tick; the retained aggregates of a previous
+//! run are the [`Orphans`]'.
 //!
-//! What goes to the client, with its retries and acknowledgements, is the [`Outbox`]'s; the
-//! retained aggregates of a previous run are the [`Orphans`]'. Every change of a window is
-//! also evaluated by the [`Alarms`], and the [`Trends`] sample every key on their own tick.
-//!
-//! Acknowledgements are manual: every QoS 1/2 message of a batch is acknowledged to the broker
-//! only after the batch's accepted readings are durable in the [`WindowLog`] (one fsync per
-//! batch), rejected ones included, so that a crash makes the broker send again exactly what
-//! was not yet durable. Redeliveries of logged readings are recognised ([`Redeliveries`]) and
-//! skipped.
+//! Acknowledgements are manual: every QoS 1/2 message of a batch is acknowledged only after
+//! the batch's accepted readings are durable in the [`WindowLog`] (one fsync per batch),
+//! rejected ones included, so that after a crash the broker sends again exactly what was not
+//! yet durable. Redeliveries of logged readings are recognised ([`Redeliveries`]) and skipped.
 
 use std::time::{Duration, Instant, SystemTime};
 
-use aggregator_core::topic::aggregate_topic;
-use aggregator_core::topic::machine_from_readings_topic;
+use aggregator_core::topic::{aggregate_topic, machine_from_readings_topic};
 use aggregator_core::{
     Accepted, Key, KeyId, ParseLimits, Rejection, RejectionReason, Timestamp, WindowStore,
     parse_reading_with_id,
@@ -39,6 +34,7 @@ use crate::pipeline::coalesce::Coalescer;
 use crate::pipeline::outbox::Outbox;
 use crate::pipeline::settle::Settle;
 use crate::restart::orphans::Orphans;
+use crate::restart::snapshot::Snapshot;
 use crate::shard::Shard;
 use crate::signals::alarms::Alarms;
 use crate::signals::trends::Trends;
@@ -62,9 +58,7 @@ pub struct Pipeline {
     store: WindowStore,
     coalescer: Coalescer<KeyId>,
     settle: Settle<KeyId>,
-    /// Aggregates, clears, dead letters, status and acknowledgements on their way out.
     outbox: Outbox,
-    /// Retained aggregates of a previous run for keys this process does not track.
     orphans: Orphans,
     alarms: Alarms,
     trends: Trends,
@@ -74,11 +68,10 @@ pub struct Pipeline {
     /// At most one log line per rejection reason per interval, each reason on its own.
     rejection_log: [LogLimit; RejectionReason::COUNT],
     batch_size: usize,
-    /// Connections seen, to tell a reconnect from the first connect.
-    connects: u64,
+    /// A connection was seen before: the next one is a reconnect.
+    connected_before: bool,
     /// The window log, when a data directory is set.
     log: Option<WindowLog>,
-    /// Packet ids of logged readings, to skip the broker's redeliveries.
     redeliveries: Redeliveries,
     /// The log failed: nothing more is acknowledged and the service stops.
     fatal: Option<LogError>,
@@ -121,17 +114,12 @@ impl Pipeline {
             limits: settings.limits.parse(),
             rejection_log: std::array::from_fn(|_| LogLimit::new(rejection_log_interval)),
             batch_size: settings.limits.batch_size,
-            connects: 0,
+            connected_before: false,
             log: None,
             redeliveries: Redeliveries::default(),
             fatal: None,
             scratch: Scratch::default(),
         }
-    }
-
-    /// The log error that stopped the pipeline, if any.
-    pub fn fatal(&self) -> Option<&LogError> {
-        self.fatal.as_ref()
     }
 
     /// Aggregates until `shutdown` fires or the event loop task is gone, then returns the
@@ -178,12 +166,9 @@ impl Pipeline {
         mut link: watch::Receiver<LinkState>,
         timeout: Duration,
     ) -> Result<(), LogError> {
-        let mut batch = Vec::new();
-        while let Ok(item) = inbound.try_recv() {
-            batch.push(item);
-        }
-        if !batch.is_empty() {
-            self.handle_batch(batch.into_iter(), clock_now());
+        let queued: Vec<Inbound> = std::iter::from_fn(|| inbound.try_recv().ok()).collect();
+        if !queued.is_empty() {
+            self.handle_batch(queued.into_iter(), clock_now());
         }
         drop(inbound);
         let deadline = tokio::time::Instant::now() + timeout;
@@ -249,24 +234,7 @@ impl Pipeline {
                     accepted += u64::from(self.ingest(&publish, now));
                 }
                 Inbound::Connected { session_present } => self.on_connected(session_present, now),
-                Inbound::Retained(mut found) => {
-                    // Other shards' retained keys are theirs to clear or restore.
-                    if self.shard.count > 1 {
-                        let shard = &self.shard;
-                        found.aggregates.retain(|a| shard.owns(&a.machine));
-                        found.alarms.retain(|a| shard.owns(&a.machine_id));
-                        found.trends.retain(|t| shard.owns(&t.machine));
-                    }
-                    let store = &self.store;
-                    self.orphans.adopt(found.aggregates, |machine, index| {
-                        store.lookup(machine, index).is_some()
-                    });
-                    let read = found.read;
-                    self.alarms
-                        .restore(store, found.alarms, read, now, &mut self.outbox);
-                    self.trends
-                        .restore(store, found.trends, read, now, &mut self.outbox);
-                }
+                Inbound::Retained(found) => self.on_retained(found, now),
             }
         }
         self.commit();
@@ -322,12 +290,7 @@ impl Pipeline {
         if let Some(log) = &mut self.log {
             log.append_reading(&parsed.reading, delivery, parsed.id.as_ref());
         }
-        self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
-        if self.coalescer.is_immediate() {
-            self.publish_aggregate(id, now);
-        } else {
-            self.coalescer.touch(id);
-        }
+        self.changed(id, now);
         true
     }
 
@@ -367,7 +330,6 @@ impl Pipeline {
     }
 
     fn on_connected(&mut self, session_present: bool, now: Timestamp) {
-        self.connects += 1;
         self.outbox.announce_online(now);
         if !session_present {
             // A new session: packet ids start over and nothing will be redelivered, so old ids
@@ -378,7 +340,7 @@ impl Pipeline {
                 log.append(&Record::SessionStart);
             }
         }
-        if self.connects > 1 {
+        if self.connected_before {
             // The broker may have lost retained aggregates in a crash, and rumqttc drops its
             // unsent queue when the session is gone: publish every key's current state again.
             tracing::info!(
@@ -386,23 +348,35 @@ impl Pipeline {
                 keys = self.store.key_count(),
                 "reconnected: republishing every aggregate"
             );
-            let ids: Vec<KeyId> = self.store.key_ids().collect();
-            for id in ids {
+            for id in self.store.key_ids() {
                 self.coalescer.touch(id);
             }
             // Trends go out again on their next tick; raised alarms would not by themselves.
             self.alarms
-                .republish_raised(&self.store, clock_now(), &mut self.outbox);
+                .republish_raised(&self.store, now, &mut self.outbox);
         }
+        self.connected_before = true;
+    }
+
+    /// The retained state of a previous run; other shards' keys are theirs to clear or restore.
+    fn on_retained(&mut self, mut found: Snapshot, now: Timestamp) {
+        found.aggregates.retain(|a| self.shard.owns(&a.machine));
+        found.alarms.retain(|a| self.shard.owns(&a.machine_id));
+        found.trends.retain(|t| self.shard.owns(&t.machine));
+        let store = &self.store;
+        self.orphans.adopt(found.aggregates, |machine, index| {
+            store.lookup(machine, index).is_some()
+        });
+        self.alarms
+            .restore(store, found.alarms, found.read, now, &mut self.outbox);
+        self.trends
+            .restore(store, found.trends, found.read, now, &mut self.outbox);
     }
 
     /// Expiry, forgetting, retries and due publishes at `now`.
     pub fn tick(&mut self, now: Timestamp) {
         self.expire(now);
-        let forgotten = self.forget_idle(now);
-        if forgotten > 0 {
-            tracing::debug!(count = forgotten, "forgetting idle keys");
-        }
+        self.forget_idle(now);
         let store = &self.store;
         let tracked = |machine: &str, index: u32| store.lookup(machine, index).is_some();
         self.orphans.handle_due(now, tracked, &mut self.outbox);
@@ -427,33 +401,39 @@ impl Pipeline {
             .set(gauge(self.store.buffered_readings()));
     }
 
-    /// Forgets keys idle for `key_idle_ttl` and has their retained aggregates cleared;
-    /// returns how many.
-    fn forget_idle(&mut self, now: Timestamp) -> usize {
+    /// Forgets keys idle for `key_idle_ttl`; their retained aggregates, alarms and trends are
+    /// cleared.
+    fn forget_idle(&mut self, now: Timestamp) {
         self.store.forget_idle(now, &mut self.scratch.forgotten);
-        let forgotten = self.scratch.forgotten.len();
+        if self.scratch.forgotten.is_empty() {
+            return;
+        }
+        tracing::debug!(count = self.scratch.forgotten.len(), "forgetting idle keys");
         for key in self.scratch.forgotten.drain(..) {
             self.outbox.clear_later(key);
         }
-        if forgotten > 0 {
-            self.alarms.forget_untracked(&self.store);
-            self.trends.forget_untracked(&self.store);
-        }
-        forgotten
+        self.alarms.forget_untracked(&self.store);
+        self.trends.forget_untracked(&self.store);
     }
 
     fn expire(&mut self, now: Timestamp) {
-        self.store.expire(now, &mut self.scratch.changed);
         let mut changed = std::mem::take(&mut self.scratch.changed);
+        self.store.expire(now, &mut changed);
         for id in changed.drain(..) {
-            self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
-            if self.coalescer.is_immediate() {
-                self.publish_aggregate(id, now);
-            } else {
-                self.coalescer.touch(id);
-            }
+            self.changed(id, now);
         }
         self.scratch.changed = changed;
+    }
+
+    /// `id`'s window changed: its alarm is evaluated, its aggregate published (now, or when
+    /// its budget allows).
+    fn changed(&mut self, id: KeyId, now: Timestamp) {
+        self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
+        if self.coalescer.is_immediate() {
+            self.publish_aggregate(id, now);
+        } else {
+            self.coalescer.touch(id);
+        }
     }
 
     /// Makes the batch's readings durable, then releases its acknowledgements.
@@ -552,11 +532,6 @@ impl Pipeline {
         .flatten()
         .min()
     }
-
-    /// The window store (for inspection in tests).
-    pub fn store(&self) -> &WindowStore {
-        &self.store
-    }
 }
 
 fn gauge(n: usize) -> i64 {
@@ -639,7 +614,7 @@ mod tests {
                 .get(),
             1
         );
-        assert_eq!(p.store().key_count(), 0);
+        assert_eq!(p.store.key_count(), 0);
         assert_eq!(metrics.aggregates_published.get(), 0);
         assert_eq!(metrics.dead_letters_dropped.get(), 0, "queued");
     }
@@ -675,8 +650,8 @@ mod tests {
     }
 
     fn totals(p: &Pipeline) -> (u64, f64) {
-        let id = p.store().lookup("D1", 4).unwrap();
-        let t = p.store().totals(id).unwrap();
+        let id = p.store.lookup("D1", 4).unwrap();
+        let t = p.store.totals(id).unwrap();
         (t.count, t.sum)
     }
 
@@ -700,7 +675,7 @@ mod tests {
         let restored = sharded.restore(log, recovery.records, now);
         assert_eq!(restored.readings, own);
         assert_eq!(restored.other_shard, 30 - own);
-        assert_eq!(sharded.store().key_count() as u64, own);
+        assert_eq!(sharded.store.key_count() as u64, own);
         assert_eq!(metrics.readings_restored.get(), own);
     }
 

@@ -155,8 +155,8 @@ impl Pipeline {
     /// hand every pending aggregate and clear to the client, publish the offline status,
     /// disconnect, and wait (at most `timeout`) until the DISCONNECT is written.
     ///
-    /// The event loop task must no longer wait on `inbound` (its drain token is cancelled),
-    /// so awaiting the client here cannot deadlock.
+    /// The caller closes `inbound` first, so the event loop task no longer waits for room in it
+    /// and awaiting the client here cannot deadlock.
     ///
     /// # Errors
     /// The window log error that stopped the pipeline, if one did.

@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
+use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -15,13 +16,6 @@ use crate::mqtt::LinkState;
 /// OpenMetrics text, which Prometheus scrapes natively.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// What the handlers read.
-#[derive(Clone)]
-struct HttpState {
-    registry: Arc<Registry>,
-    link: watch::Receiver<LinkState>,
-}
-
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
@@ -30,28 +24,29 @@ struct Health {
 }
 
 /// `200` while connected and subscribed, `503` otherwise; the body says which part is missing.
-async fn health(state: web::Data<HttpState>) -> HttpResponse {
-    let link = *state.link.borrow();
-    let body = Health {
-        status: if link.ready() { "ok" } else { "unavailable" },
-        mqtt: if link.connected {
-            "connected"
-        } else {
-            "disconnected"
-        },
-        subscribed: link.subscribed,
-    };
-    if link.ready() {
-        HttpResponse::Ok().json(body)
+async fn health(link: web::Data<watch::Receiver<LinkState>>) -> HttpResponse {
+    let link = *link.borrow();
+    let (code, status) = if link.ready() {
+        (StatusCode::OK, "ok")
     } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    let mqtt = if link.connected {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    HttpResponse::build(code).json(Health {
+        status,
+        mqtt,
+        subscribed: link.subscribed,
+    })
 }
 
-async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+async fn metrics(registry: web::Data<Arc<Registry>>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(METRICS_CONTENT_TYPE)
-        .body(render(&state.registry))
+        .body(render(&registry))
 }
 
 /// Builds the server on an already bound `listener`. It does not handle signals (the service
@@ -64,10 +59,12 @@ pub fn serve(
     registry: Arc<Registry>,
     link: watch::Receiver<LinkState>,
 ) -> std::io::Result<Server> {
-    let state = web::Data::new(HttpState { registry, link });
+    let registry = web::Data::new(registry);
+    let link = web::Data::new(link);
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(registry.clone())
+            .app_data(link.clone())
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
     })

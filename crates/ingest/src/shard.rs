@@ -1,9 +1,8 @@
 //! Which part of the machines this ingest process owns, and how it says so.
 //!
-//! With `shard_count = 1` (the default) a process owns every machine, subscribes to
-//! `machines/+/scrap` and reports on `status/ingest`, exactly as before shards existed. With
-//! more shards, machine `m` belongs to shard [`shard_of`]`(m, shard_count)`, the same function a
-//! NATS account mapping uses (`partition(N,1)`), so the broker and ingest agree on the split.
+//! A single process owns every machine and reports on `status/ingest`. Among N shards, machine
+//! `m` belongs to shard [`shard_of`]`(m, N)`, the function of a NATS account mapping
+//! (`partition(N,1)`), so the broker and ingest agree on the split.
 
 use aggregator_core::Timestamp;
 use aggregator_core::partition::shard_of;
@@ -34,11 +33,6 @@ impl Shard {
             filter: expand_shard_placeholder(template, index),
             partitioned_by_broker: template.contains(SHARD_PLACEHOLDER),
         }
-    }
-
-    /// The single, unsharded process on `machines/+/scrap`.
-    pub fn single() -> Self {
-        Self::new(0, 1, aggregator_core::topic::READINGS_FILTER)
     }
 
     /// Whether this process owns `machine`'s windows.
@@ -94,7 +88,7 @@ mod tests {
 
     #[test]
     fn a_single_process_keeps_the_plain_status_and_owns_everything() {
-        let shard = Shard::single();
+        let shard = Shard::new(0, 1, aggregator_core::topic::READINGS_FILTER);
         assert_eq!(shard.filter, "machines/+/scrap");
         assert_eq!(shard.status_topic(), "status/ingest");
         assert!(!shard.filters_on_arrival());

@@ -2,25 +2,18 @@
 //! counted: ingest logged it, then stopped or lost the connection before the broker got the
 //! acknowledgement.
 //!
-//! MQTT resends an unacknowledged message with the DUP flag set and the packet id it had
-//! before; a packet id is reused for another message only after the first one was
-//! acknowledged. So ingest remembers, per packet id, a digest of the topic and payload of the
-//! last reading it logged under that id (rebuilt from the window log after a restart). An
-//! incoming message is a redelivery, and skipped (but acknowledged), when
+//! MQTT resends an unacknowledged message with the DUP flag and its old packet id, and reuses
+//! an id only after the message was acknowledged. So ingest remembers, per packet id, a digest
+//! of topic and payload of the last reading logged under it (rebuilt from the window log after
+//! a restart). A message with DUP whose packet id maps to its own digest is a redelivery: it is
+//! acknowledged and skipped. A message without DUP is always new and takes over its id.
 //!
-//! - its DUP flag is set, and
-//! - the last reading logged under its packet id has the same digest.
-//!
-//! A message without DUP is always new: it is counted and takes over its packet id.
-//!
-//! Limits: when the broker lost the session (CONNACK without session present), packet ids
-//! start over and the table is cleared. A message that ingest never logged (it was rejected, or
-//! it died before the batch was synced) is not in the table and is processed normally. The one
-//! confusion left: the broker reuses a packet id for a message with a byte-identical topic and
-//! payload, and that message is redelivered before ingest logged it; Mosquitto hands out
-//! packet ids in sequence, so the previous use of that id is 65 535 messages back.
+//! When the broker lost the session, packet ids start over and the table is cleared. A message
+//! never logged (rejected, or lost with a torn tail) is not in the table and is processed
+//! again, which is right. The one confusion left is in the crate README (Limits).
 
 use hashbrown::HashMap;
+use rumqttc::{Publish, QoS};
 
 /// 64-bit FNV-1a over topic, a separator, and payload: stable across builds and versions,
 /// which a digest stored on disk must be.
@@ -35,6 +28,25 @@ pub fn digest(topic: &str, payload: &[u8]) -> u64 {
     hash
 }
 
+/// How a QoS 1/2 message was delivered, as logged with its reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// MQTT packet id.
+    pub pkid: u16,
+    /// [`digest`] of topic and payload.
+    pub digest: u64,
+}
+
+impl Delivery {
+    /// `None` for QoS 0, which the broker never resends.
+    pub fn of(publish: &Publish) -> Option<Self> {
+        (publish.qos != QoS::AtMostOnce).then(|| Delivery {
+            pkid: publish.pkid,
+            digest: digest(&publish.topic, &publish.payload),
+        })
+    }
+}
+
 /// Packet id -> digest of the last reading logged under it, in the broker's current session.
 #[derive(Debug, Default)]
 pub struct Redeliveries {
@@ -42,20 +54,15 @@ pub struct Redeliveries {
 }
 
 impl Redeliveries {
-    /// An empty table.
-    pub fn new() -> Self {
-        Self::default()
+    /// True when a message delivered so, with this DUP flag, was already logged.
+    pub fn is_redelivery(&self, dup: bool, d: Delivery) -> bool {
+        dup && d.pkid != 0 && self.last.get(&d.pkid) == Some(&d.digest)
     }
 
-    /// True when a message with these properties was already logged.
-    pub fn is_redelivery(&self, dup: bool, pkid: u16, digest: u64) -> bool {
-        dup && pkid != 0 && self.last.get(&pkid) == Some(&digest)
-    }
-
-    /// A reading was logged under `pkid`.
-    pub fn logged(&mut self, pkid: u16, digest: u64) {
-        if pkid != 0 {
-            self.last.insert(pkid, digest);
+    /// A reading delivered so was logged.
+    pub fn logged(&mut self, d: Delivery) {
+        if d.pkid != 0 {
+            self.last.insert(d.pkid, d.digest);
         }
     }
 
@@ -93,20 +100,24 @@ mod tests {
 
     #[test]
     fn only_a_dup_with_the_logged_digest_is_a_redelivery() {
-        let mut table = Redeliveries::new();
+        let mut table = Redeliveries::default();
+        let at = |pkid, digest| Delivery { pkid, digest };
         let d = digest("machines/A/scrap", b"{\"value\":1}");
-        assert!(!table.is_redelivery(true, 7, d), "never logged");
-        table.logged(7, d);
-        assert!(table.is_redelivery(true, 7, d));
-        assert!(!table.is_redelivery(false, 7, d), "no DUP: a new message");
-        assert!(!table.is_redelivery(true, 7, d ^ 1), "other content");
-        assert!(!table.is_redelivery(true, 8, d), "other packet id");
+        assert!(!table.is_redelivery(true, at(7, d)), "never logged");
+        table.logged(at(7, d));
+        assert!(table.is_redelivery(true, at(7, d)));
+        assert!(
+            !table.is_redelivery(false, at(7, d)),
+            "no DUP: a new message"
+        );
+        assert!(!table.is_redelivery(true, at(7, d ^ 1)), "other content");
+        assert!(!table.is_redelivery(true, at(8, d)), "other packet id");
         // The id is reused for another message, which is then redelivered.
         let e = digest("machines/A/scrap", b"{\"value\":2}");
-        table.logged(7, e);
-        assert!(!table.is_redelivery(true, 7, d));
-        assert!(table.is_redelivery(true, 7, e));
+        table.logged(at(7, e));
+        assert!(!table.is_redelivery(true, at(7, d)));
+        assert!(table.is_redelivery(true, at(7, e)));
         table.clear();
-        assert!(!table.is_redelivery(true, 7, e), "a new session");
+        assert!(!table.is_redelivery(true, at(7, e)), "a new session");
     }
 }

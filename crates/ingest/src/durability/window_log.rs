@@ -5,16 +5,16 @@
 //! `data_dir/window-<seq>.log` segments, numbered upwards. A segment is an 8-byte header
 //! ([`MAGIC`]) followed by frames `[body length: u32 LE][crc32 of body: u32 LE][body]`. A body is
 //! a [`Record`]: a reading (event time, value, machine, scrap index and, for QoS 1/2, the packet
-//! id and a digest of topic and payload, see [`crate::durability::redelivery`]) or a session-start marker.
-//! A reading that carried an `id` is written with its own kind byte and the id (length byte,
-//! then its text) after the machine, so that duplicates are still recognised after a restart;
-//! logs written before ids existed hold only the older kind and replay unchanged.
+//! id and a digest of topic and payload, see [`crate::durability::redelivery`]) or a
+//! session-start marker. A reading that carried an `id` has a kind byte of its own and the id
+//! (length byte, then text) after the machine, so that duplicates are still recognised after a
+//! restart; logs written before ids existed hold only the older kind and replay unchanged.
 //!
 //! # Writing
-//! Records are buffered in memory during one aggregation batch; [`WindowLog::commit`] writes the
-//! batch and calls `fdatasync` once. The caller acknowledges the batch's MQTT messages only
-//! after `commit` returned: one fsync per batch instead of one per message, at the price of a
-//! batch's worth of latency before the broker may forget a message.
+//! Records are buffered during one aggregation batch; [`WindowLog::commit`] writes the batch
+//! and calls `fdatasync` once. The caller acknowledges the batch's MQTT messages only after
+//! `commit` returned: one fsync per batch instead of one per message, at the price of a batch's
+//! worth of latency before the broker may forget a message.
 //!
 //! # Compaction
 //! The active segment is sealed and a new one started every quarter window (at least 1 s).
@@ -31,12 +31,14 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aggregator_core::reading_id::MAX_READING_ID_BYTES;
-use aggregator_core::{ReadingId, Timestamp};
+use aggregator_core::{Reading, ReadingId, Timestamp};
+
+use crate::durability::redelivery::Delivery;
 
 /// First bytes of every segment: format name and version.
 pub const MAGIC: &[u8; 8] = b"SPWLOG01";
@@ -46,40 +48,28 @@ const FRAME_HEADER: usize = 8;
 const MAX_BODY: usize = 1 + 8 + 8 + 4 + 2 + 8 + 2 + u16::MAX as usize + 1 + MAX_READING_ID_BYTES;
 const KIND_READING: u8 = 1;
 const KIND_SESSION_START: u8 = 2;
-/// A reading followed by its id (added with reading ids; kind 1 stays the id-less form).
+/// A reading followed by its id (kind 1 stays the id-less form).
 const KIND_READING_WITH_ID: u8 = 3;
 
-/// Why the log cannot be used.
+/// A file system operation on the log failed.
 #[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// A file system operation failed.
-    #[error("window log {path}: {action}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
+#[error("window log {path}: {action}: {source}")]
+pub struct LogError {
+    /// What was being done.
+    pub action: &'static str,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The OS error.
+    pub source: std::io::Error,
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LogError {
     let path = path.to_path_buf();
-    move |source| LogError::Io {
+    move |source| LogError {
         action,
         path,
         source,
     }
-}
-
-/// How a QoS 1/2 message was delivered, to recognise the broker resending it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    /// MQTT packet id.
-    pub pkid: u16,
-    /// Digest of topic and payload ([`crate::durability::redelivery::digest`]).
-    pub digest: u64,
 }
 
 /// One accepted reading as logged.
@@ -99,6 +89,19 @@ pub struct LoggedReading {
     pub id: Option<ReadingId>,
 }
 
+impl LoggedReading {
+    /// The reading as the window store takes it, at its logged event time.
+    pub fn reading(&self) -> Reading<'_> {
+        Reading {
+            machine: &self.machine,
+            scrap_index: self.scrap_index,
+            value: self.value,
+            event_time: self.time,
+            time_from_payload: true,
+        }
+    }
+}
+
 /// One log record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -108,28 +111,31 @@ pub enum Record {
     SessionStart,
 }
 
-/// Appends the frame of a reading to `out` (borrowed fields: no allocation on the hot path).
+/// Appends a frame to `out` whose body `body` writes; length and checksum are filled in after.
+fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    body(out);
+    let len = (out.len() - start - FRAME_HEADER) as u32;
+    let crc = crc32fast::hash(&out[start + FRAME_HEADER..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + FRAME_HEADER].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Writes the body of a reading (borrowed fields: no allocation on the hot path).
 fn encode_reading(
     out: &mut Vec<u8>,
-    machine: &str,
-    scrap_index: u32,
-    time: Timestamp,
-    value: f64,
+    reading: &Reading<'_>,
     delivery: Option<Delivery>,
     id: Option<&ReadingId>,
 ) {
-    let start = begin_frame(out);
     // Machine ids are topic levels, at most 65 535 bytes by MQTT's topic limit.
-    let machine = &machine.as_bytes()[..machine.len().min(u16::MAX as usize)];
+    let machine = &reading.machine.as_bytes()[..reading.machine.len().min(u16::MAX as usize)];
     let delivery = delivery.unwrap_or(Delivery { pkid: 0, digest: 0 });
-    out.push(if id.is_some() {
-        KIND_READING_WITH_ID
-    } else {
-        KIND_READING
-    });
-    out.extend_from_slice(&time.unix_nanos().to_le_bytes());
-    out.extend_from_slice(&value.to_bits().to_le_bytes());
-    out.extend_from_slice(&scrap_index.to_le_bytes());
+    out.push(id.map_or(KIND_READING, |_| KIND_READING_WITH_ID));
+    out.extend_from_slice(&reading.event_time.unix_nanos().to_le_bytes());
+    out.extend_from_slice(&reading.value.to_bits().to_le_bytes());
+    out.extend_from_slice(&reading.scrap_index.to_le_bytes());
     out.extend_from_slice(&delivery.pkid.to_le_bytes());
     out.extend_from_slice(&delivery.digest.to_le_bytes());
     out.extend_from_slice(&(machine.len() as u16).to_le_bytes());
@@ -139,83 +145,50 @@ fn encode_reading(
         out.push(id.as_bytes().len() as u8);
         out.extend_from_slice(id.as_bytes());
     }
-    end_frame(out, start);
-}
-
-fn begin_frame(out: &mut Vec<u8>) -> usize {
-    let start = out.len();
-    out.extend_from_slice(&[0; FRAME_HEADER]);
-    start
-}
-
-/// Fills in the length and checksum of the frame that starts at `start`.
-fn end_frame(out: &mut [u8], start: usize) {
-    let body = &out[start + FRAME_HEADER..];
-    let len = body.len() as u32;
-    let crc = crc32fast::hash(body);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 impl Record {
     fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Record::Reading(r) => {
-                encode_reading(
-                    out,
-                    &r.machine,
-                    r.scrap_index,
-                    r.time,
-                    r.value,
-                    r.delivery,
-                    r.id.as_ref(),
-                );
-            }
-            Record::SessionStart => {
-                let start = begin_frame(out);
-                out.push(KIND_SESSION_START);
-                end_frame(out, start);
-            }
-        }
+        frame(out, |out| match self {
+            Record::Reading(r) => encode_reading(out, &r.reading(), r.delivery, r.id.as_ref()),
+            Record::SessionStart => out.push(KIND_SESSION_START),
+        });
     }
 
     fn decode(body: &[u8]) -> Option<Record> {
         let (&kind, rest) = body.split_first()?;
-        match kind {
-            KIND_SESSION_START if rest.is_empty() => Some(Record::SessionStart),
-            KIND_READING | KIND_READING_WITH_ID => {
-                let mut cur = Cursor(rest);
-                let time = i64::from_le_bytes(cur.take()?);
-                let value = f64::from_bits(u64::from_le_bytes(cur.take()?));
-                let scrap_index = u32::from_le_bytes(cur.take()?);
-                let pkid = u16::from_le_bytes(cur.take()?);
-                let digest = u64::from_le_bytes(cur.take()?);
-                let len = usize::from(u16::from_le_bytes(cur.take()?));
-                if cur.0.len() < len || !value.is_finite() {
-                    return None;
-                }
-                let (machine, tail) = cur.0.split_at(len);
-                let machine = std::str::from_utf8(machine).ok()?.to_owned();
-                let id = match (kind, tail.split_first()) {
-                    (KIND_READING, None) => None,
-                    (KIND_READING_WITH_ID, Some((&id_len, id)))
-                        if usize::from(id_len) == id.len() =>
-                    {
-                        Some(ReadingId::new(std::str::from_utf8(id).ok()?).ok()?)
-                    }
-                    _ => return None,
-                };
-                Some(Record::Reading(LoggedReading {
-                    machine,
-                    scrap_index,
-                    time: Timestamp::from_unix_nanos(time),
-                    value,
-                    delivery: (pkid != 0).then_some(Delivery { pkid, digest }),
-                    id,
-                }))
-            }
-            _ => None,
+        if kind == KIND_SESSION_START && rest.is_empty() {
+            return Some(Record::SessionStart);
         }
+        if kind != KIND_READING && kind != KIND_READING_WITH_ID {
+            return None;
+        }
+        let mut cur = Cursor(rest);
+        let time = Timestamp::from_unix_nanos(i64::from_le_bytes(cur.take()?));
+        let value = f64::from_bits(u64::from_le_bytes(cur.take()?));
+        let scrap_index = u32::from_le_bytes(cur.take()?);
+        let pkid = u16::from_le_bytes(cur.take()?);
+        let digest = u64::from_le_bytes(cur.take()?);
+        let len = usize::from(u16::from_le_bytes(cur.take()?));
+        if cur.0.len() < len || !value.is_finite() {
+            return None;
+        }
+        let (machine, tail) = cur.0.split_at(len);
+        let id = match (kind, tail.split_first()) {
+            (KIND_READING, None) => None,
+            (KIND_READING_WITH_ID, Some((&n, id))) if usize::from(n) == id.len() => {
+                Some(ReadingId::new(std::str::from_utf8(id).ok()?).ok()?)
+            }
+            _ => return None,
+        };
+        Some(Record::Reading(LoggedReading {
+            machine: std::str::from_utf8(machine).ok()?.to_owned(),
+            scrap_index,
+            time,
+            value,
+            delivery: (pkid != 0).then_some(Delivery { pkid, digest }),
+            id,
+        }))
     }
 }
 
@@ -244,11 +217,12 @@ pub struct Recovery {
     pub foreign_files: usize,
 }
 
-struct Sealed {
+/// A segment on disk.
+struct Segment {
     seq: u64,
     path: PathBuf,
-    /// Newest event time in the segment (nanoseconds); None when it holds no reading.
-    newest: Option<i64>,
+    /// Newest event time of its readings; None while it holds none.
+    newest: Option<Timestamp>,
 }
 
 /// The open log: sealed segments waiting to expire and the active segment.
@@ -256,13 +230,13 @@ pub struct WindowLog {
     dir: PathBuf,
     window: Duration,
     rotate_every: Duration,
-    sealed: VecDeque<Sealed>,
-    active: File,
-    active_seq: u64,
-    active_path: PathBuf,
-    active_opened: Timestamp,
-    active_newest: Option<i64>,
-    active_records: u64,
+    sealed: VecDeque<Segment>,
+    active: Segment,
+    file: File,
+    /// When the active segment was started, and how many records it holds.
+    opened: Timestamp,
+    records: u64,
+    /// Records of the batch, not yet written.
     pending: Vec<u8>,
 }
 
@@ -299,34 +273,24 @@ impl WindowLog {
         let mut seqs = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_error("list directory", dir))? {
             let entry = entry.map_err(io_error("list directory", dir))?;
-            if let Some(seq) = entry.file_name().to_str().and_then(segment_seq) {
-                seqs.push(seq);
-            }
+            seqs.extend(entry.file_name().to_str().and_then(segment_seq));
         }
         seqs.sort_unstable();
         let mut recovery = Recovery::default();
         let mut sealed = VecDeque::new();
         for &seq in &seqs {
-            let path = dir.join(segment_name(seq));
-            let newest = recover_segment(&path, &mut recovery)?;
-            match newest {
-                SegmentState::Kept(newest) => sealed.push_back(Sealed { seq, path, newest }),
-                SegmentState::Removed => {}
-            }
+            sealed.extend(recover_segment(dir, seq, &mut recovery)?);
         }
-        let active_seq = seqs.last().map_or(1, |s| s + 1);
-        let (active, active_path) = create_segment(dir, active_seq)?;
+        let (file, active) = create_segment(dir, seqs.last().map_or(1, |s| s + 1))?;
         let log = WindowLog {
             dir: dir.to_path_buf(),
             window,
             rotate_every: (window / 4).max(Duration::from_secs(1)),
             sealed,
             active,
-            active_seq,
-            active_path,
-            active_opened: now,
-            active_newest: None,
-            active_records: 0,
+            file,
+            opened: now,
+            records: 0,
             pending: Vec::new(),
         };
         Ok((log, recovery))
@@ -335,41 +299,24 @@ impl WindowLog {
     /// Buffers `record` for the next [`WindowLog::commit`].
     pub fn append(&mut self, record: &Record) {
         if let Record::Reading(r) = record {
-            let t = r.time.unix_nanos();
-            self.active_newest = Some(self.active_newest.map_or(t, |n| n.max(t)));
+            self.active.newest = self.active.newest.max(Some(r.time));
         }
-        self.active_records += 1;
+        self.records += 1;
         record.encode(&mut self.pending);
     }
 
-    /// Buffers an accepted reading for the next [`WindowLog::commit`]; as [`WindowLog::append`]
-    /// without building a [`Record`].
+    /// As [`WindowLog::append`] for an accepted reading, without building a [`Record`].
     pub fn append_reading(
         &mut self,
-        machine: &str,
-        scrap_index: u32,
-        time: Timestamp,
-        value: f64,
+        reading: &Reading<'_>,
         delivery: Option<Delivery>,
         id: Option<&ReadingId>,
     ) {
-        let t = time.unix_nanos();
-        self.active_newest = Some(self.active_newest.map_or(t, |n| n.max(t)));
-        self.active_records += 1;
-        encode_reading(
-            &mut self.pending,
-            machine,
-            scrap_index,
-            time,
-            value,
-            delivery,
-            id,
-        );
-    }
-
-    /// True when records are buffered but not yet durable.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        self.active.newest = self.active.newest.max(Some(reading.event_time));
+        self.records += 1;
+        frame(&mut self.pending, |out| {
+            encode_reading(out, reading, delivery, id);
+        });
     }
 
     /// Writes the buffered records and waits until they are on disk (`fdatasync`).
@@ -381,68 +328,55 @@ impl WindowLog {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.active
+        let path = &self.active.path;
+        self.file
             .write_all(&self.pending)
-            .map_err(io_error("write", &self.active_path))?;
-        self.active
-            .sync_data()
-            .map_err(io_error("sync", &self.active_path))?;
+            .map_err(io_error("write", path))?;
+        self.file.sync_data().map_err(io_error("sync", path))?;
         self.pending.clear();
         Ok(())
     }
 
-    /// Compaction at `now`: seals the active segment when it is due and starts a new one,
-    /// then deletes the oldest sealed segments whose readings have all left the window.
-    /// Returns the number of segments deleted. Call after [`WindowLog::commit`].
+    /// Compaction at `now`: seals the active segment when it is due (and nothing waits for a
+    /// commit) and starts a new one, then deletes the oldest sealed segments whose readings
+    /// have all left the window.
     ///
     /// # Errors
     /// When a segment cannot be created or deleted.
-    pub fn maintain(&mut self, now: Timestamp) -> Result<usize, LogError> {
+    pub fn maintain(&mut self, now: Timestamp) -> Result<(), LogError> {
         if self.pending.is_empty()
-            && self.active_records > 0
-            && now.duration_since(self.active_opened) >= self.rotate_every
+            && self.records > 0
+            && now.duration_since(self.opened) >= self.rotate_every
         {
-            let (file, path) = create_segment(&self.dir, self.active_seq + 1)?;
-            let old_path = std::mem::replace(&mut self.active_path, path);
-            self.sealed.push_back(Sealed {
-                seq: self.active_seq,
-                path: old_path,
-                newest: self.active_newest.take(),
-            });
-            self.active = file;
-            self.active_seq += 1;
-            self.active_opened = now;
-            self.active_records = 0;
+            let (file, next) = create_segment(&self.dir, self.active.seq + 1)?;
+            self.file = file;
+            self.sealed
+                .push_back(std::mem::replace(&mut self.active, next));
+            self.opened = now;
+            self.records = 0;
         }
-        let cutoff = now.saturating_sub(self.window).unix_nanos();
-        let mut deleted = 0;
-        while let Some(oldest) = self.sealed.front() {
-            if oldest.newest.is_some_and(|t| t > cutoff) {
-                break;
-            }
+        let cutoff = now.saturating_sub(self.window);
+        let sealed = self.sealed.len();
+        while let Some(oldest) = self.sealed.front()
+            && oldest.newest.is_none_or(|t| t <= cutoff)
+        {
             std::fs::remove_file(&oldest.path).map_err(io_error("delete", &oldest.path))?;
             tracing::debug!(segment = oldest.seq, "window log: expired segment deleted");
             self.sealed.pop_front();
-            deleted += 1;
         }
-        if deleted > 0 {
+        if self.sealed.len() < sealed {
             sync_dir(&self.dir)?;
         }
-        Ok(deleted)
+        Ok(())
     }
 
     /// Segments on disk, the active one included.
     pub fn segment_count(&self) -> usize {
         self.sealed.len() + 1
     }
-
-    /// The directory of the log.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
-fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), LogError> {
+fn create_segment(dir: &Path, seq: u64) -> Result<(File, Segment), LogError> {
     let path = dir.join(segment_name(seq));
     let mut file = OpenOptions::new()
         .create(true)
@@ -455,94 +389,98 @@ fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), LogError> {
         .map_err(io_error("write segment header", &path))?;
     // The new name must survive a crash too, or the records written into it would vanish.
     sync_dir(dir)?;
-    Ok((file, path))
+    Ok((
+        file,
+        Segment {
+            seq,
+            path,
+            newest: None,
+        },
+    ))
 }
 
-enum SegmentState {
-    Kept(Option<i64>),
-    Removed,
-}
-
-/// Reads one segment into `recovery`, truncating it after its last good frame.
-fn recover_segment(path: &Path, recovery: &mut Recovery) -> Result<SegmentState, LogError> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io_error("read segment", path))?;
+/// Reads segment `seq` into `recovery`, truncating it after its last good frame; `None` when
+/// nothing is left of it (no record, or a foreign file moved aside).
+fn recover_segment(
+    dir: &Path,
+    seq: u64,
+    recovery: &mut Recovery,
+) -> Result<Option<Segment>, LogError> {
+    let path = dir.join(segment_name(seq));
+    let bytes = std::fs::read(&path).map_err(io_error("read segment", &path))?;
     recovery.segments += 1;
-    if bytes.len() < MAGIC.len() {
-        // Created, then the process died before the header was synced: nothing was in it.
-        std::fs::remove_file(path).map_err(io_error("delete empty segment", path))?;
-        return Ok(SegmentState::Removed);
-    }
-    if &bytes[..MAGIC.len()] != MAGIC {
+    // A file shorter than the header was created just before a crash: empty, deleted below.
+    if bytes.len() >= MAGIC.len() && !bytes.starts_with(MAGIC) {
         let aside = path.with_extension("corrupt");
         tracing::error!(path = %path.display(), moved_to = %aside.display(), "window log: not a segment of this format; moved aside");
-        std::fs::rename(path, &aside).map_err(io_error("move aside", path))?;
+        std::fs::rename(&path, &aside).map_err(io_error("move aside", &path))?;
         recovery.foreign_files += 1;
-        return Ok(SegmentState::Removed);
+        return Ok(None);
     }
-    let mut at = MAGIC.len();
-    let mut newest: Option<i64> = None;
-    let mut records = 0_usize;
-    let mut problem = None;
-    while at < bytes.len() {
-        let Some(header) = bytes.get(at..at + FRAME_HEADER) else {
-            problem = Some("frame header cut short");
-            break;
-        };
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if len == 0 || len > MAX_BODY {
-            problem = Some("impossible frame length");
-            break;
-        }
-        let Some(body) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else {
-            problem = Some("frame body cut short");
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            problem = Some("checksum mismatch");
-            break;
-        }
-        let Some(record) = Record::decode(body) else {
-            problem = Some("undecodable record");
-            break;
-        };
-        if let Record::Reading(r) = &record {
-            let t = r.time.unix_nanos();
-            newest = Some(newest.map_or(t, |n| n.max(t)));
-        }
-        recovery.records.push(record);
-        records += 1;
-        at += FRAME_HEADER + len;
-    }
+    let first = recovery.records.len();
+    let (good, problem) = read_frames(&bytes, &mut recovery.records);
     if let Some(problem) = problem {
-        let cut = (bytes.len() - at) as u64;
+        let cut = (bytes.len() - good) as u64;
         tracing::warn!(
             path = %path.display(),
-            offset = at,
+            offset = good,
             truncated_bytes = cut,
-            good_records = records,
+            good_records = recovery.records.len() - first,
             problem,
             "window log: recovered up to the last good record; the rest of the segment is cut off"
         );
         OpenOptions::new()
             .write(true)
-            .open(path)
+            .open(&path)
             .and_then(|f| {
-                f.set_len(at as u64)?;
+                f.set_len(good as u64)?;
                 f.sync_all()
             })
-            .map_err(io_error("truncate segment", path))?;
+            .map_err(io_error("truncate segment", &path))?;
         recovery.truncated_bytes += cut;
         recovery.damaged_segments += 1;
     }
-    if records == 0 {
-        std::fs::remove_file(path).map_err(io_error("delete empty segment", path))?;
-        return Ok(SegmentState::Removed);
+    let records = &recovery.records[first..];
+    if records.is_empty() {
+        std::fs::remove_file(&path).map_err(io_error("delete empty segment", &path))?;
+        return Ok(None);
     }
-    Ok(SegmentState::Kept(newest))
+    let newest = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Reading(r) => Some(r.time),
+            Record::SessionStart => None,
+        })
+        .max();
+    Ok(Some(Segment { seq, path, newest }))
+}
+
+/// Decodes the frames after the header into `records` up to the first bad one; returns where
+/// the good frames end and, when a bad one stopped the reading, what was wrong with it.
+fn read_frames(bytes: &[u8], records: &mut Vec<Record>) -> (usize, Option<&'static str>) {
+    let mut at = MAGIC.len();
+    while at < bytes.len() {
+        let mut cur = Cursor(&bytes[at..]);
+        let (Some(len), Some(crc)) = (cur.take().map(u32::from_le_bytes), cur.take()) else {
+            return (at, Some("frame header cut short"));
+        };
+        let len = len as usize;
+        if len == 0 || len > MAX_BODY {
+            return (at, Some("impossible frame length"));
+        }
+        let Some(body) = cur.0.get(..len) else {
+            return (at, Some("frame body cut short"));
+        };
+        if crc32fast::hash(body) != u32::from_le_bytes(crc) {
+            return (at, Some("checksum mismatch"));
+        }
+        let Some(record) = Record::decode(body) else {
+            return (at, Some("undecodable record"));
+        };
+        records.push(record);
+        at += FRAME_HEADER + len;
+    }
+    (at, None)
 }
 
 #[cfg(test)]
@@ -671,7 +609,7 @@ mod tests {
         log.append(&reading(1, at(1)));
         log.commit().unwrap();
         log.append(&reading(2, at(2)));
-        assert!(log.has_pending());
+        assert!(!log.pending.is_empty());
         drop(log);
         let (_, recovery) = WindowLog::open(dir.path(), W, at(3)).unwrap();
         assert_eq!(recovery.records, vec![reading(1, at(1))]);

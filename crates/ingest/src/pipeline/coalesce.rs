@@ -1,15 +1,11 @@
 //! Per-key publish budget: a change to a key with budget is published at once; changes beyond
-//! the budget wait, and the last change is always published (trailing edge).
-//!
-//! Pure decision logic: the caller passes `now` in and does the publishing, so the rules are
-//! tested without a runtime or a clock.
+//! the budget wait, and the last change is always published (trailing edge). Pure: the caller
+//! passes `now` in and does the publishing.
 //!
 //! Each key has a token bucket of `burst` tokens that refills one token per `interval`; a
 //! publish takes one. A key that changes while it has a token is published on the next
-//! [`Coalescer::take_ready`], without waiting; while it has none, its changes are folded into
-//! one publish when the next token arrives. Sustained, a key gets at most one message per
-//! `interval`, plus `burst - 1` in a burst after a quiet spell. `burst` 1 is the plain
-//! cool-down: at most one message per interval.
+//! [`Coalescer::take_ready`]; while it has none, its changes are folded into one publish when
+//! the next token arrives. `burst` 1 is the plain cool-down.
 //!
 //! The bucket is kept in its GCRA form, one instant per key (the theoretical arrival time
 //! `tat`): a publish at `now` is allowed when `now >= tat - (burst - 1) * interval`, and moves
@@ -25,7 +21,7 @@ use std::time::Duration;
 use aggregator_core::Timestamp;
 use hashbrown::HashMap;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct State {
     /// Changed since the last publish.
     dirty: bool,
@@ -53,14 +49,9 @@ pub struct Coalescer<K> {
 }
 
 impl<K: Copy + Eq + Hash + Ord> Coalescer<K> {
-    /// A coalescer publishing each key at most once per `interval` (zero: every change).
-    pub fn new(interval: Duration) -> Self {
-        Self::with_burst(interval, 1)
-    }
-
     /// A coalescer with a budget of `burst` messages per key (at least 1) refilled one per
     /// `interval` (zero: every change).
-    pub fn with_burst(interval: Duration, burst: u32) -> Self {
+    pub fn new(interval: Duration, burst: u32) -> Self {
         Coalescer {
             interval,
             tolerance: interval.saturating_mul(burst.max(1) - 1),
@@ -77,12 +68,7 @@ impl<K: Copy + Eq + Hash + Ord> Coalescer<K> {
 
     /// Records that `key`'s aggregate changed.
     pub fn touch(&mut self, key: K) {
-        let state = self.states.entry(key).or_insert(State {
-            dirty: false,
-            tat: Timestamp::EPOCH,
-            fresh: false,
-            wake_at: None,
-        });
+        let state = self.states.entry(key).or_default();
         state.dirty = true;
         if !state.fresh {
             state.fresh = true;
@@ -166,27 +152,17 @@ impl<K: Copy + Eq + Hash + Ord> Coalescer<K> {
     /// A publish of `key` could not be handed to the client: publish it again at `at`, or
     /// when the key has budget again, whichever comes later.
     pub fn retry(&mut self, key: K, at: Timestamp) {
-        let state = self.states.entry(key).or_insert(State {
-            dirty: true,
-            tat: Timestamp::EPOCH,
-            fresh: false,
-            wake_at: None,
-        });
+        let state = self.states.entry(key).or_default();
         state.dirty = true;
         let at = at.max(state.tat.saturating_sub(self.tolerance));
         schedule(&mut self.wakeups, key, state, at);
     }
 
     /// The earliest wake-up, when a waiting change may be due, a retry is due or a quiet key
-    /// can be dropped. Keys waiting to be looked at are reported by
-    /// [`Coalescer::has_fresh`] instead.
+    /// can be dropped; keys waiting to be looked at are not counted (see
+    /// [`Coalescer::next_deadline_at`]).
     pub fn next_deadline(&self) -> Option<Timestamp> {
         self.wakeups.peek().map(|Reverse((at, _))| *at)
-    }
-
-    /// True when changed keys wait to be looked at.
-    pub fn has_fresh(&self) -> bool {
-        !self.fresh.is_empty()
     }
 
     /// Appends every key with an unpublished change to `out` and forgets all state: the final
@@ -205,12 +181,7 @@ impl<K: Copy + Eq + Hash + Ord> Coalescer<K> {
         self.wakeups.clear();
     }
 
-    /// Keys currently tracked (changed or refilling).
-    pub fn len(&self) -> usize {
-        self.states.len()
-    }
-
-    /// True when no key is tracked.
+    /// True when no key is tracked (changed or refilling).
     pub fn is_empty(&self) -> bool {
         self.states.is_empty()
     }
@@ -247,9 +218,13 @@ mod tests {
 
     #[test]
     fn first_change_is_published_at_once_then_the_key_cools_down() {
-        let mut c = Coalescer::new(Duration::from_millis(100));
+        let mut c = Coalescer::new(Duration::from_millis(100), 1);
         c.touch(1);
-        assert!(c.has_fresh());
+        assert_eq!(
+            c.next_deadline_at(ms(0)),
+            Some(ms(0)),
+            "changed, not yet looked at"
+        );
         assert_eq!(ready(&mut c, ms(0)), vec![1]);
         c.touch(1);
         c.touch(1);
@@ -266,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_burst_gives_one_message_per_interval_and_the_last_change_is_published() {
-        let mut c = Coalescer::new(Duration::from_millis(100));
+        let mut c = Coalescer::new(Duration::from_millis(100), 1);
         let mut published = Vec::new();
         // One change every millisecond for one second, then silence.
         for t in 0..1000 {
@@ -285,7 +260,7 @@ mod tests {
 
     #[test]
     fn keys_are_independent() {
-        let mut c = Coalescer::new(Duration::from_millis(100));
+        let mut c = Coalescer::new(Duration::from_millis(100), 1);
         c.touch(1);
         assert_eq!(ready(&mut c, ms(0)), vec![1]);
         c.touch(2);
@@ -298,7 +273,7 @@ mod tests {
 
     #[test]
     fn zero_interval_publishes_every_change_and_keeps_no_state() {
-        let mut c = Coalescer::new(Duration::ZERO);
+        let mut c = Coalescer::new(Duration::ZERO, 1);
         assert!(c.is_immediate());
         for t in 0..5 {
             c.touch(3);
@@ -310,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_failed_publish_is_retried() {
-        let mut c = Coalescer::new(Duration::from_millis(100));
+        let mut c = Coalescer::new(Duration::from_millis(100), 1);
         c.touch(1);
         assert_eq!(ready(&mut c, ms(0)), vec![1]);
         // The client refused it: retry at 20 ms, but the cool-down (100 ms) wins.
@@ -318,7 +293,7 @@ mod tests {
         assert_eq!(ready(&mut c, ms(20)), Vec::<u32>::new());
         assert_eq!(ready(&mut c, ms(100)), vec![1]);
 
-        let mut z = Coalescer::new(Duration::ZERO);
+        let mut z = Coalescer::new(Duration::ZERO, 1);
         z.touch(2);
         assert_eq!(ready(&mut z, ms(0)), vec![2]);
         z.retry(2, ms(20));
@@ -329,7 +304,7 @@ mod tests {
 
     #[test]
     fn at_most_limit_keys_per_call_and_the_rest_stay_due() {
-        let mut c = Coalescer::new(Duration::from_millis(100));
+        let mut c = Coalescer::new(Duration::from_millis(100), 1);
         for key in 0..10 {
             c.touch(key);
         }
@@ -346,7 +321,7 @@ mod tests {
 
     #[test]
     fn drain_returns_every_unpublished_change() {
-        let mut c = Coalescer::new(Duration::from_millis(100));
+        let mut c = Coalescer::new(Duration::from_millis(100), 1);
         c.touch(1);
         c.touch(2);
         assert_eq!(ready(&mut c, ms(0)), vec![1, 2]);
@@ -361,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_quiet_key_spends_its_burst_at_once_then_waits_for_tokens() {
-        let mut c = Coalescer::with_burst(Duration::from_millis(50), 5);
+        let mut c = Coalescer::new(Duration::from_millis(50), 5);
         for t in 0..5 {
             c.touch(1);
             assert_eq!(ready(&mut c, ms(t)), vec![1], "change {t} has budget");
@@ -386,7 +361,7 @@ mod tests {
     fn eleven_changes_a_second_never_wait_with_the_default_budget() {
         // 100 msg/s over 9 keys, the original's load: about one change per key every 90 ms,
         // here with jitter that puts two changes 10 ms apart.
-        let mut c = Coalescer::with_burst(Duration::from_millis(50), 5);
+        let mut c = Coalescer::new(Duration::from_millis(50), 5);
         let mut t = 0;
         for n in 0..1_000 {
             t += if n % 2 == 0 { 10 } else { 170 };
@@ -398,7 +373,7 @@ mod tests {
     /// Drives a coalescer through changes of one key at the given instants (ms), calling
     /// `take_ready` at every change and every deadline, and returns the publish instants.
     fn drive(interval_ms: u64, burst: u32, changes: &[i64]) -> (Vec<i64>, Coalescer<u32>) {
-        let mut c = Coalescer::with_burst(Duration::from_millis(interval_ms), burst);
+        let mut c = Coalescer::new(Duration::from_millis(interval_ms), burst);
         let mut published = Vec::new();
         let mut out = Vec::new();
         let mut step = |c: &mut Coalescer<u32>, t: i64, published: &mut Vec<i64>| {

@@ -1,50 +1,45 @@
 //! The aggregation task: owns the window store (no locks on the hot path), turns incoming
 //! messages into readings or rejections, and hands aggregates, retained clears, dead letters
-//! and the liveness status to the MQTT client.
+//! and the liveness status to the MQTT client through the [`Outbox`].
 //!
 //! It sleeps on one timer, set to the earliest of the next expiry or forgetting
-//! ([`WindowStore::next_deadline`]), the next publish budget refill and the next retry:
-//! no periodic scans. Publishes use the client's non-blocking `try_publish` while the event
-//! loop task may be waiting on this task's channel; a refused publish is retried shortly after.
+//! ([`WindowStore::next_deadline`]), publish budget refill, retry and the other modules'
+//! deadlines: no periodic scans. Every change of a window is also evaluated by the [`Alarms`];
+//! the [`Trends`] sample every key on their own tick; the retained aggregates of a previous
+//! run are the [`Orphans`]'.
 //!
-//! What goes to the client, with its retries and acknowledgements, is the [`Outbox`]'s; the
-//! retained aggregates of a previous run are the [`Orphans`]'. Every change of a window is
-//! also evaluated by the [`Alarms`], and the [`Trends`] sample every key on their own tick.
-//!
-//! Acknowledgements are manual: every QoS 1/2 message of a batch is acknowledged to the broker
-//! only after the batch's accepted readings are durable in the [`WindowLog`] (one fsync per
-//! batch), rejected ones included, so that a crash makes the broker send again exactly what
-//! was not yet durable. Redeliveries of logged readings are recognised ([`Redeliveries`]) and
-//! skipped.
+//! Acknowledgements are manual: every QoS 1/2 message of a batch is acknowledged only after
+//! the batch's accepted readings are durable in the [`WindowLog`] (one fsync per batch),
+//! rejected ones included, so that after a crash the broker sends again exactly what was not
+//! yet durable. Redeliveries of logged readings are recognised ([`Redeliveries`]) and skipped.
 
 use std::time::{Duration, Instant, SystemTime};
 
-use aggregator_core::topic::aggregate_topic;
-use aggregator_core::topic::machine_from_readings_topic;
+use aggregator_core::topic::{aggregate_topic, machine_from_readings_topic};
 use aggregator_core::{
-    Accepted, Key, KeyId, ParseLimits, ParsedReading, Rejection, Timestamp, WindowStore,
+    Accepted, Key, KeyId, ParseLimits, Rejection, RejectionReason, Timestamp, WindowStore,
     parse_reading_with_id,
 };
 use rumqttc::{AsyncClient, Publish, QoS};
+use service_kit::LogLimit;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::IngestConfig;
-use crate::durability::redelivery::{Redeliveries, digest};
-use crate::durability::window_log::{Delivery, LogError, Record, WindowLog};
+use crate::durability::redelivery::{Delivery, Redeliveries};
+use crate::durability::window_log::{LogError, Record, WindowLog};
 use crate::metrics::Metrics;
 use crate::mqtt::{Inbound, LinkState};
 use crate::pipeline::coalesce::Coalescer;
 use crate::pipeline::outbox::Outbox;
-use crate::pipeline::rejections::RejectionLog;
 use crate::pipeline::settle::Settle;
 use crate::restart::orphans::Orphans;
+use crate::restart::snapshot::Snapshot;
 use crate::shard::Shard;
 use crate::signals::alarms::Alarms;
 use crate::signals::trends::Trends;
 pub mod coalesce;
 pub mod outbox;
-pub mod rejections;
 mod restore;
 pub mod settle;
 pub use restore::Restored;
@@ -63,22 +58,20 @@ pub struct Pipeline {
     store: WindowStore,
     coalescer: Coalescer<KeyId>,
     settle: Settle<KeyId>,
-    /// Aggregates, clears, dead letters, status and acknowledgements on their way out.
     outbox: Outbox,
-    /// Retained aggregates of a previous run for keys this process does not track.
     orphans: Orphans,
     alarms: Alarms,
     trends: Trends,
     metrics: Metrics,
     shard: Shard,
     limits: ParseLimits,
-    rejection_log: RejectionLog,
+    /// At most one log line per rejection reason per interval, each reason on its own.
+    rejection_log: [LogLimit; RejectionReason::COUNT],
     batch_size: usize,
-    /// Connections seen, to tell a reconnect from the first connect.
-    connects: u64,
+    /// A connection was seen before: the next one is a reconnect.
+    connected_before: bool,
     /// The window log, when a data directory is set.
     log: Option<WindowLog>,
-    /// Packet ids of logged readings, to skip the broker's redeliveries.
     redeliveries: Redeliveries,
     /// The log failed: nothing more is acknowledged and the service stops.
     fatal: Option<LogError>,
@@ -107,13 +100,11 @@ impl Pipeline {
         let publish = &settings.publish;
         let republish_after =
             (publish.again_after_ms > 0).then(|| Duration::from_millis(publish.again_after_ms));
+        let rejection_log_interval = Duration::from_secs(settings.rejection_log_interval_secs);
         Pipeline {
             orphans: Orphans::new(window.window, window.key_idle_ttl),
             store: WindowStore::new(window),
-            coalescer: Coalescer::with_burst(
-                Duration::from_millis(publish.interval_ms),
-                publish.burst,
-            ),
+            coalescer: Coalescer::new(Duration::from_millis(publish.interval_ms), publish.burst),
             settle: Settle::new(republish_after),
             outbox: Outbox::new(client, metrics.clone(), started_at, config.shard.clone()),
             alarms: Alarms::new(config.alarms.clone(), metrics.clone()),
@@ -121,21 +112,14 @@ impl Pipeline {
             metrics,
             shard: config.shard.clone(),
             limits: settings.limits.parse(),
-            rejection_log: RejectionLog::new(Duration::from_secs(
-                settings.rejection_log_interval_secs,
-            )),
+            rejection_log: std::array::from_fn(|_| LogLimit::new(rejection_log_interval)),
             batch_size: settings.limits.batch_size,
-            connects: 0,
+            connected_before: false,
             log: None,
-            redeliveries: Redeliveries::new(),
+            redeliveries: Redeliveries::default(),
             fatal: None,
             scratch: Scratch::default(),
         }
-    }
-
-    /// The log error that stopped the pipeline, if any.
-    pub fn fatal(&self) -> Option<&LogError> {
-        self.fatal.as_ref()
     }
 
     /// Aggregates until `shutdown` fires or the event loop task is gone, then returns the
@@ -171,8 +155,8 @@ impl Pipeline {
     /// hand every pending aggregate and clear to the client, publish the offline status,
     /// disconnect, and wait (at most `timeout`) until the DISCONNECT is written.
     ///
-    /// The event loop task must no longer wait on `inbound` (its drain token is cancelled),
-    /// so awaiting the client here cannot deadlock.
+    /// The caller closes `inbound` first, so the event loop task no longer waits for room in it
+    /// and awaiting the client here cannot deadlock.
     ///
     /// # Errors
     /// The window log error that stopped the pipeline, if one did.
@@ -182,12 +166,9 @@ impl Pipeline {
         mut link: watch::Receiver<LinkState>,
         timeout: Duration,
     ) -> Result<(), LogError> {
-        let mut batch = Vec::new();
-        while let Ok(item) = inbound.try_recv() {
-            batch.push(item);
-        }
-        if !batch.is_empty() {
-            self.handle_batch(batch.into_iter(), clock_now());
+        let queued: Vec<Inbound> = std::iter::from_fn(|| inbound.try_recv().ok()).collect();
+        if !queued.is_empty() {
+            self.handle_batch(queued.into_iter(), clock_now());
         }
         drop(inbound);
         let deadline = tokio::time::Instant::now() + timeout;
@@ -252,28 +233,11 @@ impl Pipeline {
                     received += 1;
                     accepted += u64::from(self.ingest(&publish, now));
                 }
-                Inbound::Connected { session_present } => self.on_connected(session_present),
-                Inbound::Retained(mut found) => {
-                    // Other shards' retained keys are theirs to clear or restore.
-                    if self.shard.count > 1 {
-                        let shard = &self.shard;
-                        found.aggregates.retain(|a| shard.owns(&a.machine));
-                        found.alarms.retain(|a| shard.owns(&a.machine_id));
-                        found.trends.retain(|t| shard.owns(&t.machine));
-                    }
-                    let store = &self.store;
-                    self.orphans.adopt(found.aggregates, |machine, index| {
-                        store.lookup(machine, index).is_some()
-                    });
-                    let read = found.read;
-                    self.alarms
-                        .restore(store, found.alarms, read, now, &mut self.outbox);
-                    self.trends
-                        .restore(store, found.trends, read, now, &mut self.outbox);
-                }
+                Inbound::Connected { session_present } => self.on_connected(session_present, now),
+                Inbound::Retained(found) => self.on_retained(found, now),
             }
         }
-        self.commit(now);
+        self.commit();
         self.tick(now);
         // Counted after the tick has set the gauges, so a scrape that sees a reading counted
         // also sees it in `ingest_buffered_readings` and `ingest_keys`.
@@ -286,7 +250,6 @@ impl Pipeline {
 
     /// One message; true when it was accepted.
     fn ingest(&mut self, publish: &Publish, now: Timestamp) -> bool {
-        let mut delivery = None;
         if publish.qos != QoS::AtMostOnce {
             // Acknowledged after the batch is durable, whatever becomes of it here.
             self.outbox.owe_ack(publish.qos, publish.pkid);
@@ -294,20 +257,13 @@ impl Pipeline {
         if self.not_ours(publish) {
             return false;
         }
-        if publish.qos != QoS::AtMostOnce {
-            let d = Delivery {
-                pkid: publish.pkid,
-                digest: digest(&publish.topic, &publish.payload),
-            };
-            if self
-                .redeliveries
-                .is_redelivery(publish.dup, d.pkid, d.digest)
-            {
-                self.metrics.redeliveries_skipped.inc();
-                tracing::debug!(pkid = d.pkid, topic = %publish.topic, "redelivery of a logged reading skipped");
-                return false;
-            }
-            delivery = Some(d);
+        let delivery = Delivery::of(publish);
+        if let Some(d) = delivery
+            && self.redeliveries.is_redelivery(publish.dup, d)
+        {
+            self.metrics.redeliveries_skipped.inc();
+            tracing::debug!(pkid = d.pkid, topic = %publish.topic, "redelivery of a logged reading skipped");
+            return false;
         }
         let store = &mut self.store;
         let result = parse_reading_with_id(&publish.topic, &publish.payload, now, &self.limits)
@@ -315,46 +271,27 @@ impl Pipeline {
                 let accepted = store.accept_with_id(&parsed.reading, parsed.id.as_ref(), now)?;
                 Ok((accepted, parsed))
             });
-        match result {
+        let (id, parsed) = match result {
+            Ok((Accepted::Counted(id), parsed)) => (id, parsed),
             Ok((Accepted::Duplicate { .. }, parsed)) => {
                 // A resent copy (a publisher's retry, a fail-over): already counted.
                 self.metrics.readings_duplicate.inc();
                 tracing::debug!(topic = %publish.topic, id = ?parsed.id, "duplicate reading dropped");
-                false
-            }
-            Ok((
-                Accepted::Counted(id),
-                ParsedReading {
-                    reading,
-                    id: reading_id,
-                },
-            )) => {
-                if let Some(d) = delivery {
-                    self.redeliveries.logged(d.pkid, d.digest);
-                }
-                if let Some(log) = &mut self.log {
-                    log.append_reading(
-                        reading.machine,
-                        reading.scrap_index,
-                        reading.event_time,
-                        reading.value,
-                        delivery,
-                        reading_id.as_ref(),
-                    );
-                }
-                self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
-                if self.coalescer.is_immediate() {
-                    self.publish_aggregate(id, now);
-                } else {
-                    self.coalescer.touch(id);
-                }
-                true
+                return false;
             }
             Err(rejection) => {
                 self.reject(&rejection, publish, now);
-                false
+                return false;
             }
+        };
+        if let Some(d) = delivery {
+            self.redeliveries.logged(d);
         }
+        if let Some(log) = &mut self.log {
+            log.append_reading(&parsed.reading, delivery, parsed.id.as_ref());
+        }
+        self.changed(id, now);
+        true
     }
 
     /// True (and counted) for a message this process must not count: the broker's retained
@@ -379,21 +316,21 @@ impl Pipeline {
     fn reject(&mut self, rejection: &Rejection, publish: &Publish, now: Timestamp) {
         let reason = rejection.reason();
         self.metrics.rejected(reason).inc();
-        if let Some(admitted) = self.rejection_log.admit(reason) {
+        let limit = &mut self.rejection_log[reason.index()];
+        if let Some(suppressed) = limit.admit_at(tokio::time::Instant::now()) {
             tracing::warn!(
                 reason = reason.as_str(),
                 topic = %publish.topic,
                 detail = %rejection,
-                suppressed_since_last = admitted.suppressed,
+                suppressed_since_last = suppressed,
                 "rejected a payload"
             );
         }
         self.outbox.dead_letter(rejection, publish, now);
     }
 
-    fn on_connected(&mut self, session_present: bool) {
-        self.connects += 1;
-        self.outbox.announce_online();
+    fn on_connected(&mut self, session_present: bool, now: Timestamp) {
+        self.outbox.announce_online(now);
         if !session_present {
             // A new session: packet ids start over and nothing will be redelivered, so old ids
             // and unsent acknowledgements of the lost session mean nothing.
@@ -403,7 +340,7 @@ impl Pipeline {
                 log.append(&Record::SessionStart);
             }
         }
-        if self.connects > 1 {
+        if self.connected_before {
             // The broker may have lost retained aggregates in a crash, and rumqttc drops its
             // unsent queue when the session is gone: publish every key's current state again.
             tracing::info!(
@@ -411,40 +348,48 @@ impl Pipeline {
                 keys = self.store.key_count(),
                 "reconnected: republishing every aggregate"
             );
-            let ids: Vec<KeyId> = self.store.key_ids().collect();
-            for id in ids {
+            for id in self.store.key_ids() {
                 self.coalescer.touch(id);
             }
             // Trends go out again on their next tick; raised alarms would not by themselves.
             self.alarms
-                .republish_raised(&self.store, clock_now(), &mut self.outbox);
+                .republish_raised(&self.store, now, &mut self.outbox);
         }
+        self.connected_before = true;
+    }
+
+    /// The retained state of a previous run; other shards' keys are theirs to clear or restore.
+    fn on_retained(&mut self, mut found: Snapshot, now: Timestamp) {
+        found.aggregates.retain(|a| self.shard.owns(&a.machine));
+        found.alarms.retain(|a| self.shard.owns(&a.machine_id));
+        found.trends.retain(|t| self.shard.owns(&t.machine));
+        let store = &self.store;
+        self.orphans.adopt(found.aggregates, |machine, index| {
+            store.lookup(machine, index).is_some()
+        });
+        self.alarms
+            .restore(store, found.alarms, found.read, now, &mut self.outbox);
+        self.trends
+            .restore(store, found.trends, found.read, now, &mut self.outbox);
     }
 
     /// Expiry, forgetting, retries and due publishes at `now`.
     pub fn tick(&mut self, now: Timestamp) {
         self.expire(now);
-        let forgotten = self.forget_idle(now);
-        if forgotten > 0 {
-            tracing::debug!(count = forgotten, "forgetting idle keys");
-        }
+        self.forget_idle(now);
         let store = &self.store;
         let tracked = |machine: &str, index: u32| store.lookup(machine, index).is_some();
-        if self.orphans.next_deadline().is_some_and(|at| at <= now) {
-            let window_seconds = store.config().window.as_secs();
-            self.orphans
-                .handle_due(now, window_seconds, tracked, &mut self.outbox);
-        }
-        self.outbox
-            .retry_due(now, |key| tracked(&key.machine, key.scrap_index));
-        self.outbox.refresh_status_due(now);
+        self.orphans.handle_due(now, tracked, &mut self.outbox);
+        let offered = self
+            .outbox
+            .offer(now, |key| tracked(&key.machine, key.scrap_index));
         self.republish_settled(now);
         self.trends.tick(&self.store, now, &mut self.outbox);
         self.maintain_log(now);
-        if self.outbox.resume(now) {
-            self.coalescer
-                .take_ready(now, PUBLISHES_PER_TICK, &mut self.scratch.ready);
+        if offered {
             let mut ready = std::mem::take(&mut self.scratch.ready);
+            self.coalescer
+                .take_ready(now, PUBLISHES_PER_TICK, &mut ready);
             for id in ready.drain(..) {
                 self.publish_aggregate(id, now);
             }
@@ -456,46 +401,49 @@ impl Pipeline {
             .set(gauge(self.store.buffered_readings()));
     }
 
-    /// Forgets keys idle for `key_idle_ttl` and has their retained aggregates cleared;
-    /// returns how many.
-    fn forget_idle(&mut self, now: Timestamp) -> usize {
+    /// Forgets keys idle for `key_idle_ttl`; their retained aggregates, alarms and trends are
+    /// cleared.
+    fn forget_idle(&mut self, now: Timestamp) {
         self.store.forget_idle(now, &mut self.scratch.forgotten);
-        let forgotten = self.scratch.forgotten.len();
+        if self.scratch.forgotten.is_empty() {
+            return;
+        }
+        tracing::debug!(count = self.scratch.forgotten.len(), "forgetting idle keys");
         for key in self.scratch.forgotten.drain(..) {
             self.outbox.clear_later(key);
         }
-        if forgotten > 0 {
-            self.alarms.forget_untracked(&self.store);
-            self.trends.forget_untracked(&self.store);
-        }
-        forgotten
+        self.alarms.forget_untracked(&self.store);
+        self.trends.forget_untracked(&self.store);
     }
 
     fn expire(&mut self, now: Timestamp) {
-        self.store.expire(now, &mut self.scratch.changed);
         let mut changed = std::mem::take(&mut self.scratch.changed);
+        self.store.expire(now, &mut changed);
         for id in changed.drain(..) {
-            self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
-            if self.coalescer.is_immediate() {
-                self.publish_aggregate(id, now);
-            } else {
-                self.coalescer.touch(id);
-            }
+            self.changed(id, now);
         }
         self.scratch.changed = changed;
     }
 
-    /// Makes the batch's readings durable, then releases its acknowledgements.
-    fn commit(&mut self, now: Timestamp) {
-        if let Some(log) = &mut self.log
-            && let Err(e) = log.commit()
-        {
-            tracing::error!(error = %e, "window log: readings cannot be made durable; stopping without acknowledging them");
-            self.outbox.withhold_batch_acks();
-            self.fatal = Some(e);
-            return;
+    /// `id`'s window changed: its alarm is evaluated, its aggregate published (now, or when
+    /// its budget allows).
+    fn changed(&mut self, id: KeyId, now: Timestamp) {
+        self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
+        if self.coalescer.is_immediate() {
+            self.publish_aggregate(id, now);
+        } else {
+            self.coalescer.touch(id);
         }
-        self.outbox.release_acks(now);
+    }
+
+    /// Makes the batch's readings durable, then releases its acknowledgements.
+    fn commit(&mut self) {
+        let result = self.log.as_mut().map_or(Ok(()), WindowLog::commit);
+        self.outbox.end_batch(result.is_ok());
+        if let Err(e) = result {
+            tracing::error!(error = %e, "window log: readings cannot be made durable; stopping without acknowledging them");
+            self.fatal = Some(e);
+        }
     }
 
     /// Log compaction: rotation and deletion of expired segments.
@@ -503,11 +451,8 @@ impl Pipeline {
         let Some(log) = &mut self.log else {
             return;
         };
-        if log.has_pending() {
-            return;
-        }
         match log.maintain(now) {
-            Ok(_) => {
+            Ok(()) => {
                 self.metrics.log_segments.set(gauge(log.segment_count()));
             }
             Err(e) => {
@@ -578,8 +523,7 @@ impl Pipeline {
         [
             self.store.next_deadline(),
             publish,
-            self.outbox.retry_at(),
-            self.outbox.status_refresh_at(),
+            self.outbox.next_deadline(),
             self.settle.next_deadline(),
             self.orphans.next_deadline(),
             Some(self.trends.next_deadline()),
@@ -587,11 +531,6 @@ impl Pipeline {
         .into_iter()
         .flatten()
         .min()
-    }
-
-    /// The window store (for inspection in tests).
-    pub fn store(&self) -> &WindowStore {
-        &self.store
     }
 }
 
@@ -612,7 +551,7 @@ mod tests {
     use rumqttc::MqttOptions;
 
     fn pipeline(queue: usize, interval: Duration) -> (Pipeline, Metrics, rumqttc::EventLoop) {
-        sharded_pipeline(queue, interval, Shard::single())
+        sharded_pipeline(queue, interval, Shard::new(0, 1, "machines/+/scrap"))
     }
 
     fn sharded_pipeline(
@@ -675,9 +614,27 @@ mod tests {
                 .get(),
             1
         );
-        assert_eq!(p.store().key_count(), 0);
+        assert_eq!(p.store.key_count(), 0);
         assert_eq!(metrics.aggregates_published.get(), 0);
         assert_eq!(metrics.dead_letters_dropped.get(), 0, "queued");
+    }
+
+    #[test]
+    fn one_rejection_line_per_reason_per_interval_with_the_suppressed_count() {
+        use aggregator_core::RejectionReason::{BadValue, Late};
+        let (mut p, _, _event_loop) = pipeline(100, Duration::ZERO);
+        let start = tokio::time::Instant::now();
+        let secs = |n| start + Duration::from_secs(n);
+        // The default interval: 10 s.
+        let mut admit =
+            |reason: RejectionReason, t| p.rejection_log[reason.index()].admit_at(secs(t));
+        assert_eq!(admit(BadValue, 0), Some(0));
+        for t in 1..10 {
+            assert_eq!(admit(BadValue, t), None);
+        }
+        assert_eq!(admit(Late, 5), Some(0), "reasons are limited independently");
+        assert_eq!(admit(BadValue, 10), Some(9));
+        assert_eq!(admit(BadValue, 11), None);
     }
 
     /// A QoS 2 message as the broker delivers it.
@@ -693,8 +650,8 @@ mod tests {
     }
 
     fn totals(p: &Pipeline) -> (u64, f64) {
-        let id = p.store().lookup("D1", 4).unwrap();
-        let t = p.store().totals(id).unwrap();
+        let id = p.store.lookup("D1", 4).unwrap();
+        let t = p.store.totals(id).unwrap();
         (t.count, t.sum)
     }
 
@@ -718,7 +675,7 @@ mod tests {
         let restored = sharded.restore(log, recovery.records, now);
         assert_eq!(restored.readings, own);
         assert_eq!(restored.other_shard, 30 - own);
-        assert_eq!(sharded.store().key_count() as u64, own);
+        assert_eq!(sharded.store.key_count() as u64, own);
         assert_eq!(metrics.readings_restored.get(), own);
     }
 

@@ -1,11 +1,11 @@
 //! Everything the aggregation task hands to the MQTT client: aggregates, retained clears,
-//! dead letters, the liveness status and the manual acknowledgements, with the retries and
-//! the back-pressure pause that a full request queue calls for.
+//! dead letters, the liveness status and the manual acknowledgements.
 //!
 //! The client is used without blocking (`try_publish`, `try_ack`) while the task runs, since
-//! the event loop task may be waiting on the task's own channel; what the queue refuses is
-//! kept here and offered again [`RETRY_DELAY`] later. Only at shutdown ([`Outbox::finish`])
-//! does the task await the client.
+//! the event loop task may be waiting on the task's own channel. When the client's request
+//! queue refuses something, the outbox pauses for [`RETRY_DELAY`]: nothing is offered
+//! meanwhile (dead letters are dropped), then what waits goes out again in order. Only at
+//! shutdown ([`Outbox::finish`]) does the task await the client.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use rumqttc::{AsyncClient, Publish, QoS};
 use crate::metrics::Metrics;
 use crate::shard::Shard;
 
-/// Pause before handing a refused publish to the client again.
+/// Pause before offering anything to the client again after it refused something.
 pub const RETRY_DELAY: Duration = Duration::from_millis(20);
 
 /// How often the online status is published again while connected. A broker may lose a
@@ -34,22 +34,18 @@ pub struct Outbox {
     started_at: Timestamp,
     /// The status topic and its payload's shard fields.
     shard: Shard,
-    /// Forgotten keys whose retained aggregate still has to be cleared.
-    pending_clears: VecDeque<Key>,
-    /// The online status could not be handed to the client yet.
-    status_pending: bool,
-    /// When the online status goes out again ([`STATUS_REFRESH`] after the last time).
-    status_refresh_at: Option<Timestamp>,
-    /// When to retry acknowledgements, clears or the status.
-    retry_at: Option<Timestamp>,
-    /// The client's request queue was full: no aggregate is offered before this instant.
+    /// The client's request queue was full: nothing is offered before this instant.
     paused_until: Option<Timestamp>,
+    /// When the online status goes out (again); `None` before the first connection.
+    status_at: Option<Timestamp>,
     /// Acknowledgements owed for the batch being handled, sent once it is durable.
     batch_acks: Vec<(QoS, u16)>,
-    /// Durable but not yet acknowledged: the client's request queue was full.
-    pending_acks: VecDeque<(QoS, u16)>,
-    /// Alarm and trend messages (and their clears) the queue refused, kept in order: a key's
-    /// alarm changes must reach the broker in the order they happened.
+    /// Durable, not yet handed to the client.
+    acks: VecDeque<(QoS, u16)>,
+    /// Forgotten keys whose retained aggregate still has to be cleared.
+    clears: VecDeque<Key>,
+    /// Alarm and trend messages (and their clears) not yet handed to the client, in order: a
+    /// key's alarm changes must reach the broker in the order they happened.
     in_order: VecDeque<(String, Vec<u8>)>,
 }
 
@@ -61,13 +57,11 @@ impl Outbox {
             metrics,
             started_at,
             shard,
-            pending_clears: VecDeque::new(),
-            status_pending: false,
-            status_refresh_at: None,
-            retry_at: None,
             paused_until: None,
+            status_at: None,
             batch_acks: Vec::new(),
-            pending_acks: VecDeque::new(),
+            acks: VecDeque::new(),
+            clears: VecDeque::new(),
             in_order: VecDeque::new(),
         }
     }
@@ -77,28 +71,27 @@ impl Outbox {
         self.batch_acks.push((qos, pkid));
     }
 
-    /// The batch is durable: its acknowledgements may go out.
-    pub fn release_acks(&mut self, now: Timestamp) {
-        self.pending_acks.extend(self.batch_acks.drain(..));
-        self.send_acks(now);
-    }
-
-    /// The batch could not be made durable: its messages stay unacknowledged, for the broker
+    /// The batch is durable, and its acknowledgements go out with the next
+    /// [`Outbox::offer`]; or it is not, and its messages stay unacknowledged, for the broker
     /// to deliver again to the next process.
-    pub fn withhold_batch_acks(&mut self) {
-        self.batch_acks.clear();
+    pub fn end_batch(&mut self, durable: bool) {
+        if durable {
+            self.acks.extend(self.batch_acks.drain(..));
+        } else {
+            self.batch_acks.clear();
+        }
     }
 
     /// The broker started a new session: packet ids start over and nothing will be
     /// redelivered, so unsent acknowledgements of the lost session mean nothing.
     pub fn session_lost(&mut self) {
-        self.pending_acks.clear();
+        self.acks.clear();
         self.batch_acks.clear();
     }
 
-    /// Publishes the online status on the next chance (after every ConnAck).
-    pub fn announce_online(&mut self) {
-        self.status_pending = true;
+    /// Publishes the online status with the next [`Outbox::offer`] (after every ConnAck).
+    pub fn announce_online(&mut self, now: Timestamp) {
+        self.status_at = Some(now);
     }
 
     /// Clears the retained aggregate of `key` unless it is tracked again by then, and its
@@ -109,14 +102,16 @@ impl Outbox {
             .push_back((alarm_topic(&key.machine, key.scrap_index), Vec::new()));
         self.in_order
             .push_back((trend_topic(&key.machine, key.scrap_index), Vec::new()));
-        self.pending_clears.push_back(key);
+        self.clears.push_back(key);
     }
 
-    /// Hands a retained QoS 1 alarm or trend message to the client after those it refused
-    /// before; what it refuses now waits for the next retry, in order.
+    /// Hands a retained QoS 1 alarm or trend message to the client after those waiting
+    /// before it; during a pause it waits too.
     pub fn publish_in_order(&mut self, topic: String, payload: Vec<u8>, now: Timestamp) {
         self.in_order.push_back((topic, payload));
-        self.send_in_order(now);
+        if self.paused_at(now).is_none() && !self.send_in_order() {
+            self.pause(now);
+        }
     }
 
     /// Alarm and trend messages waiting for room in the client's queue.
@@ -124,54 +119,9 @@ impl Outbox {
         self.in_order.len()
     }
 
-    /// Offers the queued alarm and trend messages; returns true when none is left.
-    pub fn send_in_order(&mut self, now: Timestamp) -> bool {
-        while let Some((topic, payload)) = self.in_order.front() {
-            if self
-                .client
-                .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
-                .is_err()
-            {
-                self.schedule_retry(now);
-                return false;
-            }
-            self.in_order.pop_front();
-        }
-        true
-    }
-
-    /// Whether the request queue was full a moment ago (aggregates and dead letters wait).
+    /// The end of the pause in force at `now`, if one is.
     pub fn paused_at(&self, now: Timestamp) -> Option<Timestamp> {
         self.paused_until.filter(|until| *until > now)
-    }
-
-    /// Ends a pause that is over; `false` while it lasts.
-    pub fn resume(&mut self, now: Timestamp) -> bool {
-        if self.paused_until.is_some_and(|until| until > now) {
-            return false;
-        }
-        self.paused_until = None;
-        true
-    }
-
-    /// When the outbox has to be offered something again without input: the end of a pause
-    /// (for aggregates due meanwhile) is the caller's business, this is the retry time.
-    pub fn retry_at(&self) -> Option<Timestamp> {
-        self.retry_at
-    }
-
-    /// When the online status is due to be published again.
-    pub fn status_refresh_at(&self) -> Option<Timestamp> {
-        self.status_refresh_at
-    }
-
-    /// Publishes the online status again when its refresh time has come.
-    pub fn refresh_status_due(&mut self, now: Timestamp) {
-        if self.status_refresh_at.is_some_and(|at| at <= now) {
-            self.status_refresh_at = None;
-            self.status_pending = true;
-            self.send_status(now);
-        }
     }
 
     /// Moves `at` to the end of a pause in force.
@@ -179,21 +129,33 @@ impl Outbox {
         self.paused_until.map_or(at, |until| at.max(until))
     }
 
-    /// Offers again what the queue refused before, when its retry time has come:
-    /// acknowledgements first, then the status, then clears of keys `tracked` does not know.
-    pub fn retry_due(&mut self, now: Timestamp, tracked: impl Fn(&Key) -> bool) {
-        if self.retry_at.is_some_and(|at| at > now) {
-            return;
-        }
-        self.retry_at = None;
-        self.send_acks(now);
-        self.send_status(now);
-        self.send_clears(now, tracked);
-        self.send_in_order(now);
+    /// When [`Outbox::offer`] has something to do without input: the end of a pause, else the
+    /// next status.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.paused_until.or(self.status_at)
     }
 
-    /// Hands a retained QoS 1 message to the client; `false` when the queue is full.
-    pub fn try_publish_retained(&mut self, topic: String, payload: Vec<u8>) -> bool {
+    /// Unless paused, offers what waits, in order: acknowledgements, the status when due,
+    /// clears of keys `tracked` does not know, alarm and trend messages. `false` while
+    /// paused, then or from before: aggregates wait as well.
+    pub fn offer(&mut self, now: Timestamp, tracked: impl Fn(&Key) -> bool) -> bool {
+        if self.paused_at(now).is_some() {
+            return false;
+        }
+        self.paused_until = None;
+        let offered = self.send_acks()
+            && self.send_status(now)
+            && self.send_clears(tracked)
+            && self.send_in_order();
+        if !offered {
+            self.pause(now);
+        }
+        offered
+    }
+
+    /// Hands a retained QoS 1 aggregate (or clear) to the client; `false` when the queue is
+    /// full.
+    pub fn try_publish_retained(&self, topic: String, payload: Vec<u8>) -> bool {
         let queued = self
             .client
             .try_publish(topic, QoS::AtLeastOnce, true, payload)
@@ -215,105 +177,105 @@ impl Outbox {
         if self.try_publish_retained(topic, payload) {
             return Ok(());
         }
-        let at = now.saturating_add(RETRY_DELAY);
-        self.paused_until = Some(at);
-        Err(at)
+        Err(self.pause(now))
     }
 
     /// Publishes `rejection` of `publish` on the dead-letter topic. Dead letters are best
-    /// effort (QoS 0) and yield to aggregates: while the request queue is full they are
-    /// dropped (and counted), so freed room goes to aggregates.
+    /// effort (QoS 0) and yield to aggregates: while paused they are dropped (and counted), so
+    /// freed room goes to aggregates.
     pub fn dead_letter(&mut self, rejection: &Rejection, publish: &Publish, now: Timestamp) {
-        if self.paused_at(now).is_some() {
-            self.metrics.dead_letters_dropped.inc();
-            return;
-        }
-        let letter = DeadLetter::new(rejection, &publish.topic, &publish.payload, now);
-        let payload = serde_json::to_vec(&letter).unwrap_or_default();
-        if self
-            .client
-            .try_publish(REJECTED_TOPIC, QoS::AtMostOnce, false, payload)
-            .is_err()
-        {
-            self.metrics.dead_letters_dropped.inc();
-            self.paused_until = Some(now.saturating_add(RETRY_DELAY));
-        }
-    }
-
-    fn send_status(&mut self, now: Timestamp) {
-        if !self.status_pending {
-            return;
-        }
-        let online = self.shard.status_payload(true, self.started_at);
-        match self
-            .client
-            .try_publish(self.shard.status_topic(), QoS::AtLeastOnce, true, online)
-        {
-            Ok(()) => {
-                self.status_pending = false;
-                self.status_refresh_at = Some(now.saturating_add(STATUS_REFRESH));
-            }
-            Err(_) => self.schedule_retry(now),
-        }
-    }
-
-    fn send_clears(&mut self, now: Timestamp, tracked: impl Fn(&Key) -> bool) {
-        while let Some(key) = self.pending_clears.front() {
-            // The key came back meanwhile: its fresh aggregate supersedes the clear.
-            if !tracked(key) {
-                let topic = aggregate_topic(&key.machine, key.scrap_index);
-                if self
-                    .client
-                    .try_publish(topic, QoS::AtLeastOnce, true, Vec::new())
-                    .is_err()
-                {
-                    self.schedule_retry(now);
-                    return;
-                }
-                self.metrics.aggregates_published.inc();
-            }
-            self.pending_clears.pop_front();
-        }
-    }
-
-    fn send_acks(&mut self, now: Timestamp) {
-        while let Some(&(qos, pkid)) = self.pending_acks.front() {
-            if self.client.try_ack(&ack_for(qos, pkid)).is_err() {
-                self.schedule_retry(now);
+        if self.paused_at(now).is_none() {
+            let letter = DeadLetter::new(rejection, &publish.topic, &publish.payload, now);
+            let payload = serde_json::to_vec(&letter).unwrap_or_default();
+            let sent = self
+                .client
+                .try_publish(REJECTED_TOPIC, QoS::AtMostOnce, false, payload);
+            if sent.is_ok() {
                 return;
             }
-            self.pending_acks.pop_front();
+            self.pause(now);
         }
+        self.metrics.dead_letters_dropped.inc();
     }
 
-    fn schedule_retry(&mut self, now: Timestamp) {
-        let at = now.saturating_add(RETRY_DELAY);
-        self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+    /// Pauses for [`RETRY_DELAY`]; returns the end of the pause.
+    fn pause(&mut self, now: Timestamp) -> Timestamp {
+        let until = now.saturating_add(RETRY_DELAY);
+        self.paused_until = Some(until);
+        until
+    }
+
+    // The senders below offer a queue's items in order and return false at the first the
+    // client refuses; the caller pauses.
+
+    fn send_acks(&mut self) -> bool {
+        while let Some(&(qos, pkid)) = self.acks.front() {
+            if self.client.try_ack(&ack_for(qos, pkid)).is_err() {
+                return false;
+            }
+            self.acks.pop_front();
+        }
+        true
+    }
+
+    fn send_status(&mut self, now: Timestamp) -> bool {
+        if self.status_at.is_none_or(|at| at > now) {
+            return true;
+        }
+        let online = self.shard.status_payload(true, self.started_at);
+        let topic = self.shard.status_topic();
+        if self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, true, online)
+            .is_err()
+        {
+            return false;
+        }
+        self.status_at = Some(now.saturating_add(STATUS_REFRESH));
+        true
+    }
+
+    fn send_clears(&mut self, tracked: impl Fn(&Key) -> bool) -> bool {
+        while let Some(key) = self.clears.front() {
+            // The key came back meanwhile: its fresh aggregate supersedes the clear.
+            let topic = aggregate_topic(&key.machine, key.scrap_index);
+            if !tracked(key) && !self.try_publish_retained(topic, Vec::new()) {
+                return false;
+            }
+            self.clears.pop_front();
+        }
+        true
+    }
+
+    fn send_in_order(&mut self) -> bool {
+        while let Some((topic, payload)) = self.in_order.front() {
+            if self
+                .client
+                .try_publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
+                .is_err()
+            {
+                return false;
+            }
+            self.in_order.pop_front();
+        }
+        true
     }
 
     /// Final flush: the owed acknowledgements (they let the broker forget what is durable),
-    /// `aggregates`, every pending clear of a key `tracked` does not know, the offline status,
-    /// then DISCONNECT, all queued in order behind what the client already holds. Returns how
-    /// many aggregates were queued.
+    /// `aggregates`, alarm and trend messages, every pending clear of a key `tracked` does not
+    /// know, the offline status, then DISCONNECT, all queued in order behind what the client
+    /// already holds. Returns how many aggregates were queued.
     pub async fn finish(
         &mut self,
         aggregates: Vec<(String, Vec<u8>)>,
         tracked: impl Fn(&Key) -> bool,
     ) -> usize {
-        while let Some((qos, pkid)) = self.pending_acks.pop_front() {
+        while let Some((qos, pkid)) = self.acks.pop_front() {
             let _ = self.client.ack(&ack_for(qos, pkid)).await;
         }
-        let mut published = 0_usize;
+        let mut published = 0;
         for (topic, payload) in aggregates {
-            if self
-                .client
-                .publish(topic, QoS::AtLeastOnce, true, payload)
-                .await
-                .is_ok()
-            {
-                self.metrics.aggregates_published.inc();
-                published += 1;
-            }
+            published += usize::from(self.publish_retained(topic, payload).await);
         }
         while let Some((topic, payload)) = self.in_order.pop_front() {
             let _ = self
@@ -321,18 +283,10 @@ impl Outbox {
                 .publish(topic, QoS::AtLeastOnce, true, payload)
                 .await;
         }
-        while let Some(key) = self.pending_clears.pop_front() {
-            if tracked(&key) {
-                continue;
-            }
-            let topic = aggregate_topic(&key.machine, key.scrap_index);
-            if self
-                .client
-                .publish(topic, QoS::AtLeastOnce, true, Vec::new())
-                .await
-                .is_ok()
-            {
-                self.metrics.aggregates_published.inc();
+        while let Some(key) = self.clears.pop_front() {
+            if !tracked(&key) {
+                let topic = aggregate_topic(&key.machine, key.scrap_index);
+                self.publish_retained(topic, Vec::new()).await;
             }
         }
         let offline = self.shard.status_payload(false, self.started_at);
@@ -342,6 +296,19 @@ impl Outbox {
             .await;
         let _ = self.client.disconnect().await;
         published
+    }
+
+    /// As [`Outbox::try_publish_retained`], waiting for room in the queue.
+    async fn publish_retained(&self, topic: String, payload: Vec<u8>) -> bool {
+        let queued = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await
+            .is_ok();
+        if queued {
+            self.metrics.aggregates_published.inc();
+        }
+        queued
     }
 }
 

@@ -2,7 +2,7 @@
 //! its window at its logged event time, minus what expired meanwhile, what another shard owns
 //! now, and copies of a reading already restored under the same id.
 
-use aggregator_core::{Accepted, Reading, Rejection, Timestamp};
+use aggregator_core::{Accepted, Rejection, Timestamp};
 
 use super::{Pipeline, gauge};
 use crate::durability::window_log::{Record, WindowLog};
@@ -23,12 +23,10 @@ pub struct Restored {
 }
 
 impl Pipeline {
-    /// Takes over `log` and puts the readings it recovered back into their windows, as of
-    /// `now`: a reading that has expired meanwhile is dropped. Every restored key is marked for
-    /// publishing, so the aggregates go out on the first tick, before any new input.
-    ///
-    /// Each reading counts at its logged event time, and the packet ids of the log rebuild the
-    /// redelivery table.
+    /// Takes over `log` and puts the readings it recovered back into their windows at their
+    /// logged event times, as of `now`. Every restored key is marked for publishing, so the
+    /// aggregates go out on the first tick, before any new input. The packet ids of the log
+    /// rebuild the redelivery table.
     pub fn restore(&mut self, log: WindowLog, records: Vec<Record>, now: Timestamp) -> Restored {
         let mut restored = Restored::default();
         for record in records {
@@ -36,7 +34,7 @@ impl Pipeline {
                 Record::SessionStart => self.redeliveries.clear(),
                 Record::Reading(r) => {
                     if let Some(d) = r.delivery {
-                        self.redeliveries.logged(d.pkid, d.digest);
+                        self.redeliveries.logged(d);
                     }
                     // With another shard count, machines moved: their windows restart on
                     // their new shard, and are not counted twice here.
@@ -44,14 +42,7 @@ impl Pipeline {
                         restored.other_shard += 1;
                         continue;
                     }
-                    let reading = Reading {
-                        machine: &r.machine,
-                        scrap_index: r.scrap_index,
-                        value: r.value,
-                        event_time: r.time,
-                        time_from_payload: true,
-                    };
-                    match self.store.accept_with_id(&reading, r.id.as_ref(), now) {
+                    match self.store.accept_with_id(&r.reading(), r.id.as_ref(), now) {
                         Ok(Accepted::Counted(id)) => {
                             restored.readings += 1;
                             self.coalescer.touch(id);

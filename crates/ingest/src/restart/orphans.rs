@@ -25,14 +25,12 @@ pub enum OrphanAction {
     Clear,
 }
 
-/// Keys with a retained aggregate from a previous run that this process does not track.
+/// The orphans' actions, by due time.
 #[derive(Debug)]
 pub struct Orphans {
     window: Duration,
     idle_ttl: Duration,
     schedule: BTreeSet<(Timestamp, String, u32, OrphanAction)>,
-    /// Scratch for [`Orphans::handle_due`], kept to reuse its allocation.
-    due: Vec<(String, u32, OrphanAction)>,
 }
 
 impl Orphans {
@@ -42,76 +40,32 @@ impl Orphans {
             window,
             idle_ttl,
             schedule: BTreeSet::new(),
-            due: Vec::new(),
         }
     }
 
-    /// Adopts a retained aggregate from a previous run.
-    pub fn add(&mut self, found: RetainedAggregate) {
-        let (at, action) = if found.count > 0 {
-            (
-                found.stamped.saturating_add(self.window),
-                OrphanAction::Empty,
-            )
-        } else {
-            (
-                found.stamped.saturating_add(self.idle_ttl),
-                OrphanAction::Clear,
-            )
-        };
-        self.schedule
-            .insert((at, found.machine, found.scrap_index, action));
-    }
-
-    /// Appends every action due at `now` to `out`. The caller skips keys it tracks again and
-    /// schedules the clear with [`Orphans::schedule`] after publishing an empty aggregate.
-    pub fn take_due(&mut self, now: Timestamp, out: &mut Vec<(String, u32, OrphanAction)>) {
-        while self.schedule.first().is_some_and(|first| first.0 <= now) {
-            if let Some((_, machine, index, action)) = self.schedule.pop_first() {
-                out.push((machine, index, action));
-            }
-        }
-    }
-
-    /// Schedules `action` for a key at `at`: the clear after an empty aggregate, or a retry.
-    pub fn schedule(&mut self, at: Timestamp, machine: String, index: u32, action: OrphanAction) {
-        self.schedule.insert((at, machine, index, action));
-    }
-
-    /// The idle TTL after which an emptied orphan is cleared.
-    pub fn idle_ttl(&self) -> Duration {
-        self.idle_ttl
-    }
-
-    /// When the next action is due.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.schedule.first().map(|(at, ..)| *at)
-    }
-
-    /// Number of scheduled actions.
-    pub fn len(&self) -> usize {
-        self.schedule.len()
-    }
-
-    /// True when nothing is scheduled.
-    pub fn is_empty(&self) -> bool {
-        self.schedule.is_empty()
-    }
-}
-
-impl Orphans {
     /// Adopts the retained aggregates of a previous run whose key is not `tracked`.
     pub fn adopt(&mut self, found: Vec<RetainedAggregate>, tracked: impl Fn(&str, u32) -> bool) {
-        let before = self.len();
+        let before = self.schedule.len();
         for one in found {
             if !tracked(&one.machine, one.scrap_index) {
                 self.add(one);
             }
         }
         tracing::info!(
-            keys = self.len() - before,
+            keys = self.schedule.len() - before,
             "retained aggregates of a previous run will be emptied and cleared on schedule"
         );
+    }
+
+    fn add(&mut self, found: RetainedAggregate) {
+        let (after, action) = if found.count > 0 {
+            (self.window, OrphanAction::Empty)
+        } else {
+            (self.idle_ttl, OrphanAction::Clear)
+        };
+        let at = found.stamped.saturating_add(after);
+        self.schedule
+            .insert((at, found.machine, found.scrap_index, action));
     }
 
     /// Empties, then clears, through `outbox`, the orphans due at `now` whose key is still not
@@ -119,13 +73,12 @@ impl Orphans {
     pub fn handle_due(
         &mut self,
         now: Timestamp,
-        window_seconds: u64,
         tracked: impl Fn(&str, u32) -> bool,
         outbox: &mut Outbox,
     ) {
-        let mut due = std::mem::take(&mut self.due);
+        let mut due = Vec::new();
         self.take_due(now, &mut due);
-        for (machine, index, action) in due.drain(..) {
+        for (machine, index, action) in due {
             if tracked(&machine, index) {
                 continue;
             }
@@ -135,19 +88,33 @@ impl Orphans {
                     scrap_index: index,
                 }),
                 OrphanAction::Empty => {
-                    let empty = Aggregate::empty(&machine, index, window_seconds, now);
+                    let empty = Aggregate::empty(&machine, index, self.window.as_secs(), now);
                     let topic = aggregate_topic(&machine, index);
                     let payload = serde_json::to_vec(&empty).unwrap_or_default();
-                    let (at, action) = if outbox.try_publish_retained(topic, payload) {
-                        (now.saturating_add(self.idle_ttl), OrphanAction::Clear)
+                    let (after, action) = if outbox.try_publish_retained(topic, payload) {
+                        (self.idle_ttl, OrphanAction::Clear)
                     } else {
-                        (now.saturating_add(RETRY_DELAY), OrphanAction::Empty)
+                        (RETRY_DELAY, OrphanAction::Empty)
                     };
-                    self.schedule(at, machine, index, action);
+                    let at = now.saturating_add(after);
+                    self.schedule.insert((at, machine, index, action));
                 }
             }
         }
-        self.due = due;
+    }
+
+    /// Moves every action due at `now` to `out`.
+    fn take_due(&mut self, now: Timestamp, out: &mut Vec<(String, u32, OrphanAction)>) {
+        while self.schedule.first().is_some_and(|first| first.0 <= now) {
+            if let Some((_, machine, index, action)) = self.schedule.pop_first() {
+                out.push((machine, index, action));
+            }
+        }
+    }
+
+    /// When the next action is due.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.schedule.first().map(|(at, ..)| *at)
     }
 }
 
@@ -179,18 +146,14 @@ mod tests {
         assert!(due.is_empty());
         o.take_due(secs(161), &mut due);
         assert_eq!(due, vec![("A1".to_owned(), 1, OrphanAction::Empty)]);
-        o.schedule(
-            secs(161).saturating_add(o.idle_ttl()),
-            "A1".into(),
-            1,
-            OrphanAction::Clear,
-        );
+        let at = secs(161).saturating_add(o.idle_ttl);
+        o.schedule.insert((at, "A1".into(), 1, OrphanAction::Clear));
         due.clear();
         o.take_due(secs(730), &mut due);
         assert_eq!(due, vec![("B1".to_owned(), 1, OrphanAction::Clear)]);
         due.clear();
         o.take_due(secs(761), &mut due);
         assert_eq!(due, vec![("A1".to_owned(), 1, OrphanAction::Clear)]);
-        assert!(o.is_empty());
+        assert!(o.schedule.is_empty());
     }
 }

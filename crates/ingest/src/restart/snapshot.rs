@@ -96,10 +96,10 @@ pub async fn read_retained(config: &IngestConfig, shutdown: &CancellationToken) 
     let mut found = Snapshot::default();
     for broker in &config.mqtt.brokers {
         found = read_from(config, broker, deadline, shutdown).await;
-        if found.read.happened() || shutdown.is_cancelled() {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
+        if found.read.happened()
+            || shutdown.is_cancelled()
+            || tokio::time::Instant::now() >= deadline
+        {
             break;
         }
     }
@@ -122,21 +122,16 @@ async fn read_from(
 ) -> Snapshot {
     let (client, mut event_loop) = AsyncClient::new(snapshot_options(config, broker), 16);
     let mut found = Snapshot::default();
-    let overall = tokio::time::sleep_until(deadline);
-    tokio::pin!(overall);
     let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
-        let quiet = tokio::time::sleep_until(quiet_until.unwrap_or(deadline));
+        let wake = quiet_until.map_or(deadline, |quiet| quiet.min(deadline));
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
-            () = &mut overall => {
-                if found.read.happened() {
-                    tracing::warn!(found = found.aggregates.len(), "retained-aggregate snapshot incomplete");
+            () = tokio::time::sleep_until(wake) => {
+                // Quiet before the deadline: every retained message has come.
+                if wake < deadline {
+                    found.read = ReadBack::Complete;
                 }
-                break;
-            }
-            () = quiet, if quiet_until.is_some() => {
-                found.read = ReadBack::Complete;
                 break;
             }
             event = event_loop.poll() => event,
@@ -238,13 +233,12 @@ impl Snapshot {
     pub fn add(&mut self, topic: &str, payload: &[u8]) {
         if let Some(aggregate) = parse_retained(topic, payload) {
             self.aggregates.push(aggregate);
-        } else if let Some((machine, index)) = key_from_alarm_topic(topic) {
-            if let Ok(alarm) = AlarmMessage::parse(payload)
-                && alarm.machine_id == machine
-                && alarm.scrap_index == index
-            {
-                self.alarms.push(alarm);
-            }
+        } else if let Some((machine, index)) = key_from_alarm_topic(topic)
+            && let Ok(alarm) = AlarmMessage::parse(payload)
+            && alarm.machine_id == machine
+            && alarm.scrap_index == index
+        {
+            self.alarms.push(alarm);
         } else if let Some((machine, index)) = key_from_trend_topic(topic)
             && let Ok(trend) = TrendMessage::parse(payload)
             && trend.machine_id == machine

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use aggregator_core::alarm::{AlarmChange, AlarmMessage, AlarmRules, AlarmState, KeyAlarm, Metric};
 use aggregator_core::topic::alarm_topic;
-use aggregator_core::{KeyId, Timestamp, WindowStore};
+use aggregator_core::{KeyId, Timestamp, WindowStore, WindowTotals};
 use hashbrown::HashMap;
 
 use crate::metrics::Metrics;
@@ -61,19 +61,8 @@ impl Alarms {
                 .resolve(&key.machine, key.scrap_index)
                 .map(KeyAlarm::new)
         });
-        let Some(alarm) = state else {
-            return;
-        };
-        if let Some(change) = alarm.evaluate(totals, now) {
+        if let Some(change) = state.as_mut().and_then(|alarm| alarm.evaluate(totals, now)) {
             self.publish(&key.machine, key.scrap_index, &change, now, out);
-        }
-    }
-
-    /// Evaluates every tracked key (after the snapshot was taken into account).
-    fn evaluate_all(&mut self, store: &WindowStore, now: Timestamp, out: &mut Outbox) {
-        let ids: Vec<KeyId> = store.key_ids().collect();
-        for id in ids {
-            self.evaluate(store, id, now, out);
         }
     }
 
@@ -100,44 +89,50 @@ impl Alarms {
                 continue;
             };
             let (machine, index) = (message.machine_id.as_str(), message.scrap_index);
-            let alarm = store.lookup(machine, index).and_then(|id| {
-                let alarm = self
-                    .states
+            // Counted as raised either way: taken over, or raised until the clear below.
+            self.raised += 1;
+            let id = store.lookup(machine, index);
+            let alarm = id.and_then(|id| {
+                self.states
                     .entry(id)
                     .or_insert_with(|| self.rules.resolve(machine, index).map(KeyAlarm::new))
-                    .as_mut()?;
-                alarm.restore_raised(metric, since).then_some(alarm)
+                    .as_mut()
             });
-            if alarm.is_some() {
+            if alarm.is_some_and(|alarm| alarm.restore_raised(metric, since)) {
                 taken_over += 1;
-                self.raised += 1;
                 continue;
             }
-            let value = store
-                .lookup(machine, index)
-                .and_then(|id| store.totals(id))
-                .map_or(
-                    Some(0.0).filter(|_| metric == Metric::Sum),
-                    |t| match metric {
-                        Metric::Sum => Some(t.sum),
-                        Metric::Avg => t.avg(),
-                    },
-                );
+            // An untracked key's window is empty: sum 0, no average.
+            let empty = WindowTotals { sum: 0.0, count: 0 };
+            let totals = id.and_then(|id| store.totals(id)).unwrap_or(empty);
             let change = AlarmChange {
                 state: AlarmState::Cleared,
                 metric,
-                value,
+                value: value_of(metric, &totals),
                 threshold: message.threshold,
                 since: now,
             };
             self.publish(machine, index, &change, now, out);
-            // It was counted by no one in this process.
-            self.raised += 1;
         }
         self.metrics.alarms_raised.set(self.raised.max(0));
-        log_restored(self.rules.len(), read, taken_over);
+        if read.happened() {
+            let complete = read == ReadBack::Complete;
+            tracing::info!(
+                rules = self.rules.len(),
+                taken_over,
+                complete,
+                "alarms: retained state read back, evaluating"
+            );
+        } else {
+            tracing::info!(
+                rules = self.rules.len(),
+                "alarms: no retained state was read, evaluating from the windows alone"
+            );
+        }
         self.ready = true;
-        self.evaluate_all(store, now, out);
+        for id in store.key_ids() {
+            self.evaluate(store, id, now, out);
+        }
     }
 
     /// Publishes every raised alarm again (after a reconnect: a broker that crashed may have
@@ -158,16 +153,11 @@ impl Alarms {
             let change = AlarmChange {
                 state: AlarmState::Raised,
                 metric,
-                value: match metric {
-                    Metric::Sum => Some(totals.sum),
-                    Metric::Avg => totals.avg(),
-                },
+                value: value_of(metric, &totals),
                 threshold: band.raise,
                 since,
             };
-            let message = AlarmMessage::new(&key.machine, key.scrap_index, &change, now);
-            let payload = serde_json::to_vec(&message).unwrap_or_default();
-            out.publish_in_order(alarm_topic(&key.machine, key.scrap_index), payload, now);
+            send(&key.machine, key.scrap_index, &change, now, out);
         }
     }
 
@@ -188,6 +178,7 @@ impl Alarms {
         }
     }
 
+    /// Counts and logs a change of state, and publishes it.
     fn publish(
         &mut self,
         machine: &str,
@@ -216,27 +207,20 @@ impl Alarms {
             threshold = change.threshold,
             "alarm"
         );
-        let message = AlarmMessage::new(machine, index, change, now);
-        // Plain numbers and strings: serialization cannot fail.
-        let payload = serde_json::to_vec(&message).unwrap_or_default();
-        out.publish_in_order(alarm_topic(machine, index), payload, now);
+        send(machine, index, change, now, out);
     }
 }
 
-/// Says how alarm evaluation starts: with the retained state taken over, or (nothing read)
-/// from the windows alone.
-fn log_restored(rules: usize, read: ReadBack, taken_over: usize) {
-    if read.happened() {
-        tracing::info!(
-            rules,
-            taken_over,
-            complete = read == ReadBack::Complete,
-            "alarms: retained state read back, evaluating"
-        );
-    } else {
-        tracing::info!(
-            rules,
-            "alarms: no retained state was read, evaluating from the windows alone"
-        );
+fn value_of(metric: Metric, totals: &WindowTotals) -> Option<f64> {
+    match metric {
+        Metric::Sum => Some(totals.sum),
+        Metric::Avg => totals.avg(),
     }
+}
+
+fn send(machine: &str, index: u32, change: &AlarmChange, now: Timestamp, out: &mut Outbox) {
+    let message = AlarmMessage::new(machine, index, change, now);
+    // Plain numbers and strings: serialization cannot fail.
+    let payload = serde_json::to_vec(&message).unwrap_or_default();
+    out.publish_in_order(alarm_topic(machine, index), payload, now);
 }

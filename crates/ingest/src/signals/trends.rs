@@ -11,7 +11,7 @@
 
 use aggregator_core::topic::trend_topic;
 use aggregator_core::trend::{Trend, TrendConfig, TrendPoint};
-use aggregator_core::{KeyId, Timestamp, WindowStore};
+use aggregator_core::{Key, KeyId, Timestamp, WindowStore};
 use hashbrown::HashMap;
 
 use crate::metrics::Metrics;
@@ -79,15 +79,7 @@ impl Trends {
             });
             trend.push(at, totals.sum);
             if publishing {
-                publish(
-                    &self.config,
-                    &key.machine,
-                    key.scrap_index,
-                    trend,
-                    now,
-                    out,
-                    &self.metrics,
-                );
+                publish(&self.config, &self.metrics, key, trend, now, out);
             }
         }
     }
@@ -134,15 +126,7 @@ impl Trends {
             if let Some(key) = store.key(*id)
                 && !trend.is_empty()
             {
-                publish(
-                    &self.config,
-                    &key.machine,
-                    key.scrap_index,
-                    trend,
-                    now,
-                    out,
-                    &self.metrics,
-                );
+                publish(&self.config, &self.metrics, key, trend, now, out);
             }
         }
     }
@@ -156,16 +140,15 @@ impl Trends {
 
 fn publish(
     config: &TrendConfig,
-    machine: &str,
-    index: u32,
+    metrics: &Metrics,
+    key: &Key,
     trend: &Trend,
     now: Timestamp,
     out: &mut Outbox,
-    metrics: &Metrics,
 ) {
-    let message = trend.to_message(machine, index, config);
+    let message = trend.to_message(&key.machine, key.scrap_index, config);
     // Plain numbers and strings: serialization cannot fail.
     let payload = serde_json::to_vec(&message).unwrap_or_default();
-    out.publish_in_order(trend_topic(machine, index), payload, now);
+    out.publish_in_order(trend_topic(&key.machine, key.scrap_index), payload, now);
     metrics.trends_published.inc();
 }

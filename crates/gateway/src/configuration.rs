@@ -8,7 +8,6 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rumqttc::MqttOptions;
 use service_kit::{Binary, MqttConfig, MqttSettings, Secret, SettingsError};
 
 use crate::http::state::ClientConfig;
@@ -198,23 +197,6 @@ impl WsSettings {
     }
 }
 
-impl GatewayConfig {
-    /// The options for one broker of the `mqtt.host` list: a clean session, so every
-    /// (re)connect gets the retained state anew.
-    pub fn mqtt_options_at(&self, broker: &service_kit::BrokerAddr) -> MqttOptions {
-        let mut options = self.mqtt.options_at(broker);
-        options.set_clean_session(true);
-        options
-    }
-
-    /// The broker list with this gateway's options, starting at the first broker.
-    pub fn failover(&self) -> service_kit::Failover {
-        let config = self.clone();
-        self.mqtt
-            .failover(move |broker| config.mqtt_options_at(broker))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,7 +215,7 @@ mod tests {
             ("GATEWAY_HTTP_AUTH_TOKEN", "tok-9913"),
         ];
         let c = load(&[], &env).unwrap();
-        let options = c.mqtt_options_at(&c.mqtt.brokers[0]);
+        let options = c.mqtt.options_at(&c.mqtt.brokers[0]);
         let login = options.credentials().unwrap();
         assert_eq!(
             (login.username.as_str(), login.password.as_str()),
@@ -267,7 +249,7 @@ mod tests {
         );
         assert_eq!(s.ws.batch_interval_ms, 20);
         assert!(s.http.static_dir.is_none() && c.auth_token.is_none());
-        let options = c.mqtt_options_at(&c.mqtt.brokers[0]);
+        let options = c.mqtt.options_at(&c.mqtt.brokers[0]);
         assert!(options.clean_session());
         assert!(options.client_id().starts_with("scrap-pulse-gateway-"));
     }

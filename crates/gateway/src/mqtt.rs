@@ -32,9 +32,11 @@ pub async fn run(config: GatewayConfig, hub: Arc<Hub>, stop: CancellationToken) 
         INGEST_SHARD_STATUS_FILTER,
     ]
     .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+    // rumqttc's default clean session: every (re)connect gets the retained state anew.
+    let mqtt = config.mqtt.clone();
+    let failover = config.mqtt.failover(move |broker| mqtt.options_at(broker));
     // The gateway queues nothing but its DISCONNECT.
-    let (mut link, _client) =
-        Link::new(config.failover(), config.mqtt.backoff(), 1, filters.into());
+    let (mut link, _client) = Link::new(failover, config.mqtt.backoff(), 1, filters.into());
     let mut feed = HubFeed {
         hub,
         resync_quiet: Duration::from_millis(config.settings.resync_quiet_ms),

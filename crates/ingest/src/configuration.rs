@@ -12,7 +12,6 @@ use aggregator_core::alarm::{AlarmRule, AlarmRules};
 use aggregator_core::topic::machine_from_readings_topic;
 use aggregator_core::trend::TrendConfig;
 use aggregator_core::{ParseLimits, WindowConfig};
-use rumqttc::{LastWill, MqttOptions, QoS};
 use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError};
 
 use crate::shard::Shard;
@@ -245,32 +244,6 @@ impl LimitSettings {
     }
 }
 
-impl IngestConfig {
-    /// The main connection's options for one broker of the `mqtt.host` list: persistent
-    /// session under the stable client id, the offline status as retained last will, manual
-    /// acknowledgements (the pipeline acknowledges once a batch is durable).
-    pub fn mqtt_options_at(
-        &self,
-        broker: &service_kit::BrokerAddr,
-        offline_status: Vec<u8>,
-    ) -> MqttOptions {
-        let mut options = self.mqtt.options_at(broker);
-        options
-            // clean_session off: the broker queues readings while ingest is away.
-            .set_clean_session(false)
-            .set_manual_acks(true)
-            .set_inflight(self.settings.limits.inflight)
-            .set_request_channel_capacity(self.settings.limits.request_capacity)
-            .set_last_will(LastWill::new(
-                self.shard.status_topic(),
-                offline_status,
-                QoS::AtLeastOnce,
-                true,
-            ));
-        options
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,7 +318,7 @@ mod tests {
             ),
         ];
         let config = load(&[], &env).unwrap();
-        let options = config.mqtt_options_at(&config.mqtt.brokers[0], Vec::new());
+        let options = config.mqtt.options_at(&config.mqtt.brokers[0]);
         assert_eq!(options.credentials().unwrap().password, "pw-from-file-7731");
 
         let args = [

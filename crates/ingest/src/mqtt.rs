@@ -4,9 +4,10 @@
 
 use aggregator_core::Timestamp;
 use rumqttc::{
-    AsyncClient, Incoming, MqttState, Outgoing, Publish, QoS, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, Incoming, LastWill, MqttOptions, MqttState, Outgoing, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode,
 };
-use service_kit::{Link, LinkHandler};
+use service_kit::{BrokerAddr, Link, LinkHandler};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +72,7 @@ impl LinkTask {
         let options_config = config.clone();
         let failover = config
             .mqtt
-            .failover(move |b| options_config.mqtt_options_at(b, offline.clone()));
+            .failover(move |b| options(&options_config, b, offline.clone()));
         let readings = SubscribeFilter::new(config.shard.filter.clone(), QoS::ExactlyOnce);
         let capacity = config.settings.limits.request_capacity;
         let (mut link, client) =
@@ -184,6 +185,27 @@ fn expect_pubrel(state: &mut MqttState, pkid: u16) {
     // Marking a QoS 2 id with manual acks cannot fail; the event it queues is not news.
     let _ = state.handle_incoming_packet(Incoming::Publish(stand_in));
     state.events.truncate(queued);
+}
+
+/// The readings link's options for one broker of the `mqtt.host` list: persistent session
+/// under the stable client id, the offline status as retained last will, manual
+/// acknowledgements (the pipeline acknowledges once a batch is durable).
+fn options(config: &IngestConfig, broker: &BrokerAddr, offline_status: Vec<u8>) -> MqttOptions {
+    let mut options = config.mqtt.options_at(broker);
+    let limits = &config.settings.limits;
+    options
+        // clean_session off: the broker queues readings while ingest is away.
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_inflight(limits.inflight)
+        .set_request_channel_capacity(limits.request_capacity)
+        .set_last_will(LastWill::new(
+            config.shard.status_topic(),
+            offline_status,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    options
 }
 
 #[cfg(test)]

@@ -70,7 +70,8 @@ impl Shard {
     }
 }
 
-/// Wire form of the status topic (the core's `IngestStatus` plus the shard fields).
+/// Wire form of the status topic: `online` and `startedAt`, plus `shard` and `shardCount` among
+/// several shards.
 #[derive(Serialize)]
 struct Status {
     online: bool,

@@ -84,7 +84,7 @@ impl Link {
         filters: Vec<SubscribeFilter>,
     ) -> (Self, AsyncClient) {
         let (client, mut event_loop) = AsyncClient::new(failover.options(), request_capacity);
-        crate::no_delay(&mut event_loop);
+        no_delay(&mut event_loop);
         let link = Self {
             client: client.clone(),
             event_loop,
@@ -266,6 +266,14 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Turns Nagle's algorithm off: with it on, a small PUBLISH (an aggregate) waited for the
+/// broker's ACK of the segment before, i.e. for the next reading (20 ms at 50 msg/s).
+fn no_delay(event_loop: &mut rumqttc::EventLoop) {
+    let mut network = event_loop.network_options();
+    network.set_tcp_nodelay(true);
+    event_loop.set_network_options(network);
 }
 
 #[cfg(test)]

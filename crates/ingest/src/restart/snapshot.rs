@@ -195,7 +195,7 @@ fn snapshot_options(config: &IngestConfig, broker: &service_kit::BrokerAddr) -> 
         .set_keep_alive(Duration::from_secs(5))
         .set_max_packet_size(config.mqtt.max_packet_bytes, config.mqtt.max_packet_bytes);
     // Same login and TLS as the main connection: the secured broker's ACL lets user ingest read
-    // aggregates/#.
+    // aggregates/#, alarms/# and trends/#.
     config.mqtt.security.apply_to(&mut options);
     options
 }

@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 
 pub use error::{EXIT_BAD_SETTINGS, SettingsError};
 pub use load::Binary;
-pub use mqtt::{MqttConfig, MqttSettings, no_delay};
+pub use mqtt::{MqttConfig, MqttSettings};
 
 /// Declares a settings section: fields with a doc comment, a default, and optionally limits
 /// (`in LOW..=HIGH`) and a flag other than the generated one (`flag "listen"`). A field whose

@@ -121,14 +121,6 @@ impl MqttConfig {
     }
 }
 
-/// Turns Nagle's algorithm off: with it on, a small PUBLISH (an aggregate) waited for the
-/// broker's ACK of the segment before, i.e. for the next reading (20 ms at 50 msg/s).
-pub fn no_delay(event_loop: &mut rumqttc::EventLoop) {
-    let mut network = event_loop.network_options();
-    network.set_tcp_nodelay(true);
-    event_loop.set_network_options(network);
-}
-
 /// `<prefix>-<pid>-<nanos>`: unique per process and start.
 fn generated_client_id(prefix: &str) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);

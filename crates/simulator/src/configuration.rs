@@ -132,19 +132,6 @@ impl Settings {
     }
 }
 
-impl SimConfig {
-    /// The built-in settings pointed at `host:port`, for tests and embedding.
-    ///
-    /// # Panics
-    /// Never: the built-in defaults are valid.
-    pub fn for_broker(host: &str, port: u16) -> Self {
-        let mut settings = Settings::default();
-        settings.mqtt.host = host.to_owned();
-        settings.mqtt.port = port;
-        // expect: the built-in defaults with a broker address are valid.
-        settings.validate().expect("built-in defaults are valid")
-    }
-}
 
 /// Inclusive range of reading values.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -272,6 +259,22 @@ fn parse_indices(text: &str) -> Result<Vec<u32>, String> {
         return Err("no indices given".into());
     }
     Ok(indices)
+}
+
+/// For the unit tests of the modules that take a [`SimConfig`].
+#[cfg(test)]
+impl SimConfig {
+    /// The built-in settings pointed at `host:port`, for tests and embedding.
+    ///
+    /// # Panics
+    /// Never: the built-in defaults are valid.
+    pub(crate) fn for_broker(host: &str, port: u16) -> Self {
+        let mut settings = Settings::default();
+        settings.mqtt.host = host.to_owned();
+        settings.mqtt.port = port;
+        // expect: the built-in defaults with a broker address are valid.
+        settings.validate().expect("built-in defaults are valid")
+    }
 }
 
 #[cfg(test)]

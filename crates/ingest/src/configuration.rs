@@ -411,29 +411,10 @@ mod tests {
     #[test]
     fn the_example_file_is_current() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/ingest.example.toml");
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == BINARY.example::<Settings>(),
-            "{path} is out of date: cargo run -q -p ingest -- --example-config > {path}"
-        );
-        // `#key = value` lines uncommented; doc lines start with `# `, unset keys end in `=`.
-        let uncommented: Vec<&str> = committed
-            .lines()
-            .map(|line| match line.strip_prefix('#') {
-                Some(rest)
-                    if rest.starts_with(|c: char| c.is_ascii_lowercase())
-                        && !rest.trim_end().ends_with('=') =>
-                {
-                    rest
-                }
-                _ => line,
-            })
-            .collect();
-        let example = file(&uncommented.join("\n"));
-        let parsed = load(&["--config", example.path().to_str().unwrap()], &[]);
-        assert!(
-            parsed.is_ok(),
-            "every key of the example, uncommented, is valid: {parsed:?}"
-        );
+        test_support::check_example_file(path, &BINARY.example::<Settings>(), |file| {
+            load(&["--config", file], &[])
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
     }
 }

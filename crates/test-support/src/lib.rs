@@ -36,7 +36,7 @@ pub use process::ServiceProcess;
 pub use procfs::{Rss, listening_addrs};
 pub use publisher::{Publisher, publish_retained};
 pub use rumqttc::QoS;
-pub use settings::{settings_error as expect_settings_error, settings_file};
+pub use settings::{check_example_file, settings_error as expect_settings_error, settings_file};
 pub use tools::{free_port, require_tool, service_binary, unique_client_id};
 pub use wait::wait_until;
 

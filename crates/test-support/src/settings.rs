@@ -32,3 +32,40 @@ pub fn settings_file(text: &str) -> tempfile::NamedTempFile {
     std::fs::write(file.path(), text).unwrap();
     file
 }
+
+/// Checks a service's example settings file (its settings reference): the committed file at
+/// `path` must be the text `--example-config` prints now (`current`), and with every
+/// `#key = value` line uncommented it must be a file the service accepts (`accepts` loads the
+/// file whose path it is given).
+///
+/// # Panics
+/// When the file is out of date (the message says how to regenerate it) or not accepted.
+pub fn check_example_file(path: &str, current: &str, accepts: impl Fn(&str) -> Result<(), String>) {
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    let binary = Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('.').next())
+        .unwrap_or("the service");
+    assert!(
+        committed == current,
+        "{path} is out of date: cargo run -q -p {binary} -- --example-config > {path}"
+    );
+    // Doc lines start with `# `; an unset key (`#data_dir =`) has no value to uncomment.
+    let uncommented: Vec<&str> = committed
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest)
+                if rest.starts_with(|c: char| c.is_ascii_lowercase())
+                    && !rest.trim_end().ends_with('=') =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .collect();
+    let file = settings_file(&uncommented.join("\n"));
+    if let Err(e) = accepts(file.path().to_str().unwrap()) {
+        panic!("{path} with every key uncommented is refused: {e}");
+    }
+}

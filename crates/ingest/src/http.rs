@@ -23,7 +23,8 @@ struct Health {
     subscribed: bool,
 }
 
-/// `200` while connected and subscribed, `503` otherwise; the body says which part is missing.
+/// `200` while both connections are up and the readings subscribed, `503` otherwise; the body
+/// says which part is missing.
 async fn health(link: web::Data<watch::Receiver<LinkState>>) -> HttpResponse {
     let link = *link.borrow();
     let (code, status) = if link.ready() {
@@ -31,7 +32,7 @@ async fn health(link: web::Data<watch::Receiver<LinkState>>) -> HttpResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
-    let mqtt = if link.connected {
+    let mqtt = if link.connected() {
         "connected"
     } else {
         "disconnected"

@@ -70,13 +70,15 @@ metrics! {
     readings_dropped_at_shutdown: Counter = "readings_dropped_at_shutdown",
         "Readings received after shutdown began, not aggregated";
     broker_index: Gauge = "broker_index",
-        "Position in the mqtt.host list of the broker in use (0: the first)";
-    broker_connects: Counter = "broker_connects", "Successful connections to the MQTT broker";
+        "Position in the mqtt.host list of the broker the input connection uses (0: the first)";
+    broker_connects: Counter = "broker_connects",
+        "Successful connections to the MQTT broker (input and output connections)";
     subscriptions_refused: Counter = "mqtt_subscriptions_refused",
         "SUBACKs that refused the readings subscription; it is asked for again with a backoff";
     keys: Gauge = "keys", "(machine, scrap index) keys tracked";
     buffered_readings: Gauge = "buffered_readings", "Readings buffered in all windows";
-    broker_connected: Gauge = "broker_connected", "1 while connected to the MQTT broker";
+    broker_connected: Gauge = "broker_connected",
+        "1 while both connections to the MQTT broker are up";
     redeliveries_skipped: Counter = "redeliveries_skipped",
         "Redelivered MQTT messages skipped because their reading was already logged";
     readings_restored: Counter = "readings_restored",

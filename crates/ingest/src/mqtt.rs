@@ -1,6 +1,17 @@
-//! Ingest's broker link: a [`service_kit::Link`] subscribed to the readings, handing them to the
-//! aggregation task through a bounded channel. The pipeline acknowledges each by hand once it is
-//! durable; [`expect_pubrel_for_every_id`] works around what rumqttc gets wrong there.
+//! Ingest's two broker connections, each a [`service_kit::Link`]:
+//!
+//! - the **input** connection, under `mqtt.client_id`, subscribes to the readings (QoS 2,
+//!   persistent session) and hands them to the aggregation task through a bounded channel; the
+//!   pipeline acknowledges each by hand once it is durable
+//!   ([`expect_pubrel_for_every_id`] works around what rumqttc gets wrong there). It never
+//!   publishes.
+//! - the **output** connection, under `{mqtt.client_id}-out`, publishes aggregates, alarms,
+//!   trends, dead letters and the status, and carries the offline status as last will.
+//!
+//! Why two: a broker that keeps Nagle's algorithm on (Mosquitto's default) holds its PUBACK for
+//! our QoS 1 publish until our delayed TCP ACK, and the next reading it sends on that
+//! connection waits behind it, about 20 ms per reading. On the input connection every segment
+//! the broker sends is answered at once (PUBREC, PUBCOMP), so nothing waits there.
 
 use aggregator_core::Timestamp;
 use rumqttc::{
@@ -24,110 +35,178 @@ pub enum Inbound {
     /// Retained aggregates, alarms and trends of a previous run, read once at start-up (sent
     /// even when empty: alarms and trends wait for it).
     Retained(crate::restart::snapshot::Snapshot),
-    /// A CONNACK accepted the connection.
-    Connected {
+    /// A CONNACK accepted the input connection.
+    InputConnected {
         /// False when the broker kept no session: rumqttc dropped what the client held.
         session_present: bool,
     },
+    /// A CONNACK accepted the output connection: what it held may be lost, and the online
+    /// status is due.
+    OutputConnected,
 }
 
-/// The connection as seen by `/health` and the shutdown sequence.
+/// Both connections as seen by `/health` and the shutdown sequence.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkState {
-    /// A CONNACK has been received and no error since.
-    pub connected: bool,
+    /// The input connection has a CONNACK and no error since.
+    pub input: bool,
     /// The readings subscription is acknowledged (in this session or a resumed one).
     pub subscribed: bool,
-    /// Our DISCONNECT has been written: the link has ended.
-    pub closed: bool,
+    /// The output connection has a CONNACK and no error since.
+    pub output: bool,
+    /// The input connection's DISCONNECT has been written: it has ended.
+    pub input_closed: bool,
+    /// The output connection's DISCONNECT has been written: it has ended.
+    pub output_closed: bool,
 }
 
 impl LinkState {
-    /// Ready to serve: connected and subscribed.
+    /// Both connections are up.
+    pub fn connected(&self) -> bool {
+        self.input && self.output
+    }
+
+    /// Ready to serve: both connected, and subscribed.
     pub fn ready(&self) -> bool {
-        self.connected && self.subscribed
+        self.connected() && self.subscribed
+    }
+
+    /// Neither connection can write anything more: each has sent its DISCONNECT or is down.
+    pub fn settled(&self) -> bool {
+        (self.input_closed || !self.input) && (self.output_closed || !self.output)
     }
 }
 
-/// The running link.
+/// The clients the pipeline writes through.
+pub struct Clients {
+    /// Acknowledgements of readings, and the input connection's DISCONNECT.
+    pub input: AsyncClient,
+    /// Everything ingest publishes, and the output connection's DISCONNECT.
+    pub output: AsyncClient,
+}
+
+/// The running connections.
 pub struct LinkTask {
-    /// Its state.
+    /// Their state.
     pub state: watch::Receiver<LinkState>,
     abort: CancellationToken,
-    task: JoinHandle<()>,
+    tasks: [JoinHandle<()>; 2],
 }
 
 impl LinkTask {
-    /// Starts the readings link over the `mqtt.host` list (the same options for every broker, so
-    /// that the session resumes on one that shares it); returns the client the pipeline
-    /// publishes and acknowledges through. Once `inbound` is closed, readings are dropped (and
-    /// counted) while the link polls on for the last publishes and the DISCONNECT.
+    /// Starts both connections over the `mqtt.host` list (each with the same options for every
+    /// broker, so that a session resumes on one that shares it). Once `inbound` is closed,
+    /// readings are dropped (and counted) while the links poll on for the last publishes and
+    /// the DISCONNECTs.
     pub fn spawn(
         config: &IngestConfig,
         started_at: Timestamp,
         inbound: mpsc::Sender<Inbound>,
         metrics: Metrics,
-    ) -> (Self, AsyncClient) {
-        let offline = config.shard.status_payload(false, started_at);
-        let options_config = config.clone();
+    ) -> (Self, Clients) {
+        let (state, state_rx) = watch::channel(LinkState::default());
+        let abort = CancellationToken::new();
+        let capacity = config.settings.limits.request_capacity;
+        let handler = |role| Handler {
+            role,
+            inbound: inbound.clone(),
+            state: state.clone(),
+            metrics: metrics.clone(),
+        };
+
+        let input_config = config.clone();
         let failover = config
             .mqtt
-            .failover(move |b| options(&options_config, b, offline.clone()));
+            .failover(move |b| input_options(&input_config, b));
         let readings = SubscribeFilter::new(config.shard.filter.clone(), QoS::ExactlyOnce);
-        let capacity = config.settings.limits.request_capacity;
-        let (mut link, client) =
-            Link::new(failover, config.mqtt.backoff(), capacity, vec![readings]);
-        let (state_tx, state) = watch::channel(LinkState::default());
-        let mut forwarder = Forwarder {
-            inbound,
-            state: state_tx,
-            metrics,
+        let (link, input) = Link::new(failover, config.mqtt.backoff(), capacity, vec![readings]);
+        let input_task = handler(Role::Input).spawn(link, &abort);
+
+        let offline = config.shard.status_payload(false, started_at);
+        let output_config = config.clone();
+        let failover = config
+            .mqtt
+            .failover(move |b| output_options(&output_config, b, offline.clone()));
+        let (link, output) = Link::new(failover, config.mqtt.backoff(), capacity, Vec::new());
+        let output_task = handler(Role::Output).spawn(link, &abort);
+
+        let links = Self {
+            state: state_rx,
+            abort,
+            tasks: [input_task, output_task],
         };
-        let abort = CancellationToken::new();
-        let stop = abort.clone();
-        let task = tokio::spawn(async move {
-            link.run(&mut forwarder, &stop).await;
-            forwarder.metrics.broker_connected.set(0);
-            forwarder.state.send_modify(|s| {
-                *s = LinkState::default();
-                s.closed = true;
-            });
-        });
-        (Self { state, abort, task }, client)
+        (links, Clients { input, output })
     }
 
-    /// Stops polling (our DISCONNECT is written by now, or the shutdown gave up on it).
+    /// Stops polling (our DISCONNECTs are written by now, or the shutdown gave up on them).
     pub async fn stop(self) {
         self.abort.cancel();
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
-/// Ingest's [`LinkHandler`].
-struct Forwarder {
+/// Which of the two connections a [`Handler`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Input,
+    Output,
+}
+
+/// Ingest's [`LinkHandler`], one per connection.
+struct Handler {
+    role: Role,
     inbound: mpsc::Sender<Inbound>,
     state: watch::Sender<LinkState>,
     metrics: Metrics,
 }
 
-impl LinkHandler for Forwarder {
+impl Handler {
+    /// Runs `link` until `stop` fires or its DISCONNECT is written, then marks it closed.
+    fn spawn(mut self, mut link: Link, stop: &CancellationToken) -> JoinHandle<()> {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            link.run(&mut self, &stop).await;
+            let role = self.role;
+            self.update(|s| match role {
+                Role::Input => (s.input, s.subscribed, s.input_closed) = (false, false, true),
+                Role::Output => (s.output, s.output_closed) = (false, true),
+            });
+        })
+    }
+
+    /// Changes the shared state, and the `broker_connected` gauge with it.
+    fn update(&self, change: impl FnOnce(&mut LinkState)) {
+        self.state.send_modify(change);
+        let connected = self.state.borrow().connected();
+        self.metrics.broker_connected.set(i64::from(connected));
+    }
+}
+
+impl LinkHandler for Handler {
     async fn connected(&mut self, session_present: bool, state: &mut MqttState) {
-        // Before the first read: the broker may resend the PUBREL of a QoS 2 message
-        // acknowledged in an earlier connection.
-        expect_pubrel_for_every_id(state);
         self.metrics.broker_connects.inc();
-        self.metrics.broker_connected.set(1);
-        // A resumed session still holds the subscription.
-        self.state.send_modify(|s| {
-            s.connected = true;
-            s.subscribed = session_present;
-        });
-        let connected = Inbound::Connected { session_present };
+        let connected = match self.role {
+            Role::Input => {
+                // Before the first read: the broker may resend the PUBREL of a QoS 2 message
+                // acknowledged in an earlier connection.
+                expect_pubrel_for_every_id(state);
+                // A resumed session still holds the subscription.
+                self.update(|s| (s.input, s.subscribed) = (true, session_present));
+                Inbound::InputConnected { session_present }
+            }
+            Role::Output => {
+                self.update(|s| s.output = true);
+                Inbound::OutputConnected
+            }
+        };
         // Refused once shutdown has begun, when it no longer matters.
         let _ = self.inbound.send(connected).await;
     }
 
     async fn publish(&mut self, publish: Publish) {
+        // Only the input connection subscribes.
         if self.inbound.send(Inbound::Reading(publish)).await.is_err() {
             self.metrics.readings_dropped_at_shutdown.inc();
         }
@@ -139,7 +218,7 @@ impl LinkHandler for Forwarder {
         if let [SubscribeReasonCode::Success(qos)] = granted {
             self.metrics.subscription_qos.set(i64::from(*qos as u8));
         }
-        self.state.send_modify(|s| s.subscribed = true);
+        self.update(|s| s.subscribed = true);
     }
 
     fn subscription_refused(&mut self) {
@@ -147,9 +226,13 @@ impl LinkHandler for Forwarder {
     }
 
     fn disconnected(&mut self, next_broker: usize) {
-        self.metrics.broker_connected.set(0);
-        self.metrics.broker_index.set(next_broker as i64);
-        self.state.send_replace(LinkState::default());
+        match self.role {
+            Role::Input => {
+                self.metrics.broker_index.set(next_broker as i64);
+                self.update(|s| (s.input, s.subscribed) = (false, false));
+            }
+            Role::Output => self.update(|s| s.output = false),
+        }
     }
 
     fn written(&mut self, packet: &Outgoing, state: &mut MqttState) {
@@ -187,10 +270,10 @@ fn expect_pubrel(state: &mut MqttState, pkid: u16) {
     state.events.truncate(queued);
 }
 
-/// The readings link's options for one broker of the `mqtt.host` list: persistent session
-/// under the stable client id, the offline status as retained last will, manual
-/// acknowledgements (the pipeline acknowledges once a batch is durable).
-fn options(config: &IngestConfig, broker: &BrokerAddr, offline_status: Vec<u8>) -> MqttOptions {
+/// The input connection's options for one broker of the `mqtt.host` list: persistent session
+/// under the stable client id, manual acknowledgements (the pipeline acknowledges once a batch
+/// is durable).
+fn input_options(config: &IngestConfig, broker: &BrokerAddr) -> MqttOptions {
     let mut options = config.mqtt.options_at(broker);
     let limits = &config.settings.limits;
     options
@@ -198,14 +281,32 @@ fn options(config: &IngestConfig, broker: &BrokerAddr, offline_status: Vec<u8>) 
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_inflight(limits.inflight)
+        .set_request_channel_capacity(limits.request_capacity);
+    options
+}
+
+/// The output connection's options: `{client_id}-out`, a persistent session (QoS 1 messages
+/// in flight at a connection loss are sent again), the offline status as retained last will.
+fn output_options(config: &IngestConfig, broker: &BrokerAddr, offline: Vec<u8>) -> MqttOptions {
+    let mut options = config.mqtt.options_at(broker);
+    let limits = &config.settings.limits;
+    options
+        .set_client_id(output_client_id(&config.mqtt.client_id))
+        .set_clean_session(false)
+        .set_inflight(limits.inflight)
         .set_request_channel_capacity(limits.request_capacity)
         .set_last_will(LastWill::new(
             config.shard.status_topic(),
-            offline_status,
+            offline,
             QoS::AtLeastOnce,
             true,
         ));
     options
+}
+
+/// The output connection's client id.
+pub fn output_client_id(client_id: &str) -> String {
+    format!("{client_id}-out")
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ impl Application {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         let (inbound_tx, inbound_rx) = mpsc::channel(config.settings.limits.incoming_capacity);
-        let (link, client) =
+        let (link, clients) =
             LinkTask::spawn(config, started_at, inbound_tx.clone(), metrics.clone());
         let server = crate::http::serve(self.listener, Arc::new(registry), link.state.clone())
             .map_err(StartupError::Http)?;
@@ -112,7 +112,7 @@ impl Application {
         log_started(config, self.addr);
         let snapshot = tokio::spawn(read_snapshot(config.clone(), shutdown.clone(), inbound_tx));
 
-        let mut pipeline = Pipeline::new(config, started_at, client, metrics);
+        let mut pipeline = Pipeline::new(config, started_at, clients, metrics);
         if let Some((log, recovery)) = self.log {
             pipeline.restore(log, recovery.records, clock_now());
         }

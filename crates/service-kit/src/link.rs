@@ -75,8 +75,9 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link, not yet connected, that subscribes `filters` on every CONNACK without a session;
-    /// returns the client that publishes on it, whose queue holds `request_capacity` requests.
+    /// A link, not yet connected, that subscribes `filters` (if any) on every CONNACK without a
+    /// session; returns the client that publishes on it, whose queue holds `request_capacity`
+    /// requests.
     pub fn new(
         failover: Failover,
         backoff: Backoff,
@@ -176,7 +177,7 @@ impl Link {
         self.backoff.reset();
         self.resubscribe_backoff.reset();
         self.connected = true;
-        if !session_present {
+        if !session_present && !self.filters.is_empty() {
             self.subscribe();
         }
     }

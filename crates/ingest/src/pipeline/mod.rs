@@ -20,7 +20,7 @@ use aggregator_core::{
     Accepted, Key, KeyId, ParseLimits, Rejection, RejectionReason, Timestamp, WindowStore,
     parse_reading_with_id,
 };
-use rumqttc::{AsyncClient, Publish, QoS};
+use rumqttc::{Publish, QoS};
 use service_kit::LogLimit;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,7 @@ use crate::configuration::IngestConfig;
 use crate::durability::redelivery::{Delivery, Redeliveries};
 use crate::durability::window_log::{LogError, Record, WindowLog};
 use crate::metrics::Metrics;
-use crate::mqtt::{Inbound, LinkState};
+use crate::mqtt::{Clients, Inbound, LinkState};
 use crate::pipeline::coalesce::Coalescer;
 use crate::pipeline::outbox::Outbox;
 use crate::pipeline::settle::Settle;
@@ -68,7 +68,7 @@ pub struct Pipeline {
     /// At most one log line per rejection reason per interval, each reason on its own.
     rejection_log: [LogLimit; RejectionReason::COUNT],
     batch_size: usize,
-    /// A connection was seen before: the next one is a reconnect.
+    /// The output connection was up before: the next one is a reconnect.
     connected_before: bool,
     /// The window log, when a data directory is set.
     log: Option<WindowLog>,
@@ -87,12 +87,12 @@ struct Scratch {
 }
 
 impl Pipeline {
-    /// A pipeline publishing through `client`; `started_at` is this process's start, for
-    /// `status/ingest`.
+    /// A pipeline acknowledging and publishing through `clients`; `started_at` is this
+    /// process's start, for `status/ingest`.
     pub fn new(
         config: &IngestConfig,
         started_at: Timestamp,
-        client: AsyncClient,
+        clients: Clients,
         metrics: Metrics,
     ) -> Self {
         let settings = &config.settings;
@@ -106,7 +106,7 @@ impl Pipeline {
             store: WindowStore::new(window),
             coalescer: Coalescer::new(Duration::from_millis(publish.interval_ms), publish.burst),
             settle: Settle::new(republish_after),
-            outbox: Outbox::new(client, metrics.clone(), started_at, config.shard.clone()),
+            outbox: Outbox::new(clients, metrics.clone(), started_at, config.shard.clone()),
             alarms: Alarms::new(config.alarms.clone(), metrics.clone()),
             trends: Trends::new(settings.trend.config(), clock_now(), metrics.clone()),
             metrics,
@@ -180,14 +180,20 @@ impl Pipeline {
             );
             return self.fatal.map_or(Ok(()), Err);
         }
-        // Done when the DISCONNECT is written; without a connection nothing more can go out
-        // (the broker publishes our last will instead), so do not wait for one.
-        let closed =
-            tokio::time::timeout_at(deadline, link.wait_for(|s| s.closed || !s.connected)).await;
-        match closed {
-            Ok(Ok(state)) if state.closed => {}
-            Ok(_) => tracing::warn!("shutdown: not connected, the last aggregates are lost"),
-            Err(_) => tracing::warn!("shutdown: the DISCONNECT was not sent in time"),
+        // Done when both DISCONNECTs are written; without a connection nothing more can go out
+        // on it (the broker publishes our last will instead), so do not wait for one.
+        let settled = tokio::time::timeout_at(deadline, link.wait_for(LinkState::settled)).await;
+        match settled {
+            Ok(Ok(state)) if !state.output_closed => {
+                tracing::warn!(
+                    "shutdown: the output connection is down, the last aggregates are lost"
+                );
+            }
+            Ok(Ok(state)) if !state.input_closed => tracing::warn!(
+                "shutdown: the input connection is down; the broker sends what was not acknowledged again"
+            ),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("shutdown: the DISCONNECTs were not sent in time"),
         }
         self.fatal.map_or(Ok(()), Err)
     }
@@ -233,7 +239,10 @@ impl Pipeline {
                     received += 1;
                     accepted += u64::from(self.ingest(&publish, now));
                 }
-                Inbound::Connected { session_present } => self.on_connected(session_present, now),
+                Inbound::InputConnected { session_present } => {
+                    self.on_input_connected(session_present);
+                }
+                Inbound::OutputConnected => self.on_output_connected(now),
                 Inbound::Retained(found) => self.on_retained(found, now),
             }
         }
@@ -329,8 +338,7 @@ impl Pipeline {
         self.outbox.dead_letter(rejection, publish, now);
     }
 
-    fn on_connected(&mut self, session_present: bool, now: Timestamp) {
-        self.outbox.announce_online(now);
+    fn on_input_connected(&mut self, session_present: bool) {
         if !session_present {
             // A new session: packet ids start over and nothing will be redelivered, so old ids
             // and unsent acknowledgements of the lost session mean nothing.
@@ -340,11 +348,14 @@ impl Pipeline {
                 log.append(&Record::SessionStart);
             }
         }
+    }
+
+    fn on_output_connected(&mut self, now: Timestamp) {
+        self.outbox.announce_online(now);
         if self.connected_before {
             // The broker may have lost retained aggregates in a crash, and rumqttc drops its
             // unsent queue when the session is gone: publish every key's current state again.
             tracing::info!(
-                session_present,
                 keys = self.store.key_count(),
                 "reconnected: republishing every aggregate"
             );
@@ -548,9 +559,9 @@ mod tests {
     use super::*;
     use crate::pipeline::outbox::RETRY_DELAY;
     use prometheus_client::registry::Registry;
-    use rumqttc::MqttOptions;
+    use rumqttc::{AsyncClient, MqttOptions};
 
-    fn pipeline(queue: usize, interval: Duration) -> (Pipeline, Metrics, rumqttc::EventLoop) {
+    fn pipeline(queue: usize, interval: Duration) -> (Pipeline, Metrics, [rumqttc::EventLoop; 2]) {
         sharded_pipeline(queue, interval, Shard::new(0, 1, "machines/+/scrap"))
     }
 
@@ -558,9 +569,10 @@ mod tests {
         queue: usize,
         interval: Duration,
         shard: Shard,
-    ) -> (Pipeline, Metrics, rumqttc::EventLoop) {
-        // The event loop is never polled: requests pile up in its bounded queue.
-        let (client, event_loop) = AsyncClient::new(MqttOptions::new("t", "localhost", 1), queue);
+    ) -> (Pipeline, Metrics, [rumqttc::EventLoop; 2]) {
+        // The event loops are never polled: requests pile up in their bounded queues.
+        let (input, input_loop) = AsyncClient::new(MqttOptions::new("i", "localhost", 1), queue);
+        let (output, output_loop) = AsyncClient::new(MqttOptions::new("o", "localhost", 1), queue);
         let metrics = Metrics::register(&mut Registry::default());
         let mut settings = crate::configuration::Settings::default();
         settings.publish.interval_ms = u64::try_from(interval.as_millis()).unwrap();
@@ -569,8 +581,9 @@ mod tests {
         settings.shard.count = shard.count;
         settings.shard.index = shard.index;
         let config = settings.validate().unwrap();
-        let pipeline = Pipeline::new(&config, Timestamp::EPOCH, client, metrics.clone());
-        (pipeline, metrics, event_loop)
+        let clients = Clients { input, output };
+        let pipeline = Pipeline::new(&config, Timestamp::EPOCH, clients, metrics.clone());
+        (pipeline, metrics, [input_loop, output_loop])
     }
 
     fn readings(n: usize) -> impl Iterator<Item = Inbound> {
@@ -707,7 +720,7 @@ mod tests {
             now,
         );
         // The connection dropped before the acknowledgements went out: both come again.
-        let connected = Inbound::Connected {
+        let connected = Inbound::InputConnected {
             session_present: true,
         };
         let again = [connected, delivered(1, true, 2.0), delivered(2, true, 3.0)];
@@ -718,7 +731,7 @@ mod tests {
         p.handle_batch([delivered(1, false, 2.0)].into_iter(), now);
         assert_eq!(totals(&p), (3, 7.0));
         // After a session loss no id is known any more.
-        let lost = Inbound::Connected {
+        let lost = Inbound::InputConnected {
             session_present: false,
         };
         p.handle_batch([lost, delivered(2, true, 3.0)].into_iter(), now);
@@ -770,7 +783,7 @@ mod tests {
         assert_eq!(metrics.readings_restored.get(), 5);
         // The broker resends 4 and 5 (not acknowledged before the crash) and then a new one.
         let batch = [
-            Inbound::Connected {
+            Inbound::InputConnected {
                 session_present: true,
             },
             delivered(4, true, 4.0),

@@ -1,11 +1,12 @@
-//! Everything the aggregation task hands to the MQTT client: aggregates, retained clears,
-//! dead letters, the liveness status and the manual acknowledgements.
+//! Everything the aggregation task hands to the MQTT clients: the manual acknowledgements to
+//! the input connection's; aggregates, retained clears, dead letters and the liveness status
+//! to the output connection's.
 //!
-//! The client is used without blocking (`try_publish`, `try_ack`) while the task runs, since
-//! the event loop task may be waiting on the task's own channel. When the client's request
+//! The clients are used without blocking (`try_publish`, `try_ack`) while the task runs, since
+//! the event loop tasks may be waiting on the task's own channel. When a client's request
 //! queue refuses something, the outbox pauses for [`RETRY_DELAY`]: nothing is offered
 //! meanwhile (dead letters are dropped), then what waits goes out again in order. Only at
-//! shutdown ([`Outbox::finish`]) does the task await the client.
+//! shutdown ([`Outbox::finish`]) does the task await the clients.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use aggregator_core::{DeadLetter, Key, Rejection, Timestamp};
 use rumqttc::{AsyncClient, Publish, QoS};
 
 use crate::metrics::Metrics;
+use crate::mqtt::Clients;
 use crate::shard::Shard;
 
 /// Pause before offering anything to the client again after it refused something.
@@ -26,8 +28,11 @@ pub const RETRY_DELAY: Duration = Duration::from_millis(20);
 /// time, and costs one small message.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(30);
 
-/// The aggregation task's side of the MQTT client.
+/// The aggregation task's side of the MQTT clients.
 pub struct Outbox {
+    /// The input connection's client: acknowledgements only.
+    input: AsyncClient,
+    /// The output connection's client: everything published.
     client: AsyncClient,
     metrics: Metrics,
     /// When this process started (for `status/ingest`).
@@ -50,10 +55,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An outbox publishing through `client`.
-    pub fn new(client: AsyncClient, metrics: Metrics, started_at: Timestamp, shard: Shard) -> Self {
+    /// An outbox acknowledging and publishing through `clients`.
+    pub fn new(clients: Clients, metrics: Metrics, started_at: Timestamp, shard: Shard) -> Self {
         Outbox {
-            client,
+            input: clients.input,
+            client: clients.output,
             metrics,
             started_at,
             shard,
@@ -210,7 +216,7 @@ impl Outbox {
 
     fn send_acks(&mut self) -> bool {
         while let Some(&(qos, pkid)) = self.acks.front() {
-            if self.client.try_ack(&ack_for(qos, pkid)).is_err() {
+            if self.input.try_ack(&ack_for(qos, pkid)).is_err() {
                 return false;
             }
             self.acks.pop_front();
@@ -261,18 +267,20 @@ impl Outbox {
         true
     }
 
-    /// Final flush: the owed acknowledgements (they let the broker forget what is durable),
-    /// `aggregates`, alarm and trend messages, every pending clear of a key `tracked` does not
-    /// know, the offline status, then DISCONNECT, all queued in order behind what the client
-    /// already holds. Returns how many aggregates were queued.
+    /// Final flush: the owed acknowledgements (they let the broker forget what is durable) and
+    /// the input connection's DISCONNECT; then `aggregates`, alarm and trend messages, every
+    /// pending clear of a key `tracked` does not know, the offline status and the output
+    /// connection's DISCONNECT, all queued in order behind what the clients already hold.
+    /// Returns how many aggregates were queued.
     pub async fn finish(
         &mut self,
         aggregates: Vec<(String, Vec<u8>)>,
         tracked: impl Fn(&Key) -> bool,
     ) -> usize {
         while let Some((qos, pkid)) = self.acks.pop_front() {
-            let _ = self.client.ack(&ack_for(qos, pkid)).await;
+            let _ = self.input.ack(&ack_for(qos, pkid)).await;
         }
+        let _ = self.input.disconnect().await;
         let mut published = 0;
         for (topic, payload) in aggregates {
             published += usize::from(self.publish_retained(topic, payload).await);

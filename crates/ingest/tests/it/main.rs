@@ -5,6 +5,7 @@ mod aggregates;
 mod alarms;
 mod cli;
 mod coalescing;
+mod connections;
 mod durability;
 mod expiry;
 mod flood;

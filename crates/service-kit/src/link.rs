@@ -171,6 +171,7 @@ impl Link {
     fn on_connack(&mut self, session_present: bool) {
         tracing::info!(
             session_present,
+            client_id = %self.event_loop.mqtt_options.client_id(),
             broker = %self.failover.current(),
             "connected to the MQTT broker"
         );

@@ -191,13 +191,14 @@ async fn a_broker_that_lost_the_session_gets_the_subscription_again() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
-    // Both the first connection and the one after the restart found no session.
+    // Both the input connection's first connection and the one after the restart found no
+    // session.
+    let input = format!(
+        "connected to the MQTT broker session_present=false client_id={} ",
+        ingest.client_id
+    );
     assert_eq!(
-        ingest
-            .process
-            .stderr()
-            .matches("connected to the MQTT broker session_present=false")
-            .count(),
+        ingest.process.stderr().matches(&input).count(),
         2,
         "{}",
         ingest.process.logs()

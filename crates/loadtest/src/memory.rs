@@ -6,7 +6,8 @@
 //!   whatever the window length.
 //! - `keys`: ingest's RSS with `--keys` keys holding one reading each.
 //! - `store`: the window store alone, in this process: RSS growth while accepting
-//!   `--readings` readings, and the store's own count of its buffer bytes.
+//!   `--readings` readings, and the store's own count of its buffer bytes. No broker, so
+//!   `--broker` changes nothing here.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use anyhow::bail;
 
 use crate::publisher::Publisher;
 use crate::report::{Row, Verdict};
-use crate::stack::{self, Bins, Rss, mib};
+use crate::stack::{self, Bins, BrokerArgs, Rss, mib};
 use crate::workload::{self, ClockText};
 
 /// Which memory figure.
@@ -51,6 +52,9 @@ pub struct MemoryArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Which Mosquitto configuration to start.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -70,7 +74,7 @@ pub async fn run(args: &MemoryArgs) -> anyhow::Result<Row> {
 
 async fn readings(args: &MemoryArgs) -> anyhow::Result<Row> {
     let bins = Bins::locate(args.bin_dir.as_deref())?;
-    let broker = stack::start_broker().await;
+    let broker = args.broker.config.start().await;
     let extra = ["--window-seconds".to_owned(), "600".to_owned()];
     let ingest = stack::start_ingest(&bins, &broker, &extra).await?;
     let idle = ingest.rss()?;
@@ -139,7 +143,7 @@ async fn readings(args: &MemoryArgs) -> anyhow::Result<Row> {
 
 async fn keys(args: &MemoryArgs) -> anyhow::Result<Row> {
     let bins = Bins::locate(args.bin_dir.as_deref())?;
-    let broker = stack::start_broker().await;
+    let broker = args.broker.config.start().await;
     let ingest = stack::start_ingest(&bins, &broker, &[]).await?;
     let idle = ingest.rss()?;
     let mut publisher =

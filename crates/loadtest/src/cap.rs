@@ -135,8 +135,11 @@ pub async fn run(args: &CapArgs) -> anyhow::Result<Row> {
     let allowed = per_sec_cap + u64::from(burst);
     Ok(Row::new(
         format!(
-            "cap: one key changed {} times/s for {} s, --publish-interval-ms {}, burst {burst}",
-            args.rate, args.duration_secs, args.publish_interval_ms
+            "cap: one key changed {} times/s for {} s, --publish-interval-ms {}, burst {burst}, {}",
+            args.rate,
+            args.duration_secs,
+            args.publish_interval_ms,
+            args.broker.config.label()
         ),
         format!(
             "at most **{peak}** aggregate messages in any 1 s, mean {mean:.1}/s ({} messages); last value {}",

@@ -110,7 +110,8 @@ pub async fn run(args: &ClusterArgs) -> anyhow::Result<Row> {
     }
     let single = on_mosquitto(&bins, args, &load, timeout).await?;
     let single_text = format!(
-        "One ingest on one Mosquitto, same load: ingest **{:.0}/s**, mosquitto_sub {:.0}/s, ratio {:.2}; publishers {:.0}/s; sums exact; CPU: {}",
+        "One ingest on one Mosquitto ({}), same load: ingest **{:.0}/s**, mosquitto_sub {:.0}/s, ratio {:.2}; publishers {:.0}/s; sums exact; CPU: {}",
+        args.broker.config.label(),
         single.ingest_rate,
         single.subscriber_rate,
         single.ratio(),

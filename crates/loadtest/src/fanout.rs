@@ -244,8 +244,12 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Row> {
     let ok = complete == args.clients && p99 < Duration::from_millis(250) && peak <= 300_000_000;
     Ok(Row::new(
         format!(
-            "fan-out: {} WS clients, {} keys x {}/s, {} s",
-            args.clients, args.keys, args.updates_per_sec, args.duration_secs
+            "fan-out: {} WS clients, {} keys x {}/s, {} s, {}",
+            args.clients,
+            args.keys,
+            args.updates_per_sec,
+            args.duration_secs,
+            args.broker.config.label()
         ),
         format!(
             "{complete}/{} clients got every final value; frame delay p50 {:.1} ms, p99 **{:.1} ms** ({samples} aggregates in {frames} frames, {resyncs} resyncs, {failed} client errors); gateway RSS peak **{:.0} MiB** (idle {:.0}, {} clients connected {:.0}); connecting took {:.1} s; CPU while updating: gateway {:.0}%, the clients {:.0}% (of one core)",

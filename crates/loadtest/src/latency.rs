@@ -117,8 +117,9 @@ pub async fn run(args: &LatencyArgs) -> anyhow::Result<Row> {
     };
     Ok(Row::new(
         format!(
-            "latency publish -> WS frame, {} msg/s, {keys} keys, {interval}",
-            args.rate
+            "latency publish -> WS frame, {} msg/s, {keys} keys, {interval}, {}",
+            args.rate,
+            args.broker.config.label()
         ),
         format!(
             "p50 **{}**, p99 **{}**, max {}, {} ({} readings; p50 of the parts: broker to a plain subscriber {}, ingest's aggregate to frame {})",
@@ -160,8 +161,9 @@ pub async fn compare(args: &CompareArgs) -> anyhow::Result<Row> {
     let p99 = percentile(&samples, 99.0);
     Ok(Row::new(
         format!(
-            "original service's load: {} msg/s, 9 keys, publish -> WS frame",
-            args.rate
+            "original service's load: {} msg/s, 9 keys, publish -> WS frame, {}",
+            args.rate,
+            args.broker.config.label()
         ),
         format!(
             "p50 {}, p99 **{}** ({} readings)",

@@ -129,7 +129,10 @@ async fn readings(args: &MemoryArgs) -> anyhow::Result<Row> {
         String::new()
     };
     Ok(Row::new(
-        format!("ingest RSS holding {n} readings (50 keys)"),
+        format!(
+            "ingest RSS holding {n} readings (50 keys), {}",
+            args.broker.config.label()
+        ),
         format!(
             "**{:.0} MiB** RSS (peak {:.0}, idle {:.0}); {buffered:.0} readings in the window; published at {publish_rate:.0}/s, ingest accepted at {delivered_rate:.0}/s{lost}",
             mib(rss.current),
@@ -176,7 +179,11 @@ async fn keys(args: &MemoryArgs) -> anyhow::Result<Row> {
     let rss = ingest.rss()?;
     ingest.stop().await;
     Ok(Row::new(
-        format!("ingest RSS with {} keys", args.keys),
+        format!(
+            "ingest RSS with {} keys, {}",
+            args.keys,
+            args.broker.config.label()
+        ),
         format!(
             "**{:.0} MiB** RSS (peak {:.0}, idle {:.0}); {tracked:.0} keys tracked, {accepted} readings",
             mib(rss.current),
@@ -243,7 +250,7 @@ fn store(args: &MemoryArgs) -> anyhow::Result<Row> {
     let bytes = store.buffer_bytes();
     let growth = after.current.saturating_sub(before.current);
     Ok(Row::new(
-        format!("window store alone, {n} readings (in-process)"),
+        format!("window store alone, {n} readings (in-process, no broker)"),
         format!(
             "RSS +{:.0} MiB; buffers {:.0} MiB = {:.1} B/reading; {held} held",
             mib(growth),

@@ -63,8 +63,10 @@ pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Row> {
     let ratio = m.ratio();
     Ok(Row::new(
         format!(
-            "throughput, QoS 1, {} x {} keys, {n} msgs",
-            args.machines, args.indices
+            "throughput, QoS 1, {} x {} keys, {n} msgs, {}",
+            args.machines,
+            args.indices,
+            args.broker.config.label()
         ),
         format!(
             "ingest {:.0}/s, mosquitto_sub {:.0}/s, ratio **{ratio:.2}**; publisher {:.0}/s; sums exact (max error {:e}, {} accepted); CPU: {} of one core",

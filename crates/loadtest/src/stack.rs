@@ -103,7 +103,7 @@ impl BrokerConfig {
 pub struct BrokerArgs {
     /// Mosquitto configuration to measure: `stock` (Mosquitto's defaults, what plants run) or
     /// `project` (`set_tcp_nodelay true`, as in mosquitto/config/mosquitto.conf).
-    #[arg(long = "broker", value_enum, default_value_t = BrokerConfig::Stock)]
+    #[arg(long = "broker", value_name = "BROKER", value_enum, default_value_t = BrokerConfig::Stock)]
     pub config: BrokerConfig,
 }
 

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 
 use crate::publisher::Publisher;
 use crate::report::{Row, Verdict};
-use crate::stack::{self, Bins};
+use crate::stack::{self, Bins, BrokerArgs};
 use crate::workload::{self, ClockText};
 
 /// Ingest's default burst allowance, assumed when `--publish-burst` is not given.
@@ -34,6 +34,9 @@ pub struct CapArgs {
     /// Ingest's `--publish-burst` (default: ingest's own default, 5).
     #[arg(long)]
     pub publish_burst: Option<u32>,
+    /// Which Mosquitto configuration to start.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -51,7 +54,7 @@ pub async fn run(args: &CapArgs) -> anyhow::Result<Row> {
         bail!("--rate and --publish-interval-ms must be at least 1");
     }
     let bins = Bins::locate(args.bin_dir.as_deref())?;
-    let broker = stack::start_broker().await;
+    let broker = args.broker.config.start().await;
     let mut extra = vec![
         "--publish-interval-ms".to_owned(),
         args.publish_interval_ms.to_string(),
@@ -132,8 +135,11 @@ pub async fn run(args: &CapArgs) -> anyhow::Result<Row> {
     let allowed = per_sec_cap + u64::from(burst);
     Ok(Row::new(
         format!(
-            "cap: one key changed {} times/s for {} s, --publish-interval-ms {}, burst {burst}",
-            args.rate, args.duration_secs, args.publish_interval_ms
+            "cap: one key changed {} times/s for {} s, --publish-interval-ms {}, burst {burst}, {}",
+            args.rate,
+            args.duration_secs,
+            args.publish_interval_ms,
+            args.broker.config.label()
         ),
         format!(
             "at most **{peak}** aggregate messages in any 1 s, mean {mean:.1}/s ({} messages); last value {}",

@@ -1,7 +1,7 @@
 //! `loadtest cluster`: the scale-out deployment's throughput. Three ingest shards, each on a
 //! different node of a three-node NATS cluster (the shipped `deploy/nats` configs on free
 //! ports), against a bare `mosquitto_sub` on the same cluster in the same run; then, beside
-//! it, one ingest on one Mosquitto under the same load.
+//! it, one ingest on one Mosquitto (stock or the project's, `--broker`) under the same load.
 //!
 //! The load is many publishing connections spread evenly over the nodes (a QoS 1 publish on
 //! NATS waits for a three-replica store, so one connection reaches only ~2 000 msg/s), every
@@ -19,7 +19,7 @@ use test_support::{NATS_NODES, NATS_SHARDS, NatsCluster};
 
 use crate::delivery::{self, Load, Measured, Target};
 use crate::report::{Row, Verdict};
-use crate::stack::{self, Bins, Service};
+use crate::stack::{self, Bins, BrokerArgs, Service};
 
 /// How long each NATS node may take to accept its first MQTT connection (JetStream creates the
 /// MQTT streams then, which is slow on a loaded machine).
@@ -69,6 +69,9 @@ pub struct ClusterArgs {
     /// Give up on a run after this many seconds (a stalled cluster run gives a missed row).
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
+    /// Which Mosquitto configuration to start.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -107,7 +110,8 @@ pub async fn run(args: &ClusterArgs) -> anyhow::Result<Row> {
     }
     let single = on_mosquitto(&bins, args, &load, timeout).await?;
     let single_text = format!(
-        "One ingest on one Mosquitto, same load: ingest **{:.0}/s**, mosquitto_sub {:.0}/s, ratio {:.2}; publishers {:.0}/s; sums exact; CPU: {}",
+        "One ingest on one Mosquitto ({}), same load: ingest **{:.0}/s**, mosquitto_sub {:.0}/s, ratio {:.2}; publishers {:.0}/s; sums exact; CPU: {}",
+        args.broker.config.label(),
         single.ingest_rate,
         single.subscriber_rate,
         single.ratio(),
@@ -248,7 +252,7 @@ async fn on_mosquitto(
     load: &Load,
     timeout: Duration,
 ) -> anyhow::Result<Measured> {
-    let broker = stack::start_broker().await;
+    let broker = args.broker.config.start().await;
     let dir = data_dir("single")?;
     let extra = ingest_flags(args, &dir);
     let ingest = stack::start_ingest(bins, &broker, &extra).await?;

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::publisher::Publisher;
 use crate::report::{Row, Verdict};
-use crate::stack::{self, Bins, mib};
+use crate::stack::{self, Bins, BrokerArgs, mib};
 use crate::wsclient;
 
 /// Where a frame's sums start (memchr's SIMD search: the clients share the gateway's cores).
@@ -54,6 +54,9 @@ pub struct FanoutArgs {
     /// How long, after the last update, clients may take to show every final value.
     #[arg(long, default_value_t = 30)]
     pub settle_secs: u64,
+    /// Which Mosquitto configuration to start.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -125,7 +128,7 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Row> {
     // The gateway inherits the limit: one descriptor per client on both sides.
     raise_nofile(args.clients as u64 + 256)?;
     let bins = Bins::locate(args.bin_dir.as_deref())?;
-    let broker = stack::start_broker().await;
+    let broker = args.broker.config.start().await;
     let max = (args.clients + 16).to_string();
     let gateway = stack::start_gateway(&bins, &broker, &["--ws-max-clients".into(), max]).await?;
     let idle = gateway.rss()?;
@@ -241,8 +244,12 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Row> {
     let ok = complete == args.clients && p99 < Duration::from_millis(250) && peak <= 300_000_000;
     Ok(Row::new(
         format!(
-            "fan-out: {} WS clients, {} keys x {}/s, {} s",
-            args.clients, args.keys, args.updates_per_sec, args.duration_secs
+            "fan-out: {} WS clients, {} keys x {}/s, {} s, {}",
+            args.clients,
+            args.keys,
+            args.updates_per_sec,
+            args.duration_secs,
+            args.broker.config.label()
         ),
         format!(
             "{complete}/{} clients got every final value; frame delay p50 {:.1} ms, p99 **{:.1} ms** ({samples} aggregates in {frames} frames, {resyncs} resyncs, {failed} client errors); gateway RSS peak **{:.0} MiB** (idle {:.0}, {} clients connected {:.0}); connecting took {:.1} s; CPU while updating: gateway {:.0}%, the clients {:.0}% (of one core)",

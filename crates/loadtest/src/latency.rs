@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::publisher::Publisher;
 use crate::report::{Row, Verdict, ms, percentile};
-use crate::stack::{self, Bins};
+use crate::stack::{self, Bins, BrokerArgs};
 use crate::workload::{self, ClockText};
 use crate::wsclient;
 
@@ -54,6 +54,9 @@ pub struct LatencyArgs {
     /// Scrap indices per machine.
     #[arg(long, default_value_t = 5)]
     pub indices: u32,
+    /// Which Mosquitto configuration to start.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -68,6 +71,9 @@ pub struct CompareArgs {
     /// Seconds of load.
     #[arg(long, default_value_t = 20)]
     pub duration_secs: u64,
+    /// Which Mosquitto configuration to start.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -111,8 +117,9 @@ pub async fn run(args: &LatencyArgs) -> anyhow::Result<Row> {
     };
     Ok(Row::new(
         format!(
-            "latency publish -> WS frame, {} msg/s, {keys} keys, {interval}",
-            args.rate
+            "latency publish -> WS frame, {} msg/s, {keys} keys, {interval}, {}",
+            args.rate,
+            args.broker.config.label()
         ),
         format!(
             "p50 **{}**, p99 **{}**, max {}, {} ({} readings; p50 of the parts: broker to a plain subscriber {}, ingest's aggregate to frame {})",
@@ -147,14 +154,16 @@ pub async fn compare(args: &CompareArgs) -> anyhow::Result<Row> {
         ingest_config: None,
         machines: 3,
         indices: 3,
+        broker: args.broker,
         bin_dir: args.bin_dir.clone(),
     };
     let samples = measure(&latency).await?.samples;
     let p99 = percentile(&samples, 99.0);
     Ok(Row::new(
         format!(
-            "original service's load: {} msg/s, 9 keys, publish -> WS frame",
-            args.rate
+            "original service's load: {} msg/s, 9 keys, publish -> WS frame, {}",
+            args.rate,
+            args.broker.config.label()
         ),
         format!(
             "p50 {}, p99 **{}** ({} readings)",
@@ -182,7 +191,7 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
         bail!("--rate, --machines and --indices must be at least 1");
     }
     let bins = Bins::locate(args.bin_dir.as_deref())?;
-    let broker = stack::start_broker().await;
+    let broker = args.broker.config.start().await;
     let mut extra: Vec<String> = Vec::new();
     if let Some(ms) = args.publish_interval_ms {
         extra.extend(["--publish-interval-ms".to_owned(), ms.to_string()]);

@@ -1,6 +1,8 @@
 //! Load tests of scrap-pulse, run against the real `ingest` and `gateway` binaries and a
 //! private Mosquitto started for each run on a free 127.0.0.1 port: nothing else is touched,
-//! every run is bounded in messages and time and stops by itself.
+//! every run is bounded in messages and time and stops by itself. The Mosquitto is a stock one
+//! unless `--broker project` asks for the project's tuned config ([`stack::BrokerConfig`]):
+//! users run scrap-pulse against their plant's broker, whose configuration is not ours.
 //!
 //! Each subcommand prints one markdown table row (see [`report::HEADER`]):
 //! - [`throughput`]: ingest's rate vs a bare `mosquitto_sub` on the same broker, exact sums.
@@ -31,7 +33,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "loadtest",
     version,
-    about = "scrap-pulse load tests: each subcommand starts its own Mosquitto (free port on 127.0.0.1) and the release ingest/gateway binaries, runs a bounded load and prints one markdown table row.",
+    about = "scrap-pulse load tests: each subcommand starts its own Mosquitto (free port on 127.0.0.1; stock unless --broker project) and the release ingest/gateway binaries, runs a bounded load and prints one markdown table row.",
     after_help = "Build first: cargo build --release -p loadtest -p ingest -p gateway. `--header` prints the table header. scripts/bench.sh runs them all."
 )]
 pub struct Cli {
@@ -78,5 +80,33 @@ pub async fn run(command: &Command) -> anyhow::Result<report::Row> {
         Command::Cap(a) => cap::run(a).await,
         Command::Memory(a) => memory::run(a).await,
         Command::Fanout(a) => fanout::run(a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+    use crate::stack::BrokerConfig;
+
+    fn latency_broker(args: &[&str]) -> BrokerConfig {
+        let cli = Cli::try_parse_from(["loadtest", "latency"].iter().chain(args))
+            .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Latency(latency) => latency.broker.config,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn latency_runs_on_a_stock_broker_unless_told_otherwise() {
+        assert_eq!(latency_broker(&[]), BrokerConfig::Stock);
+        assert_eq!(
+            latency_broker(&["--broker", "project"]),
+            BrokerConfig::Project
+        );
+        assert_eq!(latency_broker(&["--broker", "stock"]), BrokerConfig::Stock);
+        assert!(Cli::try_parse_from(["loadtest", "latency", "--broker", "tuned"]).is_err());
     }
 }

@@ -6,7 +6,8 @@
 //!   whatever the window length.
 //! - `keys`: ingest's RSS with `--keys` keys holding one reading each.
 //! - `store`: the window store alone, in this process: RSS growth while accepting
-//!   `--readings` readings, and the store's own count of its buffer bytes.
+//!   `--readings` readings, and the store's own count of its buffer bytes. No broker, so
+//!   `--broker` changes nothing here.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use anyhow::bail;
 
 use crate::publisher::Publisher;
 use crate::report::{Row, Verdict};
-use crate::stack::{self, Bins, Rss, mib};
+use crate::stack::{self, Bins, BrokerArgs, Rss, mib};
 use crate::workload::{self, ClockText};
 
 /// Which memory figure.
@@ -51,6 +52,9 @@ pub struct MemoryArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Which Mosquitto configuration to start.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -70,7 +74,7 @@ pub async fn run(args: &MemoryArgs) -> anyhow::Result<Row> {
 
 async fn readings(args: &MemoryArgs) -> anyhow::Result<Row> {
     let bins = Bins::locate(args.bin_dir.as_deref())?;
-    let broker = stack::start_broker().await;
+    let broker = args.broker.config.start().await;
     let extra = ["--window-seconds".to_owned(), "600".to_owned()];
     let ingest = stack::start_ingest(&bins, &broker, &extra).await?;
     let idle = ingest.rss()?;
@@ -125,7 +129,10 @@ async fn readings(args: &MemoryArgs) -> anyhow::Result<Row> {
         String::new()
     };
     Ok(Row::new(
-        format!("ingest RSS holding {n} readings (50 keys)"),
+        format!(
+            "ingest RSS holding {n} readings (50 keys), {}",
+            args.broker.config.label()
+        ),
         format!(
             "**{:.0} MiB** RSS (peak {:.0}, idle {:.0}); {buffered:.0} readings in the window; published at {publish_rate:.0}/s, ingest accepted at {delivered_rate:.0}/s{lost}",
             mib(rss.current),
@@ -139,7 +146,7 @@ async fn readings(args: &MemoryArgs) -> anyhow::Result<Row> {
 
 async fn keys(args: &MemoryArgs) -> anyhow::Result<Row> {
     let bins = Bins::locate(args.bin_dir.as_deref())?;
-    let broker = stack::start_broker().await;
+    let broker = args.broker.config.start().await;
     let ingest = stack::start_ingest(&bins, &broker, &[]).await?;
     let idle = ingest.rss()?;
     let mut publisher =
@@ -172,7 +179,11 @@ async fn keys(args: &MemoryArgs) -> anyhow::Result<Row> {
     let rss = ingest.rss()?;
     ingest.stop().await;
     Ok(Row::new(
-        format!("ingest RSS with {} keys", args.keys),
+        format!(
+            "ingest RSS with {} keys, {}",
+            args.keys,
+            args.broker.config.label()
+        ),
         format!(
             "**{:.0} MiB** RSS (peak {:.0}, idle {:.0}); {tracked:.0} keys tracked, {accepted} readings",
             mib(rss.current),
@@ -239,7 +250,7 @@ fn store(args: &MemoryArgs) -> anyhow::Result<Row> {
     let bytes = store.buffer_bytes();
     let growth = after.current.saturating_sub(before.current);
     Ok(Row::new(
-        format!("window store alone, {n} readings (in-process)"),
+        format!("window store alone, {n} readings (in-process, no broker)"),
         format!(
             "RSS +{:.0} MiB; buffers {:.0} MiB = {:.1} B/reading; {held} held",
             mib(growth),

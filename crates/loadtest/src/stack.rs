@@ -1,5 +1,6 @@
 //! The system under test, started fresh for every run: a private Mosquitto on a free
-//! 127.0.0.1 port (via `test-support`) and the real `ingest` and `gateway` binaries.
+//! 127.0.0.1 port (via `test-support`), stock or with the project's setting
+//! ([`BrokerConfig`]), and the real `ingest` and `gateway` binaries.
 //!
 //! The binaries come from `--bin-dir`, by default the directory of the `loadtest` executable
 //! itself, so `target/release/loadtest` measures `target/release/{ingest,gateway}`.
@@ -55,15 +56,55 @@ impl Bins {
     }
 }
 
-/// A private broker for one run, with the project's latency setting (`mosquitto/config`):
-/// no Nagle delay on client sockets.
-pub async fn start_broker() -> Broker {
-    Broker::start_with(BrokerOptions {
-        extra_config: "set_tcp_nodelay true\n".to_owned(),
-        persistence: false,
-        ..BrokerOptions::default()
-    })
-    .await
+/// Which Mosquitto configuration a run measures: the one place that says what each writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrokerConfig {
+    /// Mosquitto's own defaults, as on a plant's broker nobody tuned: only what a private
+    /// broker needs (a listener on a free port, anonymous access, a log file), Nagle's
+    /// algorithm on in its client sockets.
+    #[default]
+    Stock,
+    /// The project's latency setting (`mosquitto/config/mosquitto.conf`): no Nagle delay on
+    /// client sockets (`set_tcp_nodelay true`), and test-support's raised queue limits.
+    Project,
+}
+
+impl BrokerConfig {
+    /// What a table row calls it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Stock => "stock Mosquitto",
+            Self::Project => "project Mosquitto config (set_tcp_nodelay)",
+        }
+    }
+
+    /// The broker's options; persistence off in both, as it is by Mosquitto's default.
+    pub fn options(self) -> BrokerOptions {
+        let (extra_config, large_queues) = match self {
+            Self::Stock => (String::new(), false),
+            Self::Project => ("set_tcp_nodelay true\n".to_owned(), true),
+        };
+        BrokerOptions {
+            extra_config,
+            persistence: false,
+            large_queues,
+            ..BrokerOptions::default()
+        }
+    }
+
+    /// Starts a private broker with this configuration for one run.
+    pub async fn start(self) -> Broker {
+        Broker::start_with(self.options()).await
+    }
+}
+
+/// `--broker`, shared by every subcommand that starts a Mosquitto.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct BrokerArgs {
+    /// Mosquitto configuration to measure: `stock` (Mosquitto's defaults, what plants run) or
+    /// `project` (`set_tcp_nodelay true`, as in mosquitto/config/mosquitto.conf).
+    #[arg(long = "broker", value_name = "BROKER", value_enum, default_value_t = BrokerConfig::Stock)]
+    pub config: BrokerConfig,
 }
 
 /// A running service and the address of its HTTP listener.
@@ -236,4 +277,23 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     };
     // Linux reports clock ticks of 1/100 s (USER_HZ) on every common platform.
     Ok(Duration::from_millis((ticks(11) + ticks(12)) * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_project_broker_turns_nagle_off_or_raises_the_queue_limits() {
+        let stock = BrokerConfig::Stock.options();
+        assert!(!stock.extra_config.contains("set_tcp_nodelay"), "{stock:?}");
+        assert!(stock.extra_config.trim().is_empty(), "{stock:?}");
+        assert!(!stock.large_queues && !stock.persistence, "{stock:?}");
+        let project = BrokerConfig::Project.options();
+        assert!(
+            project.extra_config.contains("set_tcp_nodelay true"),
+            "{project:?}"
+        );
+        assert!(project.large_queues && !project.persistence, "{project:?}");
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::delivery::{self, Load, Target};
 use crate::report::{Row, Verdict};
-use crate::stack::{self, Bins};
+use crate::stack::{self, Bins, BrokerArgs};
 
 /// Settings of a throughput run.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,6 +27,9 @@ pub struct ThroughputArgs {
     /// Ingest settings file passed as its `--config` (e.g. a set of `[[alarm]]` rules).
     #[arg(long, value_name = "FILE")]
     pub ingest_config: Option<PathBuf>,
+    /// Which Mosquitto configuration to start.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -39,7 +42,7 @@ pub struct ThroughputArgs {
 pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Row> {
     let bins = Bins::locate(args.bin_dir.as_deref())?;
     let timeout = Duration::from_secs(args.timeout_secs);
-    let broker = stack::start_broker().await;
+    let broker = args.broker.config.start().await;
     let extra: Vec<String> = args
         .ingest_config
         .iter()
@@ -60,8 +63,10 @@ pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Row> {
     let ratio = m.ratio();
     Ok(Row::new(
         format!(
-            "throughput, QoS 1, {} x {} keys, {n} msgs",
-            args.machines, args.indices
+            "throughput, QoS 1, {} x {} keys, {n} msgs, {}",
+            args.machines,
+            args.indices,
+            args.broker.config.label()
         ),
         format!(
             "ingest {:.0}/s, mosquitto_sub {:.0}/s, ratio **{ratio:.2}**; publisher {:.0}/s; sums exact (max error {:e}, {} accepted); CPU: {} of one core",

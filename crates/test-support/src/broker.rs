@@ -33,6 +33,10 @@ pub struct BrokerOptions {
     /// The database is written on SIGTERM ([`Broker::stop`]) and every second (autosave), so
     /// after [`Broker::kill`] up to the last second of changes is lost, as with a real crash.
     pub persistence: bool,
+    /// Raise Mosquitto's per-client queue limits (defaults: 1 000 queued, 20 in flight) so that
+    /// tests can queue large backlogs for persistent sessions. Off keeps Mosquitto's own
+    /// limits, as on a broker nobody tuned.
+    pub large_queues: bool,
     /// Username and password the readiness probe logs in with, for brokers whose
     /// `extra_config` turns anonymous access off; `None` probes anonymously.
     pub probe_login: Option<(String, String)>,
@@ -43,6 +47,7 @@ impl Default for BrokerOptions {
         Self {
             extra_config: String::new(),
             persistence: true,
+            large_queues: true,
             probe_login: None,
         }
     }
@@ -231,10 +236,11 @@ impl Broker {
         // Time-based autosave every second: cheap under load, and a SIGKILL loses at most 1 s.
         let _ = writeln!(config, "autosave_on_changes false");
         let _ = writeln!(config, "autosave_interval 1");
-        // Tests queue large backlogs for persistent sessions (the Mosquitto default is 1000).
-        let _ = writeln!(config, "max_queued_messages 1000000");
-        let _ = writeln!(config, "max_queued_bytes 0");
-        let _ = writeln!(config, "max_inflight_messages 1000");
+        if options.large_queues {
+            let _ = writeln!(config, "max_queued_messages 1000000");
+            let _ = writeln!(config, "max_queued_bytes 0");
+            let _ = writeln!(config, "max_inflight_messages 1000");
+        }
         // Payloads above 64 KiB must reach ingest so it can reject them as too_large: the
         // Mosquitto defaults for max_packet_size and message_size_limit are "no limit", so
         // neither is set here.

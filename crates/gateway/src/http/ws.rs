@@ -6,12 +6,17 @@
 //! falls behind; when it catches up it gets a fresh snapshot instead of the backlog; if one
 //! send stalls for the whole client timeout the client is dropped.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::web::Bytes;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
+use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -20,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::http::auth;
+use crate::http::frame_limit::FrameLimit;
 use crate::http::origin::origin_allowed;
 use crate::http::state::{AppState, ClientConfig};
 use crate::hub::{ClientSlot, Frame, Hub, MachineFilter, Subscription, merged_texts};
@@ -51,10 +57,12 @@ pub async fn ws_route(
         Ok(slot) => slot,
         Err(refused) => return Ok(*refused),
     };
+    let max_frame_bytes = state.client.max_frame_bytes;
+    let body = limited(&req, body, max_frame_bytes).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let client = Client {
         session,
-        stream: stream.max_frame_size(state.client.max_frame_bytes),
+        stream: stream.max_frame_size(max_frame_bytes),
         hub: Arc::clone(&state.hub),
         filter: query.machines.as_deref().and_then(MachineFilter::parse),
         config: state.client,
@@ -66,6 +74,17 @@ pub async fn ws_route(
     // The message stream is tied to this worker's connection, so the task stays on it.
     actix_web::rt::spawn(state.clients.track_future(client.run().instrument(span)));
     Ok(response)
+}
+
+/// `body` behind a [`FrameLimit`] of `max_bytes`, as the payload actix-ws reads.
+async fn limited(
+    req: &HttpRequest,
+    body: web::Payload,
+    max_bytes: usize,
+) -> actix_web::Result<web::Payload> {
+    let stream: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
+        Box::pin(FrameLimit::new(body, max_bytes));
+    web::Payload::from_request(req, &mut Payload::from(stream)).await
 }
 
 /// The upgrade checks in order (Origin, token, shutdown, capacity): a client slot, or the
@@ -217,6 +236,9 @@ impl Client {
                 Ok(())
             }
             Some(Err(ProtocolError::Overflow)) => Err(End::Protocol(CloseCode::Size)),
+            Some(Err(ProtocolError::Io(e))) if is_overflow(&e) => {
+                Err(End::Protocol(CloseCode::Size))
+            }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "protocol error");
                 Err(End::Protocol(CloseCode::Protocol))
@@ -293,6 +315,14 @@ fn queued_after(
         }
     }
     Ok(queued)
+}
+
+/// Whether the payload error under `e` is [`FrameLimit`]'s refusal (actix-ws wraps payload
+/// errors in an I/O error).
+fn is_overflow(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<PayloadError>())
+        .is_some_and(|inner| matches!(inner, PayloadError::Overflow))
 }
 
 async fn send_message(session: &mut Session, message: Message) -> Result<(), actix_ws::Closed> {

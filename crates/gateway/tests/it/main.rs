@@ -12,5 +12,6 @@ mod helpers;
 mod http;
 mod in_process;
 mod lifecycle;
+mod limits;
 mod shards;
 mod slow_client;

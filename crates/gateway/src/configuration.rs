@@ -68,8 +68,10 @@ service_kit::settings! {
 service_kit::settings! {
     /// The WebSocket clients.
     pub struct WsSettings {
-        /// Origins allowed to open /ws besides the gateway's own host (scheme://host[:port]),
-        /// comma separated; `*` allows any.
+        /// Origins (scheme://host[:port]) whose pages may open /ws, comma separated; `*` allows
+        /// any. List the dashboard's public origin here when browsers reach it by a name or
+        /// through a proxy: without it only pages on the gateway's own IP address or on
+        /// localhost may (a Host name proves nothing against DNS rebinding).
         allowed_origins: Vec<String> = Vec::new();
         /// Most concurrent clients; more get 503.
         max_clients: usize = 10_000, in 1..=1_000_000;

@@ -1,5 +1,17 @@
-//! The Origin rule for `/ws`: browsers may only open the WebSocket from the gateway's own
-//! host or from an origin the operator listed; scripts (no Origin header) are let through.
+//! The Origin rule for `/ws`. Browsers send the page's origin with every upgrade; scripts send
+//! none and are let through. A browser upgrade passes when its Origin
+//!
+//! - is one the operator listed in `ws.allowed_origins` (scheme, host and port all equal; `*`
+//!   allows any), which is where the dashboard's public origin goes (behind a proxy, or
+//!   reached by a DNS name); or
+//! - is the gateway's own address, `http://{Host}`, and that Host is an IP address or
+//!   `localhost`.
+//!
+//! The Host header alone proves nothing: a DNS-rebinding page on `http://evil.example:8000`
+//! makes the browser send `Host: evil.example:8000` to the gateway with a matching Origin.
+//! Names an attacker cannot register (IP literals, `localhost`) are safe to compare against
+//! Host; any other name must be listed. The gateway speaks plain HTTP, so its own origin's
+//! scheme is `http`; an `https` page (a TLS proxy in front) must be listed too.
 
 /// Default port of a scheme, for comparing `http://h` with `h:80`.
 fn default_port(scheme: &str) -> Option<u16> {
@@ -52,7 +64,7 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
 }
 
 /// Whether an upgrade with this `Origin` (if any) may proceed, given the request's `Host`
-/// header and the configured extra origins (`*` allows any).
+/// header and the origins of `ws.allowed_origins`.
 pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = origin else {
         return true;
@@ -63,13 +75,24 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
     let Some(origin) = normalize_origin(origin) else {
         return false;
     };
-    // Same host: the Host the browser sent the request to, with the Origin's scheme.
-    let scheme = origin.split_once("://").map_or("", |(scheme, _)| scheme);
-    let same_host = host.map(|host| format!("{scheme}://{host}"));
+    let own_address = host
+        .filter(|host| is_address(host))
+        .map(|host| format!("http://{host}"));
     (allowed.iter().map(String::as_str))
-        .chain(same_host.as_deref())
+        .chain(own_address.as_deref())
         .filter_map(normalize_origin)
         .any(|allowed| allowed == origin)
+}
+
+/// Whether the host of `authority` (`host[:port]`) is an IP literal or `localhost`: a name no
+/// DNS-rebinding attacker can point at the gateway.
+fn is_address(authority: &str) -> bool {
+    split_authority(authority).is_some_and(|(host, _)| {
+        host == "localhost"
+            || host.parse::<std::net::Ipv4Addr>().is_ok()
+            || (host.strip_prefix('[').and_then(|h| h.strip_suffix(']')))
+                .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+    })
 }
 
 #[cfg(test)]
@@ -109,31 +132,84 @@ mod tests {
     }
 
     #[test]
-    fn same_host_is_allowed() {
-        assert!(origin_allowed(Some("http://gw:8000"), Some("gw:8000"), &[]));
-        assert!(origin_allowed(Some("http://GW"), Some("gw"), &[]));
-        assert!(origin_allowed(Some("https://gw"), Some("gw:443"), &[]));
+    fn the_gateways_own_address_is_allowed() {
         assert!(origin_allowed(
             Some("http://127.0.0.1:4321"),
             Some("127.0.0.1:4321"),
             &[]
         ));
+        assert!(origin_allowed(
+            Some("http://LOCALHOST"),
+            Some("localhost:80"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            Some("http://[::1]:8000"),
+            Some("[::1]:8000"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            Some("http://10.0.0.5:8000"),
+            Some("10.0.0.5:8000"),
+            &[]
+        ));
     }
 
     #[test]
-    fn other_hosts_are_refused_unless_listed() {
+    fn a_host_name_is_not_proof_of_the_same_origin() {
+        // DNS rebinding: the attacker's name resolves to the gateway, Host and Origin agree.
+        assert!(!origin_allowed(
+            Some("http://evil.example:8000"),
+            Some("evil.example:8000"),
+            &[]
+        ));
+        assert!(!origin_allowed(Some("http://gw"), Some("gw"), &[]));
+        assert!(!origin_allowed(
+            Some("http://127.0.0.1.evil.example"),
+            Some("127.0.0.1.evil.example"),
+            &[]
+        ));
+    }
+
+    #[test]
+    fn the_scheme_counts() {
+        assert!(!origin_allowed(
+            Some("https://127.0.0.1:8000"),
+            Some("127.0.0.1:8000"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            Some("https://127.0.0.1"),
+            Some("127.0.0.1:443"),
+            &[]
+        ));
+        let listed = vec!["https://dash.example".to_owned()];
+        assert!(origin_allowed(
+            Some("https://dash.example"),
+            Some("gw:8000"),
+            &listed
+        ));
+        assert!(!origin_allowed(
+            Some("http://dash.example"),
+            Some("dash.example"),
+            &listed
+        ));
+    }
+
+    #[test]
+    fn other_origins_are_refused_unless_listed() {
         assert!(!origin_allowed(
             Some("http://evil.example"),
-            Some("gw:8000"),
+            Some("127.0.0.1:8000"),
             &[]
         ));
         assert!(!origin_allowed(
-            Some("http://gw:8001"),
-            Some("gw:8000"),
+            Some("http://127.0.0.1:8001"),
+            Some("127.0.0.1:8000"),
             &[]
         ));
-        assert!(!origin_allowed(Some("null"), Some("gw:8000"), &[]));
-        assert!(!origin_allowed(Some("http://gw:8000"), None, &[]));
+        assert!(!origin_allowed(Some("null"), Some("127.0.0.1:8000"), &[]));
+        assert!(!origin_allowed(Some("http://127.0.0.1:8000"), None, &[]));
         let allowed = vec!["http://wall.example".to_owned()];
         assert!(origin_allowed(
             Some("http://wall.example:80"),

@@ -15,7 +15,7 @@ use crate::hub::Hub;
 pub struct AppState {
     /// State and fan-out.
     pub hub: Arc<Hub>,
-    /// Extra allowed origins.
+    /// `ws.allowed_origins`: the origins allowed besides the gateway's own address.
     pub allowed_origins: Vec<String>,
     /// Client cap.
     pub max_clients: usize,

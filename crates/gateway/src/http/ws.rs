@@ -96,14 +96,18 @@ fn admit(
 ) -> Result<ClientSlot, Box<HttpResponse>> {
     let metrics = state.hub.metrics();
     let headers = req.headers();
-    let origin = (headers.get(header::ORIGIN)).map(|v| v.to_str().unwrap_or("\u{FFFD}"));
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !origin_allowed(origin, host, &state.allowed_origins) {
+    let origin = only(headers, header::ORIGIN);
+    let host = only(headers, header::HOST);
+    // Two Origin headers: which one the browser meant is anybody's guess.
+    let ambiguous = headers.get_all(header::ORIGIN).nth(1).is_some();
+    if ambiguous || !origin_allowed(origin, host, &state.allowed_origins) {
         metrics.refused_origin.inc();
         tracing::info!(
             origin,
             host,
-            "refused a WebSocket upgrade from a foreign origin"
+            ambiguous,
+            "refused a WebSocket upgrade from a foreign origin (list the dashboard's public \
+             origin in ws.allowed_origins)"
         );
         return Err(Box::new(
             HttpResponse::Forbidden().body("origin not allowed\n"),
@@ -131,6 +135,15 @@ fn admit(
                 .body("too many clients\n"),
         )
     })
+}
+
+/// The value of header `name` when the request carries it once; `\u{FFFD}` when it is not
+/// text (no origin matches that).
+fn only(headers: &header::HeaderMap, name: header::HeaderName) -> Option<&str> {
+    let mut values = headers.get_all(name);
+    let value = values.next()?;
+    let once = values.next().is_none();
+    once.then(|| value.to_str().unwrap_or("\u{FFFD}"))
 }
 
 /// How a client's task ended.

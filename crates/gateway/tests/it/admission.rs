@@ -46,6 +46,65 @@ async fn cross_origin_upgrades_are_refused_with_403() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_rule_holds_against_rebinding_repeated_origins_and_other_schemes() {
+    let broker = Broker::start().await;
+    let gw = TestGateway::start(
+        broker.port(),
+        &["--ws-allowed-origins", "https://dash.example"],
+    )
+    .await;
+    let url = gw.ws_url("");
+    let port = gw.addr.port();
+    let own = format!("http://{}", gw.addr);
+    let evil_host = format!("evil.example:{port}");
+    let evil = format!("http://{evil_host}");
+    let own_https = format!("https://{}", gw.addr);
+    let localhost = format!("localhost:{port}");
+    let localhost_origin = format!("http://{localhost}");
+    let refused = [
+        // DNS rebinding: the attacker's name points at the gateway; Host and Origin agree.
+        vec![("host", evil_host.as_str()), ("origin", evil.as_str())],
+        // Two Origin headers, the first one allowed.
+        vec![("origin", own.as_str()), ("origin", evil.as_str())],
+        vec![("origin", "https://dash.example"), ("origin", own.as_str())],
+        // The gateway's own address with another scheme, and the listed origin with another.
+        vec![("origin", own_https.as_str())],
+        vec![("host", "dash.example"), ("origin", "http://dash.example")],
+    ];
+    let mut statuses = Vec::new();
+    for headers in &refused {
+        statuses.push(match WsClient::connect_with_headers(&url, headers).await {
+            Ok(_) => 101,
+            result => refused_status(result),
+        });
+    }
+    assert_eq!(statuses, [403; 5], "{refused:?}");
+    let allowed = [
+        vec![("origin", own.as_str())],
+        vec![
+            ("host", localhost.as_str()),
+            ("origin", localhost_origin.as_str()),
+        ],
+        // The listed public origin, whatever Host the proxy in front passes on.
+        vec![
+            ("host", evil_host.as_str()),
+            ("origin", "https://dash.example"),
+        ],
+    ];
+    for headers in &allowed {
+        let mut client = WsClient::connect_with_headers(&url, headers)
+            .await
+            .unwrap_or_else(|e| panic!("{headers:?}: {e}"));
+        let frame = client.next_json(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(frame["type"], "snapshot");
+    }
+    assert_eq!(
+        gw.metric("gateway_ws_refused_origin_total").await,
+        refused.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_over_max_clients_are_refused_with_503() {
     let broker = Broker::start().await;
     let gw = TestGateway::start(broker.port(), &["--ws-max-clients", "2"]).await;

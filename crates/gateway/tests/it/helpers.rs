@@ -188,6 +188,26 @@ impl WsClient {
         Ok(Self { ws })
     }
 
+    /// Connects with these headers added to the upgrade request (a name given twice is sent
+    /// twice; `host` replaces the one from the URL).
+    pub async fn connect_with_headers(
+        url: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Self, tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        let map = request.headers_mut();
+        for (name, value) in headers {
+            let value = value.parse().expect("header value");
+            if *name == "host" {
+                map.insert(*name, value);
+            } else {
+                map.append(*name, value);
+            }
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self { ws })
+    }
+
     /// Connects with a 4 KiB socket receive buffer, so a client that does not read stalls
     /// the gateway's sends after little data instead of after megabytes of kernel buffers.
     pub async fn connect_small_buffer(addr: SocketAddr, url: &str) -> Result<Self, String> {

@@ -1,12 +1,16 @@
 //! `gateway`: flags and settings (a bad one is one line on stderr and exit code 2),
-//! telemetry, signals, build, run until SIGINT/SIGTERM. A start-up or run failure is one line
-//! too (exit code 1).
+//! telemetry (with actix-http's line per malformed request rate-limited), signals, build, run
+//! until SIGINT/SIGTERM. A start-up or run failure is one line too (exit code 1).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use gateway::configuration::BINARY;
+use gateway::http::request_errors::RequestErrorLog;
 use gateway::{Application, GatewayConfig, Settings};
+use service_kit::link::LOG_EVERY;
+use service_kit::telemetry;
+use tracing_subscriber::layer::SubscriberExt;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -25,7 +29,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: GatewayConfig) -> anyhow::Result<()> {
-    service_kit::telemetry::init_stderr("info")?;
+    let logs = telemetry::subscriber(
+        telemetry::env_filter("info"),
+        telemetry::json_requested(),
+        std::io::stderr,
+    );
+    telemetry::init(Box::new(logs.with(RequestErrorLog::new(LOG_EVERY))))?;
     let shutdown = service_kit::shutdown::shutdown_token().context("installing signal handlers")?;
     let app = Application::from_config(config).context("starting the gateway")?;
     app.run(shutdown).await.context("gateway failed")

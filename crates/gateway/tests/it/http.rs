@@ -89,3 +89,37 @@ async fn a_bad_setting_is_named_and_the_exit_code_is_not_zero() {
         process.logs()
     );
 }
+
+/// Sends `request` on a fresh connection and returns the status line of the answer.
+async fn raw_status_line(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    // The gateway closes the connection after answering a malformed request.
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_400_and_a_few_warnings_not_an_error_each() {
+    let broker = Broker::start().await;
+    let gw = TestGateway::start(broker.port(), &[]).await;
+    for _ in 0..50 {
+        let status = raw_status_line(gw.addr, b"NOT HTTP AT ALL\r\n\r\n").await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{status:?}");
+    }
+    gw.wait_healthy().await;
+    let logs = gw.process.stderr();
+    let errors: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(r#""level":"ERROR""#))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("malformed or broken HTTP request"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+}

@@ -123,3 +123,24 @@ async fn malformed_requests_get_400_and_a_few_warnings_not_an_error_each() {
         .collect();
     assert_eq!(warnings.len(), 1, "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_the_limits_gets_431() {
+    let broker = Broker::start().await;
+    let gw = TestGateway::start(broker.port(), &[]).await;
+    let long = format!(
+        "GET /api/health HTTP/1.1\r\nHost: gw\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(130 << 10)
+    );
+    let many = format!(
+        "GET /api/health HTTP/1.1\r\nHost: gw\r\n{}\r\n",
+        (0..100)
+            .map(|i| format!("X-{i}: 1\r\n"))
+            .collect::<String>()
+    );
+    for head in [long, many] {
+        let status = raw_status_line(gw.addr, head.as_bytes()).await;
+        assert!(status.starts_with("HTTP/1.1 431"), "{status:?}");
+    }
+    gw.wait_healthy().await;
+}

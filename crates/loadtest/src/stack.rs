@@ -10,12 +10,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 pub use test_support::Rss;
-use test_support::{Broker, BrokerOptions, Metrics, ServiceProcess, unique_client_id};
+use test_support::{
+    Broker, BrokerOptions, Metrics, NATS_NODES, NatsCluster, ServiceProcess, unique_client_id,
+};
 
 /// How long a service may take to become ready: generous, because a service's first session
 /// on a fresh NATS cluster takes seconds (JetStream creates its streams) and the machine may
 /// be loaded.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long each NATS node may take to accept its first MQTT connection (JetStream creates the
+/// MQTT streams then, which is slow on a loaded machine).
+const NATS_MQTT_READY: Duration = Duration::from_secs(90);
 
 /// Where the service binaries are.
 #[derive(Debug, Clone)]
@@ -107,6 +112,26 @@ pub struct BrokerArgs {
     pub config: BrokerConfig,
 }
 
+/// The shipped three-node NATS cluster on free ports, once every node accepts MQTT: the first
+/// MQTT session of each node is slow, and none of that belongs in a measurement.
+///
+/// # Errors
+/// When a node does not accept MQTT in time (the message holds the nodes' logs).
+///
+/// # Panics
+/// When `nats-server` is missing or the cluster does not form (test-support's
+/// [`NatsCluster::start`]).
+pub async fn start_nats_cluster() -> anyhow::Result<NatsCluster> {
+    let cluster = NatsCluster::start().await;
+    for node in 0..NATS_NODES {
+        cluster
+            .wait_mqtt(node, NATS_MQTT_READY)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
+    }
+    Ok(cluster)
+}
+
 /// A running service and the address of its HTTP listener.
 pub struct Service {
     /// The process.
@@ -184,9 +209,23 @@ pub async fn start_gateway(
     broker: &Broker,
     extra: &[String],
 ) -> anyhow::Result<Service> {
+    start_gateway_at(bins, broker.host(), broker.port(), extra).await
+}
+
+/// As [`start_gateway`] against `mqtt_host` (one host or a broker list, as for
+/// [`start_ingest_at`]) and `mqtt_port`.
+///
+/// # Errors
+/// As [`start_ingest`].
+pub async fn start_gateway_at(
+    bins: &Bins,
+    mqtt_host: &str,
+    mqtt_port: u16,
+    extra: &[String],
+) -> anyhow::Result<Service> {
     start_service(
         &bins.gateway,
-        (broker.host(), broker.port()),
+        (mqtt_host, mqtt_port),
         &[],
         extra,
         "/api/health",

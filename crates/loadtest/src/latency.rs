@@ -30,6 +30,8 @@ use crate::wsclient;
 
 /// Longest run: the window is 60 s and nothing may expire during a run.
 const MAX_DURATION_SECS: u64 = 50;
+/// How long the gateway may take to be subscribed after it is healthy.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of a latency run.
 #[derive(Debug, Clone, clap::Args)]
@@ -212,6 +214,8 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
     }
     let ingest = broker.start_ingest(&bins, &extra).await?;
     let gateway = broker.start_gateway(&bins, &args.gateway_flag).await?;
+    let http = reqwest::Client::new();
+    wait_subscribed(&http, &gateway).await?;
 
     let mut ws = wsclient::connect(&gateway.base).await?;
     // The snapshot comes first; start publishing only once the client is live.
@@ -312,7 +316,6 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
     publisher.finish(Duration::from_secs(30)).await?;
 
     // Wait until ingest has accounted for everything and the frames have had time to follow.
-    let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while stack::metric(&http, &ingest.base, "ingest_readings_accepted_total").await? < total as f64
     {
@@ -395,6 +398,24 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
         exact,
         downstream_p50: Duration::from_nanos(u64::try_from(downstream_p50).unwrap_or(0)),
     })
+}
+
+/// Waits until the gateway has received a message: ingest's retained status, replayed once the
+/// gateway's subscriptions are granted. The gateway is healthy as soon as it is connected, and
+/// on the NATS cluster granting its subscriptions (replicated JetStream consumers) took about
+/// half a second, so readings published at once reached the dashboard only then.
+async fn wait_subscribed(http: &reqwest::Client, gateway: &stack::Service) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SUBSCRIBE_TIMEOUT;
+    while stack::metric(http, &gateway.base, "gateway_mqtt_messages_received_total").await? < 1.0 {
+        if Instant::now() > deadline {
+            bail!(
+                "the gateway received nothing, not even ingest's retained status, within {SUBSCRIBE_TIMEOUT:?}\n{}",
+                gateway.process.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// What a latency run measured.

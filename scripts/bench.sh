@@ -8,13 +8,14 @@
 #   --quick   small loads (seconds, not minutes), to check the harness, not for figures
 #
 # Needs mosquitto and mosquitto_sub on PATH (apt-get install mosquitto mosquitto-clients), and
-# nats-server for the cluster row (apt-get install nats-server).
-# Every measurement starts its own Mosquitto (the cluster row also a three-node NATS cluster
-# from deploy/nats) on free 127.0.0.1 ports and the release ingest/gateway binaries; all load
-# stays on this machine and every run stops by itself.
+# nats-server for the cluster and NATS latency rows (apt-get install nats-server).
+# Every measurement starts its own Mosquitto (the cluster row also, the NATS latency rows
+# instead, a three-node NATS cluster from deploy/nats) on free 127.0.0.1 ports and the
+# release ingest/gateway binaries; all load stays on this machine and every run stops by itself.
 # The Mosquitto is a stock one (loadtest's default `--broker stock`): plants connect us to their
 # own broker, which keeps Mosquitto's defaults. Some latency rows and compare run again on the
-# project's config (`--broker project`, set_tcp_nodelay true), each right after its stock row.
+# project's config (`--broker project`, set_tcp_nodelay true), each right after its stock row;
+# the latency rows at 50 and 100 msg/s also on the three-node NATS cluster (`--broker nats`).
 # The flood rows (throughput, cluster, memory of readings and keys) publish as fast as the
 # broker acknowledges and run on the project's config only: a stock Mosquitto queues at most
 # 1 000 QoS 1 messages per subscriber and drops the rest, so they would measure its queue
@@ -74,11 +75,14 @@ else
         # subscriber on the cluster; one ingest on one Mosquitto under the same load beside it.
         "cluster --broker project"
         # Latency targets: 9 keys (the original service's), 8 s runs, default settings; at 50,
-        # 100 and 5000 msg/s also on the project's broker config.
+        # 100 and 5000 msg/s also on the project's broker config, at 50 and 100 msg/s also on
+        # the NATS cluster (one ingest, one gateway).
         "latency --rate 50 --machines 3 --indices 3 --duration-secs 8"
         "latency --rate 50 --machines 3 --indices 3 --duration-secs 8 --broker project"
+        "latency --rate 50 --machines 3 --indices 3 --duration-secs 8 --broker nats"
         "latency --rate 100 --machines 3 --indices 3 --duration-secs 8"
         "latency --rate 100 --machines 3 --indices 3 --duration-secs 8 --broker project"
+        "latency --rate 100 --machines 3 --indices 3 --duration-secs 8 --broker nats"
         "latency --rate 1000 --machines 3 --indices 3 --duration-secs 8"
         "latency --rate 5000 --machines 3 --indices 3 --duration-secs 8"
         "latency --rate 5000 --machines 3 --indices 3 --duration-secs 8 --broker project"

@@ -21,9 +21,6 @@ use crate::delivery::{self, Load, Measured, Target};
 use crate::report::{Row, Verdict};
 use crate::stack::{self, Bins, BrokerArgs, Service};
 
-/// How long each NATS node may take to accept its first MQTT connection (JetStream creates the
-/// MQTT streams then, which is slow on a loaded machine).
-const MQTT_READY: Duration = Duration::from_secs(90);
 /// Every shard's window, long enough that no reading leaves it before the sums are checked,
 /// however slow the run.
 const WINDOW_SECONDS: &str = "3600";
@@ -171,14 +168,7 @@ async fn on_cluster(
     load: &Load,
     timeout: Duration,
 ) -> anyhow::Result<Measured> {
-    let cluster = NatsCluster::start().await;
-    // The first MQTT session of each node is slow; none of that belongs in the measurement.
-    for node in 0..NATS_NODES {
-        cluster
-            .wait_mqtt(node, MQTT_READY)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
-    }
+    let cluster = stack::start_nats_cluster().await?;
     let mut data_dirs = Vec::with_capacity(NATS_NODES);
     let mut shards: Vec<Service> = Vec::with_capacity(NATS_NODES);
     for shard in 0..NATS_NODES {

@@ -8,6 +8,10 @@
 //!
 //! Exactness: values are exact binary fractions, so each key's last frame must show exactly
 //! the count and sum of everything published to it.
+//!
+//! `--broker` picks a private Mosquitto (stock or the project's) or the three-node NATS
+//! cluster; on the cluster the publisher, ingest and gateway each start on a different node
+//! ([`stack::RunningBroker`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,12 +24,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::publisher::Publisher;
 use crate::report::{Row, Verdict, ms, percentile};
-use crate::stack::{self, Bins, BrokerArgs};
+use crate::stack::{self, AnyBrokerArgs, Bins};
 use crate::workload::{self, ClockText};
 use crate::wsclient;
 
 /// Longest run: the window is 60 s and nothing may expire during a run.
 const MAX_DURATION_SECS: u64 = 50;
+/// How long the gateway may take to be subscribed after it is healthy.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of a latency run.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,9 +60,9 @@ pub struct LatencyArgs {
     /// Scrap indices per machine.
     #[arg(long, default_value_t = 5)]
     pub indices: u32,
-    /// Which Mosquitto configuration to start.
+    /// Which broker to start: a Mosquitto configuration or the NATS cluster.
     #[command(flatten)]
-    pub broker: BrokerArgs,
+    pub broker: AnyBrokerArgs,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -71,9 +77,9 @@ pub struct CompareArgs {
     /// Seconds of load.
     #[arg(long, default_value_t = 20)]
     pub duration_secs: u64,
-    /// Which Mosquitto configuration to start.
+    /// Which broker to start: a Mosquitto configuration or the NATS cluster.
     #[command(flatten)]
-    pub broker: BrokerArgs,
+    pub broker: AnyBrokerArgs,
     /// Directory of the `ingest` and `gateway` binaries (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -119,10 +125,10 @@ pub async fn run(args: &LatencyArgs) -> anyhow::Result<Row> {
         format!(
             "latency publish -> WS frame, {} msg/s, {keys} keys, {interval}, {}",
             args.rate,
-            args.broker.config.label()
+            args.broker.kind.label()
         ),
         format!(
-            "p50 **{}**, p99 **{}**, max {}, {} ({} readings; p50 of the parts: broker to a plain subscriber {}, ingest's aggregate to frame {})",
+            "p50 **{}**, p99 **{}**, max {}, {} ({} readings; p50 of the parts: broker to a plain subscriber{} {}, ingest's aggregate to frame {})",
             ms(p50),
             ms(p99),
             ms(samples.last().copied().unwrap_or_default()),
@@ -132,6 +138,10 @@ pub async fn run(args: &LatencyArgs) -> anyhow::Result<Row> {
                 "**not exact**"
             },
             samples.len(),
+            match measured.broker_qos {
+                test_support::QoS::AtMostOnce => " (QoS 0)",
+                _ => "",
+            },
             ms(measured.broker_p50),
             ms(measured.downstream_p50)
         ),
@@ -163,7 +173,7 @@ pub async fn compare(args: &CompareArgs) -> anyhow::Result<Row> {
         format!(
             "original service's load: {} msg/s, 9 keys, publish -> WS frame, {}",
             args.rate,
-            args.broker.config.label()
+            args.broker.kind.label()
         ),
         format!(
             "p50 {}, p99 **{}** ({} readings)",
@@ -191,7 +201,7 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
         bail!("--rate, --machines and --indices must be at least 1");
     }
     let bins = Bins::locate(args.bin_dir.as_deref())?;
-    let broker = args.broker.config.start().await;
+    let broker = args.broker.kind.start().await?;
     let mut extra: Vec<String> = Vec::new();
     if let Some(ms) = args.publish_interval_ms {
         extra.extend(["--publish-interval-ms".to_owned(), ms.to_string()]);
@@ -202,8 +212,10 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
     if let Some(file) = &args.ingest_config {
         extra.extend(["--config".to_owned(), file.display().to_string()]);
     }
-    let ingest = stack::start_ingest(&bins, &broker, &extra).await?;
-    let gateway = stack::start_gateway(&bins, &broker, &args.gateway_flag).await?;
+    let ingest = broker.start_ingest(&bins, &extra).await?;
+    let gateway = broker.start_gateway(&bins, &args.gateway_flag).await?;
+    let http = reqwest::Client::new();
+    wait_subscribed(&http, &gateway).await?;
 
     let mut ws = wsclient::connect(&gateway.base).await?;
     // The snapshot comes first; start publishing only once the client is live.
@@ -255,10 +267,11 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
     });
 
     // A plain subscriber next to ingest: how long the broker alone takes to deliver.
+    let baseline_qos = broker.readings_qos();
     let baseline = test_support::Collector::start_with_qos(
-        broker.port(),
-        &["machines/+/scrap"],
-        test_support::QoS::AtLeastOnce,
+        broker.readings_port(),
+        &[broker.readings_filter()],
+        baseline_qos,
     )
     .await;
     let keys = args.machines * args.indices as usize;
@@ -266,8 +279,12 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
     let topics: Vec<String> = machines.iter().map(|m| workload::topic(m)).collect();
     let mut published: Vec<Vec<Instant>> = vec![Vec::new(); keys];
     let mut expected_sums = vec![0.0_f64; keys];
-    let mut publisher =
-        Publisher::connect(broker.port(), &test_support::unique_client_id("lt-lat"), 1).await?;
+    let mut publisher = Publisher::connect(
+        broker.publish_port(),
+        &test_support::unique_client_id("lt-lat"),
+        1,
+    )
+    .await?;
     let mut clock = ClockText::default();
     let mut payload = Vec::with_capacity(128);
     let total = args.rate * args.duration_secs;
@@ -299,7 +316,6 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
     publisher.finish(Duration::from_secs(30)).await?;
 
     // Wait until ingest has accounted for everything and the frames have had time to follow.
-    let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while stack::metric(&http, &ingest.base, "ingest_readings_accepted_total").await? < total as f64
     {
@@ -377,10 +393,29 @@ pub async fn measure(args: &LatencyArgs) -> anyhow::Result<Measured> {
         .unwrap_or_default();
     Ok(Measured {
         broker_p50: percentile(&broker_delays, 50.0),
+        broker_qos: baseline_qos,
         samples,
         exact,
         downstream_p50: Duration::from_nanos(u64::try_from(downstream_p50).unwrap_or(0)),
     })
+}
+
+/// Waits until the gateway has received a message: ingest's retained status, replayed once the
+/// gateway's subscriptions are granted. The gateway is healthy as soon as it is connected, and
+/// on the NATS cluster granting its subscriptions (replicated JetStream consumers) took about
+/// half a second, so readings published at once reached the dashboard only then.
+async fn wait_subscribed(http: &reqwest::Client, gateway: &stack::Service) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SUBSCRIBE_TIMEOUT;
+    while stack::metric(http, &gateway.base, "gateway_mqtt_messages_received_total").await? < 1.0 {
+        if Instant::now() > deadline {
+            bail!(
+                "the gateway received nothing, not even ingest's retained status, within {SUBSCRIBE_TIMEOUT:?}\n{}",
+                gateway.process.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// What a latency run measured.
@@ -390,8 +425,12 @@ pub struct Measured {
     pub samples: Vec<Duration>,
     /// Every key's last frame showed exactly its readings' count and sum.
     pub exact: bool,
-    /// Median delay from publishing to a plain rumqttc subscriber on the same broker.
+    /// Median delay from publishing to a plain rumqttc subscriber on the same broker (on the
+    /// cluster, on ingest's node).
     pub broker_p50: Duration,
+    /// That subscriber's QoS (0 on the NATS cluster: see
+    /// [`crate::stack::RunningBroker::readings_qos`]).
+    pub broker_qos: test_support::QoS,
     /// Median of frame arrival minus the aggregate's `timestamp` (ingest's clock when it
     /// computed it): the part of the delay after ingest, wall clocks of one machine.
     pub downstream_p50: Duration,

@@ -3,6 +3,8 @@
 //! every run is bounded in messages and time and stops by itself. The Mosquitto is a stock one
 //! unless `--broker project` asks for the project's tuned config ([`stack::BrokerConfig`]):
 //! users run scrap-pulse against their plant's broker, whose configuration is not ours.
+//! `latency` and `compare` also take `--broker nats`, the three-node NATS cluster of
+//! `deploy/nats` ([`stack::AnyBroker`]); the other subcommands refuse it.
 //!
 //! Each subcommand prints one markdown table row (see [`report::HEADER`]):
 //! - [`throughput`]: ingest's rate vs a bare `mosquitto_sub` on the same broker, exact sums.
@@ -33,7 +35,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "loadtest",
     version,
-    about = "scrap-pulse load tests: each subcommand starts its own Mosquitto (free port on 127.0.0.1; stock unless --broker project) and the release ingest/gateway binaries, runs a bounded load and prints one markdown table row.",
+    about = "scrap-pulse load tests: each subcommand starts its own Mosquitto (free port on 127.0.0.1; stock unless --broker project; latency and compare also take --broker nats, a three-node NATS cluster) and the release ingest/gateway binaries, runs a bounded load and prints one markdown table row.",
     after_help = "Build first: cargo build --release -p loadtest -p ingest -p gateway. `--header` prints the table header. scripts/bench.sh runs them all."
 )]
 pub struct Cli {
@@ -88,25 +90,47 @@ mod tests {
     use clap::Parser;
 
     use super::{Cli, Command};
-    use crate::stack::BrokerConfig;
+    use crate::stack::AnyBroker;
 
-    fn latency_broker(args: &[&str]) -> BrokerConfig {
-        let cli = Cli::try_parse_from(["loadtest", "latency"].iter().chain(args))
-            .unwrap_or_else(|e| panic!("{e}"));
-        match cli.command {
-            Command::Latency(latency) => latency.broker.config,
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once(&"loadtest").chain(args)).map(|cli| cli.command)
+    }
+
+    fn latency_broker(args: &[&str]) -> AnyBroker {
+        let args: Vec<&str> = std::iter::once("latency")
+            .chain(args.iter().copied())
+            .collect();
+        match parse(&args).unwrap_or_else(|e| panic!("{e}")) {
+            Command::Latency(latency) => latency.broker.kind,
             other => panic!("parsed as {other:?}"),
         }
     }
 
     #[test]
     fn latency_runs_on_a_stock_broker_unless_told_otherwise() {
-        assert_eq!(latency_broker(&[]), BrokerConfig::Stock);
-        assert_eq!(
-            latency_broker(&["--broker", "project"]),
-            BrokerConfig::Project
-        );
-        assert_eq!(latency_broker(&["--broker", "stock"]), BrokerConfig::Stock);
-        assert!(Cli::try_parse_from(["loadtest", "latency", "--broker", "tuned"]).is_err());
+        assert_eq!(latency_broker(&[]), AnyBroker::Stock);
+        assert_eq!(latency_broker(&["--broker", "project"]), AnyBroker::Project);
+        assert_eq!(latency_broker(&["--broker", "stock"]), AnyBroker::Stock);
+        assert!(parse(&["latency", "--broker", "tuned"]).is_err());
+    }
+
+    #[test]
+    fn latency_and_compare_take_the_nats_cluster_and_the_mosquitto_only_runs_refuse_it() {
+        assert_eq!(latency_broker(&["--broker", "nats"]), AnyBroker::Nats);
+        assert_eq!(AnyBroker::Nats.label(), "NATS cluster (3 nodes)");
+        match parse(&["compare", "--broker", "nats"]).unwrap_or_else(|e| panic!("{e}")) {
+            Command::Compare(compare) => assert_eq!(compare.broker.kind, AnyBroker::Nats),
+            other => panic!("parsed as {other:?}"),
+        }
+        for subcommand in ["throughput", "cluster", "cap", "memory", "fanout"] {
+            let error = parse(&[subcommand, "--broker", "nats"])
+                .map(|c| format!("{c:?}"))
+                .expect_err(subcommand)
+                .to_string();
+            assert!(
+                error.contains("invalid value 'nats'") && error.contains("stock, project"),
+                "{subcommand}: {error}"
+            );
+        }
     }
 }

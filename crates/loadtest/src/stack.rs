@@ -1,6 +1,7 @@
 //! The system under test, started fresh for every run: a private Mosquitto on a free
 //! 127.0.0.1 port (via `test-support`), stock or with the project's setting
-//! ([`BrokerConfig`]), and the real `ingest` and `gateway` binaries.
+//! ([`BrokerConfig`]), or for `latency` and `compare` also the three-node NATS cluster of
+//! `deploy/nats` ([`AnyBroker`]), and the real `ingest` and `gateway` binaries.
 //!
 //! The binaries come from `--bin-dir`, by default the directory of the `loadtest` executable
 //! itself, so `target/release/loadtest` measures `target/release/{ingest,gateway}`.
@@ -10,12 +11,26 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 pub use test_support::Rss;
-use test_support::{Broker, BrokerOptions, Metrics, ServiceProcess, unique_client_id};
+use test_support::{
+    Broker, BrokerOptions, Metrics, NATS_NODES, NatsCluster, QoS, ServiceProcess, unique_client_id,
+};
 
 /// How long a service may take to become ready: generous, because a service's first session
 /// on a fresh NATS cluster takes seconds (JetStream creates its streams) and the machine may
 /// be loaded.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long each NATS node may take to accept its first MQTT connection (JetStream creates the
+/// MQTT streams then, which is slow on a loaded machine).
+const NATS_MQTT_READY: Duration = Duration::from_secs(90);
+/// On the NATS cluster, the node the load's publisher connects to (node 1)...
+const NATS_PUBLISH_NODE: usize = 0;
+/// ...the node ingest connects to first (node 2), and the plain subscriber beside it...
+const NATS_INGEST_NODE: usize = 1;
+/// ...and the gateway's first node (node 3): every hop of a reading crosses a cluster route.
+const NATS_GATEWAY_NODE: usize = 2;
+/// Every reading on the shipped cluster: its mapping moves `machines/{m}/scrap` to
+/// `shard/{k}/machines/{m}/scrap`, and nothing arrives on the plain filter.
+const NATS_READINGS_FILTER: &str = "shard/+/machines/+/scrap";
 
 /// Where the service binaries are.
 #[derive(Debug, Clone)]
@@ -107,6 +122,180 @@ pub struct BrokerArgs {
     pub config: BrokerConfig,
 }
 
+/// `--broker` of `latency` and `compare`: one Mosquitto ([`BrokerConfig`]), or the NATS cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnyBroker {
+    /// One Mosquitto with its own defaults ([`BrokerConfig::Stock`]).
+    #[default]
+    Stock,
+    /// One Mosquitto with the project's config ([`BrokerConfig::Project`]).
+    Project,
+    /// The scale-out deployment: the three nodes of `deploy/nats` (MQTT, JetStream, R3
+    /// streams), one ingest on every shard's readings and one gateway, each given the node list.
+    Nats,
+}
+
+impl AnyBroker {
+    /// The Mosquitto configuration, or None for the cluster.
+    pub fn mosquitto(self) -> Option<BrokerConfig> {
+        match self {
+            Self::Stock => Some(BrokerConfig::Stock),
+            Self::Project => Some(BrokerConfig::Project),
+            Self::Nats => None,
+        }
+    }
+
+    /// What a table row calls it.
+    pub fn label(self) -> &'static str {
+        match self.mosquitto() {
+            Some(config) => config.label(),
+            None => "NATS cluster (3 nodes)",
+        }
+    }
+
+    /// Starts it for one run; on the cluster, returns once every node accepts MQTT.
+    ///
+    /// # Errors
+    /// When a NATS node does not accept MQTT in time (the message holds the nodes' logs).
+    pub async fn start(self) -> anyhow::Result<RunningBroker> {
+        Ok(match self.mosquitto() {
+            Some(config) => RunningBroker::Mosquitto(config.start().await),
+            None => RunningBroker::Nats(start_nats_cluster().await?),
+        })
+    }
+}
+
+/// `--broker` of the subcommands that also run on the NATS cluster.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct AnyBrokerArgs {
+    /// Broker to measure: `stock` (Mosquitto's defaults, what plants run), `project`
+    /// (`set_tcp_nodelay true`, as in mosquitto/config/mosquitto.conf) or `nats` (the
+    /// three-node NATS cluster of deploy/nats, one ingest and one gateway on it).
+    #[arg(long = "broker", value_name = "BROKER", value_enum, default_value_t = AnyBroker::Stock)]
+    pub kind: AnyBroker,
+}
+
+/// The shipped three-node NATS cluster on free ports, once every node accepts MQTT: the first
+/// MQTT session of each node is slow, and none of that belongs in a measurement.
+///
+/// # Errors
+/// When a node does not accept MQTT in time (the message holds the nodes' logs).
+///
+/// # Panics
+/// When `nats-server` is missing or the cluster does not form (test-support's
+/// [`NatsCluster::start`]).
+pub async fn start_nats_cluster() -> anyhow::Result<NatsCluster> {
+    let cluster = NatsCluster::start().await;
+    for node in 0..NATS_NODES {
+        cluster
+            .wait_mqtt(node, NATS_MQTT_READY)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
+    }
+    Ok(cluster)
+}
+
+/// The broker side of a run, from [`AnyBroker::start`]. Dropping it stops the broker or nodes.
+#[derive(Debug)]
+pub enum RunningBroker {
+    /// One private Mosquitto.
+    Mosquitto(Broker),
+    /// The three NATS nodes.
+    Nats(NatsCluster),
+}
+
+impl RunningBroker {
+    /// The port a load publisher connects to: the Mosquitto's, or node 1's.
+    pub fn publish_port(&self) -> u16 {
+        match self {
+            Self::Mosquitto(broker) => broker.port(),
+            Self::Nats(cluster) => cluster.mqtt_port(NATS_PUBLISH_NODE),
+        }
+    }
+
+    /// Where a plain subscriber of the readings connects ([`Self::readings_filter`] at
+    /// [`Self::readings_qos`]), so that it gets them as ingest does: the Mosquitto, or ingest's
+    /// node.
+    pub fn readings_port(&self) -> u16 {
+        match self {
+            Self::Mosquitto(broker) => broker.port(),
+            Self::Nats(cluster) => cluster.mqtt_port(NATS_INGEST_NODE),
+        }
+    }
+
+    /// The filter that receives every reading: the plain one, or every shard's subject on the
+    /// cluster, whose mapping moves the readings there.
+    pub fn readings_filter(&self) -> &'static str {
+        match self {
+            Self::Mosquitto(_) => aggregator_core::topic::READINGS_FILTER,
+            Self::Nats(_) => NATS_READINGS_FILTER,
+        }
+    }
+
+    /// The QoS of a plain subscriber of the readings next to ingest: 1, but 0 on the cluster,
+    /// because nats-server before 2.9.16 may delete a QoS 1 message of two QoS 1 subscribers
+    /// before both have it (docs/scale-out.md), and ingest must get every reading.
+    pub fn readings_qos(&self) -> QoS {
+        match self {
+            Self::Mosquitto(_) => QoS::AtLeastOnce,
+            Self::Nats(_) => QoS::AtMostOnce,
+        }
+    }
+
+    /// Starts one ingest with `extra` flags; on the cluster, with the node list from node 2 and
+    /// subscribed to every shard's readings (a single ingest, shard count 1, as the shipped
+    /// mapping sends nothing to the plain filter). Returns once `/health` says ready.
+    ///
+    /// # Errors
+    /// As [`start_ingest`].
+    pub async fn start_ingest(&self, bins: &Bins, extra: &[String]) -> anyhow::Result<Service> {
+        match self {
+            Self::Mosquitto(broker) => start_ingest(bins, broker, extra).await,
+            Self::Nats(cluster) => {
+                let mut flags = vec![
+                    "--shard-subscribe-topic".to_owned(),
+                    NATS_READINGS_FILTER.to_owned(),
+                ];
+                flags.extend_from_slice(extra);
+                start_ingest_at(
+                    bins,
+                    &cluster.mqtt_hosts_from(NATS_INGEST_NODE),
+                    cluster.mqtt_port(NATS_INGEST_NODE),
+                    &flags,
+                )
+                .await
+                .with_context(|| {
+                    format!("ingest on the NATS cluster; its nodes:\n{}", cluster.logs())
+                })
+            }
+        }
+    }
+
+    /// Starts one gateway with `extra` flags; on the cluster, with the node list from node 3.
+    /// Returns once `/api/health` is 200.
+    ///
+    /// # Errors
+    /// As [`start_ingest`].
+    pub async fn start_gateway(&self, bins: &Bins, extra: &[String]) -> anyhow::Result<Service> {
+        match self {
+            Self::Mosquitto(broker) => start_gateway(bins, broker, extra).await,
+            Self::Nats(cluster) => start_gateway_at(
+                bins,
+                &cluster.mqtt_hosts_from(NATS_GATEWAY_NODE),
+                cluster.mqtt_port(NATS_GATEWAY_NODE),
+                extra,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "gateway on the NATS cluster; its nodes:\n{}",
+                    cluster.logs()
+                )
+            }),
+        }
+    }
+}
+
 /// A running service and the address of its HTTP listener.
 pub struct Service {
     /// The process.
@@ -184,9 +373,23 @@ pub async fn start_gateway(
     broker: &Broker,
     extra: &[String],
 ) -> anyhow::Result<Service> {
+    start_gateway_at(bins, broker.host(), broker.port(), extra).await
+}
+
+/// As [`start_gateway`] against `mqtt_host` (one host or a broker list, as for
+/// [`start_ingest_at`]) and `mqtt_port`.
+///
+/// # Errors
+/// As [`start_ingest`].
+pub async fn start_gateway_at(
+    bins: &Bins,
+    mqtt_host: &str,
+    mqtt_port: u16,
+    extra: &[String],
+) -> anyhow::Result<Service> {
     start_service(
         &bins.gateway,
-        (broker.host(), broker.port()),
+        (mqtt_host, mqtt_port),
         &[],
         extra,
         "/api/health",

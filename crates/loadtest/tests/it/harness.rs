@@ -8,7 +8,7 @@ use loadtest::fanout::{self, FanoutArgs};
 use loadtest::latency::{self, CompareArgs, LatencyArgs};
 use loadtest::memory::{self, MemoryArgs, Scenario};
 use loadtest::report::Verdict;
-use loadtest::stack::{BrokerArgs, BrokerConfig};
+use loadtest::stack::{AnyBroker, AnyBrokerArgs, BrokerArgs, BrokerConfig};
 use loadtest::throughput::{self, ThroughputArgs};
 
 /// `target/debug` (or whichever profile built this test), where the service binaries are.
@@ -99,12 +99,41 @@ async fn latency_sees_every_reading_in_a_frame() {
         ingest_config: None,
         machines: 2,
         indices: 2,
-        broker: BrokerArgs::default(),
+        broker: AnyBrokerArgs::default(),
         bin_dir: bin_dir(),
     };
     let measured = latency::measure(&args).await.expect("a latency run");
     assert_eq!(measured.samples.len(), 200, "one delay per reading");
     assert!(measured.samples.windows(2).all(|w| w[0] <= w[1]), "sorted");
+    assert!(
+        measured.exact,
+        "every key's last frame shows its readings exactly"
+    );
+}
+
+/// The cluster's mapping sends nothing to `machines/+/scrap`: a run that frames every reading
+/// shows that ingest subscribed where the readings are, and that the gateway got every
+/// aggregate through another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_on_the_nats_cluster_sees_every_reading_in_a_frame() {
+    let args = LatencyArgs {
+        rate: 100,
+        duration_secs: 1,
+        publish_interval_ms: Some(0),
+        publish_burst: None,
+        gateway_flag: Vec::new(),
+        ingest_config: None,
+        machines: 2,
+        indices: 2,
+        broker: AnyBrokerArgs {
+            kind: AnyBroker::Nats,
+        },
+        bin_dir: bin_dir(),
+    };
+    let measured = latency::measure(&args)
+        .await
+        .expect("a latency run on the cluster");
+    assert_eq!(measured.samples.len(), 100, "one delay per reading");
     assert!(
         measured.exact,
         "every key's last frame shows its readings exactly"
@@ -141,7 +170,7 @@ async fn compare_runs_the_original_services_key_set() {
     let row = latency::compare(&CompareArgs {
         rate: 50,
         duration_secs: 1,
-        broker: BrokerArgs::default(),
+        broker: AnyBrokerArgs::default(),
         bin_dir: bin_dir(),
     })
     .await

@@ -20,6 +20,32 @@ use crate::rejection::Rejection;
 use crate::timestamp::Timestamp;
 use crate::topic::{machine_from_readings_topic, validate_topic_level};
 
+/// The largest magnitude a reading's value may have: 10^12.
+///
+/// A scrap reading is a count or a mass; no machine sends a trillion of anything in one
+/// reading (a tonne in milligrams is 10^9). The bound keeps every window sum far inside `f64`:
+/// a full window at the design load (10 000 readings/s for 60 s, 600 000 readings, all on one
+/// key) sums to at most 6 x 10^17, so neither the sum nor its compensation term can overflow,
+/// and the compensated sum stays within an ulp of the exact one. A window of whole numbers is
+/// exact as long as its total stays below 2^53 (about 9 x 10^15). Larger values, like
+/// `1e308`, would overflow the sum of two readings; they are `bad_value`.
+pub const MAX_ABS_VALUE: f64 = 1e12;
+
+/// Checks that `value` is a number a machine can send: finite and within
+/// [`MAX_ABS_VALUE`] either way.
+///
+/// # Errors
+/// A `bad_value` naming `value` and the range.
+pub fn check_value(value: f64) -> Result<f64, Rejection> {
+    if value.is_finite() && value.abs() <= MAX_ABS_VALUE {
+        return Ok(value);
+    }
+    Err(Rejection::bad_value(
+        "value",
+        format!("{value} is outside the accepted range -1e12 to 1e12"),
+    ))
+}
+
 /// Limits applied while parsing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParseLimits {
@@ -42,7 +68,7 @@ pub struct Reading<'t> {
     pub machine: &'t str,
     /// Scrap index.
     pub scrap_index: u32,
-    /// Finite value.
+    /// The value, within [`MAX_ABS_VALUE`] either way.
     pub value: f64,
     /// Event time: the payload's time, else the time of receipt.
     pub event_time: Timestamp,
@@ -203,11 +229,17 @@ fn id_from(given: Option<&Scalar<'_>>) -> Result<Option<ReadingId>, Rejection> {
 }
 
 fn check_machine(name: &str, given: &Scalar<'_>, topic_machine: &str) -> Result<(), Rejection> {
-    let text: Cow<'_, str> = match given {
+    let number = match given {
         Scalar::Null => return Ok(()),
-        Scalar::Str(s) => Cow::Borrowed(s.as_ref()),
-        Scalar::U64(n) => Cow::Owned(n.to_string()),
-        Scalar::I64(n) => Cow::Owned(n.to_string()),
+        Scalar::Str(text) if text == topic_machine => return Ok(()),
+        Scalar::Str(text) => {
+            return Err(Rejection::MachineMismatch {
+                topic_machine: topic_machine.to_owned(),
+                payload_machine: text.as_ref().to_owned(),
+            });
+        }
+        Scalar::U64(n) => n.to_string(),
+        Scalar::I64(n) => n.to_string(),
         other => {
             return Err(Rejection::bad_value(
                 name,
@@ -215,13 +247,15 @@ fn check_machine(name: &str, given: &Scalar<'_>, topic_machine: &str) -> Result<
             ));
         }
     };
-    if text != topic_machine {
-        return Err(Rejection::MachineMismatch {
-            topic_machine: topic_machine.to_owned(),
-            payload_machine: text.into_owned(),
-        });
+    // A number is tolerated when it spells the topic level (`7` on machines/7/scrap); any other
+    // number is a sender filling the field wrongly, not naming another machine.
+    if number == topic_machine {
+        return Ok(());
     }
-    Ok(())
+    Err(Rejection::bad_value(
+        name,
+        format!("expected a string, got the number {number}"),
+    ))
 }
 
 fn scrap_index_from(name: &str, given: &Scalar<'_>) -> Result<u32, Rejection> {
@@ -271,10 +305,7 @@ fn value_from(given: &Scalar<'_>) -> Result<f64, Rejection> {
             ));
         }
     };
-    if !v.is_finite() {
-        return Err(Rejection::bad_value("value", "must be a finite number"));
-    }
-    Ok(v)
+    check_value(v)
 }
 
 fn time_from(name: &str, given: Option<&Scalar<'_>>) -> Result<Option<Timestamp>, Rejection> {
@@ -458,6 +489,79 @@ mod tests {
 
     fn fields(json: &str) -> Fields<'_> {
         read_fields(json.as_bytes()).unwrap()
+    }
+
+    fn value_of(json: &str) -> Result<f64, Rejection> {
+        let limits = ParseLimits::default();
+        parse_reading(
+            "machines/A1/scrap",
+            json.as_bytes(),
+            Timestamp::EPOCH,
+            &limits,
+        )
+        .map(|r| r.value)
+    }
+
+    #[test]
+    fn values_up_to_a_trillion_either_way_are_accepted_and_beyond_are_bad_values() {
+        for (json, value) in [
+            (r#"{"scrapIndex":1,"value":1e12}"#, 1e12),
+            (r#"{"scrapIndex":1,"value":-1e12}"#, -1e12),
+            (r#"{"scrapIndex":1,"value":"1000000000000"}"#, 1e12),
+            (r#"{"scrapIndex":1,"value":5e-324}"#, 5e-324),
+            (r#"{"scrapIndex":1,"value":-0.0}"#, 0.0),
+        ] {
+            assert_eq!(value_of(json), Ok(value), "{json}");
+        }
+        for json in [
+            r#"{"scrapIndex":1,"value":1e308}"#,
+            r#"{"scrapIndex":1,"value":-1e308}"#,
+            r#"{"scrapIndex":1,"value":1000000000001}"#,
+            r#"{"scrapIndex":1,"value":18446744073709551615}"#,
+            r#"{"scrapIndex":1,"value":-9223372036854775808}"#,
+            r#"{"scrapIndex":1,"value":"1e13"}"#,
+            r#"{"scrapIndex":1,"value":"inf"}"#,
+            r#"{"scrapIndex":1,"value":"NaN"}"#,
+        ] {
+            let err = value_of(json).unwrap_err();
+            assert_eq!(err.reason(), crate::RejectionReason::BadValue, "{json}");
+            let detail = err.to_string();
+            assert!(
+                detail.contains("`value`") && detail.contains("-1e12 to 1e12"),
+                "{json}: {detail}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_number_as_machine_id_is_a_bad_value_unless_it_spells_the_topic_level() {
+        let limits = ParseLimits::default();
+        let parse = |topic: &'static str, json: &str| {
+            parse_reading(topic, json.as_bytes(), Timestamp::EPOCH, &limits)
+        };
+        for json in [
+            r#"{"machineId":5,"scrapIndex":1,"value":1}"#,
+            r#"{"maschinenId":-5,"scrapIndex":1,"value":1}"#,
+        ] {
+            let err = parse("machines/A1/scrap", json).unwrap_err();
+            assert_eq!(err.reason(), crate::RejectionReason::BadValue, "{json}");
+            assert!(err.to_string().contains("expected a string"), "{err}");
+        }
+        assert!(
+            parse(
+                "machines/5/scrap",
+                r#"{"machineId":5,"scrapIndex":1,"value":1}"#
+            )
+            .is_ok()
+        );
+        let other = parse(
+            "machines/A1/scrap",
+            r#"{"machineId":"B1","scrapIndex":1,"value":1}"#,
+        );
+        assert_eq!(
+            other.unwrap_err().reason(),
+            crate::RejectionReason::MachineMismatch
+        );
     }
 
     #[test]

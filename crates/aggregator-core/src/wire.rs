@@ -60,6 +60,14 @@ pub struct KeyRef {
     pub scrap_index: u32,
 }
 
+/// The largest aggregate, alarm or trend payload the services read: 1 MiB. The largest that
+/// ingest publishes, a trend of the most points `trend.points` allows (10 000), is about
+/// 620 KiB; a larger message on those topics is not ingest's and is skipped unparsed.
+pub const MAX_SIGNAL_PAYLOAD_BYTES: usize = 1 << 20;
+
+/// How much of a rejected payload a [`DeadLetter`] carries: its first KiB.
+pub const DEAD_LETTER_PAYLOAD_BYTES: usize = 1024;
+
 /// A rejected payload as published on `ingest/rejected` (not retained).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -79,7 +87,7 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// Builds the dead letter for `rejection` of `payload` received on `topic` at `received_at`.
     pub fn new(rejection: &Rejection, topic: &str, payload: &[u8], received_at: Timestamp) -> Self {
-        let head = &payload[..payload.len().min(1024)];
+        let head = &payload[..payload.len().min(DEAD_LETTER_PAYLOAD_BYTES)];
         DeadLetter {
             reason: rejection.reason().as_str().to_owned(),
             detail: rejection.to_string(),
@@ -93,6 +101,24 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_trend_ingest_publishes_fits_the_signal_payload_bound() {
+        use crate::trend::{TrendMessage, TrendPointMessage};
+        let point = TrendPointMessage {
+            t: "2026-01-01T12:00:10.000Z".into(),
+            // The longest a window sum prints: negative, 17 digits and an exponent.
+            sum: -1.2345678901234567e-300,
+        };
+        let trend = TrendMessage {
+            machine_id: "m".repeat(256),
+            scrap_index: u32::MAX,
+            interval_seconds: 86_400,
+            points: vec![point; 10_000],
+        };
+        let size = serde_json::to_vec(&trend).unwrap().len();
+        assert!(size < MAX_SIGNAL_PAYLOAD_BYTES * 3 / 4, "{size}");
+    }
 
     #[test]
     fn aggregate_json_has_the_contract_field_names() {

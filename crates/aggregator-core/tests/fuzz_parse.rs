@@ -4,13 +4,14 @@
 //! fuzzed here with proptest instead: arbitrary bytes and topics, and structured mutations of
 //! valid payloads (fields dropped, renamed, retyped, truncated, bytes flipped). For every input
 //! the parser must return, never panic; a rejection is one of the contract's reasons the parser
-//! can decide; an accepted reading has a finite value and a machine id that is the topic level
-//! and a legal topic level.
+//! can decide; an accepted reading has a finite value within the accepted range and a machine
+//! id that is the topic level and a legal topic level.
 //!
 //! Bounded for CI: `PROPTEST_CASES` sets the cases per property (default 4096 here); more, e.g.
 //! `PROPTEST_CASES=1000000 cargo nextest run -p aggregator-core --test fuzz_parse`, for a
 //! longer hunt.
 
+use aggregator_core::parse::MAX_ABS_VALUE;
 use aggregator_core::rejection::RejectionReason;
 use aggregator_core::topic::{machine_from_readings_topic, validate_topic_level};
 use aggregator_core::{ParseLimits, Reading, Rejection, Timestamp, parse_reading};
@@ -43,8 +44,8 @@ fn check(topic: &str, payload: &[u8], limits: &ParseLimits) -> Result<(), TestCa
     match result {
         Ok(reading) => {
             prop_assert!(
-                reading.value.is_finite(),
-                "non-finite value {}",
+                reading.value.is_finite() && reading.value.abs() <= MAX_ABS_VALUE,
+                "value {} outside the accepted range",
                 reading.value
             );
             prop_assert_eq!(Some(reading.machine), machine_from_readings_topic(topic));

@@ -11,6 +11,7 @@ use aggregator_core::topic::{
     shard_from_status_topic,
 };
 use aggregator_core::trend::TrendMessage;
+use aggregator_core::wire::MAX_SIGNAL_PAYLOAD_BYTES;
 use serde::Deserialize;
 
 use crate::hub::Hub;
@@ -42,6 +43,12 @@ pub enum InvalidMessage {
     /// Payload is not an ingest status.
     #[error("payload is not an ingest status: {0}")]
     Status(String),
+    /// Payload is larger than any message ingest publishes; it is not parsed.
+    #[error("payload is {size} bytes, over the limit of {MAX_SIGNAL_PAYLOAD_BYTES} bytes")]
+    TooLarge {
+        /// Payload size in bytes.
+        size: usize,
+    },
 }
 
 /// The part of `status/ingest` and `status/ingest/{k}` the gateway needs.
@@ -55,8 +62,15 @@ struct Liveness {
 /// Applies one publish to the hub. An empty payload clears the key (or the ingest status).
 ///
 /// # Errors
-/// When the topic or payload cannot be used; the hub is then unchanged.
+/// When the topic or payload cannot be used, or the payload is over
+/// [`MAX_SIGNAL_PAYLOAD_BYTES`] (whatever the topic: none of ours is that large); the hub is
+/// then unchanged.
 pub fn apply_publish(hub: &Hub, topic: &str, payload: &[u8]) -> Result<(), InvalidMessage> {
+    if payload.len() > MAX_SIGNAL_PAYLOAD_BYTES {
+        return Err(InvalidMessage::TooLarge {
+            size: payload.len(),
+        });
+    }
     let shard = shard_from_status_topic(topic);
     if topic == INGEST_STATUS_TOPIC || shard.is_some() {
         let status = (!payload.is_empty())
@@ -171,6 +185,25 @@ mod tests {
         assert_eq!(hub.health().ingest, None);
         assert_eq!(hub.alarms_json(None), "[]");
         assert!(hub.subscribe(None).snapshot.contains(r#""trends":[]"#));
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_unparsed_on_any_topic() {
+        let hub = hub();
+        apply_publish(&hub, "aggregates/A1/2", A1_2.as_bytes()).unwrap();
+        // A well-formed aggregate, padded with an unknown field to 2 MB.
+        let mut padded = A1_2.as_bytes()[..A1_2.len() - 1].to_vec();
+        padded.extend_from_slice(b",\"pad\":\"");
+        padded.resize(2 * 1024 * 1024, b'x');
+        padded.extend_from_slice(b"\"}");
+        for topic in ["aggregates/A1/2", "status/ingest", "trends/A1/2"] {
+            let err = apply_publish(&hub, topic, &padded).unwrap_err();
+            assert_eq!(err, InvalidMessage::TooLarge { size: padded.len() });
+        }
+        hub.flush();
+        let v: serde_json::Value = serde_json::from_str(&hub.aggregates_json()).unwrap();
+        assert_eq!(v[0]["count"], 7, "the key is unchanged");
+        assert_eq!(hub.health().ingest, None);
     }
 
     #[test]

@@ -341,7 +341,7 @@ mod tests {
             (&["--window-seconds", "0"][..], "`window.seconds`"),
             (&["--listen", "nowhere"], "`listen`"),
             (
-                &["--limits-max-payload-bytes", "2000000"],
+                &["--mqtt-max-packet-bytes", "100000"],
                 "`mqtt.max_packet_bytes`",
             ),
             (

@@ -55,7 +55,7 @@ metrics! {
     readings_other_shard: Counter = "readings_other_shard",
         "Readings of machines another shard owns, dropped before parsing";
     readings_retained_ignored: Counter = "readings_retained_ignored",
-        "Readings delivered with the retain flag (a stored copy, not a new reading), ignored";
+        "Readings delivered with the retain flag (a stored copy, not a new reading) or empty (the clear of one), ignored";
     readings_duplicate: Counter = "readings_duplicate",
         "Readings whose (machine, id) was already counted within the window, dropped";
     subscription_qos: Gauge = "subscription_qos",

@@ -14,6 +14,8 @@
 //! the broker sends is answered at once (PUBREC, PUBCOMP), so nothing waits there.
 
 use aggregator_core::Timestamp;
+use aggregator_core::wire::DEAD_LETTER_PAYLOAD_BYTES;
+use bytes::Bytes;
 use rumqttc::{
     AsyncClient, Incoming, LastWill, MqttOptions, MqttState, Outgoing, Publish, QoS,
     SubscribeFilter, SubscribeReasonCode,
@@ -32,6 +34,15 @@ pub enum Inbound {
     /// A message on `machines/+/scrap`, whole (packet id, QoS, DUP) so that the pipeline can
     /// acknowledge it once durable and recognise a redelivery.
     Reading(Publish),
+    /// A message on `machines/+/scrap` larger than `limits.max_payload_bytes`, to be rejected
+    /// as `too_large`: its payload cut to what the dead letter shows, so that a queue of
+    /// them holds kilobytes, not the megabytes the broker sent.
+    Oversized {
+        /// The message with the head of its payload.
+        publish: Publish,
+        /// The size of its whole payload, in bytes.
+        size: usize,
+    },
     /// Retained aggregates, alarms and trends of a previous run, read once at start-up (sent
     /// even when empty: alarms and trends wait for it).
     Retained(crate::restart::snapshot::Snapshot),
@@ -109,6 +120,7 @@ impl LinkTask {
         let capacity = config.settings.limits.request_capacity;
         let handler = |role| Handler {
             role,
+            max_payload_bytes: config.settings.limits.max_payload_bytes,
             inbound: inbound.clone(),
             state: state.clone(),
             metrics: metrics.clone(),
@@ -157,6 +169,8 @@ enum Role {
 /// Ingest's [`LinkHandler`], one per connection.
 struct Handler {
     role: Role,
+    /// `limits.max_payload_bytes`: larger payloads are cut before they are queued.
+    max_payload_bytes: usize,
     inbound: mpsc::Sender<Inbound>,
     state: watch::Sender<LinkState>,
     metrics: Metrics,
@@ -205,9 +219,18 @@ impl LinkHandler for Handler {
         let _ = self.inbound.send(connected).await;
     }
 
-    async fn publish(&mut self, publish: Publish) {
+    async fn publish(&mut self, mut publish: Publish) {
         // Only the input connection subscribes.
-        if self.inbound.send(Inbound::Reading(publish)).await.is_err() {
+        let size = publish.payload.len();
+        let inbound = if size > self.max_payload_bytes {
+            // A copy, not a slice: a slice would keep the whole packet's buffer alive.
+            let head = &publish.payload[..size.min(DEAD_LETTER_PAYLOAD_BYTES)];
+            publish.payload = Bytes::copy_from_slice(head);
+            Inbound::Oversized { publish, size }
+        } else {
+            Inbound::Reading(publish)
+        };
+        if self.inbound.send(inbound).await.is_err() {
             self.metrics.readings_dropped_at_shutdown.inc();
         }
     }
@@ -312,6 +335,34 @@ pub fn output_client_id(client_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_oversized_reading_is_queued_as_the_head_of_its_payload() {
+        let (inbound, mut queued) = mpsc::channel(4);
+        let mut handler = Handler {
+            role: Role::Input,
+            max_payload_bytes: 65_536,
+            inbound,
+            state: watch::channel(LinkState::default()).0,
+            metrics: Metrics::register(&mut prometheus_client::registry::Registry::default()),
+        };
+        let topic = "machines/A1/scrap";
+        let big = Publish::new(topic, QoS::AtLeastOnce, vec![b'x'; 10_000_000]);
+        handler.publish(big).await;
+        let at_limit = Publish::new(topic, QoS::AtLeastOnce, vec![b' '; 65_536]);
+        handler.publish(at_limit).await;
+        match queued.recv().await {
+            Some(Inbound::Oversized { publish, size }) => {
+                assert_eq!((publish.payload.len(), size), (1024, 10_000_000));
+                assert_eq!(publish.topic, topic);
+            }
+            other => panic!("{other:?}"),
+        }
+        match queued.recv().await {
+            Some(Inbound::Reading(publish)) => assert_eq!(publish.payload.len(), 65_536),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn a_pubrel_of_an_earlier_connection_is_completed_not_fatal() {

@@ -9,6 +9,7 @@ mod dashboard;
 mod fanout;
 mod frames;
 mod helpers;
+mod hostile;
 mod http;
 mod in_process;
 mod lifecycle;

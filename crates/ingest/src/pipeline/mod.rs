@@ -239,6 +239,10 @@ impl Pipeline {
                     received += 1;
                     accepted += u64::from(self.ingest(&publish, now));
                 }
+                Inbound::Oversized { publish, size } => {
+                    received += 1;
+                    self.reject_oversized(&publish, size, now);
+                }
                 Inbound::InputConnected { session_present } => {
                     self.on_input_connected(session_present);
                 }
@@ -259,11 +263,7 @@ impl Pipeline {
 
     /// One message; true when it was accepted.
     fn ingest(&mut self, publish: &Publish, now: Timestamp) -> bool {
-        if publish.qos != QoS::AtMostOnce {
-            // Acknowledged after the batch is durable, whatever becomes of it here.
-            self.outbox.owe_ack(publish.qos, publish.pkid);
-        }
-        if self.not_ours(publish) {
+        if !self.receive(publish) {
             return false;
         }
         let delivery = Delivery::of(publish);
@@ -303,12 +303,33 @@ impl Pipeline {
         true
     }
 
+    /// A message whose payload was over `limits.max_payload_bytes` (`size` bytes, cut to its
+    /// head on arrival): acknowledged like any other, so that it is not sent again, and
+    /// rejected as `too_large`.
+    fn reject_oversized(&mut self, publish: &Publish, size: usize, now: Timestamp) {
+        if self.receive(publish) {
+            let limit = self.limits.max_payload_bytes;
+            self.reject(&Rejection::TooLarge { size, limit }, publish, now);
+        }
+    }
+
+    /// Owes the acknowledgement of `publish` and tells whether it is this process's to count.
+    fn receive(&mut self, publish: &Publish) -> bool {
+        if publish.qos != QoS::AtMostOnce {
+            // Acknowledged after the batch is durable, whatever becomes of it here.
+            self.outbox.owe_ack(publish.qos, publish.pkid);
+        }
+        !self.not_ours(publish)
+    }
+
     /// True (and counted) for a message this process must not count: the broker's retained
-    /// copy of an old reading, or a reading of a machine another shard owns. Checked before
-    /// parsing, so that the other shards' traffic costs only a hash.
+    /// copy of an old reading, an empty payload, or a reading of a machine another shard owns.
+    /// Checked before parsing, so that the other shards' traffic costs only a hash.
     fn not_ours(&self, publish: &Publish) -> bool {
-        if publish.retain {
-            // Replayed on every (re)subscription; the live reading was counted when sent.
+        // Retained: replayed on every (re)subscription; the live reading was counted when sent.
+        // Empty: an operator clearing a reading that was published retained by mistake (the
+        // broker passes the clear on as an ordinary message); never a reading.
+        if publish.retain || publish.payload.is_empty() {
             self.metrics.readings_retained_ignored.inc();
             return true;
         }
@@ -709,6 +730,33 @@ mod tests {
         for reason in aggregator_core::RejectionReason::ALL {
             assert_eq!(metrics.rejected(reason).get(), 0, "{reason}");
         }
+    }
+
+    #[test]
+    fn an_empty_payload_clears_a_retained_reading_and_is_no_rejection() {
+        let (mut p, metrics, _event_loop) = pipeline(100, Duration::ZERO);
+        let clear = Publish::new("machines/A1/scrap", QoS::AtLeastOnce, Vec::new());
+        p.handle_batch([Inbound::Reading(clear)].into_iter(), clock_now());
+        assert_eq!(metrics.readings_retained_ignored.get(), 1);
+        for reason in aggregator_core::RejectionReason::ALL {
+            assert_eq!(metrics.rejected(reason).get(), 0, "{reason}");
+        }
+        assert_eq!(p.store.key_count(), 0);
+    }
+
+    #[test]
+    fn an_oversized_message_is_rejected_with_its_whole_size() {
+        let (mut p, metrics, _event_loop) = pipeline(100, Duration::ZERO);
+        let head = Publish::new("machines/A1/scrap", QoS::AtLeastOnce, vec![b'x'; 1024]);
+        let oversized = Inbound::Oversized {
+            publish: head,
+            size: 10_000_000,
+        };
+        p.handle_batch([oversized].into_iter(), clock_now());
+        assert_eq!(metrics.readings_received.get(), 1);
+        assert_eq!(metrics.rejected(RejectionReason::TooLarge).get(), 1);
+        assert_eq!(metrics.dead_letters_dropped.get(), 0, "queued");
+        assert_eq!(p.store.key_count(), 0);
     }
 
     #[test]

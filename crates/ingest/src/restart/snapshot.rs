@@ -15,6 +15,7 @@ use aggregator_core::topic::{
     key_from_alarm_topic, key_from_trend_topic,
 };
 use aggregator_core::trend::{TrendMessage, TrendPoint};
+use aggregator_core::wire::MAX_SIGNAL_PAYLOAD_BYTES;
 use aggregator_core::{Aggregate, Timestamp};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, SubscribeFilter};
 use tokio_util::sync::CancellationToken;
@@ -83,6 +84,9 @@ pub struct Snapshot {
     pub trends: Vec<RetainedTrend>,
     /// How much of the retained state this is.
     pub read: ReadBack,
+    /// Retained messages skipped because they are none of ours: not JSON of the right shape,
+    /// another key than their topic's, or over [`MAX_SIGNAL_PAYLOAD_BYTES`].
+    pub unusable: usize,
 }
 
 /// Reads every retained aggregate, alarm and trend through its own clean-session connection,
@@ -163,7 +167,7 @@ async fn read_from(
                 return found;
             }
             Err(e) => {
-                tracing::debug!(error = %e, "retained-aggregate snapshot: connection lost");
+                tracing::warn!(error = %e, "retained-aggregate snapshot: connection lost");
                 break;
             }
         }
@@ -204,8 +208,18 @@ impl Snapshot {
     /// The one line that says what the start-up read came to, after trying `brokers` brokers
     /// for `waited`.
     fn log_outcome(&self, brokers: usize, waited: Duration, shut_down: bool) {
-        let (aggregates, alarms, trends) =
-            (self.aggregates.len(), self.alarms.len(), self.trends.len());
+        let (aggregates, alarms, trends, unusable) = (
+            self.aggregates.len(),
+            self.alarms.len(),
+            self.trends.len(),
+            self.unusable,
+        );
+        if unusable > 0 {
+            tracing::warn!(
+                unusable,
+                "retained state: skipped messages on aggregates/, alarms/ or trends/ that are not ingest's"
+            );
+        }
         match self.read {
             ReadBack::Complete => {
                 tracing::info!(aggregates, alarms, trends, "retained state read back");
@@ -229,9 +243,15 @@ impl Snapshot {
     }
 
     /// Keeps a retained message if it is a well-formed aggregate, alarm or trend of the key its
-    /// topic names; clears (empty payloads) and anything else are skipped.
+    /// topic names; clears (empty payloads) are skipped, anything else is skipped and counted
+    /// in [`Snapshot::unusable`]. A payload over [`MAX_SIGNAL_PAYLOAD_BYTES`] is not parsed.
     pub fn add(&mut self, topic: &str, payload: &[u8]) {
-        if let Some(aggregate) = parse_retained(topic, payload) {
+        if payload.is_empty() {
+            return;
+        }
+        if payload.len() > MAX_SIGNAL_PAYLOAD_BYTES {
+            self.unusable += 1;
+        } else if let Some(aggregate) = parse_retained(topic, payload) {
             self.aggregates.push(aggregate);
         } else if let Some((machine, index)) = key_from_alarm_topic(topic)
             && let Ok(alarm) = AlarmMessage::parse(payload)
@@ -250,6 +270,8 @@ impl Snapshot {
                 scrap_index: index,
                 points,
             });
+        } else {
+            self.unusable += 1;
         }
     }
 }
@@ -304,5 +326,25 @@ mod tests {
         assert_eq!(s.trends.len(), 1);
         assert_eq!(s.trends[0].points.len(), 1);
         assert!(s.aggregates.is_empty());
+        assert_eq!(s.unusable, 3, "two on another key's topic, one not a trend");
+    }
+
+    #[test]
+    fn an_oversized_retained_message_is_skipped_unparsed_and_counted() {
+        let aggregate = br#"{"maschinenId":"A1","scrapIndex":2,"sumLast60s":5.0,"avgLast60s":2.5,"count":2,"windowSeconds":60,"timestamp":"2026-01-01T12:00:30.123Z"}"#;
+        let mut padded = aggregate[..aggregate.len() - 1].to_vec();
+        padded.extend_from_slice(b",\"pad\":\"");
+        padded.resize(2 * 1024 * 1024, b'x');
+        padded.extend_from_slice(b"\"}");
+        assert!(
+            serde_json::from_slice::<Aggregate>(&padded).is_ok(),
+            "a valid aggregate"
+        );
+        let mut s = Snapshot::default();
+        s.add("aggregates/A1/2", &padded);
+        s.add("aggregates/A1/2", b"");
+        s.add("aggregates/A1/2", aggregate);
+        assert_eq!(s.aggregates.len(), 1);
+        assert_eq!(s.unusable, 1);
     }
 }

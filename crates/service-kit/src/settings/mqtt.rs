@@ -8,6 +8,10 @@ use rumqttc::MqttOptions;
 
 use crate::{Backoff, BrokerAddr, Failover, MqttSecurity, Secret, SettingsError};
 
+/// The largest packet MQTT can express: a remaining length of 268 435 455 bytes (256 MiB),
+/// which is also what a stock Mosquitto (`max_packet_size` unset) lets through.
+pub const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
+
 crate::settings! {
     /// The broker connection.
     pub struct MqttSettings {
@@ -39,8 +43,12 @@ crate::settings! {
         reconnect_min_ms: u64 = 100, in 1..=60_000;
         /// Longest pause between reconnection attempts, in ms.
         reconnect_max_ms: u64 = 5_000, in 1..=600_000;
-        /// Largest MQTT packet read from the broker, in bytes (MQTT allows 256 MiB).
-        max_packet_bytes: usize = 1_114_112, in 1_024..=268_435_455;
+        /// Largest MQTT packet read from the broker, in bytes; the default is MQTT's maximum
+        /// (256 MiB), so that every message a broker delivers is read and, if too large for
+        /// the service, rejected. A larger one drops the connection and, redelivered, loops:
+        /// lower this only together with the broker's max_packet_size. A packet is held in
+        /// memory whole while it is read.
+        max_packet_bytes: usize = MQTT_MAX_PACKET_BYTES, in 1_024..=MQTT_MAX_PACKET_BYTES;
     }
 }
 

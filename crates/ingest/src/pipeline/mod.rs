@@ -558,7 +558,11 @@ impl Pipeline {
             self.outbox.next_deadline(),
             self.settle.next_deadline(),
             self.orphans.next_deadline(),
-            Some(self.trends.next_deadline()),
+            // While paused, trends wait like aggregates.
+            Some(
+                self.outbox
+                    .not_before_pause_end(self.trends.next_deadline(now)),
+            ),
         ]
         .into_iter()
         .flatten()
@@ -757,6 +761,40 @@ mod tests {
         assert_eq!(metrics.rejected(RejectionReason::TooLarge).get(), 1);
         assert_eq!(metrics.dead_letters_dropped.get(), 0, "queued");
         assert_eq!(p.store.key_count(), 0);
+    }
+
+    #[test]
+    fn a_trend_round_goes_out_in_parts_between_turns_not_all_at_once() {
+        use crate::signals::trends::TRENDS_PER_TURN;
+        let keys = 3 * TRENDS_PER_TURN + 10;
+        let (mut p, metrics, _event_loops) = pipeline(100_000, Duration::ZERO);
+        let now = clock_now();
+        p.handle_batch(readings(keys), now);
+        let snapshot = Snapshot {
+            read: crate::restart::snapshot::ReadBack::Complete,
+            ..Snapshot::default()
+        };
+        p.handle_batch([Inbound::Retained(snapshot)].into_iter(), now);
+        assert_eq!(metrics.trends_published.get(), 0, "no samples yet");
+
+        let round = p.trends.next_deadline(now);
+        p.tick(round);
+        assert_eq!(metrics.trends_published.get(), TRENDS_PER_TURN as u64);
+        // The rest waits for the next turns, which are due at once.
+        assert_eq!(p.trends.next_deadline(round), round);
+        let mut turns = 1;
+        while metrics.trends_published.get() < keys as u64 {
+            p.tick(round);
+            turns += 1;
+            assert!(
+                turns <= 4,
+                "{} after {turns} turns",
+                metrics.trends_published.get()
+            );
+        }
+        assert_eq!(turns, 4);
+        assert_eq!(metrics.trends_published.get(), keys as u64, "each key once");
+        assert!(p.trends.next_deadline(round) > round, "the round is over");
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! the last `trend_points` samples are published retained QoS 1 on
 //! `trends/{machineId}/{scrapIndex}`.
 //!
+//! Sampling every key is cheap; encoding and queuing every trend is not (at 100 000 keys it
+//! took seconds, and aggregates waited behind it). So a round's messages go out at most
+//! [`TRENDS_PER_TURN`] per turn of the aggregation task, between batches of input, and only
+//! while the outbox has nothing else waiting.
+//!
 //! The broker is the store: at start the retained trends are read back
 //! ([`Trends::restore`]) and continued with `aggregator_core::trend::Trend::merge`. Until
 //! then samples are taken but not published, so that a fresh, short trend never overwrites
@@ -12,16 +17,23 @@
 use aggregator_core::topic::trend_topic;
 use aggregator_core::trend::{Trend, TrendConfig, TrendPoint};
 use aggregator_core::{Key, KeyId, Timestamp, WindowStore};
+use std::collections::VecDeque;
+
 use hashbrown::HashMap;
 
 use crate::metrics::Metrics;
 use crate::pipeline::outbox::Outbox;
 use crate::restart::snapshot::{ReadBack, RetainedTrend};
 
+/// Most trend messages handed to the outbox per turn of the aggregation task.
+pub const TRENDS_PER_TURN: usize = 256;
+
 /// The trends of every tracked key.
 pub struct Trends {
     config: TrendConfig,
     trends: HashMap<KeyId, Trend>,
+    /// Keys whose trend is still to be published in this round, in order.
+    due: VecDeque<KeyId>,
     /// Read-back trends of keys not tracked (yet), by (machine, index).
     read_back: HashMap<(String, u32), Vec<TrendPoint>>,
     /// The next sample instant.
@@ -37,6 +49,7 @@ impl Trends {
         Trends {
             config,
             trends: HashMap::new(),
+            due: VecDeque::new(),
             read_back: HashMap::new(),
             next_tick: config.next_tick(now),
             ready: false,
@@ -44,25 +57,36 @@ impl Trends {
         }
     }
 
-    /// When the next sample is due.
-    pub fn next_deadline(&self) -> Timestamp {
-        self.next_tick
+    /// When there is work at `now` or later: at once while a round is being published, else
+    /// the next sample.
+    pub fn next_deadline(&self, now: Timestamp) -> Timestamp {
+        if self.due.is_empty() {
+            self.next_tick
+        } else {
+            now
+        }
     }
 
     /// Samples every tracked key when a sample is due at `now` (the window expired as of
-    /// `now`), and publishes the trends once the snapshot has been read.
+    /// `now`), starts a round of messages once the snapshot has been read, and hands the
+    /// next part of the round to the outbox.
     pub fn tick(&mut self, store: &WindowStore, now: Timestamp, out: &mut Outbox) {
-        if now < self.next_tick {
-            return;
+        if now >= self.next_tick {
+            self.sample(store, now);
         }
+        self.publish_some(store, now, out);
+    }
+
+    fn sample(&mut self, store: &WindowStore, now: Timestamp) {
         // A late wake-up (a busy or suspended process) takes one sample, at the tick that was
         // due, and goes on from the next tick after now: no burst of catch-up samples.
         let at = self.next_tick;
         self.next_tick = self.config.next_tick(now);
-        // A trend message carries the whole trend, so a skipped one loses nothing: while the
-        // previous tick's messages still wait for the client (broker away), take the samples
-        // but queue no more, or the backlog would grow by every key on every tick.
-        let publishing = self.ready && out.in_order_backlog() == 0;
+        // A trend message carries the whole trend, so a new round replaces what is left of the
+        // last one (the broker was away): the keys it missed are in the new one.
+        if self.ready {
+            self.due.clear();
+        }
         for id in store.key_ids() {
             let (Some(key), Some(totals)) = (store.key(id), store.totals(id)) else {
                 continue;
@@ -78,7 +102,24 @@ impl Trends {
                 trend
             });
             trend.push(at, totals.sum);
-            if publishing {
+            if self.ready {
+                self.due.push_back(id);
+            }
+        }
+    }
+
+    /// Hands the next trends of the round to the outbox: up to [`TRENDS_PER_TURN`], fewer
+    /// while other messages wait there (the client's queue is full).
+    fn publish_some(&mut self, store: &WindowStore, now: Timestamp, out: &mut Outbox) {
+        let room = TRENDS_PER_TURN.saturating_sub(out.in_order_backlog());
+        for _ in 0..room {
+            let Some(id) = self.due.pop_front() else {
+                return;
+            };
+            // A key forgotten meanwhile has no trend any more; its retained one is cleared.
+            if let (Some(key), Some(trend)) = (store.key(id), self.trends.get(&id))
+                && !trend.is_empty()
+            {
                 publish(&self.config, &self.metrics, key, trend, now, out);
             }
         }
@@ -122,13 +163,8 @@ impl Trends {
             tracing::info!("trends: no retained trends were read, starting from the windows alone");
         }
         self.ready = true;
-        for (id, trend) in &self.trends {
-            if let Some(key) = store.key(*id)
-                && !trend.is_empty()
-            {
-                publish(&self.config, &self.metrics, key, trend, now, out);
-            }
-        }
+        self.due.extend(self.trends.keys().copied());
+        self.publish_some(store, now, out);
     }
 
     /// Drops the trends of keys the store no longer tracks (their retained trend is cleared

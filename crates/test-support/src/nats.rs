@@ -21,6 +21,9 @@ pub const NATS_INSTALL_HINT: &str =
 /// Cluster formation and the first MQTT session (JetStream creates its streams) are slow on a
 /// loaded machine; a node that comes back after a SIGKILL refuses MQTT for up to ~35 s.
 const NATS_WAIT: Duration = Duration::from_secs(90);
+/// Cluster starts tried with fresh ports: another process may take a port between
+/// `free_port` and the node's bind.
+const START_ATTEMPTS: u32 = 3;
 
 /// The loopback ports of one node.
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +112,30 @@ impl NatsCluster {
     /// (with the nodes' logs).
     pub async fn start() -> Self {
         let binary = require_tool("nats-server", NATS_INSTALL_HINT);
+        for attempt in 1..=START_ATTEMPTS {
+            let mut cluster = Self::configure(binary.clone());
+            for index in 0..NATS_NODES {
+                cluster.launch(index);
+            }
+            match cluster.wait_listening().await {
+                Ok(()) => {}
+                // A port picked as free was taken before the node bound it: new ports.
+                Err(e) if attempt < START_ATTEMPTS => {
+                    eprintln!("NATS cluster start, attempt {attempt}: {e}; trying other ports");
+                    continue;
+                }
+                Err(e) => panic!("{e}\n{}", cluster.logs()),
+            }
+            for index in 0..NATS_NODES {
+                cluster.wait_routes(index).await;
+            }
+            return cluster;
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Free ports, a store directory and the three node configs; no node started.
+    fn configure(binary: PathBuf) -> Self {
         let ports: Vec<NodePorts> = (0..NATS_NODES)
             .map(|_| NodePorts {
                 client: free_port(),
@@ -130,19 +157,43 @@ impl NatsCluster {
             )
             .expect("write a NATS node config");
         }
-        let mut cluster = Self {
+        Self {
             binary,
             dir,
             ports,
             nodes: (0..NATS_NODES).map(|_| None).collect(),
-        };
-        for index in 0..NATS_NODES {
-            cluster.launch(index);
         }
+    }
+
+    /// Waits until every node's monitor answers with its own MQTT port (not another process
+    /// that holds the port), or fails as soon as a node has exited (a port was taken).
+    async fn wait_listening(&mut self) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + NATS_WAIT;
         for index in 0..NATS_NODES {
-            cluster.wait_routes(index).await;
+            let url = format!("http://127.0.0.1:{}/varz", self.ports[index].http);
+            let mqtt = u64::from(self.ports[index].mqtt);
+            loop {
+                let ours = try_http_get(&url).await.is_ok_and(|(status, body)| {
+                    status == 200
+                        && serde_json::from_str::<serde_json::Value>(&body)
+                            .is_ok_and(|v| v["mqtt"]["port"].as_u64() == Some(mqtt))
+                });
+                if ours {
+                    break;
+                }
+                if !self.nodes[index]
+                    .as_mut()
+                    .is_some_and(ServiceProcess::is_running)
+                {
+                    return Err(format!("nats node {} exited", index + 1));
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("{url} did not answer within {NATS_WAIT:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-        cluster
+        Ok(())
     }
 
     fn config_path(dir: &Path, index: usize) -> PathBuf {

@@ -1,11 +1,11 @@
-//! A stable-Rust fuzzer for the payload parser, built on proptest.
+//! A fuzzer for the payload parser built on proptest, run with every `cargo nextest`.
 //!
-//! `cargo fuzz` needs a nightly toolchain, which this project does not use, so the parser is
-//! fuzzed here with proptest instead: arbitrary bytes and topics, and structured mutations of
-//! valid payloads (fields dropped, renamed, retyped, truncated, bytes flipped). For every input
-//! the parser must return, never panic; a rejection is one of the contract's reasons the parser
-//! can decide; an accepted reading has a finite value within the accepted range and a machine
-//! id that is the topic level and a legal topic level.
+//! Beside the coverage-guided libFuzzer target (`fuzz/fuzz_targets/parse_reading.rs`, run by
+//! `scripts/fuzz.sh`), this one needs no extra tools: arbitrary bytes and topics, and
+//! structured mutations of valid payloads (fields dropped, renamed, retyped, truncated, bytes
+//! flipped). For every input the parser must return, never panic; a rejection is one of the
+//! contract's reasons the parser can decide; an accepted reading has a finite value within the
+//! accepted range and a machine id that is the topic level and a legal topic level.
 //!
 //! Bounded for CI: `PROPTEST_CASES` sets the cases per property (default 4096 here); more, e.g.
 //! `PROPTEST_CASES=1000000 cargo nextest run -p aggregator-core --test fuzz_parse`, for a

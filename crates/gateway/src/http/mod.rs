@@ -1,11 +1,13 @@
 //! What browsers and scripts reach: the plain endpoints ([`routes`]), the WebSocket upgrade
-//! and per-client task ([`ws`]) with its size limit ([`frame_limit`]), the Origin rule
+//! and per-client task ([`ws`]) with its size limit ([`frame_limit`]) and what a client's
+//! messages mean ([`client_message`]), the Origin rule
 //! ([`origin`]) and the bearer token ([`auth`]), the embedded dashboard and the headers every answer carries ([`assets`]),
 //! what the handlers share ([`state`]), and the rate-limited log of malformed requests
 //! ([`request_errors`]).
 
 pub mod assets;
 pub mod auth;
+pub mod client_message;
 pub mod frame_limit;
 pub mod origin;
 pub mod request_errors;

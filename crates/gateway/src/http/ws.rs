@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::http::auth;
+use crate::http::client_message::{Incoming, classify};
 use crate::http::frame_limit::FrameLimit;
 use crate::http::origin::origin_allowed;
 use crate::http::state::{AppState, ClientConfig};
@@ -232,29 +233,23 @@ impl Client {
         Ok(sub)
     }
 
-    /// Handles what the client said: anything proves it alive, a ping is answered, content
-    /// is ignored.
+    /// Handles what the client said ([`classify`]): anything proves it alive, a ping is
+    /// answered, content is ignored.
     async fn on_message(
         &mut self,
         message: Option<Result<Message, ProtocolError>>,
         last_alive: &mut Instant,
     ) -> Result<(), End> {
-        match message {
-            Some(Ok(Message::Close(_))) | None => Err(End::ClientGone),
-            Some(Ok(message)) => {
+        match classify(message) {
+            Incoming::Gone => Err(End::ClientGone),
+            Incoming::Refused(code) => Err(End::Protocol(code)),
+            Incoming::Alive => {
                 *last_alive = Instant::now();
-                if let Message::Ping(bytes) = message {
-                    self.send(Message::Pong(bytes)).await?;
-                }
                 Ok(())
             }
-            Some(Err(ProtocolError::Overflow)) => Err(End::Protocol(CloseCode::Size)),
-            Some(Err(ProtocolError::Io(e))) if is_overflow(&e) => {
-                Err(End::Protocol(CloseCode::Size))
-            }
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "protocol error");
-                Err(End::Protocol(CloseCode::Protocol))
+            Incoming::Ping(bytes) => {
+                *last_alive = Instant::now();
+                self.send(Message::Pong(bytes)).await
             }
         }
     }
@@ -328,14 +323,6 @@ fn queued_after(
         }
     }
     Ok(queued)
-}
-
-/// Whether the payload error under `e` is [`FrameLimit`]'s refusal (actix-ws wraps payload
-/// errors in an I/O error).
-fn is_overflow(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<PayloadError>())
-        .is_some_and(|inner| matches!(inner, PayloadError::Overflow))
 }
 
 async fn send_message(session: &mut Session, message: Message) -> Result<(), actix_ws::Closed> {

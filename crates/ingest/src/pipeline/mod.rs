@@ -764,7 +764,7 @@ mod tests {
     }
 
     #[test]
-    fn a_trend_round_goes_out_in_parts_between_turns_not_all_at_once() {
+    fn a_trend_round_is_spread_over_half_the_interval_in_parts_between_turns() {
         use crate::signals::trends::TRENDS_PER_TURN;
         let keys = 3 * TRENDS_PER_TURN + 10;
         let (mut p, metrics, _event_loops) = pipeline(100_000, Duration::ZERO);
@@ -776,25 +776,28 @@ mod tests {
         };
         p.handle_batch([Inbound::Retained(snapshot)].into_iter(), now);
         assert_eq!(metrics.trends_published.get(), 0, "no samples yet");
+        let published = || usize::try_from(metrics.trends_published.get()).unwrap();
 
         let round = p.trends.next_deadline(now);
         p.tick(round);
-        assert_eq!(metrics.trends_published.get(), TRENDS_PER_TURN as u64);
-        // The rest waits for the next turns, which are due at once.
-        assert_eq!(p.trends.next_deadline(round), round);
-        let mut turns = 1;
-        while metrics.trends_published.get() < keys as u64 {
-            p.tick(round);
-            turns += 1;
-            assert!(
-                turns <= 4,
-                "{} after {turns} turns",
-                metrics.trends_published.get()
-            );
-        }
-        assert_eq!(turns, 4);
-        assert_eq!(metrics.trends_published.get(), keys as u64, "each key once");
-        assert!(p.trends.next_deadline(round) > round, "the round is over");
+        assert_eq!(published(), 1, "the first at once, the rest paced");
+        let next = p.trends.next_deadline(round);
+        assert!(next > round, "the next one is not due yet");
+        // Half way through the span (half the 10 s interval) half the round is due, handed
+        // over at most TRENDS_PER_TURN per turn.
+        let half = round.saturating_add(Duration::from_millis(2_500));
+        p.tick(half);
+        assert_eq!(published(), 1 + TRENDS_PER_TURN);
+        p.tick(half);
+        assert_eq!(published(), keys / 2 + 1);
+        assert!(p.trends.next_deadline(half) > half);
+        // At the end of the span the rest goes out, still in parts.
+        let end = round.saturating_add(Duration::from_secs(5));
+        p.tick(end);
+        assert_eq!(published(), keys / 2 + 1 + TRENDS_PER_TURN);
+        p.tick(end);
+        assert_eq!(published(), keys, "each key once");
+        assert!(p.trends.next_deadline(end) > end, "the round is over");
     }
 
     #[test]

@@ -3,4 +3,5 @@
 //! broker (the rules themselves are `aggregator_core`'s).
 
 pub mod alarms;
+pub mod round;
 pub mod trends;

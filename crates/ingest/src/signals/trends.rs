@@ -4,9 +4,10 @@
 //! `trends/{machineId}/{scrapIndex}`.
 //!
 //! Sampling every key is cheap; encoding and queuing every trend is not (at 100 000 keys it
-//! took seconds, and aggregates waited behind it). So a round's messages go out at most
-//! [`TRENDS_PER_TURN`] per turn of the aggregation task, between batches of input, and only
-//! while the outbox has nothing else waiting.
+//! took seconds, and aggregates waited behind it). So a round's messages are spread evenly
+//! over the first half of the interval ([`Round`]), at most [`TRENDS_PER_TURN`] per turn of the
+//! aggregation task, between batches of input, and only while the outbox has nothing else
+//! waiting.
 //!
 //! The broker is the store: at start the retained trends are read back
 //! ([`Trends::restore`]) and continued with `aggregator_core::trend::Trend::merge`. Until
@@ -18,12 +19,14 @@ use aggregator_core::topic::trend_topic;
 use aggregator_core::trend::{Trend, TrendConfig, TrendPoint};
 use aggregator_core::{Key, KeyId, Timestamp, WindowStore};
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use hashbrown::HashMap;
 
 use crate::metrics::Metrics;
 use crate::pipeline::outbox::Outbox;
 use crate::restart::snapshot::{ReadBack, RetainedTrend};
+use crate::signals::round::Round;
 
 /// Most trend messages handed to the outbox per turn of the aggregation task.
 pub const TRENDS_PER_TURN: usize = 256;
@@ -34,6 +37,8 @@ pub struct Trends {
     trends: HashMap<KeyId, Trend>,
     /// Keys whose trend is still to be published in this round, in order.
     due: VecDeque<KeyId>,
+    /// The pace of the round in `due`.
+    round: Round,
     /// Read-back trends of keys not tracked (yet), by (machine, index).
     read_back: HashMap<(String, u32), Vec<TrendPoint>>,
     /// The next sample instant.
@@ -50,6 +55,7 @@ impl Trends {
             config,
             trends: HashMap::new(),
             due: VecDeque::new(),
+            round: Round::new(now, Duration::ZERO, 0),
             read_back: HashMap::new(),
             next_tick: config.next_tick(now),
             ready: false,
@@ -63,7 +69,7 @@ impl Trends {
         if self.due.is_empty() {
             self.next_tick
         } else {
-            now
+            self.round.next_at(now)
         }
     }
 
@@ -106,16 +112,24 @@ impl Trends {
                 self.due.push_back(id);
             }
         }
+        self.start_round(now);
     }
 
-    /// Hands the next trends of the round to the outbox: up to [`TRENDS_PER_TURN`], fewer
-    /// while other messages wait there (the client's queue is full).
+    /// Paces what `due` holds over the first half of the interval from `now`.
+    fn start_round(&mut self, now: Timestamp) {
+        self.round = Round::new(now, self.config.interval / 2, self.due.len());
+    }
+
+    /// Hands the next trends of the round to the outbox: what the round's pace allows, at most
+    /// [`TRENDS_PER_TURN`], fewer while other messages wait there (the client's queue is full).
     fn publish_some(&mut self, store: &WindowStore, now: Timestamp, out: &mut Outbox) {
         let room = TRENDS_PER_TURN.saturating_sub(out.in_order_backlog());
-        for _ in 0..room {
+        let budget = room.min(self.round.allowance(now));
+        for _ in 0..budget {
             let Some(id) = self.due.pop_front() else {
                 return;
             };
+            self.round.sent(1);
             // A key forgotten meanwhile has no trend any more; its retained one is cleared.
             if let (Some(key), Some(trend)) = (store.key(id), self.trends.get(&id))
                 && !trend.is_empty()
@@ -164,6 +178,7 @@ impl Trends {
         }
         self.ready = true;
         self.due.extend(self.trends.keys().copied());
+        self.start_round(now);
         self.publish_some(store, now, out);
     }
 

@@ -88,6 +88,8 @@ export class DashboardState {
     this.rejected = 0;
     /** Alarms and trends per key. */
     this.signals = new Signals();
+    /** The parts of a snapshot still being received, or null. */
+    this.snapshotParts = null;
   }
 
   /** Number of keys held. */
@@ -112,6 +114,13 @@ export class DashboardState {
     }
     switch (frame.type) {
       case 'snapshot': {
+        const whole = this.#joinSnapshot(frame);
+        if (whole === undefined) return true;
+        if (whole === null) {
+          this.rejected += 1;
+          return false;
+        }
+        frame = whole;
         const incoming = this.#parseList(frame.aggregates);
         const keep = new Set(incoming.map((a) => keyOf(a.machine, a.index)));
         for (const [machine, indices] of this.machines) {
@@ -160,6 +169,27 @@ export class DashboardState {
         this.rejected += 1;
         return false;
     }
+  }
+
+  /**
+   * Collects a snapshot's parts (`part` 0, 1, ... up to the one with `last`), so that it
+   * replaces the state once, whole. Returns the whole snapshot at its last part, `undefined`
+   * while parts are still to come, `null` for a part out of order. A snapshot without `part`
+   * is whole.
+   */
+  #joinSnapshot(frame) {
+    if (frame.part === undefined) return frame;
+    if (frame.part === 0) this.snapshotParts = [];
+    if (this.snapshotParts?.length !== frame.part) {
+      this.snapshotParts = null;
+      return null;
+    }
+    this.snapshotParts.push(frame);
+    if (frame.last !== true) return undefined;
+    const parts = this.snapshotParts;
+    this.snapshotParts = null;
+    const list = (name) => parts.flatMap((p) => (Array.isArray(p[name]) ? p[name] : []));
+    return { ...frame, aggregates: list('aggregates'), alarms: list('alarms'), trends: list('trends') };
   }
 
   /** Forgets the broker/ingest status (the WebSocket went away, so we no longer know). */

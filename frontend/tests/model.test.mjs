@@ -54,6 +54,29 @@ test('a snapshot replaces all state; updates and removes change only their keys'
   assert.equal(s.ingestOnline, false);
 });
 
+test('a snapshot in parts replaces the state once, at its last part', () => {
+  const s = new DashboardState();
+  s.apply({ type: 'update', aggregates: [agg('OLD', 1, 1, 1)] });
+  const part = (n, last, aggregates, extra = {}) =>
+    ({ type: 'snapshot', part: n, last, mqtt: 'connected', ingest: { online: true }, aggregates, alarms: [], trends: [], ...extra });
+  assert.equal(s.apply(part(0, false, [agg('A1', 1, 5, 2)])), true);
+  assert.equal(s.get('OLD', 1).sum, 1, 'nothing replaced before the last part');
+  assert.equal(s.get('A1', 1), undefined);
+  assert.equal(s.apply(part(1, true, [agg('B1', 1, 3, 1)])), true);
+  assert.deepEqual(s.machineOrder, ['A1', 'B1']);
+  assert.equal(s.get('OLD', 1), undefined);
+  assert.equal(s.mqtt, 'connected');
+
+  // A part out of order (a lost part 1) is rejected and the partial snapshot dropped; the next
+  // snapshot starts over from part 0.
+  s.apply(part(0, false, [agg('C1', 1, 1, 1)]));
+  assert.equal(s.apply(part(2, true, [agg('D1', 1, 1, 1)])), false);
+  assert.equal(s.rejected, 1);
+  assert.deepEqual(s.machineOrder, ['A1', 'B1']);
+  s.apply(part(0, true, [agg('E1', 1, 1, 1)]));
+  assert.deepEqual(s.machineOrder, ['E1']);
+});
+
 test('an unchanged aggregate marks nothing dirty', () => {
   const s = new DashboardState();
   s.apply({ type: 'update', aggregates: [agg('A1', 1, 5, 2)] });

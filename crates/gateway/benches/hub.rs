@@ -60,7 +60,7 @@ fn bench_apply(c: &mut Criterion) {
 
 fn bench_flush(c: &mut Criterion) {
     let hub = hub_with(10_000);
-    let _keep_a_receiver = hub.subscribe(None);
+    let _keep_a_receiver = hub.subscribe();
     let mut round = 2;
     let mut group = c.benchmark_group("flush");
     group.throughput(Throughput::Elements(500));
@@ -83,18 +83,27 @@ fn bench_snapshot(c: &mut Criterion) {
     let hub = hub_with(10_000);
     let filter = MachineFilter::parse("M1,M2,M3").unwrap();
     let mut group = c.benchmark_group("snapshot");
-    group.bench_function("10 000 keys, cached", |b| {
-        b.iter(|| black_box(hub.subscribe(None)));
+    // Every part of a snapshot, as a client that keeps up takes them.
+    let whole = |filter: Option<&MachineFilter>| {
+        let mut sub = hub.subscribe();
+        let mut bytes = 0;
+        while let Some(part) = hub.snapshot_part(&mut sub, filter) {
+            bytes += part.len();
+        }
+        bytes
+    };
+    group.bench_function("10 000 keys, every part", |b| {
+        b.iter(|| black_box(whole(None)));
     });
     group.bench_function("10 000 keys, filtered to 3 machines", |b| {
-        b.iter(|| black_box(hub.subscribe(Some(&filter))));
+        b.iter(|| black_box(whole(Some(&filter))));
     });
     group.finish();
 }
 
 fn bench_filter(c: &mut Criterion) {
     let hub = hub_with(0);
-    let mut sub = hub.subscribe(None);
+    let mut sub = hub.subscribe();
     for k in 0..500 {
         hub.upsert(aggregate(k / 10, (k % 10) as u32, 1));
     }

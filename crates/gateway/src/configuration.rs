@@ -85,6 +85,10 @@ service_kit::settings! {
         batch_interval_ms: u64 = 20, in 0..=10_000;
         /// Frames a client may fall behind before it gets a fresh snapshot instead.
         client_queue_frames: usize = 256, in 1..=1_000_000;
+        /// Most bytes queued for one client that its socket has not taken yet; the next
+        /// message waits for room, and a client that makes none within client_timeout_secs is
+        /// dropped. A client costs at most this plus 512 KiB, whatever the number of keys.
+        client_buffer_bytes: usize = 524_288, in 65_536..=1_073_741_824;
         /// Largest frame accepted from a client, in bytes (at least a control frame's 125).
         max_frame_bytes: usize = 4_096, in 125..=16_777_216;
     }
@@ -195,6 +199,7 @@ impl WsSettings {
             ping_interval: Duration::from_secs(self.ping_interval_secs),
             client_timeout: Duration::from_secs(self.client_timeout_secs),
             max_frame_bytes: self.max_frame_bytes,
+            buffer_bytes: self.client_buffer_bytes,
         }
     }
 }

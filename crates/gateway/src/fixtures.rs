@@ -7,7 +7,7 @@ use aggregator_core::alarm::{AlarmMessage, AlarmState};
 use aggregator_core::trend::TrendMessage;
 use bytestring::ByteString;
 
-use crate::hub::Hub;
+use crate::hub::{Hub, MachineFilter, Subscription};
 use crate::metrics::Metrics;
 
 /// One reading's aggregate of `sum` for (`machine`, `index`).
@@ -54,4 +54,39 @@ pub fn hub() -> Arc<Hub> {
 pub fn json(text: &ByteString) -> serde_json::Value {
     // unwrap: every frame the gateway makes is JSON; a test should fail loudly if not.
     serde_json::from_str(text).unwrap()
+}
+
+/// The whole snapshot of `sub` for `filter`, its parts joined: every list concatenated, the
+/// status of the last part. Panics unless the parts are numbered from 0 and only the last says
+/// so.
+pub fn snapshot(
+    hub: &Hub,
+    sub: &mut Subscription,
+    filter: Option<&MachineFilter>,
+) -> serde_json::Value {
+    let mut whole = serde_json::Value::Null;
+    let mut parts = 0;
+    while let Some(text) = hub.snapshot_part(sub, filter) {
+        let part = json(&text);
+        assert_eq!(part["type"], "snapshot");
+        assert_eq!(part["part"], parts, "parts in order");
+        assert!(
+            whole.get("last") != Some(&serde_json::Value::Bool(true)),
+            "nothing after the last part"
+        );
+        parts += 1;
+        if whole.is_null() {
+            whole = part;
+            continue;
+        }
+        for list in ["aggregates", "alarms", "trends"] {
+            let items = part[list].as_array().unwrap().clone();
+            whole[list].as_array_mut().unwrap().extend(items);
+        }
+        for field in ["mqtt", "ingest", "last"] {
+            whole[field] = part[field].clone();
+        }
+    }
+    assert_eq!(whole["last"], true, "the last part says so");
+    whole
 }

@@ -170,6 +170,7 @@ fn http_server(
         auth_token: settings.auth_token.clone(),
     });
     let dashboard = dashboard(settings.settings.http.static_dir.clone());
+    cut_off_stuck_peers(&listener, Duration::from_secs(ws.client_timeout_secs))?;
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(crate::http::assets::security_headers())
@@ -189,4 +190,16 @@ fn http_server(
         server = server.workers(settings.settings.http.workers);
     }
     Ok(server.run())
+}
+
+/// Makes the kernel close a connection whose peer takes none of the data sent to it for
+/// `timeout` (`TCP_USER_TIMEOUT`, inherited by every accepted socket): a client that never
+/// reads, and whose task gave up on it, would otherwise keep its slot and its buffered bytes
+/// for as long as its host answers TCP probes.
+fn cut_off_stuck_peers(listener: &TcpListener, timeout: Duration) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    socket2::SockRef::from(listener).set_tcp_user_timeout(Some(timeout))?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = (listener, timeout);
+    Ok(())
 }

@@ -293,7 +293,10 @@ async fn client(
         let at = Instant::now();
         let text = text.as_str();
         if text.starts_with(r#"{"type":"snapshot""#) {
-            shared.snapshots.fetch_add(1, Ordering::Relaxed);
+            // A snapshot may come in parts; its first one counts it.
+            if text.starts_with(r#"{"type":"snapshot","part":0,"#) {
+                shared.snapshots.fetch_add(1, Ordering::Relaxed);
+            }
             if !counted_connect {
                 counted_connect = true;
                 shared.connected.fetch_add(1, Ordering::AcqRel);

@@ -33,7 +33,7 @@ pub use http::{http_get, try_http_get};
 pub use metrics::{Metrics, Sample, scrape as scrape_metrics};
 pub use nats::{NATS_INSTALL_HINT, NATS_NODES, NATS_SHARDS, NatsCluster, NodePorts};
 pub use process::ServiceProcess;
-pub use procfs::{Rss, listening_addrs};
+pub use procfs::{Rss, listening_addrs, tcp_connection_open};
 pub use publisher::{Publisher, publish_retained};
 pub use rumqttc::QoS;
 pub use settings::{check_example_file, settings_error as expect_settings_error, settings_file};

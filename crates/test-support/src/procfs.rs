@@ -100,6 +100,33 @@ pub fn listening_addrs(pid: u32) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
+/// Whether this network namespace holds a TCP socket from `local` to `remote` that is still
+/// open (any state but TIME_WAIT and CLOSE): for a server, whether it still holds the
+/// connection of the client at `remote`.
+///
+/// # Errors
+/// When `/proc/net/tcp` cannot be read.
+pub fn tcp_connection_open(local: SocketAddr, remote: SocketAddr) -> Result<bool, String> {
+    let table = if local.is_ipv4() { "tcp" } else { "tcp6" };
+    let path = format!("/proc/net/{table}");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    let address = |field: &str| {
+        let (ip, port) = field.split_once(':')?;
+        Some(SocketAddr::new(
+            parse_ip(ip)?,
+            u16::from_str_radix(port, 16).ok()?,
+        ))
+    };
+    Ok(text.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(from), Some(to), Some(state)) = (fields.get(1), fields.get(2), fields.get(3))
+        else {
+            return false;
+        };
+        address(from) == Some(local) && address(to) == Some(remote) && !["06", "07"].contains(state)
+    }))
+}
+
 /// `(local address, state, inode)` of one `/proc/net/tcp{,6}` row.
 fn parse_tcp_line(line: &str) -> Option<(SocketAddr, &str, &str)> {
     let fields: Vec<&str> = line.split_whitespace().collect();

@@ -38,4 +38,6 @@ pub struct ClientConfig {
     pub client_timeout: Duration,
     /// Largest inbound frame.
     pub max_frame_bytes: usize,
+    /// Most bytes queued for the client's socket.
+    pub buffer_bytes: usize,
 }

@@ -3,13 +3,16 @@
 //! Each client has one task that selects over its frames, its ping timer, its incoming
 //! messages and the shutdown token. The task is the only one that ever waits on the client's
 //! socket, so a slow client delays nobody else: while it is stuck, its broadcast receiver
-//! falls behind; when it catches up it gets a fresh snapshot instead of the backlog; if one
-//! send stalls for the whole client timeout the client is dropped.
+//! falls behind; when it catches up it gets a fresh snapshot instead of the backlog. What it
+//! may hold in memory is bounded by its [`Outbox`]: a message is queued only while the bytes
+//! its socket has not taken are below `ws.client_buffer_bytes`, and a client whose socket
+//! makes no room for the next message within the client timeout is dropped.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::body::MessageBody;
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header;
@@ -28,6 +31,7 @@ use crate::http::auth;
 use crate::http::client_message::{Incoming, classify};
 use crate::http::frame_limit::FrameLimit;
 use crate::http::origin::origin_allowed;
+use crate::http::outbox::{CountingBody, Outbox, wire_size};
 use crate::http::state::{AppState, ClientConfig};
 use crate::hub::{ClientSlot, Frame, Hub, MachineFilter, Subscription, merged_texts};
 
@@ -61,14 +65,17 @@ pub async fn ws_route(
     let max_frame_bytes = state.client.max_frame_bytes;
     let body = limited(&req, body, max_frame_bytes).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let outbox = Arc::new(Outbox::new(state.client.buffer_bytes));
+    let counted = Arc::clone(&outbox);
+    let response = response.map_body(move |_, body| CountingBody::new(body, counted, slot).boxed());
     let client = Client {
         session,
+        outbox,
         stream: stream.max_frame_size(max_frame_bytes),
         hub: Arc::clone(&state.hub),
         filter: query.machines.as_deref().and_then(MachineFilter::parse),
         config: state.client,
         shutdown: state.shutdown.clone(),
-        _slot: slot,
     };
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let span = tracing::info_span!("ws_client", %peer);
@@ -164,13 +171,13 @@ enum End {
 
 struct Client {
     session: Session,
+    /// The bytes queued for the socket (the response body holds the client's slot).
+    outbox: Arc<Outbox>,
     stream: MessageStream,
     hub: Arc<Hub>,
     filter: Option<MachineFilter>,
     config: ClientConfig,
     shutdown: CancellationToken,
-    /// Held for the life of the task: frees the client's place when the task ends.
-    _slot: ClientSlot,
 }
 
 impl Client {
@@ -187,7 +194,7 @@ impl Client {
             }
             End::Protocol(code) => (code, None),
             End::ClientGone => (CloseCode::Normal, None),
-            // Its queue is full: a close frame would only wait behind the backlog.
+            // Its outbox is full: a close frame would only wait behind the backlog.
             End::Stalled => {
                 metrics.slow_clients_dropped.inc();
                 return;
@@ -226,10 +233,13 @@ impl Client {
         }
     }
 
-    /// Takes a snapshot and the frames that follow it, and sends the snapshot.
+    /// Subscribes to the frames and sends the snapshot they follow, a part at a time: each
+    /// part is made only when the outbox has room for it.
     async fn subscribe(&mut self) -> Result<Subscription, End> {
-        let sub = self.hub.subscribe(self.filter.as_ref());
-        self.send(Message::Text(sub.snapshot.clone())).await?;
+        let mut sub = self.hub.subscribe();
+        while let Some(part) = self.hub.snapshot_part(&mut sub, self.filter.as_ref()) {
+            self.send(Message::Text(part)).await?;
+        }
         Ok(sub)
     }
 
@@ -292,12 +302,19 @@ impl Client {
         Ok(())
     }
 
-    /// Queues one message for the client's socket, giving up when it stays full for the
-    /// client timeout or the gateway stops meanwhile.
+    /// Queues one message for the client's socket once its outbox has room, giving up when
+    /// there is none within the client timeout or the gateway stops meanwhile.
     async fn send(&mut self, message: Message) -> Result<(), End> {
         let is_text = matches!(message, Message::Text(_));
+        let Self {
+            session, outbox, ..
+        } = self;
+        let queued = async {
+            outbox.reserve(wire_size(&message)).await;
+            send_message(session, message).await
+        };
         tokio::select! {
-            r = send_message(&mut self.session, message) => r.map_err(|_| End::ClientGone)?,
+            r = queued => r.map_err(|_| End::ClientGone)?,
             () = tokio::time::sleep(self.config.client_timeout) => return Err(End::Stalled),
             () = self.shutdown.cancelled() => return Err(End::Shutdown),
         }

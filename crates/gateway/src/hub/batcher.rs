@@ -78,7 +78,7 @@ mod tests {
         let slots: Vec<ClientSlot> = (0..10_000)
             .map(|_| hub.try_admit(20_000).unwrap())
             .collect();
-        let mut sub = hub.subscribe(None);
+        let mut sub = hub.subscribe();
         let shutdown = CancellationToken::new();
         let batcher =
             tokio::spawn(Arc::clone(&hub).run_batcher(Duration::from_millis(20), shutdown.clone()));

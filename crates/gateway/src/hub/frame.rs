@@ -289,17 +289,11 @@ fn merge_updates(run: &[Arc<Frame>], filter: Option<&MachineFilter>) -> Vec<Byte
         .collect()
 }
 
-/// The JSON frames of the WebSocket protocol, but `update`, which is written by hand.
+/// The JSON frames of the WebSocket protocol, but `update` and `snapshot`, which are written
+/// by hand.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum Wire<'a> {
-    Snapshot {
-        aggregates: Vec<&'a Aggregate>,
-        ingest: Option<IngestView>,
-        mqtt: MqttState,
-        alarms: Vec<&'a AlarmMessage>,
-        trends: Vec<&'a TrendMessage>,
-    },
     Remove {
         keys: Vec<&'a KeyRef>,
     },

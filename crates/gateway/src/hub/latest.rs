@@ -8,6 +8,8 @@
 //! `finish_resync` was cleared while the gateway was away and is forgotten too.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
 
 use aggregator_core::KeyRef;
 
@@ -16,8 +18,9 @@ use crate::hub::frame::{Key, MachineFilter};
 /// The latest value per key, with the changes not yet flushed.
 #[derive(Debug)]
 pub(crate) struct Latest<V> {
-    /// What clients have been told.
-    shown: BTreeMap<Key, V>,
+    /// What clients have been told; shared, so that a snapshot part takes its values under
+    /// the hub's lock without copying them and encodes them after.
+    shown: BTreeMap<Key, Arc<V>>,
     /// Changes since the last flush, latest per key; `None` forgets the key.
     pending: BTreeMap<Key, Option<V>>,
     /// During a retained replay: keys heard of since the reconnect.
@@ -90,7 +93,7 @@ impl<V: PartialEq + Clone> Latest<V> {
     fn current(&self, key: &Key) -> Option<&V> {
         match self.pending.get(key) {
             Some(pending) => pending.as_ref(),
-            None => self.shown.get(key),
+            None => self.shown.get(key).map(|v| &**v),
         }
     }
 
@@ -106,7 +109,19 @@ impl<V: PartialEq + Clone> Latest<V> {
     ) -> impl Iterator<Item = &'a V> + 'a {
         (self.shown.iter())
             .filter(move |((machine, _), _)| filter.is_none_or(|f| f.matches(machine)))
-            .map(|(_, value)| value)
+            .map(|(_, value)| &**value)
+    }
+
+    /// The shown entries after `after` (from the first without it) of the machines `filter`
+    /// passes, sorted by key: where a snapshot part resumes.
+    pub(crate) fn after<'a>(
+        &'a self,
+        after: Option<&Key>,
+        filter: Option<&'a MachineFilter>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Arc<V>)> + 'a {
+        let start = after.map_or(Bound::Unbounded, |key| Bound::Excluded(key.clone()));
+        (self.shown.range((start, Bound::Unbounded)))
+            .filter(move |((machine, _), _)| filter.is_none_or(|f| f.matches(machine)))
     }
 
     /// Starts a retained replay: keys not [`Latest::set`] until [`Latest::finish_resync`]
@@ -141,7 +156,7 @@ impl<V: PartialEq + Clone> Latest<V> {
         for (key, value) in std::mem::take(&mut self.pending) {
             match value {
                 Some(value) => {
-                    self.shown.insert(key, value.clone());
+                    self.shown.insert(key, Arc::new(value.clone()));
                     changes.changed.push(value);
                 }
                 // Added and forgotten within one batch: never shown, nothing to say.

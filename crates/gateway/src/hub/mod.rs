@@ -3,14 +3,16 @@
 //!
 //! The MQTT task records changes as pending (each topic family in a `latest::Latest`); the
 //! batcher ([`crate::hub::batcher`]) applies them to the shown state at most once per short
-//! interval and broadcasts them as frames, each encoded once. Clients subscribe and take their
-//! snapshot under the lock the batcher applies and broadcasts under, so a client's frames
-//! continue its snapshot exactly: nothing missed, nothing twice.
+//! interval and broadcasts them as frames, each encoded once. A client subscribes to the
+//! frames, then takes its snapshot in parts ([`crate::hub::snapshot`]), each under the lock
+//! the batcher applies and broadcasts under, so the frames it applies after the snapshot
+//! bring it to the latest state: nothing missed.
 
 pub mod batcher;
 pub mod frame;
 mod latest;
 pub mod liveness;
+mod snapshot;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,15 +20,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use aggregator_core::Aggregate;
 use aggregator_core::alarm::{AlarmMessage, AlarmState};
 use aggregator_core::trend::TrendMessage;
-use bytestring::ByteString;
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 
 // What subscribers receive is part of the hub's interface.
 pub use crate::hub::frame::{Frame, IngestView, Key, MachineFilter, MqttState, merged_texts};
-use crate::hub::frame::{FrameBody, MAX_ITEMS_PER_FRAME, MAX_TRENDS_PER_FRAME, Wire, encode};
+use crate::hub::frame::{FrameBody, MAX_ITEMS_PER_FRAME, MAX_TRENDS_PER_FRAME};
 use crate::hub::latest::{Latest, chunks};
 use crate::hub::liveness::{IngestLiveness, ShardStatus};
+use crate::hub::snapshot::SnapshotCursor;
 use crate::metrics::Metrics;
 
 /// `/api/health` body.
@@ -51,13 +53,14 @@ impl Health {
     }
 }
 
-/// What a new (or resynced) client starts from.
+/// What a new (or resynced) client starts from: its snapshot, taken part by part with
+/// [`Hub::snapshot_part`], then the frames.
 #[derive(Debug)]
 pub struct Subscription {
-    /// Frames after the snapshot.
+    /// Frames since the subscription, to apply after the snapshot's last part.
     pub frames: broadcast::Receiver<Arc<Frame>>,
-    /// The snapshot frame text.
-    pub snapshot: ByteString,
+    /// Where the snapshot has got to; `None` once its last part was taken.
+    snapshot: Option<SnapshotCursor>,
 }
 
 #[derive(Debug, Default)]
@@ -71,21 +74,6 @@ struct Inner {
     mqtt: MqttState,
     /// Status changed since the last flush.
     status_dirty: bool,
-    /// Encoded unfiltered snapshot, valid until the next change.
-    snapshot: Option<ByteString>,
-}
-
-impl Inner {
-    /// The snapshot frame of the shown state, with only the machines `filter` passes.
-    fn encode_snapshot(&self, filter: Option<&MachineFilter>) -> ByteString {
-        encode(&Wire::Snapshot {
-            aggregates: self.aggregates.values(filter).collect(),
-            ingest: self.ingest,
-            mqtt: self.mqtt,
-            alarms: self.alarms.values(filter).collect(),
-            trends: self.trends.values(filter).collect(),
-        })
-    }
 }
 
 /// State plus fan-out; shared by the MQTT task, the batcher, HTTP handlers and clients.
@@ -197,7 +185,6 @@ impl Hub {
     fn status_changed(&self, inner: &mut Inner) {
         // Status is small and idempotent, so snapshots show it at once; the status frame
         // that follows may repeat it.
-        inner.snapshot = None;
         inner.status_dirty = true;
         self.wake.notify_one();
     }
@@ -237,9 +224,6 @@ impl Hub {
             let keys = i64::try_from(inner.aggregates.len()).unwrap_or(i64::MAX);
             self.metrics.keys.set(keys);
         }
-        if !(aggregates.is_empty() && alarms.is_empty() && trends.is_empty()) {
-            inner.snapshot = None;
-        }
         let status = std::mem::take(&mut inner.status_dirty)
             .then_some(FrameBody::Status(inner.mqtt, inner.ingest));
         let removed = chunks(aggregates.removed, MAX_ITEMS_PER_FRAME).map(FrameBody::Remove);
@@ -256,19 +240,13 @@ impl Hub {
         }
     }
 
-    /// Subscribes to the frames and takes the snapshot they follow, atomically.
-    pub fn subscribe(&self, filter: Option<&MachineFilter>) -> Subscription {
-        let mut inner = self.lock();
-        let frames = self.frames.subscribe();
-        let snapshot = match filter {
-            Some(_) => inner.encode_snapshot(filter),
-            None => {
-                let cached = inner.snapshot.take();
-                let text = cached.unwrap_or_else(|| inner.encode_snapshot(None));
-                inner.snapshot.insert(text).clone()
-            }
-        };
-        Subscription { frames, snapshot }
+    /// Subscribes to the frames; the snapshot comes next, from [`Hub::snapshot_part`]. Any
+    /// state a part shows later was flushed after this, so its frames reach the receiver.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            frames: self.frames.subscribe(),
+            snapshot: Some(SnapshotCursor::default()),
+        }
     }
 
     /// Every aggregate as a JSON array, sorted by machine, then index.
@@ -337,7 +315,7 @@ impl Drop for ClientSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{agg, alarm, hub, json, trend};
+    use crate::fixtures::{agg, alarm, hub, json, snapshot, trend};
 
     fn next(sub: &mut Subscription) -> serde_json::Value {
         json(&sub.frames.try_recv().unwrap().text)
@@ -351,8 +329,8 @@ mod tests {
         hub.upsert(agg("A1", 1, 3.0));
         hub.set_ingest(Some(true));
         hub.flush();
-        let sub = hub.subscribe(None);
-        let snap = json(&sub.snapshot);
+        let mut sub = hub.subscribe();
+        let snap = snapshot(&hub, &mut sub, None);
         assert_eq!(snap["type"], "snapshot");
         assert_eq!(snap["ingest"], serde_json::json!({"online": true}));
         assert_eq!(snap["mqtt"], "disconnected");
@@ -381,7 +359,7 @@ mod tests {
         hub.upsert(agg("A1", 1, 1.0));
         hub.upsert(agg("A1", 2, 1.0));
         hub.flush();
-        let mut sub = hub.subscribe(None);
+        let mut sub = hub.subscribe();
         hub.upsert(agg("A1", 1, 2.0));
         hub.upsert(agg("A1", 1, 3.0));
         hub.remove("A1", 2);
@@ -421,9 +399,12 @@ mod tests {
         hub.remove("B1", 1);
         // Subscribed between the changes and their flush: the snapshot is the flushed state,
         // and the frames carry exactly the changes.
-        let mut sub = hub.subscribe(None);
+        let mut sub = hub.subscribe();
         assert_eq!(
-            json(&sub.snapshot)["aggregates"].as_array().unwrap().len(),
+            snapshot(&hub, &mut sub, None)["aggregates"]
+                .as_array()
+                .unwrap()
+                .len(),
             2
         );
         assert_eq!(hub.health().keys, 2);
@@ -445,7 +426,7 @@ mod tests {
         let hub = hub();
         hub.upsert(agg("A1", 1, 1.0));
         hub.flush();
-        let mut sub = hub.subscribe(None);
+        let mut sub = hub.subscribe();
         hub.upsert(agg("A1", 1, 1.0));
         hub.remove("Z9", 1);
         hub.set_mqtt(MqttState::Disconnected);
@@ -460,8 +441,8 @@ mod tests {
         hub.upsert(agg("A1", 1, 1.0));
         hub.upsert(agg("B1", 1, 1.0));
         hub.flush();
-        let mut sub = hub.subscribe(Some(&filter));
-        let snap = json(&sub.snapshot);
+        let mut sub = hub.subscribe();
+        let snap = snapshot(&hub, &mut sub, Some(&filter));
         assert_eq!(snap["aggregates"].as_array().unwrap().len(), 1);
         hub.upsert(agg("A1", 1, 5.0));
         hub.upsert(agg("B1", 1, 5.0));
@@ -487,7 +468,7 @@ mod tests {
         hub.set_alarm("A1", 1, Some(alarm("A1", 1, AlarmState::Raised)));
         hub.set_trend("A1", 1, Some(trend("A1", 1)));
         hub.flush();
-        let mut sub = hub.subscribe(None);
+        let mut sub = hub.subscribe();
         hub.begin_resync();
         hub.upsert(agg("A1", 1, 1.0));
         assert_eq!(hub.finish_resync(), 1, "the count is of aggregates");
@@ -532,7 +513,7 @@ mod tests {
     #[test]
     fn a_lagging_receiver_sees_lagged() {
         let hub = Arc::new(Hub::new(2, Arc::new(Metrics::new())));
-        let mut sub = hub.subscribe(None);
+        let mut sub = hub.subscribe();
         for i in 0..5 {
             hub.upsert(agg("A1", 1, f64::from(i)));
             hub.flush();
@@ -546,7 +527,7 @@ mod tests {
     #[test]
     fn a_backlog_of_updates_is_merged_to_the_latest_values() {
         let hub = hub();
-        let mut sub = hub.subscribe(None);
+        let mut sub = hub.subscribe();
         for (sum, machine) in [(1.0, "A1"), (2.0, "B1"), (3.0, "A1")] {
             hub.upsert(agg(machine, 1, sum));
             hub.flush();
@@ -619,8 +600,8 @@ mod tests {
             "nothing shown before the flush"
         );
         hub.flush();
-        let mut sub = hub.subscribe(None);
-        let snap = json(&sub.snapshot);
+        let mut sub = hub.subscribe();
+        let snap = snapshot(&hub, &mut sub, None);
         assert_eq!(snap["alarms"].as_array().unwrap().len(), 2);
         assert_eq!(snap["trends"][0]["points"][0]["sum"], 1.5);
         let raised = json(&hub.alarms_json(None).into());
@@ -628,7 +609,7 @@ mod tests {
         assert_eq!(raised[0]["maschinenId"], "A1");
         let b1 = MachineFilter::parse("B1").unwrap();
         assert_eq!(hub.alarms_json(Some(&b1)), "[]");
-        let filtered = json(&hub.subscribe(Some(&b1)).snapshot);
+        let filtered = snapshot(&hub, &mut hub.subscribe(), Some(&b1));
         assert_eq!(filtered["alarms"][0]["maschinenId"], "B1");
         assert_eq!(filtered["trends"], serde_json::json!([]));
 
@@ -656,7 +637,7 @@ mod tests {
         );
         assert!(trend_frame.text_for(Some(&b1)).is_none(), "nothing for B1");
         assert!(sub.frames.try_recv().is_err());
-        let snap = json(&hub.subscribe(None).snapshot);
+        let snap = snapshot(&hub, &mut hub.subscribe(), None);
         assert_eq!(snap["trends"], serde_json::json!([]));
         assert_eq!(snap["alarms"][0]["maschinenId"], "B1");
     }

@@ -4,24 +4,9 @@ use std::time::{Duration, Instant};
 
 use test_support::{Broker, Publisher, QoS};
 
-use crate::helpers::{TestGateway, WsClient, aggregate_json};
+use crate::helpers::{TestGateway, WsClient, aggregate_json, require_fd_limit};
 
 const CLIENTS: usize = 1_000;
-
-/// File descriptors this test needs in this process: one socket per client plus slack.
-fn require_fd_limit(needed: u64) {
-    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
-    let soft: u64 = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u64::MAX);
-    assert!(
-        soft >= needed,
-        "this test opens {CLIENTS} WebSockets and needs `ulimit -n` >= {needed} (now {soft}); raise it, e.g. `ulimit -n 4096`"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_all_receive_an_update() {

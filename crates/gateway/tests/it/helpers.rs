@@ -222,18 +222,29 @@ impl WsClient {
         Ok(Self { ws })
     }
 
+    /// The client's own address.
+    pub fn local_addr(&self) -> SocketAddr {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(stream) => stream.local_addr().expect("a connected socket"),
+            _ => unreachable!("test clients speak plain TCP"),
+        }
+    }
+
     /// The next JSON frame (pings are answered and skipped).
     pub async fn next_json(&mut self, timeout: Duration) -> Result<Value, String> {
+        let text = self.next_text(timeout).await?;
+        serde_json::from_str(text.as_str()).map_err(|e| format!("frame is not JSON: {e}: {text}"))
+    }
+
+    /// The next text frame as it came (pings are answered and skipped).
+    pub async fn next_text(&mut self, timeout: Duration) -> Result<String, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let message = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .map_err(|_| format!("no frame within {timeout:?}"))?;
             match message {
-                Some(Ok(Message::Text(text))) => {
-                    return serde_json::from_str(text.as_str())
-                        .map_err(|e| format!("frame is not JSON: {e}: {text}"));
-                }
+                Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
                 Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}")),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(format!("WebSocket error: {e}")),
@@ -292,16 +303,18 @@ pub struct View {
 }
 
 impl View {
-    /// Applies one frame.
+    /// Applies one frame; a snapshot's first part replaces the aggregates, its later parts
+    /// add to them.
     pub fn apply(&mut self, frame: &Value) {
         match frame["type"].as_str() {
             Some("snapshot") => {
-                self.aggregates = frame["aggregates"]
-                    .as_array()
-                    .expect("snapshot aggregates")
-                    .iter()
-                    .map(|a| (key_of(a), a.clone()))
-                    .collect();
+                if frame["part"] == 0 {
+                    self.aggregates.clear();
+                }
+                let aggregates = frame["aggregates"].as_array().expect("snapshot aggregates");
+                for a in aggregates {
+                    self.aggregates.insert(key_of(a), a.clone());
+                }
             }
             Some("update") => {
                 for a in frame["aggregates"].as_array().expect("update aggregates") {
@@ -353,4 +366,20 @@ pub async fn retain_aggregates<const N: usize>(
             .unwrap_or_else(|e| panic!("publishing {topic}: {e}"));
     }
     payloads
+}
+
+/// Fails unless this process may open `needed` file descriptors (a socket per client plus
+/// slack), saying how to raise the limit.
+pub fn require_fd_limit(needed: u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        soft >= needed,
+        "this test opens many WebSockets and needs `ulimit -n` >= {needed} (now {soft}); raise it, e.g. `ulimit -n 4096`"
+    );
 }

@@ -5,6 +5,7 @@ mod admission;
 mod alarms;
 mod auth;
 mod cli;
+mod client_memory;
 mod dashboard;
 mod fanout;
 mod frames;

@@ -33,6 +33,8 @@ pub(super) struct Leaf {
     pub flag: String,
     /// The generated variable, then the aliases.
     pub env: Vec<String>,
+    /// What the flag's value is called; it also says how a text becomes a value.
+    pub value_name: &'static str,
     pub field: Field,
     pub default: Json,
 }
@@ -65,14 +67,13 @@ impl Binary {
         let config = given.remove("config");
         let config = config.or_else(|| env.get(&format!("{}_CONFIG", self.env_prefix)).cloned());
         if let Some(path) = config.filter(|p| !p.is_empty()) {
-            let schema = with_elements(json.clone(), &fields);
-            merge(&mut json, read_file(Path::new(&path), &schema)?);
+            merge(&mut json, read_file(Path::new(&path), &fields)?);
         }
         for leaf in &leaves {
             // A flag, else the generated variable, else an alias.
             let from_env = || leaf.env.iter().find_map(|name| env.get(name).cloned());
             if let Some(text) = given.remove(&leaf.key).or_else(from_env) {
-                merge_at(&mut json, &leaf.key, typed(&text, leaf.field.ty));
+                merge_at(&mut json, &leaf.key, typed(&text, leaf.value_name));
             }
         }
         let settings: T = serde_path_to_error::deserialize(json).map_err(|e| {
@@ -101,20 +102,18 @@ impl Binary {
             }
             let generated = format!("{}_{}", self.env_prefix, key.replace('.', "_"));
             let aliases = self.env_aliases.iter().filter(|(_, k)| *k == key);
-            let env = std::iter::once(generated.to_uppercase());
-            let env = env
-                .chain(aliases.map(|(name, _)| (*name).to_owned()))
-                .collect();
-            let flag = field
-                .flag
-                .map_or(key.replace(['.', '_'], "-"), str::to_owned);
-            let field = field.clone();
+            let aliases = aliases.map(|(name, _)| (*name).to_owned());
             out.push(Leaf {
-                key,
-                flag,
-                env,
-                field,
+                flag: field
+                    .flag
+                    .map_or(key.replace(['.', '_'], "-"), str::to_owned),
+                env: std::iter::once(generated.to_uppercase())
+                    .chain(aliases)
+                    .collect(),
+                value_name: command::value_name(field.ty),
+                field: field.clone(),
                 default,
+                key,
             });
         }
         out
@@ -140,8 +139,8 @@ impl Binary {
         let Some((name, _)) = unknown else {
             return Ok(());
         };
-        let hint = closest(name, known.into_iter()).map(|k| format!("; did you mean {k}?"));
-        let (name, hint) = (name.clone(), hint.unwrap_or_default());
+        let hint = did_you_mean(name, known, str::to_owned);
+        let name = name.clone();
         Err(SettingsError::UnknownVariable { name, hint })
     }
 }
@@ -164,8 +163,8 @@ fn service_link(name: &str, value: &str) -> bool {
         || tail.is_some_and(port_var)
 }
 
-/// The file as JSON, every key checked against `schema`.
-fn read_file(path: &Path, schema: &Json) -> Result<Json, SettingsError> {
+/// The file as JSON, every key checked against `fields`.
+fn read_file(path: &Path, fields: &[Field]) -> Result<Json, SettingsError> {
     let error = |message: String| SettingsError::File {
         path: path.into(),
         message,
@@ -181,47 +180,42 @@ fn read_file(path: &Path, schema: &Json) -> Result<Json, SettingsError> {
         ))
     })?;
     let json = to_json(&table);
-    let Some((key, known)) = first_unknown(&json, schema, "") else {
+    let Some((key, known)) = first_unknown(&json, fields, "") else {
         return Ok(json);
     };
     let (table, last) = key.rsplit_once('.').unwrap_or(("", &key));
-    let hint = closest(last, known.iter().map(String::as_str));
-    let hint = hint.map(|k| format!("; did you mean `{}`?", join_key(table, k)));
-    let (path, hint) = (path.into(), hint.unwrap_or_default());
+    let hint = did_you_mean(last, known.iter().map(String::as_str), |k| {
+        format!("`{}`", join_key(table, k))
+    });
+    let path = path.into();
     Err(SettingsError::UnknownKey { path, key, hint })
 }
 
-/// The first key of `given` (dotted) that `schema` lacks, with the keys its table knows. A
-/// list of tables is checked against its one schema element, its tables named by their
-/// position from 1 (`alarm[2].clear_belw`).
-fn first_unknown(given: &Json, schema: &Json, prefix: &str) -> Option<(String, Vec<String>)> {
-    match (given, schema) {
-        (Json::Object(given), Json::Object(known)) => given.iter().find_map(|(k, v)| {
-            let Some(default) = known.get(k) else {
-                return Some((join_key(prefix, k), known.keys().cloned().collect()));
-            };
-            first_unknown(v, default, &join_key(prefix, k))
-        }),
-        (Json::Array(items), Json::Array(element)) => {
-            let at = |n: usize| format!("{prefix}[{}]", n + 1);
-            let mut items = items.iter().enumerate();
-            items.find_map(|(n, item)| first_unknown(item, element.first()?, &at(n)))
+/// The first key of `given` (dotted) that `fields` lack, with the keys its table knows. The
+/// tables of a list are checked against its element, named by their position from 1
+/// (`alarm[2].clear_belw`).
+fn first_unknown(given: &Json, fields: &[Field], prefix: &str) -> Option<(String, Vec<String>)> {
+    let Json::Object(given) = given else {
+        return None;
+    };
+    given.iter().find_map(|(name, value)| {
+        let key = join_key(prefix, name);
+        let Some(field) = fields.iter().find(|f| f.name == name) else {
+            return Some((key, fields.iter().map(|f| f.name.to_owned()).collect()));
+        };
+        match (&field.element, value) {
+            (Some(Json::Object(element)), Json::Array(tables)) => {
+                tables.iter().enumerate().find_map(|(n, table)| {
+                    let mut keys = table.as_object()?.keys();
+                    let unknown = keys.find(|k| !element.contains_key(*k))?;
+                    let at = format!("{key}[{}].{unknown}", n + 1);
+                    Some((at, element.keys().cloned().collect()))
+                })
+            }
+            _ if field.fields.is_empty() => None,
+            _ => first_unknown(value, &field.fields, &key),
         }
-        _ => None,
-    }
-}
-
-/// The defaults as the file's schema: each list of tables holds its one element.
-fn with_elements(mut schema: Json, fields: &[Field]) -> Json {
-    for field in fields {
-        if let Some(node) = schema.get_mut(field.name) {
-            *node = match &field.element {
-                Some(element) => Json::Array(vec![element.clone()]),
-                None => with_elements(node.take(), &field.fields),
-            };
-        }
-    }
-    schema
+    })
 }
 
 /// `over` merged into `base`, table by table.
@@ -255,43 +249,31 @@ fn readable_path(path: &serde_path_to_error::Path) -> String {
     parts.collect::<String>().trim_start_matches('.').to_owned()
 }
 
-/// The known name nearest to `name` if it is a near miss: at most two edits, or a third of a
-/// long name.
-fn closest<'k>(name: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+/// `; did you mean X?`, X the known name nearest to `name` as `show` writes it, if it is a
+/// near miss (at most two edits, or a third of a long name); else nothing.
+fn did_you_mean<'k>(
+    name: &str,
+    known: impl IntoIterator<Item = &'k str>,
+    show: impl Fn(&str) -> String,
+) -> String {
     let limit = (name.len() / 3).max(2);
-    let distance = |k: &str| {
-        // Levenshtein over bytes (names are ASCII), one row at a time.
-        let mut row: Vec<usize> = (0..=name.len()).collect();
-        for (i, a) in k.bytes().enumerate() {
-            let mut diagonal = std::mem::replace(&mut row[0], i + 1);
-            for (j, b) in name.bytes().enumerate() {
-                let next = (diagonal + usize::from(a != b))
-                    .min(row[j] + 1)
-                    .min(row[j + 1] + 1);
-                diagonal = std::mem::replace(&mut row[j + 1], next);
-            }
-        }
-        row[name.len()]
-    };
-    let near = known.map(|k| (distance(k), k)).filter(|(d, _)| *d <= limit);
-    near.min().map(|(_, k)| k)
+    let near = known.into_iter().map(|k| (strsim::levenshtein(name, k), k));
+    let nearest = near.filter(|(d, _)| *d <= limit).min();
+    nearest.map_or_else(String::new, |(_, k)| format!("; did you mean {}?", show(k)))
 }
 
-/// A value from a variable or a flag, typed as its field is declared: a number or a boolean
-/// when the text is one, a list for a list (comma separated), else the text (a wrong type is
-/// then reported with the key).
-fn typed(text: &str, ty: &str) -> Json {
+/// A value from a variable or a flag, typed by its flag's value name: a list split at commas,
+/// a number or a boolean when the text is one, else the text (a wrong type is then reported
+/// with the key).
+fn typed(text: &str, value_name: &str) -> Json {
     let text = text.trim();
-    let number = ["u8", "u16", "u32", "u64", "usize", "f64"]
-        .iter()
-        .any(|n| ty.contains(n));
-    if ty.starts_with("Vec") {
-        let items = text.split(',').map(str::trim).filter(|s| !s.is_empty());
-        Json::from(items.collect::<Vec<_>>())
-    } else if let (true, Ok(value)) = (number || ty.contains("bool"), text.parse::<Json>()) {
-        value
-    } else {
-        Json::from(text)
+    match value_name {
+        command::LIST => {
+            let items = text.split(',').map(str::trim).filter(|s| !s.is_empty());
+            Json::from(items.collect::<Vec<_>>())
+        }
+        "NUMBER" | "BOOL" => text.parse().unwrap_or_else(|_| Json::from(text)),
+        _ => Json::from(text),
     }
 }
 

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aggregator_core::WindowConfig;
 use aggregator_core::alarm::{AlarmRule, AlarmRules};
 use aggregator_core::topic::machine_from_readings_topic;
 use aggregator_core::trend::TrendConfig;
-use aggregator_core::{ParseLimits, WindowConfig};
-use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError};
+use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError, ensure};
 
 use crate::shard::Shard;
 
@@ -159,43 +159,30 @@ impl Settings {
     /// # Errors
     /// [`SettingsError::Invalid`] naming the first bad setting.
     pub fn validate(self) -> Result<IngestConfig, SettingsError> {
-        if self.mqtt.client_id.trim().is_empty() {
-            let message = "must not be empty: ingest's persistent session is bound to it";
-            return Err(SettingsError::invalid("mqtt.client_id", message));
-        }
+        let named = !self.mqtt.client_id.trim().is_empty();
+        let message = "must not be empty: ingest's persistent session is bound to it";
+        ensure(named, "mqtt.client_id", message)?;
         let mqtt = self.mqtt.connection("scrap-pulse-ingest")?;
         let shard = &self.shard;
-        if shard.index >= shard.count {
-            return Err(SettingsError::invalid(
-                "shard.index",
-                format!("{} is not below shard.count ({})", shard.index, shard.count),
-            ));
-        }
-        let shard = Shard::new(shard.index, shard.count, &shard.subscribe_topic);
+        let message = format!("{} is not below shard.count ({})", shard.index, shard.count);
+        ensure(shard.index < shard.count, "shard.index", message)?;
+        let topic = &shard.subscribe_topic;
+        let shard = Shard::new(shard.index, shard.count, topic);
         // A reading's topic ends in machines/{id}/scrap: a filter of another shape would
         // deliver nothing ingest can read.
-        if machine_from_readings_topic(&shard.filter) != Some("+") {
-            return Err(SettingsError::invalid(
-                "shard.subscribe_topic",
-                format!(
-                    "{:?} must end in machines/+/scrap (a prefix, with {{shard}}, may come first)",
-                    self.shard.subscribe_topic
-                ),
-            ));
-        }
-        let min_packet = self
-            .limits
-            .max_payload_bytes
-            .saturating_add(PACKET_HEADROOM);
-        if self.mqtt.max_packet_bytes < min_packet {
-            return Err(SettingsError::invalid(
-                "mqtt.max_packet_bytes",
-                format!(
-                    "must be at least limits.max_payload_bytes + 64 KiB ({min_packet}), so that \
-                     an oversized payload is rejected as too_large instead of breaking the connection"
-                ),
-            ));
-        }
+        let readable = machine_from_readings_topic(&shard.filter) == Some("+");
+        let message = format!(
+            "{topic:?} must end in machines/+/scrap (a prefix, with {{shard}}, may come first)"
+        );
+        ensure(readable, "shard.subscribe_topic", message)?;
+        let max_payload = self.limits.max_payload_bytes;
+        let min_packet = max_payload.saturating_add(PACKET_HEADROOM);
+        let fits = self.mqtt.max_packet_bytes >= min_packet;
+        let message = format!(
+            "must be at least limits.max_payload_bytes + 64 KiB ({min_packet}), so that an \
+             oversized payload is rejected as too_large instead of breaking the connection"
+        );
+        ensure(fits, "mqtt.max_packet_bytes", message)?;
         // The rule's own error names it (`[[alarm]] rule 2 (machine = "A1", ...): ...`).
         let alarms = AlarmRules::new(&self.alarm)
             .map_err(|e| SettingsError::invalid("alarm", e.to_string()))?;
@@ -231,15 +218,6 @@ impl TrendSettings {
         TrendConfig {
             interval: Duration::from_secs(self.interval_seconds),
             points: self.points,
-        }
-    }
-}
-
-impl LimitSettings {
-    /// The parser's limits.
-    pub fn parse(&self) -> ParseLimits {
-        ParseLimits {
-            max_payload_bytes: self.max_payload_bytes,
         }
     }
 }

@@ -41,5 +41,5 @@ pub use secret::Secret;
 pub use security::MqttSecurity;
 pub use settings::{
     Binary, EXIT_BAD_SETTINGS, Field, MqttConfig, MqttSettings, Setting, SettingsError,
-    describe_range, in_range, join_key,
+    describe_range, ensure, in_range, join_key,
 };

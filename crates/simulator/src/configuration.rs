@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aggregator_core::RejectionReason;
 use rumqttc::QoS;
-use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError};
+use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError, ensure};
 
 use crate::invalid;
 use crate::workload::{ValueRange, parse_duration, parse_indices, parse_machines};
@@ -100,14 +100,12 @@ impl Settings {
     /// [`SettingsError::Invalid`] naming the first bad setting.
     pub fn validate(self) -> Result<SimConfig, SettingsError> {
         let mqtt = self.mqtt.connection("scrap-pulse-simulator")?;
-        if let Some(rate) = self.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        if let Some(rate) = self.rate {
             let message = format!("{rate} is not a positive number of messages per second");
-            return Err(SettingsError::invalid("rate", message));
+            ensure(rate.is_finite() && rate > 0.0, "rate", message)?;
         }
-        if self.count == Some(0) {
-            let message = "must be at least 1 (leave it unset to run without a limit)";
-            return Err(SettingsError::invalid("count", message));
-        }
+        let message = "must be at least 1 (leave it unset to run without a limit)";
+        ensure(self.count != Some(0), "count", message)?;
         let invalid = |setting| move |message| SettingsError::invalid(setting, message);
         let duration = self.duration.as_deref().map(parse_duration).transpose();
         let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][usize::from(self.qos)];

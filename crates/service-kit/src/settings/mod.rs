@@ -149,11 +149,18 @@ pub fn in_range<T: PartialOrd + Display>(
     value: T,
     range: RangeInclusive<T>,
 ) -> Result<(), SettingsError> {
-    if range.contains(&value) {
-        return Ok(());
-    }
     let message = format!("must be {}, not {value}", describe_range(&range));
-    Err(SettingsError::invalid(setting, message))
+    ensure(range.contains(&value), setting, message)
+}
+
+/// Ok when `ok`, else an error naming `setting`: the check of a setting that a limit cannot
+/// express.
+///
+/// # Errors
+/// [`SettingsError::Invalid`] with `message`.
+pub fn ensure(ok: bool, setting: &str, message: impl Into<String>) -> Result<(), SettingsError> {
+    ok.then_some(())
+        .ok_or_else(|| SettingsError::invalid(setting, message))
 }
 
 /// `1 to 86400`, as help texts and messages say it.

@@ -6,11 +6,8 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
 
-use service_kit::{Binary, MqttConfig, MqttSettings, Secret, SettingsError};
-
-use crate::http::state::ClientConfig;
+use service_kit::{Binary, MqttConfig, MqttSettings, Secret, SettingsError, ensure};
 
 /// How the binary names itself and its settings.
 pub const BINARY: Binary = Binary {
@@ -110,21 +107,19 @@ impl Settings {
     /// [`SettingsError::Invalid`] for the first setting that cannot work.
     pub fn validate(self) -> Result<GatewayConfig, SettingsError> {
         let mqtt = self.mqtt.connection("scrap-pulse-gateway")?;
-        let listen = listen_addr(&self.http.listen)?;
+        let listen = &self.http.listen;
+        let message = format!("{listen:?} is not a `host:port` address");
+        let addr = listen.to_socket_addrs().ok().and_then(|mut a| a.next());
+        let listen = addr.ok_or_else(|| SettingsError::invalid("http.listen", message))?;
         let auth_token = self.http.auth_token()?;
-        if self.ws.client_timeout_secs <= self.ws.ping_interval_secs {
-            return Err(SettingsError::invalid(
-                "ws.client_timeout_secs",
-                "must be longer than ws.ping_interval_secs, or live clients would be closed",
-            ));
-        }
-        for origin in &self.ws.allowed_origins {
-            if origin != "*" && crate::http::origin::normalize_origin(origin).is_none() {
-                return Err(SettingsError::invalid(
-                    "ws.allowed_origins",
-                    format!("{origin:?} is not `scheme://host[:port]` or `*`"),
-                ));
-            }
+        let ws = &self.ws;
+        let longer = ws.client_timeout_secs > ws.ping_interval_secs;
+        let message = "must be longer than ws.ping_interval_secs, or live clients would be closed";
+        ensure(longer, "ws.client_timeout_secs", message)?;
+        for origin in &ws.allowed_origins {
+            let valid = origin == "*" || crate::http::origin::normalize_origin(origin).is_some();
+            let message = format!("{origin:?} is not `scheme://host[:port]` or `*`");
+            ensure(valid, "ws.allowed_origins", message)?;
         }
         Ok(GatewayConfig {
             settings: self,
@@ -135,67 +130,33 @@ impl Settings {
     }
 }
 
-fn listen_addr(listen: &str) -> Result<SocketAddr, SettingsError> {
-    listen
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| {
-            SettingsError::invalid(
-                "http.listen",
-                format!("{listen:?} is not a `host:port` address"),
-            )
-        })
-}
-
 impl HttpSettings {
     /// The bearer token from `auth_token` or the file `auth_token_file`; `None` when neither
     /// is set.
     fn auth_token(&self) -> Result<Option<Secret>, SettingsError> {
+        let invalid = |message| SettingsError::invalid("http.auth_token_file", message);
         let token = match (&self.auth_token, &self.auth_token_file) {
             (Some(_), Some(_)) => {
-                return Err(SettingsError::invalid(
-                    "http.auth_token_file",
-                    "set either http.auth_token or http.auth_token_file, not both",
-                ));
+                let message = "set either http.auth_token or http.auth_token_file, not both";
+                return Err(invalid(message.into()));
             }
             (Some(token), None) => token.clone(),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    SettingsError::invalid(
-                        "http.auth_token_file",
-                        format!("{}: {e}", path.display()),
-                    )
-                })?;
+                let text = std::fs::read_to_string(path);
+                let text = text.map_err(|e| invalid(format!("{}: {e}", path.display())))?;
                 Secret::new(text.trim_end_matches(['\r', '\n']))
             }
             (None, None) => return Ok(None),
         };
-        if token.is_empty() {
-            return Err(SettingsError::invalid(
-                "http.auth_token",
-                "must not be empty",
-            ));
-        }
+        ensure(!token.is_empty(), "http.auth_token", "must not be empty")?;
         // Tokens travel in headers and query strings: visible ASCII only keeps both simple.
-        if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(SettingsError::invalid(
-                "http.auth_token",
-                "must be printable ASCII without spaces",
-            ));
-        }
+        let visible = token.expose().bytes().all(|b| b.is_ascii_graphic());
+        ensure(
+            visible,
+            "http.auth_token",
+            "must be printable ASCII without spaces",
+        )?;
         Ok(Some(token))
-    }
-}
-
-impl WsSettings {
-    /// What each client's task needs.
-    pub fn client(&self) -> ClientConfig {
-        ClientConfig {
-            ping_interval: Duration::from_secs(self.ping_interval_secs),
-            client_timeout: Duration::from_secs(self.client_timeout_secs),
-            max_frame_bytes: self.max_frame_bytes,
-        }
     }
 }
 

@@ -159,12 +159,9 @@ fn http_server(
     shutdown: &CancellationToken,
     clients: &TaskTracker,
 ) -> std::io::Result<Server> {
-    let ws = &settings.settings.ws;
     let state = web::Data::new(AppState {
         hub: Arc::clone(hub),
-        allowed_origins: ws.allowed_origins.clone(),
-        max_clients: ws.max_clients,
-        client: ws.client(),
+        ws: settings.settings.ws.clone(),
         shutdown: shutdown.clone(),
         clients: clients.clone(),
         auth_token: settings.auth_token.clone(),

@@ -28,7 +28,7 @@ use crate::http::auth;
 use crate::http::client_message::{Incoming, classify};
 use crate::http::frame_limit::FrameLimit;
 use crate::http::origin::origin_allowed;
-use crate::http::state::{AppState, ClientConfig};
+use crate::http::state::AppState;
 use crate::hub::{ClientSlot, Frame, Hub, MachineFilter, Subscription, merged_texts};
 
 /// Most queued frames merged into one send: bounds the work of one merge.
@@ -58,7 +58,7 @@ pub async fn ws_route(
         Ok(slot) => slot,
         Err(refused) => return Ok(*refused),
     };
-    let max_frame_bytes = state.client.max_frame_bytes;
+    let max_frame_bytes = state.ws.max_frame_bytes;
     let body = limited(&req, body, max_frame_bytes).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let client = Client {
@@ -66,7 +66,8 @@ pub async fn ws_route(
         stream: stream.max_frame_size(max_frame_bytes),
         hub: Arc::clone(&state.hub),
         filter: query.machines.as_deref().and_then(MachineFilter::parse),
-        config: state.client,
+        ping_interval: Duration::from_secs(state.ws.ping_interval_secs),
+        client_timeout: Duration::from_secs(state.ws.client_timeout_secs),
         shutdown: state.shutdown.clone(),
         _slot: slot,
     };
@@ -101,7 +102,7 @@ fn admit(
     let host = only(headers, header::HOST);
     // Two Origin headers: which one the browser meant is anybody's guess.
     let ambiguous = headers.get_all(header::ORIGIN).nth(1).is_some();
-    if ambiguous || !origin_allowed(origin, host, &state.allowed_origins) {
+    if ambiguous || !origin_allowed(origin, host, &state.ws.allowed_origins) {
         metrics.refused_origin.inc();
         tracing::info!(
             origin,
@@ -124,10 +125,10 @@ fn admit(
             HttpResponse::ServiceUnavailable().body("shutting down\n"),
         ));
     }
-    state.hub.try_admit(state.max_clients).ok_or_else(|| {
+    state.hub.try_admit(state.ws.max_clients).ok_or_else(|| {
         metrics.refused_capacity.inc();
         tracing::warn!(
-            max_clients = state.max_clients,
+            max_clients = state.ws.max_clients,
             "refused a WebSocket upgrade: too many clients"
         );
         Box::new(
@@ -167,7 +168,9 @@ struct Client {
     stream: MessageStream,
     hub: Arc<Hub>,
     filter: Option<MachineFilter>,
-    config: ClientConfig,
+    ping_interval: Duration,
+    /// Silence (or one stalled send) after which the client is dropped.
+    client_timeout: Duration,
     shutdown: CancellationToken,
     /// Held for the life of the task: frees the client's place when the task ends.
     _slot: ClientSlot,
@@ -207,10 +210,8 @@ impl Client {
             Err(end) => return end,
         };
         let mut last_alive = Instant::now();
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + self.config.ping_interval,
-            self.config.ping_interval,
-        );
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let step = tokio::select! {
@@ -256,7 +257,7 @@ impl Client {
 
     /// Pings the client, unless it has been silent for the client timeout.
     async fn ping(&mut self, last_alive: Instant) -> Result<(), End> {
-        if last_alive.elapsed() >= self.config.client_timeout {
+        if last_alive.elapsed() >= self.client_timeout {
             return Err(End::TimedOut);
         }
         self.send(Message::Ping(Default::default())).await
@@ -298,7 +299,7 @@ impl Client {
         let is_text = matches!(message, Message::Text(_));
         tokio::select! {
             r = send_message(&mut self.session, message) => r.map_err(|_| End::ClientGone)?,
-            () = tokio::time::sleep(self.config.client_timeout) => return Err(End::Stalled),
+            () = tokio::time::sleep(self.client_timeout) => return Err(End::Stalled),
             () = self.shutdown.cancelled() => return Err(End::Shutdown),
         }
         if is_text {

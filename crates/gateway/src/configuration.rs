@@ -15,11 +15,6 @@ pub const BINARY: Binary = Binary {
     env_prefix: "GATEWAY",
     about: "scrap-pulse gateway: live aggregates from MQTT to browsers over WebSocket, plus the \
             dashboard and /api.",
-    env_aliases: &[
-        ("MQTT_BROKER", "mqtt.host"),
-        ("MQTT_PORT", "mqtt.port"),
-        ("GATEWAY_LISTEN", "http.listen"),
-    ],
 };
 
 service_kit::settings! {
@@ -39,13 +34,11 @@ service_kit::settings! {
         /// The WebSocket clients.
         ws: WsSettings = WsSettings::default();
     }
-}
 
-service_kit::settings! {
     /// The HTTP server.
     pub struct HttpSettings {
         /// HTTP and WebSocket address, host:port.
-        listen: String = "0.0.0.0:8000".into(), flag "listen";
+        listen: String = "0.0.0.0:8000".into(), flag "listen", env "GATEWAY_LISTEN";
         /// Serve the dashboard from this directory instead of the copy built into the binary
         /// (frontend work: edit, reload); Chart.js then comes from its vendor/.
         static_dir: Option<PathBuf> = None;
@@ -60,9 +53,7 @@ service_kit::settings! {
         /// File holding the bearer token (a trailing newline is ignored).
         auth_token_file: Option<PathBuf> = None;
     }
-}
 
-service_kit::settings! {
     /// The WebSocket clients.
     pub struct WsSettings {
         /// Origins (scheme://host[:port]) whose pages may open /ws, comma separated; `*` allows

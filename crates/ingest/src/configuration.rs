@@ -22,7 +22,6 @@ pub const BINARY: Binary = Binary {
     env_prefix: "INGEST",
     about: "Subscribes to machines/+/scrap, keeps exact sliding-window sums per (machine, scrap \
             index) and republishes them retained on aggregates/{machineId}/{scrapIndex}.",
-    env_aliases: &[("MQTT_BROKER", "mqtt.host"), ("MQTT_PORT", "mqtt.port")],
 };
 
 /// Room for the fixed header, topic (up to 64 KiB) and packet id around a payload.
@@ -66,9 +65,7 @@ service_kit::settings! {
         /// clear_below = 25.0    # optional hysteresis; default: the raise threshold
         alarm: Vec<AlarmRule> = Vec::new();
     }
-}
 
-service_kit::settings! {
     /// The sliding window.
     pub struct WindowSettings {
         /// Window length in seconds.
@@ -81,9 +78,7 @@ service_kit::settings! {
         /// How far ahead of the ingest clock a reading may be, in ms; further is `future`.
         max_future_skew_ms: u64 = 5_000, in 0..=86_400_000;
     }
-}
 
-service_kit::settings! {
     /// When aggregates are published.
     pub struct PublishSettings {
         /// Sustained, at most one aggregate per key per this many ms; 0 publishes every change.
@@ -94,9 +89,7 @@ service_kit::settings! {
         /// broker that may lose a delivery (NATS before 2.9.16 with two gateways); 0: never.
         again_after_ms: u64 = 0, in 0..=3_600_000;
     }
-}
 
-service_kit::settings! {
     /// Sizes of payloads, queues and batches.
     pub struct LimitSettings {
         /// Payloads larger than this are rejected as too_large, in bytes; mqtt.max_packet_bytes
@@ -111,9 +104,7 @@ service_kit::settings! {
         /// Most unacknowledged QoS 1 publishes in flight.
         inflight: u16 = 1_000, in 1..=65_535;
     }
-}
 
-service_kit::settings! {
     /// The trend of every key.
     pub struct TrendSettings {
         /// Seconds between two samples of every key's window sum.
@@ -122,9 +113,7 @@ service_kit::settings! {
         /// published whole, so it stays in the kilobytes.
         points: usize = 90, in 1..=10_000;
     }
-}
 
-service_kit::settings! {
     /// Several ingest processes sharing the machines.
     pub struct ShardSettings {
         /// Ingest processes sharing the machines; machine m belongs to shard fnv1a32(m) mod

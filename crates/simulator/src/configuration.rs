@@ -20,7 +20,6 @@ pub const BINARY: Binary = Binary {
             load generator. With a list in --mqtt-host (a,b:1884), machine i publishes through \
             broker i mod n, one connection per broker; a connection whose broker stays down \
             fails over to the next and re-sends what was not acknowledged.",
-    env_aliases: &[("MQTT_BROKER", "mqtt.host"), ("MQTT_PORT", "mqtt.port")],
 };
 
 service_kit::settings! {
@@ -122,11 +121,6 @@ impl Settings {
                 .map_err(invalid("invalid_kinds"))?,
             settings: self,
         })
-    }
-
-    /// Time between progress lines.
-    pub fn progress_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.progress_interval_secs)
     }
 }
 

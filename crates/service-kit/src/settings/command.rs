@@ -22,20 +22,15 @@ pub(super) fn parse(
     fields: &[Field],
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
 ) -> Result<BTreeMap<String, String>, SettingsError> {
-    let matches = command(binary, leaves)
-        .try_get_matches_from(args)
-        .map_err(|e| {
-            let text = e.render().to_string();
-            match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => SettingsError::Shown(text),
-                _ => SettingsError::Flag(
-                    text.lines()
-                        .next()
-                        .unwrap_or_default()
-                        .replace("error: ", ""),
-                ),
-            }
-        })?;
+    let matches = command(binary, leaves).try_get_matches_from(args);
+    let matches = matches.map_err(|e| {
+        let text = e.render().to_string();
+        let first_line = text.lines().next().unwrap_or_default();
+        match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => SettingsError::Shown(text),
+            _ => SettingsError::Flag(first_line.replace("error: ", "")),
+        }
+    })?;
     if matches.get_flag("example-config") {
         return Err(SettingsError::Shown(example(binary, leaves, fields)));
     }
@@ -47,30 +42,24 @@ pub(super) fn parse(
 
 fn command(binary: &Binary, leaves: &[Leaf]) -> Command {
     let prefix = binary.env_prefix;
-    let config =
-        format!("Settings file (TOML); an unknown key in it is an error [env: {prefix}_CONFIG]");
     let rule = naming_rule(prefix).replace('\n', " ");
-    let command = Command::new(binary.name)
+    let config = Arg::new("config").long("config").value_name("FILE");
+    let example = Arg::new("example-config").long("example-config");
+    Command::new(binary.name)
         .version(env!("CARGO_PKG_VERSION"))
         .about(binary.about)
         .after_help(format!(
             "{rule} Logs: RUST_LOG (default info), LOG_FORMAT=json."
         ))
+        .arg(config.help(format!(
+            "Settings file (TOML); an unknown key in it is an error [env: {prefix}_CONFIG]"
+        )))
         .arg(
-            Arg::new("config")
-                .long("config")
-                .value_name("FILE")
-                .help(config),
-        )
-        .arg(
-            Arg::new("example-config")
-                .long("example-config")
+            example
                 .action(ArgAction::SetTrue)
                 .help("Print a settings file with every key, its meaning and its default"),
-        );
-    leaves
-        .iter()
-        .fold(command, |command, leaf| command.arg(flag(leaf)))
+        )
+        .args(leaves.iter().map(flag))
 }
 
 fn flag(leaf: &Leaf) -> Arg {
@@ -137,10 +126,8 @@ pub(super) fn example(binary: &Binary, leaves: &[Leaf], fields: &[Field]) -> Str
 }
 
 fn section(out: &mut String, leaves: &[Leaf], fields: &[Field], prefix: &str) {
-    for leaf in leaves
-        .iter()
-        .filter(|l| l.key == join_key(prefix, l.field.name))
-    {
+    let here = |leaf: &&Leaf| leaf.key == join_key(prefix, leaf.field.name);
+    for leaf in leaves.iter().filter(here) {
         let field = &leaf.field;
         out.push('\n');
         comment(out, field);

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
 use super::{Field, Setting, SettingsError, command, join_key};
 
@@ -22,8 +22,6 @@ pub struct Binary {
     pub env_prefix: &'static str,
     /// One paragraph for `--help`.
     pub about: &'static str,
-    /// Further environment names, as `(name, key)`; the generated name wins over them.
-    pub env_aliases: &'static [(&'static str, &'static str)],
 }
 
 /// A value setting with its names (every field but sections and lists of tables).
@@ -31,7 +29,7 @@ pub struct Binary {
 pub(super) struct Leaf {
     pub key: String,
     pub flag: String,
-    /// The generated variable, then the aliases.
+    /// The generated variable, then the field's further name.
     pub env: Vec<String>,
     /// What the flag's value is called; it also says how a text becomes a value.
     pub value_name: &'static str,
@@ -70,7 +68,7 @@ impl Binary {
             merge(&mut json, read_file(Path::new(&path), &fields)?);
         }
         for leaf in &leaves {
-            // A flag, else the generated variable, else an alias.
+            // A flag, else the generated variable, else the further one.
             let from_env = || leaf.env.iter().find_map(|name| env.get(name).cloned());
             if let Some(text) = given.remove(&leaf.key).or_else(from_env) {
                 merge_at(&mut json, &leaf.key, typed(&text, leaf.value_name));
@@ -101,15 +99,11 @@ impl Binary {
                 continue;
             }
             let generated = format!("{}_{}", self.env_prefix, key.replace('.', "_"));
-            let aliases = self.env_aliases.iter().filter(|(_, k)| *k == key);
-            let aliases = aliases.map(|(name, _)| (*name).to_owned());
+            let env = [Some(generated.to_uppercase()), field.env.map(str::to_owned)];
+            let flag = key.replace(['.', '_'], "-");
             out.push(Leaf {
-                flag: field
-                    .flag
-                    .map_or(key.replace(['.', '_'], "-"), str::to_owned),
-                env: std::iter::once(generated.to_uppercase())
-                    .chain(aliases)
-                    .collect(),
+                flag: field.flag.map_or(flag, str::to_owned),
+                env: env.into_iter().flatten().collect(),
                 value_name: command::value_name(field.ty),
                 field: field.clone(),
                 default,
@@ -127,19 +121,15 @@ impl Binary {
     ) -> Result<(), SettingsError> {
         let prefix = format!("{}_", self.env_prefix);
         let config = format!("{prefix}CONFIG");
-        let known: Vec<&str> = leaves
-            .iter()
-            .flat_map(|l| &l.env)
-            .map(String::as_str)
-            .collect();
+        let known: Vec<&String> = leaves.iter().flat_map(|l| &l.env).collect();
         let unknown = env.iter().find(|(name, value)| {
-            let known = known.contains(&name.as_str()) || **name == config;
+            let known = known.contains(name) || **name == config;
             name.starts_with(&prefix) && !known && !service_link(name, value)
         });
         let Some((name, _)) = unknown else {
             return Ok(());
         };
-        let hint = did_you_mean(name, known, str::to_owned);
+        let hint = did_you_mean(name, known.into_iter().map(String::as_str), str::to_owned);
         let name = name.clone();
         Err(SettingsError::UnknownVariable { name, hint })
     }
@@ -170,14 +160,10 @@ fn read_file(path: &Path, fields: &[Field]) -> Result<Json, SettingsError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e
-            .span()
-            .map_or(0, |span| text[..span.start].lines().count().max(1));
-        error(format!(
-            "line {line}: {}",
-            e.message().trim().replace('\n', " ")
-        ))
+    let table = text.parse::<toml::Table>().map_err(|e| {
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        let message = e.message().trim().replace('\n', " ");
+        error(format!("line {}: {message}", line.unwrap_or(0)))
     })?;
     let json = to_json(&table);
     let Some((key, known)) = first_unknown(&json, fields, "") else {
@@ -232,9 +218,7 @@ fn merge(base: &mut Json, over: Json) {
 
 /// `value` set at the dotted `key`.
 fn merge_at(base: &mut Json, key: &str, value: Json) {
-    let over = key
-        .rsplit('.')
-        .fold(value, |value, part| serde_json::json!({ part: value }));
+    let over = key.rsplit('.').fold(value, |v, part| json!({ part: v }));
     merge(base, over);
 }
 
@@ -285,7 +269,7 @@ mod tests {
         /// A section for the tests.
         pub struct Inner {
             /// Host.
-            host: String = "localhost".into();
+            host: String = "localhost".into(), env "MQTT_BROKER";
             /// Port.
             port: u16 = 1883, in 1..=65_535;
             /// User.
@@ -327,7 +311,6 @@ mod tests {
         name: "demo",
         env_prefix: "DEMO",
         about: "A demo.",
-        env_aliases: &[("MQTT_BROKER", "mqtt.host")],
     };
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -389,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn the_generated_name_wins_over_an_alias() {
+    fn the_generated_name_wins_over_a_further_one() {
         let env = [("MQTT_BROKER", "shared"), ("DEMO_MQTT_HOST", "own")];
         assert_eq!(load(&[], &env).unwrap().mqtt.host, "own");
     }

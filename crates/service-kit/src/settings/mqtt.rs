@@ -18,9 +18,9 @@ crate::settings! {
         /// Broker host or address; with TLS, the name its certificate carries. A
         /// comma-separated list `a,b:1884` (port defaults to `port`) names brokers to fail
         /// over between: after a connection loss the next one is tried, round-robin.
-        host: String = "localhost".into();
+        host: String = "localhost".into(), env "MQTT_BROKER";
         /// Broker TCP port.
-        port: u16 = 1883, in 1..=65_535;
+        port: u16 = 1883, in 1..=65_535, env "MQTT_PORT";
         /// MQTT client id; empty: `scrap-pulse-<service>-<pid>-<random>`, unique per process.
         client_id: String = String::new();
         /// MQTT keep-alive in seconds.

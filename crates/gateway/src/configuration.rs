@@ -102,7 +102,7 @@ impl Settings {
         let message = format!("{listen:?} is not a `host:port` address");
         let addr = listen.to_socket_addrs().ok().and_then(|mut a| a.next());
         let listen = addr.ok_or_else(|| SettingsError::invalid("http.listen", message))?;
-        let auth_token = self.http.auth_token()?;
+        let auth_token = crate::http::auth::token(&self.http)?;
         let ws = &self.ws;
         let longer = ws.client_timeout_secs > ws.ping_interval_secs;
         let message = "must be longer than ws.ping_interval_secs, or live clients would be closed";
@@ -118,36 +118,6 @@ impl Settings {
             listen,
             auth_token,
         })
-    }
-}
-
-impl HttpSettings {
-    /// The bearer token from `auth_token` or the file `auth_token_file`; `None` when neither
-    /// is set.
-    fn auth_token(&self) -> Result<Option<Secret>, SettingsError> {
-        let invalid = |message| SettingsError::invalid("http.auth_token_file", message);
-        let token = match (&self.auth_token, &self.auth_token_file) {
-            (Some(_), Some(_)) => {
-                let message = "set either http.auth_token or http.auth_token_file, not both";
-                return Err(invalid(message.into()));
-            }
-            (Some(token), None) => token.clone(),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path);
-                let text = text.map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-                Secret::new(text.trim_end_matches(['\r', '\n']))
-            }
-            (None, None) => return Ok(None),
-        };
-        ensure(!token.is_empty(), "http.auth_token", "must not be empty")?;
-        // Tokens travel in headers and query strings: visible ASCII only keeps both simple.
-        let visible = token.expose().bytes().all(|b| b.is_ascii_graphic());
-        ensure(
-            visible,
-            "http.auth_token",
-            "must be printable ASCII without spaces",
-        )?;
-        Ok(Some(token))
     }
 }
 

@@ -97,7 +97,7 @@ impl MqttConfig {
     /// service adds its session and queues.
     pub fn options_at(&self, broker: &BrokerAddr) -> MqttOptions {
         let mut options = MqttOptions::new(&self.client_id, &broker.host, broker.port);
-        options.set_keep_alive(self.keep_alive());
+        options.set_keep_alive(Duration::from_secs(self.settings.keep_alive_secs));
         let max_packet = self.settings.max_packet_bytes;
         options.set_max_packet_size(max_packet, max_packet);
         self.security.apply_to(&mut options);
@@ -114,16 +114,9 @@ impl MqttConfig {
 
     /// The reconnect pacing.
     pub fn backoff(&self) -> Backoff {
-        let (min, max) = (
-            self.settings.reconnect_min_ms,
-            self.settings.reconnect_max_ms,
-        );
-        Backoff::new(Duration::from_millis(min), Duration::from_millis(max))
-    }
-
-    /// MQTT keep-alive.
-    pub fn keep_alive(&self) -> Duration {
-        Duration::from_secs(self.settings.keep_alive_secs)
+        let ms = Duration::from_millis;
+        let settings = &self.settings;
+        Backoff::new(ms(settings.reconnect_min_ms), ms(settings.reconnect_max_ms))
     }
 }
 

@@ -2,17 +2,17 @@
 //! its limits, variables and default, plus `--config` and `--example-config`) and the example
 //! settings file, every key with the same facts, which is each service's settings reference.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use clap::error::ErrorKind;
-use clap::{Arg, ArgAction, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::Value as Json;
 
 use super::load::Leaf;
 use super::{Binary, Field, SettingsError, join_key};
 
-/// Parses `args` (program name first): the flags given, by key (`config` for `--config`).
+/// Parses `args` (program name first): each flag given is found under its setting's key
+/// (`config` for `--config`).
 ///
 /// # Errors
 /// [`SettingsError::Flag`] for a bad command line, [`SettingsError::Shown`] for the texts.
@@ -21,7 +21,7 @@ pub(super) fn parse(
     leaves: &[Leaf],
     fields: &[Field],
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
-) -> Result<BTreeMap<String, String>, SettingsError> {
+) -> Result<ArgMatches, SettingsError> {
     let matches = command(binary, leaves).try_get_matches_from(args);
     let matches = matches.map_err(|e| {
         let text = e.render().to_string();
@@ -34,10 +34,7 @@ pub(super) fn parse(
     if matches.get_flag("example-config") {
         return Err(SettingsError::Shown(example(binary, leaves, fields)));
     }
-    let keys = leaves.iter().map(|l| l.key.as_str()).chain(["config"]);
-    let given =
-        keys.filter_map(|key| Some((key.to_owned(), matches.get_one::<String>(key)?.clone())));
-    Ok(given.collect())
+    Ok(matches)
 }
 
 fn command(binary: &Binary, leaves: &[Leaf]) -> Command {

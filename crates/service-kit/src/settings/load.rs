@@ -60,18 +60,18 @@ impl Binary {
         let (fields, mut json) = (T::fields(), to_json(&T::default()));
         let leaves = self.leaves(&fields, &json, "");
         let env: BTreeMap<String, String> = env.into_iter().collect();
-        let mut given = command::parse(self, &leaves, &fields, args)?;
+        let flags = command::parse(self, &leaves, &fields, args)?;
         self.check_variables(&leaves, &env)?;
-        let config = given.remove("config");
-        let config = config.or_else(|| env.get(&format!("{}_CONFIG", self.env_prefix)).cloned());
+        let env_config = env.get(&format!("{}_CONFIG", self.env_prefix));
+        let config = flags.get_one::<String>("config").or(env_config);
         if let Some(path) = config.filter(|p| !p.is_empty()) {
-            merge(&mut json, read_file(Path::new(&path), &fields)?);
+            merge(&mut json, read_file(Path::new(path), &fields)?);
         }
         for leaf in &leaves {
             // A flag, else the generated variable, else the further one.
-            let from_env = || leaf.env.iter().find_map(|name| env.get(name).cloned());
-            if let Some(text) = given.remove(&leaf.key).or_else(from_env) {
-                merge_at(&mut json, &leaf.key, typed(&text, leaf.value_name));
+            let from_env = || leaf.env.iter().find_map(|name| env.get(name));
+            if let Some(text) = flags.get_one::<String>(&leaf.key).or_else(from_env) {
+                merge_at(&mut json, &leaf.key, typed(text, leaf.value_name));
             }
         }
         let settings: T = serde_path_to_error::deserialize(json).map_err(|e| {

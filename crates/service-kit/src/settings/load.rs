@@ -1,7 +1,7 @@
 //! Layering: built-in defaults < the settings file < the environment < flags, merged as JSON
 //! and deserialized into the service's settings struct by serde, which names the key of a bad
-//! value. The defaults, serialized, are the schema: a file key or a variable with the
-//! service's prefix that names no setting is refused (a typo is never silently ignored).
+//! value. A file key or a variable with the service's prefix that names no declared setting
+//! is refused (a typo is never silently ignored).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

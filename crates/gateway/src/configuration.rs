@@ -6,11 +6,8 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
 
-use service_kit::{Binary, MqttConfig, MqttSettings, Secret, SettingsError};
-
-use crate::http::state::ClientConfig;
+use service_kit::{Binary, MqttConfig, MqttSettings, Secret, SettingsError, ensure};
 
 /// How the binary names itself and its settings.
 pub const BINARY: Binary = Binary {
@@ -18,11 +15,6 @@ pub const BINARY: Binary = Binary {
     env_prefix: "GATEWAY",
     about: "scrap-pulse gateway: live aggregates from MQTT to browsers over WebSocket, plus the \
             dashboard and /api.",
-    env_aliases: &[
-        ("MQTT_BROKER", "mqtt.host"),
-        ("MQTT_PORT", "mqtt.port"),
-        ("GATEWAY_LISTEN", "http.listen"),
-    ],
 };
 
 service_kit::settings! {
@@ -42,13 +34,11 @@ service_kit::settings! {
         /// The WebSocket clients.
         ws: WsSettings = WsSettings::default();
     }
-}
 
-service_kit::settings! {
     /// The HTTP server.
     pub struct HttpSettings {
         /// HTTP and WebSocket address, host:port.
-        listen: String = "0.0.0.0:8000".into(), flag "listen";
+        listen: String = "0.0.0.0:8000".into(), flag "listen", env "GATEWAY_LISTEN";
         /// Serve the dashboard from this directory instead of the copy built into the binary
         /// (frontend work: edit, reload); Chart.js then comes from its vendor/.
         static_dir: Option<PathBuf> = None;
@@ -63,9 +53,7 @@ service_kit::settings! {
         /// File holding the bearer token (a trailing newline is ignored).
         auth_token_file: Option<PathBuf> = None;
     }
-}
 
-service_kit::settings! {
     /// The WebSocket clients.
     pub struct WsSettings {
         /// Origins (scheme://host[:port]) whose pages may open /ws, comma separated; `*` allows
@@ -114,21 +102,19 @@ impl Settings {
     /// [`SettingsError::Invalid`] for the first setting that cannot work.
     pub fn validate(self) -> Result<GatewayConfig, SettingsError> {
         let mqtt = self.mqtt.connection("scrap-pulse-gateway")?;
-        let listen = listen_addr(&self.http.listen)?;
-        let auth_token = self.http.auth_token()?;
-        if self.ws.client_timeout_secs <= self.ws.ping_interval_secs {
-            return Err(SettingsError::invalid(
-                "ws.client_timeout_secs",
-                "must be longer than ws.ping_interval_secs, or live clients would be closed",
-            ));
-        }
-        for origin in &self.ws.allowed_origins {
-            if origin != "*" && crate::http::origin::normalize_origin(origin).is_none() {
-                return Err(SettingsError::invalid(
-                    "ws.allowed_origins",
-                    format!("{origin:?} is not `scheme://host[:port]` or `*`"),
-                ));
-            }
+        let listen = &self.http.listen;
+        let message = format!("{listen:?} is not a `host:port` address");
+        let addr = listen.to_socket_addrs().ok().and_then(|mut a| a.next());
+        let listen = addr.ok_or_else(|| SettingsError::invalid("http.listen", message))?;
+        let auth_token = crate::http::auth::token(&self.http)?;
+        let ws = &self.ws;
+        let longer = ws.client_timeout_secs > ws.ping_interval_secs;
+        let message = "must be longer than ws.ping_interval_secs, or live clients would be closed";
+        ensure(longer, "ws.client_timeout_secs", message)?;
+        for origin in &ws.allowed_origins {
+            let valid = origin == "*" || crate::http::origin::normalize_origin(origin).is_some();
+            let message = format!("{origin:?} is not `scheme://host[:port]` or `*`");
+            ensure(valid, "ws.allowed_origins", message)?;
         }
         Ok(GatewayConfig {
             settings: self,
@@ -136,71 +122,6 @@ impl Settings {
             listen,
             auth_token,
         })
-    }
-}
-
-fn listen_addr(listen: &str) -> Result<SocketAddr, SettingsError> {
-    listen
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| {
-            SettingsError::invalid(
-                "http.listen",
-                format!("{listen:?} is not a `host:port` address"),
-            )
-        })
-}
-
-impl HttpSettings {
-    /// The bearer token from `auth_token` or the file `auth_token_file`; `None` when neither
-    /// is set.
-    fn auth_token(&self) -> Result<Option<Secret>, SettingsError> {
-        let token = match (&self.auth_token, &self.auth_token_file) {
-            (Some(_), Some(_)) => {
-                return Err(SettingsError::invalid(
-                    "http.auth_token_file",
-                    "set either http.auth_token or http.auth_token_file, not both",
-                ));
-            }
-            (Some(token), None) => token.clone(),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    SettingsError::invalid(
-                        "http.auth_token_file",
-                        format!("{}: {e}", path.display()),
-                    )
-                })?;
-                Secret::new(text.trim_end_matches(['\r', '\n']))
-            }
-            (None, None) => return Ok(None),
-        };
-        if token.is_empty() {
-            return Err(SettingsError::invalid(
-                "http.auth_token",
-                "must not be empty",
-            ));
-        }
-        // Tokens travel in headers and query strings: visible ASCII only keeps both simple.
-        if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(SettingsError::invalid(
-                "http.auth_token",
-                "must be printable ASCII without spaces",
-            ));
-        }
-        Ok(Some(token))
-    }
-}
-
-impl WsSettings {
-    /// What each client's task needs.
-    pub fn client(&self) -> ClientConfig {
-        ClientConfig {
-            ping_interval: Duration::from_secs(self.ping_interval_secs),
-            client_timeout: Duration::from_secs(self.client_timeout_secs),
-            max_frame_bytes: self.max_frame_bytes,
-            buffer_bytes: self.client_buffer_bytes,
-        }
     }
 }
 

@@ -159,18 +159,16 @@ fn http_server(
     shutdown: &CancellationToken,
     clients: &TaskTracker,
 ) -> std::io::Result<Server> {
-    let ws = &settings.settings.ws;
     let state = web::Data::new(AppState {
         hub: Arc::clone(hub),
-        allowed_origins: ws.allowed_origins.clone(),
-        max_clients: ws.max_clients,
-        client: ws.client(),
+        ws: settings.settings.ws.clone(),
         shutdown: shutdown.clone(),
         clients: clients.clone(),
         auth_token: settings.auth_token.clone(),
     });
     let dashboard = dashboard(settings.settings.http.static_dir.clone());
-    cut_off_stuck_peers(&listener, Duration::from_secs(ws.client_timeout_secs))?;
+    let client_timeout = Duration::from_secs(settings.settings.ws.client_timeout_secs);
+    cut_off_stuck_peers(&listener, client_timeout)?;
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(crate::http::assets::security_headers())

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aggregator_core::WindowConfig;
 use aggregator_core::alarm::{AlarmRule, AlarmRules};
 use aggregator_core::topic::machine_from_readings_topic;
 use aggregator_core::trend::TrendConfig;
-use aggregator_core::{ParseLimits, WindowConfig};
-use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError};
+use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError, ensure};
 
 use crate::shard::Shard;
 
@@ -22,7 +22,6 @@ pub const BINARY: Binary = Binary {
     env_prefix: "INGEST",
     about: "Subscribes to machines/+/scrap, keeps exact sliding-window sums per (machine, scrap \
             index) and republishes them retained on aggregates/{machineId}/{scrapIndex}.",
-    env_aliases: &[("MQTT_BROKER", "mqtt.host"), ("MQTT_PORT", "mqtt.port")],
 };
 
 /// Room for the fixed header, topic (up to 64 KiB) and packet id around a payload.
@@ -66,9 +65,7 @@ service_kit::settings! {
         /// clear_below = 25.0    # optional hysteresis; default: the raise threshold
         alarm: Vec<AlarmRule> = Vec::new();
     }
-}
 
-service_kit::settings! {
     /// The sliding window.
     pub struct WindowSettings {
         /// Window length in seconds.
@@ -81,9 +78,7 @@ service_kit::settings! {
         /// How far ahead of the ingest clock a reading may be, in ms; further is `future`.
         max_future_skew_ms: u64 = 5_000, in 0..=86_400_000;
     }
-}
 
-service_kit::settings! {
     /// When aggregates are published.
     pub struct PublishSettings {
         /// Sustained, at most one aggregate per key per this many ms; 0 publishes every change.
@@ -94,9 +89,7 @@ service_kit::settings! {
         /// broker that may lose a delivery (NATS before 2.9.16 with two gateways); 0: never.
         again_after_ms: u64 = 0, in 0..=3_600_000;
     }
-}
 
-service_kit::settings! {
     /// Sizes of payloads, queues and batches.
     pub struct LimitSettings {
         /// Payloads larger than this are rejected as too_large, in bytes; mqtt.max_packet_bytes
@@ -111,9 +104,7 @@ service_kit::settings! {
         /// Most unacknowledged QoS 1 publishes in flight.
         inflight: u16 = 1_000, in 1..=65_535;
     }
-}
 
-service_kit::settings! {
     /// The trend of every key.
     pub struct TrendSettings {
         /// Seconds between two samples of every key's window sum.
@@ -122,9 +113,7 @@ service_kit::settings! {
         /// published whole, so it stays in the kilobytes.
         points: usize = 90, in 1..=10_000;
     }
-}
 
-service_kit::settings! {
     /// Several ingest processes sharing the machines.
     pub struct ShardSettings {
         /// Ingest processes sharing the machines; machine m belongs to shard fnv1a32(m) mod
@@ -159,43 +148,30 @@ impl Settings {
     /// # Errors
     /// [`SettingsError::Invalid`] naming the first bad setting.
     pub fn validate(self) -> Result<IngestConfig, SettingsError> {
-        if self.mqtt.client_id.trim().is_empty() {
-            let message = "must not be empty: ingest's persistent session is bound to it";
-            return Err(SettingsError::invalid("mqtt.client_id", message));
-        }
+        let named = !self.mqtt.client_id.trim().is_empty();
+        let message = "must not be empty: ingest's persistent session is bound to it";
+        ensure(named, "mqtt.client_id", message)?;
         let mqtt = self.mqtt.connection("scrap-pulse-ingest")?;
         let shard = &self.shard;
-        if shard.index >= shard.count {
-            return Err(SettingsError::invalid(
-                "shard.index",
-                format!("{} is not below shard.count ({})", shard.index, shard.count),
-            ));
-        }
-        let shard = Shard::new(shard.index, shard.count, &shard.subscribe_topic);
+        let message = format!("{} is not below shard.count ({})", shard.index, shard.count);
+        ensure(shard.index < shard.count, "shard.index", message)?;
+        let topic = &shard.subscribe_topic;
+        let shard = Shard::new(shard.index, shard.count, topic);
         // A reading's topic ends in machines/{id}/scrap: a filter of another shape would
         // deliver nothing ingest can read.
-        if machine_from_readings_topic(&shard.filter) != Some("+") {
-            return Err(SettingsError::invalid(
-                "shard.subscribe_topic",
-                format!(
-                    "{:?} must end in machines/+/scrap (a prefix, with {{shard}}, may come first)",
-                    self.shard.subscribe_topic
-                ),
-            ));
-        }
-        let min_packet = self
-            .limits
-            .max_payload_bytes
-            .saturating_add(PACKET_HEADROOM);
-        if self.mqtt.max_packet_bytes < min_packet {
-            return Err(SettingsError::invalid(
-                "mqtt.max_packet_bytes",
-                format!(
-                    "must be at least limits.max_payload_bytes + 64 KiB ({min_packet}), so that \
-                     an oversized payload is rejected as too_large instead of breaking the connection"
-                ),
-            ));
-        }
+        let readable = machine_from_readings_topic(&shard.filter) == Some("+");
+        let message = format!(
+            "{topic:?} must end in machines/+/scrap (a prefix, with {{shard}}, may come first)"
+        );
+        ensure(readable, "shard.subscribe_topic", message)?;
+        let max_payload = self.limits.max_payload_bytes;
+        let min_packet = max_payload.saturating_add(PACKET_HEADROOM);
+        let fits = self.mqtt.max_packet_bytes >= min_packet;
+        let message = format!(
+            "must be at least limits.max_payload_bytes + 64 KiB ({min_packet}), so that an \
+             oversized payload is rejected as too_large instead of breaking the connection"
+        );
+        ensure(fits, "mqtt.max_packet_bytes", message)?;
         // The rule's own error names it (`[[alarm]] rule 2 (machine = "A1", ...): ...`).
         let alarms = AlarmRules::new(&self.alarm)
             .map_err(|e| SettingsError::invalid("alarm", e.to_string()))?;
@@ -231,15 +207,6 @@ impl TrendSettings {
         TrendConfig {
             interval: Duration::from_secs(self.interval_seconds),
             points: self.points,
-        }
-    }
-}
-
-impl LimitSettings {
-    /// The parser's limits.
-    pub fn parse(&self) -> ParseLimits {
-        ParseLimits {
-            max_payload_bytes: self.max_payload_bytes,
         }
     }
 }

@@ -40,6 +40,6 @@ pub use log_limit::LogLimit;
 pub use secret::Secret;
 pub use security::MqttSecurity;
 pub use settings::{
-    Binary, EXIT_BAD_SETTINGS, Field, MqttConfig, MqttSettings, Setting, SettingsError,
-    describe_range, in_range, join_key,
+    Binary, Field, MqttConfig, MqttSettings, Setting, SettingsError, describe_range, ensure,
+    in_range, join_key,
 };

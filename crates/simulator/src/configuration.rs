@@ -1,16 +1,16 @@
 //! The simulator's settings, each declared once with its default and limits
-//! (`service_kit::settings!`); [`Settings::validate`] parses the workload (machines, indices,
-//! values, duration) into the [`SimConfig`] the run takes. The reference of every key is
+//! (`service_kit::settings!`); [`Settings::validate`] parses the workload they describe
+//! ([`crate::workload`]) into the [`SimConfig`] the run takes. The reference of every key is
 //! `simulator.example.toml` (`simulator --example-config`).
 
 use std::time::Duration;
 
 use aggregator_core::RejectionReason;
-use aggregator_core::topic::validate_topic_level;
 use rumqttc::QoS;
-use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError};
+use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError, ensure};
 
 use crate::invalid;
+use crate::workload::{ValueRange, parse_duration, parse_indices, parse_machines};
 
 /// How the binary names itself and its settings.
 pub const BINARY: Binary = Binary {
@@ -20,7 +20,6 @@ pub const BINARY: Binary = Binary {
             load generator. With a list in --mqtt-host (a,b:1884), machine i publishes through \
             broker i mod n, one connection per broker; a connection whose broker stays down \
             fails over to the next and re-sends what was not acknowledged.",
-    env_aliases: &[("MQTT_BROKER", "mqtt.host"), ("MQTT_PORT", "mqtt.port")],
 };
 
 service_kit::settings! {
@@ -100,14 +99,12 @@ impl Settings {
     /// [`SettingsError::Invalid`] naming the first bad setting.
     pub fn validate(self) -> Result<SimConfig, SettingsError> {
         let mqtt = self.mqtt.connection("scrap-pulse-simulator")?;
-        if let Some(rate) = self.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        if let Some(rate) = self.rate {
             let message = format!("{rate} is not a positive number of messages per second");
-            return Err(SettingsError::invalid("rate", message));
+            ensure(rate.is_finite() && rate > 0.0, "rate", message)?;
         }
-        if self.count == Some(0) {
-            let message = "must be at least 1 (leave it unset to run without a limit)";
-            return Err(SettingsError::invalid("count", message));
-        }
+        let message = "must be at least 1 (leave it unset to run without a limit)";
+        ensure(self.count != Some(0), "count", message)?;
         let invalid = |setting| move |message| SettingsError::invalid(setting, message);
         let duration = self.duration.as_deref().map(parse_duration).transpose();
         let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][usize::from(self.qos)];
@@ -125,139 +122,6 @@ impl Settings {
             settings: self,
         })
     }
-
-    /// Time between progress lines.
-    pub fn progress_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.progress_interval_secs)
-    }
-}
-
-/// Inclusive range of reading values.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ValueRange {
-    /// Smallest value.
-    pub min: f64,
-    /// Largest value.
-    pub max: f64,
-    /// Draw whole numbers (both bounds were integers).
-    pub integers: bool,
-}
-
-impl ValueRange {
-    /// Parses `MIN..MAX` (also `MIN..=MAX`).
-    ///
-    /// # Errors
-    /// A message saying what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (a, b) = text
-            .split_once("..")
-            .ok_or_else(|| format!("{text:?} is not MIN..MAX"))?;
-        let b = b.strip_prefix('=').unwrap_or(b);
-        let parse = |s: &str| {
-            s.trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| format!("{s:?} is not a finite number"))
-        };
-        let (min, max) = (parse(a)?, parse(b)?);
-        if min > max {
-            return Err(format!("minimum {min} is above maximum {max}"));
-        }
-        let integers =
-            min.fract() == 0.0 && max.fract() == 0.0 && min.abs() < 1e15 && max.abs() < 1e15;
-        Ok(Self { min, max, integers })
-    }
-}
-
-/// Parses `90`, `90s`, `500ms`, `2m`, `1h`, `1.5s`.
-///
-/// # Errors
-/// A message saying what is wrong.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 90s, 500ms, 2m or 1h"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" | "min" => number * 60.0,
-        "h" => number * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(format!("{text:?} must be longer than zero"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// A list `A1,B1`, or a count `N` giving `M1..MN`.
-fn parse_machines(text: &str) -> Result<Vec<String>, String> {
-    let text = text.trim();
-    if let Ok(n) = text.parse::<u32>() {
-        if n == 0 {
-            return Err("a machine count must be at least 1".into());
-        }
-        return Ok((1..=n).map(|i| format!("M{i}")).collect());
-    }
-    let machines: Vec<String> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if machines.is_empty() {
-        return Err("no machine ids given".into());
-    }
-    for id in &machines {
-        validate_topic_level(id).map_err(|e| format!("machine id {id:?} {e}"))?;
-    }
-    Ok(machines)
-}
-
-/// A list `1,2,5`, a range `A..B` (inclusive) or a count `N` giving `1..N`.
-fn parse_indices(text: &str) -> Result<Vec<u32>, String> {
-    let text = text.trim();
-    let number = |s: &str| {
-        s.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("{s:?} is not a non-negative integer"))
-    };
-    let indices: Vec<u32> = if let Some((a, b)) = text.split_once("..") {
-        let (a, b) = (number(a)?, number(b.strip_prefix('=').unwrap_or(b))?);
-        if a > b {
-            return Err(format!("range {a}..{b} is empty"));
-        }
-        if b - a >= 1_000_000 {
-            return Err(format!("range {a}..{b} has more than a million indices"));
-        }
-        (a..=b).collect()
-    } else if !text.contains(',') {
-        let n = number(text)?;
-        if n == 0 || n > 1_000_000 {
-            return Err("an index count must be 1 to 1000000".into());
-        }
-        (1..=n).collect()
-    } else {
-        text.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(number)
-            .collect::<Result<_, _>>()?
-    };
-    if indices.is_empty() {
-        return Err("no indices given".into());
-    }
-    Ok(indices)
 }
 
 /// For the unit tests of the modules that take a [`SimConfig`].
@@ -354,19 +218,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("did you mean SIMULATOR_RATE?"), "{err}");
-    }
-
-    #[test]
-    fn lists_ranges_and_counts() {
-        assert_eq!(parse_indices("0..2").unwrap(), [0, 1, 2]);
-        assert_eq!(parse_indices("4").unwrap(), [1, 2, 3, 4]);
-        assert_eq!(parse_indices("7,0").unwrap(), [7, 0]);
-        assert_eq!(parse_machines(" A1 , B2 ").unwrap(), ["A1", "B2"]);
-        let range = ValueRange::parse("0.5..2.5").unwrap();
-        assert_eq!((range.min, range.max, range.integers), (0.5, 2.5, false));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
     }
 
     /// The example file is the settings reference: it must say what the code does.

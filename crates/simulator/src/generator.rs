@@ -15,8 +15,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::macros::{format_description, offset};
 
-use crate::configuration::{SimConfig, ValueRange};
+use crate::configuration::SimConfig;
 use crate::invalid::{self, FUTURE_BY, LATE_BY};
+use crate::workload::ValueRange;
 
 /// The time values of one send instant, formatted once and shared by a batch of messages.
 #[derive(Debug, Clone)]

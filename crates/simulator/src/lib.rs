@@ -1,7 +1,8 @@
 //! The scrap-pulse simulator: publishes scrap readings on `machines/{id}/scrap` the way the
 //! factory's machines do, and doubles as the load generator.
 //!
-//! - [`configuration`]: flags, file, environment, validation.
+//! - [`configuration`]: flags, file, environment, validation; [`workload`]: the machines,
+//!   indices, values and duration they describe, parsed.
 //! - [`schedule`]: when messages are due (fixed overall rate, or per-machine 0.5 to 2 s).
 //! - [`generator`]: what each message says (seeded, reproducible), including the malformed
 //!   ones of [`invalid`], and the expected sums.
@@ -15,5 +16,6 @@ pub mod invalid;
 mod run;
 pub mod schedule;
 pub mod transport;
+pub mod workload;
 
 pub use run::{StopReason, Summary, run};

@@ -214,7 +214,8 @@ async fn publish(
     let count = config.settings.count;
     let mut schedule = Schedule::new(config.settings.rate, config.machines.len(), config.seed);
     let end = config.duration.map(|d| start + d);
-    let mut progress = Progress::new(start, config.settings.progress_interval());
+    let interval = Duration::from_secs_f64(config.settings.progress_interval_secs);
+    let mut progress = Progress::new(start, interval);
     let mut sent: u64 = 0;
     loop {
         let now = Instant::now();

@@ -1,4 +1,5 @@
-//! The optional bearer token of `/ws`, `/api/aggregates` and `/api/alarms`.
+//! The optional bearer token of `/ws`, `/api/aggregates` and `/api/alarms`: read once at
+//! start-up from `[http]` ([`token`]), then asked of each request ([`authorized`]).
 //!
 //! Clients send `Authorization: Bearer <token>`. Browsers cannot set headers on a WebSocket
 //! upgrade, so `/ws` also takes `?token=<token>` (the dashboard forwards the one in its own
@@ -9,7 +10,41 @@
 use actix_web::HttpRequest;
 use actix_web::HttpResponse;
 use actix_web::http::header;
-use service_kit::Secret;
+use service_kit::{Secret, SettingsError, ensure};
+
+use crate::configuration::HttpSettings;
+
+/// The token from `http.auth_token` or the file `http.auth_token_file`; `None` when neither
+/// is set.
+///
+/// # Errors
+/// [`SettingsError::Invalid`] naming the setting: both set, an unreadable file, an empty token
+/// or one that is not printable ASCII.
+pub fn token(http: &HttpSettings) -> Result<Option<Secret>, SettingsError> {
+    let invalid = |message| SettingsError::invalid("http.auth_token_file", message);
+    let token = match (&http.auth_token, &http.auth_token_file) {
+        (Some(_), Some(_)) => {
+            let message = "set either http.auth_token or http.auth_token_file, not both";
+            return Err(invalid(message.into()));
+        }
+        (Some(token), None) => token.clone(),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path);
+            let text = text.map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            Secret::new(text.trim_end_matches(['\r', '\n']))
+        }
+        (None, None) => return Ok(None),
+    };
+    ensure(!token.is_empty(), "http.auth_token", "must not be empty")?;
+    // Tokens travel in headers and query strings: visible ASCII only keeps both simple.
+    let visible = token.expose().bytes().all(|b| b.is_ascii_graphic());
+    ensure(
+        visible,
+        "http.auth_token",
+        "must be printable ASCII without spaces",
+    )?;
+    Ok(Some(token))
+}
 
 /// Whether `req` may pass: always when no token is configured; else when the bearer header
 /// or, if `query_token` is given (WebSocket upgrades), the query parameter matches.

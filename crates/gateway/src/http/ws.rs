@@ -32,7 +32,7 @@ use crate::http::client_message::{Incoming, classify};
 use crate::http::frame_limit::FrameLimit;
 use crate::http::origin::origin_allowed;
 use crate::http::outbox::{CountingBody, Outbox, wire_size};
-use crate::http::state::{AppState, ClientConfig};
+use crate::http::state::AppState;
 use crate::hub::{ClientSlot, Frame, Hub, MachineFilter, Subscription, merged_texts};
 
 /// Most queued frames merged into one send: bounds the work of one merge.
@@ -62,10 +62,10 @@ pub async fn ws_route(
         Ok(slot) => slot,
         Err(refused) => return Ok(*refused),
     };
-    let max_frame_bytes = state.client.max_frame_bytes;
+    let max_frame_bytes = state.ws.max_frame_bytes;
     let body = limited(&req, body, max_frame_bytes).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
-    let outbox = Arc::new(Outbox::new(state.client.buffer_bytes));
+    let outbox = Arc::new(Outbox::new(state.ws.client_buffer_bytes));
     let counted = Arc::clone(&outbox);
     let response = response.map_body(move |_, body| CountingBody::new(body, counted, slot).boxed());
     let client = Client {
@@ -74,7 +74,8 @@ pub async fn ws_route(
         stream: stream.max_frame_size(max_frame_bytes),
         hub: Arc::clone(&state.hub),
         filter: query.machines.as_deref().and_then(MachineFilter::parse),
-        config: state.client,
+        ping_interval: Duration::from_secs(state.ws.ping_interval_secs),
+        client_timeout: Duration::from_secs(state.ws.client_timeout_secs),
         shutdown: state.shutdown.clone(),
     };
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -108,7 +109,7 @@ fn admit(
     let host = only(headers, header::HOST);
     // Two Origin headers: which one the browser meant is anybody's guess.
     let ambiguous = headers.get_all(header::ORIGIN).nth(1).is_some();
-    if ambiguous || !origin_allowed(origin, host, &state.allowed_origins) {
+    if ambiguous || !origin_allowed(origin, host, &state.ws.allowed_origins) {
         metrics.refused_origin.inc();
         tracing::info!(
             origin,
@@ -131,10 +132,10 @@ fn admit(
             HttpResponse::ServiceUnavailable().body("shutting down\n"),
         ));
     }
-    state.hub.try_admit(state.max_clients).ok_or_else(|| {
+    state.hub.try_admit(state.ws.max_clients).ok_or_else(|| {
         metrics.refused_capacity.inc();
         tracing::warn!(
-            max_clients = state.max_clients,
+            max_clients = state.ws.max_clients,
             "refused a WebSocket upgrade: too many clients"
         );
         Box::new(
@@ -176,7 +177,9 @@ struct Client {
     stream: MessageStream,
     hub: Arc<Hub>,
     filter: Option<MachineFilter>,
-    config: ClientConfig,
+    ping_interval: Duration,
+    /// Silence (or one stalled send) after which the client is dropped.
+    client_timeout: Duration,
     shutdown: CancellationToken,
 }
 
@@ -214,10 +217,8 @@ impl Client {
             Err(end) => return end,
         };
         let mut last_alive = Instant::now();
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + self.config.ping_interval,
-            self.config.ping_interval,
-        );
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let step = tokio::select! {
@@ -266,7 +267,7 @@ impl Client {
 
     /// Pings the client, unless it has been silent for the client timeout.
     async fn ping(&mut self, last_alive: Instant) -> Result<(), End> {
-        if last_alive.elapsed() >= self.config.client_timeout {
+        if last_alive.elapsed() >= self.client_timeout {
             return Err(End::TimedOut);
         }
         self.send(Message::Ping(Default::default())).await
@@ -315,7 +316,7 @@ impl Client {
         };
         tokio::select! {
             r = queued => r.map_err(|_| End::ClientGone)?,
-            () = tokio::time::sleep(self.config.client_timeout) => return Err(End::Stalled),
+            () = tokio::time::sleep(self.client_timeout) => return Err(End::Stalled),
             () = self.shutdown.cancelled() => return Err(End::Shutdown),
         }
         if is_text {

@@ -194,10 +194,11 @@ fn snapshot_options(config: &IngestConfig, broker: &service_kit::BrokerAddr) -> 
         &broker.host,
         broker.port,
     );
+    let max_packet = config.mqtt.settings.max_packet_bytes;
     options
         .set_clean_session(true)
         .set_keep_alive(Duration::from_secs(5))
-        .set_max_packet_size(config.mqtt.max_packet_bytes, config.mqtt.max_packet_bytes);
+        .set_max_packet_size(max_packet, max_packet);
     // Same login and TLS as the main connection: the secured broker's ACL lets user ingest read
     // aggregates/#, alarms/# and trends/#.
     config.mqtt.security.apply_to(&mut options);

@@ -2,17 +2,17 @@
 //! its limits, variables and default, plus `--config` and `--example-config`) and the example
 //! settings file, every key with the same facts, which is each service's settings reference.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use clap::error::ErrorKind;
-use clap::{Arg, ArgAction, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::Value as Json;
 
 use super::load::Leaf;
 use super::{Binary, Field, SettingsError, join_key};
 
-/// Parses `args` (program name first): the flags given, by key (`config` for `--config`).
+/// Parses `args` (program name first): each flag given is found under its setting's key
+/// (`config` for `--config`).
 ///
 /// # Errors
 /// [`SettingsError::Flag`] for a bad command line, [`SettingsError::Shown`] for the texts.
@@ -21,107 +21,89 @@ pub(super) fn parse(
     leaves: &[Leaf],
     fields: &[Field],
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
-) -> Result<BTreeMap<String, String>, SettingsError> {
-    let matches = command(binary, leaves)
-        .try_get_matches_from(args)
-        .map_err(|e| {
-            let text = e.render().to_string();
-            match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => SettingsError::Shown(text),
-                _ => SettingsError::Flag(
-                    text.lines()
-                        .next()
-                        .unwrap_or_default()
-                        .replace("error: ", ""),
-                ),
-            }
-        })?;
+) -> Result<ArgMatches, SettingsError> {
+    let matches = command(binary, leaves).try_get_matches_from(args);
+    let matches = matches.map_err(|e| {
+        let text = e.render().to_string();
+        let first_line = text.lines().next().unwrap_or_default();
+        match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => SettingsError::Shown(text),
+            _ => SettingsError::Flag(first_line.replace("error: ", "")),
+        }
+    })?;
     if matches.get_flag("example-config") {
         return Err(SettingsError::Shown(example(binary, leaves, fields)));
     }
-    let keys = leaves.iter().map(|l| l.key.as_str()).chain(["config"]);
-    let given =
-        keys.filter_map(|key| Some((key.to_owned(), matches.get_one::<String>(key)?.clone())));
-    Ok(given.collect())
+    Ok(matches)
 }
 
 fn command(binary: &Binary, leaves: &[Leaf]) -> Command {
     let prefix = binary.env_prefix;
-    let config =
-        format!("Settings file (TOML); an unknown key in it is an error [env: {prefix}_CONFIG]");
-    let command = Command::new(binary.name)
+    let rule = naming_rule(prefix).replace('\n', " ");
+    let config = Arg::new("config").long("config").value_name("FILE");
+    let example = Arg::new("example-config").long("example-config");
+    Command::new(binary.name)
         .version(env!("CARGO_PKG_VERSION"))
         .about(binary.about)
         .after_help(format!(
-            "{} Logs: RUST_LOG (default info), LOG_FORMAT=json.",
-            naming_rule(binary)
+            "{rule} Logs: RUST_LOG (default info), LOG_FORMAT=json."
         ))
+        .arg(config.help(format!(
+            "Settings file (TOML); an unknown key in it is an error [env: {prefix}_CONFIG]"
+        )))
         .arg(
-            Arg::new("config")
-                .long("config")
-                .value_name("FILE")
-                .help(config),
-        )
-        .arg(
-            Arg::new("example-config")
-                .long("example-config")
+            example
                 .action(ArgAction::SetTrue)
                 .help("Print a settings file with every key, its meaning and its default"),
-        );
-    leaves
-        .iter()
-        .fold(command, |command, leaf| command.arg(flag(leaf)))
+        )
+        .args(leaves.iter().map(flag))
 }
 
 fn flag(leaf: &Leaf) -> Arg {
-    let mut help = leaf
-        .field
-        .doc
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    help = help.trim_end_matches('.').to_owned();
-    if let Some(limits) = &leaf.field.limits {
-        help.push_str(&format!("; {limits}"));
-    }
-    let default = shown(&leaf.default).unwrap_or_else(|| "none".into());
-    help.push_str(&format!(
-        " [env: {}] [default: {default}]",
-        leaf.env.join(", ")
-    ));
+    let doc = leaf.field.doc.split_whitespace().collect::<Vec<_>>();
+    let limits = leaf.field.limits.as_ref().map(|l| format!("; {l}"));
+    let help = format!(
+        "{}{} [env: {}] [default: {}]",
+        doc.join(" ").trim_end_matches('.'),
+        limits.unwrap_or_default(),
+        leaf.env.join(", "),
+        shown(&leaf.default),
+    );
     let arg = Arg::new(leaf.key.clone())
         .long(leaf.flag.clone())
+        .value_name(leaf.value_name)
         .help(help);
-    let ty = leaf.field.ty.replace(' ', "");
-    if ty.contains("bool") {
+    if leaf.value_name == "BOOL" {
         // `--flag` alone means true; `--flag false` turns it off.
-        return arg
-            .value_name("BOOL")
-            .num_args(0..=1)
-            .default_missing_value("true");
+        return arg.num_args(0..=1).default_missing_value("true");
     }
+    // A negative number must reach its setting's check, not be taken for a flag.
+    arg.allow_hyphen_values(true)
+}
+
+/// The value name of a list flag (`A,B,...`).
+pub(super) const LIST: &str = "A,B,...";
+
+/// What a flag's value is called, from its field's declared type.
+pub(super) fn value_name(ty: &str) -> &'static str {
     let names = [
-        ("Vec", "A,B,..."),
+        ("bool", "BOOL"),
+        ("Vec", LIST),
         ("PathBuf", "PATH"),
         ("SocketAddr", "ADDR"),
         ("String", "TEXT"),
         ("Secret", "TEXT"),
     ];
-    let name = names
-        .iter()
-        .find(|(rust, _)| ty.contains(rust))
-        .map_or("NUMBER", |(_, name)| name);
-    // A negative number must reach its setting's check, not be taken for a flag.
-    arg.value_name(name).allow_hyphen_values(true)
+    let name = names.iter().find(|(rust, _)| ty.contains(rust));
+    name.map_or("NUMBER", |(_, name)| name)
 }
 
-/// The naming rule, said with the binary's prefix.
-fn naming_rule(binary: &Binary) -> String {
-    let prefix = binary.env_prefix;
+/// The naming rule, said with the binary's prefix, in the lines of the example file.
+fn naming_rule(prefix: &str) -> String {
     format!(
-        "Every setting is a key of the settings file, an environment variable and a flag: the \
-         key `section.some_key` ([section] some_key) is {prefix}_SECTION_SOME_KEY and \
-         --section-some-key. Precedence: defaults < file (--config, or {prefix}_CONFIG) < \
+        "Every setting is a key of the settings file, an environment variable and a flag: the key\n\
+         `section.some_key` ([section] some_key) is {prefix}_SECTION_SOME_KEY and\n\
+         --section-some-key. Precedence: defaults < file (--config, or {prefix}_CONFIG) <\n\
          environment < flags."
     )
 }
@@ -130,28 +112,19 @@ fn naming_rule(binary: &Binary) -> String {
 /// declaration (top-level keys first: TOML puts every key after a `[table]` header into it).
 pub(super) fn example(binary: &Binary, leaves: &[Leaf], fields: &[Field]) -> String {
     let name = binary.name;
+    let rule = naming_rule(binary.env_prefix).replace('\n', "\n# ");
     let mut out = format!(
         "# Settings of {name}: every key with its default (uncomment what you change).\n\
-         # Generated by `{name} --example-config`; the same text is its settings reference.\n#\n"
+         # Generated by `{name} --example-config`; the same text is its settings reference.\n#\n\
+         # {rule}\n"
     );
-    let mut line = String::from("#");
-    for word in naming_rule(binary).split_whitespace() {
-        if line.len() + word.len() > 90 {
-            out.push_str(&format!("{line}\n"));
-            line = String::from("#");
-        }
-        line.push_str(&format!(" {word}"));
-    }
-    out.push_str(&format!("{line}\n"));
     section(&mut out, leaves, fields, "");
     out
 }
 
 fn section(out: &mut String, leaves: &[Leaf], fields: &[Field], prefix: &str) {
-    for leaf in leaves
-        .iter()
-        .filter(|l| l.key == join_key(prefix, l.field.name))
-    {
+    let here = |leaf: &&Leaf| leaf.key == join_key(prefix, leaf.field.name);
+    for leaf in leaves.iter().filter(here) {
         let field = &leaf.field;
         out.push('\n');
         comment(out, field);
@@ -188,13 +161,13 @@ fn comment(out: &mut String, field: &Field) {
 }
 
 /// A default as `--help` shows it: text without quotes, a list comma separated.
-fn shown(value: &Json) -> Option<String> {
+fn shown(value: &Json) -> String {
     match value {
-        Json::Null => None,
-        Json::String(s) if s.is_empty() => Some("\"\"".into()),
-        Json::String(s) => Some(s.clone()),
-        Json::Array(items) if items.is_empty() => Some("empty".into()),
-        Json::Array(items) => Some(items.iter().filter_map(shown).collect::<Vec<_>>().join(",")),
-        other => Some(other.to_string()),
+        Json::Null => "none".into(),
+        Json::String(s) if s.is_empty() => "\"\"".into(),
+        Json::String(s) => s.clone(),
+        Json::Array(items) if items.is_empty() => "empty".into(),
+        Json::Array(items) => items.iter().map(shown).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
     }
 }

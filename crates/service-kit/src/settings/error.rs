@@ -3,9 +3,6 @@
 
 use std::path::PathBuf;
 
-/// Exit code of a binary whose settings cannot be used (clap's code for usage errors).
-pub const EXIT_BAD_SETTINGS: u8 = 2;
-
 /// Why settings cannot be used. Every variant displays as one line.
 #[allow(missing_docs)] // Each variant's doc says what its fields hold.
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +38,16 @@ impl SettingsError {
         Self::Invalid { setting, message }
     }
 
-    /// Prints one line on stderr, prefixed with `binary`, and exits with code 2; never a
-    /// backtrace: this is the operator's mistake. [`SettingsError::Shown`] goes to stdout,
-    /// exit code 0, and a reader that closes the pipe early (`| head`) is no error.
+    /// Prints one line on stderr, prefixed with `binary`, and exits with code 2 (clap's code
+    /// for usage errors); never a backtrace: this is the operator's mistake.
+    /// [`SettingsError::Shown`] goes to stdout, exit code 0, and a reader that closes the pipe
+    /// early (`| head`) is no error.
     pub fn exit(&self, binary: &str) -> ! {
         if let Self::Shown(text) = self {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             std::process::exit(0)
         }
         eprintln!("{binary}: {}", self.to_string().replace(['\r', '\n'], " "));
-        std::process::exit(i32::from(EXIT_BAD_SETTINGS))
+        std::process::exit(2)
     }
 }

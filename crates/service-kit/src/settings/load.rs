@@ -1,7 +1,7 @@
 //! Layering: built-in defaults < the settings file < the environment < flags, merged as JSON
 //! and deserialized into the service's settings struct by serde, which names the key of a bad
-//! value. The defaults, serialized, are the schema: a file key or a variable with the
-//! service's prefix that names no setting is refused (a typo is never silently ignored).
+//! value. A file key or a variable with the service's prefix that names no declared setting
+//! is refused (a typo is never silently ignored).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
 use super::{Field, Setting, SettingsError, command, join_key};
 
@@ -22,8 +22,6 @@ pub struct Binary {
     pub env_prefix: &'static str,
     /// One paragraph for `--help`.
     pub about: &'static str,
-    /// Further environment names, as `(name, key)`; the generated name wins over them.
-    pub env_aliases: &'static [(&'static str, &'static str)],
 }
 
 /// A value setting with its names (every field but sections and lists of tables).
@@ -31,8 +29,10 @@ pub struct Binary {
 pub(super) struct Leaf {
     pub key: String,
     pub flag: String,
-    /// The generated variable, then the aliases.
+    /// The generated variable, then the field's further name.
     pub env: Vec<String>,
+    /// What the flag's value is called; it also says how a text becomes a value.
+    pub value_name: &'static str,
     pub field: Field,
     pub default: Json,
 }
@@ -60,19 +60,18 @@ impl Binary {
         let (fields, mut json) = (T::fields(), to_json(&T::default()));
         let leaves = self.leaves(&fields, &json, "");
         let env: BTreeMap<String, String> = env.into_iter().collect();
-        let mut given = command::parse(self, &leaves, &fields, args)?;
+        let flags = command::parse(self, &leaves, &fields, args)?;
         self.check_variables(&leaves, &env)?;
-        let config = given.remove("config");
-        let config = config.or_else(|| env.get(&format!("{}_CONFIG", self.env_prefix)).cloned());
+        let env_config = env.get(&format!("{}_CONFIG", self.env_prefix));
+        let config = flags.get_one::<String>("config").or(env_config);
         if let Some(path) = config.filter(|p| !p.is_empty()) {
-            let schema = with_elements(json.clone(), &fields);
-            merge(&mut json, read_file(Path::new(&path), &schema)?);
+            merge(&mut json, read_file(Path::new(path), &fields)?);
         }
         for leaf in &leaves {
-            // A flag, else the generated variable, else an alias.
-            let from_env = || leaf.env.iter().find_map(|name| env.get(name).cloned());
-            if let Some(text) = given.remove(&leaf.key).or_else(from_env) {
-                merge_at(&mut json, &leaf.key, typed(&text, leaf.field.ty));
+            // A flag, else the generated variable, else the further one.
+            let from_env = || leaf.env.iter().find_map(|name| env.get(name));
+            if let Some(text) = flags.get_one::<String>(&leaf.key).or_else(from_env) {
+                merge_at(&mut json, &leaf.key, typed(text, leaf.value_name));
             }
         }
         let settings: T = serde_path_to_error::deserialize(json).map_err(|e| {
@@ -100,21 +99,15 @@ impl Binary {
                 continue;
             }
             let generated = format!("{}_{}", self.env_prefix, key.replace('.', "_"));
-            let aliases = self.env_aliases.iter().filter(|(_, k)| *k == key);
-            let env = std::iter::once(generated.to_uppercase());
-            let env = env
-                .chain(aliases.map(|(name, _)| (*name).to_owned()))
-                .collect();
-            let flag = field
-                .flag
-                .map_or(key.replace(['.', '_'], "-"), str::to_owned);
-            let field = field.clone();
+            let env = [Some(generated.to_uppercase()), field.env.map(str::to_owned)];
+            let flag = key.replace(['.', '_'], "-");
             out.push(Leaf {
-                key,
-                flag,
-                env,
-                field,
+                flag: field.flag.map_or(flag, str::to_owned),
+                env: env.into_iter().flatten().collect(),
+                value_name: command::value_name(field.ty),
+                field: field.clone(),
                 default,
+                key,
             });
         }
         out
@@ -128,20 +121,16 @@ impl Binary {
     ) -> Result<(), SettingsError> {
         let prefix = format!("{}_", self.env_prefix);
         let config = format!("{prefix}CONFIG");
-        let known: Vec<&str> = leaves
-            .iter()
-            .flat_map(|l| &l.env)
-            .map(String::as_str)
-            .collect();
+        let known: Vec<&String> = leaves.iter().flat_map(|l| &l.env).collect();
         let unknown = env.iter().find(|(name, value)| {
-            let known = known.contains(&name.as_str()) || **name == config;
+            let known = known.contains(name) || **name == config;
             name.starts_with(&prefix) && !known && !service_link(name, value)
         });
         let Some((name, _)) = unknown else {
             return Ok(());
         };
-        let hint = closest(name, known.into_iter()).map(|k| format!("; did you mean {k}?"));
-        let (name, hint) = (name.clone(), hint.unwrap_or_default());
+        let hint = did_you_mean(name, known.into_iter().map(String::as_str), str::to_owned);
+        let name = name.clone();
         Err(SettingsError::UnknownVariable { name, hint })
     }
 }
@@ -164,64 +153,55 @@ fn service_link(name: &str, value: &str) -> bool {
         || tail.is_some_and(port_var)
 }
 
-/// The file as JSON, every key checked against `schema`.
-fn read_file(path: &Path, schema: &Json) -> Result<Json, SettingsError> {
+/// The file as JSON, every key checked against `fields`.
+fn read_file(path: &Path, fields: &[Field]) -> Result<Json, SettingsError> {
     let error = |message: String| SettingsError::File {
         path: path.into(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e
-            .span()
-            .map_or(0, |span| text[..span.start].lines().count().max(1));
-        error(format!(
-            "line {line}: {}",
-            e.message().trim().replace('\n', " ")
-        ))
+    let table = text.parse::<toml::Table>().map_err(|e| {
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        let message = e.message().trim().replace('\n', " ");
+        error(format!("line {}: {message}", line.unwrap_or(0)))
     })?;
     let json = to_json(&table);
-    let Some((key, known)) = first_unknown(&json, schema, "") else {
+    let Some((key, known)) = first_unknown(&json, fields, "") else {
         return Ok(json);
     };
     let (table, last) = key.rsplit_once('.').unwrap_or(("", &key));
-    let hint = closest(last, known.iter().map(String::as_str));
-    let hint = hint.map(|k| format!("; did you mean `{}`?", join_key(table, k)));
-    let (path, hint) = (path.into(), hint.unwrap_or_default());
+    let hint = did_you_mean(last, known.iter().map(String::as_str), |k| {
+        format!("`{}`", join_key(table, k))
+    });
+    let path = path.into();
     Err(SettingsError::UnknownKey { path, key, hint })
 }
 
-/// The first key of `given` (dotted) that `schema` lacks, with the keys its table knows. A
-/// list of tables is checked against its one schema element, its tables named by their
-/// position from 1 (`alarm[2].clear_belw`).
-fn first_unknown(given: &Json, schema: &Json, prefix: &str) -> Option<(String, Vec<String>)> {
-    match (given, schema) {
-        (Json::Object(given), Json::Object(known)) => given.iter().find_map(|(k, v)| {
-            let Some(default) = known.get(k) else {
-                return Some((join_key(prefix, k), known.keys().cloned().collect()));
-            };
-            first_unknown(v, default, &join_key(prefix, k))
-        }),
-        (Json::Array(items), Json::Array(element)) => {
-            let at = |n: usize| format!("{prefix}[{}]", n + 1);
-            let mut items = items.iter().enumerate();
-            items.find_map(|(n, item)| first_unknown(item, element.first()?, &at(n)))
+/// The first key of `given` (dotted) that `fields` lack, with the keys its table knows. The
+/// tables of a list are checked against its element, named by their position from 1
+/// (`alarm[2].clear_belw`).
+fn first_unknown(given: &Json, fields: &[Field], prefix: &str) -> Option<(String, Vec<String>)> {
+    let Json::Object(given) = given else {
+        return None;
+    };
+    given.iter().find_map(|(name, value)| {
+        let key = join_key(prefix, name);
+        let Some(field) = fields.iter().find(|f| f.name == name) else {
+            return Some((key, fields.iter().map(|f| f.name.to_owned()).collect()));
+        };
+        match (&field.element, value) {
+            (Some(Json::Object(element)), Json::Array(tables)) => {
+                tables.iter().enumerate().find_map(|(n, table)| {
+                    let mut keys = table.as_object()?.keys();
+                    let unknown = keys.find(|k| !element.contains_key(*k))?;
+                    let at = format!("{key}[{}].{unknown}", n + 1);
+                    Some((at, element.keys().cloned().collect()))
+                })
+            }
+            _ if field.fields.is_empty() => None,
+            _ => first_unknown(value, &field.fields, &key),
         }
-        _ => None,
-    }
-}
-
-/// The defaults as the file's schema: each list of tables holds its one element.
-fn with_elements(mut schema: Json, fields: &[Field]) -> Json {
-    for field in fields {
-        if let Some(node) = schema.get_mut(field.name) {
-            *node = match &field.element {
-                Some(element) => Json::Array(vec![element.clone()]),
-                None => with_elements(node.take(), &field.fields),
-            };
-        }
-    }
-    schema
+    })
 }
 
 /// `over` merged into `base`, table by table.
@@ -238,9 +218,7 @@ fn merge(base: &mut Json, over: Json) {
 
 /// `value` set at the dotted `key`.
 fn merge_at(base: &mut Json, key: &str, value: Json) {
-    let over = key
-        .rsplit('.')
-        .fold(value, |value, part| serde_json::json!({ part: value }));
+    let over = key.rsplit('.').fold(value, |v, part| json!({ part: v }));
     merge(base, over);
 }
 
@@ -255,43 +233,31 @@ fn readable_path(path: &serde_path_to_error::Path) -> String {
     parts.collect::<String>().trim_start_matches('.').to_owned()
 }
 
-/// The known name nearest to `name` if it is a near miss: at most two edits, or a third of a
-/// long name.
-fn closest<'k>(name: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+/// `; did you mean X?`, X the known name nearest to `name` as `show` writes it, if it is a
+/// near miss (at most two edits, or a third of a long name); else nothing.
+fn did_you_mean<'k>(
+    name: &str,
+    known: impl IntoIterator<Item = &'k str>,
+    show: impl Fn(&str) -> String,
+) -> String {
     let limit = (name.len() / 3).max(2);
-    let distance = |k: &str| {
-        // Levenshtein over bytes (names are ASCII), one row at a time.
-        let mut row: Vec<usize> = (0..=name.len()).collect();
-        for (i, a) in k.bytes().enumerate() {
-            let mut diagonal = std::mem::replace(&mut row[0], i + 1);
-            for (j, b) in name.bytes().enumerate() {
-                let next = (diagonal + usize::from(a != b))
-                    .min(row[j] + 1)
-                    .min(row[j + 1] + 1);
-                diagonal = std::mem::replace(&mut row[j + 1], next);
-            }
-        }
-        row[name.len()]
-    };
-    let near = known.map(|k| (distance(k), k)).filter(|(d, _)| *d <= limit);
-    near.min().map(|(_, k)| k)
+    let near = known.into_iter().map(|k| (strsim::levenshtein(name, k), k));
+    let nearest = near.filter(|(d, _)| *d <= limit).min();
+    nearest.map_or_else(String::new, |(_, k)| format!("; did you mean {}?", show(k)))
 }
 
-/// A value from a variable or a flag, typed as its field is declared: a number or a boolean
-/// when the text is one, a list for a list (comma separated), else the text (a wrong type is
-/// then reported with the key).
-fn typed(text: &str, ty: &str) -> Json {
+/// A value from a variable or a flag, typed by its flag's value name: a list split at commas,
+/// a number or a boolean when the text is one, else the text (a wrong type is then reported
+/// with the key).
+fn typed(text: &str, value_name: &str) -> Json {
     let text = text.trim();
-    let number = ["u8", "u16", "u32", "u64", "usize", "f64"]
-        .iter()
-        .any(|n| ty.contains(n));
-    if ty.starts_with("Vec") {
-        let items = text.split(',').map(str::trim).filter(|s| !s.is_empty());
-        Json::from(items.collect::<Vec<_>>())
-    } else if let (true, Ok(value)) = (number || ty.contains("bool"), text.parse::<Json>()) {
-        value
-    } else {
-        Json::from(text)
+    match value_name {
+        command::LIST => {
+            let items = text.split(',').map(str::trim).filter(|s| !s.is_empty());
+            Json::from(items.collect::<Vec<_>>())
+        }
+        "NUMBER" | "BOOL" => text.parse().unwrap_or_else(|_| Json::from(text)),
+        _ => Json::from(text),
     }
 }
 
@@ -303,7 +269,7 @@ mod tests {
         /// A section for the tests.
         pub struct Inner {
             /// Host.
-            host: String = "localhost".into();
+            host: String = "localhost".into(), env "MQTT_BROKER";
             /// Port.
             port: u16 = 1883, in 1..=65_535;
             /// User.
@@ -345,7 +311,6 @@ mod tests {
         name: "demo",
         env_prefix: "DEMO",
         about: "A demo.",
-        env_aliases: &[("MQTT_BROKER", "mqtt.host")],
     };
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -407,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn the_generated_name_wins_over_an_alias() {
+    fn the_generated_name_wins_over_a_further_one() {
         let env = [("MQTT_BROKER", "shared"), ("DEMO_MQTT_HOST", "own")];
         assert_eq!(load(&[], &env).unwrap().mqtt.host, "own");
     }

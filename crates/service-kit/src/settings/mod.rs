@@ -14,12 +14,13 @@ use std::ops::RangeInclusive;
 
 use serde_json::Value as Json;
 
-pub use error::{EXIT_BAD_SETTINGS, SettingsError};
+pub use error::SettingsError;
 pub use load::Binary;
 pub use mqtt::{MqttConfig, MqttSettings};
 
-/// Declares a settings section: fields with a doc comment, a default, and optionally limits
-/// (`in LOW..=HIGH`) and a flag other than the generated one (`flag "listen"`). A field whose
+/// Declares settings sections: fields with a doc comment, a default, and optionally limits
+/// (`in LOW..=HIGH`), a flag other than the generated one (`flag "listen"`) and a further
+/// environment name (`env "MQTT_BROKER"`, which the generated one wins over). A field whose
 /// type is itself a section is a `[table]` of the file. The caller needs serde's `derive`.
 ///
 /// ```
@@ -36,10 +37,11 @@ pub use mqtt::{MqttConfig, MqttSettings};
 /// ```
 #[macro_export]
 macro_rules! settings {
-    ($(#[doc = $sdoc:literal])* pub struct $name:ident { $(
+    ($($(#[doc = $sdoc:literal])* pub struct $name:ident { $(
         $(#[doc = $doc:literal])*
-        $field:ident : $ty:ty = $default:expr $(, in $range:expr)? $(, flag $flag:literal)?;
-    )* }) => {
+        $field:ident : $ty:ty = $default:expr
+            $(, in $range:expr)? $(, flag $flag:literal)? $(, env $env:literal)?;
+    )* })*) => { $(
         $(#[doc = $sdoc])*
         #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
         #[serde(default)]
@@ -59,6 +61,7 @@ macro_rules! settings {
                     doc: ::std::concat!($($doc, "\n",)* ""),
                     limits: None $(.or(Some($crate::describe_range(&($range)))))?,
                     flag: None $(.or(Some($flag)))?,
+                    env: None $(.or(Some($env)))?,
                     fields: <$ty as $crate::Setting>::fields(),
                     element: <$ty as $crate::Setting>::element(),
                 },)*]
@@ -73,7 +76,7 @@ macro_rules! settings {
                 Ok(())
             }
         }
-    };
+    )* };
 }
 
 /// One declared field, for names, help and the example file.
@@ -89,6 +92,8 @@ pub struct Field {
     pub limits: Option<String>,
     /// The flag's name when it is not the generated one.
     pub flag: Option<&'static str>,
+    /// A further environment name, besides the generated one.
+    pub env: Option<&'static str>,
     /// A section's fields; empty for a value.
     pub fields: Vec<Field>,
     /// A list of tables (`[[alarm]]`): one table with every key it may hold.
@@ -149,11 +154,18 @@ pub fn in_range<T: PartialOrd + Display>(
     value: T,
     range: RangeInclusive<T>,
 ) -> Result<(), SettingsError> {
-    if range.contains(&value) {
-        return Ok(());
-    }
     let message = format!("must be {}, not {value}", describe_range(&range));
-    Err(SettingsError::invalid(setting, message))
+    ensure(range.contains(&value), setting, message)
+}
+
+/// Ok when `ok`, else an error naming `setting`: the check of a setting that a limit cannot
+/// express.
+///
+/// # Errors
+/// [`SettingsError::Invalid`] with `message`.
+pub fn ensure(ok: bool, setting: &str, message: impl Into<String>) -> Result<(), SettingsError> {
+    ok.then_some(())
+        .ok_or_else(|| SettingsError::invalid(setting, message))
 }
 
 /// `1 to 86400`, as help texts and messages say it.

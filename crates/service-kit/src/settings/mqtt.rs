@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rumqttc::MqttOptions;
 
-use crate::{Backoff, BrokerAddr, Failover, MqttSecurity, Secret, SettingsError};
+use crate::{Backoff, BrokerAddr, Failover, MqttSecurity, Secret, SettingsError, ensure};
 
 /// The largest packet MQTT can express: a remaining length of 268 435 455 bytes (256 MiB),
 /// which is also what a stock Mosquitto (`max_packet_size` unset) lets through.
@@ -18,9 +18,9 @@ crate::settings! {
         /// Broker host or address; with TLS, the name its certificate carries. A
         /// comma-separated list `a,b:1884` (port defaults to `port`) names brokers to fail
         /// over between: after a connection loss the next one is tried, round-robin.
-        host: String = "localhost".into();
+        host: String = "localhost".into(), env "MQTT_BROKER";
         /// Broker TCP port.
-        port: u16 = 1883, in 1..=65_535;
+        port: u16 = 1883, in 1..=65_535, env "MQTT_PORT";
         /// MQTT client id; empty: `scrap-pulse-<service>-<pid>-<random>`, unique per process.
         client_id: String = String::new();
         /// MQTT keep-alive in seconds.
@@ -52,21 +52,17 @@ crate::settings! {
     }
 }
 
-/// The checked `[mqtt]` section in working types.
+/// The checked `[mqtt]` section, with what the checks built.
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
+    /// The section as given.
+    pub settings: MqttSettings,
     /// Every broker of `mqtt.host`, in order (at least one).
     pub brokers: Vec<BrokerAddr>,
     /// The client id actually used.
     pub client_id: String,
-    /// MQTT keep-alive.
-    pub keep_alive: Duration,
     /// Login and TLS with their files read (`Display` never shows a secret).
     pub security: MqttSecurity,
-    /// First and longest pause between reconnection attempts.
-    pub reconnect: (Duration, Duration),
-    /// Largest MQTT packet read.
-    pub max_packet_bytes: usize,
 }
 
 impl MqttSettings {
@@ -82,24 +78,16 @@ impl MqttSettings {
             "" => generated_client_id(prefix),
             _ => self.client_id.clone(),
         };
-        if client_id.len() > usize::from(u16::MAX) {
-            let message = "is longer than 65535 bytes";
-            return Err(SettingsError::invalid("mqtt.client_id", message));
-        }
-        if self.reconnect_max_ms < self.reconnect_min_ms {
-            let message = "must not be below mqtt.reconnect_min_ms";
-            return Err(SettingsError::invalid("mqtt.reconnect_max_ms", message));
-        }
+        let fits = client_id.len() <= usize::from(u16::MAX);
+        ensure(fits, "mqtt.client_id", "is longer than 65535 bytes")?;
+        let ordered = self.reconnect_max_ms >= self.reconnect_min_ms;
+        let message = "must not be below mqtt.reconnect_min_ms";
+        ensure(ordered, "mqtt.reconnect_max_ms", message)?;
         Ok(MqttConfig {
             brokers: crate::parse_hosts(&self.host, self.port)?,
-            client_id,
-            keep_alive: Duration::from_secs(self.keep_alive_secs),
             security: MqttSecurity::load(self)?,
-            reconnect: (
-                Duration::from_millis(self.reconnect_min_ms),
-                Duration::from_millis(self.reconnect_max_ms),
-            ),
-            max_packet_bytes: self.max_packet_bytes,
+            client_id,
+            settings: self.clone(),
         })
     }
 }
@@ -109,8 +97,9 @@ impl MqttConfig {
     /// service adds its session and queues.
     pub fn options_at(&self, broker: &BrokerAddr) -> MqttOptions {
         let mut options = MqttOptions::new(&self.client_id, &broker.host, broker.port);
-        options.set_keep_alive(self.keep_alive);
-        options.set_max_packet_size(self.max_packet_bytes, self.max_packet_bytes);
+        options.set_keep_alive(Duration::from_secs(self.settings.keep_alive_secs));
+        let max_packet = self.settings.max_packet_bytes;
+        options.set_max_packet_size(max_packet, max_packet);
         self.security.apply_to(&mut options);
         options
     }
@@ -125,7 +114,9 @@ impl MqttConfig {
 
     /// The reconnect pacing.
     pub fn backoff(&self) -> Backoff {
-        Backoff::new(self.reconnect.0, self.reconnect.1)
+        let ms = Duration::from_millis;
+        let settings = &self.settings;
+        Backoff::new(ms(settings.reconnect_min_ms), ms(settings.reconnect_max_ms))
     }
 }
 

@@ -98,7 +98,8 @@ impl RawConnection {
             self.reconnect().await?;
         }
         if self.buf.is_empty() {
-            if self.last_write.elapsed() < self.config.mqtt.keep_alive / 2 {
+            let keep_alive = Duration::from_secs(self.config.mqtt.settings.keep_alive_secs);
+            if self.last_write.elapsed() < keep_alive / 2 {
                 return Ok(());
             }
             self.buf.extend_from_slice(&PINGREQ);
@@ -226,7 +227,7 @@ async fn connect_with_retry(
 async fn connect_once(config: &SimConfig, broker: &BrokerAddr) -> Result<Link, TransportError> {
     let mut stream = TcpStream::connect((broker.host.as_str(), broker.port)).await?;
     stream.set_nodelay(true)?;
-    let keep_alive = u16::try_from(config.mqtt.keep_alive.as_secs()).unwrap_or(u16::MAX);
+    let keep_alive = u16::try_from(config.mqtt.settings.keep_alive_secs).unwrap_or(u16::MAX);
     let security = &config.mqtt.security;
     let login = security
         .username()

@@ -258,11 +258,8 @@ async fn a_client_whose_socket_stays_full_is_cut_off_and_frees_its_slot() {
     let client_addr = stuck.local_addr();
     gw.wait_metric("gateway_ws_clients", 0.0, Duration::from_secs(30))
         .await;
-    let timed_out = gw.metric("gateway_ws_clients_timed_out_total").await;
-    let slow = gw.metric("gateway_ws_slow_clients_dropped_total").await;
-    assert_eq!(slow + timed_out, 1.0, "slow {slow}, timed out {timed_out}");
-    // Its task is gone, but the bytes its socket holds keep the connection open until the
-    // kernel gives up on the peer.
+    // Its slot is free (whether its task or the kernel gave up first), and the connection,
+    // whose socket holds bytes the gateway's close frame would wait behind, is gone too.
     wait_until(
         Duration::from_secs(30),
         "the gateway drops the connection",

@@ -16,6 +16,7 @@
 //! - [`fanout`]: one gateway, thousands of WebSocket clients.
 
 pub mod cap;
+pub mod client_memory;
 pub mod cluster;
 pub mod delivery;
 pub mod fanout;

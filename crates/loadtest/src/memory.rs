@@ -5,6 +5,8 @@
 //!   reached even if the broker delivers slower than `--rate`; a reading costs the same
 //!   whatever the window length.
 //! - `keys`: ingest's RSS with `--keys` keys holding one reading each.
+//! - `clients`: the gateway's memory with many keys and WebSocket clients
+//!   ([`crate::client_memory`]).
 //! - `store`: the window store alone, in this process: RSS growth while accepting
 //!   `--readings` readings, and the store's own count of its buffer bytes. No broker, so
 //!   `--broker` changes nothing here.
@@ -29,6 +31,8 @@ pub enum Scenario {
     Keys,
     /// The window store in this process.
     Store,
+    /// The gateway with many keys and many WebSocket clients, half of them never reading.
+    Clients,
 }
 
 /// Settings of a memory run.
@@ -46,9 +50,12 @@ pub struct MemoryArgs {
     /// MQTT QoS of the readings (0 or 1).
     #[arg(long, default_value_t = 0)]
     pub qos: u8,
-    /// Keys to hold (`keys`).
+    /// Keys to hold (`keys`, `clients`).
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
+    /// WebSocket clients (`clients`), half of them never reading.
+    #[arg(long, default_value_t = 100)]
+    pub clients: u64,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
@@ -69,6 +76,7 @@ pub async fn run(args: &MemoryArgs) -> anyhow::Result<Row> {
         Scenario::Readings => readings(args).await,
         Scenario::Keys => keys(args).await,
         Scenario::Store => store(args),
+        Scenario::Clients => crate::client_memory::clients(args).await,
     }
 }
 

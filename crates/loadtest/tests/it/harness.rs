@@ -186,6 +186,7 @@ async fn memory_scenarios_hold_what_was_sent() {
         rate: 5_000,
         qos: 1,
         keys: 300,
+        clients: 4,
         timeout_secs: 60,
         broker: flood_broker(),
         bin_dir: bin_dir(),
@@ -203,6 +204,17 @@ async fn memory_scenarios_hold_what_was_sent() {
     .expect("keys run");
     assert!(
         row.measured.contains("300 keys tracked, 300 readings"),
+        "{row}"
+    );
+    let row = memory::run(&MemoryArgs {
+        scenario: Scenario::Clients,
+        ..base.clone()
+    })
+    .await
+    .expect("clients run");
+    assert!(
+        row.measured
+            .contains("each reading client got 300 aggregates"),
         "{row}"
     );
     let row = memory::run(&MemoryArgs {

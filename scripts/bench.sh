@@ -66,6 +66,7 @@ if ((quick)); then
         "memory --scenario readings --readings 200000 --broker project"
         "memory --scenario keys --keys 10000 --broker project"
         "memory --scenario store --readings 600000"
+        "memory --scenario clients --keys 10000 --clients 20 --broker project"
         "fanout --clients 500 --duration-secs 3"
     )
 else
@@ -94,6 +95,7 @@ else
         "memory --scenario readings --broker project"
         "memory --scenario keys --broker project"
         "memory --scenario store"
+        "memory --scenario clients --broker project"
         "fanout"
     )
 fi

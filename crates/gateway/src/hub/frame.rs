@@ -22,8 +22,35 @@ pub type Key = (String, u32);
 /// (`client_queue_frames` frames) even when every key changes.
 pub(crate) const MAX_ITEMS_PER_FRAME: usize = 1_000;
 
-/// Most trends in one frame: a 90-point trend is about 5 KB, so ~200 KB like an update frame.
-pub(crate) const MAX_TRENDS_PER_FRAME: usize = 40;
+/// Most bytes of alarms or trends in one frame (by [`EncodedSize`]), like an update frame: a
+/// trend of 10 000 samples is ~480 KB, so trends are bounded by size, not count. A single
+/// larger value goes alone.
+pub(crate) const MAX_FRAME_BYTES: usize = 200 * 1024;
+
+/// About how many bytes a value's JSON takes: what bounds alarm and trend frames and snapshot
+/// parts, decided before the values are encoded.
+pub(crate) trait EncodedSize {
+    fn encoded_size(&self) -> usize;
+}
+
+impl EncodedSize for Aggregate {
+    fn encoded_size(&self) -> usize {
+        160 + self.machine_id.len()
+    }
+}
+
+impl EncodedSize for AlarmMessage {
+    fn encoded_size(&self) -> usize {
+        220 + self.machine_id.len()
+    }
+}
+
+impl EncodedSize for TrendMessage {
+    fn encoded_size(&self) -> usize {
+        // A point is `{"t":"2026-01-01T12:00:00.000Z","sum":12.5}`.
+        80 + self.machine_id.len() + 48 * self.points.len()
+    }
+}
 
 /// Broker connection state as shown to clients.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use aggregator_core::KeyRef;
 
-use crate::hub::frame::{Key, MachineFilter};
+use crate::hub::frame::{EncodedSize, Key, MachineFilter};
 
 /// The latest value per key, with the changes not yet flushed.
 #[derive(Debug)]
@@ -51,20 +51,45 @@ impl<V> Changes<V> {
         self.changed.is_empty() && self.removed.is_empty()
     }
 
-    /// The changes in batches of at most `max` values and `max` removed keys each, made into
-    /// frames of bounded size by `frame`; none when nothing changed.
+    /// The changes in batches of at most `max` values of about `max_bytes` in all and `max`
+    /// removed keys each, made into frames of bounded size by `frame`; none when nothing
+    /// changed.
     pub(crate) fn batches<F>(
         self,
         max: usize,
+        max_bytes: usize,
         frame: impl Fn(Vec<V>, Vec<KeyRef>) -> F,
-    ) -> impl Iterator<Item = F> {
-        let mut changed = chunks(self.changed, max);
+    ) -> impl Iterator<Item = F>
+    where
+        V: EncodedSize,
+    {
+        let mut changed = chunks_within(self.changed, max, max_bytes);
         let mut removed = chunks(self.removed, max);
         std::iter::from_fn(move || match (changed.next(), removed.next()) {
             (None, None) => None,
             (c, r) => Some(frame(c.unwrap_or_default(), r.unwrap_or_default())),
         })
     }
+}
+
+/// `items` in order, in runs of at most `max` items and `max_bytes` by [`EncodedSize`] (a
+/// larger item goes alone); none when `items` is empty.
+fn chunks_within<T: EncodedSize>(
+    items: Vec<T>,
+    max: usize,
+    max_bytes: usize,
+) -> impl Iterator<Item = Vec<T>> {
+    let mut items = items.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let (mut run, mut size) = (Vec::new(), 0);
+        while let Some(item) = items.next_if(|item| {
+            run.is_empty() || (run.len() < max && size + item.encoded_size() <= max_bytes)
+        }) {
+            size += item.encoded_size();
+            run.push(item);
+        }
+        (!run.is_empty()).then_some(run)
+    })
 }
 
 /// `items` in order, in runs of at most `max`; none when `items` is empty.
@@ -302,17 +327,31 @@ mod tests {
                 .collect(),
         };
         let sizes: Vec<(usize, usize)> = changes
-            .batches(2, |changed, removed| (changed.len(), removed.len()))
+            .batches(2, 1_000, |changed, removed| (changed.len(), removed.len()))
             .collect();
         assert_eq!(sizes, vec![(2, 2), (2, 1), (1, 0)]);
+        // By size: values of 0..5 "bytes" each, at most 4 bytes a batch; a value larger than
+        // that would go alone.
+        let by_size = Changes {
+            changed: vec![3_u32, 1, 2, 2, 9, 1],
+            removed: Vec::new(),
+        };
+        let batches: Vec<Vec<u32>> = by_size.batches(10, 4, |changed, _| changed).collect();
+        assert_eq!(batches, vec![vec![3, 1], vec![2, 2], vec![9], vec![1]]);
         let none = Changes::<u32> {
             changed: Vec::new(),
             removed: Vec::new(),
         };
-        assert_eq!(none.batches(2, |_, _| ()).count(), 0);
+        assert_eq!(none.batches(2, 1_000, |_, _| ()).count(), 0);
         assert_eq!(
             chunks(vec![1, 2, 3], 3).collect::<Vec<_>>(),
             vec![vec![1, 2, 3]]
         );
+    }
+
+    impl EncodedSize for u32 {
+        fn encoded_size(&self) -> usize {
+            *self as usize
+        }
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, broadcast};
 
 // What subscribers receive is part of the hub's interface.
 pub use crate::hub::frame::{Frame, IngestView, Key, MachineFilter, MqttState, merged_texts};
-use crate::hub::frame::{FrameBody, MAX_ITEMS_PER_FRAME, MAX_TRENDS_PER_FRAME};
+use crate::hub::frame::{FrameBody, MAX_FRAME_BYTES, MAX_ITEMS_PER_FRAME};
 use crate::hub::latest::{Latest, chunks};
 use crate::hub::liveness::{IngestLiveness, ShardStatus};
 use crate::hub::snapshot::SnapshotCursor;
@@ -227,8 +227,8 @@ impl Hub {
         let status = std::mem::take(&mut inner.status_dirty)
             .then_some(FrameBody::Status(inner.mqtt, inner.ingest));
         let removed = chunks(aggregates.removed, MAX_ITEMS_PER_FRAME).map(FrameBody::Remove);
-        let alarms = alarms.batches(MAX_ITEMS_PER_FRAME, FrameBody::Alarm);
-        let trends = trends.batches(MAX_TRENDS_PER_FRAME, FrameBody::Trend);
+        let alarms = alarms.batches(MAX_ITEMS_PER_FRAME, MAX_FRAME_BYTES, FrameBody::Alarm);
+        let trends = trends.batches(MAX_ITEMS_PER_FRAME, MAX_FRAME_BYTES, FrameBody::Trend);
         let frames = (removed.map(Frame::new))
             .chain(chunks(aggregates.changed, MAX_ITEMS_PER_FRAME).map(Frame::update))
             .chain(alarms.chain(trends).chain(status).map(Frame::new));

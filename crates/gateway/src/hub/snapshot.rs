@@ -17,7 +17,7 @@ use aggregator_core::trend::TrendMessage;
 use bytestring::ByteString;
 use serde::Serialize;
 
-use crate::hub::frame::{IngestView, Key, MachineFilter, MqttState};
+use crate::hub::frame::{EncodedSize, IngestView, Key, MachineFilter, MqttState};
 use crate::hub::latest::Latest;
 use crate::hub::{Hub, Inner, Subscription};
 
@@ -54,31 +54,6 @@ impl Family {
             Family::Alarms => Family::Trends,
             Family::Trends | Family::Done => Family::Done,
         }
-    }
-}
-
-/// About how many bytes a value's JSON takes: how many values make a part is decided under
-/// the lock, before they are encoded.
-pub(crate) trait EncodedSize {
-    fn encoded_size(&self) -> usize;
-}
-
-impl EncodedSize for Aggregate {
-    fn encoded_size(&self) -> usize {
-        160 + self.machine_id.len()
-    }
-}
-
-impl EncodedSize for AlarmMessage {
-    fn encoded_size(&self) -> usize {
-        220 + self.machine_id.len()
-    }
-}
-
-impl EncodedSize for TrendMessage {
-    fn encoded_size(&self) -> usize {
-        // A point is `{"t":"2026-01-01T12:00:00.000Z","sum":12.5}`.
-        80 + self.machine_id.len() + 48 * self.points.len()
     }
 }
 

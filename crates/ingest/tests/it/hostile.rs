@@ -208,3 +208,103 @@ async fn a_retained_message_of_two_megabytes_does_not_cut_the_start_up_snapshot_
     assert!(logs.contains("unusable=1"), "{logs}");
     assert_eq!(ingest.health().await.0, 200);
 }
+
+/// Publishes one QoS 0 reading of `size` bytes on `topic` through a raw MQTT 3.1.1 connection,
+/// streaming the payload: a client library would hold it whole, and limits its packets.
+async fn publish_huge_qos0(port: u16, topic: &str, size: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n % 128) as u8;
+            n /= 128;
+            out.push(if n > 0 { byte | 0x80 } else { byte });
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let id = b"hostile-huge";
+    // CONNECT: "MQTT", level 4, clean session, no keep-alive.
+    let mut body = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        4,
+        0x02,
+        0,
+        0,
+        0,
+        id.len() as u8,
+    ];
+    body.extend_from_slice(id);
+    let mut packet = vec![0x10];
+    remaining_length(body.len(), &mut packet);
+    packet.extend_from_slice(&body);
+    stream.write_all(&packet).await.unwrap();
+    let mut connack = [0; 4];
+    stream.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK");
+
+    let head = br#"{"scrapIndex":1,"value":1,"pad":""#;
+    let tail = br#""}"#;
+    let mut packet = vec![0x30];
+    remaining_length(2 + topic.len() + size, &mut packet);
+    packet.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    packet.extend_from_slice(topic.as_bytes());
+    packet.extend_from_slice(head);
+    stream.write_all(&packet).await.unwrap();
+    let pad = vec![b'x'; 1 << 20];
+    let mut left = size - head.len() - tail.len();
+    while left > 0 {
+        let n = left.min(pad.len());
+        stream.write_all(&pad[..n]).await.unwrap();
+        left -= n;
+    }
+    stream.write_all(tail).await.unwrap();
+    // DISCONNECT: the broker has the whole message before the valid readings are sent.
+    stream.write_all(&[0xE0, 0]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest).await;
+}
+
+#[tokio::test]
+async fn a_reading_of_two_hundred_megabytes_at_qos_0_costs_no_reading_sent_after_it() {
+    let broker = Broker::start().await;
+    let ingest = TestIngest::start(&broker, &[]).await;
+    let connects = metric(&ingest, "ingest_broker_connects_total", &[]).await;
+    let collector = Collector::start(broker.port(), &["aggregates/#"]).await;
+
+    publish_huge_qos0(broker.port(), &readings_topic("HUGE"), 200 * 1024 * 1024).await;
+    let mut publisher = Publisher::connect(broker.port()).await;
+    let valid = (1..=5).map(|v| (readings_topic("OK"), reading(1, f64::from(v))));
+    publisher
+        .publish_all(QoS::AtLeastOnce, valid, WAIT)
+        .await
+        .unwrap();
+    let seen = collector
+        .wait_for(
+            |m| latest(m, "aggregates/OK/1").is_some_and(|m| is_aggregate(m, 5, 15.0)),
+            WAIT,
+        )
+        .await;
+    seen.unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
+    wait_metric(
+        &ingest,
+        r#"ingest_readings_rejected_total{reason="too_large"} 1"#,
+    )
+    .await;
+    assert_eq!(
+        metric(&ingest, "ingest_broker_connects_total", &[]).await,
+        connects,
+        "no reconnect\n{}",
+        ingest.process.logs()
+    );
+    assert_eq!(ingest.health().await.0, 200);
+}

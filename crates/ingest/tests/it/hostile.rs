@@ -77,6 +77,34 @@ async fn values_that_would_overflow_the_sum_are_rejected_and_the_key_stays_exact
     }
 }
 
+/// Publishes `n` valid readings (1 to `n`) for OK/1 and waits until their aggregate is out and
+/// the oversized reading sent before them was counted as too_large.
+async fn valid_readings_count_after_a_too_large_one(
+    ingest: &TestIngest,
+    collector: &Collector,
+    publisher: &mut Publisher,
+    n: u32,
+) {
+    let valid = (1..=n).map(|v| (readings_topic("OK"), reading(1, f64::from(v))));
+    publisher
+        .publish_all(QoS::AtLeastOnce, valid, WAIT)
+        .await
+        .unwrap();
+    let sum = f64::from(n * (n + 1) / 2);
+    let seen = collector
+        .wait_for(
+            |m| latest(m, "aggregates/OK/1").is_some_and(|m| is_aggregate(m, u64::from(n), sum)),
+            WAIT,
+        )
+        .await;
+    seen.unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
+    wait_metric(
+        ingest,
+        r#"ingest_readings_rejected_total{reason="too_large"} 1"#,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_reading_of_ten_megabytes_is_rejected_acknowledged_and_the_next_ones_count() {
     // A stock Mosquitto's packet limit: MQTT's maximum, 256 MiB.
@@ -94,23 +122,7 @@ async fn a_reading_of_ten_megabytes_is_rejected_acknowledged_and_the_next_ones_c
         .publish(&readings_topic("BIG"), QoS::AtLeastOnce, false, big)
         .await
         .unwrap();
-    let valid = (1..=3).map(|v| (readings_topic("OK"), reading(1, f64::from(v))));
-    publisher
-        .publish_all(QoS::AtLeastOnce, valid, WAIT)
-        .await
-        .unwrap();
-    let seen = collector
-        .wait_for(
-            |m| latest(m, "aggregates/OK/1").is_some_and(|m| is_aggregate(m, 3, 6.0)),
-            WAIT,
-        )
-        .await;
-    seen.unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
-    wait_metric(
-        &ingest,
-        r#"ingest_readings_rejected_total{reason="too_large"} 1"#,
-    )
-    .await;
+    valid_readings_count_after_a_too_large_one(&ingest, &collector, &mut publisher, 3).await;
     let messages = collector
         .wait_for(|m| !dead_letters(m, "too_large").is_empty(), WAIT)
         .await
@@ -283,23 +295,7 @@ async fn a_reading_of_two_hundred_megabytes_at_qos_0_costs_no_reading_sent_after
 
     publish_huge_qos0(broker.port(), &readings_topic("HUGE"), 200 * 1024 * 1024).await;
     let mut publisher = Publisher::connect(broker.port()).await;
-    let valid = (1..=5).map(|v| (readings_topic("OK"), reading(1, f64::from(v))));
-    publisher
-        .publish_all(QoS::AtLeastOnce, valid, WAIT)
-        .await
-        .unwrap();
-    let seen = collector
-        .wait_for(
-            |m| latest(m, "aggregates/OK/1").is_some_and(|m| is_aggregate(m, 5, 15.0)),
-            WAIT,
-        )
-        .await;
-    seen.unwrap_or_else(|e| panic!("{e}\n{}", ingest.process.logs()));
-    wait_metric(
-        &ingest,
-        r#"ingest_readings_rejected_total{reason="too_large"} 1"#,
-    )
-    .await;
+    valid_readings_count_after_a_too_large_one(&ingest, &collector, &mut publisher, 5).await;
     assert_eq!(
         metric(&ingest, "ingest_broker_connects_total", &[]).await,
         connects,

@@ -115,7 +115,7 @@ impl<V: PartialEq + Clone> Latest<V> {
     }
 
     /// The value `key` will have after the next flush.
-    fn current(&self, key: &Key) -> Option<&V> {
+    pub(crate) fn current(&self, key: &Key) -> Option<&V> {
         match self.pending.get(key) {
             Some(pending) => pending.as_ref(),
             None => self.shown.get(key).map(|v| &**v),

@@ -123,10 +123,20 @@ impl Hub {
         }
     }
 
-    /// Stores the latest aggregate of its key.
+    /// Stores the latest aggregate of its key, unless the one held is newer: a broker may
+    /// deliver an old message again, late (a NATS node after a restart), and it must not
+    /// replace the value that followed it.
     pub fn upsert(&self, aggregate: Aggregate) {
         let key = (aggregate.machine_id.clone(), aggregate.scrap_index);
-        self.set(|inner| &mut inner.aggregates, key, Some(aggregate));
+        let mut inner = self.lock();
+        let held = inner.aggregates.current(&key);
+        if held.is_some_and(|held| stamped_later(held, &aggregate)) {
+            self.metrics.aggregates_stale.inc();
+            return;
+        }
+        if inner.aggregates.set(key, Some(aggregate)) {
+            self.wake.notify_one();
+        }
     }
 
     /// Forgets a key (its retained aggregate was cleared).
@@ -299,6 +309,13 @@ impl Hub {
     }
 }
 
+/// Whether `held` was stamped after `incoming`. Ingest stamps aggregates in one fixed-width
+/// form (`2026-01-01T12:00:30.123Z`), which sorts as text; anything else is not compared.
+fn stamped_later(held: &Aggregate, incoming: &Aggregate) -> bool {
+    let fixed = |t: &str| t.len() == 24 && t.ends_with('Z');
+    fixed(&held.timestamp) && fixed(&incoming.timestamp) && held.timestamp > incoming.timestamp
+}
+
 /// One admitted client; frees its slot when dropped.
 #[derive(Debug)]
 pub struct ClientSlot {
@@ -419,6 +436,30 @@ mod tests {
         assert_eq!(update["aggregates"][0]["sumLast60s"], 2.0);
         assert!(sub.frames.try_recv().is_err());
         assert_eq!(hub.health().keys, 1);
+    }
+
+    #[test]
+    fn a_late_older_aggregate_does_not_replace_a_newer_one() {
+        let hub = hub();
+        let at = |sum: f64, timestamp: &str| Aggregate {
+            timestamp: timestamp.into(),
+            ..agg("A1", 1, sum)
+        };
+        hub.upsert(at(5.0, "2026-01-01T12:00:41.337Z"));
+        hub.flush();
+        // Redelivered late: stamped before the value held, shown or pending.
+        hub.upsert(at(1.0, "2026-01-01T12:00:17.471Z"));
+        hub.upsert(at(6.0, "2026-01-01T12:00:42.000Z"));
+        hub.upsert(at(2.0, "2026-01-01T12:00:41.999Z"));
+        hub.flush();
+        let api: serde_json::Value = serde_json::from_str(&hub.aggregates_json()).unwrap();
+        assert_eq!(api[0]["sumLast60s"], 6.0);
+        assert_eq!(hub.metrics().aggregates_stale.get(), 2);
+        // A time in another form is not compared: the message applies, as before.
+        hub.upsert(at(3.0, "2026-01-01T12:00:00+00:00"));
+        hub.flush();
+        let api: serde_json::Value = serde_json::from_str(&hub.aggregates_json()).unwrap();
+        assert_eq!(api[0]["sumLast60s"], 3.0);
     }
 
     #[test]

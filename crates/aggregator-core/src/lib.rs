@@ -11,6 +11,7 @@
 pub mod alarm;
 pub mod parse;
 pub mod partition;
+pub mod plant_time;
 pub mod reading_id;
 pub mod rejection;
 pub mod sum;

@@ -13,7 +13,10 @@
 //! rejection: it is one of the reasons the parser may decide, and its text can be produced.
 #![no_main]
 
+use std::sync::LazyLock;
+
 use aggregator_core::parse::MAX_ABS_VALUE;
+use aggregator_core::plant_time::PlantClock;
 use aggregator_core::reading_id::MAX_READING_ID_BYTES;
 use aggregator_core::topic::{machine_from_readings_topic, validate_topic_level};
 use aggregator_core::{
@@ -33,8 +36,15 @@ fuzz_target!(|data: &[u8]| {
     // A limit the payload may exceed: too_large is decided before anything is parsed.
     let small = ParseLimits {
         max_payload_bytes: payload.len() / 2,
+        ..ParseLimits::default()
     };
     check(&topic, payload, &small);
+    // Device times without an offset read in a zone with DST.
+    static BERLIN: LazyLock<ParseLimits> = LazyLock::new(|| ParseLimits {
+        naive_times: PlantClock::new("Europe/Berlin", "06:00").ok(),
+        ..ParseLimits::default()
+    });
+    check(&topic, payload, &BERLIN);
 });
 
 /// The time of receipt every parse is given.

@@ -15,6 +15,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::plant_time::{DateTime, PlantClock};
 use crate::reading_id::ReadingId;
 use crate::rejection::Rejection;
 use crate::timestamp::Timestamp;
@@ -46,17 +47,21 @@ pub fn check_value(value: f64) -> Result<f64, Rejection> {
     ))
 }
 
-/// Limits applied while parsing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What parsing allows.
+#[derive(Clone, Debug)]
 pub struct ParseLimits {
     /// Larger payloads are rejected as `too_large` before any parsing (default 64 KiB).
     pub max_payload_bytes: usize,
+    /// The plant clock a device time without an offset (`2026-12-01T14:14:54`) is read in;
+    /// `None` rejects such a time as `bad_value` (the default).
+    pub naive_times: Option<PlantClock>,
 }
 
 impl Default for ParseLimits {
     fn default() -> Self {
         ParseLimits {
             max_payload_bytes: 64 * 1024,
+            naive_times: None,
         }
     }
 }
@@ -128,7 +133,7 @@ pub fn parse_reading_with_id<'t>(
         Some(value) => value_from(value)?,
         None => return Err(Rejection::MissingField { field: "value" }),
     };
-    let time = event_time_of(&fields)?;
+    let time = event_time_of(&fields, limits.naive_times.as_ref())?;
     let id = id_from(fields.id.as_ref())?;
     Ok(ParsedReading {
         reading: Reading {
@@ -195,13 +200,16 @@ fn scrap_index_of(fields: &Fields<'_>) -> Result<u32, Rejection> {
 
 /// The payload's time from either spelling (`None`: none given, or `null`); both given with a
 /// time must agree.
-fn event_time_of(fields: &Fields<'_>) -> Result<Option<Timestamp>, Rejection> {
+fn event_time_of(
+    fields: &Fields<'_>,
+    naive: Option<&PlantClock>,
+) -> Result<Option<Timestamp>, Rejection> {
     match (&fields.timestamp, &fields.zeitstempel) {
-        (a, None) => time_from("timestamp", a.as_ref()),
-        (None, b) => time_from("zeitstempel", b.as_ref()),
+        (a, None) => time_from("timestamp", a.as_ref(), naive),
+        (None, b) => time_from("zeitstempel", b.as_ref(), naive),
         (a, b) => match (
-            time_from("timestamp", a.as_ref())?,
-            time_from("zeitstempel", b.as_ref())?,
+            time_from("timestamp", a.as_ref(), naive)?,
+            time_from("zeitstempel", b.as_ref(), naive)?,
         ) {
             (Some(a), Some(b)) if a != b => Err(Rejection::bad_value(
                 "timestamp",
@@ -308,7 +316,12 @@ fn value_from(given: &Scalar<'_>) -> Result<f64, Rejection> {
     check_value(v)
 }
 
-fn time_from(name: &str, given: Option<&Scalar<'_>>) -> Result<Option<Timestamp>, Rejection> {
+/// The time in `given`; a text without an offset is read in `naive`'s zone when there is one.
+fn time_from(
+    name: &str,
+    given: Option<&Scalar<'_>>,
+    naive: Option<&PlantClock>,
+) -> Result<Option<Timestamp>, Rejection> {
     let bad = |detail: String| Rejection::bad_value(name, detail);
     let millis = |n: Option<i64>| {
         (n.and_then(Timestamp::from_unix_millis).map(Some))
@@ -337,7 +350,10 @@ fn time_from(name: &str, given: Option<&Scalar<'_>>) -> Result<Option<Timestamp>
                             .map(Some)
                             .map_err(|e| bad(e.to_string()))
                     }
-                    _ => Err(bad(format!("{text:?}: {e}"))),
+                    _ => match naive.zip(naive_date_time(text)) {
+                        Some((clock, local)) => Ok(Some(clock.instant(local))),
+                        None => Err(bad(format!("{text:?}: {e}"))),
+                    },
                 },
             }
         }
@@ -345,6 +361,16 @@ fn time_from(name: &str, given: Option<&Scalar<'_>>) -> Result<Option<Timestamp>
             "expected an RFC 3339 string or epoch milliseconds, got {other}"
         ))),
     }
+}
+
+/// A date and time of day without an offset or zone, `2026-12-01T14:14:54` with any fraction
+/// (or a space for the `T`); a date alone is not a device time.
+fn naive_date_time(text: &str) -> Option<DateTime> {
+    let shaped = text.len() >= 19 && matches!(text.as_bytes()[10], b'T' | b't' | b' ');
+    let plain = text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b"-:. Tt".contains(&b));
+    (shaped && plain).then(|| text.parse().ok()).flatten()
 }
 
 /// The fields we care about, each as the raw JSON scalar the sender wrote.
@@ -595,16 +621,17 @@ mod tests {
             r#"{"timestamp":null,"zeitstempel":"2026-01-01T12:00:00Z"}"#,
             r#"{"timestamp":"2026-01-01T12:00:00Z","zeitstempel":null}"#,
         ] {
-            assert_eq!(event_time_of(&fields(json)), Ok(Some(noon)), "{json}");
+            assert_eq!(event_time_of(&fields(json), None), Ok(Some(noon)), "{json}");
         }
-        assert_eq!(event_time_of(&fields("{}")), Ok(None));
+        assert_eq!(event_time_of(&fields("{}"), None), Ok(None));
         assert_eq!(
-            event_time_of(&fields(r#"{"timestamp":null,"zeitstempel":null}"#)),
+            event_time_of(&fields(r#"{"timestamp":null,"zeitstempel":null}"#), None),
             Ok(None)
         );
-        let err = event_time_of(&fields(
-            r#"{"timestamp":"2026-01-01T12:00:00Z","zeitstempel":"2026-01-01T12:00:01Z"}"#,
-        ))
+        let err = event_time_of(
+            &fields(r#"{"timestamp":"2026-01-01T12:00:00Z","zeitstempel":"2026-01-01T12:00:01Z"}"#),
+            None,
+        )
         .unwrap_err();
         assert_eq!(err.reason(), crate::RejectionReason::BadValue);
     }

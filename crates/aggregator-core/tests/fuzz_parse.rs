@@ -190,7 +190,7 @@ proptest! {
     fn mutated_valid_payloads_never_panic(payload in mutated_valid_payload(), limit in 1usize..256) {
         check("machines/A1/scrap", &payload, &ParseLimits::default())?;
         // A small limit puts some of the same payloads over max_payload_bytes.
-        check("machines/A1/scrap", &payload, &ParseLimits { max_payload_bytes: limit })?;
+        check("machines/A1/scrap", &payload, &ParseLimits { max_payload_bytes: limit, ..ParseLimits::default() })?;
     }
 
     #[test]

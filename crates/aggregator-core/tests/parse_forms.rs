@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use aggregator_core::plant_time::PlantClock;
 use aggregator_core::rejection::RejectionReason;
 use aggregator_core::{
     ParseLimits, Rejection, Timestamp, WindowConfig, WindowStore, parse_reading,
@@ -108,6 +109,54 @@ fn offsets_and_any_fraction_give_the_same_instant() {
         let t = parse(TOPIC, &payload).unwrap().event_time;
         assert_eq!(t.unix_nanos() % 1_000_000_000, nanos, "{ts}");
     }
+}
+
+#[test]
+fn times_without_an_offset_are_read_in_the_plant_zone_or_rejected() {
+    let berlin = ParseLimits {
+        naive_times: Some(PlantClock::new("Europe/Berlin", "06:00").unwrap()),
+        ..ParseLimits::default()
+    };
+    let at = |ts: &str, limits: &ParseLimits| {
+        let payload = format!(r#"{{"scrapIndex":1,"value":1,"zeitstempel":"{ts}"}}"#);
+        parse_reading(TOPIC, payload.as_bytes(), received(), limits).map(|r| r.event_time)
+    };
+    let utc = |ts: &str| Timestamp::parse_rfc3339(ts).unwrap();
+    // Winter (CET), summer (CEST), a fraction, a space for the T.
+    assert_eq!(
+        at("2026-12-01T14:14:54", &berlin),
+        Ok(utc("2026-12-01T13:14:54Z"))
+    );
+    assert_eq!(
+        at("2026-07-01 14:14:54.250", &berlin),
+        Ok(utc("2026-07-01T12:14:54.250Z"))
+    );
+    // In the hour the clocks skip: the moment they jump. In the repeated hour: the first.
+    assert_eq!(
+        at("2026-03-29T02:30:00", &berlin),
+        Ok(utc("2026-03-29T01:00:00Z"))
+    );
+    assert_eq!(
+        at("2026-10-25T02:30:00", &berlin),
+        Ok(utc("2026-10-25T00:30:00Z"))
+    );
+    // An offset still wins; a date alone or a zone name is no device time.
+    assert_eq!(
+        at("2026-12-01T14:14:54+00:00", &berlin),
+        Ok(utc("2026-12-01T14:14:54Z"))
+    );
+    for text in [
+        "2026-12-01",
+        "2026-12-01T14:14:54[Europe/Paris]",
+        "2026-12-01T25:00:00",
+    ] {
+        let err = at(text, &berlin).unwrap_err();
+        assert_eq!(err.reason(), RejectionReason::BadValue, "{text}");
+    }
+    // Without a plant clock they are rejected, naming the field.
+    let err = at("2026-12-01T14:14:54", &ParseLimits::default()).unwrap_err();
+    assert_eq!(err.reason(), RejectionReason::BadValue);
+    assert!(err.to_string().contains("zeitstempel"), "{err}");
 }
 
 #[test]
@@ -302,6 +351,7 @@ fn non_objects_and_broken_json_are_invalid_json() {
 fn oversized_payloads_are_too_large_before_parsing() {
     let limits = ParseLimits {
         max_payload_bytes: 64,
+        ..ParseLimits::default()
     };
     let payload = format!(r#"{{"scrapIndex":1,"value":1,"pad":"{}"}}"#, "x".repeat(64));
     let err = parse_reading(TOPIC, payload.as_bytes(), received(), &limits).unwrap_err();

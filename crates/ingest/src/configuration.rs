@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregator_core::WindowConfig;
 use aggregator_core::alarm::{AlarmRule, AlarmRules};
+use aggregator_core::plant_time::PlantClock;
 use aggregator_core::topic::machine_from_readings_topic;
 use aggregator_core::trend::TrendConfig;
+use aggregator_core::{ParseLimits, WindowConfig};
 use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError, ensure};
 
 use crate::shard::Shard;
@@ -55,6 +56,8 @@ service_kit::settings! {
         trend: TrendSettings = TrendSettings::default();
         /// Several ingest processes sharing the machines.
         shard: ShardSettings = ShardSettings::default();
+        /// The plant's clock.
+        plant: PlantSettings = PlantSettings::default();
         /// Alarm rules, in the file only, any number of them. For each key the most specific
         /// rule applies (machine and index, then machine, then `*`):
         ///
@@ -128,6 +131,18 @@ service_kit::settings! {
     }
 }
 
+service_kit::settings! {
+    /// The plant's clock.
+    pub struct PlantSettings {
+        /// The plant's time zone, an IANA name (Europe/Berlin); device times without an offset
+        /// (2026-12-01T14:14:54) are read in it.
+        timezone: String = "UTC".into(), env "PLANT_TIMEZONE";
+        /// Reject device times without an offset as bad_value instead of reading them in
+        /// timezone.
+        reject_naive_times: bool = false;
+    }
+}
+
 /// The settings checked, with what the checks built.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -139,6 +154,8 @@ pub struct IngestConfig {
     pub alarms: Arc<AlarmRules>,
     /// Which machines this process owns, its subscription and status topic.
     pub shard: Shard,
+    /// What parsing a reading allows.
+    pub parse: ParseLimits,
 }
 
 impl Settings {
@@ -175,11 +192,18 @@ impl Settings {
         // The rule's own error names it (`[[alarm]] rule 2 (machine = "A1", ...): ...`).
         let alarms = AlarmRules::new(&self.alarm)
             .map_err(|e| SettingsError::invalid("alarm", e.to_string()))?;
+        let clock = PlantClock::new(&self.plant.timezone, "00:00")
+            .map_err(|e| SettingsError::invalid("plant.timezone", e.to_string()))?;
+        let parse = ParseLimits {
+            max_payload_bytes: max_payload,
+            naive_times: (!self.plant.reject_naive_times).then_some(clock),
+        };
         Ok(IngestConfig {
             settings: self,
             mqtt,
             alarms: Arc::new(alarms),
             shard,
+            parse,
         })
     }
 

@@ -111,9 +111,7 @@ impl Pipeline {
             trends: Trends::new(settings.trend.config(), clock_now(), metrics.clone()),
             metrics,
             shard: config.shard.clone(),
-            limits: ParseLimits {
-                max_payload_bytes: settings.limits.max_payload_bytes,
-            },
+            limits: config.parse.clone(),
             rejection_log: std::array::from_fn(|_| LogLimit::new(rejection_log_interval)),
             batch_size: settings.limits.batch_size,
             connected_before: false,

@@ -13,6 +13,7 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod orphans;
+mod plant_time;
 mod rejections;
 mod resilience;
 mod security;

@@ -27,4 +27,4 @@ pub use reading_id::ReadingId;
 pub use rejection::{Rejection, RejectionReason};
 pub use timestamp::Timestamp;
 pub use window::{Accepted, Key, KeyId, WindowConfig, WindowStore, WindowTotals};
-pub use wire::{Aggregate, DeadLetter, KeyRef};
+pub use wire::{Aggregate, DeadLetter, HistoryBucket, KeyRef};

@@ -17,6 +17,8 @@ pub const INGEST_SHARD_STATUS_FILTER: &str = "status/ingest/+";
 pub const ALARMS_FILTER: &str = "alarms/+/+";
 /// Trends (retained): `trends/{machineId}/{scrapIndex}`.
 pub const TRENDS_FILTER: &str = "trends/+/+";
+/// Every key's minute buckets, which the historian stores.
+pub const HISTORY_FILTER: &str = "history/+/+";
 /// Placeholder in a subscription topic template that stands for the shard index.
 pub const SHARD_PLACEHOLDER: &str = "{shard}";
 
@@ -106,6 +108,21 @@ pub fn trend_topic(machine: &str, index: u32) -> String {
 /// Splits `trends/{machine}/{index}` into its key, or `None` for any other shape.
 pub fn key_from_trend_topic(topic: &str) -> Option<(&str, u32)> {
     key_from_topic("trends/", topic)
+}
+
+/// `history/{machine}/{index}`: a key's minute buckets (QoS 1, not retained).
+pub fn history_topic(machine: &str, index: u32) -> String {
+    key_topic("history/", machine, index)
+}
+
+/// Splits `history/{machine}/{index}` into its key, or `None` for any other shape.
+pub fn key_from_history_topic(topic: &str) -> Option<(&str, u32)> {
+    key_from_topic("history/", topic)
+}
+
+/// `shifts/{machine}/{index}`: a key's current and last shift totals (retained).
+pub fn shift_topic(machine: &str, index: u32) -> String {
+    key_topic("shifts/", machine, index)
 }
 
 fn key_topic(root: &str, machine: &str, index: u32) -> String {

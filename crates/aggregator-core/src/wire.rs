@@ -49,6 +49,36 @@ impl Aggregate {
     }
 }
 
+/// One UTC minute of a key's accepted readings, as published on `history/{machineId}/{scrapIndex}`
+/// (QoS 1, not retained). The values are absolute, not increments, and every change of them
+/// has a higher `revision`: a store that keeps the highest revision per (machine, index,
+/// minute) is unchanged by a copy, a replay or a reordering of these messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryBucket {
+    /// Machine id (the topic level).
+    #[serde(rename = "maschinenId")]
+    pub machine_id: String,
+    /// Scrap index.
+    #[serde(rename = "scrapIndex")]
+    pub scrap_index: u32,
+    /// The minute's start, RFC 3339 UTC with milliseconds (`2026-12-07T07:23:00.000Z`); the
+    /// bucket holds the readings whose event time lies in `[minute, minute + 60 s)`.
+    pub minute: String,
+    /// Sum of the readings' values.
+    pub sum: f64,
+    /// Readings counted (at least 1).
+    pub count: u64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Grows with every change of the values, also across ingest restarts.
+    pub revision: u64,
+    /// No reading for this minute can be accepted any more: these values are its total.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
 /// A key as it appears in WebSocket `remove` frames.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KeyRef {

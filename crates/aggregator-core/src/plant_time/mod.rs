@@ -9,9 +9,11 @@
 
 mod periods;
 mod shifts;
+mod totals;
 
 pub use periods::{Period, Step};
 pub use shifts::{Shift, ShiftCalendar, ShiftRule};
+pub use totals::{MinuteTotal, PeriodTotal, period_totals};
 
 pub use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::{AmbiguousOffset, TimeZone};

@@ -1,0 +1,135 @@
+//! Totals over periods from minute buckets: the sum, count and average of every period, and
+//! whether it is final (over, and every minute in it closed). Exact: a period's total is the
+//! sum of whole minutes, and every period boundary is a minute boundary in the zones in use.
+
+use super::Period;
+use crate::Timestamp;
+use crate::sum::CompensatedSum;
+
+/// One stored minute of one key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinuteTotal {
+    /// The minute's start.
+    pub minute: Timestamp,
+    /// Sum of its readings.
+    pub sum: f64,
+    /// How many readings.
+    pub count: u64,
+    /// No reading for this minute can be accepted any more.
+    pub is_final: bool,
+}
+
+/// A period with its total.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodTotal {
+    /// The period.
+    pub period: Period,
+    /// Sum of the readings in it; 0 without any.
+    pub sum: f64,
+    /// How many readings.
+    pub count: u64,
+    /// Whether the period is over and every minute in it closed: the total will not change.
+    pub is_final: bool,
+}
+
+impl PeriodTotal {
+    /// `sum / count`, `None` without readings.
+    pub fn avg(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
+
+/// The total of each period from `minutes` (ordered by minute, one key). A period is final
+/// once it ended at or before `closed_before` (the instant before which every minute has
+/// closed, whether or not it had readings) and each of its minutes that had readings is
+/// final.
+pub fn period_totals(
+    periods: &[Period],
+    minutes: &[MinuteTotal],
+    closed_before: Timestamp,
+) -> Vec<PeriodTotal> {
+    let mut rest = minutes;
+    periods
+        .iter()
+        .map(|period| {
+            let skip = rest.partition_point(|m| m.minute < period.start);
+            rest = &rest[skip..];
+            let inside = rest.partition_point(|m| m.minute < period.end);
+            let (mine, after) = rest.split_at(inside);
+            rest = after;
+            let mut sum = CompensatedSum::default();
+            mine.iter().for_each(|m| sum.add(m.sum));
+            PeriodTotal {
+                period: period.clone(),
+                sum: sum.value(),
+                count: mine.iter().map(|m| m.count).sum(),
+                is_final: period.end <= closed_before && mine.iter().all(|m| m.is_final),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plant_time::{PlantClock, ShiftCalendar, ShiftRule, Step};
+
+    const MINUTE: i64 = 60_000_000_000;
+
+    fn at(minutes: i64) -> Timestamp {
+        // 2026-12-07T00:00:00Z plus whole minutes.
+        Timestamp::from_unix_nanos(1_796_601_600_000_000_000 + minutes * MINUTE)
+    }
+
+    fn minute(n: i64, sum: f64, count: u64, is_final: bool) -> MinuteTotal {
+        MinuteTotal {
+            minute: at(n),
+            sum,
+            count,
+            is_final,
+        }
+    }
+
+    #[test]
+    fn hours_sum_their_minutes_and_are_final_when_closed() {
+        let calendar = ShiftCalendar::new(PlantClock::utc(), &[]).unwrap();
+        let hours = calendar.periods(Step::Hour, "A1", at(0), at(180));
+        let minutes = [
+            minute(0, 1.5, 1, true),
+            minute(59, 2.0, 2, true),
+            minute(60, 0.25, 1, true),
+            minute(179, 4.0, 1, false),
+        ];
+        let totals = period_totals(&hours, &minutes, at(170));
+        let sums: Vec<(f64, u64, bool)> = totals
+            .iter()
+            .map(|t| (t.sum, t.count, t.is_final))
+            .collect();
+        // The third hour has not ended before `closed_before` and holds an open minute.
+        assert_eq!(sums, [(3.5, 3, true), (0.25, 1, true), (4.0, 1, false)]);
+        assert_eq!(totals[0].avg(), Some(3.5 / 3.0));
+        // A period without readings is final once over, with no average.
+        let empty = period_totals(&hours[..1], &[], at(60));
+        assert_eq!(
+            (empty[0].sum, empty[0].count, empty[0].is_final),
+            (0.0, 0, true)
+        );
+        assert_eq!(empty[0].avg(), None);
+    }
+
+    #[test]
+    fn shifts_leave_out_the_minutes_between_them() {
+        let rule = ShiftRule {
+            name: "Early".into(),
+            start: "06:00".into(),
+            end: "14:00".into(),
+            ..ShiftRule::default()
+        };
+        let calendar = ShiftCalendar::new(PlantClock::utc(), &[rule]).unwrap();
+        let shifts = calendar.periods(Step::Shift, "A1", at(0), at(24 * 60));
+        let minutes = [minute(5 * 60, 9.0, 1, true), minute(6 * 60, 1.0, 1, true)];
+        let totals = period_totals(&shifts, &minutes, at(24 * 60));
+        assert_eq!(totals.len(), 1);
+        assert_eq!((totals[0].sum, totals[0].count), (1.0, 1));
+    }
+}

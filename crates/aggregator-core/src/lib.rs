@@ -14,6 +14,7 @@ pub mod partition;
 pub mod plant_time;
 pub mod reading_id;
 pub mod rejection;
+pub mod report;
 pub mod sum;
 pub mod timestamp;
 pub mod topic;

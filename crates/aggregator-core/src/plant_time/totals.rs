@@ -1,21 +1,22 @@
-//! Totals over periods from minute buckets: the sum, count and average of every period, and
-//! whether it is final (over, and every minute in it closed). Exact: a period's total is the
-//! sum of whole minutes, and every period boundary is a minute boundary in the zones in use.
+//! Totals over periods from stored buckets (minutes, or hours where every period boundary is
+//! a whole UTC hour): the sum, count and average of every period, and whether it is final
+//! (over, and every bucket in it closed). Exact: a period's total is the sum of whole buckets,
+//! which the caller chooses so that none straddles a period boundary.
 
 use super::Period;
 use crate::Timestamp;
 use crate::sum::CompensatedSum;
 
-/// One stored minute of one key.
+/// One stored bucket (a minute or an hour) of one key.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MinuteTotal {
-    /// The minute's start.
-    pub minute: Timestamp,
+pub struct StoredTotal {
+    /// The bucket's start.
+    pub start: Timestamp,
     /// Sum of its readings.
     pub sum: f64,
     /// How many readings.
     pub count: u64,
-    /// No reading for this minute can be accepted any more.
+    /// No reading for this bucket can be accepted any more.
     pub is_final: bool,
 }
 
@@ -39,22 +40,22 @@ impl PeriodTotal {
     }
 }
 
-/// The total of each period from `minutes` (ordered by minute, one key). A period is final
-/// once it ended at or before `closed_before` (the instant before which every minute has
-/// closed, whether or not it had readings) and each of its minutes that had readings is
-/// final.
+/// The total of each period from `buckets` (one key, ordered by start, none straddling a
+/// period boundary). A period is final once it ended at or before `closed_before` (the instant
+/// before which every minute has closed, whether or not it had readings) and each of its
+/// buckets is final.
 pub fn period_totals(
     periods: &[Period],
-    minutes: &[MinuteTotal],
+    buckets: &[StoredTotal],
     closed_before: Timestamp,
 ) -> Vec<PeriodTotal> {
-    let mut rest = minutes;
+    let mut rest = buckets;
     periods
         .iter()
         .map(|period| {
-            let skip = rest.partition_point(|m| m.minute < period.start);
+            let skip = rest.partition_point(|m| m.start < period.start);
             rest = &rest[skip..];
-            let inside = rest.partition_point(|m| m.minute < period.end);
+            let inside = rest.partition_point(|m| m.start < period.end);
             let (mine, after) = rest.split_at(inside);
             rest = after;
             let mut sum = CompensatedSum::default();
@@ -81,9 +82,9 @@ mod tests {
         Timestamp::from_unix_nanos(1_796_601_600_000_000_000 + minutes * MINUTE)
     }
 
-    fn minute(n: i64, sum: f64, count: u64, is_final: bool) -> MinuteTotal {
-        MinuteTotal {
-            minute: at(n),
+    fn minute(n: i64, sum: f64, count: u64, is_final: bool) -> StoredTotal {
+        StoredTotal {
+            start: at(n),
             sum,
             count,
             is_final,

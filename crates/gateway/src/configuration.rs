@@ -33,6 +33,18 @@ service_kit::settings! {
         http: HttpSettings = HttpSettings::default();
         /// The WebSocket clients.
         ws: WsSettings = WsSettings::default();
+        /// Shift and history totals, answered by the historian.
+        history: HistorySettings = HistorySettings::default();
+    }
+
+    /// Shift and history totals, answered by the historian.
+    pub struct HistorySettings {
+        /// The historian's base URL (http://historian:9102): /api/history, /api/history.csv and
+        /// /api/shifts/current are passed to it, on the dashboard's origin and behind the
+        /// bearer token; empty: those paths answer 404.
+        url: String = String::new();
+        /// How long the historian may take to start answering, in ms; then 504.
+        timeout_ms: u64 = 10_000, in 100..=600_000;
     }
 
     /// The HTTP server.
@@ -46,7 +58,7 @@ service_kit::settings! {
         workers: usize = 0, in 0..=1_024;
         /// How long a graceful stop waits for open connections, in seconds.
         shutdown_timeout_secs: u64 = 5, in 0..=3_600;
-        /// Bearer token required on /ws, /api/aggregates and /api/alarms (`Authorization:
+        /// Bearer token required on /ws and every /api path but /api/health (`Authorization:
         /// Bearer ...`, or `?token=` on /ws); /, /api/health and /metrics stay open. Prefer
         /// auth_token_file.
         auth_token: Option<Secret> = None;
@@ -116,6 +128,12 @@ impl Settings {
             let message = format!("{origin:?} is not `scheme://host[:port]` or `*`");
             ensure(valid, "ws.allowed_origins", message)?;
         }
+        let url = self.history.url.trim();
+        let plain_http = url.is_empty() || url.starts_with("http://");
+        let message = format!(
+            "{url:?} is not an http:// URL (the historian speaks plain HTTP inside the stack)"
+        );
+        ensure(plain_http, "history.url", message)?;
         Ok(GatewayConfig {
             settings: self,
             mqtt,

@@ -1,6 +1,7 @@
 //! scrap-pulse gateway: keeps the latest retained aggregate per (machine, scrap index) from
 //! MQTT and relays changes to browsers over `/ws`; serves the dashboard, `/api/health`,
-//! `/api/aggregates`, `/api/alarms` and `/metrics` (see `docs/contract.md`, "Gateway HTTP endpoints").
+//! `/api/aggregates`, `/api/alarms`, the history paths passed to the historian, and
+//! `/metrics` (see `docs/contract.md`, "Gateway HTTP endpoints").
 //!
 //! - [`configuration`]: settings, layered and validated.
 //! - [`mqtt`]: the broker link (`service_kit::Link`) feeding the hub; [`decode`]: what each

@@ -38,7 +38,7 @@ metrics! {
     clients_timed_out: Counter = "ws_clients_timed_out", "Clients closed for not answering pings";
     refused_origin: Counter = "ws_refused_origin", "WebSocket upgrades refused for their Origin";
     refused_token: Counter = "refused_token",
-        "Requests to /ws, /api/aggregates or /api/alarms refused for a missing or wrong bearer token";
+        "Requests to /ws or /api (but /api/health) refused for a missing or wrong bearer token";
     refused_capacity: Counter = "ws_refused_capacity",
         "WebSocket upgrades refused because max_clients were connected";
     broker_connected: Gauge = "broker_connected",
@@ -52,6 +52,8 @@ metrics! {
     broker_index: Gauge = "broker_index",
         "Position in the mqtt.host list of the broker in use (0: the first)";
     mqtt_errors: Counter = "mqtt_errors", "MQTT connection errors";
+    history_errors: Counter = "history_errors",
+        "History requests the historian did not answer (unreachable or too slow)";
     subscriptions_refused: Counter = "mqtt_subscriptions_refused",
         "SUBACKs refusing some of the gateway's subscriptions, which it then asks for again";
 }

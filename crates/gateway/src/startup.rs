@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::configuration::GatewayConfig;
+use crate::http::history::{self, HistoryClient};
 use crate::http::routes;
 use crate::http::state::AppState;
 use crate::http::ws::ws_route;
@@ -169,14 +170,21 @@ fn http_server(
     let dashboard = dashboard(settings.settings.http.static_dir.clone());
     let client_timeout = Duration::from_secs(settings.settings.ws.client_timeout_secs);
     cut_off_stuck_peers(&listener, client_timeout)?;
+    let history = settings.settings.history.clone();
     let mut server = HttpServer::new(move || {
+        let timeout = Duration::from_millis(history.timeout_ms);
+        let history_client = web::Data::new(HistoryClient::new(&history.url, timeout));
         App::new()
             .wrap(crate::http::assets::security_headers())
             .app_data(state.clone())
+            .app_data(history_client)
             .route("/ws", web::get().to(ws_route))
             .route("/api/health", web::get().to(routes::health))
             .route("/api/aggregates", web::get().to(routes::aggregates))
             .route("/api/alarms", web::get().to(routes::alarms))
+            .route("/api/history", web::get().to(history::forward))
+            .route("/api/history.csv", web::get().to(history::forward))
+            .route("/api/shifts/current", web::get().to(history::forward))
             .route("/metrics", web::get().to(routes::metrics))
             // Last: it answers every path the routes above do not.
             .service(crate::http::assets::service(dashboard.clone()))

@@ -1,4 +1,4 @@
-//! The optional bearer token of `/ws`, `/api/aggregates` and `/api/alarms`: read once at
+//! The optional bearer token of `/ws` and every `/api/` path but `/api/health`: read once at
 //! start-up from `[http]` ([`token`]), then asked of each request ([`authorized`]).
 //!
 //! Clients send `Authorization: Bearer <token>`. Browsers cannot set headers on a WebSocket

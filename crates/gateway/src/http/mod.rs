@@ -9,6 +9,7 @@ pub mod assets;
 pub mod auth;
 pub mod client_message;
 pub mod frame_limit;
+pub mod history;
 pub mod origin;
 pub mod outbox;
 pub mod request_errors;

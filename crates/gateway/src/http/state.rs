@@ -21,6 +21,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Client tasks, awaited at shutdown.
     pub clients: TaskTracker,
-    /// Bearer token of `/ws`, `/api/aggregates` and `/api/alarms`; `None`: open.
+    /// Bearer token of `/ws` and `/api/` but `/api/health`; `None`: open.
     pub auth_token: Option<service_kit::Secret>,
 }

@@ -10,6 +10,7 @@ mod dashboard;
 mod fanout;
 mod frames;
 mod helpers;
+mod history;
 mod hostile;
 mod http;
 mod in_process;

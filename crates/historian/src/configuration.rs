@@ -50,6 +50,11 @@ service_kit::settings! {
         batch_size: usize = 500, in 1..=100_000;
         /// Longest wait, in ms, from a batch's first message to its commit.
         batch_max_ms: u64 = 200, in 1..=60_000;
+        /// A batch is also committed once no message has come for this many ms: a broker may
+        /// hold back further messages until it has the acknowledgements of those in flight
+        /// (Mosquitto's max_inflight_messages, 100 in the shipped config), which come only
+        /// after the commit.
+        batch_quiet_ms: u64 = 10, in 1..=60_000;
         /// First pause after a failed write or connection, in ms; the pauses double from there.
         retry_min_ms: u64 = 100, in 1..=60_000;
         /// Longest pause between two attempts, in ms.
@@ -142,6 +147,11 @@ impl StoreSettings {
     /// The longest a batch waits for more messages.
     pub fn batch_max(&self) -> Duration {
         Duration::from_millis(self.batch_max_ms)
+    }
+
+    /// How long a batch waits for one more message.
+    pub fn batch_quiet(&self) -> Duration {
+        Duration::from_millis(self.batch_quiet_ms)
     }
 
     /// The pacing of write and connection retries.

@@ -1,5 +1,6 @@
 //! The writer task: reads messages from the link's channel, gathers them into a [`Batch`]
-//! (up to `store.batch_size` messages or `store.batch_max_ms` from the first), writes it in one
+//! (up to `store.batch_size` messages, `store.batch_max_ms` from the first, or until none has
+//! come for `store.batch_quiet_ms`), writes it in one
 //! transaction and only then acknowledges its messages. A failed write is retried with a
 //! backoff while the store is reported unavailable; nothing is read meanwhile, so the backlog
 //! stays at the broker (and in the bounded channel) until the store is back.
@@ -7,6 +8,7 @@
 //! Stopping: the batch at hand is committed if the store takes it within the shutdown timeout
 //! and acknowledged; otherwise it is abandoned unacknowledged and the broker delivers it again.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +28,8 @@ use crate::store::{Store, StoreError};
 
 /// At most one warning of a kind per this interval.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// How soon acknowledgements that found the client's queue full are offered again.
+const ACK_RETRY: Duration = Duration::from_millis(5);
 /// Seconds in a day.
 const DAY_SECS: i64 = 86_400;
 
@@ -46,11 +50,14 @@ pub struct Writer {
     available: watch::Sender<bool>,
     batch_size: usize,
     batch_max: Duration,
+    batch_quiet: Duration,
     shutdown_timeout: Duration,
     minute_days: u32,
     hour_days: u32,
     prune_every: Duration,
     backoff: Backoff,
+    /// Acknowledgements of committed messages not yet taken by the client's queue.
+    unsent: VecDeque<Ack>,
     invalid_log: LogLimit,
     store_log: LogLimit,
 }
@@ -75,11 +82,13 @@ impl Writer {
             available,
             batch_size: settings.store.batch_size,
             batch_max: settings.store.batch_max(),
+            batch_quiet: settings.store.batch_quiet(),
             shutdown_timeout: Duration::from_millis(settings.shutdown_timeout_ms),
             minute_days: settings.retention.minute_days,
             hour_days: settings.retention.hour_days,
             prune_every: Duration::from_secs(settings.retention.prune_interval_minutes * 60),
             backoff: settings.store.backoff(),
+            unsent: VecDeque::new(),
             invalid_log: LogLimit::new(LOG_EVERY),
             store_log: LogLimit::new(LOG_EVERY),
         }
@@ -101,20 +110,27 @@ impl Writer {
         loop {
             let first = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => break,
                 () = tokio::time::sleep_until(prune_at) => {
                     self.prune().await;
                     prune_at = Instant::now() + self.prune_every;
                     continue;
                 }
+                () = tokio::time::sleep(ACK_RETRY), if !self.unsent.is_empty() => {
+                    self.send_acks();
+                    continue;
+                }
                 first = inbound.recv() => first,
             };
-            let Some(first) = first else { return Ok(()) };
+            let Some(first) = first else { break };
             let batch = self.gather(first, &mut inbound, shutdown).await;
             if !self.commit(batch, shutdown).await {
-                return Ok(());
+                break;
             }
         }
+        // Queued before the DISCONNECT; what does not fit is delivered again.
+        self.send_acks();
+        Ok(())
     }
 
     /// Creates or upgrades the tables, retrying while the store is unreachable. False when
@@ -138,7 +154,8 @@ impl Writer {
     }
 
     /// Reads messages into a batch until it is full, `batch_max` has passed since `first`,
-    /// `shutdown` fires or the channel closes.
+    /// none has come for `batch_quiet` (the broker waits for acknowledgements), `shutdown`
+    /// fires or the channel closes.
     async fn gather(
         &mut self,
         first: Inbound,
@@ -149,16 +166,18 @@ impl Writer {
         let mut batch = Batch::default();
         self.add(&mut batch, first);
         while batch.len() < self.batch_size {
+            let wait_until = deadline.min(Instant::now() + self.batch_quiet);
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep_until(deadline) => break,
+                () = tokio::time::sleep_until(wait_until) => break,
                 next = inbound.recv() => next,
             };
             match next {
                 Some(message) => self.add(&mut batch, message),
                 None => break,
             }
+            self.send_acks();
         }
         batch
     }
@@ -225,7 +244,8 @@ impl Writer {
                     self.metrics.minutes_written.inc_by(written.minutes);
                     self.metrics.batches_committed.inc();
                     self.set_available(true);
-                    self.acknowledge(batch.into_acks()).await;
+                    self.unsent.extend(batch.into_acks());
+                    self.send_acks();
                     return true;
                 }
                 Ok(Err(e)) => {
@@ -241,23 +261,24 @@ impl Writer {
         }
     }
 
-    /// Acknowledges the messages of a committed batch that came in the current connection
-    /// (those of an earlier one the broker sends again, and they are stored as copies).
-    async fn acknowledge(&mut self, acks: Vec<Ack>) {
+    /// Hands the acknowledgements of committed messages to the client, as many as its queue
+    /// takes now. It never waits: the link may itself be waiting for room in the channel this
+    /// task reads. Those of an earlier connection are dropped: the broker sends their messages
+    /// again, and they are stored as copies.
+    fn send_acks(&mut self) {
         let generation = self.generation.load(Ordering::SeqCst);
-        let mut acked = 0;
-        for ack in acks {
-            if ack.generation != generation || ack.qos == QoS::AtMostOnce {
-                continue;
+        while let Some(ack) = self.unsent.front() {
+            if ack.generation == generation && ack.qos != QoS::AtMostOnce {
+                let mut stand_in = Publish::new("", ack.qos, Vec::new());
+                stand_in.pkid = ack.pkid;
+                // The queue is full (or the link has stopped): offered again later.
+                if self.client.try_ack(&stand_in).is_err() {
+                    return;
+                }
+                self.metrics.messages_stored.inc();
             }
-            let mut stand_in = Publish::new("", ack.qos, Vec::new());
-            stand_in.pkid = ack.pkid;
-            if self.client.ack(&stand_in).await.is_err() {
-                break;
-            }
-            acked += 1;
+            self.unsent.pop_front();
         }
-        self.metrics.messages_stored.inc_by(acked);
     }
 
     /// After a store error: reports the store unavailable, logs, pauses. False when

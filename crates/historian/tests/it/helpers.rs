@@ -142,15 +142,22 @@ impl TestHistorian {
     pub async fn wait_metric(&self, name: &str, value: f64) {
         let what = format!("{name} >= {value}");
         let url = format!("{}/metrics", self.base_url);
-        wait_until(WAIT, &what, || async {
+        let result = wait_until(WAIT, &what, || async {
             try_http_get(&url).await.is_ok_and(|(_, body)| {
                 test_support::Metrics::parse(&body)
                     .get(name, &[])
                     .is_some_and(|v| v >= value)
             })
         })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.process.logs()));
+        .await;
+        if let Err(e) = result {
+            let (_, body) = test_support::http_get(&url).await;
+            let ours: Vec<&str> = body
+                .lines()
+                .filter(|l| l.starts_with("historian_"))
+                .collect();
+            panic!("{e}\n{}\n{}", ours.join("\n"), self.process.logs());
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! A real PostgreSQL server per test, on 127.0.0.1 and a free port, its cluster in its own temp
-//! directory, from Debian's server binaries (`/usr/lib/postgresql/<version>/bin`). It never
-//! touches the machine's own server (port 5432, `/var/lib/postgresql`).
+//! directory, from Debian's server binaries (`/usr/lib/postgresql/<version>/bin`, or those on
+//! `PATH`). It never touches the machine's own server (port 5432, `/var/lib/postgresql`).
 //!
 //! PostgreSQL refuses to run as root: under root the cluster's directory is handed to the
 //! `postgres` user (the package creates it) and `initdb` and `postgres` run as that user.
@@ -16,8 +16,8 @@ use tokio::process::{Child, Command};
 use crate::tools::free_port;
 
 /// What to install when the server binaries are missing.
-pub const POSTGRES_INSTALL_HINT: &str =
-    "apt-get install postgresql (Debian/Ubuntu; the tests use /usr/lib/postgresql/<version>/bin)";
+pub const POSTGRES_INSTALL_HINT: &str = "apt-get install postgresql (Debian/Ubuntu; the tests use \
+     /usr/lib/postgresql/<version>/bin), brew install postgresql@15 with its bin on PATH (macOS)";
 
 /// Where Debian puts each server version's binaries.
 const VERSIONS_DIR: &str = "/usr/lib/postgresql";
@@ -226,7 +226,8 @@ impl Postgres {
     }
 }
 
-/// The directory of the server binaries: version 15 when installed, else the newest.
+/// The directory of the server binaries: Debian's version 15 when installed, else Debian's
+/// newest, else the first directory on `PATH` that has them (Homebrew's, for one).
 ///
 /// # Panics
 /// When none is installed, with [`POSTGRES_INSTALL_HINT`].
@@ -236,18 +237,20 @@ fn server_binaries() -> PathBuf {
     if has_server(&preferred) {
         return preferred;
     }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(VERSIONS_DIR)
+    let mut debian: Vec<PathBuf> = std::fs::read_dir(VERSIONS_DIR)
         .into_iter()
         .flatten()
         .flatten()
         .map(|entry| entry.path().join("bin"))
         .filter(|bin| has_server(bin))
         .collect();
-    found.sort();
-    found.pop().unwrap_or_else(|| {
+    debian.sort();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let on_path = || std::env::split_paths(&path).find(|dir| has_server(dir));
+    debian.pop().or_else(on_path).unwrap_or_else(|| {
         panic!(
-            "PostgreSQL server binaries (initdb, postgres) not found in {VERSIONS_DIR}/*/bin; \
-             install them: {POSTGRES_INSTALL_HINT}"
+            "PostgreSQL server binaries (initdb, postgres) not found in {VERSIONS_DIR}/*/bin \
+             or on PATH; install them: {POSTGRES_INSTALL_HINT}"
         )
     })
 }

@@ -66,8 +66,8 @@ pub enum Invalid {
     /// `minute` is not an RFC 3339 time at a whole minute.
     #[error("minute {0:?} is not the start of a minute in RFC 3339")]
     Minute(String),
-    /// A value is NaN or infinite, or min/max/sum disagree.
-    #[error("values are not finite or not ordered (min <= max)")]
+    /// A value is NaN or infinite, or `min` is above `max`.
+    #[error("values are not finite or min is above max")]
     Values,
     /// `count` is 0.
     #[error("count is 0")]

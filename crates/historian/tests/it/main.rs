@@ -6,4 +6,5 @@ mod backlog;
 mod cli;
 mod faults;
 mod helpers;
+mod retention;
 mod storing;

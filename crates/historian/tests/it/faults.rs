@@ -5,12 +5,13 @@
 use test_support::Broker;
 
 use crate::helpers::{
-    Backend, Minute, TestHistorian, WAIT, hour_start, on_both_stores, publish_buckets, wait_stored,
+    Backend, Minute, TestHistorian, WAIT, hour_start, on_both_stores, publish_buckets,
+    stored_minutes, wait_stored,
 };
 
 on_both_stores!(
     a_killed_historian_restarted_loses_nothing,
-    sigterm_commits_or_leaves_the_batch_and_exits_0,
+    sigterm_commits_the_batch_at_hand_and_exits_0,
 );
 
 /// `count` buckets of `machine`, one per minute from `start`.
@@ -52,17 +53,29 @@ async fn postgres_killed_mid_run_means_503_then_every_bucket_is_stored() {
     wait_stored(&reader, &all, &historian).await;
 }
 
+/// Flags that keep every message in one batch that does not commit by itself for a minute.
+const HOLD_THE_BATCH: [&str; 6] = [
+    "--store-batch-size",
+    "100000",
+    "--store-batch-max-ms",
+    "60000",
+    "--store-batch-quiet-ms",
+    "60000",
+];
+
 async fn a_killed_historian_restarted_loses_nothing(store: Backend) {
     let broker = Broker::start().await;
     let client_id = test_support::unique_client_id("historian");
-    let mut first = TestHistorian::spawn(&broker, &store, &client_id, &[]).await;
+    let mut first = TestHistorian::spawn(&broker, &store, &client_id, &HOLD_THE_BATCH).await;
     first.wait_health(200).await;
     let sent = buckets("K", hour_start(30), 600);
     let (early, late) = sent.split_at(400);
     publish_buckets(&broker, early).await;
+    // Every one of them read into the batch at hand, none committed nor acknowledged.
     first
-        .wait_metric("historian_messages_stored_total", 1.0)
+        .wait_metric("historian_messages_received_total", 400.0)
         .await;
+    assert_eq!(first.metric("historian_messages_stored_total").await, 0.0);
     first.process.kill().await;
     // Published while no historian runs: kept in its session.
     publish_buckets(&broker, late).await;
@@ -73,15 +86,15 @@ async fn a_killed_historian_restarted_loses_nothing(store: Backend) {
     second.wait_health(200).await;
 }
 
-async fn sigterm_commits_or_leaves_the_batch_and_exits_0(store: Backend) {
+async fn sigterm_commits_the_batch_at_hand_and_exits_0(store: Backend) {
     let broker = Broker::start().await;
     let client_id = test_support::unique_client_id("historian");
-    let mut first = TestHistorian::spawn(&broker, &store, &client_id, &[]).await;
+    let mut first = TestHistorian::spawn(&broker, &store, &client_id, &HOLD_THE_BATCH).await;
     first.wait_health(200).await;
     let sent = buckets("T", hour_start(40), 300);
     publish_buckets(&broker, &sent).await;
     first
-        .wait_metric("historian_messages_stored_total", 1.0)
+        .wait_metric("historian_messages_received_total", 300.0)
         .await;
     let status = first.process.terminate().await;
     assert_eq!(status.code(), Some(0), "{}", first.process.logs());
@@ -90,8 +103,23 @@ async fn sigterm_commits_or_leaves_the_batch_and_exits_0(store: Backend) {
         .wait_for_output("stopped", WAIT)
         .await
         .unwrap();
-    // What the first did not acknowledge, the second receives.
-    let second = TestHistorian::spawn(&broker, &store, &client_id, &[]).await;
+    // Committed on the way out, before any other historian ran.
     let reader = store.open();
-    wait_stored(&reader, &sent, &second).await;
+    assert_eq!(
+        stored_minutes(&reader).await.len(),
+        300,
+        "{}",
+        first.process.logs()
+    );
+    // And acknowledged: a second historian in the same session receives none of them again.
+    let second = TestHistorian::spawn(&broker, &store, &client_id, &[]).await;
+    second.wait_health(200).await;
+    let marker = buckets("U", hour_start(40), 1);
+    publish_buckets(&broker, &marker).await;
+    let all: Vec<Minute> = sent.into_iter().chain(marker).collect();
+    wait_stored(&reader, &all, &second).await;
+    assert_eq!(
+        second.metric("historian_messages_received_total").await,
+        1.0
+    );
 }

@@ -123,3 +123,30 @@ async fn sigterm_commits_the_batch_at_hand_and_exits_0(store: Backend) {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_postgres_is_down_abandons_the_batch_and_exits_0() {
+    let mut store = Backend::postgres().await;
+    let broker = Broker::start().await;
+    let client_id = test_support::unique_client_id("historian");
+    let mut first = TestHistorian::spawn(&broker, &store, &client_id, &[]).await;
+    first.wait_health(200).await;
+    let Backend::Postgres(server) = &mut store else {
+        unreachable!()
+    };
+    server.kill().await;
+    let sent = buckets("D", hour_start(50), 100);
+    publish_buckets(&broker, &sent).await;
+    first.wait_health(503).await;
+    let status = first.process.terminate().await;
+    assert_eq!(status.code(), Some(0), "{}", first.process.logs());
+
+    let Backend::Postgres(server) = &mut store else {
+        unreachable!()
+    };
+    server.restart().await;
+    // Nothing was acknowledged: the next historian in the session receives every bucket.
+    let second = TestHistorian::spawn(&broker, &store, &client_id, &[]).await;
+    let reader = store.open();
+    wait_stored(&reader, &sent, &second).await;
+}

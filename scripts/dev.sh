@@ -2,9 +2,10 @@
 #
 # The whole stack on this machine, without Docker: Mosquitto (from PATH, with
 # the project's config: ports and persistence rewritten to a temp dir), then
-# ingest, gateway and the simulator from this workspace. Prints the dashboard
-# URL; Ctrl-C stops everything (simulator, gateway, ingest, then the broker,
-# so ingest can still publish its last aggregates and offline status).
+# ingest, the historian (a SQLite file in the temp dir), gateway and the simulator
+# from this workspace. Prints the dashboard URL; Ctrl-C stops everything
+# (simulator, gateway, historian, ingest, then the broker, so ingest can still
+# publish its last aggregates and offline status).
 #
 # Usage: scripts/dev.sh [SIMULATOR FLAGS...]      (or `just dev ...`)
 #   e.g. scripts/dev.sh --rate 500 --machines 20
@@ -15,19 +16,21 @@
 #   MQTT_WS_PORT [9001]      broker WebSocket port
 #   DEV_GATEWAY_PORT [8000]  dashboard and API, on 127.0.0.1
 #   DEV_INGEST_PORT [9100]   ingest health and metrics, on 127.0.0.1
+#   DEV_HISTORIAN_PORT [9102] historian health and metrics, on 127.0.0.1
 #   INGEST_CONFIG [none]     ingest's settings file (alarm rules, shards, ...), given to it
 #                            as --config; checked before anything starts
 #   GATEWAY_CONFIG [none]    the gateway's settings file, likewise
 #   DEV_PROFILE [dev]        cargo profile to build and run (e.g. release)
 #   DEV_BUILD [1]            0: run the binaries already built for DEV_PROFILE, build nothing
 #   DEV_SIMULATOR [1]        0: do not start the simulator
-#   DEV_KEEP_DATA [0]        1: keep the temp dir (broker data, ingest data, logs)
-#   RUST_LOG [info]          log filter of the three services
+#   DEV_KEEP_DATA [0]        1: keep the temp dir (broker data, ingest data, history, logs)
+#   RUST_LOG [info]          log filter of the services
 #
-# The broker address, the two ports above and ingest's data directory are set by this
-# script and win over the same settings in a config file. None of the variables above but
-# MQTT_PORT and RUST_LOG reach the services: a service may refuse a variable with its prefix
-# (INGEST_, GATEWAY_, SIMULATOR_) that is not one of its settings.
+# The broker address, the service ports above, ingest's data directory and the historian's
+# store are set by this script and win over the same settings in a config file. None of the
+# variables above but MQTT_PORT and RUST_LOG reach the services: a service may refuse a
+# variable with its prefix (INGEST_, GATEWAY_, HISTORIAN_, SIMULATOR_) that is not one of its
+# settings.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -85,13 +88,14 @@ mqtt_port=${MQTT_PORT:-1883}
 ws_port=${MQTT_WS_PORT:-9001}
 gateway_port=${DEV_GATEWAY_PORT:-8000}
 ingest_port=${DEV_INGEST_PORT:-9100}
+historian_port=${DEV_HISTORIAN_PORT:-9102}
 profile=${DEV_PROFILE:-dev}
 start_simulator=${DEV_SIMULATOR:-1}
 keep_data=${DEV_KEEP_DATA:-0}
 build=${DEV_BUILD:-1}
 # Read once above; out of the environment so that no service inherits them. MQTT_PORT stays:
 # the services read it with the same meaning (and get it below).
-unset MQTT_WS_PORT DEV_GATEWAY_PORT DEV_INGEST_PORT INGEST_CONFIG GATEWAY_CONFIG \
+unset MQTT_WS_PORT DEV_GATEWAY_PORT DEV_INGEST_PORT DEV_HISTORIAN_PORT INGEST_CONFIG GATEWAY_CONFIG \
   DEV_PROFILE DEV_SIMULATOR DEV_KEEP_DATA DEV_BUILD
 export RUST_LOG=${RUST_LOG:-info}
 cd "$repo_root"
@@ -100,21 +104,21 @@ need_mosquitto || exit 1
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 command -v curl >/dev/null || die "curl not found: install it (Debian/Ubuntu: apt-get install curl; macOS ships it)"
 
-for entry in "MQTT_PORT:$mqtt_port" "MQTT_WS_PORT:$ws_port" "DEV_GATEWAY_PORT:$gateway_port" "DEV_INGEST_PORT:$ingest_port"; do
+for entry in "MQTT_PORT:$mqtt_port" "MQTT_WS_PORT:$ws_port" "DEV_GATEWAY_PORT:$gateway_port" "DEV_INGEST_PORT:$ingest_port" "DEV_HISTORIAN_PORT:$historian_port"; do
   if port_open "${entry#*:}"; then
     die "port ${entry#*:} is in use (${entry%%:*}); pick another, e.g. ${entry%%:*}=$((${entry#*:} + 10000)) $(invoked_as "$@")"
   fi
 done
 
 if [[ "$build" != 0 ]]; then
-  say "building ingest, gateway and simulator (profile $profile)"
+  say "building ingest, historian, gateway and simulator (profile $profile)"
   build_services "$profile"
 fi
 target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
 if [[ "$profile" == dev ]]; then bin_dir=$target_dir/debug; else bin_dir=$target_dir/$profile; fi
 
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/scrap-pulse-dev.XXXXXX")
-mkdir -p "$run_dir/mosquitto-data" "$run_dir/ingest-data"
+mkdir -p "$run_dir/mosquitto-data" "$run_dir/ingest-data" "$run_dir/historian-data"
 
 # Every child in its own process group (job control on): Ctrl-C reaches only
 # this script, which then stops the children in a safe order.
@@ -200,6 +204,11 @@ say "starting ingest (health http://127.0.0.1:$ingest_port/health)"
 start ingest env INGEST_LISTEN="127.0.0.1:$ingest_port" INGEST_DATA_DIR="$run_dir/ingest-data" \
   "$bin_dir/ingest" ${ingest_config:+--config "$ingest_config"}
 wait_http ingest "http://127.0.0.1:$ingest_port/health"
+
+say "starting historian (health http://127.0.0.1:$historian_port/health)"
+start historian env HISTORIAN_LISTEN="127.0.0.1:$historian_port" \
+  HISTORIAN_STORE_URL="sqlite://$run_dir/historian-data/historian.db" "$bin_dir/historian"
+wait_http historian "http://127.0.0.1:$historian_port/health"
 
 say "starting gateway"
 # The dashboard from frontend/ on disk rather than the copy built into the binary, so that

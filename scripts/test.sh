@@ -29,6 +29,9 @@ need() { # need WHAT HINT: reports a missing tool; the run stops after all check
 need_mosquitto 2>/dev/null ||
   need "Mosquitto 2 (the broker every integration test starts)" \
     "sudo apt-get install mosquitto mosquitto-clients   (macOS: brew install mosquitto)"
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null ||
+  need "PostgreSQL server binaries (the historian's tests start a server of their own)" \
+    "sudo apt-get install postgresql   (the tests use /usr/lib/postgresql/<version>/bin, not the system server)"
 command -v nats-server >/dev/null ||
   need "nats-server (the partition test pins shard_of against NATS's own mapping)" \
     "sudo apt-get install nats-server   (macOS: brew install nats-server)"

@@ -10,8 +10,8 @@
 # some forty crates twice; every caller builds through this function so that the second
 # command finds the first one's work.
 
-# build_services PROFILE: builds ingest, gateway and simulator with the cargo profile PROFILE
+# build_services PROFILE: builds ingest, historian, gateway and simulator with the cargo profile PROFILE
 # (`dev` puts them in target/debug/), exactly as Cargo.lock pins the dependencies.
 build_services() {
-  cargo build --locked --profile "$1" -p ingest -p gateway -p simulator
+  cargo build --locked --profile "$1" -p ingest -p historian -p gateway -p simulator
 }

@@ -1,5 +1,5 @@
 //! Capped exponential backoff between reconnection attempts, shared by every MQTT loop
-//! (ingest, gateway, simulator).
+//! (ingest, gateway, historian, simulator).
 //!
 //! rumqttc retries a failed connection on the very next `poll`, so each event loop pauses
 //! itself: it asks [`Backoff::next_delay`] after an error, sleeps that long, and calls

@@ -1,5 +1,5 @@
-//! The plumbing every scrap-pulse binary shares, so ingest, gateway and simulator start, read
-//! their settings, log and stop the same way.
+//! The plumbing every scrap-pulse binary shares, so ingest, gateway, historian and simulator
+//! start, read their settings, log and stop the same way.
 //!
 //! - Settings: [`settings!`] declares a service's settings once, each with its doc, default
 //!   and limits; [`Binary`] turns that into the file keys, environment names, flags, `--help`
@@ -12,8 +12,8 @@
 //!   there, naming the setting); [`MqttSecurity::apply_to`] puts it into rumqttc's options.
 //! - [`shutdown`]: one SIGINT/SIGTERM handling; [`telemetry`]: one logging set-up.
 //! - [`Backoff`]: the reconnect pacing of every MQTT event loop.
-//! - [`link`]: the one MQTT link loop of ingest and gateway ([`Link`], [`LinkHandler`]):
-//!   reconnect, fail-over, subscription, stop.
+//! - [`link`]: the one MQTT link loop of ingest, gateway and historian ([`Link`],
+//!   [`LinkHandler`]): reconnect, fail-over, subscription, stop.
 //! - [`LogLimit`]: at most one log line of a kind per interval.
 //! - [`mqtt_wire`]: the hand-written MQTT packets of the load generators (simulator, loadtest).
 //!

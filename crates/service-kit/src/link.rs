@@ -1,5 +1,5 @@
-//! One MQTT connection kept up for a service: the only code in ingest and gateway that polls a
-//! rumqttc [`EventLoop`]; what differs between them is their [`LinkHandler`].
+//! One MQTT connection kept up for a service: the only code in ingest, gateway and historian
+//! that polls a rumqttc [`EventLoop`]; what differs between them is their [`LinkHandler`].
 //!
 //! After an error the link pauses as the [`Backoff`] says (rumqttc would retry at once) and
 //! tries the next broker of the [`Failover`] list. It subscribes only on a CONNACK without a

@@ -1,8 +1,10 @@
 //! Integration-test helpers shared by every scrap-pulse crate.
 //!
 //! Tests run against real things: a Mosquitto child process per test on a free port
-//! ([`Broker`]) or a three-node NATS cluster from the shipped configs ([`NatsCluster`]), real MQTT clients that record what they receive ([`Collector`]) or count
-//! acknowledgements of what they send ([`Publisher`]), and the service binaries themselves
+//! ([`Broker`]) or a three-node NATS cluster from the shipped configs ([`NatsCluster`]), a
+//! PostgreSQL server per test ([`Postgres`]), real MQTT clients that record what they
+//! receive ([`Collector`]) or count acknowledgements of what they send ([`Publisher`]), and
+//! the service binaries themselves
 //! ([`ServiceProcess`]). Waiting is always on a condition with a deadline ([`wait_until`],
 //! [`Collector::wait_for`]), never a bare sleep.
 //!
@@ -20,6 +22,7 @@ mod collector;
 mod http;
 mod metrics;
 mod nats;
+mod postgres;
 mod process;
 mod procfs;
 mod publisher;
@@ -32,6 +35,7 @@ pub use collector::{Collector, Message};
 pub use http::{http_get, try_http_get};
 pub use metrics::{Metrics, Sample, scrape as scrape_metrics};
 pub use nats::{NATS_INSTALL_HINT, NATS_NODES, NATS_SHARDS, NatsCluster, NodePorts};
+pub use postgres::{POSTGRES_INSTALL_HINT, Postgres};
 pub use process::ServiceProcess;
 pub use procfs::{Rss, listening_addrs, tcp_connection_open};
 pub use publisher::{Publisher, publish_retained};

@@ -1,0 +1,222 @@
+//! The bucket store: SQLite or PostgreSQL behind one code path (sqlx's `Any` driver, portable
+//! SQL, no compile-time-checked queries). [`Store::write`] writes a [`Batch`] in one
+//! transaction: each minute upserted unless the stored revision is as high, then the hourly
+//! rollup of every hour the batch touched recomputed from its minutes. [`Store::prune`]
+//! deletes what retention no longer keeps. The tables: [`schema`].
+
+pub mod schema;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+
+use crate::batch::Batch;
+use crate::bucket::HOUR_SECS;
+use crate::configuration::{StoreKind, redact};
+
+/// How long getting a connection may take before the write counts as failed.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A minute is written unless the stored row has the same or a higher revision.
+const UPSERT_MINUTE: &str = "
+    INSERT INTO minute_buckets
+        (machine, scrap_index, minute, sum, count, min, max, revision, is_final)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (machine, scrap_index, minute) DO UPDATE SET
+        sum = excluded.sum, count = excluded.count, min = excluded.min, max = excluded.max,
+        revision = excluded.revision, is_final = excluded.is_final
+    WHERE excluded.revision > minute_buckets.revision";
+
+/// An hour is the sum, count, min and max of its stored minutes.
+const ROLL_UP_HOUR: &str = "
+    INSERT INTO hour_buckets (machine, scrap_index, hour, sum, count, min, max, minutes)
+    SELECT machine, scrap_index, $3, SUM(sum), SUM(count), MIN(min), MAX(max), COUNT(*)
+    FROM minute_buckets
+    WHERE machine = $1 AND scrap_index = $2 AND minute >= $3 AND minute < $4
+    GROUP BY machine, scrap_index
+    ON CONFLICT (machine, scrap_index, hour) DO UPDATE SET
+        sum = excluded.sum, count = excluded.count, min = excluded.min, max = excluded.max,
+        minutes = excluded.minutes";
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `store.url` is not a database URL sqlx can use.
+    #[error("store.url {url:?}: {source}")]
+    Url {
+        /// The URL, without its password.
+        url: String,
+        /// What sqlx said.
+        source: sqlx::Error,
+    },
+    /// The database could not be reached or refused a statement.
+    #[error("store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A newer historian has written the tables.
+    #[error("the store's schema is at version {found}; this historian knows up to {known}")]
+    NewerSchema {
+        /// The version found.
+        found: i64,
+        /// The newest this historian knows.
+        known: i64,
+    },
+}
+
+/// What a committed batch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Minute rows inserted or changed.
+    pub minutes: u64,
+    /// Hourly rollups recomputed.
+    pub hours: u64,
+}
+
+/// What a pruning run deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Minute rows deleted.
+    pub minutes: u64,
+    /// Hourly rollups deleted.
+    pub hours: u64,
+}
+
+/// A connection pool to the store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// A pool for `url` that connects on first use, so that a store that is down at start is
+    /// waited for, not fatal. A SQLite file is created when missing.
+    ///
+    /// # Errors
+    /// [`StoreError::Url`] when the URL cannot be parsed.
+    pub fn open(url: &str, kind: StoreKind) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url_error = |source| StoreError::Url {
+            url: redact(url),
+            source,
+        };
+        let options = AnyConnectOptions::from_str(&connect_url(url, kind)).map_err(url_error)?;
+        let pool = AnyPoolOptions::new()
+            // One writer and the pruning; SQLite has one writer at a time anyway.
+            .max_connections(2)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// Creates or upgrades the tables; returns the version found.
+    ///
+    /// # Errors
+    /// As [`schema::migrate`].
+    pub async fn migrate(&self) -> Result<i64, StoreError> {
+        schema::migrate(&self.pool).await
+    }
+
+    /// Writes `batch` in one transaction: its minutes, then the rollups of its hours.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; nothing of the batch is stored then.
+    pub async fn write<A>(&self, batch: &Batch<A>) -> Result<Written, StoreError> {
+        let mut written = Written::default();
+        let mut tx = self.pool.begin().await?;
+        for b in batch.buckets() {
+            let done = sqlx::query(UPSERT_MINUTE)
+                .bind(b.machine.as_str())
+                .bind(i64::from(b.index))
+                .bind(b.minute)
+                .bind(b.sum)
+                .bind(b.count)
+                .bind(b.min)
+                .bind(b.max)
+                .bind(b.revision)
+                .bind(i64::from(b.is_final))
+                .execute(&mut *tx)
+                .await?;
+            written.minutes += done.rows_affected();
+        }
+        for (machine, index, hour) in batch.hours() {
+            sqlx::query(ROLL_UP_HOUR)
+                .bind(machine)
+                .bind(i64::from(index))
+                .bind(hour)
+                .bind(hour + HOUR_SECS)
+                .execute(&mut *tx)
+                .await?;
+            written.hours += 1;
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Deletes minutes that start before `minutes_before` and hours that start before
+    /// `hours_before` (unix seconds).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn prune(
+        &self,
+        minutes_before: i64,
+        hours_before: i64,
+    ) -> Result<Pruned, StoreError> {
+        let minutes = sqlx::query("DELETE FROM minute_buckets WHERE minute < $1")
+            .bind(minutes_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let hours = sqlx::query("DELETE FROM hour_buckets WHERE hour < $1")
+            .bind(hours_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(Pruned { minutes, hours })
+    }
+
+    /// The pool, for reading the tables (tests, tools).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `url` as sqlx takes it: a SQLite file is opened read-write and created when missing
+/// (`mode=rwc`) unless the URL says otherwise.
+fn connect_url(url: &str, kind: StoreKind) -> String {
+    if kind != StoreKind::Sqlite || url.contains("mode=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}mode=rwc")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sqlite_file_is_created_unless_the_url_says_otherwise() {
+        let sqlite = StoreKind::Sqlite;
+        assert_eq!(
+            connect_url("sqlite://h.db", sqlite),
+            "sqlite://h.db?mode=rwc"
+        );
+        assert_eq!(
+            connect_url("sqlite://h.db?cache=shared", sqlite),
+            "sqlite://h.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            connect_url("sqlite://h.db?mode=ro", sqlite),
+            "sqlite://h.db?mode=ro"
+        );
+        let pg = "postgres://u@h/db";
+        assert_eq!(connect_url(pg, StoreKind::Postgres), pg);
+    }
+}

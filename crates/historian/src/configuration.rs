@@ -4,7 +4,10 @@
 //! `historian.example.toml` (`historian --example-config`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use aggregator_core::plant_time::{PlantClock, PlantTimeError, ShiftCalendar, ShiftRule};
 
 use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError, ensure};
 
@@ -37,6 +40,40 @@ service_kit::settings! {
         store: StoreSettings = StoreSettings::default();
         /// How long stored buckets are kept.
         retention: RetentionSettings = RetentionSettings::default();
+        /// The plant's clock: its zone and when its day starts.
+        plant: PlantSettings = PlantSettings::default();
+        /// The history API.
+        api: ApiSettings = ApiSettings::default();
+        /// Shift rules, in the file only, any number of them; none: no shifts. A shift whose
+        /// end is not after its start ends on the next day and belongs to the day it starts.
+        /// Rules that share a machine must not overlap:
+        ///
+        /// [[shift]]
+        /// name = "Early"           # unique
+        /// start = "06:00"          # local time, HH:MM
+        /// end = "14:00"
+        /// weekdays = ["mon", "tue", "wed", "thu", "fri"]   # optional; default every day
+        /// machines = ["A1", "B7"]  # optional; default every machine
+        shift: Vec<ShiftRule> = Vec::new();
+    }
+
+    /// The plant's clock: its zone and when its day starts.
+    pub struct PlantSettings {
+        /// The plant's time zone, an IANA name (Europe/Berlin): hours, shifts, days and weeks
+        /// are local to it, 23 or 25 hours long days included.
+        timezone: String = "UTC".into(), env "PLANT_TIMEZONE";
+        /// Local time (HH:MM) at which a plant day, and on Mondays its week, starts.
+        day_start: String = "00:00".into(), env "PLANT_DAY_START";
+    }
+
+    /// The history API.
+    pub struct ApiSettings {
+        /// Most rows one answer of /api/history holds (keys x periods); a larger range is
+        /// refused with 400.
+        max_rows: usize = 100_000, in 100..=10_000_000;
+        /// Seconds after its end that a period counts as final: ingest's window length plus 60
+        /// (until then a reading for its last minute may still come).
+        final_after_secs: u64 = 120, in 60..=86_400;
     }
 
     /// Where the buckets are stored.
@@ -102,6 +139,8 @@ pub struct HistorianConfig {
     pub mqtt: MqttConfig,
     /// The database the store URL names.
     pub store_kind: StoreKind,
+    /// The plant's clock and shift rules.
+    pub calendar: Arc<ShiftCalendar>,
 }
 
 impl Settings {
@@ -135,11 +174,29 @@ impl Settings {
         let ordered = retention.hour_days >= retention.minute_days;
         let message = "must not be below retention.minute_days: an hour is rolled up from minutes";
         ensure(ordered, "retention.hour_days", message)?;
+        let calendar = Arc::new(self.calendar()?);
         Ok(HistorianConfig {
             settings: self,
             mqtt,
             store_kind,
+            calendar,
         })
+    }
+}
+
+impl Settings {
+    /// The plant's clock with its shift rules, each error naming its setting.
+    fn calendar(&self) -> Result<ShiftCalendar, SettingsError> {
+        let plant = &self.plant;
+        let clock = PlantClock::new(&plant.timezone, &plant.day_start).map_err(|e| {
+            let key = match e {
+                PlantTimeError::UnknownZone(_) => "plant.timezone",
+                _ => "plant.day_start",
+            };
+            SettingsError::invalid(key, e.to_string())
+        })?;
+        ShiftCalendar::new(clock, &self.shift)
+            .map_err(|e| SettingsError::invalid("shift", e.to_string()))
     }
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP side: `GET /health` (readiness) and `GET /metrics` (Prometheus text).
+//! The HTTP side: `GET /health` (readiness), `GET /metrics` (Prometheus text) and the
+//! history API ([`crate::api`]).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::api::ApiState;
 use crate::metrics::render;
 use crate::mqtt::LinkState;
 
@@ -70,18 +72,23 @@ pub fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     sources: HealthSources,
+    api: ApiState,
 ) -> std::io::Result<Server> {
     let registry = web::Data::new(registry);
     let sources = web::Data::new(sources);
+    let api = web::Data::new(api);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(registry.clone())
             .app_data(sources.clone())
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
+            .app_data(api.clone())
+            .configure(crate::api::routes)
     })
-    // Two endpoints hit by probes and a scraper: one worker is plenty.
-    .workers(1)
+    // Probes, a scraper and history questions, which wait on the store far more than they
+    // compute: two workers.
+    .workers(2)
     .disable_signals()
     .shutdown_timeout(1)
     .listen(listener)?

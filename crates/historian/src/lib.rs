@@ -10,6 +10,7 @@
 //! - [`configuration`], [`startup`]: settings and wiring (signals and logs: `service_kit`).
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod batch;
 pub mod bucket;
 pub mod configuration;

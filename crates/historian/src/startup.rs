@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::ApiState;
 use crate::configuration::{HistorianConfig, redact};
 use crate::http::HealthSources;
 use crate::metrics::Metrics;
@@ -90,7 +91,12 @@ impl Application {
             link: link.state.clone(),
             store: store_state,
         };
-        let server = crate::http::serve(self.listener, Arc::new(registry), sources)
+        let api = ApiState {
+            store: self.store.clone(),
+            calendar: Arc::clone(&config.calendar),
+            settings: config.settings.api.clone(),
+        };
+        let server = crate::http::serve(self.listener, Arc::new(registry), sources, api)
             .map_err(StartupError::Http)?;
         let http = server.handle();
         let http_task = tokio::spawn(server);

@@ -104,6 +104,15 @@ impl ShiftCalendar {
         &self.clock
     }
 
+    /// Whether every boundary this calendar makes lies on a whole local hour (the day start
+    /// and every rule's start and end): then, in a zone whose offset is whole hours, hour
+    /// buckets serve its periods as exactly as minutes.
+    pub fn on_whole_hours(&self) -> bool {
+        let whole = |t: Time| t.minute() == 0 && t.second() == 0;
+        let rules = self.rules.iter().all(|r| whole(r.start) && whole(r.end));
+        whole(self.clock.day_start()) && rules
+    }
+
     /// Whether any shift rule is set.
     pub fn has_shifts(&self) -> bool {
         !self.rules.is_empty()

@@ -4,7 +4,10 @@
 //! rollup of every hour the batch touched recomputed from its minutes. [`Store::prune`]
 //! deletes what retention no longer keeps. The tables: [`schema`].
 
+mod read;
 pub mod schema;
+
+pub use read::{BucketQuery, ReadError, Unit};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,14 +34,16 @@ const UPSERT_MINUTE: &str = "
 
 /// An hour is the sum, count, min and max of its stored minutes.
 const ROLL_UP_HOUR: &str = "
-    INSERT INTO hour_buckets (machine, scrap_index, hour, sum, count, min, max, minutes)
-    SELECT machine, scrap_index, $3, SUM(sum), SUM(count), MIN(min), MAX(max), COUNT(*)
+    INSERT INTO hour_buckets
+        (machine, scrap_index, hour, sum, count, min, max, minutes, is_final)
+    SELECT machine, scrap_index, $3, SUM(sum), SUM(count), MIN(min), MAX(max), COUNT(*),
+        MIN(is_final)
     FROM minute_buckets
     WHERE machine = $1 AND scrap_index = $2 AND minute >= $3 AND minute < $4
     GROUP BY machine, scrap_index
     ON CONFLICT (machine, scrap_index, hour) DO UPDATE SET
         sum = excluded.sum, count = excluded.count, min = excluded.min, max = excluded.max,
-        minutes = excluded.minutes";
+        minutes = excluded.minutes, is_final = excluded.is_final";
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]

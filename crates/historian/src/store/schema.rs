@@ -11,7 +11,8 @@
 //!   further change will come for the minute, else 0 (an integer: the `Any` driver reads no
 //!   SQLite boolean).
 //! - `hour_buckets`: one row per (machine, scrap_index, hour), the UTC hour's start in unix
-//!   seconds, rolled up from its stored minutes (`minutes` of them).
+//!   seconds, rolled up from its stored minutes (`minutes` of them); `is_final` is 1 when
+//!   every one of them is.
 
 use sqlx::{AnyPool, Row};
 
@@ -41,6 +42,7 @@ const STEPS: &[&[&str]] = &[&[
         min DOUBLE PRECISION NOT NULL,
         max DOUBLE PRECISION NOT NULL,
         minutes BIGINT NOT NULL,
+        is_final BIGINT NOT NULL,
         PRIMARY KEY (machine, scrap_index, hour)
     )",
     "CREATE INDEX hour_buckets_by_hour ON hour_buckets (hour)",

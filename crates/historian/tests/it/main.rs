@@ -2,6 +2,7 @@
 //! (a SQLite file or a PostgreSQL server of its own), the real service process, and a real MQTT
 //! client publishing buckets. Every test of the store runs against both stores.
 
+mod api;
 mod backlog;
 mod cli;
 mod faults;

@@ -1,0 +1,98 @@
+//! `GET /api/shifts/current`: for each key with buckets in the last eight days, the running
+//! total of the shift it is in now and the total of its last shift before that (either
+//! `null` where the machine has none). `?machines=A1,B7` keeps only those machines.
+
+use std::time::Duration;
+
+use actix_web::http::header::CACHE_CONTROL;
+use actix_web::{HttpRequest, HttpResponse, web};
+use aggregator_core::plant_time::{Period, Step, period_totals};
+use aggregator_core::report::{HistoryQuery, HistoryRow, QueryError};
+use serde::Serialize;
+
+use super::{ApiError, ApiState, now, query_pairs, unit_for};
+use crate::store::BucketQuery;
+
+/// How far back the last shift is looked for: a long weekend and then some.
+const LOOK_BACK: Duration = Duration::from_secs(8 * 86_400);
+
+/// One key's shifts.
+#[derive(Debug, Serialize)]
+struct KeyShifts {
+    #[serde(rename = "maschinenId")]
+    machine_id: String,
+    #[serde(rename = "scrapIndex")]
+    scrap_index: u32,
+    /// The shift running now, its total so far.
+    current: Option<HistoryRow>,
+    /// The last shift that ended before now.
+    previous: Option<HistoryRow>,
+}
+
+/// The handler.
+pub async fn current(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
+    match shifts(&req, &state).await {
+        Ok(keys) => HttpResponse::Ok()
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .json(keys),
+        Err(e) => e.response(),
+    }
+}
+
+async fn shifts(req: &HttpRequest, state: &ApiState) -> Result<Vec<KeyShifts>, ApiError> {
+    let calendar = &state.calendar;
+    if !calendar.has_shifts() {
+        return Err(ApiError::NoShifts);
+    }
+    let now = now();
+    let clock = calendar.clock();
+    let pairs = query_pairs(req.query_string())?;
+    if let Some((name, _)) = pairs.iter().find(|(k, _)| k != "machines" && k != "index") {
+        let message = "is not a parameter of this query (machines, index)";
+        return Err(QueryError {
+            parameter: name.clone(),
+            message: message.into(),
+        }
+        .into());
+    }
+    let pairs = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    // The same checks of machines and index as a history query.
+    let query = HistoryQuery::parse(pairs, clock, now, i64::MAX)?;
+    let from = now.saturating_sub(LOOK_BACK);
+    let to = now.saturating_add(Duration::from_secs(60));
+    let buckets = BucketQuery {
+        machines: &query.machines,
+        index: query.index,
+        from,
+        to,
+        unit: unit_for(calendar, Step::Shift, from, to),
+    };
+    let closed_before = state.closed_before(now);
+    let mut keys = Vec::new();
+    state
+        .store
+        .for_each_key(&buckets, |machine, index, stored| {
+            let current = calendar.shift_at(machine, now);
+            let previous = calendar.previous_shift(machine, now);
+            let periods: Vec<Period> = previous.iter().chain(current.iter()).cloned().collect();
+            let mut totals = period_totals(&periods, stored, closed_before).into_iter();
+            let mut row = || {
+                totals
+                    .next()
+                    .map(|t| HistoryRow::new(machine, index, &t, clock))
+            };
+            let previous = previous.and_then(|_| row());
+            let current = current.and_then(|_| row());
+            if current.is_some() || previous.is_some() {
+                keys.push(KeyShifts {
+                    machine_id: machine.to_owned(),
+                    scrap_index: index,
+                    current,
+                    previous,
+                });
+            }
+            Ok::<(), QueryError>(())
+        })
+        .await?;
+    Ok(keys)
+}

@@ -1,76 +1,37 @@
 //! Prometheus metrics of the gateway, served at `/metrics`.
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
-/// Declares [`Metrics`] from one list: each field with its type, its name after the `gateway_`
-/// prefix, and its help text, which is also its doc.
-macro_rules! metrics {
-    ($($field:ident: $kind:ident = $name:literal, $help:literal;)+) => {
-        /// Every metric the gateway exports. Cloning a metric shares its value.
-        #[derive(Debug)]
-        pub struct Metrics {
-            registry: Registry,
-            $(#[doc = concat!($help, ".")]
-            pub $field: $kind,)+
-        }
-
-        impl Metrics {
-            /// Creates the metrics and registers them under the `gateway_` prefix.
-            pub fn new() -> Self {
-                let mut registry = Registry::with_prefix("gateway");
-                $(let $field = $kind::default();
-                registry.register($name, $help, $field.clone());)+
-                Self { registry, $($field,)+ }
-            }
-        }
-    };
-}
-
-metrics! {
-    clients: Gauge = "ws_clients", "Open WebSocket connections";
-    frames_sent: Counter = "ws_frames_sent", "Frames written to WebSocket clients";
-    resyncs: Counter = "ws_resyncs", "Snapshots sent to clients that fell behind";
-    slow_clients_dropped: Counter = "ws_slow_clients_dropped",
-        "Clients dropped because a send stalled for the client timeout";
-    clients_timed_out: Counter = "ws_clients_timed_out", "Clients closed for not answering pings";
-    refused_origin: Counter = "ws_refused_origin", "WebSocket upgrades refused for their Origin";
-    refused_token: Counter = "refused_token",
-        "Requests to /ws or /api (but /api/health) refused for a missing or wrong bearer token";
-    refused_capacity: Counter = "ws_refused_capacity",
-        "WebSocket upgrades refused because max_clients were connected";
-    broker_connected: Gauge = "broker_connected",
-        "1 while the gateway is connected to the MQTT broker";
-    keys: Gauge = "keys", "Aggregates held";
-    messages_received: Counter = "mqtt_messages_received", "MQTT publishes received";
-    messages_invalid: Counter = "mqtt_messages_invalid",
-        "MQTT publishes ignored for an unusable topic or payload";
-    aggregates_stale: Counter = "aggregates_stale",
-        "Aggregates ignored because the one held for their key is newer (a late redelivery)";
-    broker_index: Gauge = "broker_index",
-        "Position in the mqtt.host list of the broker in use (0: the first)";
-    mqtt_errors: Counter = "mqtt_errors", "MQTT connection errors";
-    history_errors: Counter = "history_errors",
-        "History requests the historian did not answer (unreachable or too slow)";
-    subscriptions_refused: Counter = "mqtt_subscriptions_refused",
-        "SUBACKs refusing some of the gateway's subscriptions, which it then asks for again";
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    /// The metrics in the Prometheus/OpenMetrics text format.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        // A fmt::Error can only come from the writer, and a String never fails.
-        let _ = encode(&mut out, &self.registry);
-        out
+service_kit::metrics! {
+    /// Every metric the gateway exports. Cloning a metric shares its value.
+    pub struct Metrics prefix "gateway" {
+        clients: Gauge = "ws_clients", "Open WebSocket connections";
+        frames_sent: Counter = "ws_frames_sent", "Frames written to WebSocket clients";
+        resyncs: Counter = "ws_resyncs", "Snapshots sent to clients that fell behind";
+        slow_clients_dropped: Counter = "ws_slow_clients_dropped",
+            "Clients dropped because a send stalled for the client timeout";
+        clients_timed_out: Counter = "ws_clients_timed_out", "Clients closed for not answering pings";
+        refused_origin: Counter = "ws_refused_origin", "WebSocket upgrades refused for their Origin";
+        refused_token: Counter = "refused_token",
+            "Requests to /ws or /api (but /api/health) refused for a missing or wrong bearer token";
+        refused_capacity: Counter = "ws_refused_capacity",
+            "WebSocket upgrades refused because max_clients were connected";
+        broker_connected: Gauge = "broker_connected",
+            "1 while the gateway is connected to the MQTT broker";
+        keys: Gauge = "keys", "Aggregates held";
+        messages_received: Counter = "mqtt_messages_received", "MQTT publishes received";
+        messages_invalid: Counter = "mqtt_messages_invalid",
+            "MQTT publishes ignored for an unusable topic or payload";
+        aggregates_stale: Counter = "aggregates_stale",
+            "Aggregates ignored because the one held for their key is newer (a late redelivery)";
+        broker_index: Gauge = "broker_index",
+            "Position in the mqtt.host list of the broker in use (0: the first)";
+        mqtt_errors: Counter = "mqtt_errors", "MQTT connection errors";
+        history_errors: Counter = "history_errors",
+            "History requests the historian did not answer (unreachable or too slow)";
+        subscriptions_refused: Counter = "mqtt_subscriptions_refused",
+            "SUBACKs refusing some of the gateway's subscriptions, which it then asks for again";
     }
 }
 

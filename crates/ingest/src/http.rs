@@ -1,16 +1,14 @@
 //! The HTTP side: `GET /health` (readiness) and `GET /metrics` (Prometheus text).
 
 use std::net::TcpListener;
-use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::metrics::render;
+use crate::metrics::Metrics;
 use crate::mqtt::LinkState;
 
 /// OpenMetrics text, which Prometheus scrapes natively.
@@ -44,10 +42,10 @@ async fn health(link: web::Data<watch::Receiver<LinkState>>) -> HttpResponse {
     })
 }
 
-async fn metrics(registry: web::Data<Arc<Registry>>) -> HttpResponse {
+async fn prometheus(metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(METRICS_CONTENT_TYPE)
-        .body(render(&registry))
+        .body(metrics.render())
 }
 
 /// Builds the server on an already bound `listener`. It does not handle signals (the service
@@ -57,17 +55,16 @@ async fn metrics(registry: web::Data<Arc<Registry>>) -> HttpResponse {
 /// When the listener cannot be handed to actix.
 pub fn serve(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    metrics: Metrics,
     link: watch::Receiver<LinkState>,
 ) -> std::io::Result<Server> {
-    let registry = web::Data::new(registry);
     let link = web::Data::new(link);
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(registry.clone())
+            .app_data(web::Data::new(metrics.clone()))
             .app_data(link.clone())
             .route("/health", web::get().to(health))
-            .route("/metrics", web::get().to(metrics))
+            .route("/metrics", web::get().to(prometheus))
     })
     // Two endpoints hit by probes and a scraper: one worker is plenty.
     .workers(1)

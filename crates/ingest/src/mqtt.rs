@@ -344,7 +344,7 @@ mod tests {
             max_payload_bytes: 65_536,
             inbound,
             state: watch::channel(LinkState::default()).0,
-            metrics: Metrics::register(&mut prometheus_client::registry::Registry::default()),
+            metrics: Metrics::new(),
         };
         let topic = "machines/A1/scrap";
         let big = Publish::new(topic, QoS::AtLeastOnce, vec![b'x'; 10_000_000]);

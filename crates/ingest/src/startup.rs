@@ -3,10 +3,8 @@
 //! runs the shutdown sequence when the token fires.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -100,12 +98,11 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let config = &self.config;
         let started_at = clock_now();
-        let mut registry = Registry::default();
-        let metrics = Metrics::register(&mut registry);
+        let metrics = Metrics::new();
         let (inbound_tx, inbound_rx) = mpsc::channel(config.settings.limits.incoming_capacity);
         let (link, clients) =
             LinkTask::spawn(config, started_at, inbound_tx.clone(), metrics.clone());
-        let server = crate::http::serve(self.listener, Arc::new(registry), link.state.clone())
+        let server = crate::http::serve(self.listener, metrics.clone(), link.state.clone())
             .map_err(StartupError::Http)?;
         let http = server.handle();
         let http_task = tokio::spawn(server);

@@ -1,5 +1,5 @@
-//! Several brokers in `mqtt.host`: the comma-separated list (`a,b:1884`), parsed once, and the
-//! round-robin fail-over of a connection over it.
+//! Several brokers in `mqtt.host`: the comma-separated list (`a,b:1884`), parsed once, the
+//! rumqttc options and reconnect pacing of a connection, and its round-robin fail-over.
 //!
 //! rumqttc has no setter for the broker address of an `MqttOptions`, so fail-over builds the
 //! options anew for the next broker (through the binary's own builder) and puts them on the
@@ -9,10 +9,11 @@
 //! rumqttc takes it from the broker address.
 
 use std::fmt;
+use std::time::Duration;
 
 use rumqttc::{EventLoop, MqttOptions};
 
-use crate::SettingsError;
+use crate::{Backoff, MqttConfig, SettingsError};
 
 /// One broker of the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +146,34 @@ impl Failover {
         self.current = (self.current + 1) % self.brokers.len();
         event_loop.mqtt_options = (self.options_for)(&self.brokers[self.current]);
         Some(&self.brokers[self.current])
+    }
+}
+
+impl MqttConfig {
+    /// rumqttc options for `broker`: client id, keep-alive, packet limit, login and TLS; each
+    /// service adds its session and queues.
+    pub fn options_at(&self, broker: &BrokerAddr) -> MqttOptions {
+        let mut options = MqttOptions::new(&self.client_id, &broker.host, broker.port);
+        options.set_keep_alive(Duration::from_secs(self.settings.keep_alive_secs));
+        let max_packet = self.settings.max_packet_bytes;
+        options.set_max_packet_size(max_packet, max_packet);
+        self.security.apply_to(&mut options);
+        options
+    }
+
+    /// The broker list from the first, each broker's options built by `options`.
+    pub fn failover(
+        &self,
+        options: impl Fn(&BrokerAddr) -> MqttOptions + Send + Sync + 'static,
+    ) -> Failover {
+        Failover::new(self.brokers.clone(), Box::new(options))
+    }
+
+    /// The reconnect pacing.
+    pub fn backoff(&self) -> Backoff {
+        let ms = Duration::from_millis;
+        let settings = &self.settings;
+        Backoff::new(ms(settings.reconnect_min_ms), ms(settings.reconnect_max_ms))
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`link`]: the one MQTT link loop of ingest, gateway and historian ([`Link`],
 //!   [`LinkHandler`]): reconnect, fail-over, subscription, stop.
 //! - [`LogLimit`]: at most one log line of a kind per interval.
+//! - [`metrics!`]: a service's Prometheus metrics, declared once.
 //! - [`mqtt_wire`]: the hand-written MQTT packets of the load generators (simulator, loadtest).
 //!
 //! TLS uses rustls with the `ring` provider (no system OpenSSL, no C++ toolchain). The CA file
@@ -26,6 +27,7 @@ mod backoff;
 mod brokers;
 pub mod link;
 mod log_limit;
+pub mod metrics;
 pub mod mqtt_wire;
 mod secret;
 mod security;

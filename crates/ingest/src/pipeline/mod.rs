@@ -20,6 +20,7 @@ use aggregator_core::{
     Accepted, Key, KeyId, ParseLimits, Rejection, RejectionReason, Timestamp, WindowStore,
     parse_reading_with_id,
 };
+use prometheus_client::metrics::counter::Counter;
 use rumqttc::{Publish, QoS};
 use service_kit::LogLimit;
 use tokio::sync::{mpsc, watch};
@@ -63,6 +64,9 @@ pub struct Pipeline {
     alarms: Alarms,
     trends: Trends,
     metrics: Metrics,
+    /// The rejection counters, in the order of [`RejectionReason::ALL`]: no lookup per
+    /// rejection in a flood of them.
+    rejected: [Counter; RejectionReason::COUNT],
     shard: Shard,
     limits: ParseLimits,
     /// At most one log line per rejection reason per interval, each reason on its own.
@@ -109,6 +113,7 @@ impl Pipeline {
             outbox: Outbox::new(clients, metrics.clone(), started_at, config.shard.clone()),
             alarms: Alarms::new(config.alarms.clone(), metrics.clone()),
             trends: Trends::new(settings.trend.config(), clock_now(), metrics.clone()),
+            rejected: RejectionReason::ALL.map(|reason| metrics.rejected(reason)),
             metrics,
             shard: config.shard.clone(),
             limits: config.parse.clone(),
@@ -345,7 +350,7 @@ impl Pipeline {
 
     fn reject(&mut self, rejection: &Rejection, publish: &Publish, now: Timestamp) {
         let reason = rejection.reason();
-        self.metrics.rejected(reason).inc();
+        self.rejected[reason.index()].inc();
         let limit = &mut self.rejection_log[reason.index()];
         if let Some(suppressed) = limit.admit_at(tokio::time::Instant::now()) {
             tracing::warn!(
@@ -583,7 +588,6 @@ fn instant_for(at: Timestamp) -> tokio::time::Instant {
 mod tests {
     use super::*;
     use crate::pipeline::outbox::RETRY_DELAY;
-    use prometheus_client::registry::Registry;
     use rumqttc::{AsyncClient, MqttOptions};
 
     fn pipeline(queue: usize, interval: Duration) -> (Pipeline, Metrics, [rumqttc::EventLoop; 2]) {
@@ -598,7 +602,7 @@ mod tests {
         // The event loops are never polled: requests pile up in their bounded queues.
         let (input, input_loop) = AsyncClient::new(MqttOptions::new("i", "localhost", 1), queue);
         let (output, output_loop) = AsyncClient::new(MqttOptions::new("o", "localhost", 1), queue);
-        let metrics = Metrics::register(&mut Registry::default());
+        let metrics = Metrics::new();
         let mut settings = crate::configuration::Settings::default();
         settings.publish.interval_ms = u64::try_from(interval.as_millis()).unwrap();
         settings.publish.burst = 1;

@@ -7,17 +7,12 @@ use std::path::PathBuf;
 #[allow(missing_docs)] // Each variant's doc says what its fields hold.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    /// The settings file cannot be read or is not TOML (with the line of a syntax error).
+    /// The settings file cannot be read, is not TOML (with the line of a syntax error) or has
+    /// a key no setting has (with a "did you mean").
     #[error("settings file {}: {message}", path.display())]
     File { path: PathBuf, message: String },
-    /// The file has a key no setting has; `hint` is a "did you mean" or empty.
-    #[error("settings file {}: unknown setting `{key}`{hint}", path.display())]
-    UnknownKey {
-        path: PathBuf,
-        key: String,
-        hint: String,
-    },
-    /// A variable with the binary's prefix names no setting; `hint` as above.
+    /// A variable with the binary's prefix names no setting; `hint` is a "did you mean" or
+    /// empty.
     #[error("environment variable {name} names no setting{hint}")]
     UnknownVariable { name: String, hint: String },
     /// A value is of the wrong type or makes no sense.

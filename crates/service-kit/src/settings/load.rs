@@ -173,8 +173,7 @@ fn read_file(path: &Path, fields: &[Field]) -> Result<Json, SettingsError> {
     let hint = did_you_mean(last, known.iter().map(String::as_str), |k| {
         format!("`{}`", join_key(table, k))
     });
-    let path = path.into();
-    Err(SettingsError::UnknownKey { path, key, hint })
+    Err(error(format!("unknown setting `{key}`{hint}")))
 }
 
 /// The first key of `given` (dotted) that `fields` lack, with the keys its table knows. The

@@ -2,11 +2,8 @@
 //! rumqttc's options.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use rumqttc::MqttOptions;
-
-use crate::{Backoff, BrokerAddr, Failover, MqttSecurity, Secret, SettingsError, ensure};
+use crate::{BrokerAddr, MqttSecurity, Secret, SettingsError, ensure};
 
 /// The largest packet MQTT can express: a remaining length of 268 435 455 bytes (256 MiB),
 /// which is also what a stock Mosquitto (`max_packet_size` unset) lets through.
@@ -92,34 +89,6 @@ impl MqttSettings {
     }
 }
 
-impl MqttConfig {
-    /// rumqttc options for `broker`: client id, keep-alive, packet limit, login and TLS; each
-    /// service adds its session and queues.
-    pub fn options_at(&self, broker: &BrokerAddr) -> MqttOptions {
-        let mut options = MqttOptions::new(&self.client_id, &broker.host, broker.port);
-        options.set_keep_alive(Duration::from_secs(self.settings.keep_alive_secs));
-        let max_packet = self.settings.max_packet_bytes;
-        options.set_max_packet_size(max_packet, max_packet);
-        self.security.apply_to(&mut options);
-        options
-    }
-
-    /// The broker list from the first, each broker's options built by `options`.
-    pub fn failover(
-        &self,
-        options: impl Fn(&BrokerAddr) -> MqttOptions + Send + Sync + 'static,
-    ) -> Failover {
-        Failover::new(self.brokers.clone(), Box::new(options))
-    }
-
-    /// The reconnect pacing.
-    pub fn backoff(&self) -> Backoff {
-        let ms = Duration::from_millis;
-        let settings = &self.settings;
-        Backoff::new(ms(settings.reconnect_min_ms), ms(settings.reconnect_max_ms))
-    }
-}
-
 /// `<prefix>-<pid>-<nanos>`: unique per process and start.
 fn generated_client_id(prefix: &str) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
@@ -132,6 +101,8 @@ fn generated_client_id(prefix: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::Setting;
 

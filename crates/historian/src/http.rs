@@ -2,17 +2,15 @@
 //! history API ([`crate::api`]).
 
 use std::net::TcpListener;
-use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::api::ApiState;
-use crate::metrics::render;
+use crate::metrics::Metrics;
 use crate::mqtt::LinkState;
 
 /// OpenMetrics text, which Prometheus scrapes natively.
@@ -57,10 +55,10 @@ async fn health(sources: web::Data<HealthSources>) -> HttpResponse {
     })
 }
 
-async fn metrics(registry: web::Data<Arc<Registry>>) -> HttpResponse {
+async fn metrics_text(metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(METRICS_CONTENT_TYPE)
-        .body(render(&registry))
+        .body(metrics.render())
 }
 
 /// Builds the server on an already bound `listener`. It does not handle signals (the service
@@ -70,19 +68,19 @@ async fn metrics(registry: web::Data<Arc<Registry>>) -> HttpResponse {
 /// When the listener cannot be handed to actix.
 pub fn serve(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    metrics: Metrics,
     sources: HealthSources,
     api: ApiState,
 ) -> std::io::Result<Server> {
-    let registry = web::Data::new(registry);
+    let metrics = web::Data::new(metrics);
     let sources = web::Data::new(sources);
     let api = web::Data::new(api);
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(registry.clone())
+            .app_data(metrics.clone())
             .app_data(sources.clone())
             .route("/health", web::get().to(health))
-            .route("/metrics", web::get().to(metrics))
+            .route("/metrics", web::get().to(metrics_text))
             .app_data(api.clone())
             .configure(crate::api::routes)
     })

@@ -6,7 +6,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -81,8 +80,7 @@ impl Application {
     /// When the HTTP server cannot start or fails, or the store belongs to a newer historian.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let config = &self.config;
-        let mut registry = Registry::default();
-        let metrics = Metrics::register(&mut registry);
+        let metrics = Metrics::new();
         let capacity = config.settings.store.batch_size.saturating_mul(2);
         let (inbound_tx, inbound_rx) = mpsc::channel(capacity);
         let link = LinkTask::spawn(config, inbound_tx, metrics.clone());
@@ -96,7 +94,7 @@ impl Application {
             calendar: Arc::clone(&config.calendar),
             settings: config.settings.api.clone(),
         };
-        let server = crate::http::serve(self.listener, Arc::new(registry), sources, api)
+        let server = crate::http::serve(self.listener, metrics.clone(), sources, api)
             .map_err(StartupError::Http)?;
         let http = server.handle();
         let http_task = tokio::spawn(server);

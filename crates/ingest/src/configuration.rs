@@ -433,6 +433,28 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_log_keeps_readings_a_minute_longer_while_history_is_on() {
+        let on = load(&["--window-seconds", "2"], &[]).unwrap().settings;
+        assert_eq!(on.log_retention(), Duration::from_secs(62));
+        assert_eq!(
+            on.history.config(Duration::from_secs(2)),
+            Some(HistoryConfig {
+                window: Duration::from_secs(2),
+                interval: Duration::from_secs(10),
+            })
+        );
+        let args = ["--window-seconds", "2", "--history-enabled", "false"];
+        let off = load(&args, &[]).unwrap().settings;
+        assert_eq!(off.log_retention(), Duration::from_secs(2));
+        assert_eq!(off.history.config(Duration::from_secs(2)), None);
+        let err = load(&["--history-interval-seconds", "0"], &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("`history.interval_seconds`"),
+            "{err}"
+        );
+    }
+
     /// The example file is the settings reference: it must say what the code does.
     #[test]
     fn the_example_file_is_current() {

@@ -2,13 +2,14 @@
 //! I/O. [`parse`] turns a payload into a [`Reading`] (with its optional [`ReadingId`]) or a
 //! [`Rejection`]; [`window`] keeps exact sliding-window sums per key; [`wire`] and [`topic`]
 //! are what the services publish and where; [`trend`] and [`alarm`] are derived from the
-//! windows; [`partition`] says which ingest shard owns a machine.
+//! windows, [`history`] from the readings they accept; [`partition`] says which ingest shard owns a machine.
 //!
 //! Nothing here reads a clock, touches the network or the file system: callers pass the time
 //! in, which keeps every rule testable without a runtime.
 #![warn(missing_docs)]
 
 pub mod alarm;
+pub mod history;
 pub mod parse;
 pub mod partition;
 pub mod plant_time;
@@ -22,6 +23,7 @@ pub mod trend;
 pub mod window;
 pub mod wire;
 
+pub use history::{HistoryAccumulator, HistoryConfig};
 pub use parse::{ParseLimits, ParsedReading, Reading, parse_reading, parse_reading_with_id};
 pub use partition::shard_of;
 pub use reading_id::ReadingId;

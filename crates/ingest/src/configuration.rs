@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aggregator_core::HistoryConfig;
 use aggregator_core::alarm::{AlarmRule, AlarmRules};
 use aggregator_core::plant_time::PlantClock;
 use aggregator_core::topic::machine_from_readings_topic;
@@ -33,8 +34,9 @@ service_kit::settings! {
     pub struct Settings {
         /// Address of the HTTP server for /health and /metrics.
         listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 9100));
-        /// Directory of the window log: with it, the windows survive restarts and crashes and
-        /// QoS 2 readings count exactly once; without it, they start empty after a restart.
+        /// Directory of the window log: with it, the windows and the open history minutes
+        /// survive restarts and crashes and QoS 2 readings count exactly once; without it,
+        /// they start empty after a restart.
         data_dir: Option<PathBuf> = None;
         /// How long a stop may take to hand pending aggregates to the broker, in ms.
         shutdown_timeout_ms: u64 = 5_000, in 0..=600_000;
@@ -54,6 +56,8 @@ service_kit::settings! {
         limits: LimitSettings = LimitSettings::default();
         /// The trend of every key.
         trend: TrendSettings = TrendSettings::default();
+        /// Minute buckets of the accepted readings on history/{machineId}/{scrapIndex}.
+        history: HistorySettings = HistorySettings::default();
         /// Several ingest processes sharing the machines.
         shard: ShardSettings = ShardSettings::default();
         /// The plant's clock.
@@ -115,6 +119,16 @@ service_kit::settings! {
         /// Samples kept and published per trend (90 x 10 s is 15 minutes); a trend is
         /// published whole, so it stays in the kilobytes.
         points: usize = 90, in 1..=10_000;
+    }
+
+    /// Minute buckets of the accepted readings on history/{machineId}/{scrapIndex}.
+    pub struct HistorySettings {
+        /// Publish the minute buckets (QoS 1, not retained); with data_dir the log then keeps
+        /// readings one minute longer than the window, until their minute is final.
+        enabled: bool = true;
+        /// How often an open minute is re-sent per key while it changes, in seconds; it is
+        /// sent once more, final, when no reading can change it any more.
+        interval_seconds: u64 = 10, in 1..=3_600;
     }
 
     /// Several ingest processes sharing the machines.
@@ -207,6 +221,17 @@ impl Settings {
         })
     }
 
+    /// How long the window log keeps a reading: the window, and with history one minute more,
+    /// so that a restart rebuilds every minute that is not final yet.
+    pub fn log_retention(&self) -> Duration {
+        let window = self.window.config().window;
+        if self.history.enabled {
+            window + aggregator_core::history::MINUTE
+        } else {
+            window
+        }
+    }
+
     /// The window log's directory; an empty one means none.
     pub fn data_dir(&self) -> Option<&PathBuf> {
         self.data_dir.as_ref().filter(|d| !d.as_os_str().is_empty())
@@ -222,6 +247,16 @@ impl WindowSettings {
             max_keys: self.max_keys,
             key_idle_ttl: Duration::from_secs(self.key_idle_ttl_seconds),
         }
+    }
+}
+
+impl HistorySettings {
+    /// The accumulator's settings for a window of `window`, or `None` when disabled.
+    pub fn config(&self, window: Duration) -> Option<HistoryConfig> {
+        self.enabled.then(|| HistoryConfig {
+            window,
+            interval: Duration::from_secs(self.interval_seconds),
+        })
     }
 }
 
@@ -394,6 +429,28 @@ mod tests {
                 && err.contains(
                     "unknown setting `alarm[1].clear_belw`; did you mean `alarm[1].clear_below`?"
                 ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_log_keeps_readings_a_minute_longer_while_history_is_on() {
+        let on = load(&["--window-seconds", "2"], &[]).unwrap().settings;
+        assert_eq!(on.log_retention(), Duration::from_secs(62));
+        assert_eq!(
+            on.history.config(Duration::from_secs(2)),
+            Some(HistoryConfig {
+                window: Duration::from_secs(2),
+                interval: Duration::from_secs(10),
+            })
+        );
+        let args = ["--window-seconds", "2", "--history-enabled", "false"];
+        let off = load(&args, &[]).unwrap().settings;
+        assert_eq!(off.log_retention(), Duration::from_secs(2));
+        assert_eq!(off.history.config(Duration::from_secs(2)), None);
+        let err = load(&["--history-interval-seconds", "0"], &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("`history.interval_seconds`"),
             "{err}"
         );
     }

@@ -3,8 +3,8 @@
 //!
 //! - [`mqtt`]: the broker link, one task owning rumqttc's event loop.
 //! - [`pipeline`]: the aggregation task around `aggregator_core::WindowStore`, with what it
-//!   hands to the MQTT client (`outbox`), the per-key publish budget (`coalesce`) and the
-//!   settled re-send (`settle`).
+//!   hands to the MQTT client (`outbox`), the per-key publish budget (`coalesce`), the
+//!   settled re-send (`settle`) and the minute buckets (`history`).
 //! - [`durability`]: the window log and the recognition of redeliveries (exactly once
 //!   through restarts; see the crate README).
 //! - [`restart`]: the retained state a previous run left behind, and the keys of it this

@@ -52,6 +52,10 @@ service_kit::metrics! {
         alarm_clears: Counter = "alarm_clears",
             "Alarm clears published on alarms/{machineId}/{scrapIndex}";
         trends_published: Counter = "trends_published", "Trend messages handed to the MQTT client";
+        history_published: Counter = "history_published",
+            "Minute buckets handed to the MQTT client on history/{machineId}/{scrapIndex}";
+        history_open_buckets: Gauge = "history_open_buckets",
+            "Minute buckets that can still change (not yet sent final)";
         // The window log's sync included.
         batch_seconds: Histogram = "batch_processing_seconds",
             "Time to aggregate one batch of incoming messages",

@@ -58,8 +58,8 @@ impl Application {
         let addr = listener.local_addr().map_err(bind_error)?;
         let log = match settings.data_dir() {
             Some(dir) => {
-                let window = settings.window.config().window;
-                let (log, recovery) = WindowLog::open(dir, window, clock_now())?;
+                let retention = settings.log_retention();
+                let (log, recovery) = WindowLog::open(dir, retention, clock_now())?;
                 tracing::info!(
                     data_dir = %dir.display(),
                     segments = recovery.segments,
@@ -72,7 +72,7 @@ impl Application {
             }
             None => {
                 tracing::warn!(
-                    "no data_dir: the windows start empty after every restart (set data_dir to keep them)"
+                    "no data_dir: the windows and open history minutes start empty after every restart (set data_dir to keep them)"
                 );
                 None
             }

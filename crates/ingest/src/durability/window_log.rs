@@ -17,9 +17,12 @@
 //! worth of latency before the broker may forget a message.
 //!
 //! # Compaction
-//! The active segment is sealed and a new one started every quarter window (at least 1 s).
-//! A sealed segment is deleted once its newest reading has left the window, oldest first, so the
-//! log holds about one and a quarter windows of readings.
+//! The log keeps a reading for its *retention*: the window, and with the history on one
+//! minute more (a reading's minute stays open until one window after its end, and a restart
+//! rebuilds the open minutes from the log). The active segment is sealed and a new one
+//! started every quarter retention (at least 1 s). A sealed segment is deleted once its newest
+//! reading is older than the retention, oldest first, so the log holds about one and a quarter
+//! retentions of readings.
 //!
 //! # Recovery
 //! [`WindowLog::open`] reads every segment in order. The first frame that is cut short, has an
@@ -228,7 +231,8 @@ struct Segment {
 /// The open log: sealed segments waiting to expire and the active segment.
 pub struct WindowLog {
     dir: PathBuf,
-    window: Duration,
+    /// How long a reading is kept: at least the window.
+    retention: Duration,
     rotate_every: Duration,
     sealed: VecDeque<Segment>,
     active: Segment,
@@ -259,14 +263,14 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
 
 impl WindowLog {
     /// Opens (creating it if needed) the log in `dir`, recovers what it holds and starts a new
-    /// active segment. `window` decides rotation and when segments expire; `now` is the
-    /// ingest clock.
+    /// active segment. `retention` (at least the window) decides rotation and when segments
+    /// expire; `now` is the ingest clock.
     ///
     /// # Errors
     /// Only on I/O errors; damaged content is truncated and reported in [`Recovery`].
     pub fn open(
         dir: &Path,
-        window: Duration,
+        retention: Duration,
         now: Timestamp,
     ) -> Result<(Self, Recovery), LogError> {
         std::fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
@@ -284,8 +288,8 @@ impl WindowLog {
         let (file, active) = create_segment(dir, seqs.last().map_or(1, |s| s + 1))?;
         let log = WindowLog {
             dir: dir.to_path_buf(),
-            window,
-            rotate_every: (window / 4).max(Duration::from_secs(1)),
+            retention,
+            rotate_every: (retention / 4).max(Duration::from_secs(1)),
             sealed,
             active,
             file,
@@ -339,7 +343,7 @@ impl WindowLog {
 
     /// Compaction at `now`: seals the active segment when it is due (and nothing waits for a
     /// commit) and starts a new one, then deletes the oldest sealed segments whose readings
-    /// have all left the window.
+    /// are all older than the retention.
     ///
     /// # Errors
     /// When a segment cannot be created or deleted.
@@ -355,7 +359,7 @@ impl WindowLog {
             self.opened = now;
             self.records = 0;
         }
-        let cutoff = now.saturating_sub(self.window);
+        let cutoff = now.saturating_sub(self.retention);
         let sealed = self.sealed.len();
         while let Some(oldest) = self.sealed.front()
             && oldest.newest.is_none_or(|t| t <= cutoff)

@@ -5,8 +5,9 @@
 //! It sleeps on one timer, set to the earliest of the next expiry or forgetting
 //! ([`WindowStore::next_deadline`]), publish budget refill, retry and the other modules'
 //! deadlines: no periodic scans. Every change of a window is also evaluated by the [`Alarms`];
-//! the [`Trends`] sample every key on their own tick; the retained aggregates of a previous
-//! run are the [`Orphans`]'.
+//! the [`Trends`] sample every key on their own tick; every reading a window counts also goes
+//! into its minute bucket (`history`), sent on the accumulator's deadlines; the retained
+//! aggregates of a previous run are the [`Orphans`]'.
 //!
 //! Acknowledgements are manual: every QoS 1/2 message of a batch is acknowledged only after
 //! the batch's accepted readings are durable in the [`WindowLog`] (one fsync per batch),
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aggregator_core::topic::{aggregate_topic, machine_from_readings_topic};
 use aggregator_core::{
-    Accepted, Key, KeyId, ParseLimits, Rejection, RejectionReason, Timestamp, WindowStore,
-    parse_reading_with_id,
+    Accepted, HistoryAccumulator, HistoryBucket, Key, KeyId, ParseLimits, Rejection,
+    RejectionReason, Timestamp, WindowStore, parse_reading_with_id,
 };
 use prometheus_client::metrics::counter::Counter;
 use rumqttc::{Publish, QoS};
@@ -40,6 +41,7 @@ use crate::shard::Shard;
 use crate::signals::alarms::Alarms;
 use crate::signals::trends::Trends;
 pub mod coalesce;
+mod history;
 pub mod outbox;
 mod restore;
 pub mod settle;
@@ -63,6 +65,8 @@ pub struct Pipeline {
     orphans: Orphans,
     alarms: Alarms,
     trends: Trends,
+    /// The minute buckets, unless `history.enabled` is off.
+    history: Option<HistoryAccumulator>,
     metrics: Metrics,
     /// The rejection counters, in the order of [`RejectionReason::ALL`]: no lookup per
     /// rejection in a flood of them.
@@ -88,6 +92,7 @@ struct Scratch {
     changed: Vec<KeyId>,
     forgotten: Vec<Key>,
     ready: Vec<KeyId>,
+    buckets: Vec<HistoryBucket>,
 }
 
 impl Pipeline {
@@ -101,6 +106,7 @@ impl Pipeline {
     ) -> Self {
         let settings = &config.settings;
         let window = settings.window.config();
+        let history = settings.history.config(window.window);
         let publish = &settings.publish;
         let republish_after =
             (publish.again_after_ms > 0).then(|| Duration::from_millis(publish.again_after_ms));
@@ -114,6 +120,7 @@ impl Pipeline {
             alarms: Alarms::new(config.alarms.clone(), metrics.clone()),
             trends: Trends::new(settings.trend.config(), clock_now(), metrics.clone()),
             rejected: RejectionReason::ALL.map(|reason| metrics.rejected(reason)),
+            history: history.map(HistoryAccumulator::new),
             metrics,
             shard: config.shard.clone(),
             limits: config.parse.clone(),
@@ -215,6 +222,7 @@ impl Pipeline {
             .into_iter()
             .filter_map(|id| self.aggregate_message(id, now))
             .collect();
+        let buckets = self.flush_history(now);
         let store = &self.store;
         let published = self
             .outbox
@@ -224,7 +232,8 @@ impl Pipeline {
             .await;
         tracing::info!(
             final_aggregates = published,
-            "shutdown: last aggregates and offline status queued"
+            history_buckets = buckets,
+            "shutdown: last aggregates, minute buckets and offline status queued"
         );
     }
 
@@ -304,6 +313,7 @@ impl Pipeline {
         if let Some(log) = &mut self.log {
             log.append_reading(&parsed.reading, delivery, parsed.id.as_ref());
         }
+        self.count_in_history(&parsed.reading, now);
         self.changed(id, now);
         true
     }
@@ -432,6 +442,8 @@ impl Pipeline {
             }
             self.scratch.ready = ready;
         }
+        // After the aggregates: the dashboard's values come first in a full queue.
+        self.publish_history(now);
         self.metrics.keys.set(gauge(self.store.key_count()));
         self.metrics
             .buffered_readings
@@ -563,6 +575,7 @@ impl Pipeline {
             self.outbox.next_deadline(),
             self.settle.next_deadline(),
             self.orphans.next_deadline(),
+            self.history_deadline(),
             // While paused, trends wait like aggregates.
             Some(
                 self.outbox
@@ -868,6 +881,8 @@ mod tests {
             Restored {
                 readings: 5,
                 expired: 1,
+                // Its minute is still open: back in its bucket.
+                history_only: 1,
                 refused: 0,
                 ..Restored::default()
             }
@@ -886,5 +901,70 @@ mod tests {
         second.handle_batch(batch.into_iter(), later);
         assert_eq!(totals(&second), (6, 21.0));
         assert_eq!(metrics.redeliveries_skipped.get(), 2);
+        // The minute buckets also hold the reading that left the window: its minute was not
+        // final yet when the log was replayed.
+        assert_eq!(final_totals(&mut second, later), (7, 121.0));
+    }
+
+    /// Count and sum of the final buckets of every minute open at `now`, all closed.
+    fn final_totals(p: &mut Pipeline, now: Timestamp) -> (u64, f64) {
+        let mut finals = Vec::new();
+        let after_every_close = now.saturating_add(Duration::from_secs(300));
+        let history = p.history.as_mut().unwrap();
+        history.take_due(after_every_close, usize::MAX, &mut finals);
+        assert!(finals.iter().all(|b| b.is_final));
+        let count = finals.iter().map(|b| b.count).sum();
+        (count, finals.iter().map(|b| b.sum).sum())
+    }
+
+    /// A QoS 1 reading of D1/4 with an id.
+    fn with_id(pkid: u16, id: &str, value: f64) -> Inbound {
+        let mut publish = Publish::new(
+            "machines/D1/scrap",
+            QoS::AtLeastOnce,
+            format!(r#"{{"scrapIndex": 4, "value": {value}, "id": "{id}"}}"#).into_bytes(),
+        );
+        publish.pkid = pkid;
+        Inbound::Reading(publish)
+    }
+
+    #[test]
+    fn minute_buckets_hold_exactly_the_readings_the_window_counted() {
+        let (mut p, metrics, _event_loop) = pipeline(1000, Duration::ZERO);
+        let now = clock_now();
+        let mut retained = with_id(3, "c", 100.0);
+        if let Inbound::Reading(publish) = &mut retained {
+            publish.retain = true;
+        }
+        let late = Publish::new(
+            "machines/D1/scrap",
+            QoS::AtMostOnce,
+            br#"{"scrapIndex": 4, "value": 1000, "timestamp": "2020-01-01T00:00:00Z"}"#.to_vec(),
+        );
+        let batch = [
+            with_id(1, "a", 2.0),
+            with_id(2, "a", 2.0),
+            retained,
+            Inbound::Reading(late),
+            with_id(4, "b", 5.0),
+        ];
+        p.handle_batch(batch.into_iter(), now);
+        assert_eq!(totals(&p), (2, 7.0));
+        assert_eq!(
+            metrics.history_published.get(),
+            1,
+            "the first change at once"
+        );
+        assert_eq!(metrics.history_open_buckets.get(), 1);
+        assert_eq!(final_totals(&mut p, now), (2, 7.0));
+    }
+
+    #[test]
+    fn without_history_no_bucket_is_kept() {
+        let (mut p, metrics, _event_loop) = pipeline(1000, Duration::ZERO);
+        p.history = None;
+        p.handle_batch(readings(3), clock_now());
+        assert_eq!(metrics.history_published.get(), 0);
+        assert_eq!(metrics.history_open_buckets.get(), 0);
     }
 }

@@ -1,6 +1,6 @@
 //! Everything the aggregation task hands to the MQTT clients: the manual acknowledgements to
-//! the input connection's; aggregates, retained clears, dead letters and the liveness status
-//! to the output connection's.
+//! the input connection's; aggregates, retained clears, dead letters, minute buckets and the
+//! liveness status to the output connection's.
 //!
 //! The clients are used without blocking (`try_publish`, `try_ack`) while the task runs, since
 //! the event loop tasks may be waiting on the task's own channel. When a client's request
@@ -11,8 +11,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use aggregator_core::topic::{REJECTED_TOPIC, aggregate_topic, alarm_topic, trend_topic};
-use aggregator_core::{DeadLetter, Key, Rejection, Timestamp};
+use aggregator_core::topic::{
+    REJECTED_TOPIC, aggregate_topic, alarm_topic, history_topic, trend_topic,
+};
+use aggregator_core::{DeadLetter, HistoryBucket, Key, Rejection, Timestamp};
 use rumqttc::{AsyncClient, Publish, QoS};
 
 use crate::metrics::Metrics;
@@ -52,6 +54,9 @@ pub struct Outbox {
     /// Alarm and trend messages (and their clears) not yet handed to the client, in order: a
     /// key's alarm changes must reach the broker in the order they happened.
     in_order: VecDeque<(String, Vec<u8>)>,
+    /// Minute buckets (QoS 1, not retained) refused by the client's full queue, waiting for
+    /// room; the pipeline takes no more from the accumulator while any wait, which bounds it.
+    history: VecDeque<(String, Vec<u8>)>,
 }
 
 impl Outbox {
@@ -69,6 +74,7 @@ impl Outbox {
             acks: VecDeque::new(),
             clears: VecDeque::new(),
             in_order: VecDeque::new(),
+            history: VecDeque::new(),
         }
     }
 
@@ -125,6 +131,23 @@ impl Outbox {
         self.in_order.len()
     }
 
+    /// Hands a minute bucket (QoS 1, not retained) to the client after those waiting before
+    /// it; during a pause, or when the queue is full, it waits.
+    pub fn publish_history(&mut self, bucket: &HistoryBucket, now: Timestamp) {
+        let topic = history_topic(&bucket.machine_id, bucket.scrap_index);
+        // Plain numbers and strings: serialization cannot fail.
+        let payload = serde_json::to_vec(bucket).unwrap_or_default();
+        self.history.push_back((topic, payload));
+        if self.paused_at(now).is_none() && !self.send_history() {
+            self.pause(now);
+        }
+    }
+
+    /// Minute buckets waiting for room in the client's queue.
+    pub fn history_backlog(&self) -> usize {
+        self.history.len()
+    }
+
     /// The end of the pause in force at `now`, if one is.
     pub fn paused_at(&self, now: Timestamp) -> Option<Timestamp> {
         self.paused_until.filter(|until| *until > now)
@@ -152,7 +175,8 @@ impl Outbox {
         let offered = self.send_acks()
             && self.send_status(now)
             && self.send_clears(tracked)
-            && self.send_in_order();
+            && self.send_in_order()
+            && self.send_history();
         if !offered {
             self.pause(now);
         }
@@ -267,9 +291,25 @@ impl Outbox {
         true
     }
 
+    fn send_history(&mut self) -> bool {
+        while let Some((topic, payload)) = self.history.front() {
+            if self
+                .client
+                .try_publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                .is_err()
+            {
+                return false;
+            }
+            self.metrics.history_published.inc();
+            self.history.pop_front();
+        }
+        true
+    }
+
     /// Final flush: the owed acknowledgements (they let the broker forget what is durable) and
     /// the input connection's DISCONNECT; then `aggregates`, alarm and trend messages, every
-    /// pending clear of a key `tracked` does not know, the offline status and the output
+    /// pending clear of a key `tracked` does not know, the minute buckets handed over with
+    /// [`Outbox::publish_history`], the offline status and the output
     /// connection's DISCONNECT, all queued in order behind what the clients already hold.
     /// Returns how many aggregates were queued.
     pub async fn finish(
@@ -295,6 +335,12 @@ impl Outbox {
             if !tracked(&key) {
                 let topic = aggregate_topic(&key.machine, key.scrap_index);
                 self.publish_retained(topic, Vec::new()).await;
+            }
+        }
+        while let Some((topic, payload)) = self.history.pop_front() {
+            let queued = self.client.publish(topic, QoS::AtLeastOnce, false, payload);
+            if queued.await.is_ok() {
+                self.metrics.history_published.inc();
             }
         }
         let offline = self.shard.status_payload(false, self.started_at);

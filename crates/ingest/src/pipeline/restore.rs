@@ -1,6 +1,13 @@
 //! Start-up replay of the window log into a fresh [`Pipeline`]: every logged reading back in
 //! its window at its logged event time, minus what expired meanwhile, what another shard owns
 //! now, and copies of a reading already restored under the same id.
+//!
+//! The history's open minutes are rebuilt from the same records: every reading restored into
+//! its window, and every reading that left the window meanwhile but whose minute is not final
+//! yet (the log keeps readings until their minute has closed, see
+//! [`Settings::log_retention`](crate::configuration::Settings::log_retention)). Both were
+//! counted by the process that logged them, so each minute gets back exactly its readings; a
+//! minute that closed while ingest was down is not rebuilt (its final state is unknown here).
 
 use aggregator_core::{Accepted, Rejection, Timestamp};
 
@@ -14,6 +21,8 @@ pub struct Restored {
     pub readings: u64,
     /// Readings that had left the window meanwhile.
     pub expired: u64,
+    /// Of the `expired`, those back in a minute bucket that is still open.
+    pub history_only: u64,
     /// Readings refused otherwise: ahead of the clock (it went back) or over `max_keys`.
     pub refused: u64,
     /// Readings of machines another shard owns (the shard count changed).
@@ -46,9 +55,14 @@ impl Pipeline {
                         Ok(Accepted::Counted(id)) => {
                             restored.readings += 1;
                             self.coalescer.touch(id);
+                            self.count_in_history(&r.reading(), now);
                         }
                         Ok(Accepted::Duplicate { .. }) => restored.duplicates += 1,
-                        Err(Rejection::Late { .. }) => restored.expired += 1,
+                        Err(Rejection::Late { .. }) => {
+                            restored.expired += 1;
+                            let added = self.count_in_history(&r.reading(), now);
+                            restored.history_only += u64::from(added);
+                        }
                         Err(_) => restored.refused += 1,
                     }
                 }
@@ -60,6 +74,7 @@ impl Pipeline {
         tracing::info!(
             restored = restored.readings,
             expired = restored.expired,
+            history_only = restored.history_only,
             refused = restored.refused,
             other_shard = restored.other_shard,
             duplicates = restored.duplicates,

@@ -10,6 +10,7 @@ mod durability;
 mod expiry;
 mod flood;
 mod helpers;
+mod history;
 mod hostile;
 mod lifecycle;
 mod orphans;

@@ -298,3 +298,70 @@ async fn a_stop_sends_the_open_buckets_that_changed_since_they_were_last_sent() 
     let last = received.iter().filter_map(bucket).last().unwrap();
     assert_eq!((last.count, last.sum, last.is_final), (2, 3.5, false));
 }
+
+#[tokio::test]
+async fn a_restart_rebuilds_an_open_minute_from_readings_that_already_left_the_window() {
+    // The readings at 45 s into the minute leave the window about 25 s after the start; the
+    // minute closes 15 s after that.
+    let plan = Plan::new(1, 40);
+    let start = now();
+    let broker = Broker::start().await;
+    let data = TempDir::new().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_owned();
+    // A trend tick every second: the log's compaction runs at least that often.
+    let extra = [
+        "--data-dir",
+        data_dir.as_str(),
+        "--trend-interval-seconds",
+        "1",
+    ];
+    let flags = plan.flags(&extra);
+    let client_id = unique_client_id("ingest");
+    let mut first = TestIngest::start_with_id(&broker, &client_id, &flags).await;
+    let collector = Collector::start(broker.port(), &["history/#"]).await;
+    let mut publisher = Publisher::connect(broker.port()).await;
+    let early = (0..20_u64).map(|i| {
+        let payload = reading_at(0, value_of(i), plan.at(1, 45_000 + i), None);
+        (readings_topic("L1"), payload)
+    });
+    publisher
+        .publish_all(QoS::ExactlyOnce, early, WAIT)
+        .await
+        .unwrap();
+    wait_metric(&first, "ingest_readings_accepted_total 20\n").await;
+    // Killed only once those readings have left the window and a log kept for the window
+    // alone would have dropped them (its first segment is sealed a quarter window after the
+    // start): only a log kept until the minute closes still has them.
+    let window = Duration::from_secs(plan.window_seconds.parse().unwrap());
+    let gone = plan.at(1, 45_020).saturating_add(window);
+    let sealed = start.saturating_add(window / 4);
+    let dropped = gone.max(sealed).saturating_add(Duration::from_secs(2));
+    test_support::wait_until(WAIT, "the early readings left the window", || async {
+        now() > dropped
+    })
+    .await
+    .unwrap();
+    first.process.kill().await;
+
+    let second = TestIngest::start_with_id(&broker, &client_id, &flags).await;
+    let logs = second.process.stderr();
+    assert!(logs.contains("history_only=20"), "{logs}");
+    let late = (20..30_u64).map(|i| {
+        let payload = reading_at(0, value_of(i), plan.at(1, 59_000 + i), None);
+        (readings_topic("L1"), payload)
+    });
+    publisher
+        .publish_all(QoS::ExactlyOnce, late, WAIT)
+        .await
+        .unwrap();
+    let received = collector
+        .wait_for(
+            |m| final_of(m, "L1", 0, plan.at(1, 0)).is_some(),
+            WAIT + WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", second.process.logs()));
+    let last = final_of(&received, "L1", 0, plan.at(1, 0)).unwrap();
+    let values: Vec<f64> = (0..30).map(value_of).collect();
+    assert_eq!(totals_of(&last), totals(&values));
+}

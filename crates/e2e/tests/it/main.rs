@@ -7,6 +7,7 @@
 mod dev_script;
 mod failover;
 mod helpers;
+mod history;
 mod nats_cluster;
 mod nats_scale;
 mod security;

@@ -213,7 +213,9 @@ wait_http historian "http://127.0.0.1:$historian_port/health"
 say "starting gateway"
 # The dashboard from frontend/ on disk rather than the copy built into the binary, so that
 # an edit there shows on reload (Chart.js from frontend/vendor/, no npm needed).
+# History questions (/api/history, /api/shifts/current) go to the historian started above.
 start gateway env GATEWAY_LISTEN="127.0.0.1:$gateway_port" GATEWAY_HTTP_STATIC_DIR="$repo_root/frontend" \
+  GATEWAY_HISTORY_URL="http://127.0.0.1:$historian_port" \
   "$bin_dir/gateway" ${gateway_config:+--config "$gateway_config"}
 wait_http gateway "http://127.0.0.1:$gateway_port/api/health"
 

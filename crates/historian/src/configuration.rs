@@ -74,6 +74,10 @@ service_kit::settings! {
         /// Seconds after its end that a period counts as final: ingest's window length plus 60
         /// (until then a reading for its last minute may still come).
         final_after_secs: u64 = 120, in 60..=86_400;
+        /// Seconds between two recomputations of the retained shifts/{machineId}/{scrapIndex}
+        /// (each key's running and last shift total; only changed ones are published again);
+        /// without [[shift]] rules nothing is published.
+        shift_topic_interval_secs: u64 = 30, in 1..=3_600;
     }
 
     /// Where the buckets are stored.

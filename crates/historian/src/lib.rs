@@ -17,6 +17,7 @@ pub mod configuration;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod shift_feed;
 pub mod startup;
 pub mod store;
 pub mod writer;

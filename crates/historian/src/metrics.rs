@@ -24,6 +24,8 @@ service_kit::metrics! {
         hours_pruned: Counter = "hours_pruned", "Hourly rollups deleted by retention";
         broker_connected: Gauge = "broker_connected", "1 while the connection to the MQTT broker is up";
         broker_connects: Counter = "broker_connects", "Successful connections to the MQTT broker";
+        shifts_published: Counter = "shifts_published",
+            "Messages published on the retained shifts/{machineId}/{scrapIndex}";
         commit_seconds: Histogram = "batch_commit_seconds", "Time to write and commit one batch",
             Histogram::new(exponential_buckets(0.000_1, 2.5, 14));
     }

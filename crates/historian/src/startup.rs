@@ -94,6 +94,15 @@ impl Application {
             calendar: Arc::clone(&config.calendar),
             settings: config.settings.api.clone(),
         };
+        let interval = Duration::from_secs(config.settings.api.shift_topic_interval_secs);
+        let feed_stop = shutdown.child_token();
+        let feed = tokio::spawn(crate::shift_feed::run(
+            api.clone(),
+            link.client.clone(),
+            interval,
+            metrics.clone(),
+            feed_stop.clone(),
+        ));
         let server = crate::http::serve(self.listener, metrics.clone(), sources, api)
             .map_err(StartupError::Http)?;
         let http = server.handle();
@@ -109,6 +118,8 @@ impl Application {
             available,
         );
         let written = writer.run(inbound_rx, &shutdown).await;
+        feed_stop.cancel();
+        let _ = feed.await;
         let timeout = Duration::from_millis(config.settings.shutdown_timeout_ms);
         link.stop(timeout).await;
         self.store.close().await;

@@ -6,6 +6,8 @@
 mod history;
 mod shifts;
 
+pub use shifts::{KeyShifts, current_shifts};
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +22,7 @@ use crate::configuration::ApiSettings;
 use crate::store::{ReadError, Store, StoreError, Unit};
 
 /// What the API handlers share.
+#[derive(Clone)]
 pub struct ApiState {
     /// The buckets.
     pub store: Store,
@@ -109,6 +112,7 @@ fn unit_for(calendar: &ShiftCalendar, step: Step, from: Timestamp, to: Timestamp
     if hours { Unit::Hour } else { Unit::Minute }
 }
 
-fn now() -> Timestamp {
+/// The wall clock as a timestamp.
+pub fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }

@@ -11,22 +11,25 @@ use aggregator_core::report::{HistoryQuery, HistoryRow, QueryError};
 use serde::Serialize;
 
 use super::{ApiError, ApiState, now, query_pairs, unit_for};
-use crate::store::BucketQuery;
+use crate::store::{BucketQuery, ReadError, StoreError};
 
 /// How far back the last shift is looked for: a long weekend and then some.
 const LOOK_BACK: Duration = Duration::from_secs(8 * 86_400);
 
-/// One key's shifts.
-#[derive(Debug, Serialize)]
-struct KeyShifts {
+/// One key's shifts, as the API answers them and as `shifts/{machineId}/{scrapIndex}` carries
+/// them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyShifts {
+    /// Machine id.
     #[serde(rename = "maschinenId")]
-    machine_id: String,
+    pub machine_id: String,
+    /// Scrap index.
     #[serde(rename = "scrapIndex")]
-    scrap_index: u32,
+    pub scrap_index: u32,
     /// The shift running now, its total so far.
-    current: Option<HistoryRow>,
+    pub current: Option<HistoryRow>,
     /// The last shift that ended before now.
-    previous: Option<HistoryRow>,
+    pub previous: Option<HistoryRow>,
 }
 
 /// The handler.
@@ -58,11 +61,26 @@ async fn shifts(req: &HttpRequest, state: &ApiState) -> Result<Vec<KeyShifts>, A
     let pairs = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     // The same checks of machines and index as a history query.
     let query = HistoryQuery::parse(pairs, clock, now, i64::MAX)?;
+    Ok(current_shifts(state, &query.machines, query.index, now).await?)
+}
+
+/// Every key's current and last shift at `now`, of `machines` (empty: all) and `index`.
+///
+/// # Errors
+/// When the store fails.
+pub async fn current_shifts(
+    state: &ApiState,
+    machines: &[String],
+    index: Option<u32>,
+    now: aggregator_core::Timestamp,
+) -> Result<Vec<KeyShifts>, StoreError> {
+    let calendar = &state.calendar;
+    let clock = calendar.clock();
     let from = now.saturating_sub(LOOK_BACK);
     let to = now.saturating_add(Duration::from_secs(60));
     let buckets = BucketQuery {
-        machines: &query.machines,
-        index: query.index,
+        machines,
+        index,
         from,
         to,
         unit: unit_for(calendar, Step::Shift, from, to),
@@ -91,8 +109,12 @@ async fn shifts(req: &HttpRequest, state: &ApiState) -> Result<Vec<KeyShifts>, A
                     previous,
                 });
             }
-            Ok::<(), QueryError>(())
+            Ok::<(), std::convert::Infallible>(())
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            ReadError::Store(e) => e,
+            ReadError::Stopped(never) => match never {},
+        })?;
     Ok(keys)
 }

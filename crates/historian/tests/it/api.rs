@@ -3,7 +3,7 @@
 //! parameters named with a 400.
 
 use serde_json::Value;
-use test_support::{Broker, http_get, settings_file};
+use test_support::{Broker, Collector, http_get, settings_file};
 
 use crate::helpers::{
     Backend, Minute, TestHistorian, on_both_stores, publish_buckets, wait_stored,
@@ -208,12 +208,13 @@ async fn the_current_shift_runs_and_the_last_one_is_whole() {
          [[shift]]\nname = \"B\"\nstart = \"08:00\"\nend = \"16:00\"\n\
          [[shift]]\nname = \"C\"\nstart = \"16:00\"\nend = \"00:00\"\n",
     );
-    let historian = TestHistorian::start(
-        &broker,
-        &store,
-        &["--config", file.path().to_str().unwrap()],
-    )
-    .await;
+    let args = [
+        "--config",
+        file.path().to_str().unwrap(),
+        "--api-shift-topic-interval-secs",
+        "1",
+    ];
+    let historian = TestHistorian::start(&broker, &store, &args).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -262,4 +263,21 @@ async fn the_current_shift_runs_and_the_last_one_is_whole() {
         Some(ended_long_enough),
         "{keys}"
     );
+    // The same totals on shifts/P7/2 for MQTT consumers, retained for the next subscriber.
+    let totals = |m: &test_support::Message| {
+        m.topic == "shifts/P7/2"
+            && m.json()
+                .is_ok_and(|v| v["current"]["sum"] == 2.0 && v["previous"]["sum"] == 3.0)
+    };
+    let live = Collector::start(broker.port(), &["shifts/#"]).await;
+    let arrived = live
+        .wait_for(|seen| seen.iter().any(totals), crate::helpers::WAIT)
+        .await;
+    arrived.unwrap_or_else(|e| panic!("{e}\n{}", historian.process.logs()));
+    let later = Collector::start(broker.port(), &["shifts/#"]).await;
+    let retained = |seen: &[test_support::Message]| seen.iter().any(|m| m.retain && totals(m));
+    later
+        .wait_for(retained, crate::helpers::WAIT)
+        .await
+        .unwrap();
 }

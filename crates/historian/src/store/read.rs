@@ -73,9 +73,7 @@ impl Store {
         let mut key: Option<(String, u32)> = None;
         let mut buckets = Vec::new();
         while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
-            let machine: String = row.try_get(0).map_err(StoreError::from)?;
-            let index: i64 = row.try_get(1).map_err(StoreError::from)?;
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let (machine, index, bucket) = decode(&row).map_err(StoreError::from)?;
             if key
                 .as_ref()
                 .is_some_and(|(m, i)| (m.as_str(), *i) != (machine.as_str(), index))
@@ -86,21 +84,32 @@ impl Store {
                 buckets.clear();
             }
             key.get_or_insert((machine, index));
-            let start: i64 = row.try_get(2).map_err(StoreError::from)?;
-            let is_final: i64 = row.try_get(5).map_err(StoreError::from)?;
-            buckets.push(StoredTotal {
-                start: Timestamp::from_unix_nanos(start.saturating_mul(NANOS_PER_SECOND)),
-                sum: row.try_get(3).map_err(StoreError::from)?,
-                count: u64::try_from(row.try_get::<i64, _>(4).map_err(StoreError::from)?)
-                    .unwrap_or(0),
-                is_final: is_final != 0,
-            });
+            buckets.push(bucket);
         }
         if let Some((machine, index)) = key {
             each(&machine, index, &buckets).map_err(ReadError::Stopped)?;
         }
         Ok(())
     }
+}
+
+/// One row of [`select`]: machine, index, bucket.
+fn decode(row: &sqlx::any::AnyRow) -> Result<(String, u32, StoredTotal), sqlx::Error> {
+    let index: i64 = row.try_get(1)?;
+    let start: i64 = row.try_get(2)?;
+    let count: i64 = row.try_get(4)?;
+    let is_final: i64 = row.try_get(5)?;
+    let bucket = StoredTotal {
+        start: Timestamp::from_unix_nanos(start.saturating_mul(NANOS_PER_SECOND)),
+        sum: row.try_get(3)?,
+        count: u64::try_from(count).unwrap_or(0),
+        is_final: is_final != 0,
+    };
+    Ok((
+        row.try_get(0)?,
+        u32::try_from(index).unwrap_or(u32::MAX),
+        bucket,
+    ))
 }
 
 /// The SELECT for `query`: parameters `$1` from, `$2` to, then the index, then the machines.

@@ -34,6 +34,11 @@ impl HistoryClient {
             client: awc::Client::builder().timeout(timeout).finish(),
         }
     }
+
+    /// Whether a historian is configured (`/api/health` says so).
+    pub fn configured(&self) -> bool {
+        !self.base.is_empty()
+    }
 }
 
 /// Passes the request's path and query to the historian and its answer back: 401 without the
@@ -48,7 +53,7 @@ pub async fn forward(
         state.hub.metrics().refused_token.inc();
         return crate::http::auth::unauthorized();
     }
-    if history.base.is_empty() {
+    if !history.configured() {
         return text(
             StatusCode::NOT_FOUND,
             "no historian is configured (history.url)",

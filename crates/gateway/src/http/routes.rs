@@ -3,21 +3,35 @@
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use crate::http::history::HistoryClient;
 use crate::http::state::AppState;
 use crate::hub::MachineFilter;
 
 /// Answers that must always be fresh.
 const NO_STORE: (actix_web::http::header::HeaderName, &str) = (CACHE_CONTROL, "no-store");
 
+/// `/api/health` body: the hub's health and whether a historian is configured.
+#[derive(serde::Serialize)]
+struct HealthAnswer {
+    #[serde(flatten)]
+    hub: crate::hub::Health,
+    /// The dashboard asks for shift totals only when this is true: a request answered 404
+    /// would put an error line in the browser's console on every page.
+    history: bool,
+}
+
 /// `GET /api/health`: 200 while connected to the broker, 503 (`degraded`) otherwise.
-pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+pub async fn health(state: web::Data<AppState>, history: web::Data<HistoryClient>) -> HttpResponse {
     let health = state.hub.health();
     let mut response = if health.is_ok() {
         HttpResponse::Ok()
     } else {
         HttpResponse::ServiceUnavailable()
     };
-    response.insert_header(NO_STORE).json(health)
+    response.insert_header(NO_STORE).json(HealthAnswer {
+        hub: health,
+        history: history.configured(),
+    })
 }
 
 /// `GET /api/aggregates`: every current aggregate, sorted by machine, then index; 401 without

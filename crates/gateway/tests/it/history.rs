@@ -32,6 +32,9 @@ async fn without_a_historian_the_history_paths_say_why() {
             (404, "no historian is configured (history.url)\n")
         );
     }
+    let (_, body) = get(&gw.url("/api/health"), None).await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["history"], false, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,6 +53,10 @@ async fn an_unreachable_historian_is_a_502_and_counted() {
         (502, "the historian is not reachable\n")
     );
     assert_eq!(gw.metric("gateway_history_errors_total").await, 1.0);
+    // Configured is all /api/health tells: whether the historian answers is for the paths.
+    let (_, body) = get(&gw.url("/api/health"), None).await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["history"], true, "{body}");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 // The real stack for the browser tests: a Mosquitto on a free port, the `ingest` and
-// `gateway` binaries from target/debug, an MQTT client to publish with, and headless
+// `gateway` binaries from target/debug (and, for the shift totals, `historian` on a SQLite
+// file of its own), an MQTT client to publish with, and headless
 // Chromium (Debian's) driven by playwright-core. No mocks: what the page shows went through
 // the same broker and services as in production.
 //
@@ -117,7 +118,7 @@ function requireTool(name, hint) {
 function requireBinary(name) {
   const file = path.join(TARGET_DIR, 'debug', name);
   if (!existsSync(file)) {
-    throw new Error(`${file} is missing: run cargo build -p ingest -p gateway first`);
+    throw new Error(`${file} is missing: run cargo build -p ingest -p gateway -p historian first`);
   }
   return file;
 }
@@ -235,11 +236,61 @@ export async function startIngest(mqttPort, { windowSeconds = 60, args = [] } = 
 }
 
 /**
- * `target/debug/gateway` serving this frontend, ready once /api/health is 200 (broker
- * connected). `port` reuses a port (a restart); otherwise a free one is picked.
+ * `target/debug/historian` on a SQLite file in a temp dir, ready once its /health is 200
+ * (broker connected, subscribed, store open). `shifts` are `[[shift]]` rules
+ * (`{name, start, end, weekdays?, machines?}`), written to its settings file with the plant
+ * zone; `args` are further flags.
  */
-export async function startGateway(mqttPort, port = null) {
+export async function startHistorian(mqttPort, { timezone = 'UTC', dayStart = '00:00', shifts = [], args = [] } = {}) {
+  const binary = requireBinary('historian');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'scrap-pulse-fe-historian-'));
+  const quote = (text) => JSON.stringify(String(text));
+  const lines = ['[plant]', `timezone = ${quote(timezone)}`, `day_start = ${quote(dayStart)}`, ''];
+  for (const rule of shifts) {
+    lines.push('[[shift]]', `name = ${quote(rule.name)}`, `start = ${quote(rule.start)}`, `end = ${quote(rule.end)}`);
+    if (rule.weekdays) lines.push(`weekdays = [${rule.weekdays.map(quote).join(', ')}]`);
+    if (rule.machines) lines.push(`machines = [${rule.machines.map(quote).join(', ')}]`);
+    lines.push('');
+  }
+  const config = path.join(dir, 'historian.toml');
+  writeFileSync(config, lines.join('\n'));
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const service = new Service('historian', binary, [
+      '--config', config,
+      '--mqtt-host', '127.0.0.1',
+      '--mqtt-port', String(mqttPort),
+      '--mqtt-client-id', uniqueId('fe-historian'),
+      '--listen', `127.0.0.1:${port}`,
+      '--store-url', `sqlite://${path.join(dir, 'historian.db')}`,
+      ...args,
+    ]);
+    try {
+      await service.ready('historian /health 200', async () => (await httpStatus(`http://127.0.0.1:${port}/health`)) === 200);
+      service.port = port;
+      service.url = `http://127.0.0.1:${port}`;
+      service.dir = dir;
+      return service;
+    } catch (error) {
+      await service.stop('SIGKILL');
+      if (attempt >= 2 || !service.log.some((l) => /address already in use/i.test(l))) {
+        rmSync(dir, { recursive: true, force: true });
+        throw error;
+      }
+    }
+  }
+}
+
+/**
+ * `target/debug/gateway` serving this frontend, ready once /api/health is 200 (broker
+ * connected). `port` reuses a port (a restart); otherwise a free one is picked. `historyUrl`
+ * points it at a historian, `authToken` sets its bearer token.
+ */
+export async function startGateway(mqttPort, port = null, { historyUrl = null, authToken = null } = {}) {
   const binary = requireBinary('gateway');
+  const extra = [];
+  if (historyUrl) extra.push('--history-url', historyUrl);
+  if (authToken) extra.push('--http-auth-token', authToken);
   for (let attempt = 0; ; attempt++) {
     const listen = port ?? (await freePort());
     const service = new Service('gateway', binary, [
@@ -247,6 +298,7 @@ export async function startGateway(mqttPort, port = null) {
       '--listen', `127.0.0.1:${listen}`,
       '--mqtt-host', '127.0.0.1',
       '--mqtt-port', String(mqttPort),
+      ...extra,
     ]);
     try {
       await service.ready('gateway /api/health 200', async () => (await httpStatus(`http://127.0.0.1:${listen}/api/health`)) === 200);
@@ -381,13 +433,18 @@ export async function openDashboard(context, url) {
 
 /** Everything one test file needs, started in order and stopped in reverse. */
 export class Stack {
-  /** `ingest`: `false` for none, or the options of `startIngest`. */
-  static async start({ ingest = true } = {}) {
+  /**
+   * `ingest`: `false` for none, or the options of `startIngest`. `historian`: the options of
+   * `startHistorian` to start one and point the gateway at it. `gateway`: `{authToken}`.
+   */
+  static async start({ ingest = true, historian = null, gateway = {} } = {}) {
     const stack = new Stack();
     try {
       stack.mosquitto = await startMosquitto();
+      if (historian) stack.historian = await startHistorian(stack.mosquitto.port, historian);
       if (ingest) stack.ingest = await startIngest(stack.mosquitto.port, ingest === true ? {} : ingest);
-      stack.gateway = await startGateway(stack.mosquitto.port);
+      stack.gatewayOptions = { historyUrl: stack.historian?.url ?? null, ...gateway };
+      stack.gateway = await startGateway(stack.mosquitto.port, null, stack.gatewayOptions);
       stack.publisher = await connectPublisher(stack.mosquitto.port);
     } catch (error) {
       await stack.stop();
@@ -404,19 +461,21 @@ export class Stack {
   async restartGateway(signal = 'SIGKILL') {
     const port = this.gateway.port;
     await this.gateway.stop(signal);
-    this.gateway = await startGateway(this.mosquitto.port, port);
+    this.gateway = await startGateway(this.mosquitto.port, port, this.gatewayOptions);
   }
 
   /** The services' recent logs, for assertion messages. */
   logs() {
-    return [this.gateway, this.ingest, this.mosquitto].filter(Boolean).map((s) => s.tail()).join('\n');
+    return [this.gateway, this.historian, this.ingest, this.mosquitto].filter(Boolean).map((s) => s.tail()).join('\n');
   }
 
   async stop() {
     await this.publisher?.end().catch(() => {});
-    for (const service of [this.gateway, this.ingest, this.mosquitto]) {
+    for (const service of [this.gateway, this.ingest, this.historian, this.mosquitto]) {
       if (service) await service.stop();
     }
-    if (this.mosquitto?.dir) rmSync(this.mosquitto.dir, { recursive: true, force: true });
+    for (const service of [this.historian, this.mosquitto]) {
+      if (service?.dir) rmSync(service.dir, { recursive: true, force: true });
+    }
   }
 }

@@ -74,7 +74,24 @@ class Card {
     countBox.append(countValue);
     facts.append(avgBox, countBox);
 
-    this.root.append(head, sumBox, facts);
+    // This shift's and the last shift's total, from the historian; hidden without one.
+    const shifts = el('div', 'card-facts card-shifts');
+    shifts.hidden = true;
+    this.shiftBox = shifts;
+    const nowBox = el('div', 'fact fact-shift-now');
+    label(nowBox, 'shiftNow', locale);
+    const nowValue = el('span', 'value');
+    this.shiftNow = new Slot(nowValue);
+    nowBox.append(nowValue);
+    const lastBox = el('div', 'fact fact-shift-last');
+    label(lastBox, 'shiftLast', locale);
+    const lastValue = el('span', 'value');
+    this.shiftLast = new Slot(lastValue);
+    lastBox.append(lastValue);
+    shifts.append(nowBox, lastBox);
+    this.shift = undefined;
+
+    this.root.append(head, sumBox, facts, shifts);
     decorateCard(this);
     this.empty = null;
     this.aggregate = null;
@@ -100,6 +117,16 @@ class Card {
     }
   }
 
+  /** Shows a key's `{current, previous}` shift totals; `undefined` hides them. */
+  showShift(entry, locale) {
+    this.shift = entry;
+    const hidden = entry === undefined;
+    if (this.shiftBox.hidden !== hidden) this.shiftBox.hidden = hidden;
+    if (hidden) return;
+    this.shiftNow.set(entry.current ? locale.sum(entry.current.sum) : '–');
+    this.shiftLast.set(entry.previous ? locale.sum(entry.previous.sum) : '–');
+  }
+
   tick(now, locale) {
     const time = this.aggregate?.time;
     this.age.set(time === null || time === undefined ? '' : locale.age(now - time));
@@ -109,6 +136,7 @@ class Card {
   relabel(locale, now) {
     this.title.set(locale.t('index', { i: this.index }));
     if (this.aggregate) this.update(this.aggregate, locale);
+    this.showShift(this.shift, locale);
     this.tick(now, locale);
   }
 }
@@ -226,6 +254,18 @@ export class CardsView {
     }
   }
 
+  /** Shows the shift totals of the keys in `dirty` (all cards when null) from `feed`. */
+  showShifts(feed, locale, dirty = null) {
+    if (dirty === null) {
+      for (const card of this.cards.values()) card.showShift(feed.get(card.machine, card.index), locale);
+      return;
+    }
+    for (const key of dirty) {
+      const card = this.cards.get(key);
+      if (card) card.showShift(feed.keys.get(key), locale);
+    }
+  }
+
   /** The card of a key, or `undefined`. */
   card(machine, index) {
     return this.cards.get(keyOf(machine, index));
@@ -248,6 +288,8 @@ export class CardsView {
         empty: root.classList.contains('empty'),
         alarm: root.classList.contains('alarm'),
         alarmText: card.alarmLine.hidden ? '' : card.alarmText.data,
+        shiftNow: card.shiftBox.hidden ? null : card.shiftNow.node.data,
+        shiftLast: card.shiftBox.hidden ? null : card.shiftLast.node.data,
         spark: card.sparkPoints,
       });
     }

@@ -44,6 +44,31 @@ const TEXTS = {
     alarmNotice: 'Ausschuss-Alarm {machine} · Index {i}',
     notifications: 'Benachrichtigen',
     trend: 'Verlauf',
+    // Short, beside a number in a narrow card: the shift now, and the one before it (handover).
+    shiftNow: 'Schicht',
+    shiftLast: 'Vorschicht',
+    view: 'Ansicht',
+    viewLive: 'Live',
+    viewShifts: 'Schichten',
+    shiftHeading: 'Schichten',
+    shiftCurrent: 'Laufende Schicht {shift}, {day}, {from}–{to}',
+    shiftPrevious: 'Keine laufende Schicht; zuletzt {shift}, {day}, {from}–{to}',
+    shiftNone: 'Keine Schichtdaten dieser Maschine in den letzten 8 Tagen.',
+    shiftChartTitle: 'Ausschuss je Stunde · {shift}, {day}',
+    shiftTable: 'Letzte 7 Tage nach Schicht',
+    colDay: 'Tag',
+    colShift: 'Schicht',
+    colIndex: 'Index',
+    colSum: 'Summe',
+    colCount: 'Meldungen',
+    colAvg: 'Mittelwert',
+    colState: 'Stand',
+    stateFinal: 'endgültig',
+    stateRunning: 'läuft',
+    stateProvisional: 'vorläufig',
+    csv: 'CSV herunterladen',
+    shiftError: 'Schichtdaten nicht abrufbar ({status}).',
+    noRows: 'Keine Schichten mit Daten.',
   },
   en: {
     title: 'Scrap live',
@@ -83,6 +108,30 @@ const TEXTS = {
     alarmNotice: 'Scrap alarm {machine} · index {i}',
     notifications: 'Notify me',
     trend: 'Trend',
+    shiftNow: 'This shift',
+    shiftLast: 'Last shift',
+    view: 'View',
+    viewLive: 'Live',
+    viewShifts: 'Shifts',
+    shiftHeading: 'Shifts',
+    shiftCurrent: 'Current shift {shift}, {day}, {from}–{to}',
+    shiftPrevious: 'No shift running; last was {shift}, {day}, {from}–{to}',
+    shiftNone: 'No shift data for this machine in the last 8 days.',
+    shiftChartTitle: 'Scrap per hour · {shift}, {day}',
+    shiftTable: 'Last 7 days by shift',
+    colDay: 'Day',
+    colShift: 'Shift',
+    colIndex: 'Index',
+    colSum: 'Sum',
+    colCount: 'Readings',
+    colAvg: 'Average',
+    colState: 'State',
+    stateFinal: 'final',
+    stateRunning: 'running',
+    stateProvisional: 'provisional',
+    csv: 'Download CSV',
+    shiftError: 'Shift data not available ({status}).',
+    noRows: 'No shifts with data.',
   },
 };
 
@@ -124,6 +173,14 @@ export class Locale {
     this.avgFormat = new Intl.NumberFormat(tag, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
     this.countFormat = new Intl.NumberFormat(tag, { maximumFractionDigits: 0 });
     this.clock = new Intl.DateTimeFormat(tag, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    this.dayFormat = new Intl.DateTimeFormat(tag, { weekday: 'short', day: '2-digit', month: '2-digit', year: 'numeric', timeZone: 'UTC' });
+  }
+
+  /** A plant day `2026-12-07` as "Mo., 07.12.2026" / "Mon, 07/12/2026" (a date, no zone). */
+  day(text) {
+    const match = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
+    if (!match) return text;
+    return this.dayFormat.format(Date.UTC(Number(match[1]), Number(match[2]) - 1, Number(match[3])));
   }
 
   /** The text `key`, with `{name}` placeholders filled from `vars`. */

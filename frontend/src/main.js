@@ -6,6 +6,8 @@ import { CardsView } from './cards.js';
 import { ScrapChart } from './chart.js';
 import { Connection, socketUrl } from './connection.js';
 import { Locale, initialLanguage, storeLanguage, storedLanguage } from './i18n.js';
+import { ShiftView } from './shift-view.js';
+import { ShiftFeed } from './shifts.js';
 import { DashboardState } from './state.js';
 
 const $ = (id) => document.getElementById(id);
@@ -15,7 +17,19 @@ let locale = new Locale(initialLanguage(storedLanguage(), navigator.languages ??
 const cards = new CardsView($('machines'), $('empty'), (card) => {
   showAlarm(card, state.signals.alarm(card.machine, card.index), locale);
   showTrend(card, state.signals.trend(card.machine, card.index));
+  card.showShift(shifts.get(card.machine, card.index), locale);
 });
+/** Keys whose shift totals changed since the last render; null: none. */
+let shiftsDirty = null;
+const shifts = new ShiftFeed(location, {
+  onChange(dirty) {
+    shiftsDirty ??= new Set();
+    for (const key of dirty) shiftsDirty.add(key);
+    scheduleRender();
+  },
+});
+const shiftView = new ShiftView($('shift-view'), { location, feed: shifts, machines: () => state.machineOrder });
+shiftView.onMachine = (machine) => history.replaceState(null, '', `#shifts/${encodeURIComponent(machine)}`);
 const strip = new AlarmStrip($('alarm-strip'), $('alarm-list'), scrollToCard);
 const notifier = new AlarmNotifier($('notify'));
 // `?chart=page` keeps Chart.js on the main thread (for comparison and for debugging).
@@ -78,6 +92,7 @@ function render() {
     applyStaticTexts();
     cards.relabel(locale, now);
     chart.setLocale(locale);
+    shiftView.setLocale(locale);
   }
   const dataChanged = state.dirty.size > 0;
   if (dataChanged) {
@@ -95,6 +110,16 @@ function render() {
   }
   // After the cards: a card made by this render already shows its alarm (onCreate).
   renderSignals(relabel);
+  if (shiftsDirty !== null) {
+    cards.showShifts(shifts, locale, shiftsDirty);
+    shiftsDirty = null;
+    $('view-switch').hidden = !shifts.available;
+    applyRoute();
+    if (shiftView.visible) {
+      shiftView.syncMachines();
+      shiftView.refresh();
+    }
+  }
   if (clockDirty) {
     clockDirty = false;
     cards.tick(locale, now);
@@ -154,7 +179,7 @@ function renderSubtitle() {
 function applyStaticTexts() {
   document.documentElement.lang = locale.lang;
   document.title = `${locale.t('title')} · scrap-pulse`;
-  for (const node of document.querySelectorAll('header [data-i18n], #status [data-i18n], #empty[data-i18n], #alarm-strip [data-i18n]')) {
+  for (const node of document.querySelectorAll('header [data-i18n], #status [data-i18n], #empty[data-i18n], #alarm-strip [data-i18n], #shift-view [data-i18n]')) {
     node.textContent = locale.t(node.dataset.i18n);
   }
   for (const node of document.querySelectorAll('[data-i18n-label]')) {
@@ -184,6 +209,40 @@ function setChartMode(mode) {
 for (const button of document.querySelectorAll('[data-lang]')) {
   button.addEventListener('click', () => setLanguage(button.dataset.lang));
 }
+
+/**
+ * The view the address asks for: `#shifts` or `#shifts/A1` the shift view (once the gateway
+ * has shift totals), anything else the live view.
+ */
+function applyRoute() {
+  const match = /^#shifts(?:\/(.*))?$/.exec(location.hash);
+  const wantShifts = match !== null && shifts.available;
+  for (const button of document.querySelectorAll('[data-view]')) {
+    button.setAttribute('aria-pressed', String(button.dataset.view === (wantShifts ? 'shifts' : 'live')));
+  }
+  $('live-view').hidden = wantShifts;
+  if (wantShifts) {
+    let machine = null;
+    try {
+      machine = match[1] ? decodeURIComponent(match[1]) : null;
+    } catch {
+      // A mangled address: keep the machine selected before.
+    }
+    if (!shiftView.visible || (machine && machine !== shiftView.machine)) shiftView.show(machine);
+  } else if (shiftView.visible) {
+    shiftView.hide();
+  }
+}
+
+for (const button of document.querySelectorAll('[data-view]')) {
+  button.addEventListener('click', () => {
+    const machine = shiftView.machine;
+    const hash = button.dataset.view === 'shifts' ? `#shifts${machine ? `/${encodeURIComponent(machine)}` : ''}` : '';
+    history.replaceState(null, '', `${location.pathname}${location.search}${hash}`);
+    applyRoute();
+  });
+}
+window.addEventListener('hashchange', applyRoute);
 for (const button of document.querySelectorAll('[data-mode]')) {
   button.addEventListener('click', () => setChartMode(button.dataset.mode));
 }
@@ -209,6 +268,7 @@ setInterval(() => {
 }, 1000);
 
 connection.start();
+shifts.start();
 scheduleRender();
 
 /** Read-only view for tests and for an operator poking at the console. */
@@ -226,4 +286,12 @@ window.__scrapPulse = {
     chart.drawMsMax = 0;
   },
   language: () => locale.lang,
+  /** The shift totals as held: whether there are any, and every key's current and last shift. */
+  shifts: () => ({ available: shifts.available, polls: shifts.polls, keys: structuredClone([...shifts.keys.values()]) }),
+  shiftView: () => shiftView.snapshot(),
+  /** Asks for the shift totals now, and brings the shift view up to date. */
+  async refreshShifts() {
+    await shifts.refresh();
+    await shiftView.refresh();
+  },
 };

@@ -1,4 +1,4 @@
-// The page's pure modules (state, alarms and trends, formats, backoff, chart series), tested in node without a
+// The page's pure modules (state, alarms and trends, shift totals, formats, backoff, chart series), tested in node without a
 // browser: quick checks of the rules the browser tests then see end to end.
 
 import assert from 'node:assert/strict';
@@ -8,6 +8,8 @@ import { chartData } from '../src/chart.js';
 import { backoffDelay, socketUrl } from '../src/connection.js';
 import { Locale, initialLanguage } from '../src/i18n.js';
 import { alarmText, sparklinePoints } from '../src/alarm-view.js';
+import { apiHeaders, apiUrl, attachmentName } from '../src/api.js';
+import { clockTime, hourlySeries, parseCurrentShifts, parseRow, rowState, tableOrder } from '../src/shifts.js';
 import { DashboardState, naturalCompare } from '../src/state.js';
 
 const agg = (machine, index, sum, count, extra = {}) => ({
@@ -248,4 +250,58 @@ test('alarm text and sparkline geometry', () => {
   assert.equal(sparklinePoints([{ sum: 5 }]), '0,1 100,1', 'one sample: a flat line across');
   assert.equal(sparklinePoints([{ sum: 0 }, { sum: 0 }]), '0,23 100,23', 'all zero: the baseline');
   assert.equal(sparklinePoints([{ sum: 0 }, { sum: 5 }, { sum: 10 }]), '0,23 50,12 100,1');
+});
+
+const historyRow = (machine, index, start, sum, count, extra = {}) => ({
+  maschinenId: machine, scrapIndex: index, shift: null, day: start.slice(0, 10),
+  start: `${start}:00+01:00`, end: '', startUtc: new Date(`${start}:00+01:00`).toISOString(), endUtc: '',
+  sum, count, avg: count ? sum / count : null, final: false, ...extra,
+});
+
+test('shift totals: rows parsed, malformed ones dropped; one entry per key', () => {
+  const keys = parseCurrentShifts([
+    { maschinenId: 'A1', scrapIndex: 1, current: historyRow('A1', 1, '2026-12-07T14:00', 7.75, 3, { shift: 'Spät' }), previous: null },
+    { maschinenId: 'A1', scrapIndex: 2, current: { sum: 'x' }, previous: historyRow('A1', 2, '2026-12-07T06:00', 0, 0) },
+    { maschinenId: 3, scrapIndex: 1 },
+    null,
+  ]);
+  assert.equal(keys.size, 2);
+  const [a1, a2] = [...keys.values()];
+  assert.equal(a1.current.shift, 'Spät');
+  assert.equal(a1.current.sum, 7.75);
+  assert.equal(a1.previous, null);
+  assert.equal(a2.current, null, 'a row with a bad sum is left out');
+  assert.equal(a2.previous.avg, null);
+  assert.equal(parseRow({ maschinenId: 'A1', scrapIndex: 1, sum: Infinity, count: 1 }), null);
+  assert.equal(clockTime('2026-12-07T06:30:00+01:00'), '06:30');
+});
+
+test('shift view: hourly series per index in time order, table newest first, row states', () => {
+  const rows = [
+    historyRow('A1', 2, '2026-12-07T15:00', 4, 1),
+    historyRow('A1', 1, '2026-12-07T14:00', 1.5, 2),
+    historyRow('A1', 1, '2026-12-07T15:00', 2, 1),
+    historyRow('A1', 2, '2026-12-07T14:00', 0, 0),
+  ].map(parseRow);
+  assert.deepEqual(hourlySeries(rows), {
+    labels: ['14:00', '15:00'],
+    series: [{ index: 1, data: [1.5, 2] }, { index: 2, data: [0, 4] }],
+  });
+  assert.deepEqual(tableOrder(rows).map((r) => `${clockTime(r.start)}/${r.index}`), ['15:00/1', '15:00/2', '14:00/1', '14:00/2']);
+  const now = Date.parse('2026-12-07T14:30:00Z');
+  assert.equal(rowState({ final: true, endUtc: '2026-12-07T15:00:00Z' }, now), 'final');
+  assert.equal(rowState({ final: false, endUtc: '2026-12-07T15:00:00Z' }, now), 'running');
+  assert.equal(rowState({ final: false, endUtc: '2026-12-07T14:00:00Z' }, now), 'provisional');
+});
+
+test('API requests: beside the page, the page token as a bearer header, the download name', () => {
+  const page = { href: 'https://plant.example/dash/?token=s3cret&machines=A1#shifts/A1' };
+  assert.equal(
+    apiUrl(page, 'api/history.csv', { machines: 'A 1', step: 'shift', lang: 'de', index: null }),
+    'https://plant.example/dash/api/history.csv?machines=A+1&step=shift&lang=de',
+  );
+  assert.deepEqual(apiHeaders(page), { Authorization: 'Bearer s3cret' });
+  assert.deepEqual(apiHeaders({ href: 'http://gw:8000/' }), {});
+  assert.equal(attachmentName('attachment; filename="scrap-shift-2026-12-01-2026-12-07.csv"', 'x.csv'), 'scrap-shift-2026-12-01-2026-12-07.csv');
+  assert.equal(attachmentName(null, 'x.csv'), 'x.csv');
 });

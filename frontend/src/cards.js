@@ -91,8 +91,10 @@ class Card {
     shifts.append(nowBox, lastBox);
     this.shift = undefined;
 
-    this.root.append(head, sumBox, facts, shifts);
+    this.root.append(head, sumBox, facts);
     decorateCard(this);
+    // Below the alarm line and the trend, which belong to the live figures.
+    this.root.append(shifts);
     this.empty = null;
     this.aggregate = null;
     this.title.set(locale.t('index', { i: index }));

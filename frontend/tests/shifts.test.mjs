@@ -5,10 +5,10 @@
 // before it (ingest's window is 10 minutes here) count for the last shift.
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 
-import { Stack, launchBrowser, openDashboard, startGateway, waitFor } from './support/stack.mjs';
+import { Stack, launchBrowser, openDashboard, startGateway, startHistorian, waitFor } from './support/stack.mjs';
 
 const ZONE = 'Europe/Berlin';
 const TOKEN = 'shift-token-for-tests-5c1';
@@ -275,5 +275,27 @@ test('without a historian the page shows no shift parts and no errors', { timeou
     await page.close();
   } finally {
     await gateway.stop();
+  }
+});
+
+test('a historian without shift rules: no shift parts, nothing in the console but the browser\'s 404 line', { timeout: 60_000 }, async () => {
+  const historian = await startHistorian(stack.mosquitto.port, { timezone: ZONE });
+  const gateway = await startGateway(stack.mosquitto.port, null, { historyUrl: historian.url });
+  try {
+    const page = await openDashboard(browser, gateway.url);
+    await waitFor('cards', async () => (await cardsOf(page)).some((c) => c.machine === 'A1'));
+    await waitFor('the shift totals asked about', async () => (await page.evaluate(() => window.__scrapPulse.shifts())).polls >= 1);
+    await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+    assert.equal((await page.evaluate(() => window.__scrapPulse.shifts())).available, false);
+    assert.ok((await cardsOf(page)).every((c) => c.shiftNow === null));
+    assert.equal(await page.locator('#view-switch').isVisible(), false);
+    // The browser itself logs the 404 (the page asks again only every 10 minutes); the page
+    // adds nothing of its own.
+    assert.deepEqual(page.problems, ['console.error: Failed to load resource: the server responded with a status of 404 (Not Found)']);
+    await page.close();
+  } finally {
+    await gateway.stop();
+    await historian.stop();
+    rmSync(historian.dir, { recursive: true, force: true });
   }
 });

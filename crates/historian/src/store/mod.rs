@@ -1,7 +1,8 @@
 //! The bucket store: SQLite or PostgreSQL behind one code path (sqlx's `Any` driver, portable
 //! SQL, no compile-time-checked queries). [`Store::write`] writes a [`Batch`] in one
-//! transaction: each minute upserted unless the stored revision is as high, then the hourly
-//! rollup of every hour the batch touched recomputed from its minutes. [`Store::prune`]
+//! transaction: the hours it touches claimed (their rows locked), each minute upserted unless the
+//! stored revision is as high, then the hourly rollup of every hour recomputed from its minutes,
+//! so that several historians can write one store at once. [`Store::prune`]
 //! deletes what retention no longer keeps. The tables: [`schema`].
 
 mod read;
@@ -31,6 +32,16 @@ const UPSERT_MINUTE: &str = "
         sum = excluded.sum, count = excluded.count, min = excluded.min, max = excluded.max,
         revision = excluded.revision, is_final = excluded.is_final
     WHERE excluded.revision > minute_buckets.revision";
+
+/// Takes the hour's row lock (creating a placeholder row the rollup then replaces) before any
+/// of its minutes is written. Two historians on one PostgreSQL thus change an hour one after
+/// the other: without it, each would roll the hour up from a snapshot that misses the other's
+/// uncommitted minute, and the later commit would store a total short of one of them.
+const CLAIM_HOUR: &str = "
+    INSERT INTO hour_buckets
+        (machine, scrap_index, hour, sum, count, min, max, minutes, is_final)
+    VALUES ($1, $2, $3, 0, 0, 0, 0, 0, 0)
+    ON CONFLICT (machine, scrap_index, hour) DO UPDATE SET minutes = hour_buckets.minutes";
 
 /// An hour is the sum, count, min and max of its stored minutes.
 const ROLL_UP_HOUR: &str = "
@@ -122,13 +133,23 @@ impl Store {
         schema::migrate(&self.pool).await
     }
 
-    /// Writes `batch` in one transaction: its minutes, then the rollups of its hours.
+    /// Writes `batch` in one transaction: claims its hours (in key order, so that two writers
+    /// never wait on each other in a circle), writes its minutes, then rolls its hours up.
     ///
     /// # Errors
     /// [`StoreError::Database`]; nothing of the batch is stored then.
     pub async fn write<A>(&self, batch: &Batch<A>) -> Result<Written, StoreError> {
         let mut written = Written::default();
+        let hours = batch.hours();
         let mut tx = self.pool.begin().await?;
+        for &(machine, index, hour) in &hours {
+            sqlx::query(CLAIM_HOUR)
+                .bind(machine)
+                .bind(i64::from(index))
+                .bind(hour)
+                .execute(&mut *tx)
+                .await?;
+        }
         for b in batch.buckets() {
             let done = sqlx::query(UPSERT_MINUTE)
                 .bind(b.machine.as_str())
@@ -144,7 +165,7 @@ impl Store {
                 .await?;
             written.minutes += done.rows_affected();
         }
-        for (machine, index, hour) in batch.hours() {
+        for &(machine, index, hour) in &hours {
             sqlx::query(ROLL_UP_HOUR)
                 .bind(machine)
                 .bind(i64::from(index))

@@ -5,6 +5,7 @@
 mod api;
 mod backlog;
 mod cli;
+mod concurrent;
 mod faults;
 mod helpers;
 mod retention;

@@ -17,7 +17,7 @@ use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 use crate::batch::Batch;
-use crate::bucket::HOUR_SECS;
+use crate::bucket::{Bucket, HOUR_SECS};
 use crate::configuration::{StoreKind, redact};
 
 /// How long getting a connection may take before the write counts as failed.
@@ -55,6 +55,51 @@ const ROLL_UP_HOUR: &str = "
     ON CONFLICT (machine, scrap_index, hour) DO UPDATE SET
         sum = excluded.sum, count = excluded.count, min = excluded.min, max = excluded.max,
         minutes = excluded.minutes, is_final = excluded.is_final";
+
+/// Rows one multi-row INSERT of [`Store::insert_new`] carries (9 values each, well below
+/// SQLite's and PostgreSQL's limits on parameters per statement).
+const ROWS_PER_INSERT: usize = 500;
+
+/// An hourly rollup as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourRow {
+    /// Machine id.
+    pub machine: String,
+    /// Scrap index.
+    pub index: u32,
+    /// The UTC hour's start, unix seconds.
+    pub hour: i64,
+    /// Sum of its minutes' sums.
+    pub sum: f64,
+    /// Readings in it.
+    pub count: i64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Minute rows rolled up.
+    pub minutes: i64,
+    /// Every one of them is final.
+    pub is_final: bool,
+}
+
+impl HourRow {
+    /// The rollup of `minutes`, all of one key and hour; none when empty.
+    pub fn of(minutes: &[Bucket]) -> Option<Self> {
+        let first = minutes.first()?;
+        Some(Self {
+            machine: first.machine.clone(),
+            index: first.index,
+            hour: first.hour(),
+            sum: minutes.iter().map(|b| b.sum).sum(),
+            count: minutes.iter().map(|b| b.count).sum(),
+            min: minutes.iter().map(|b| b.min).fold(f64::MAX, f64::min),
+            max: minutes.iter().map(|b| b.max).fold(f64::MIN, f64::max),
+            minutes: minutes.len() as i64,
+            is_final: minutes.iter().all(|b| b.is_final),
+        })
+    }
+}
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +224,62 @@ impl Store {
         Ok(written)
     }
 
+    /// Inserts `minutes` and `hours` in one transaction where no row of their key is stored yet,
+    /// leaving every stored row as it is (synthetic data: [`crate::demo`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; nothing is stored then.
+    pub async fn insert_new(
+        &self,
+        minutes: &[Bucket],
+        hours: &[HourRow],
+    ) -> Result<Written, StoreError> {
+        let mut written = Written::default();
+        let mut tx = self.pool.begin().await?;
+        for chunk in minutes.chunks(ROWS_PER_INSERT) {
+            let sql = insert_sql(
+                "minute_buckets (machine, scrap_index, minute, sum, count, min, max, revision, is_final)",
+                chunk.len(),
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for b in chunk {
+                query = query
+                    .bind(b.machine.as_str())
+                    .bind(i64::from(b.index))
+                    .bind(b.minute)
+                    .bind(b.sum)
+                    .bind(b.count)
+                    .bind(b.min)
+                    .bind(b.max)
+                    .bind(b.revision)
+                    .bind(i64::from(b.is_final));
+            }
+            written.minutes += query.execute(&mut *tx).await?.rows_affected();
+        }
+        for chunk in hours.chunks(ROWS_PER_INSERT) {
+            let sql = insert_sql(
+                "hour_buckets (machine, scrap_index, hour, sum, count, min, max, minutes, is_final)",
+                chunk.len(),
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for h in chunk {
+                query = query
+                    .bind(h.machine.as_str())
+                    .bind(i64::from(h.index))
+                    .bind(h.hour)
+                    .bind(h.sum)
+                    .bind(h.count)
+                    .bind(h.min)
+                    .bind(h.max)
+                    .bind(h.minutes)
+                    .bind(i64::from(h.is_final));
+            }
+            written.hours += query.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
     /// Deletes minutes that start before `minutes_before` and hours that start before
     /// `hours_before` (unix seconds).
     ///
@@ -213,6 +314,30 @@ impl Store {
     }
 }
 
+/// `INSERT INTO {table} VALUES (...), ...` for `rows` rows of 9 values, skipping rows whose
+/// key is stored. Only placeholders vary, never a value: safe to run as built.
+fn insert_sql(table: &str, rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} VALUES ");
+    for row in 0..rows {
+        let p = row * 9;
+        let separator = if row == 0 { "" } else { ", " };
+        sql.push_str(&format!(
+            "{separator}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8,
+            p + 9
+        ));
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
+}
+
 /// `url` as sqlx takes it: a SQLite file is opened read-write and created when missing
 /// (`mode=rwc`) unless the URL says otherwise.
 fn connect_url(url: &str, kind: StoreKind) -> String {
@@ -244,5 +369,14 @@ mod tests {
         );
         let pg = "postgres://u@h/db";
         assert_eq!(connect_url(pg, StoreKind::Postgres), pg);
+    }
+
+    #[test]
+    fn a_multi_row_insert_numbers_its_parameters_in_order() {
+        assert_eq!(
+            insert_sql("t (a)", 2),
+            "INSERT INTO t (a) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9), \
+             ($10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT DO NOTHING"
+        );
     }
 }

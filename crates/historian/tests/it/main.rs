@@ -6,6 +6,7 @@ mod api;
 mod backlog;
 mod cli;
 mod concurrent;
+mod demo;
 mod faults;
 mod helpers;
 mod retention;

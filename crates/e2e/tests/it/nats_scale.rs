@@ -443,37 +443,38 @@ impl Deployment {
             .historian
             .url(&format!("/api/history?step=day&from={}", &day[..10]));
         let last = RefCell::new(HashMap::new());
-        let reached = wait_until(CLUSTER_WAIT, "the historian holds the published sums", || async {
-            let Ok((200, body)) = try_http_get(&url).await else {
-                return false;
-            };
-            let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(&body) else {
-                return false;
-            };
-            let mut got: HashMap<(String, u64), (f64, u64)> = HashMap::new();
-            for row in &rows {
-                let key = (
-                    row["maschinenId"].as_str().unwrap_or_default().to_owned(),
-                    row["scrapIndex"].as_u64().unwrap_or_default(),
-                );
-                let entry = got.entry(key).or_default();
-                entry.0 += row["sum"].as_f64().unwrap_or_default();
-                entry.1 += row["count"].as_u64().unwrap_or_default();
-            }
-            let equal = got.len() == want.len()
-                && want.iter().all(|(key, (sum, count))| {
-                    got.get(key).is_some_and(|(s, n)| n == count && close(*s, *sum))
-                });
-            *last.borrow_mut() = got;
-            equal
-        })
+        let reached = wait_until(
+            CLUSTER_WAIT,
+            "the historian holds the published sums",
+            || async {
+                let Ok((200, body)) = try_http_get(&url).await else {
+                    return false;
+                };
+                let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(&body) else {
+                    return false;
+                };
+                let mut got: HashMap<(String, u64), (f64, u64)> = HashMap::new();
+                for row in &rows {
+                    let key = (
+                        row["maschinenId"].as_str().unwrap_or_default().to_owned(),
+                        row["scrapIndex"].as_u64().unwrap_or_default(),
+                    );
+                    let entry = got.entry(key).or_default();
+                    entry.0 += row["sum"].as_f64().unwrap_or_default();
+                    entry.1 += row["count"].as_u64().unwrap_or_default();
+                }
+                let equal = got.len() == want.len()
+                    && want.iter().all(|(key, (sum, count))| {
+                        got.get(key)
+                            .is_some_and(|(s, n)| n == count && close(*s, *sum))
+                    });
+                *last.borrow_mut() = got;
+                equal
+            },
+        )
         .await;
         if let Err(e) = reached {
-            panic!(
-                "{e}\n{}\n{}",
-                differences(want, &last.take()),
-                self.logs()
-            );
+            panic!("{e}\n{}\n{}", differences(want, &last.take()), self.logs());
         }
     }
 

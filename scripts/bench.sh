@@ -32,7 +32,7 @@ if [[ "${1:-}" == "--quick" ]]; then quick=1; fi
 target_dir="${CARGO_TARGET_DIR:-target}"
 out="$target_dir/bench"
 mkdir -p "$out"
-cargo build --release --locked -p loadtest -p ingest -p gateway
+cargo build --release --locked -p loadtest -p ingest -p gateway -p historian
 
 echo "== criterion: cargo bench -p aggregator-core (reports under target/criterion)" >&2
 if ((quick)); then
@@ -68,6 +68,10 @@ if ((quick)); then
         "memory --scenario store --readings 600000"
         "memory --scenario clients --keys 10000 --clients 20 --broker project"
         "fanout --clients 500 --duration-secs 3"
+        "history-keepup --rate 500 --keys 100 --duration-secs 20"
+        "history-keepup --rate 500 --keys 100 --duration-secs 20 --store postgres"
+        "history-query --days 2 --machines 10 --queries 5"
+        "history-query --days 2 --machines 10 --queries 5 --store postgres"
     )
 else
     runs=(
@@ -97,6 +101,12 @@ else
         "memory --scenario store"
         "memory --scenario clients --broker project"
         "fanout"
+        # The historian: 5 000 readings/s over 1 000 keys for 10 min, and the shift totals of
+        # 30 days x 500 keys of synthetic history, on each store.
+        "history-keepup"
+        "history-keepup --store postgres"
+        "history-query"
+        "history-query --store postgres"
     )
 fi
 

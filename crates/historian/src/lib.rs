@@ -14,6 +14,7 @@ pub mod api;
 pub mod batch;
 pub mod bucket;
 pub mod configuration;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;

@@ -9,21 +9,28 @@ use std::time::Duration;
 use aggregator_core::topic::shift_topic;
 use rumqttc::{AsyncClient, QoS};
 use service_kit::LogLimit;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiState, current_shifts, now};
 use crate::metrics::Metrics;
 
-/// Publishes the shift topics until `stop` fires. Does nothing without shift rules.
+/// Publishes the shift topics until `stop` fires, from the moment `store_ready` is first true
+/// (the tables exist). Does nothing without shift rules.
 pub async fn run(
     state: ApiState,
     client: AsyncClient,
     interval: Duration,
     metrics: Metrics,
+    mut store_ready: watch::Receiver<bool>,
     stop: CancellationToken,
 ) {
     if !state.calendar.has_shifts() {
         return;
+    }
+    tokio::select! {
+        () = stop.cancelled() => return,
+        ready = store_ready.wait_for(|ready| *ready) => if ready.is_err() { return },
     }
     let mut sent: HashMap<(String, u32), String> = HashMap::new();
     let mut failures = LogLimit::new(Duration::from_secs(10));

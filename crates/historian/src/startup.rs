@@ -101,6 +101,7 @@ impl Application {
             link.client.clone(),
             interval,
             metrics.clone(),
+            sources.store.clone(),
             feed_stop.clone(),
         ));
         let server = crate::http::serve(self.listener, metrics.clone(), sources, api)

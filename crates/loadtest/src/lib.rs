@@ -14,12 +14,14 @@
 //! - [`cap`]: one key changed fast gives at most the publish budget's messages, last exact.
 //! - [`memory`]: ingest RSS holding many readings or many keys, and the window store alone.
 //! - [`fanout`]: one gateway, thousands of WebSocket clients.
+//! - [`history`]: the historian keeping up with ingest, and its shift totals' query time.
 
 pub mod cap;
 pub mod client_memory;
 pub mod cluster;
 pub mod delivery;
 pub mod fanout;
+pub mod history;
 pub mod latency;
 pub mod memory;
 pub mod publisher;
@@ -68,6 +70,12 @@ pub enum Command {
     Memory(memory::MemoryArgs),
     /// One gateway, many WebSocket clients, keys updating at a fixed rate.
     Fanout(fanout::FanoutArgs),
+    /// Readings at a fixed rate through ingest to the historian (SQLite or PostgreSQL): its
+    /// backlog does not grow and the stored totals are exact.
+    HistoryKeepup(history::KeepupArgs),
+    /// Shift totals of a store filled with N days x K keys of synthetic history (p50/p95), and
+    /// the store's size per key and day.
+    HistoryQuery(history::QueryArgs),
 }
 
 /// Runs the chosen measurement and returns its row.
@@ -83,6 +91,8 @@ pub async fn run(command: &Command) -> anyhow::Result<report::Row> {
         Command::Cap(a) => cap::run(a).await,
         Command::Memory(a) => memory::run(a).await,
         Command::Fanout(a) => fanout::run(a).await,
+        Command::HistoryKeepup(a) => history::keepup(a).await,
+        Command::HistoryQuery(a) => history::query(a).await,
     }
 }
 

@@ -71,6 +71,23 @@ impl Bins {
     }
 }
 
+impl Bins {
+    /// Another binary of the same build, e.g. `historian`.
+    ///
+    /// # Errors
+    /// When it is missing (the message says how to build it).
+    pub fn sibling(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.ingest.with_file_name(name);
+        if !path.is_file() {
+            bail!(
+                "{} not found: build it first (`cargo build --release -p historian`)",
+                path.display()
+            );
+        }
+        Ok(path)
+    }
+}
+
 /// Which Mosquitto configuration a run measures: the one place that says what each writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BrokerConfig {
@@ -393,6 +410,30 @@ pub async fn start_gateway_at(
         &[],
         extra,
         "/api/health",
+    )
+    .await
+}
+
+/// Starts the historian next to `bins.ingest` against `broker` with `extra` flags and a fresh
+/// client id; returns once `/health` is 200 (its store ready).
+///
+/// # Errors
+/// As [`start_ingest`]; also when the binary is missing.
+pub async fn start_historian(
+    bins: &Bins,
+    broker: &Broker,
+    extra: &[String],
+) -> anyhow::Result<Service> {
+    let client_id = [
+        "--mqtt-client-id".to_owned(),
+        unique_client_id("loadtest-historian"),
+    ];
+    start_service(
+        &bins.sibling("historian")?,
+        (broker.host(), broker.port()),
+        &client_id,
+        extra,
+        "/health",
     )
     .await
 }

@@ -9,7 +9,8 @@
 //! shard), one in which the node carrying shard 0 and gateway 0 is SIGKILLed mid-stream and
 //! restarted later, and one in which shard 1 itself is SIGKILLed and restarted with the same
 //! client id and window log. Each ends with both gateways showing exactly the published sums
-//! and counts: nothing acknowledged lost, nothing counted twice.
+//! and counts, and a historian on node 2 holding them as minute buckets: nothing acknowledged
+//! lost, nothing counted twice.
 //!
 //! NATS 2.9 is slow to recover (a restarted node refuses MQTT for ~35 s, publishers stall for up
 //! to 9 s while JetStream re-elects), so every wait here is long, and every failure message
@@ -243,6 +244,9 @@ struct Deployment {
     cluster: NatsCluster,
     shards: Vec<Shard>,
     gateways: Vec<TestService>,
+    /// A historian on node 2, storing every shard's minute buckets in a SQLite file.
+    historian: TestService,
+    _historian_data: TempDir,
     /// One plain QoS 1 subscriber to `aggregates/#` on each gateway's node: when a gateway
     /// ends with a wrong aggregate, what the broker delivered there tells whether the gateway
     /// or the delivery is at fault.
@@ -333,6 +337,19 @@ impl Deployment {
                 .unwrap_or_else(|e| panic!("gateway {node}: {e}\n{}", cluster.logs()));
             gateways.push(gateway);
         }
+        // expect: failing to create temp files means the test machine is broken.
+        let historian_data = tempfile::tempdir().expect("temp dir for the historian's store");
+        let historian_args: Vec<String> = [
+            "--mqtt-client-id",
+            &unique_client_id("e2e-nats-historian"),
+            "--store-url",
+            &format!("sqlite://{}/historian.db", historian_data.path().display()),
+        ]
+        .map(str::to_owned)
+        .into();
+        let historian = start_service(&cluster, "historian", 2, &historian_args, "/health")
+            .await
+            .unwrap_or_else(|e| panic!("historian: {e}\n{}", cluster.logs()));
         let mut witnesses = Vec::new();
         for node in 0..gateways.len() {
             witnesses.push(Collector::start(cluster.mqtt_port(node), &["aggregates/#"]).await);
@@ -341,6 +358,8 @@ impl Deployment {
             cluster,
             shards,
             gateways,
+            historian,
+            _historian_data: historian_data,
             witnesses,
         };
         for gateway in &deployment.gateways {
@@ -361,6 +380,10 @@ impl Deployment {
         for (g, gateway) in self.gateways.iter().enumerate() {
             text.push_str(&format!("\n=== gateway {g}\n{}", gateway.process.logs()));
         }
+        text.push_str(&format!(
+            "\n=== historian\n{}",
+            self.historian.process.logs()
+        ));
         text
     }
 
@@ -407,6 +430,51 @@ impl Deployment {
                     self.logs()
                 );
             }
+        }
+    }
+
+    /// Waits until the historian's stored totals of every key (its daily totals since
+    /// yesterday, UTC) equal `want`: every reading a shard counted reached history once, through
+    /// whatever the test did to shards and nodes.
+    async fn wait_history_exact(&self, want: &HashMap<(String, u64), (f64, u64)>) {
+        let yesterday = std::time::SystemTime::now() - Duration::from_secs(86_400);
+        let day = aggregator_core::Timestamp::from_system_time(yesterday).to_rfc3339_millis();
+        let url = self
+            .historian
+            .url(&format!("/api/history?step=day&from={}", &day[..10]));
+        let last = RefCell::new(HashMap::new());
+        let reached = wait_until(
+            CLUSTER_WAIT,
+            "the historian holds the published sums",
+            || async {
+                let Ok((200, body)) = try_http_get(&url).await else {
+                    return false;
+                };
+                let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(&body) else {
+                    return false;
+                };
+                let mut got: HashMap<(String, u64), (f64, u64)> = HashMap::new();
+                for row in &rows {
+                    let key = (
+                        row["maschinenId"].as_str().unwrap_or_default().to_owned(),
+                        row["scrapIndex"].as_u64().unwrap_or_default(),
+                    );
+                    let entry = got.entry(key).or_default();
+                    entry.0 += row["sum"].as_f64().unwrap_or_default();
+                    entry.1 += row["count"].as_u64().unwrap_or_default();
+                }
+                let equal = got.len() == want.len()
+                    && want.iter().all(|(key, (sum, count))| {
+                        got.get(key)
+                            .is_some_and(|(s, n)| n == count && close(*s, *sum))
+                    });
+                *last.borrow_mut() = got;
+                equal
+            },
+        )
+        .await;
+        if let Err(e) = reached {
+            panic!("{e}\n{}\n{}", differences(want, &last.take()), self.logs());
         }
     }
 
@@ -594,6 +662,7 @@ async fn shards_on_a_nats_cluster_give_exact_sums_with_each_machine_on_one_shard
     }
     let want = expected(0..ROUNDS);
     deployment.wait_exact(&want).await;
+    deployment.wait_history_exact(&want).await;
     deployment.assert_each_machine_on_one_shard(&want).await;
     for gateway in &deployment.gateways {
         deployment.wait_shards_online(gateway, NATS_SHARDS).await;
@@ -655,6 +724,7 @@ async fn losing_the_nats_node_of_a_shard_and_a_gateway_loses_nothing_and_counts_
 
     let want = expected(0..FINAL_ROUND + 1);
     deployment.wait_exact(&want).await;
+    deployment.wait_history_exact(&want).await;
     // No shard restarted: each still counted its own readings exactly once.
     deployment.assert_each_machine_on_one_shard(&want).await;
     for gateway in &deployment.gateways {
@@ -728,6 +798,7 @@ async fn a_shard_killed_and_restarted_mid_stream_loses_nothing_and_counts_nothin
 
     let want = expected(0..RESTART_PHASE.end);
     deployment.wait_exact(&want).await;
+    deployment.wait_history_exact(&want).await;
     for gateway in &deployment.gateways {
         deployment.wait_shards_online(gateway, NATS_SHARDS).await;
     }

@@ -5,6 +5,8 @@
 mod api;
 mod backlog;
 mod cli;
+mod concurrent;
+mod demo;
 mod faults;
 mod helpers;
 mod retention;

@@ -14,16 +14,16 @@ compose := env_var_or_default("COMPOSE", `if docker compose version >/dev/null 2
 default:
     @just --list
 
-# Build the images and start broker, ingest and gateway in Docker (dashboard on :8000).
+# Build the images and start broker, ingest, historian and gateway in Docker (dashboard on :8000).
 up *ARGS:
     {{ compose }} up -d --build "$@"
     @echo "dashboard: http://localhost:${DASHBOARD_HOST_PORT:-8000}/   (logs: {{ compose }} logs -f)"
 
-# Stop the Docker stack (`just down -v` also drops the broker's and ingest's data).
+# Stop the Docker stack (`just down -v` also drops the broker's, ingest's and the historian's data).
 down *ARGS:
     {{ compose }} down "$@"
 
-# The Docker stack end to end on a real engine: build, up, simulator data, dashboard, ingest restart, `down -v`.
+# Both Docker stacks end to end on a real engine: build, up, simulator data, shift totals, dashboard, restarts, `down -v`.
 compose-smoke:
     scripts/compose-smoke.sh
 

@@ -12,30 +12,43 @@
 #      cached, and real images already present are kept)
 #   4. builds the images and brings the stack up: docker-compose.yml plus the test-only
 #      deploy/compose.smoke.yml (builds on the host network, a one-hour window), as its own
-#      compose project on free host ports, and waits until every service is healthy
+#      compose project on free host ports, with PLANT_TIMEZONE=Europe/Berlin, and waits
+#      until every service is healthy (mosquitto, ingest, historian, gateway)
 #   5. runs the simulator (`run simulator --count ... --print-expected`) and checks that
-#      /api/aggregates shows exactly the sums and counts it sent
+#      /api/aggregates shows exactly the sums and counts it sent, and that the shift totals
+#      through the gateway do too once the historian has stored the buckets:
+#      /api/history?step=shift over the shifts since the stack came up, and
+#      /api/shifts/current (current and previous shift), in plant time, under the shift
+#      names of deploy/historian.toml
 #   6. checks in headless Chromium that the dashboard draws a card per key and the chart
-#   7. restarts the ingest container, sends a second batch and checks that the aggregates
-#      hold both batches: the window survived in ingest's data volume
-#   8. stops the broker and checks its log: no line from the healthcheck's connections,
+#   7. restarts the historian and checks that the shift totals are still there: they were
+#      in its SQLite file on the historian-data volume
+#   8. restarts the ingest container, sends a second batch and checks that the aggregates
+#      and the shift totals hold both batches: the window survived in ingest's data volume
+#   9. stops the broker and checks its log: no line from the healthcheck's connections,
 #      no warning about its configuration
-#   9. `down -v` of the default stack, then the cluster stack, docker-compose.cluster.yml
+#  10. `down -v` of the default stack, then the cluster stack, docker-compose.cluster.yml
 #      plus the test-only deploy/compose.cluster.smoke.yml, as its own compose project on
-#      free host ports, with the images just built (nothing is rebuilt) and a stand-in of
-#      the nats image: waits until the three NATS nodes, three ingest shards and two
-#      gateways are healthy
-#  10. runs the simulator twice, through nats-2 and through nats-3, with machines of all
+#      free host ports, with the images just built (nothing is rebuilt) and stand-ins of
+#      the nats and postgres images: waits until the three NATS nodes, PostgreSQL, three
+#      ingest shards, two historians and two gateways are healthy
+#  11. runs the simulator twice, through nats-2 and through nats-3, with machines of all
 #      three shards; checks that both gateways' /api/aggregates show exactly the sums and
 #      counts sent, both /api/health say 3/3 shards online, and each shard holds exactly
 #      the keys of its own machines (FNV-1a 32 of the id mod 3)
-#  11. always (trap): the services' logs on failure, then `down -v`; the images stay cached
+#  12. checks the cluster's shift totals: through both gateways (gateway-1 asks
+#      historian-1, gateway-2 historian-2) as in 5, in PostgreSQL itself (the minute
+#      buckets and their hourly rollups added up per key), and that both historians
+#      received and stored the buckets
+#  13. always (trap): the services' logs on failure, then `down -v`; the images stay cached
 #
 # Exits non-zero with a "FAIL:" line naming the step on any failure.
 # Settings: COMPOSE ("docker compose" or docker-compose; found when unset),
 # COMPOSE_SMOKE_PROJECT (scrap-pulse-smoke; the cluster stack is <that>-cluster),
 # COMPOSE_SMOKE_STACKS ("default cluster"; "default" or "cluster" runs one of them, the
-# cluster alone building its images when they are missing), CHROMIUM_PATH
+# cluster alone building its images when they are missing), COMPOSE_SMOKE_TIMEZONE (the
+# stacks' PLANT_TIMEZONE, Europe/Berlin: not UTC, so that plant time is seen to reach the
+# historians), CHROMIUM_PATH
 # (/usr/bin/chromium), COMPOSE_SMOKE_KEEP=1 (leave the stack up for a look; `down -v` it
 # yourself).
 set -euo pipefail
@@ -130,11 +143,14 @@ MQTT_HOST_PORT=$(free_port)
 MQTT_WS_HOST_PORT=$(free_port)
 DASHBOARD_HOST_PORT=$(free_port)
 export MQTT_HOST_PORT MQTT_WS_HOST_PORT DASHBOARD_HOST_PORT
+# The plant's zone for both stacks (compose passes it to ingest and the historians).
+PLANT_TIMEZONE=${COMPOSE_SMOKE_TIMEZONE:-Europe/Berlin}
+export PLANT_TIMEZONE
 compose=("${compose_cmd[@]}" -p "$project" -f docker-compose.yml -f deploy/compose.smoke.yml)
 # The simulator's profile only where the simulator is meant: build, run and down. With it,
 # `up` would also start the profile's own simulator, whose data would spoil the exact sums.
 with_sim=("${compose[@]}" --profile sim)
-logged_services=(mosquitto ingest gateway)
+logged_services=(mosquitto ingest historian gateway)
 base_url=http://127.0.0.1:$DASHBOARD_HOST_PORT
 
 cleanup() {
@@ -242,6 +258,87 @@ wait_aggregates() { # wait_aggregates WHAT [URL]
   echo "$url/api/aggregates: $(python3 -c 'import json,sys; e=json.load(open(sys.argv[1])); print(len(e), "keys,", sum(k["count"] for k in e), "readings, exactly as sent")' "$work/expected.json")"
 }
 
+# shift_totals_match URL SINCE: true when, through the gateway at URL, the shift totals hold
+# exactly the keys of expected.json with their counts and sums (1e-9 relative), both
+# /api/history?step=shift (every shift overlapping SINCE..now, added up per key) and
+# /api/shifts/current (the current and the previous shift, where it ended after SINCE);
+# every row in the plant's zone and named by a rule of deploy/historian.toml. The
+# difference is in $work/diff.txt otherwise.
+shift_totals_match() {
+  local url=$1 since=$2
+  curl -fsS --max-time 10 "$url/api/history?step=shift&from=$since" >"$work/history.json" 2>"$work/diff.txt" \
+    || return 1
+  curl -fsS --max-time 10 "$url/api/shifts/current" >"$work/shifts.json" 2>"$work/diff.txt" || return 1
+  python3 - "$work/history.json" "$work/shifts.json" "$work/expected.json" "$since" "$PLANT_TIMEZONE" \
+    deploy/historian.toml >"$work/diff.txt" <<'PY'
+import json, sys, tomllib
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+history, shifts, expected = (json.load(open(p)) for p in sys.argv[1:4])
+since, zone = datetime.fromisoformat(sys.argv[4]), ZoneInfo(sys.argv[5])
+rules = {r["name"]: r["start"] for r in tomllib.load(open(sys.argv[6], "rb"))["shift"]}
+want = {(e["maschinenId"], e["scrapIndex"]): e for e in expected}
+problems = []
+
+def check_row(where, row):
+    """A row in plant time: its local start is its UTC start in the zone, at its rule's start."""
+    start, start_utc = datetime.fromisoformat(row["start"]), datetime.fromisoformat(row["startUtc"])
+    local = start_utc.astimezone(zone)
+    if start != local or start.utcoffset() != local.utcoffset():
+        problems.append(f"{where}: start {row['start']} is not {row['startUtc']} in {zone.key} ({local.isoformat()})")
+    if rules.get(row["shift"]) != start.strftime("%H:%M"):
+        problems.append(f"{where}: shift {row['shift']!r} starting {start:%H:%M} is no rule of deploy/historian.toml")
+
+def compare(what, got):
+    for k in sorted(want.keys() - got.keys()):
+        problems.append(f"{what}: missing key {k}")
+    for k in sorted(got.keys() - want.keys()):
+        problems.append(f"{what}: unexpected key {k}: {got[k]}")
+    for k in sorted(want.keys() & got.keys()):
+        (gs, gc), w = got[k], want[k]
+        if gc != w["count"] or abs(gs - w["sum"]) > 1e-9 * max(1.0, abs(w["sum"])):
+            problems.append(f"{what} {k}: count {gc} sum {gs}, sent count {w['count']} sum {w['sum']}")
+
+totals = {}
+for row in history:
+    check_row(f"/api/history {row['maschinenId']}/{row['scrapIndex']}", row)
+    t = totals.setdefault((row["maschinenId"], row["scrapIndex"]), [0.0, 0])
+    t[0] += row["sum"]
+    t[1] += row["count"]
+compare("/api/history?step=shift", {k: tuple(v) for k, v in totals.items()})
+
+current = {}
+for entry in shifts:
+    key = (entry["maschinenId"], entry["scrapIndex"])
+    rows = [r for r in (entry["current"], entry["previous"]) if r and datetime.fromisoformat(r["endUtc"]) > since]
+    if not entry["current"]:
+        problems.append(f"/api/shifts/current {key}: no current shift")
+    for r in rows:
+        check_row(f"/api/shifts/current {key}", r)
+    current[key] = (sum(r["sum"] for r in rows), sum(r["count"] for r in rows))
+compare("/api/shifts/current", current)
+print("\n".join(problems))
+sys.exit(1 if problems else 0)
+PY
+}
+
+wait_shift_totals() { # wait_shift_totals WHAT SINCE [URL [TIMEOUT]]
+  local what=$1 since=$2 url=${3:-$base_url} timeout=${4:-90} deadline
+  deadline=$((SECONDS + timeout))
+  until shift_totals_match "$url" "$since"; do
+    if ((SECONDS >= deadline)); then
+      sed 's/^/  /' "$work/diff.txt" >&2
+      fail "shift totals" "$what: $url/api/history?step=shift and /api/shifts/current differ from what the simulator sent (above), ${timeout}s after it ended"
+    fi
+    sleep 1 # poll interval of a condition wait
+  done
+  echo "$url: shift totals exactly as sent ($(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); c=s[0]["current"]; print(len(s), "keys, current shift", c["shift"], c["start"], "to", c["end"])' "$work/shifts.json"))"
+}
+
+# A moment before the first reading, in UTC, for `from` of the shift totals.
+now_utc() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
 # ===== The default stack: docker-compose.yml ===============================================
 default_stack() {
   # --- 4. build and up --------------------------------------------------------------------
@@ -262,20 +359,36 @@ default_stack() {
     cat "$work/up.log" >&2
     fail "up" "compose up failed"
   }
-  wait_healthy 180 mosquitto ingest gateway
+  wait_healthy 180 mosquitto ingest historian gateway
 
-  # --- 5. simulator -> /api/aggregates ----------------------------------------------------
-  step "simulator -> /api/aggregates"
+  # --- 5. simulator -> /api/aggregates and the shift totals -------------------------------
+  step "simulator -> /api/aggregates, shift totals"
+  local since
+  since=$(now_utc)
   send_batch 1 "$work/batch1.json"
   merge_expected "$work/batch1.json"
   wait_aggregates "first batch"
+  wait_shift_totals "first batch" "$since"
 
   # --- 6. dashboard ---------------------------------------------------------------------
   step "dashboard in headless Chromium"
   CHROMIUM_PATH=$chromium_path node deploy/smoke-dashboard.mjs "$base_url/" "$work/expected.json" \
     || fail "dashboard" "the dashboard did not draw the cards and the chart"
 
-  # --- 7. ingest restart: the window survives -----------------------------------------------
+  # --- 7. historian restart: the totals survive -----------------------------------------------
+  step "restart the historian; the totals survive"
+  "${compose[@]}" restart historian >"$work/restart.log" 2>&1 || {
+    cat "$work/restart.log" >&2
+    fail "restart" "compose restart historian failed"
+  }
+  wait_healthy 120 historian
+  # Ingest sends a bucket again only when it changed, and nothing changed: the totals the
+  # restarted historian answers come from its SQLite file on the volume.
+  wait_shift_totals "after the historian restart" "$since" "$base_url" 30
+  echo "historian after its restart: $(docker exec "$(container_of historian)" curl -fsS --max-time 5 http://127.0.0.1:9102/metrics \
+    | grep -E '^historian_messages_received_total ' || echo 'no metrics')"
+
+  # --- 8. ingest restart: the window survives -----------------------------------------------
   step "restart ingest; the window survives"
   "${compose[@]}" restart ingest >"$work/restart.log" 2>&1 || {
     cat "$work/restart.log" >&2
@@ -283,12 +396,14 @@ default_stack() {
   }
   wait_healthy 120 ingest
   # A second batch on the same keys: had ingest lost its window, the aggregates would hold
-  # only this batch and differ from the sum of both.
+  # only this batch and differ from the sum of both. The shift totals must add up both
+  # batches as well, across the restarts of both services.
   send_batch 2 "$work/batch2.json"
   merge_expected "$work/batch1.json" "$work/batch2.json"
   wait_aggregates "after the ingest restart, both batches"
+  wait_shift_totals "after the ingest restart, both batches" "$since"
 
-  # --- 8. broker log ----------------------------------------------------------------------
+  # --- 9. broker log ----------------------------------------------------------------------
   step "broker log"
   # Read after the broker has stopped: Mosquitto's log to a non-terminal stdout is block-
   # buffered, so a running broker's `logs` can miss its last lines.
@@ -366,10 +481,71 @@ sys.exit(1 if problems else 0)
 PY
 }
 
+# check_postgres_totals: the database itself holds exactly what was sent, per key, in its
+# minute buckets and again in their hourly rollups.
+check_postgres_totals() {
+  docker exec "$(container_of postgres)" psql -U scrap_pulse -d scrap_pulse -v ON_ERROR_STOP=1 -AtF '|' -c "
+      SELECT 'minute_buckets', machine, scrap_index, SUM(sum), SUM(count) FROM minute_buckets GROUP BY machine, scrap_index
+      UNION ALL
+      SELECT 'hour_buckets', machine, scrap_index, SUM(sum), SUM(count) FROM hour_buckets GROUP BY machine, scrap_index" \
+    >"$work/postgres.txt" 2>&1 || {
+    cat "$work/postgres.txt" >&2
+    fail "postgres totals" "could not read the buckets from PostgreSQL (above)"
+  }
+  python3 - "$work/postgres.txt" "$work/expected.json" <<'PY' || fail "postgres totals" "PostgreSQL's totals differ from what the simulator sent (above)"
+import json, sys
+want = {(e["maschinenId"], e["scrapIndex"]): e for e in json.load(open(sys.argv[2]))}
+got = {"minute_buckets": {}, "hour_buckets": {}}
+for line in open(sys.argv[1]).read().split("\n"):
+    if line:
+        table, machine, index, total, count = line.split("|")
+        got[table][(machine, int(index))] = (float(total), int(count))
+problems = []
+for table, rows in got.items():
+    problems += [f"{table}: missing key {k}" for k in sorted(want.keys() - rows.keys())]
+    problems += [f"{table}: unexpected key {k}" for k in sorted(rows.keys() - want.keys())]
+    for k in sorted(want.keys() & rows.keys()):
+        (total, count), w = rows[k], want[k]
+        if count != w["count"] or abs(total - w["sum"]) > 1e-9 * max(1.0, abs(w["sum"])):
+            problems.append(f"{table} {k}: count {count} sum {total}, sent count {w['count']} sum {w['sum']}")
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print(f"PostgreSQL: {len(want)} keys, minute buckets and hourly rollups exactly as sent")
+PY
+}
+
+# check_historians_stored SERVICE...: each historian received and stored buckets (each writes
+# every bucket; the store's revision check makes the second write a no-op). Store errors are
+# shown, not failed on: the historians retry a failed write, and the totals above are exact.
+check_historians_stored() {
+  local s
+  for s in "$@"; do
+    docker exec "$(container_of "$s")" curl -fsS --max-time 5 http://127.0.0.1:9102/metrics >"$work/metrics-$s.txt" \
+      || fail "historians" "could not read $s's /metrics"
+    python3 - "$s" "$work/metrics-$s.txt" <<'PY' || fail "historians" "$s stored no bucket (above)"
+import re, sys
+name, text = sys.argv[1], open(sys.argv[2]).read()
+def metric(m):
+    found = re.search(rf"^historian_{m}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+received, stored, written, errors = (metric(m) for m in ("messages_received_total", "messages_stored_total", "minutes_written_total", "store_errors_total"))
+print(f"{name}: {received:.0f} messages received, {stored:.0f} stored, {written:.0f} minute rows changed, {errors:.0f} store errors")
+sys.exit(0 if received > 0 and stored > 0 else 1)
+PY
+    # A historian that stopped at start (a failed schema migration, say) was restarted by
+    # the engine: shown with its first lines of complaint.
+    echo "$s: restarted $(docker inspect -f '{{ .RestartCount }}' "$(container_of "$s")") times by the engine"
+    if "${compose[@]}" logs --no-color "$s" 2>&1 | grep -E ' (WARN|ERROR) |^[^|]*\| *historian: ' | head -5 | grep .; then
+      echo "$s logged the warnings or errors above (shown, not failed on)"
+    fi
+  done
+}
+
 cluster_stack() {
   local cluster_project=$project-cluster nodes=(nats-1 nats-2 nats-3)
-  local gateway_1_url gateway_2_url url have_images=1 image
-  # --- 9. up ------------------------------------------------------------------------------
+  local gateway_1_url gateway_2_url url have_images=1 image since
+  # --- 10. up -----------------------------------------------------------------------------
   NATS_1_MQTT_HOST_PORT=$(free_port)
   NATS_2_MQTT_HOST_PORT=$(free_port)
   NATS_3_MQTT_HOST_PORT=$(free_port)
@@ -385,21 +561,22 @@ cluster_stack() {
   gateway_2_url=http://127.0.0.1:$DASHBOARD_2_HOST_PORT
   compose=("${compose_cmd[@]}" -p "$cluster_project" -f docker-compose.cluster.yml -f deploy/compose.cluster.smoke.yml)
   with_sim=("${compose[@]}" --profile sim)
-  logged_services=("${nodes[@]}" mqtt-streams ingest-0 ingest-1 ingest-2 gateway-1 gateway-2)
+  logged_services=("${nodes[@]}" mqtt-streams postgres ingest-0 ingest-1 ingest-2 historian-1 historian-2 gateway-1 gateway-2)
 
-  for image in scrap-pulse/ingest:latest scrap-pulse/gateway:latest scrap-pulse/simulator:latest; do
+  for image in scrap-pulse/ingest:latest scrap-pulse/gateway:latest scrap-pulse/historian:latest \
+    scrap-pulse/simulator:latest; do
     docker image inspect "$image" >/dev/null 2>&1 || have_images=
   done
   if [[ -z "$have_images" ]]; then
     # Only when the cluster runs alone: the default stack's run has just built them.
     step "cluster: build the images"
-    "${with_sim[@]}" build "${build_flags[@]}" ingest-0 gateway-1 simulator >"$work/build.log" 2>&1 || {
+    "${with_sim[@]}" build "${build_flags[@]}" ingest-0 historian-1 gateway-1 simulator >"$work/build.log" 2>&1 || {
       tail -40 "$work/build.log" >&2
       fail "cluster build" "the image build failed (last lines above)"
     }
   fi
 
-  step "cluster: up (3 NATS nodes, 3 ingest shards, 2 gateways)"
+  step "cluster: up (3 NATS nodes, PostgreSQL, 3 ingest shards, 2 historians, 2 gateways)"
   "${compose[@]}" up -d >"$work/up.log" 2>&1 || {
     cat "$work/up.log" >&2
     fail "cluster up" "compose up of the cluster stack failed"
@@ -407,12 +584,14 @@ cluster_stack() {
   if grep -iE '^(Building|Step [0-9])' "$work/up.log" | head -3 | grep .; then
     fail "cluster up" "up rebuilt an image (above): the cluster stack must run the images just built"
   fi
-  wait_healthy 240 "${nodes[@]}" ingest-0 ingest-1 ingest-2 gateway-1 gateway-2
+  wait_healthy 240 "${nodes[@]}" postgres ingest-0 ingest-1 ingest-2 historian-1 historian-2 gateway-1 gateway-2
   echo "NATS: $(docker exec "$(container_of nats-1)" nats-server --version)"
+  echo "PostgreSQL: $(docker exec "$(container_of postgres)" postgres --version)"
 
-  # --- 10. readings through two nodes -> both gateways --------------------------------------
+  # --- 11. readings through two nodes -> both gateways --------------------------------------
   step "cluster: simulator through nats-2 and nats-3 -> both gateways"
   # M1..M12 fall on all three shards (check_shard_keys says so when that changes).
+  since=$(now_utc)
   send_batch 11 "$work/cluster1.json" --mqtt-host nats-2 --machines 12
   send_batch 12 "$work/cluster2.json" --mqtt-host nats-3 --machines 12
   merge_expected "$work/cluster1.json" "$work/cluster2.json"
@@ -432,6 +611,13 @@ cluster_stack() {
     echo "$url/api/health: $(cat "$work/health.json")"
   done
   check_shard_keys
+
+  # --- 12. shift totals: both historians, one database -----------------------------------
+  step "cluster: shift totals through both gateways and in PostgreSQL"
+  wait_shift_totals "cluster, gateway-1 (historian-1)" "$since" "$gateway_1_url"
+  wait_shift_totals "cluster, gateway-2 (historian-2)" "$since" "$gateway_2_url"
+  check_postgres_totals
+  check_historians_stored historian-1 historian-2
 }
 
 if [[ "$stacks" == *" default "* ]]; then

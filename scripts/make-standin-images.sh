@@ -17,6 +17,12 @@
 #                                says) and wget, laid out like the official alpine image:
 #                                nats-server on PATH, /etc/nats/nats-server.conf, an
 #                                entrypoint that puts `nats-server` before flags, root
+#   postgres:15-<release>        that base + Debian's postgresql-15, behaving like the
+#                                official image as far as the cluster stack uses it: on an
+#                                empty /var/lib/postgresql/data POSTGRES_USER/PASSWORD/DB
+#                                create the user (password auth over TCP) and database;
+#                                the server runs as postgres (uid/gid 999) and listens on
+#                                all addresses; pg_isready on PATH
 #
 # Tags and versions are read from the Dockerfile's ARG defaults and the compose files.
 # Cached: an image under the tag is kept when it is a real one (no stand-in label) or a
@@ -51,6 +57,11 @@ mosquitto_tag=$(sed -nE 's/^ *image: *(eclipse-mosquitto:[^ ]+).*/\1/p' "$compos
 [[ -n "$mosquitto_tag" ]] || die "no eclipse-mosquitto image in $compose_file"
 nats_tag=$(sed -nE 's/^ *image: *(nats:[^ ]+).*/\1/p' "$cluster_compose_file" | head -1)
 [[ -n "$nats_tag" ]] || die "no nats image in $cluster_compose_file"
+postgres_tag=$(sed -nE 's/^ *image: *(postgres:[^ ]+).*/\1/p' "$cluster_compose_file" | head -1)
+[[ -n "$postgres_tag" ]] || die "no postgres image in $cluster_compose_file"
+# The stand-in is the release's own PostgreSQL: 15 on bookworm.
+[[ "$postgres_tag" == postgres:15* ]] \
+  || die "$postgres_tag: the stand-in can only be Debian $debian_release's PostgreSQL 15; change the recipe with the tag"
 debian_tag=debian:$debian_release-slim
 rust_tag=rust:$rust_version-slim-$debian_release
 
@@ -209,9 +220,83 @@ CMD [\"nats-server\", \"--config\", \"/etc/nats/nats-server.conf\"]"
   build_on_base "$nats_tag" "" "$text"
 }
 
+# --- PostgreSQL ---------------------------------------------------------------------------
+make_postgres() {
+  local text entrypoint
+  # The official image's conventions that docker-compose.cluster.yml relies on: the entry
+  # point starts as root, makes PGDATA the postgres user's and runs itself again as that
+  # user; an empty PGDATA is initialised from POSTGRES_USER (default postgres),
+  # POSTGRES_PASSWORD (required) and POSTGRES_DB (default the user's name), with trust on
+  # the Unix socket and scram-sha-256 over TCP, the database created by a server listening
+  # on the socket alone; then `postgres` runs on every address. Debian's postgresql-common
+  # would make a cluster of its own at install; it is told not to.
+  entrypoint=$(
+    cat <<'SH'
+#!/bin/sh
+# Stand-in for the official postgres image's entry point (test use only).
+set -eu
+if [ "${1:-}" = postgres ] && [ "$(id -u)" = 0 ]; then
+  mkdir -p "$PGDATA" /var/run/postgresql
+  chown postgres:postgres "$PGDATA" /var/run/postgresql
+  chmod 700 "$PGDATA"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
+fi
+if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+  [ -n "${POSTGRES_PASSWORD:-}" ] || { echo "POSTGRES_PASSWORD must be set" >&2; exit 1; }
+  user=${POSTGRES_USER:-postgres}
+  db=${POSTGRES_DB:-$user}
+  pwfile=$(mktemp)
+  printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+  initdb --username="$user" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 -D "$PGDATA"
+  rm -f "$pwfile"
+  echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
+  if [ "$db" != postgres ]; then
+    pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start
+    psql -v ON_ERROR_STOP=1 --username="$user" --dbname=postgres \
+      -c "CREATE DATABASE \"$db\""
+    pg_ctl -D "$PGDATA" -m fast -w stop
+  fi
+  echo "PostgreSQL init process complete; ready for start up."
+fi
+exec "$@"
+SH
+  )
+  text="FROM $debian_tag
+ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    PGDATA=/var/lib/postgresql/data
+RUN groupadd --system --gid 999 postgres \\
+    && useradd --system --uid 999 --gid postgres --home-dir /var/lib/postgresql --shell /bin/bash postgres \\
+    && mkdir -p /var/lib/postgresql \\
+    && chown postgres:postgres /var/lib/postgresql \\
+    && apt-get update \\
+    && apt-get install -y --no-install-recommends postgresql-common \\
+    && sed -ri 's/^#? *(create_main_cluster) .*$/\\1 = false/' /etc/postgresql-common/createcluster.conf \\
+    && grep -qx 'create_main_cluster = false' /etc/postgresql-common/createcluster.conf \\
+    && apt-get install -y --no-install-recommends postgresql-15 \\
+    && rm -rf /var/lib/apt/lists/* \\
+    && mkdir -p /var/run/postgresql \"\$PGDATA\" \\
+    && chown postgres:postgres /var/run/postgresql \"\$PGDATA\" \\
+    && chmod 3777 /var/run/postgresql \\
+    && pg_isready --version
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+VOLUME [\"/var/lib/postgresql/data\"]
+EXPOSE 5432
+# The official image's choice: SIGINT is PostgreSQL's fast shutdown.
+STOPSIGNAL SIGINT
+ENTRYPOINT [\"docker-entrypoint.sh\"]
+CMD [\"postgres\"]"
+  mkdir -p "$work/postgres-context"
+  printf '%s\n' "$entrypoint" >"$work/postgres-context/docker-entrypoint.sh"
+  chmod 755 "$work/postgres-context/docker-entrypoint.sh"
+  build_on_base "$postgres_tag" "$entrypoint" "$text" -C "$work/postgres-context" docker-entrypoint.sh
+}
+
 docker info >/dev/null 2>&1 || die "no Docker engine answers (start dockerd first)"
 make_debian
 make_rust
 make_mosquitto
 make_nats
-log "ready: $debian_tag $rust_tag $mosquitto_tag $nats_tag"
+make_postgres
+log "ready: $debian_tag $rust_tag $mosquitto_tag $nats_tag $postgres_tag"

@@ -6,12 +6,18 @@
 #
 #   docker-compose.yml  parses (`docker compose config`, or docker-compose v1),
 #                       with and without the `sim` profile, and says what the
-#                       stack needs (targets, health-ordered start, env, ports, volumes)
+#                       stack needs (targets, health-ordered start, env, ports, volumes;
+#                       the historian on SQLite in a volume with deploy/historian.toml,
+#                       the gateway pointing at it, one PLANT_TIMEZONE)
 #   docker-compose.cluster.yml
 #                       the same on its own (also with the smoke test's override), and
 #                       agrees with the deploy/nats/nats-*.conf it mounts: node names,
 #                       peers, ports, store on a volume, the mapping's shard count and
-#                       subject against the ingest shards' settings and broker lists
+#                       subject against the ingest shards' settings and broker lists;
+#                       PostgreSQL as the official image takes it, two historians on it
+#                       (own client ids, all three nodes), each gateway on its own one
+#   deploy/historian.toml
+#                       the shift rules both stacks mount: named, HH:MM, no overlap
 #   deploy/Dockerfile   hadolint clean; every compose target is a stage; every
 #                       file it copies from the context exists and is not
 #                       dockerignored, nor are the dashboard files the gateway
@@ -127,10 +133,11 @@ if ((${#compose[@]})); then
   if "${compose[@]}" -f docker-compose.yml --profile sim config >"$work/compose.yml" 2>"$work/compose.err" \
     && [[ -n "$yaml_python" ]]; then
     check "the compose stack has the services, order, env, ports and volumes it needs" \
-      "$yaml_python" - "$work/compose.yml" deploy/Dockerfile <<'PY'
-import re, sys, yaml
+      "$yaml_python" - "$work/compose.yml" deploy/Dockerfile "$repo_root" <<'PY'
+import os, re, sys, yaml
 
 cfg = yaml.safe_load(open(sys.argv[1]))
+root = os.path.realpath(sys.argv[3])
 stages = set(re.findall(r"(?im)^FROM\s+\S+\s+AS\s+(\S+)", open(sys.argv[2]).read()))
 svc = cfg["services"]
 errors = []
@@ -167,13 +174,15 @@ def mounts(s):
             out.append(("volume" if not parts[0].startswith(("/", ".")) else "bind", parts[0], parts[1]))
     return out
 
-need(set(svc) == {"mosquitto", "ingest", "gateway", "simulator"}, f"services are {sorted(svc)}")
+if set(svc) != {"mosquitto", "ingest", "historian", "gateway", "simulator"}:
+    print(f"services are {sorted(svc)}")
+    sys.exit(1)
 m = svc.get("mosquitto", {})
 need(str(m.get("image", "")).startswith("eclipse-mosquitto:2"), "mosquitto image is not eclipse-mosquitto:2")
 need("test" in (m.get("healthcheck") or {}), "mosquitto has no healthcheck")
 need(any(t == "/mosquitto/data" and ty == "volume" for ty, _, t in mounts("mosquitto")), "mosquitto data is not a named volume")
 need(any(t == "/mosquitto/config" and src.rstrip("/").endswith("mosquitto/config") for _, src, t in mounts("mosquitto")), "mosquitto/config is not mounted")
-for s in ("ingest", "gateway", "simulator"):
+for s in ("ingest", "historian", "gateway", "simulator"):
     b = svc[s].get("build") or {}
     need(str(b.get("dockerfile", "")).endswith("deploy/Dockerfile"), f"{s} is not built from deploy/Dockerfile")
     need(b.get("target") == s, f"{s} build target is {b.get('target')!r}")
@@ -183,10 +192,24 @@ for s in ("ingest", "gateway", "simulator"):
 need(healthy_dep("gateway", "ingest"), "gateway does not wait for a healthy ingest")
 need(published("gateway", 8000), "gateway does not publish port 8000")
 need(svc["simulator"].get("profiles") == ["sim"], "simulator is not under profile sim")
-for s in ("mosquitto", "ingest", "gateway"):
+for s in ("mosquitto", "ingest", "historian", "gateway"):
     need(not svc[s].get("profiles"), f"{s} is behind a profile")
 data_dir = env("ingest").get("INGEST_DATA_DIR")
 need(data_dir and any(t == data_dir and ty == "volume" for ty, _, t in mounts("ingest")), "INGEST_DATA_DIR is not a named volume")
+# The historian: SQLite in a named volume, the shift rules mounted, the gateway asking it.
+h = env("historian")
+m = re.fullmatch(r"sqlite://(/.+)/[^/]+", h.get("HISTORIAN_STORE_URL", ""))
+need(m and any(t == m.group(1) and ty == "volume" for ty, _, t in mounts("historian")),
+     f"HISTORIAN_STORE_URL {h.get('HISTORIAN_STORE_URL')!r} is not a SQLite file in a named volume")
+config = h.get("HISTORIAN_CONFIG")
+need(config and any(t == config and os.path.realpath(os.path.join(root, src)) == os.path.join(root, "deploy", "historian.toml")
+                    for ty, src, t in mounts("historian")), f"deploy/historian.toml is not mounted at HISTORIAN_CONFIG ({config})")
+port = h.get("HISTORIAN_LISTEN", ":9102").rsplit(":", 1)[-1]
+need(env("gateway").get("GATEWAY_HISTORY_URL") == f"http://historian:{port}",
+     f"gateway: GATEWAY_HISTORY_URL is {env('gateway').get('GATEWAY_HISTORY_URL')!r}, not http://historian:{port}")
+need("historian" in (svc["gateway"].get("depends_on") or {}), "gateway does not start after the historian")
+zones = {s: env(s).get("PLANT_TIMEZONE") for s in ("ingest", "historian")}
+need(len(set(zones.values())) == 1 and None not in zones.values(), f"ingest and the historian do not share one PLANT_TIMEZONE: {zones}")
 print("\n".join(errors))
 sys.exit(1 if errors else 0)
 PY
@@ -206,7 +229,7 @@ if ((${#compose[@]})); then
     "${compose[@]}" -f docker-compose.cluster.yml -f deploy/compose.cluster.smoke.yml --profile sim config -q
   if "${compose[@]}" -f docker-compose.cluster.yml --profile sim config >"$work/cluster.yml" 2>"$work/cluster.err" \
     && [[ -n "$yaml_python" ]]; then
-    check "the cluster stack: 3 NATS nodes as deploy/nats configures them, 3 ingest shards, 2 gateways, the simulator" \
+    check "the cluster stack: 3 NATS nodes as deploy/nats configures them, 3 ingest shards, PostgreSQL, 2 historians, 2 gateways, the simulator" \
       "$yaml_python" - "$work/cluster.yml" deploy/Dockerfile "$repo_root" <<'PY'
 import os, re, sys, yaml
 
@@ -224,7 +247,8 @@ def need(cond, msg):
 nodes = ["nats-1", "nats-2", "nats-3"]
 shards = ["ingest-0", "ingest-1", "ingest-2"]
 gateways = ["gateway-1", "gateway-2"]
-expected = set(nodes + shards + gateways + ["mqtt-streams", "simulator"])
+historians = ["historian-1", "historian-2"]
+expected = set(nodes + shards + historians + gateways + ["postgres", "mqtt-streams", "simulator"])
 if set(svc) != expected:
     print(f"services are {sorted(svc)}, expected {sorted(expected)}")
     sys.exit(1)
@@ -318,7 +342,8 @@ want_dest = f"shard.{{{{partition({len(shards)},1)}}}}.machines.{{{{wildcard(1)}
 need(mapping_dests == {want_dest}, f"the nodes map machines.*.scrap to {sorted(map(str, mapping_dests))}, expected {want_dest} for {len(shards)} shards")
 
 # --- everything built from deploy/Dockerfile: the default stack's images
-for s, target in [(x, "ingest") for x in shards] + [(x, "gateway") for x in gateways] + [("simulator", "simulator")]:
+for s, target in ([(x, "ingest") for x in shards] + [(x, "historian") for x in historians]
+                  + [(x, "gateway") for x in gateways] + [("simulator", "simulator")]):
     b = svc[s].get("build") or {}
     need(str(b.get("dockerfile", "")).endswith("deploy/Dockerfile"), f"{s} is not built from deploy/Dockerfile")
     need(b.get("target") == target and target in stages, f"{s} build target is {b.get('target')!r}, not the stage {target}")
@@ -353,8 +378,46 @@ for k, s in enumerate(shards):
     need(data_dir and len(own) == 1 and own[0] not in data_volumes, f"{s}: INGEST_DATA_DIR is not on a named volume of its own")
     data_volumes.update(own)
 
+# --- PostgreSQL, as the official image takes it: env creates user and database on an empty
+# data volume; ready over TCP, as the historians connect
+pg, pg_env = svc["postgres"], env("postgres")
+need(re.fullmatch(r"postgres:\d+[\w.-]*", str(pg.get("image", ""))), f"postgres: image {pg.get('image')!r} is not the official postgres image")
+for k in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+    need(pg_env.get(k), f"postgres: {k} is not set")
+need(any(kind == "volume" and source in volumes and target == "/var/lib/postgresql/data" for kind, source, target, _ in mounts("postgres")),
+     "postgres: /var/lib/postgresql/data is not on a named volume")
+test = " ".join(map(str, (pg.get("healthcheck") or {}).get("test") or []))
+need("pg_isready" in test and "127.0.0.1" in test, "postgres: the healthcheck is not pg_isready over TCP (-h 127.0.0.1)")
+need(not host_ports("postgres", 5432), "postgres: port 5432 is published on the host")
+
+# --- historians: both on the one database, own sessions, all three nodes, the shift rules
+want_url = f"postgres://{pg_env.get('POSTGRES_USER')}:{pg_env.get('POSTGRES_PASSWORD')}@postgres:5432/{pg_env.get('POSTGRES_DB')}"
+historian_ids, historian_first, historian_ports = set(), set(), {}
+for s in historians:
+    e = env(s)
+    need(e.get("HISTORIAN_STORE_URL") == want_url, f"{s}: HISTORIAN_STORE_URL is not {want_url} (the postgres service's user, password and database)")
+    need("postgres" in healthy_deps(s), f"{s} does not wait for a healthy postgres")
+    need("mqtt-streams" in deps(s, "service_completed_successfully"), f"{s} does not wait for mqtt-streams to complete")
+    b = brokers(s)
+    need(sorted(b) == nodes, f"{s}: MQTT_BROKER {b} does not list all three nodes")
+    historian_first.add(b[0] if b else None)
+    cid = e.get("HISTORIAN_MQTT_CLIENT_ID")
+    need(cid and cid not in historian_ids and cid not in client_ids, f"{s}: no fixed client id of its own ({cid})")
+    historian_ids.add(cid)
+    config = e.get("HISTORIAN_CONFIG")
+    need(config and any(target == config and ro and os.path.realpath(os.path.join(root, src)) == os.path.join(root, "deploy", "historian.toml")
+                        for _, src, target, ro in mounts(s)), f"{s}: deploy/historian.toml is not mounted read-only at HISTORIAN_CONFIG ({config})")
+    historian_ports[s] = e.get("HISTORIAN_LISTEN", ":9102").rsplit(":", 1)[-1]
+need(len(historian_first) == len(historians), f"the historians start on the same node: {historian_first}")
+zones = {s: env(s).get("PLANT_TIMEZONE") for s in shards + historians}
+need(len(set(zones.values())) == 1 and None not in zones.values(), f"the shards and historians do not share one PLANT_TIMEZONE: {zones}")
+
 # --- gateways and simulator
 first_nodes, published = set(), set()
+for s, h in zip(gateways, historians):
+    url = env(s).get("GATEWAY_HISTORY_URL")
+    need(url == f"http://{h}:{historian_ports[h]}", f"{s}: GATEWAY_HISTORY_URL is {url!r}, not its own historian http://{h}:{historian_ports[h]}")
+    need(h in (svc[s].get("depends_on") or {}), f"{s} does not start after {h}")
 for s in gateways:
     b = brokers(s)
     need(sorted(b) == nodes, f"{s}: MQTT_BROKER {b} does not list all three nodes")
@@ -445,7 +508,59 @@ dockerfile_binaries_exist() {
     grep -qx "$b" <<<"$have" || { echo "no binary target $b in the workspace"; return 1; }
   done
 }
-check "the workspace has the binaries the Dockerfile builds (ingest, gateway, simulator)" dockerfile_binaries_exist
+check "the workspace has the binaries the Dockerfile builds (ingest, gateway, simulator, historian)" dockerfile_binaries_exist
+
+# Every binary an image copies from the builder comes out of one `cargo build`: a second
+# command would compile the workspace crates they share again.
+check "one cargo build in the builder stage makes every binary the images copy" python3 - deploy/Dockerfile <<'PY'
+import re, sys
+text = open(sys.argv[1]).read().replace("\\\n", " ")
+builds = re.findall(r"(?m)^RUN .*cargo build .*$", text)
+copied = set(re.findall(r"COPY --from=builder /build/target/release/([\w-]+)", text))
+errors = []
+if len(builds) != 1:
+    errors.append(f"{len(builds)} cargo build commands in the Dockerfile, expected one")
+else:
+    built = set(re.findall(r"--bin ([\w-]+)", builds[0]))
+    errors += [f"{b} is copied into an image but not built by `{builds[0].strip()}`" for b in sorted(copied - built)]
+    errors += [f"{b} is built but no image copies it" for b in sorted(built - copied)]
+print("\n".join(errors))
+sys.exit(1 if errors else 0)
+PY
+
+# The shift rules both compose stacks mount: each named once, HH:MM times, and (as they all
+# cover every machine on every day unless they say otherwise) no two covering the same minute.
+check "deploy/historian.toml: shift rules named once, HH:MM, not overlapping" python3 - deploy/historian.toml <<'PY'
+import re, sys, tomllib
+cfg = tomllib.load(open(sys.argv[1], "rb"))
+errors = [f"unexpected key {k}: the compose stacks set everything else by environment" for k in cfg if k != "shift"]
+rules = cfg.get("shift", [])
+if not rules:
+    errors.append("no [[shift]] rule")
+names, covered = set(), {}
+for i, r in enumerate(rules, 1):
+    name = r.get("name")
+    if not name or name in names:
+        errors.append(f"rule {i}: name {name!r} missing or repeated")
+    names.add(name)
+    times = []
+    for k in ("start", "end"):
+        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", str(r.get(k, "")))
+        if not m:
+            errors.append(f"rule {i} ({name}): {k} {r.get(k)!r} is not HH:MM")
+        times.append(int(m.group(1)) * 60 + int(m.group(2)) if m else 0)
+    if "weekdays" in r or "machines" in r:
+        continue  # limited rules: the historian's own check at start covers them
+    start, end = times
+    length = (end - start) % 1440 or 1440
+    for minute in range(start, start + length):
+        other = covered.setdefault(minute % 1440, name)
+        if other != name:
+            errors.append(f"rule {i} ({name}) overlaps {other} at {minute % 1440 // 60:02}:{minute % 60:02}")
+            break
+print("\n".join(errors))
+sys.exit(1 if errors else 0)
+PY
 
 # --- scripts and justfile ------------------------------------------------------------
 justfile_has_recipes() {

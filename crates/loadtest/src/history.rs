@@ -224,6 +224,9 @@ pub async fn keepup(args: &KeepupArgs) -> anyhow::Result<Row> {
 
     let settled = wait_totals(&http, &historian.base, &started_day, sum, count).await;
     let rss = historian.rss()?;
+    let stored = metric(&http, &historian.base, "historian_messages_stored_total").await?;
+    let batches = metric(&http, &historian.base, "historian_batches_committed_total").await?;
+    let commit_secs = metric(&http, &historian.base, "historian_batch_commit_seconds_sum").await?;
     ingest.stop().await;
     historian.stop().await;
     let (stored_sum, stored_count) = settled?;
@@ -243,9 +246,10 @@ pub async fn keepup(args: &KeepupArgs) -> anyhow::Result<Row> {
             args.broker.config.label()
         ),
         format!(
-            "{:.0} readings/s published; historian backlog peak **{early:.0}** (first half) / **{late:.0}** (second half) buckets, last {:.0}; stored totals exact ({stored_count} readings, sum {stored_sum}); historian CPU {:.1}% of one core, RSS {:.1} MiB (peak {:.1})",
+            "{:.0} readings/s published; historian backlog peak **{early:.0}** (first half) / **{late:.0}** (second half) buckets, last {:.0}; stored totals exact ({stored_count} readings, sum {stored_sum}); {stored:.0} buckets in {batches:.0} commits of {:.1} ms on average; historian CPU {:.1}% of one core, RSS {:.1} MiB (peak {:.1})",
             count as f64 / published_secs,
             backlog.last().copied().unwrap_or(0.0),
+            1e3 * commit_secs / batches.max(1.0),
             100.0 * historian_cpu.as_secs_f64() / published_secs,
             stack::mib(rss.current),
             stack::mib(rss.peak),

@@ -39,7 +39,7 @@ use clap::{Parser, Subcommand};
     name = "loadtest",
     version,
     about = "scrap-pulse load tests: each subcommand starts its own Mosquitto (free port on 127.0.0.1; stock unless --broker project; latency and compare also take --broker nats, a three-node NATS cluster) and the release ingest/gateway binaries, runs a bounded load and prints one markdown table row.",
-    after_help = "Build first: cargo build --release -p loadtest -p ingest -p gateway. `--header` prints the table header. scripts/bench.sh runs them all."
+    after_help = "Build first: cargo build --release -p loadtest -p ingest -p gateway -p historian. `--header` prints the table header. scripts/bench.sh runs them all."
 )]
 pub struct Cli {
     /// Print the table header before the row.

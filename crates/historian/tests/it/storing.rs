@@ -165,3 +165,16 @@ async fn malformed_messages_are_counted_and_skipped_between_good_ones(store: Bac
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_store_commits_through_a_write_ahead_log() {
+    let store = Backend::sqlite();
+    let broker = Broker::start().await;
+    let _historian = TestHistorian::start(&broker, &store, &[]).await;
+    let row = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(store.open().pool())
+        .await
+        .unwrap();
+    let mode: String = sqlx::Row::get(&row, 0);
+    assert_eq!(mode, "wal");
+}

@@ -245,48 +245,39 @@ impl Store {
         minutes: &[Bucket],
         hours: &[HourRow],
     ) -> Result<Written, StoreError> {
-        let mut written = Written::default();
+        let minute_rows: Vec<Values<'_>> = minutes
+            .iter()
+            .map(|b| {
+                let values = (b.sum, b.count, b.min, b.max);
+                (
+                    b.machine.as_str(),
+                    b.index,
+                    b.minute,
+                    values,
+                    b.revision,
+                    b.is_final,
+                )
+            })
+            .collect();
+        let hour_rows: Vec<Values<'_>> = hours
+            .iter()
+            .map(|h| {
+                let values = (h.sum, h.count, h.min, h.max);
+                (
+                    h.machine.as_str(),
+                    h.index,
+                    h.hour,
+                    values,
+                    h.minutes,
+                    h.is_final,
+                )
+            })
+            .collect();
         let mut tx = self.pool.begin().await?;
-        for chunk in minutes.chunks(ROWS_PER_INSERT) {
-            let sql = insert_sql(
-                "minute_buckets (machine, scrap_index, minute, sum, count, min, max, revision, is_final)",
-                chunk.len(),
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            for b in chunk {
-                query = query
-                    .bind(b.machine.as_str())
-                    .bind(i64::from(b.index))
-                    .bind(b.minute)
-                    .bind(b.sum)
-                    .bind(b.count)
-                    .bind(b.min)
-                    .bind(b.max)
-                    .bind(b.revision)
-                    .bind(i64::from(b.is_final));
-            }
-            written.minutes += query.execute(&mut *tx).await?.rows_affected();
-        }
-        for chunk in hours.chunks(ROWS_PER_INSERT) {
-            let sql = insert_sql(
-                "hour_buckets (machine, scrap_index, hour, sum, count, min, max, minutes, is_final)",
-                chunk.len(),
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            for h in chunk {
-                query = query
-                    .bind(h.machine.as_str())
-                    .bind(i64::from(h.index))
-                    .bind(h.hour)
-                    .bind(h.sum)
-                    .bind(h.count)
-                    .bind(h.min)
-                    .bind(h.max)
-                    .bind(h.minutes)
-                    .bind(i64::from(h.is_final));
-            }
-            written.hours += query.execute(&mut *tx).await?.rows_affected();
-        }
+        let written = Written {
+            minutes: insert_chunks(&mut tx, MINUTE_COLUMNS, &minute_rows).await?,
+            hours: insert_chunks(&mut tx, HOUR_COLUMNS, &hour_rows).await?,
+        };
         tx.commit().await?;
         Ok(written)
     }
@@ -323,6 +314,43 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// A row of either bucket table as [`Store::insert_new`] writes it: machine, index, time,
+/// (sum, count, min, max), the revision or the number of minutes, and whether it is final.
+type Values<'a> = (&'a str, u32, i64, (f64, i64, f64, f64), i64, bool);
+
+const MINUTE_COLUMNS: &str =
+    "minute_buckets (machine, scrap_index, minute, sum, count, min, max, revision, is_final)";
+const HOUR_COLUMNS: &str =
+    "hour_buckets (machine, scrap_index, hour, sum, count, min, max, minutes, is_final)";
+
+/// Inserts `rows` into `table` (with its columns) in statements of [`ROWS_PER_INSERT`], skipping
+/// rows whose key is stored; returns the rows inserted.
+async fn insert_chunks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    table: &str,
+    rows: &[Values<'_>],
+) -> Result<u64, sqlx::Error> {
+    let mut inserted = 0;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = insert_sql(table, chunk.len());
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+        for &(machine, index, time, (sum, count, min, max), extra, is_final) in chunk {
+            query = query
+                .bind(machine)
+                .bind(i64::from(index))
+                .bind(time)
+                .bind(sum)
+                .bind(count)
+                .bind(min)
+                .bind(max)
+                .bind(extra)
+                .bind(i64::from(is_final));
+        }
+        inserted += query.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(inserted)
 }
 
 /// `INSERT INTO {table} VALUES (...), ...` for `rows` rows of 9 values, skipping rows whose

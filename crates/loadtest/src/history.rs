@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use tempfile::TempDir;
 use test_support::Postgres;
 
@@ -222,14 +222,23 @@ pub async fn keepup(args: &KeepupArgs) -> anyhow::Result<Row> {
     publisher.finish(Duration::from_secs(60)).await?;
     let historian_cpu = stack::cpu_time(historian.pid()?)? - historian_cpu_start;
 
-    let settled = wait_totals(&http, &historian.base, &started_day, sum, count).await;
+    let settled = wait_totals(&http, &historian.base, &started_day, sum, count).await?;
     let rss = historian.rss()?;
+    let dropped = broker_dropped(broker.port()).await;
     let stored = metric(&http, &historian.base, "historian_messages_stored_total").await?;
     let batches = metric(&http, &historian.base, "historian_batches_committed_total").await?;
     let commit_secs = metric(&http, &historian.base, "historian_batch_commit_seconds_sum").await?;
     ingest.stop().await;
     historian.stop().await;
-    let (stored_sum, stored_count) = settled?;
+    let exact = settled.is_ok();
+    let (Ok((stored_sum, stored_count)) | Err((stored_sum, stored_count))) = settled;
+    let totals = if exact {
+        format!("stored totals exact ({stored_count} readings, sum {stored_sum})")
+    } else {
+        format!(
+            "stored totals **short** after {SETTLE:?}: {stored_count} of {count} readings, sum {stored_sum} of {sum}"
+        )
+    };
 
     let half = backlog.len() / 2;
     let peak = |s: &[f64]| s.iter().copied().fold(0.0, f64::max);
@@ -246,7 +255,7 @@ pub async fn keepup(args: &KeepupArgs) -> anyhow::Result<Row> {
             args.broker.config.label()
         ),
         format!(
-            "{:.0} readings/s published; historian backlog peak **{early:.0}** (first half) / **{late:.0}** (second half) buckets, last {:.0}; stored totals exact ({stored_count} readings, sum {stored_sum}); {stored:.0} buckets in {batches:.0} commits of {:.1} ms on average; historian CPU {:.1}% of one core, RSS {:.1} MiB (peak {:.1})",
+            "{:.0} readings/s published; historian backlog peak **{early:.0}** (first half) / **{late:.0}** (second half) buckets, last {:.0}; {totals}; the broker dropped {dropped} messages (queue limits); {stored:.0} buckets in {batches:.0} commits of {:.1} ms on average; historian CPU {:.1}% of one core, RSS {:.1} MiB (peak {:.1})",
             count as f64 / published_secs,
             backlog.last().copied().unwrap_or(0.0),
             1e3 * commit_secs / batches.max(1.0),
@@ -255,18 +264,47 @@ pub async fn keepup(args: &KeepupArgs) -> anyhow::Result<Row> {
             stack::mib(rss.peak),
         ),
         "no growing backlog, exact totals",
-        Verdict::from_ok(steady),
+        Verdict::from_ok(steady && exact),
     ))
 }
 
-/// Waits until the daily totals of every key add up to `sum` and `count`; returns them.
+/// What the broker says it dropped for its queue and in-flight limits
+/// (`$SYS/broker/publish/messages/dropped`, refreshed every 10 s), or why it could not be read.
+async fn broker_dropped(port: u16) -> String {
+    let out = tokio::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-t",
+            "$SYS/broker/publish/messages/dropped",
+            "-C",
+            "1",
+            "-W",
+            "15",
+        ])
+        .output()
+        .await;
+    match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        Ok(out) => format!("? ({})", String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => format!("? (mosquitto_sub: {e})"),
+    }
+}
+
+/// Stored (sum, count) of every key.
+type Totals = (f64, u64);
+
+/// Waits until the daily totals of every key add up to `sum` and `count`: `Ok` with them, or
+/// `Err` with the last totals seen when they never do.
+///
+/// # Errors
+/// When the API does not answer.
 async fn wait_totals(
     http: &reqwest::Client,
     base: &str,
     from_day: &str,
     sum: f64,
     count: u64,
-) -> anyhow::Result<(f64, u64)> {
+) -> anyhow::Result<Result<Totals, Totals>> {
     let url = format!("{base}/api/history?step=day&from={from_day}");
     let deadline = Instant::now() + SETTLE;
     loop {
@@ -274,12 +312,10 @@ async fn wait_totals(
         let stored_sum: f64 = rows.iter().filter_map(|r| r["sum"].as_f64()).sum();
         let stored_count: u64 = rows.iter().filter_map(|r| r["count"].as_u64()).sum();
         if stored_count == count && (stored_sum - sum).abs() <= 1e-9 * sum.abs() {
-            return Ok((stored_sum, stored_count));
+            return Ok(Ok((stored_sum, stored_count)));
         }
         if Instant::now() >= deadline {
-            bail!(
-                "stored totals {stored_count} readings / {stored_sum} after {SETTLE:?}; published {count} / {sum}"
-            );
+            return Ok(Err((stored_sum, stored_count)));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

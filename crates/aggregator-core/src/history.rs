@@ -4,13 +4,16 @@
 //!
 //! # When a minute closes
 //! A reading at `t` is accepted while `t > now - W` (`W` the window length), so the minute
-//! `[M, M + 60 s)` can change until `now` reaches `M + 60 s + W`: then it is **closed**, its
-//! bucket is emitted with `final = true` exactly once and dropped. Memory is therefore bounded
+//! `[M, M + 60 s)` can change until `now` reaches `M + 60 s + W`; the key's offset
+//! ([`key_offset`], less than the interval) later it is **closed**, its bucket is emitted with
+//! `final = true` exactly once and dropped. Memory is therefore bounded
 //! by the keys times the minutes open at once, about `(W + 60 s) / 60 s` each.
 //!
 //! # Emission
-//! A bucket that changed is emitted at most once per `interval` (the first change at once),
-//! and at its close whether it changed or not. Every emission of a bucket carries a higher
+//! A bucket that changed is emitted at most once per `interval`, and at its close whether it
+//! changed or not. Each key's emissions are shifted by its own offset within the interval
+//! ([`key_offset`]): its first change that long after it comes, its close that long after
+//! the window's, so that many keys do not all send at the same instant. Every emission of a bucket carries a higher
 //! `revision` than the one before: `max(previous + 1, now in unix ms)`, so that a process
 //! that restarts (and starts again from `previous = 0`) still counts upwards as long as its
 //! clock does.
@@ -113,6 +116,25 @@ pub struct HistoryAccumulator {
     schedule: BTreeSet<(Timestamp, BucketKey)>,
 }
 
+/// Where in every `interval` the key's emissions fall: a fixed offset in `[0, interval)`, in
+/// whole milliseconds, from a hash of the key that is the same in every process. A bucket's
+/// first change goes out that long after it, and its final that long after the window closes
+/// the minute: with many keys, the minute's start would otherwise send every key's first
+/// change and every key's final at the same instant, a burst a broker's queue limit can drop
+/// (a stock Mosquitto keeps 1 000 messages per subscriber).
+pub fn key_offset(machine: &str, scrap_index: u32, interval: Duration) -> Duration {
+    // FNV-1a: stable across processes and releases, unlike the standard hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in machine.bytes().chain(scrap_index.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let millis = u64::try_from(interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_millis(hash % millis)
+}
+
 /// The start of the UTC minute holding `t`.
 pub fn minute_of(t: Timestamp) -> Timestamp {
     Timestamp::from_unix_nanos(t.unix_nanos().div_euclid(MINUTE_NANOS) * MINUTE_NANOS)
@@ -128,11 +150,13 @@ impl HistoryAccumulator {
         }
     }
 
-    /// When the minute starting at `minute` closes: `minute + 60 s + W`.
-    pub fn closes_at(&self, minute: Timestamp) -> Timestamp {
+    /// When the minute starting at `minute` closes for the key (`machine`, `scrap_index`):
+    /// `minute + 60 s + W` plus the key's [`key_offset`].
+    pub fn closes_at(&self, machine: &str, scrap_index: u32, minute: Timestamp) -> Timestamp {
         minute
             .saturating_add(MINUTE)
             .saturating_add(self.config.window)
+            .saturating_add(key_offset(machine, scrap_index, self.config.interval))
     }
 
     /// Counts `value` at event time `time` of key (`machine`, `scrap_index`), as of `now`.
@@ -145,7 +169,7 @@ impl HistoryAccumulator {
         now: Timestamp,
     ) -> Added {
         let minute = minute_of(time);
-        let closes_at = self.closes_at(minute);
+        let closes_at = self.closes_at(machine, scrap_index, minute);
         if now >= closes_at {
             return Added::Closed;
         }
@@ -161,7 +185,8 @@ impl HistoryAccumulator {
                 minute: minute.unix_nanos(),
             };
             self.schedule.insert((closes_at, key.clone()));
-            self.buckets.insert(key, Bucket::new(closes_at, now));
+            let first = now.saturating_add(key_offset(machine, scrap_index, self.config.interval));
+            self.buckets.insert(key, Bucket::new(closes_at, first));
         }
         // unwrap: present, inserted just above if it was not.
         let (key, bucket) = self.buckets.get_key_value_mut(&query).unwrap();
@@ -247,7 +272,7 @@ impl HistoryAccumulator {
 }
 
 impl Bucket {
-    fn new(closes_at: Timestamp, now: Timestamp) -> Self {
+    fn new(closes_at: Timestamp, first: Timestamp) -> Self {
         Bucket {
             sum: CompensatedSum::ZERO,
             count: 0,
@@ -256,7 +281,7 @@ impl Bucket {
             closes_at,
             revision: 0,
             changed: false,
-            next_allowed: now,
+            next_allowed: first,
             send_at: None,
         }
     }
@@ -305,6 +330,11 @@ mod tests {
         HistoryAccumulator::new(HistoryConfig { window, interval })
     }
 
+    /// The key's offset in milliseconds, at the tests' interval.
+    fn off(machine: &str, index: u32) -> i64 {
+        i64::try_from(key_offset(machine, index, INTERVAL).as_millis()).unwrap()
+    }
+
     fn due(h: &mut HistoryAccumulator, now: Timestamp) -> Vec<HistoryBucket> {
         let mut out = Vec::new();
         h.take_due(now, usize::MAX, &mut out);
@@ -315,34 +345,37 @@ mod tests {
     const M: i64 = 1_796_000_000_000 - 1_796_000_000_000 % 60_000;
 
     #[test]
-    fn the_first_change_goes_out_at_once_later_ones_per_interval_and_the_close_is_final() {
+    fn the_first_change_goes_out_at_the_key_offset_later_ones_per_interval_and_the_close_is_final()
+    {
         let mut h = accumulator(W, INTERVAL);
+        let o = off("A1", 2);
         assert_eq!(
             h.add("A1", 2, at(M + 1_000), 3.0, at(M + 1_000)),
             Added::Counted
         );
-        let first = due(&mut h, at(M + 1_000));
+        assert!(due(&mut h, at(M + 999 + o)).is_empty(), "before the offset");
+        let first = due(&mut h, at(M + 1_000 + o));
         assert_eq!(first.len(), 1);
         let b = &first[0];
         assert_eq!((b.sum, b.count, b.min, b.max), (3.0, 1, 3.0, 3.0));
         assert_eq!(b.minute, at(M).to_rfc3339_millis());
         assert!(!b.is_final);
-        assert_eq!(b.revision, u64::try_from(M + 1_000).unwrap());
+        assert_eq!(b.revision, u64::try_from(M + 1_000 + o).unwrap());
 
-        h.add("A1", 2, at(M + 2_000), -1.0, at(M + 2_000));
+        h.add("A1", 2, at(M + 2_000), -1.0, at(M + 2_000 + o));
         assert!(
-            due(&mut h, at(M + 10_999)).is_empty(),
+            due(&mut h, at(M + 10_999 + o)).is_empty(),
             "within the interval"
         );
-        assert_eq!(h.next_deadline(), Some(at(M + 11_000)));
-        let second = due(&mut h, at(M + 11_000));
+        assert_eq!(h.next_deadline(), Some(at(M + 11_000 + o)));
+        let second = due(&mut h, at(M + 11_000 + o));
         assert_eq!(
             (second[0].sum, second[0].min, second[0].count),
             (2.0, -1.0, 2)
         );
         assert!(due(&mut h, at(M + 50_000)).is_empty(), "unchanged: nothing");
 
-        let closes = M + 62_000;
+        let closes = M + 62_000 + o;
         assert_eq!(h.next_deadline(), Some(at(closes)));
         assert!(due(&mut h, at(closes - 1)).is_empty());
         let last = due(&mut h, at(closes));
@@ -355,10 +388,14 @@ mod tests {
     #[test]
     fn a_reading_of_a_closed_minute_is_not_counted() {
         let mut h = accumulator(W, INTERVAL);
-        let now = at(M + 62_000);
+        let now = at(M + 62_000 + off("A1", 1));
         assert_eq!(h.add("A1", 1, at(M + 59_999), 1.0, now), Added::Closed);
         assert_eq!(h.add("A1", 1, at(M + 60_000), 1.0, now), Added::Counted);
         assert_eq!(h.open_buckets(), 1);
+        // Until its key's offset after the window's close, a minute still takes a reading
+        // (only a restart's rebuild from the log meets this).
+        let before = at(M + 61_999 + off("A1", 1));
+        assert_eq!(h.add("A1", 1, at(M + 59_999), 1.0, before), Added::Counted);
     }
 
     #[test]
@@ -369,7 +406,8 @@ mod tests {
         h.add("A1", 1, at(M + 60_500), 2.0, now);
         h.add("A1", 2, at(M + 60_500), 4.0, now);
         h.add("B1", 1, at(M + 60_500), 8.0, now);
-        let mut sums: Vec<f64> = due(&mut h, now).iter().map(|b| b.sum).collect();
+        let later = now.saturating_add(INTERVAL);
+        let mut sums: Vec<f64> = due(&mut h, later).iter().map(|b| b.sum).collect();
         sums.sort_by(f64::total_cmp);
         assert_eq!(sums, [1.0, 2.0, 4.0, 8.0]);
     }
@@ -377,31 +415,30 @@ mod tests {
     #[test]
     fn a_stop_sends_the_changed_open_buckets_and_a_restart_counts_revisions_upwards() {
         let mut h = accumulator(W, INTERVAL);
-        h.add("A1", 1, at(M + 1_000), 1.0, at(M + 1_000));
-        let first = due(&mut h, at(M + 1_000));
-        h.add("A1", 1, at(M + 1_500), 1.0, at(M + 1_500));
-        h.add("A1", 2, at(M + 1_500), 5.0, at(M + 1_500));
-        // A1/2 goes out at once; A1/1's second change waits for the interval.
-        let second = due(&mut h, at(M + 1_500));
-        assert_eq!(
-            (first.len(), second.len(), second[0].scrap_index),
-            (1, 1, 2)
-        );
+        let start = M + 1_000;
+        h.add("A1", 1, at(start), 1.0, at(start));
+        let first = due(&mut h, at(start + off("A1", 1)));
+        assert_eq!(first.len(), 1);
+        // A second reading of A1/1 waits for the interval; A1/2's first for its offset.
+        let now = start + off("A1", 1) + 1;
+        h.add("A1", 1, at(start + 500), 1.0, at(now));
+        h.add("A1", 2, at(start + 500), 5.0, at(now));
         let mut out = Vec::new();
-        h.drain_changed(at(M + 1_600), &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].scrap_index, 1);
-        assert_eq!(out[0].count, 2);
+        h.drain_changed(at(now + 1), &mut out);
+        out.sort_by_key(|b| b.scrap_index);
+        assert_eq!(out.len(), 2, "both changed buckets go out at a stop");
+        assert_eq!((out[0].scrap_index, out[0].count), (1, 2));
         let mut again = Vec::new();
-        h.drain_changed(at(M + 1_700), &mut again);
+        h.drain_changed(at(now + 2), &mut again);
         assert!(again.is_empty(), "nothing changed since");
-        assert!(due(&mut h, at(M + 20_000)).is_empty(), "already sent");
+        assert!(due(&mut h, at(now + 20_000)).is_empty(), "already sent");
 
         // The next process rebuilds the bucket and sends it with a higher revision.
         let mut next = accumulator(W, INTERVAL);
-        next.add("A1", 1, at(M + 1_000), 1.0, at(M + 1_800));
-        next.add("A1", 1, at(M + 1_500), 1.0, at(M + 1_800));
-        let rebuilt = due(&mut next, at(M + 1_800));
+        let restart = now + 100;
+        next.add("A1", 1, at(start), 1.0, at(restart));
+        next.add("A1", 1, at(start + 500), 1.0, at(restart));
+        let rebuilt = due(&mut next, at(restart + off("A1", 1)));
         assert!(rebuilt[0].revision > out[0].revision);
     }
 
@@ -412,11 +449,53 @@ mod tests {
         for i in 0..10 {
             h.add(&format!("M{i}"), 1, now, 1.0, now);
         }
+        let later = now.saturating_add(INTERVAL);
         let mut out = Vec::new();
-        h.take_due(now, 4, &mut out);
+        h.take_due(later, 4, &mut out);
         assert_eq!(out.len(), 4);
-        h.take_due(now, 100, &mut out);
+        h.take_due(later, 100, &mut out);
         assert_eq!(out.len(), 10);
+    }
+
+    #[test]
+    fn many_keys_opening_a_minute_together_send_spread_over_the_interval() {
+        let mut h = accumulator(Duration::from_secs(60), INTERVAL);
+        let now = at(M);
+        for i in 0..1_000 {
+            h.add(&format!("M{i:03}"), 1, now, 1.0, now);
+        }
+        // First changes: none in the first tenth of a second beyond a few, and no second
+        // of the interval gets more than a fifth of the keys.
+        let mut per_second = [0_usize; 10];
+        for s in 0..10 {
+            per_second[s] = due(&mut h, at(M + 999 + 1_000 * s as i64)).len();
+        }
+        assert_eq!(per_second.iter().sum::<usize>(), 1_000);
+        assert!(per_second.iter().all(|&n| n < 200), "{per_second:?}");
+        // Finals likewise, from the window's close on.
+        let closes = M + 120_000;
+        let mut finals = [0_usize; 10];
+        for s in 0..10 {
+            let out = due(&mut h, at(closes + 999 + 1_000 * s as i64));
+            assert!(out.iter().all(|b| b.is_final));
+            finals[s] = out.len();
+        }
+        assert_eq!(finals.iter().sum::<usize>(), 1_000);
+        assert!(finals.iter().all(|&n| n < 200), "{finals:?}");
+    }
+
+    #[test]
+    fn a_key_offset_is_the_same_everywhere_and_within_the_interval() {
+        assert_eq!(off("A1", 1), off("A1", 1));
+        assert_ne!(
+            (off("A1", 1), off("A1", 2), off("B1", 1)),
+            (off("A1", 1), off("A1", 1), off("A1", 1))
+        );
+        for i in 0..500 {
+            let o = key_offset(&format!("M{i}"), 3, Duration::from_secs(1));
+            assert!(o < Duration::from_secs(1));
+        }
+        assert_eq!(key_offset("A1", 1, Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

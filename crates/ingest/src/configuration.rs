@@ -124,10 +124,12 @@ service_kit::settings! {
     /// Minute buckets of the accepted readings on history/{machineId}/{scrapIndex}.
     pub struct HistorySettings {
         /// Publish the minute buckets (QoS 1, not retained); with data_dir the log then keeps
-        /// readings one minute longer than the window, until their minute is final.
+        /// readings one minute and one interval longer than the window, until their minute
+        /// is final.
         enabled: bool = true;
         /// How often an open minute is re-sent per key while it changes, in seconds; it is
-        /// sent once more, final, when no reading can change it any more.
+        /// sent once more, final, when no reading can change it any more. Each key sends at
+        /// its own fixed offset within the interval, so that many keys do not send at once.
         interval_seconds: u64 = 10, in 1..=3_600;
     }
 
@@ -221,12 +223,14 @@ impl Settings {
         })
     }
 
-    /// How long the window log keeps a reading: the window, and with history one minute more,
-    /// so that a restart rebuilds every minute that is not final yet.
+    /// How long the window log keeps a reading: the window, and with history one minute and
+    /// one history interval more (a key's final goes out up to an interval after the window
+    /// closes its minute), so that a restart rebuilds every minute that is not final yet.
     pub fn log_retention(&self) -> Duration {
         let window = self.window.config().window;
         if self.history.enabled {
-            window + aggregator_core::history::MINUTE
+            let interval = Duration::from_secs(self.history.interval_seconds);
+            window + aggregator_core::history::MINUTE + interval
         } else {
             window
         }
@@ -434,9 +438,9 @@ mod tests {
     }
 
     #[test]
-    fn the_log_keeps_readings_a_minute_longer_while_history_is_on() {
+    fn the_log_keeps_readings_a_minute_and_an_interval_longer_while_history_is_on() {
         let on = load(&["--window-seconds", "2"], &[]).unwrap().settings;
-        assert_eq!(on.log_retention(), Duration::from_secs(62));
+        assert_eq!(on.log_retention(), Duration::from_secs(72));
         assert_eq!(
             on.history.config(Duration::from_secs(2)),
             Some(HistoryConfig {

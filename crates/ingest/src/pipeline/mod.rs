@@ -950,10 +950,15 @@ mod tests {
         ];
         p.handle_batch(batch.into_iter(), now);
         assert_eq!(totals(&p), (2, 7.0));
+        // The first change goes out at the key's offset within the history interval.
+        let offset = aggregator_core::history::key_offset("D1", 4, Duration::from_secs(10));
+        let sent_at_once = u64::from(offset.is_zero());
+        assert_eq!(metrics.history_published.get(), sent_at_once);
+        p.publish_history(now.saturating_add(offset));
         assert_eq!(
             metrics.history_published.get(),
             1,
-            "the first change at once"
+            "the first change, at its offset"
         );
         assert_eq!(metrics.history_open_buckets.get(), 1);
         assert_eq!(final_totals(&mut p, now), (2, 7.0));

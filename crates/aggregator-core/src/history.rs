@@ -466,20 +466,20 @@ mod tests {
         }
         // First changes: none in the first tenth of a second beyond a few, and no second
         // of the interval gets more than a fifth of the keys.
-        let mut per_second = [0_usize; 10];
-        for s in 0..10 {
-            per_second[s] = due(&mut h, at(M + 999 + 1_000 * s as i64)).len();
-        }
+        let per_second: Vec<usize> = (0..10)
+            .map(|s| due(&mut h, at(M + 999 + 1_000 * s)).len())
+            .collect();
         assert_eq!(per_second.iter().sum::<usize>(), 1_000);
         assert!(per_second.iter().all(|&n| n < 200), "{per_second:?}");
         // Finals likewise, from the window's close on.
         let closes = M + 120_000;
-        let mut finals = [0_usize; 10];
-        for s in 0..10 {
-            let out = due(&mut h, at(closes + 999 + 1_000 * s as i64));
-            assert!(out.iter().all(|b| b.is_final));
-            finals[s] = out.len();
-        }
+        let finals: Vec<usize> = (0..10)
+            .map(|s| {
+                let out = due(&mut h, at(closes + 999 + 1_000 * s));
+                assert!(out.iter().all(|b| b.is_final));
+                out.len()
+            })
+            .collect();
         assert_eq!(finals.iter().sum::<usize>(), 1_000);
         assert!(finals.iter().all(|&n| n < 200), "{finals:?}");
     }

@@ -411,11 +411,7 @@ impl Deployment {
                         return false;
                     };
                     let got = by_key(&list, "sumLast60s");
-                    let equal = got.len() == want.len()
-                        && want.iter().all(|(key, (sum, count))| {
-                            got.get(key)
-                                .is_some_and(|(s, n)| n == count && close(*s, *sum))
-                        });
+                    let equal = same_totals(want, &got);
                     *last.borrow_mut() = got;
                     equal
                 },
@@ -463,11 +459,7 @@ impl Deployment {
                     entry.0 += row["sum"].as_f64().unwrap_or_default();
                     entry.1 += row["count"].as_u64().unwrap_or_default();
                 }
-                let equal = got.len() == want.len()
-                    && want.iter().all(|(key, (sum, count))| {
-                        got.get(key)
-                            .is_some_and(|(s, n)| n == count && close(*s, *sum))
-                    });
+                let equal = same_totals(want, &got);
                 *last.borrow_mut() = got;
                 equal
             },
@@ -620,6 +612,18 @@ fn differing_keys(
 }
 
 /// A readable account of how `got` differs from `want` (at most 20 keys).
+/// The same keys with equal counts and sums within the contract's 1e-9.
+fn same_totals(
+    want: &HashMap<(String, u64), (f64, u64)>,
+    got: &HashMap<(String, u64), (f64, u64)>,
+) -> bool {
+    got.len() == want.len()
+        && want.iter().all(|(key, (sum, count))| {
+            got.get(key)
+                .is_some_and(|(s, n)| n == count && close(*s, *sum))
+        })
+}
+
 fn differences(
     want: &HashMap<(String, u64), (f64, u64)>,
     got: &HashMap<(String, u64), (f64, u64)>,

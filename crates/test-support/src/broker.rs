@@ -141,6 +141,14 @@ impl Broker {
         }
     }
 
+    /// Freezes the broker with SIGSTOP: its connections stay open, but it reads, acknowledges
+    /// and delivers nothing more. [`Broker::kill`] ends it from there.
+    pub fn freeze(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(Pid::from_raw(pid_i32(pid)), Signal::SIGSTOP);
+        }
+    }
+
     /// Stops the broker with SIGTERM and waits for it to exit; Mosquitto writes its
     /// persistence database on the way out.
     ///

@@ -230,6 +230,12 @@ async fn machines_are_spread_over_two_brokers_by_position(qos: &str) {
     }
 }
 
+/// What a broker without persistence may lose when it dies: readings it had acknowledged in
+/// the instant it stopped but not yet written to its subscriber. Mosquitto handles a batch of
+/// publishes per loop and writes acknowledgements and deliveries afterwards, so a few; far
+/// fewer than the readings the frozen broker never acknowledged, which must all arrive.
+const LOST_BY_THE_DYING_BROKER: usize = 10;
+
 #[tokio::test]
 async fn a_killed_broker_fails_over_and_its_unacknowledged_readings_are_sent_again() {
     let TwoBrokers {
@@ -257,6 +263,11 @@ async fn a_killed_broker_fails_over_and_its_unacknowledged_readings_are_sent_aga
         .await
         .map_err(|e| format!("{e}\n{}", process.logs()))
         .unwrap();
+    // Frozen, b acknowledges nothing more while the simulator goes on sending to it; what b
+    // delivered before reaches its collector, which then falls quiet.
+    b.freeze();
+    let from_b = quiet(&on_b).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     b.kill().await;
     let summary = summary_of(&mut process, LONG_WAIT).await;
     assert_eq!(summary["acknowledged"], summary["sent"], "{summary}");
@@ -267,27 +278,67 @@ async fn a_killed_broker_fails_over_and_its_unacknowledged_readings_are_sent_aga
         "b's connection moved to a: {summary}"
     );
     assert_eq!(brokers[0]["failovers"], 0, "{summary}");
-    // Every acknowledged reading is on a or reached b's subscriber before b died.
-    let valid = usize::try_from(summary["valid"].as_u64().unwrap()).unwrap();
-    // b is gone: its collector holds what it got before; a's may still be receiving.
-    let from_b = on_b.messages();
+    let resent = unacknowledged_at_failover(&process.stderr());
+    assert!(
+        resent > 10 * LOST_BY_THE_DYING_BROKER,
+        "the frozen broker left many readings unacknowledged ({resent}):\n{}",
+        process.logs()
+    );
     let union = |from_a: &[Message]| {
         let mut all = from_a.to_vec();
         all.extend(from_b.iter().cloned());
         ids_per_key(&all)
     };
-    let arrived = on_a
-        .wait_for(|m| missing(&union(m), &summary).is_empty(), WAIT)
+    let short = |received: &BTreeMap<(String, u32), BTreeSet<String>>| -> usize {
+        missing(received, &summary)
+            .iter()
+            .map(|(_, got, want)| usize::try_from(*want).unwrap() - got)
+            .sum()
+    };
+    // a's collector may still be receiving the readings sent again.
+    let _ = on_a
+        .wait_for(|m| short(&union(m)) <= LOST_BY_THE_DYING_BROKER, WAIT)
         .await;
     let received = union(&on_a.messages());
     assert!(
-        arrived.is_ok(),
-        "readings missing (key, distinct ids received, expected): {:?}\n{}",
+        short(&received) <= LOST_BY_THE_DYING_BROKER,
+        "of {resent} readings sent again, some never arrived (key, distinct ids received, \
+         expected): {:?}\n{}",
         missing(&received, &summary),
         process.logs()
     );
     let distinct: usize = received.values().map(BTreeSet::len).sum();
-    assert_eq!(distinct, valid, "no id beyond those sent");
+    let valid = usize::try_from(summary["valid"].as_u64().unwrap()).unwrap();
+    assert!(distinct <= valid, "no id beyond those sent");
+}
+
+/// The collector's messages once none has arrived for half a second.
+async fn quiet(collector: &Collector) -> Vec<Message> {
+    let mut seen = collector.messages().len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = collector.messages();
+        if now.len() == seen {
+            return now;
+        }
+        seen = now.len();
+    }
+}
+
+/// The `unacknowledged` count of the simulator's first connection error.
+fn unacknowledged_at_failover(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| l.contains("MQTT connection error"))
+        .find_map(|l| {
+            l.split("unacknowledged=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no connection error with a count in:\n{stderr}"))
 }
 
 #[tokio::test]

@@ -188,6 +188,17 @@ impl Settings {
     }
 }
 
+impl HistorianConfig {
+    /// The shift rules as the store keeps their text: the same for the same zone, day start
+    /// and rules, in order.
+    pub fn shift_rules(&self) -> crate::store::ShiftRules {
+        let plant = &self.settings.plant;
+        let rules = (&plant.timezone, &plant.day_start, &self.settings.shift);
+        let text = serde_json::to_string(&rules).unwrap_or_default();
+        crate::store::ShiftRules::new(Arc::clone(&self.calendar), text)
+    }
+}
+
 impl Settings {
     /// The plant's clock with its shift rules, each error naming its setting.
     fn calendar(&self) -> Result<ShiftCalendar, SettingsError> {

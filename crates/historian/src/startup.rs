@@ -59,7 +59,8 @@ impl Application {
         let listener = TcpListener::bind(listen).map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
-        let store = Store::open(&config.settings.store.url, config.store_kind)?;
+        let store = Store::open(&config.settings.store.url, config.store_kind)?
+            .with_shifts(config.shift_rules());
         Ok(Self {
             config,
             listener,

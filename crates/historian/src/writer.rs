@@ -24,7 +24,7 @@ use crate::bucket::{Bucket, Invalid, MAX_PAYLOAD_BYTES, decode};
 use crate::configuration::HistorianConfig;
 use crate::metrics::Metrics;
 use crate::mqtt::Inbound;
-use crate::store::{Store, StoreError};
+use crate::store::{Pruned, Store, StoreError};
 
 /// At most one warning of a kind per this interval.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -306,8 +306,13 @@ impl Writer {
             Ok(pruned) => {
                 self.metrics.minutes_pruned.inc_by(pruned.minutes);
                 self.metrics.hours_pruned.inc_by(pruned.hours);
-                if pruned.minutes + pruned.hours > 0 {
-                    tracing::info!(minutes = pruned.minutes, hours = pruned.hours, "pruned");
+                if pruned.minutes + pruned.hours + pruned.shifts > 0 {
+                    let Pruned {
+                        minutes,
+                        hours,
+                        shifts,
+                    } = pruned;
+                    tracing::info!(minutes, hours, shifts, "pruned");
                 }
             }
             Err(error) => {

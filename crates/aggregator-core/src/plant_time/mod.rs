@@ -13,7 +13,7 @@ mod totals;
 
 pub use periods::{Period, Step};
 pub use shifts::{Shift, ShiftCalendar, ShiftRule};
-pub use totals::{PeriodTotal, StoredTotal, period_totals};
+pub use totals::{PeriodTotal, StoredTotal, period_totals, span_totals};
 
 pub use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::{AmbiguousOffset, TimeZone};

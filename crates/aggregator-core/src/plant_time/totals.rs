@@ -53,21 +53,51 @@ pub fn period_totals(
     periods
         .iter()
         .map(|period| {
-            let skip = rest.partition_point(|m| m.start < period.start);
-            rest = &rest[skip..];
-            let inside = rest.partition_point(|m| m.start < period.end);
-            let (mine, after) = rest.split_at(inside);
-            rest = after;
-            let mut sum = CompensatedSum::default();
-            mine.iter().for_each(|m| sum.add(m.sum));
+            let folded = fold(period, take_inside(&mut rest, period));
             PeriodTotal {
                 period: period.clone(),
-                sum: sum.value(),
-                count: mine.iter().map(|m| m.count).sum(),
-                is_final: period.end <= closed_before && mine.iter().all(|m| m.is_final),
+                sum: folded.sum,
+                count: folded.count,
+                is_final: period.end <= closed_before && folded.is_final,
             }
         })
         .collect()
+}
+
+/// Each period's buckets folded into one bucket starting at the period's start, final when
+/// all of them are, for the periods that have any (`buckets` as for [`period_totals`]).
+/// [`period_totals`] over these answers as over the buckets themselves: a store keeps them
+/// so that totals over long ranges read one row per period.
+pub fn span_totals(periods: &[Period], buckets: &[StoredTotal]) -> Vec<StoredTotal> {
+    let mut rest = buckets;
+    periods
+        .iter()
+        .filter_map(|period| {
+            let mine = take_inside(&mut rest, period);
+            (!mine.is_empty()).then(|| fold(period, mine))
+        })
+        .collect()
+}
+
+/// The buckets of `rest` that start inside `period`; `rest` moves past them.
+fn take_inside<'b>(rest: &mut &'b [StoredTotal], period: &Period) -> &'b [StoredTotal] {
+    let skip = rest.partition_point(|m| m.start < period.start);
+    let inside = rest[skip..].partition_point(|m| m.start < period.end);
+    let (mine, after) = rest[skip..].split_at(inside);
+    *rest = after;
+    mine
+}
+
+/// `buckets` as one bucket at the period's start.
+fn fold(period: &Period, buckets: &[StoredTotal]) -> StoredTotal {
+    let mut sum = CompensatedSum::default();
+    buckets.iter().for_each(|m| sum.add(m.sum));
+    StoredTotal {
+        start: period.start,
+        sum: sum.value(),
+        count: buckets.iter().map(|m| m.count).sum(),
+        is_final: buckets.iter().all(|m| m.is_final),
+    }
 }
 
 #[cfg(test)]
@@ -132,5 +162,48 @@ mod tests {
         let totals = period_totals(&shifts, &minutes, at(24 * 60));
         assert_eq!(totals.len(), 1);
         assert_eq!((totals[0].sum, totals[0].count), (1.0, 1));
+    }
+
+    #[test]
+    fn folded_spans_answer_as_the_buckets_they_fold() {
+        let rules =
+            [("Early", "06:00", "14:00"), ("Night", "22:00", "06:00")].map(|(name, start, end)| {
+                ShiftRule {
+                    name: name.into(),
+                    start: start.into(),
+                    end: end.into(),
+                    ..ShiftRule::default()
+                }
+            });
+        let calendar = ShiftCalendar::new(PlantClock::utc(), &rules).unwrap();
+        let shifts = calendar.periods(Step::Shift, "A1", at(0), at(3 * 24 * 60));
+        // Minutes every 7 minutes over three days, some open, some between shifts.
+        let minutes: Vec<StoredTotal> = (0..3 * 24 * 60 / 7)
+            .map(|n| {
+                minute(
+                    n * 7,
+                    0.25 * (n % 9) as f64,
+                    1 + (n % 3) as u64,
+                    n % 150 != 0,
+                )
+            })
+            .collect();
+        let spans = span_totals(&shifts, &minutes);
+        // One span per shift with minutes: no span for the hours no shift covers.
+        assert!(spans.len() <= shifts.len());
+        assert!(
+            spans
+                .iter()
+                .all(|s| shifts.iter().any(|p| p.start == s.start))
+        );
+        for closed_before in [at(0), at(24 * 60), at(3 * 24 * 60)] {
+            assert_eq!(
+                period_totals(&shifts, &spans, closed_before),
+                period_totals(&shifts, &minutes, closed_before)
+            );
+        }
+        // A shift with an open minute folds into an open span.
+        assert!(spans.iter().any(|s| !s.is_final));
+        assert!(spans.iter().any(|s| s.is_final));
     }
 }

@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use aggregator_core::plant_time::{Period, Step, period_totals};
 use aggregator_core::report::{HistoryQuery, HistoryRow, QueryError, history_csv};
 
-use super::{ApiError, ApiState, now, query_pairs, unit_for};
+use super::{ApiError, ApiState, now, query_pairs};
 use crate::store::BucketQuery;
 
 /// Shifts reach at most this far beyond a range's ends (an overnight shift that started the
@@ -84,7 +84,7 @@ async fn rows(
         index: query.index,
         from,
         to,
-        unit: unit_for(calendar, query.step, from, to),
+        unit: state.unit_for(query.step, from, to).await?,
     };
     let closed_before = state.closed_before(now);
     let mut shifts: HashMap<String, Vec<Period>> = HashMap::new();

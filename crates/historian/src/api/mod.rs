@@ -102,14 +102,25 @@ fn query_pairs(query: &str) -> Result<Vec<(String, String)>, QueryError> {
         })
 }
 
-/// Hours answer when every period boundary of `step` lies on a whole UTC hour over the
-/// range: a step of an hour or longer, a calendar on whole local hours, and a zone offset of
-/// whole hours at both ends. Else minutes.
-fn unit_for(calendar: &ShiftCalendar, step: Step, from: Timestamp, to: Timestamp) -> Unit {
-    let clock = calendar.clock();
-    let whole = |t| clock.offset_seconds(t) % 3_600 == 0;
-    let hours = step != Step::Minute && calendar.on_whole_hours() && whole(from) && whole(to);
-    if hours { Unit::Hour } else { Unit::Minute }
+impl ApiState {
+    /// The table that answers `step` over `[from, to)`: the shift totals for shifts when the
+    /// store keeps them by these rules; hours for a step of an hour or longer, a calendar on
+    /// whole local hours, and a zone offset of whole hours at both ends; else minutes.
+    async fn unit_for(
+        &self,
+        step: Step,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Unit, StoreError> {
+        if step == Step::Shift && self.store.shift_totals_kept().await? {
+            return Ok(Unit::Shift);
+        }
+        let calendar = &self.calendar;
+        let clock = calendar.clock();
+        let whole = |t| clock.offset_seconds(t) % 3_600 == 0;
+        let hours = step != Step::Minute && calendar.on_whole_hours() && whole(from) && whole(to);
+        Ok(if hours { Unit::Hour } else { Unit::Minute })
+    }
 }
 
 /// The wall clock as a timestamp.

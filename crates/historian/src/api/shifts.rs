@@ -10,7 +10,7 @@ use aggregator_core::plant_time::{Period, Step, period_totals};
 use aggregator_core::report::{HistoryQuery, HistoryRow, QueryError};
 use serde::Serialize;
 
-use super::{ApiError, ApiState, now, query_pairs, unit_for};
+use super::{ApiError, ApiState, now, query_pairs};
 use crate::store::{BucketQuery, ReadError, StoreError};
 
 /// How far back the last shift is looked for: a long weekend and then some.
@@ -83,7 +83,7 @@ pub async fn current_shifts(
         index,
         from,
         to,
-        unit: unit_for(calendar, Step::Shift, from, to),
+        unit: state.unit_for(Step::Shift, from, to).await?,
     };
     let closed_before = state.closed_before(now);
     let mut keys = Vec::new();

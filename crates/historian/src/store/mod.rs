@@ -2,13 +2,16 @@
 //! SQL, no compile-time-checked queries). [`Store::write`] writes a [`Batch`] in one
 //! transaction: the hours it touches claimed (their rows locked), each minute upserted unless the
 //! stored revision is as high, then the hourly rollup of every hour recomputed from its minutes,
-//! so that several historians can write one store at once. [`Store::prune`]
-//! deletes what retention no longer keeps. The tables: [`schema`].
+//! so that several historians can write one store at once, and with shift rules the totals of
+//! the shifts it touches ([`shifts`]). [`Store::prune`] deletes what retention no longer keeps.
+//! The tables: [`schema`].
 
 mod read;
 pub mod schema;
+mod shifts;
 
 pub use read::{BucketQuery, ReadError, Unit};
+pub use shifts::ShiftRules;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -59,7 +62,7 @@ const ROLL_UP_HOUR: &str = "
 /// Rows one multi-row INSERT of [`Store::insert_new`] carries (9 values each). Few: SQLite
 /// reads `$N` as a named parameter and finds each by name among the statement's, so binding
 /// costs grow with the square of the parameters (500 rows made it 20 times slower).
-const ROWS_PER_INSERT: usize = 50;
+pub(crate) const ROWS_PER_INSERT: usize = 50;
 
 /// An hourly rollup as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +136,8 @@ pub struct Written {
     pub minutes: u64,
     /// Hourly rollups recomputed.
     pub hours: u64,
+    /// Shift totals recomputed.
+    pub shifts: u64,
 }
 
 /// What a pruning run deleted.
@@ -142,6 +147,8 @@ pub struct Pruned {
     pub minutes: u64,
     /// Hourly rollups deleted.
     pub hours: u64,
+    /// Shift totals deleted.
+    pub shifts: u64,
 }
 
 /// A connection pool to the store.
@@ -149,6 +156,7 @@ pub struct Pruned {
 pub struct Store {
     pool: AnyPool,
     kind: StoreKind,
+    shifts: Option<ShiftRules>,
 }
 
 impl Store {
@@ -169,10 +177,36 @@ impl Store {
             .max_connections(2)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(Self { pool, kind })
+        Ok(Self {
+            pool,
+            kind,
+            shifts: None,
+        })
     }
 
-    /// Creates or upgrades the tables; returns the version found.
+    /// This store keeping shift totals by `rules` (see [`shifts`]).
+    #[must_use]
+    pub fn with_shifts(self, rules: ShiftRules) -> Self {
+        Self {
+            shifts: Some(rules),
+            ..self
+        }
+    }
+
+    /// Whether the shift totals follow this store's rules, so that totals by shift may be
+    /// read from them.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn shift_totals_kept(&self) -> Result<bool, StoreError> {
+        match &self.shifts {
+            Some(rules) => rules.followed(&self.pool).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Creates or upgrades the tables and, with shift rules other than the store's, rebuilds
+    /// the shift totals; returns the version found.
     ///
     /// # Errors
     /// As [`schema::migrate`].
@@ -186,7 +220,19 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         }
-        schema::migrate(&self.pool).await
+        let found = schema::migrate(&self.pool).await?;
+        if let Some(rules) = &self.shifts {
+            let started = std::time::Instant::now();
+            if let Some(rows) = rules.adopt(&self.pool).await? {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(
+                    rows,
+                    ms,
+                    "shift totals rebuilt for this historian's shift rules"
+                );
+            }
+        }
+        Ok(found)
     }
 
     /// Writes `batch` in one transaction: claims its hours (in key order, so that two writers
@@ -230,6 +276,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             written.hours += 1;
+        }
+        if let Some(rules) = &self.shifts {
+            written.shifts = rules.update(&mut tx, batch).await?;
         }
         tx.commit().await?;
         Ok(written)
@@ -277,13 +326,16 @@ impl Store {
         let written = Written {
             minutes: insert_chunks(&mut tx, MINUTE_COLUMNS, &minute_rows).await?,
             hours: insert_chunks(&mut tx, HOUR_COLUMNS, &hour_rows).await?,
+            shifts: 0,
         };
+        // Written past the shift totals: a historian rebuilds them at its next start.
+        sqlx::query(shifts::BLANK_RULES).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(written)
     }
 
-    /// Deletes minutes that start before `minutes_before` and hours that start before
-    /// `hours_before` (unix seconds).
+    /// Deletes minutes that start before `minutes_before`, hours and shift totals that start
+    /// before `hours_before` (unix seconds).
     ///
     /// # Errors
     /// [`StoreError::Database`].
@@ -302,7 +354,16 @@ impl Store {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok(Pruned { minutes, hours })
+        let shifts = sqlx::query("DELETE FROM shift_buckets WHERE shift_start < $1")
+            .bind(hours_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(Pruned {
+            minutes,
+            hours,
+            shifts,
+        })
     }
 
     /// The pool, for reading the tables (tests, tools).

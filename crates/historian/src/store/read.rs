@@ -17,6 +17,8 @@ pub enum Unit {
     Minute,
     /// `hour_buckets`: for periods that start and end on whole UTC hours.
     Hour,
+    /// `shift_buckets`: for shifts, when the store keeps their totals by the asker's rules.
+    Shift,
 }
 
 /// The buckets asked for.
@@ -117,6 +119,7 @@ fn select(query: &BucketQuery<'_>) -> String {
     let (table, time) = match query.unit {
         Unit::Minute => ("minute_buckets", "minute"),
         Unit::Hour => ("hour_buckets", "hour"),
+        Unit::Shift => ("shift_buckets", "shift_start"),
     };
     let mut sql = format!(
         "SELECT machine, scrap_index, {time}, sum, count, is_final FROM {table} \

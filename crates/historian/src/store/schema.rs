@@ -13,14 +13,19 @@
 //! - `hour_buckets`: one row per (machine, scrap_index, hour), the UTC hour's start in unix
 //!   seconds, rolled up from its stored minutes (`minutes` of them); `is_final` is 1 when
 //!   every one of them is.
+//! - `shift_buckets`: one row per (machine, scrap_index, shift), the shift's start in unix
+//!   seconds, with the total of its buckets; `is_final` is 1 when every one of them is.
+//! - `shift_rules`: one row, the text of the shift rules `shift_buckets` follows; empty when
+//!   it follows none (see [`super::shifts`]).
 
 use sqlx::{AnyPool, Row};
 
 use super::StoreError;
 
 /// Each version's statements, from version 1 on.
-const STEPS: &[&[&str]] = &[&[
-    "CREATE TABLE minute_buckets (
+const STEPS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE minute_buckets (
         machine TEXT NOT NULL,
         scrap_index BIGINT NOT NULL,
         minute BIGINT NOT NULL,
@@ -32,8 +37,8 @@ const STEPS: &[&[&str]] = &[&[
         is_final BIGINT NOT NULL,
         PRIMARY KEY (machine, scrap_index, minute)
     )",
-    "CREATE INDEX minute_buckets_by_minute ON minute_buckets (minute)",
-    "CREATE TABLE hour_buckets (
+        "CREATE INDEX minute_buckets_by_minute ON minute_buckets (minute)",
+        "CREATE TABLE hour_buckets (
         machine TEXT NOT NULL,
         scrap_index BIGINT NOT NULL,
         hour BIGINT NOT NULL,
@@ -45,8 +50,23 @@ const STEPS: &[&[&str]] = &[&[
         is_final BIGINT NOT NULL,
         PRIMARY KEY (machine, scrap_index, hour)
     )",
-    "CREATE INDEX hour_buckets_by_hour ON hour_buckets (hour)",
-]];
+        "CREATE INDEX hour_buckets_by_hour ON hour_buckets (hour)",
+    ],
+    &[
+        "CREATE TABLE shift_buckets (
+        machine TEXT NOT NULL,
+        scrap_index BIGINT NOT NULL,
+        shift_start BIGINT NOT NULL,
+        sum DOUBLE PRECISION NOT NULL,
+        count BIGINT NOT NULL,
+        is_final BIGINT NOT NULL,
+        PRIMARY KEY (machine, scrap_index, shift_start)
+    )",
+        "CREATE INDEX shift_buckets_by_start ON shift_buckets (shift_start)",
+        "CREATE TABLE shift_rules (rules TEXT NOT NULL)",
+        "INSERT INTO shift_rules (rules) VALUES ('')",
+    ],
+];
 
 /// The version this historian writes.
 pub const VERSION: i64 = STEPS.len() as i64;

@@ -10,4 +10,5 @@ mod demo;
 mod faults;
 mod helpers;
 mod retention;
+mod shift_totals;
 mod storing;

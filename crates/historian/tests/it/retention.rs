@@ -55,7 +55,8 @@ async fn pruning_deletes_only_what_retention_no_longer_keeps(backend: Backend) {
         pruned,
         Pruned {
             minutes: 2,
-            hours: 1
+            hours: 1,
+            shifts: 0,
         }
     );
     let minutes: Vec<i64> = stored_minutes(&store)

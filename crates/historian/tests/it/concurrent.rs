@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use historian::batch::Batch;
-use historian::bucket::{Bucket, HOUR_SECS};
+use historian::bucket::HOUR_SECS;
 use historian::store::Store;
 use test_support::Broker;
 use tokio::sync::Barrier;
 
 use crate::helpers::{
-    Backend, TestHistorian, hour_start, on_both_stores, stored_hours, stored_minutes,
+    Backend, TestHistorian, hour_start, on_both_stores, one_reading, stored_hours, stored_minutes,
 };
 
 on_both_stores!(
@@ -22,27 +22,16 @@ on_both_stores!(
 /// Hours written; each gets one pair of transactions racing on it.
 const HOURS: i64 = 40;
 
-fn bucket(minute: i64, sum: f64) -> Bucket {
-    Bucket {
-        machine: "A1".into(),
-        index: 1,
-        minute,
-        sum,
-        count: 1,
-        min: sum,
-        max: sum,
-        revision: 1,
-        is_final: true,
-    }
-}
-
 /// Writes one minute of each hour (at `offset` minutes into it), in step with the other
 /// writer: both transactions of an hour start together.
 async fn write_in_step(store: Store, barrier: Arc<Barrier>, first_hour: i64, offset: i64) {
     for h in 0..HOURS {
         let minute = first_hour + h * HOUR_SECS + offset * 60;
         let mut batch = Batch::default();
-        batch.push(Some(bucket(minute, (offset + 1) as f64)), ());
+        batch.push(
+            Some(one_reading("A1", minute, (offset + 1) as f64, true)),
+            (),
+        );
         barrier.wait().await;
         // SQLite lets one writer in at a time and may answer "busy"; a refused batch is
         // written again, as the writer does.

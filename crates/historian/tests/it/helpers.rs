@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use historian::bucket::Bucket;
 use historian::configuration::StoreKind;
 use historian::store::Store;
 use sqlx::Row;
@@ -158,6 +159,21 @@ impl TestHistorian {
                 .collect();
             panic!("{e}\n{}\n{}", ours.join("\n"), self.process.logs());
         }
+    }
+}
+
+/// A bucket of `machine`, index 1, holding one reading of `sum` at revision 1.
+pub fn one_reading(machine: &str, minute: i64, sum: f64, is_final: bool) -> Bucket {
+    Bucket {
+        machine: machine.into(),
+        index: 1,
+        minute,
+        sum,
+        count: 1,
+        min: sum,
+        max: sum,
+        revision: 1,
+        is_final,
     }
 }
 

@@ -2,35 +2,22 @@
 //! pruning deletes minutes and hours older than retention and keeps the rest.
 
 use historian::batch::Batch;
-use historian::bucket::Bucket;
 use historian::store::{Pruned, schema};
 
-use crate::helpers::{Backend, hour_start, on_both_stores, stored_hours, stored_minutes};
+use crate::helpers::{
+    Backend, hour_start, on_both_stores, one_reading, stored_hours, stored_minutes,
+};
 
 on_both_stores!(
     a_second_start_finds_its_schema_and_keeps_the_rows,
     pruning_deletes_only_what_retention_no_longer_keeps,
 );
 
-fn bucket(machine: &str, minute: i64) -> Bucket {
-    Bucket {
-        machine: machine.into(),
-        index: 1,
-        minute,
-        sum: 2.0,
-        count: 1,
-        min: 2.0,
-        max: 2.0,
-        revision: 1,
-        is_final: true,
-    }
-}
-
 async fn a_second_start_finds_its_schema_and_keeps_the_rows(backend: Backend) {
     let store = backend.open();
     assert_eq!(store.migrate().await.unwrap(), 0);
     let mut batch = Batch::default();
-    batch.push(Some(bucket("S", hour_start(1))), ());
+    batch.push(Some(one_reading("S", hour_start(1), 2.0, true)), ());
     store.write(&batch).await.unwrap();
     store.close().await;
     let again = backend.open();
@@ -46,7 +33,7 @@ async fn pruning_deletes_only_what_retention_no_longer_keeps(backend: Backend) {
     let hours_ago = |n: i64| now - n * 3_600;
     let mut batch = Batch::default();
     for n in [1, 10, 20, 30] {
-        batch.push(Some(bucket("R", hours_ago(n))), ());
+        batch.push(Some(one_reading("R", hours_ago(n), 2.0, true)), ());
     }
     let written = store.write(&batch).await.unwrap();
     assert_eq!((written.minutes, written.hours), (4, 4));

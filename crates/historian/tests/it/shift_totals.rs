@@ -12,7 +12,7 @@ use historian::store::{ShiftRules, Store};
 use sqlx::Row;
 use tokio::sync::Barrier;
 
-use crate::helpers::{Backend, hour_start, on_both_stores};
+use crate::helpers::{Backend, hour_start, on_both_stores, one_reading};
 
 on_both_stores!(
     each_shift_row_is_the_total_of_its_minutes,
@@ -54,20 +54,6 @@ fn rules(zone: &str, shifts: &[(&str, &str, &str)]) -> ShiftRules {
     ShiftRules::new(Arc::new(calendar), format!("{zone} {shifts:?}"))
 }
 
-fn bucket(machine: &str, minute: i64, sum: f64, is_final: bool) -> Bucket {
-    Bucket {
-        machine: machine.into(),
-        index: 1,
-        minute,
-        sum,
-        count: 1,
-        min: sum,
-        max: sum,
-        revision: 1,
-        is_final,
-    }
-}
-
 /// Minutes of A1 and B2 every 13 minutes over `hours` hours from `first`, values in quarter
 /// steps (exact sums); every tenth still open.
 fn minutes(first: i64, hours: i64) -> Vec<Bucket> {
@@ -76,8 +62,8 @@ fn minutes(first: i64, hours: i64) -> Vec<Bucket> {
             let minute = first + n * 13 * 60;
             let sum = 0.25 * (1 + n % 11) as f64;
             [
-                bucket("A1", minute, sum, n % 10 != 0),
-                bucket("B2", minute, 2.0 * sum, true),
+                one_reading("A1", minute, sum, n % 10 != 0),
+                one_reading("B2", minute, 2.0 * sum, true),
             ]
         })
         .collect()
@@ -219,7 +205,7 @@ async fn two_writers_changing_minutes_of_the_same_shifts_keep_them_exact(backend
                 for m in 0..20 {
                     let minute = day + d * 86_400 + first_hour * HOUR_SECS + m * 60;
                     let mut batch = Batch::default();
-                    batch.push(Some(bucket("A1", minute, 1.0, true)), ());
+                    batch.push(Some(one_reading("A1", minute, 1.0, true)), ());
                     barrier.wait().await;
                     // SQLite answers "busy" to one of two writers at once: written again, as
                     // the writer does.

@@ -16,6 +16,7 @@ pub use shifts::ShiftRules;
 use std::str::FromStr;
 use std::time::Duration;
 
+use aggregator_core::Timestamp;
 use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
@@ -377,6 +378,18 @@ impl Store {
     }
 }
 
+const NANOS_PER_SECOND: i64 = 1_000_000_000;
+
+/// The instant `unix` seconds after the epoch, as the tables store times.
+fn from_unix_seconds(unix: i64) -> Timestamp {
+    Timestamp::from_unix_nanos(unix.saturating_mul(NANOS_PER_SECOND))
+}
+
+/// `t` in whole unix seconds, as the tables store times.
+fn unix_seconds(t: Timestamp) -> i64 {
+    t.unix_nanos().div_euclid(NANOS_PER_SECOND)
+}
+
 /// A row of either bucket table as [`Store::insert_new`] writes it: machine, index, time,
 /// (sum, count, min, max), the revision or the number of minutes, and whether it is final.
 type Values<'a> = (&'a str, u32, i64, (f64, i64, f64, f64), i64, bool);
@@ -395,7 +408,7 @@ async fn insert_chunks(
 ) -> Result<u64, sqlx::Error> {
     let mut inserted = 0;
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let sql = insert_sql(table, chunk.len());
+        let sql = insert_sql(table, 9, chunk.len());
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
         for &(machine, index, time, (sum, count, min, max), extra, is_final) in chunk {
             query = query
@@ -414,28 +427,21 @@ async fn insert_chunks(
     Ok(inserted)
 }
 
-/// `INSERT INTO {table} VALUES (...), ...` for `rows` rows of 9 values, skipping rows whose
-/// key is stored. Only placeholders vary, never a value: safe to run as built.
-fn insert_sql(table: &str, rows: usize) -> String {
-    let mut sql = format!("INSERT INTO {table} VALUES ");
-    for row in 0..rows {
-        let p = row * 9;
-        let separator = if row == 0 { "" } else { ", " };
-        sql.push_str(&format!(
-            "{separator}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8,
-            p + 9
-        ));
-    }
-    sql.push_str(" ON CONFLICT DO NOTHING");
-    sql
+/// `INSERT INTO {table} VALUES (...), ...` for `rows` rows of `columns` values, skipping rows
+/// whose key is stored. Only placeholders vary, never a value: safe to run as built.
+fn insert_sql(table: &str, columns: usize, rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=columns)
+                .map(|n| format!("${}", row * columns + n))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO {table} VALUES {} ON CONFLICT DO NOTHING",
+        values.join(", ")
+    )
 }
 
 /// `url` as sqlx takes it: a SQLite file is opened read-write and created when missing
@@ -474,7 +480,7 @@ mod tests {
     #[test]
     fn a_multi_row_insert_numbers_its_parameters_in_order() {
         assert_eq!(
-            insert_sql("t (a)", 2),
+            insert_sql("t (a)", 9, 2),
             "INSERT INTO t (a) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9), \
              ($10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT DO NOTHING"
         );

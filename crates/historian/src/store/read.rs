@@ -6,9 +6,7 @@ use aggregator_core::plant_time::StoredTotal;
 use futures_util::TryStreamExt;
 use sqlx::Row;
 
-use super::{Store, StoreError};
-
-const NANOS_PER_SECOND: i64 = 1_000_000_000;
+use super::{Store, StoreError, from_unix_seconds, unix_seconds};
 
 /// Which table answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +61,8 @@ impl Store {
         // is bound.
         let sql = sqlx::AssertSqlSafe(select(query));
         let mut statement = sqlx::query(sql)
-            .bind(query.from.unix_nanos().div_euclid(NANOS_PER_SECOND))
-            .bind(query.to.unix_nanos().div_euclid(NANOS_PER_SECOND));
+            .bind(unix_seconds(query.from))
+            .bind(unix_seconds(query.to));
         if let Some(index) = query.index {
             statement = statement.bind(i64::from(index));
         }
@@ -102,7 +100,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<(String, u32, StoredTotal), sqlx::E
     let count: i64 = row.try_get(4)?;
     let is_final: i64 = row.try_get(5)?;
     let bucket = StoredTotal {
-        start: Timestamp::from_unix_nanos(start.saturating_mul(NANOS_PER_SECOND)),
+        start: from_unix_seconds(start),
         sum: row.try_get(3)?,
         count: u64::try_from(count).unwrap_or(0),
         is_final: is_final != 0,

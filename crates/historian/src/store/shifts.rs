@@ -17,11 +17,9 @@ use aggregator_core::Timestamp;
 use aggregator_core::plant_time::{Period, ShiftCalendar, StoredTotal, span_totals};
 use sqlx::{Any, Row, Transaction};
 
-use super::{ROWS_PER_INSERT, StoreError};
+use super::{ROWS_PER_INSERT, StoreError, from_unix_seconds as seconds, insert_sql, unix_seconds};
 use crate::batch::Batch;
 use crate::bucket::HOUR_SECS;
-
-const NANOS_PER_SECOND: i64 = 1_000_000_000;
 
 /// The rows follow these rules from here on; also takes the row's lock.
 const WRITE_RULES: &str = "UPDATE shift_rules SET rules = $1";
@@ -31,6 +29,9 @@ const CLAIM_RULES: &str = "UPDATE shift_rules SET rules = rules WHERE rules = $1
 
 /// Nobody keeps or reads the rows until a historian rebuilds them.
 pub(super) const BLANK_RULES: &str = "UPDATE shift_rules SET rules = '' WHERE rules <> ''";
+
+const SHIFT_COLUMNS: &str =
+    "shift_buckets (machine, scrap_index, shift_start, sum, count, is_final)";
 
 /// The shift calendar a store's shift rows follow, and its text as stored.
 #[derive(Debug, Clone)]
@@ -200,7 +201,7 @@ async fn rebuild_machine(
     }
     let mut written = 0;
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let sql = insert_sql(chunk.len());
+        let sql = insert_sql(SHIFT_COLUMNS, 6, chunk.len());
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (index, span) in chunk {
             query = query
@@ -248,29 +249,6 @@ async fn machine_buckets(
     Ok(out)
 }
 
-/// `INSERT INTO shift_buckets VALUES (...), ...` for `rows` rows of 6 values.
-fn insert_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|row| {
-            let params: Vec<String> = (1..=6).map(|n| format!("${}", row * 6 + n)).collect();
-            format!("({})", params.join(", "))
-        })
-        .collect();
-    format!(
-        "INSERT INTO shift_buckets (machine, scrap_index, shift_start, sum, count, is_final) \
-         VALUES {}",
-        values.join(", ")
-    )
-}
-
-fn seconds(unix: i64) -> Timestamp {
-    Timestamp::from_unix_nanos(unix.saturating_mul(NANOS_PER_SECOND))
-}
-
-fn unix_seconds(t: Timestamp) -> i64 {
-    t.unix_nanos().div_euclid(NANOS_PER_SECOND)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,7 +267,8 @@ mod tests {
     #[test]
     fn a_multi_row_insert_numbers_its_parameters_in_order() {
         assert!(
-            insert_sql(2).ends_with("VALUES ($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)")
+            insert_sql(SHIFT_COLUMNS, 6, 2)
+                .contains("VALUES ($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12)")
         );
     }
 }

@@ -105,12 +105,12 @@ pub fn history_csv(rows: &[HistoryRow], zone: &str, dialect: CsvDialect) -> Stri
         let fields = [
             text_field(&row.machine_id, sep),
             row.scrap_index.to_string(),
-            text_field(row.shift.as_deref().unwrap_or(""), sep),
-            row.day.clone(),
-            spreadsheet_time(&row.start),
-            spreadsheet_time(&row.end),
-            row.start_utc.clone(),
-            row.end_utc.clone(),
+            text_field(row.period.shift.as_deref().unwrap_or(""), sep),
+            row.period.day.clone(),
+            spreadsheet_time(&row.period.start),
+            spreadsheet_time(&row.period.end),
+            row.period.start_utc.clone(),
+            row.period.end_utc.clone(),
             text_field(zone, sep),
             dialect.number(row.sum),
             row.count.to_string(),
@@ -149,18 +149,23 @@ fn text_field(text: &str, sep: char) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::report::PeriodLabels;
 
     fn row(machine: &str, sum: f64, avg: Option<f64>) -> HistoryRow {
         HistoryRow {
             machine_id: machine.into(),
             scrap_index: 2,
-            shift: Some("Früh".into()),
-            day: "2026-12-07".into(),
-            start: "2026-12-07T06:00:00+01:00".into(),
-            end: "2026-12-07T14:00:00+01:00".into(),
-            start_utc: "2026-12-07T05:00:00.000Z".into(),
-            end_utc: "2026-12-07T13:00:00.000Z".into(),
+            period: Arc::new(PeriodLabels {
+                shift: Some("Früh".into()),
+                day: "2026-12-07".into(),
+                start: "2026-12-07T06:00:00+01:00".into(),
+                end: "2026-12-07T14:00:00+01:00".into(),
+                start_utc: "2026-12-07T05:00:00.000Z".into(),
+                end_utc: "2026-12-07T13:00:00.000Z".into(),
+            }),
             sum,
             count: 4,
             avg,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION};
 use actix_web::{HttpRequest, HttpResponse, web};
 use aggregator_core::plant_time::{Period, Step, period_totals};
-use aggregator_core::report::{HistoryQuery, HistoryRow, QueryError, history_csv};
+use aggregator_core::report::{HistoryQuery, HistoryRow, PeriodLabeller, QueryError, history_csv};
 
 use super::{ApiError, ApiState, now, query_pairs};
 use crate::store::BucketQuery;
@@ -89,6 +89,7 @@ async fn rows(
     let closed_before = state.closed_before(now);
     let mut shifts: HashMap<String, Vec<Period>> = HashMap::new();
     let mut rows = Vec::new();
+    let mut labeller = PeriodLabeller::new(clock);
     state
         .store
         .for_each_key(&buckets, |machine, index, stored| {
@@ -105,7 +106,7 @@ async fn rows(
             rows.extend(
                 totals
                     .iter()
-                    .map(|t| HistoryRow::new(machine, index, t, clock)),
+                    .map(|t| HistoryRow::new(machine, index, t, labeller.labels(&t.period))),
             );
             Ok(())
         })

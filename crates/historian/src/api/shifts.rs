@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{HttpRequest, HttpResponse, web};
 use aggregator_core::plant_time::{Period, Step, period_totals};
-use aggregator_core::report::{HistoryQuery, HistoryRow, QueryError};
+use aggregator_core::report::{HistoryQuery, HistoryRow, PeriodLabeller, QueryError};
 use serde::Serialize;
 
 use super::{ApiError, ApiState, now, query_pairs};
@@ -87,6 +87,7 @@ pub async fn current_shifts(
     };
     let closed_before = state.closed_before(now);
     let mut keys = Vec::new();
+    let mut labeller = PeriodLabeller::new(clock);
     state
         .store
         .for_each_key(&buckets, |machine, index, stored| {
@@ -97,7 +98,7 @@ pub async fn current_shifts(
             let mut row = || {
                 totals
                     .next()
-                    .map(|t| HistoryRow::new(machine, index, &t, clock))
+                    .map(|t| HistoryRow::new(machine, index, &t, labeller.labels(&t.period)))
             };
             let previous = previous.and_then(|_| row());
             let current = current.and_then(|_| row());

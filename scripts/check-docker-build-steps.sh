@@ -64,8 +64,9 @@ else
   cat "$work/prepare.log"
 fi
 
-# 3. builder, dependency layer: nothing but recipe.json in the directory.
+# 3. builder, dependency layer: nothing but recipe.json and the build settings in the directory.
 cp "$work/context/recipe.json" "$work/builder/"
+cp -r "$work/context/.cargo" "$work/builder/"
 export CARGO_TARGET_DIR=$work/target
 if (cd "$work/builder" && cargo chef cook --release --locked --check --recipe-path recipe.json >"$work/cook.log" 2>&1); then
   pass "cargo chef cook --release --locked (from recipe.json alone)"

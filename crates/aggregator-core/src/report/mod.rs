@@ -96,8 +96,11 @@ impl PeriodLabels {
 /// in it: formatting times in a zone costs more than the rest of a row.
 pub struct PeriodLabeller<'c> {
     clock: &'c PlantClock,
-    seen: HashMap<(Timestamp, Timestamp, Option<Arc<str>>), Arc<PeriodLabels>>,
+    seen: HashMap<PeriodKey, Arc<PeriodLabels>>,
 }
+
+/// What tells periods apart: start, end and shift.
+type PeriodKey = (Timestamp, Timestamp, Option<Arc<str>>);
 
 impl<'c> PeriodLabeller<'c> {
     /// Labels in `clock`'s zone.

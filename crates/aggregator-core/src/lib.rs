@@ -2,7 +2,8 @@
 //! I/O. [`parse`] turns a payload into a [`Reading`] (with its optional [`ReadingId`]) or a
 //! [`Rejection`]; [`window`] keeps exact sliding-window sums per key; [`wire`] and [`topic`]
 //! are what the services publish and where; [`trend`] and [`alarm`] are derived from the
-//! windows, [`history`] from the readings they accept; [`partition`] says which ingest shard owns a machine.
+//! windows, [`history`] from the readings they accept; [`partition`] says which ingest shard owns a machine;
+//! [`sparkplug`] reads the Sparkplug B convention.
 //!
 //! Nothing here reads a clock, touches the network or the file system: callers pass the time
 //! in, which keeps every rule testable without a runtime.
@@ -16,6 +17,7 @@ pub mod plant_time;
 pub mod reading_id;
 pub mod rejection;
 pub mod report;
+pub mod sparkplug;
 pub mod sum;
 pub mod timestamp;
 pub mod topic;

@@ -24,7 +24,7 @@ if [[ ! "$seconds" =~ ^[1-9][0-9]*$ ]]; then
   exit 2
 fi
 cargo_fuzz_version=0.13.2
-targets=(parse_reading ws_client_message)
+targets=(parse_reading ws_client_message sparkplug_payload)
 # The same flags for build and run, so a run never rebuilds.
 flags=(--sanitizer none)
 

@@ -6,8 +6,8 @@
 # Usage: scripts/test.sh                  (or `just test`)
 #
 # It checks the tools the tests start (Mosquitto, Chromium, Node.js) before spending minutes
-# on Rust, naming the command that installs a missing one, and installs the dashboard's npm
-# packages itself when frontend/node_modules is missing or older than package-lock.json.
+# on Rust, naming the command that installs a missing one, and installs the npm packages of
+# frontend/ and interop/sparkplug-tahu/ itself when missing or older than their lock files.
 # CHROMIUM_PATH points the browser tests at a Chromium other than /usr/bin/chromium.
 set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,12 +49,16 @@ command -v cargo-nextest >/dev/null ||
   need "cargo-nextest (runs the Rust tests, one process per test)" "cargo install cargo-nextest --locked"
 ((missing == 0)) || exit 1
 
-# The lock file newer than npm's record of the installed tree means a pull changed it.
-if [[ ! -f frontend/node_modules/.package-lock.json ||
-  frontend/package-lock.json -nt frontend/node_modules/.package-lock.json ]]; then
-  say "installing the dashboard's npm packages (npm ci --prefix frontend)"
-  npm ci --prefix frontend --no-audit --no-fund
-fi
+# npm packages: the dashboard's (its browser tests) and Eclipse Tahu's Sparkplug library (the
+# independent encoder the Sparkplug tests decode). The lock file newer than npm's record of
+# the installed tree means a pull changed it.
+for dir in frontend interop/sparkplug-tahu; do
+  if [[ ! -f $dir/node_modules/.package-lock.json ||
+    $dir/package-lock.json -nt $dir/node_modules/.package-lock.json ]]; then
+    say "installing npm packages (npm ci --prefix $dir)"
+    npm ci --prefix "$dir" --no-audit --no-fund
+  fi
+done
 
 # The browser tests start the real ingest and gateway binaries from target/debug. Built as
 # scripts/dev.sh builds them, so that after a dev.sh run this step compiles nothing.

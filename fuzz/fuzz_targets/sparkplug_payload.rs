@@ -71,7 +71,10 @@ fuzz_target!(|data: &[u8]| {
     // A message with a sequence number counts once: the same again is a copy.
     let sequenced = !matches!(
         kind,
-        MessageType::NodeBirth | MessageType::NodeDeath | MessageType::NodeCommand | MessageType::DeviceCommand
+        MessageType::NodeBirth
+            | MessageType::NodeDeath
+            | MessageType::NodeCommand
+            | MessageType::DeviceCommand
     ) && seq.is_some();
     let again = sessions.apply(&node, kind, device, payload, T0 + 2);
     if sequenced && applied.skipped.is_none() {

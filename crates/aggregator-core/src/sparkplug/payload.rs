@@ -59,10 +59,10 @@ pub struct Metric {
 /// The value fields of a metric (data sets, templates and extensions are not read).
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum Value {
-    /// Int8, Int16, Int32 (two's complement), UInt8, UInt16, UInt32.
+    /// Int8, Int16, Int32 (two's complement), UInt8, UInt16.
     #[prost(uint32, tag = "10")]
     Int(u32),
-    /// Int64 (two's complement), UInt64, DateTime.
+    /// Int64 (two's complement), UInt32, UInt64, DateTime.
     #[prost(uint64, tag = "11")]
     Long(u64),
     /// Float.
@@ -136,6 +136,9 @@ impl DataType {
             (Self::Int32, Value::Int(v)) => f64::from(*v as i32),
             (Self::UInt8, Value::Int(v)) => f64::from(*v as u8),
             (Self::UInt16, Value::Int(v)) => f64::from(*v as u16),
+            // The specification puts UInt32 in the 64-bit field (Tahu does); some writers
+            // use the 32-bit one.
+            (Self::UInt32, Value::Long(v)) => f64::from(u32::try_from(*v).ok()?),
             (Self::UInt32, Value::Int(v)) => f64::from(*v),
             (Self::Int64, Value::Long(v)) => *v as i64 as f64,
             (Self::UInt64, Value::Long(v)) => *v as f64,

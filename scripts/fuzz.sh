@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 #
-# Fuzzes the reading parser and the gateway's handling of WebSocket client messages
-# (fuzz/fuzz_targets/) for a bounded time each, starting from the committed corpora; fails at
-# the first crash and prints the command that reproduces it.
+# Fuzzes the reading parser, the gateway's handling of WebSocket client messages and the
+# Sparkplug decoder with an edge node's session (fuzz/fuzz_targets/) for a bounded time each,
+# starting from the committed corpora; fails at the first crash and prints the command that
+# reproduces it.
 #
 # Usage: scripts/fuzz.sh [SECONDS]     seconds per target, default 60
 #

@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let mut sessions = Sessions::new(SessionConfig {
         reorder_timeout: Duration::from_secs(2),
         rebirth_cooldown: Duration::from_secs(10),
+        max_nodes: 16,
     });
     let birth = Payload {
         timestamp: Some(T0),

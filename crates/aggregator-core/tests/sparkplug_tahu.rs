@@ -163,6 +163,7 @@ fn config() -> SessionConfig {
     SessionConfig {
         reorder_timeout: Duration::from_secs(2),
         rebirth_cooldown: Duration::from_secs(10),
+        max_nodes: 16,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct SessionConfig {
     pub reorder_timeout: Duration,
     /// At most one rebirth request per node in this time.
     pub rebirth_cooldown: Duration,
+    /// Most edge nodes remembered; messages of further nodes are refused, so that clients
+    /// inventing node ids cannot grow the memory without bound.
+    pub max_nodes: usize,
 }
 
 /// An edge node: its group and id.
@@ -77,6 +80,8 @@ pub enum Skipped {
     StaleDeath,
     /// A command, which a host sends rather than reads.
     Command,
+    /// A node not yet known while `max_nodes` are.
+    TooManyNodes,
 }
 
 /// What one message did.
@@ -137,8 +142,12 @@ impl Sessions {
         now_ms: u64,
     ) -> Applied {
         let config = self.config;
-        let state = self.nodes.entry(node.clone()).or_default();
         let mut applied = Applied::default();
+        if !self.nodes.contains_key(node) && self.nodes.len() >= config.max_nodes {
+            applied.skipped = Some(Skipped::TooManyNodes);
+            return applied;
+        }
+        let state = self.nodes.entry(node.clone()).or_default();
         match kind {
             MessageType::NodeCommand | MessageType::DeviceCommand => {
                 applied.skipped = Some(Skipped::Command);
@@ -379,6 +388,7 @@ mod tests {
     const CONFIG: SessionConfig = SessionConfig {
         reorder_timeout: Duration::from_secs(2),
         rebirth_cooldown: Duration::from_secs(10),
+        max_nodes: 2,
     };
     const T0: u64 = 1_796_601_600_000;
 
@@ -608,6 +618,23 @@ mod tests {
         assert_eq!(applied.metrics[0].name, "scrap/2");
         assert_eq!(applied.metrics[0].datatype, 9);
         assert!(applied.metrics[0].is_historical);
+    }
+
+    #[test]
+    fn nodes_beyond_the_limit_are_refused_and_known_ones_go_on() {
+        let mut sessions = born();
+        let other = |name: &str| NodeKey {
+            group: "Plant1".into(),
+            node: name.into(),
+        };
+        let birth = || payload(0, vec![bd_seq_metric(1)]);
+        let second = sessions.apply(&other("Line-2"), MessageType::NodeBirth, None, birth(), T0);
+        assert_eq!(second.skipped, None);
+        let third = sessions.apply(&other("Line-3"), MessageType::NodeBirth, None, birth(), T0);
+        assert_eq!(third.skipped, Some(Skipped::TooManyNodes));
+        assert_eq!(third.presence, None);
+        assert_eq!(sessions.len(), 2);
+        assert_eq!(data(&mut sessions, 2, 1.0, T0).metrics.len(), 1);
     }
 
     #[test]

@@ -19,6 +19,17 @@ pub enum Unit {
     Shift,
 }
 
+impl Unit {
+    /// Its table and the column of a row's start.
+    pub(super) fn table_and_time(self) -> (&'static str, &'static str) {
+        match self {
+            Unit::Minute => ("minute_buckets", "minute"),
+            Unit::Hour => ("hour_buckets", "hour"),
+            Unit::Shift => ("shift_buckets", "shift_start"),
+        }
+    }
+}
+
 /// The buckets asked for.
 #[derive(Debug, Clone)]
 pub struct BucketQuery<'q> {
@@ -93,8 +104,8 @@ impl Store {
     }
 }
 
-/// One row of [`select`]: machine, index, bucket.
-fn decode(row: &sqlx::any::AnyRow) -> Result<(String, u32, StoredTotal), sqlx::Error> {
+/// One row of [`select`] (machine, index, start, sum, count, is_final): machine, index, bucket.
+pub(super) fn decode(row: &sqlx::any::AnyRow) -> Result<(String, u32, StoredTotal), sqlx::Error> {
     let index: i64 = row.try_get(1)?;
     let start: i64 = row.try_get(2)?;
     let count: i64 = row.try_get(4)?;
@@ -114,11 +125,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<(String, u32, StoredTotal), sqlx::E
 
 /// The SELECT for `query`: parameters `$1` from, `$2` to, then the index, then the machines.
 fn select(query: &BucketQuery<'_>) -> String {
-    let (table, time) = match query.unit {
-        Unit::Minute => ("minute_buckets", "minute"),
-        Unit::Hour => ("hour_buckets", "hour"),
-        Unit::Shift => ("shift_buckets", "shift_start"),
-    };
+    let (table, time) = query.unit.table_and_time();
     let mut sql = format!(
         "SELECT machine, scrap_index, {time}, sum, count, is_final FROM {table} \
          WHERE {time} >= $1 AND {time} < $2"

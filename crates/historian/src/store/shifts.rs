@@ -17,6 +17,7 @@ use aggregator_core::Timestamp;
 use aggregator_core::plant_time::{Period, ShiftCalendar, StoredTotal, span_totals};
 use sqlx::{Any, Row, Transaction};
 
+use super::read::{Unit, decode};
 use super::{ROWS_PER_INSERT, StoreError, from_unix_seconds as seconds, insert_sql, unix_seconds};
 use crate::batch::Batch;
 use crate::bucket::HOUR_SECS;
@@ -123,7 +124,7 @@ impl ShiftRules {
             return Ok(0);
         }
         for &(machine, index, start, end) in &touched {
-            let sql = roll_up_shift(Source::for_span(start, end));
+            let sql = roll_up_shift(source_for(start, end));
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(machine)
                 .bind(i64::from(index))
@@ -136,39 +137,21 @@ impl ShiftRules {
     }
 }
 
-/// The bucket table a shift's total is read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// `hour_buckets`: the shift starts and ends on whole UTC hours.
-    Hours,
-    /// `minute_buckets`.
-    Minutes,
-}
-
-impl Source {
-    fn for_span(start: Timestamp, end: Timestamp) -> Self {
-        let whole = |t: Timestamp| unix_seconds(t).rem_euclid(HOUR_SECS) == 0;
-        if whole(start) && whole(end) {
-            Self::Hours
-        } else {
-            Self::Minutes
-        }
-    }
-
-    fn table_and_time(self) -> (&'static str, &'static str) {
-        match self {
-            Self::Hours => ("hour_buckets", "hour"),
-            Self::Minutes => ("minute_buckets", "minute"),
-        }
+/// The bucket table a shift's total is read from: hours when the shift starts and ends on
+/// whole UTC hours, else minutes.
+fn source_for(start: Timestamp, end: Timestamp) -> Unit {
+    let whole = |t: Timestamp| unix_seconds(t).rem_euclid(HOUR_SECS) == 0;
+    if whole(start) && whole(end) {
+        Unit::Hour
+    } else {
+        Unit::Minute
     }
 }
 
-/// The upsert of one shift row from its buckets: `$1` machine, `$2` index, `$3` start, `$4`
-/// end. The text is built from constants only.
-fn roll_up_shift(source: Source) -> String {
+fn roll_up_shift(source: Unit) -> String {
     let (table, time) = source.table_and_time();
     format!(
-        "INSERT INTO shift_buckets (machine, scrap_index, shift_start, sum, count, is_final)
+        "INSERT INTO {SHIFT_COLUMNS}
          SELECT machine, scrap_index, $3, SUM(sum), SUM(count), MIN(is_final)
          FROM {table}
          WHERE machine = $1 AND scrap_index = $2 AND {time} >= $3 AND {time} < $4
@@ -185,10 +168,10 @@ async fn rebuild_machine(
     shifts: &[Period],
 ) -> Result<u64, sqlx::Error> {
     let mut rows: Vec<(u32, StoredTotal)> = Vec::new();
-    for source in [Source::Hours, Source::Minutes] {
+    for source in [Unit::Hour, Unit::Minute] {
         let mine: Vec<Period> = shifts
             .iter()
-            .filter(|s| Source::for_span(s.start, s.end) == source)
+            .filter(|s| source_for(s.start, s.end) == source)
             .cloned()
             .collect();
         if mine.is_empty() {
@@ -221,12 +204,12 @@ async fn rebuild_machine(
 async fn machine_buckets(
     tx: &mut Transaction<'_, Any>,
     machine: &str,
-    source: Source,
+    source: Unit,
 ) -> Result<Vec<(u32, Vec<StoredTotal>)>, sqlx::Error> {
     let (table, time) = source.table_and_time();
     let sql = format!(
-        "SELECT scrap_index, {time}, sum, count, is_final FROM {table} WHERE machine = $1 \
-         ORDER BY scrap_index, {time}"
+        "SELECT machine, scrap_index, {time}, sum, count, is_final FROM {table} \
+         WHERE machine = $1 ORDER BY scrap_index, {time}"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(machine)
@@ -234,13 +217,7 @@ async fn machine_buckets(
         .await?;
     let mut out: Vec<(u32, Vec<StoredTotal>)> = Vec::new();
     for row in rows {
-        let index = u32::try_from(row.try_get::<i64, _>(0)?).unwrap_or(u32::MAX);
-        let bucket = StoredTotal {
-            start: seconds(row.try_get(1)?),
-            sum: row.try_get(2)?,
-            count: u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
-            is_final: row.try_get::<i64, _>(4)? != 0,
-        };
+        let (_, index, bucket) = decode(&row)?;
         match out.last_mut() {
             Some((last, buckets)) if *last == index => buckets.push(bucket),
             _ => out.push((index, vec![bucket])),
@@ -256,11 +233,11 @@ mod tests {
     #[test]
     fn a_shift_on_whole_utc_hours_is_read_from_hours() {
         let t = |s: i64| seconds(s);
-        assert_eq!(Source::for_span(t(6 * 3_600), t(14 * 3_600)), Source::Hours);
+        assert_eq!(source_for(t(6 * 3_600), t(14 * 3_600)), Unit::Hour);
         // A half-hour zone's 06:00 is not a whole UTC hour.
         assert_eq!(
-            Source::for_span(t(6 * 3_600 + 1_800), t(14 * 3_600 + 1_800)),
-            Source::Minutes
+            source_for(t(6 * 3_600 + 1_800), t(14 * 3_600 + 1_800)),
+            Unit::Minute
         );
     }
 

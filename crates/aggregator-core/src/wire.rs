@@ -31,6 +31,10 @@ pub struct Aggregate {
     pub window_seconds: u64,
     /// Ingest-clock time of this aggregate, RFC 3339 UTC with milliseconds.
     pub timestamp: String,
+    /// The machine's Sparkplug edge node or device has died (its death certificate came):
+    /// the window keeps its readings, but the machine sends none. Left out while online.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
 }
 
 impl Aggregate {
@@ -45,6 +49,7 @@ impl Aggregate {
             count: 0,
             window_seconds,
             timestamp: at.to_rfc3339_millis(),
+            offline: false,
         }
     }
 }
@@ -160,6 +165,7 @@ mod tests {
             count: 7,
             window_seconds: 60,
             timestamp: "2026-01-01T12:00:30.123Z".into(),
+            offline: false,
         };
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(
@@ -177,6 +183,17 @@ mod tests {
             json.contains(r#""sumLast60s":0.0,"avgLast60s":null,"count":0"#),
             "{json}"
         );
+    }
+
+    #[test]
+    fn an_offline_aggregate_says_so_and_an_online_one_reads_as_before() {
+        let mut a = Aggregate::empty("A1", 1, 60, Timestamp::from_unix_nanos(0));
+        assert!(!serde_json::to_string(&a).unwrap().contains("offline"));
+        a.offline = true;
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(json.ends_with(r#","offline":true}"#), "{json}");
+        let back: Aggregate = serde_json::from_str(&json).unwrap();
+        assert!(back.offline);
     }
 
     #[test]

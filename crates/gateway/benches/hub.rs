@@ -22,6 +22,7 @@ fn aggregate(machine: usize, index: u32, round: u64) -> Aggregate {
         count: round,
         window_seconds: 60,
         timestamp: "2026-01-01T12:00:30.123Z".into(),
+        offline: false,
     }
 }
 

@@ -20,6 +20,7 @@ pub fn agg(machine: &str, index: u32, sum: f64) -> Aggregate {
         count: 1,
         window_seconds: 60,
         timestamp: "2026-01-01T00:00:00.000Z".into(),
+        offline: false,
     }
 }
 

@@ -486,6 +486,7 @@ impl WindowStore {
             count: totals.count,
             window_seconds: self.config.window.as_secs(),
             timestamp: now.to_rfc3339_millis(),
+            offline: false,
         })
     }
 

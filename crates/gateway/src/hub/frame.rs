@@ -35,7 +35,7 @@ pub(crate) trait EncodedSize {
 
 impl EncodedSize for Aggregate {
     fn encoded_size(&self) -> usize {
-        160 + self.machine_id.len()
+        176 + self.machine_id.len()
     }
 }
 

@@ -463,6 +463,42 @@ mod tests {
     }
 
     #[test]
+    fn going_offline_or_online_is_a_change_even_with_the_same_sums() {
+        let hub = hub();
+        let at = |offline: bool, timestamp: &str| Aggregate {
+            offline,
+            timestamp: timestamp.into(),
+            ..agg("A1", 1, 5.0)
+        };
+        hub.upsert(at(false, "2026-01-01T12:00:30.000Z"));
+        hub.flush();
+        let mut sub = hub.subscribe();
+        // The death certificate changes nothing but the flag; the birth clears it again, even
+        // at the same instant of ingest's clock.
+        for (offline, timestamp) in [
+            (true, "2026-01-01T12:00:31.000Z"),
+            (false, "2026-01-01T12:00:31.000Z"),
+        ] {
+            hub.upsert(at(offline, timestamp));
+            hub.flush();
+            let update = next(&mut sub);
+            assert_eq!(update["aggregates"][0]["sumLast60s"], 5.0);
+            let flag = update["aggregates"][0].get("offline").cloned();
+            assert_eq!(
+                flag,
+                offline.then_some(serde_json::json!(true)),
+                "absent when online"
+            );
+            let api = json(&hub.aggregates_json().into());
+            assert_eq!(
+                api[0], update["aggregates"][0],
+                "the API shows what the frame said"
+            );
+        }
+        assert_eq!(hub.metrics().aggregates_stale.get(), 0);
+    }
+
+    #[test]
     fn unchanged_values_send_nothing() {
         let hub = hub();
         hub.upsert(agg("A1", 1, 1.0));

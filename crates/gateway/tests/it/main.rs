@@ -16,5 +16,6 @@ mod http;
 mod in_process;
 mod lifecycle;
 mod limits;
+mod offline;
 mod shards;
 mod slow_client;

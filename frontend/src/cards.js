@@ -49,9 +49,14 @@ class Card {
     const head = el('div', 'card-head');
     const title = el('span', 'card-index');
     this.title = new Slot(title);
+    // Said in words, not only by the muted look: a dim card may also just be an empty window.
+    const offline = el('span', 'card-offline', locale.t('offline'));
+    offline.dataset.i18n = 'offline';
+    offline.hidden = true;
+    this.offlineBadge = offline;
     const age = el('span', 'card-age');
     this.age = new Slot(age);
-    head.append(title, age);
+    head.append(title, offline, age);
 
     const sumBox = el('div', 'card-sum');
     this.sumBox = sumBox;
@@ -96,6 +101,7 @@ class Card {
     // Below the alarm line and the trend, which belong to the live figures.
     this.root.append(shifts);
     this.empty = null;
+    this.offline = null;
     this.aggregate = null;
     this.title.set(locale.t('index', { i: index }));
   }
@@ -116,6 +122,11 @@ class Card {
     if (empty !== this.empty) {
       this.empty = empty;
       this.root.classList.toggle('empty', empty);
+    }
+    if (aggregate.offline !== this.offline) {
+      this.offline = aggregate.offline;
+      this.root.classList.toggle('offline', aggregate.offline);
+      this.offlineBadge.hidden = !aggregate.offline;
     }
   }
 
@@ -288,6 +299,8 @@ export class CardsView {
         count: card.count.node.data,
         age: card.age.node.data,
         empty: root.classList.contains('empty'),
+        offline: root.classList.contains('offline'),
+        offlineText: card.offlineBadge.hidden ? '' : card.offlineBadge.textContent,
         alarm: root.classList.contains('alarm'),
         alarmText: card.alarmLine.hidden ? '' : card.alarmText.data,
         shiftNow: card.shiftBox.hidden ? null : card.shiftNow.node.data,

@@ -20,6 +20,8 @@ const TEXTS = {
     avg: 'Mittel',
     count: 'Meldungen',
     age: 'Aktualisiert',
+    // The machine's Sparkplug edge node or device is dead; the figures are its last window.
+    offline: 'offline',
     machine: 'Maschine',
     ws: 'Verbindung',
     wsConnecting: 'verbinde …',
@@ -84,6 +86,7 @@ const TEXTS = {
     avg: 'Average',
     count: 'Readings',
     age: 'Updated',
+    offline: 'offline',
     machine: 'Machine',
     ws: 'Connection',
     wsConnecting: 'connecting …',

@@ -55,6 +55,8 @@ export function parseAggregate(raw) {
     count,
     windowSeconds: Number.isSafeInteger(raw.windowSeconds) ? raw.windowSeconds : null,
     time: Number.isFinite(time) ? time : null,
+    // Only `true` counts: the gateway leaves the field out while the machine is online.
+    offline: raw.offline === true,
   };
 }
 
@@ -245,7 +247,8 @@ export class DashboardState {
       old.avg === a.avg &&
       old.count === a.count &&
       old.time === a.time &&
-      old.windowSeconds === a.windowSeconds
+      old.windowSeconds === a.windowSeconds &&
+      old.offline === a.offline
     ) {
       return;
     }

@@ -10,7 +10,7 @@ import { Locale, initialLanguage } from '../src/i18n.js';
 import { alarmText, sparklinePoints } from '../src/alarm-view.js';
 import { apiHeaders, apiUrl, attachmentName } from '../src/api.js';
 import { clockTime, hourlySeries, parseCurrentShifts, parseRow, rowState, tableOrder } from '../src/shifts.js';
-import { DashboardState, naturalCompare } from '../src/state.js';
+import { DashboardState, keyOf, naturalCompare } from '../src/state.js';
 
 const agg = (machine, index, sum, count, extra = {}) => ({
   maschinenId: machine,
@@ -85,6 +85,21 @@ test('an unchanged aggregate marks nothing dirty', () => {
   s.dirty.clear();
   s.apply({ type: 'update', aggregates: [agg('A1', 1, 5, 2)] });
   assert.equal(s.dirty.size, 0);
+});
+
+test('offline comes only from `offline: true`, and going on or off line is a change', () => {
+  const s = new DashboardState();
+  s.apply({ type: 'update', aggregates: [agg('A1', 1, 5, 2), agg('A1', 2, 5, 2, { offline: 'yes' })] });
+  assert.deepEqual(s.toJSON().aggregates.map((a) => a.offline), [false, false]);
+  s.dirty.clear();
+  // Same sums and time: only the flag differs, and that must still reach the cards.
+  s.apply({ type: 'update', aggregates: [agg('A1', 1, 5, 2, { offline: true })] });
+  assert.equal(s.get('A1', 1).offline, true);
+  assert.deepEqual([...s.dirty], [keyOf('A1', 1)]);
+  s.dirty.clear();
+  s.apply({ type: 'update', aggregates: [agg('A1', 1, 5, 2)] });
+  assert.equal(s.get('A1', 1).offline, false);
+  assert.equal(s.dirty.size, 1);
 });
 
 test('malformed frames and entries are counted and skipped, never thrown', () => {

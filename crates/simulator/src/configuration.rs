@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use aggregator_core::RejectionReason;
+use aggregator_core::topic::validate_topic_level;
 use rumqttc::QoS;
 use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError, ensure};
 
@@ -58,6 +59,15 @@ service_kit::settings! {
         /// How long to keep trying to reach the broker, at start and after a connection loss,
         /// in seconds.
         connect_timeout_secs: u64 = 30, in 1..=86_400;
+        /// What the readings look like: `json` (one JSON reading per message on
+        /// machines/{id}/scrap) or `sparkplug` (Sparkplug B edge nodes, one per connection,
+        /// named sim-node-{n}, whose devices are the machines; metrics scrap/{index}, one
+        /// reading per DDATA). Sparkplug takes no malformed payloads (`invalid_ratio` 0) and
+        /// no reading ids; its births and deaths go at QoS 0, its will at QoS 1, `qos` is the
+        /// readings' (Sparkplug says 0).
+        protocol: String = "json".into();
+        /// The Sparkplug group id of the edge nodes (with `protocol = "sparkplug"`).
+        sparkplug_group: String = "scrap-pulse".into();
         /// The broker. A connection whose broker is gone tries again within 2 s at most, so
         /// that it fails over to the next broker of a list quickly.
         mqtt: MqttSettings = MqttSettings {
@@ -65,6 +75,18 @@ service_kit::settings! {
             ..MqttSettings::default()
         };
     }
+}
+
+/// How the readings are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// One JSON reading per message on `machines/{id}/scrap`.
+    Json,
+    /// Sparkplug B edge nodes in this group, the machines their devices.
+    Sparkplug {
+        /// The group id, a legal topic level.
+        group: String,
+    },
 }
 
 /// The settings checked, with the workload parsed.
@@ -90,6 +112,8 @@ pub struct SimConfig {
     pub qos: QoS,
     /// Rejection reasons cycled through by malformed payloads, never empty.
     pub invalid_kinds: Vec<RejectionReason>,
+    /// JSON readings or Sparkplug B.
+    pub protocol: Protocol,
 }
 
 impl Settings {
@@ -108,6 +132,7 @@ impl Settings {
         let invalid = |setting| move |message| SettingsError::invalid(setting, message);
         let duration = self.duration.as_deref().map(parse_duration).transpose();
         let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][usize::from(self.qos)];
+        let protocol = self.protocol()?;
         Ok(SimConfig {
             mqtt,
             seed: self.seed.unwrap_or_else(rand::random),
@@ -119,8 +144,34 @@ impl Settings {
             qos,
             invalid_kinds: invalid::parse_reasons(&self.invalid_kinds)
                 .map_err(invalid("invalid_kinds"))?,
+            protocol,
             settings: self,
         })
+    }
+
+    /// The protocol the settings name, with what it cannot do refused.
+    fn protocol(&self) -> Result<Protocol, SettingsError> {
+        match self.protocol.as_str() {
+            "json" => Ok(Protocol::Json),
+            "sparkplug" => {
+                let group = &self.sparkplug_group;
+                validate_topic_level(group).map_err(|e| {
+                    SettingsError::invalid("sparkplug_group", format!("{group:?} {e}"))
+                })?;
+                // A Sparkplug metric is a typed number: none of the malformed JSON payloads
+                // has a Sparkplug counterpart that ingest rejects for the same reason.
+                let message =
+                    "must be 0 with protocol = \"sparkplug\" (malformed payloads are JSON)";
+                ensure(self.invalid_ratio == 0.0, "invalid_ratio", message)?;
+                Ok(Protocol::Sparkplug {
+                    group: group.clone(),
+                })
+            }
+            other => Err(SettingsError::invalid(
+                "protocol",
+                format!("{other:?} is neither \"json\" nor \"sparkplug\""),
+            )),
+        }
     }
 }
 
@@ -210,6 +261,7 @@ mod tests {
             ("--invalid-kinds", "nonsense", "invalid_kinds"),
             ("--duration", "10 parsecs", "duration"),
             ("--mqtt-port", "not-a-port", "mqtt.port"),
+            ("--protocol", "sparkplugb", "protocol"),
         ] {
             let err = load(&[flag, value], &[]).unwrap_err().to_string();
             assert!(err.contains(&format!("`{setting}`")), "{setting}: {err}");
@@ -218,6 +270,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("did you mean SIMULATOR_RATE?"), "{err}");
+    }
+
+    #[test]
+    fn sparkplug_takes_a_group_and_refuses_malformed_payloads() {
+        let config = load(&["--protocol", "sparkplug"], &[]).unwrap();
+        let group = "scrap-pulse".to_owned();
+        assert_eq!(config.protocol, Protocol::Sparkplug { group });
+        assert_eq!(load(&[], &[]).unwrap().protocol, Protocol::Json);
+        for (args, setting) in [
+            (&["--sparkplug-group", "a/b"][..], "sparkplug_group"),
+            (&["--invalid-ratio", "0.1"][..], "invalid_ratio"),
+        ] {
+            let args: Vec<&str> = ["--protocol", "sparkplug"]
+                .iter()
+                .chain(args)
+                .copied()
+                .collect();
+            let err = load(&args, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{setting}`")), "{setting}: {err}");
+        }
     }
 
     /// The example file is the settings reference: it must say what the code does.

@@ -156,6 +156,18 @@ impl Generator {
         }
     }
 
+    /// Draws the next valid reading of `machine` without writing it: the position of its index
+    /// in the configured indices, and its value. For Sparkplug, whose payloads the edge node
+    /// writes; malformed payloads do not apply.
+    pub fn next_reading(&mut self, machine: usize) -> (usize, f64) {
+        let index_slot = self.rng.random_range(0..self.config.indices.len());
+        let value = self.draw_value();
+        let slot = &mut self.sums[machine * self.config.indices.len() + index_slot];
+        slot.0.add(value);
+        slot.1 += 1;
+        (index_slot, value)
+    }
+
     fn draw_value(&mut self) -> f64 {
         let ValueRange { min, max, integers } = self.config.values;
         if integers {
@@ -514,6 +526,29 @@ mod tests {
             );
         }
         assert_eq!(generator.flood_keys(), 2);
+    }
+
+    #[test]
+    fn readings_without_payloads_are_counted_in_the_expected_sums() {
+        let mut generator = Generator::new(&config(4, 0.0));
+        let mut sums = std::collections::BTreeMap::new();
+        for n in 0..300 {
+            let machine = n % 3;
+            let (slot, value) = generator.next_reading(machine);
+            let entry = sums.entry((machine, [1, 2, 3][slot])).or_insert((0.0, 0));
+            entry.0 += value;
+            entry.1 += 1;
+        }
+        let expected = generator.expected();
+        assert_eq!(expected.len(), sums.len());
+        for key in expected {
+            let machine = ["A1", "B1", "C1"]
+                .iter()
+                .position(|m| *m == key.machine)
+                .unwrap();
+            let (sum, count) = sums[&(machine, key.scrap_index)];
+            assert_eq!((key.sum, key.count), (sum, count));
+        }
     }
 
     #[test]

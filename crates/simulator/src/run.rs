@@ -3,12 +3,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use aggregator_core::RejectionReason;
+use aggregator_core::{RejectionReason, Timestamp};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::configuration::SimConfig;
+use crate::configuration::{Protocol, SimConfig};
 use crate::generator::{ExpectedKey, Generator, TimeStamps};
 use crate::schedule::Schedule;
 use crate::transport::{BrokerDelivery, Delivery, Transport, TransportError, broker_list};
@@ -162,6 +162,7 @@ pub async fn run(
         indices = config.indices.len(),
         qos = ?config.qos,
         invalid_ratio = config.settings.invalid_ratio,
+        protocol = %config.settings.protocol,
         "simulator starting"
     );
     let mut transport = connect(&config, &shutdown).await?;
@@ -225,7 +226,13 @@ async fn publish(
         let elapsed = now - start;
         if schedule.next_due() <= elapsed {
             let limit = batch_limit(count, sent);
-            sent += send_batch(&mut schedule, generator, transport, elapsed, limit).await?;
+            let sparkplug = matches!(config.protocol, Protocol::Sparkplug { .. });
+            let batch = Batch {
+                elapsed,
+                limit,
+                sparkplug,
+            };
+            sent += send_batch(&mut schedule, generator, transport, batch).await?;
             transport.flush().await?;
         } else {
             transport.flush().await?;
@@ -265,22 +272,43 @@ fn batch_limit(count: Option<u64>, sent: u64) -> u64 {
     count.map_or(BATCH, |c| (c - sent).min(BATCH))
 }
 
-/// Generates and sends up to `limit` messages due by `elapsed`, all with one timestamp;
-/// returns how many.
+/// What the next batch may hold.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    /// Messages due by this offset from the start.
+    elapsed: Duration,
+    /// At most this many.
+    limit: u64,
+    /// Sparkplug readings rather than JSON payloads.
+    sparkplug: bool,
+}
+
+/// Generates and sends up to `batch.limit` messages due by `batch.elapsed`, all with one
+/// timestamp; returns how many.
 async fn send_batch(
     schedule: &mut Schedule,
     generator: &mut Generator,
     transport: &mut Transport,
-    elapsed: Duration,
-    limit: u64,
+    batch: Batch,
 ) -> Result<u64, TransportError> {
-    let times = TimeStamps::at(SystemTime::now());
+    let now = SystemTime::now();
+    let times = TimeStamps::at(now);
+    let now_ms = Timestamp::from_system_time(now).unix_millis();
+    // Readings come from the clock of this machine: never before the epoch.
+    let now_ms = u64::try_from(now_ms).unwrap_or(0);
     let (mut topic, mut payload) = (String::with_capacity(64), Vec::with_capacity(256));
     let mut produced = 0;
-    while produced < limit && schedule.next_due() <= elapsed {
+    while produced < batch.limit && schedule.next_due() <= batch.elapsed {
         let machine = schedule.take().unwrap_or_else(|| generator.pick_machine());
-        generator.next(machine, &times, &mut topic, &mut payload);
-        transport.send(machine, &topic, &payload).await?;
+        if batch.sparkplug {
+            let (index_slot, value) = generator.next_reading(machine);
+            transport
+                .send_reading(machine, index_slot, value, now_ms)
+                .await?;
+        } else {
+            generator.next(machine, &times, &mut topic, &mut payload);
+            transport.send(machine, &topic, &payload).await?;
+        }
         produced += 1;
     }
     Ok(produced)

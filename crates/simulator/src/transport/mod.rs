@@ -1,10 +1,12 @@
 //! How messages reach the brokers: a lean QoS 0 writer for load ([`raw`]) and rumqttc for
 //! QoS 1 and 2, where acknowledgements must be tracked ([`client`]); with several brokers in
 //! `mqtt.host`, one connection per broker that carries machines ([`spread`]), each failing
-//! over along the list on its own.
+//! over along the list on its own. With `protocol = "sparkplug"` each of those connections is
+//! an edge node whose devices are its machines ([`sparkplug`]).
 
 pub mod client;
 pub mod raw;
+pub mod sparkplug;
 pub mod spread;
 
 use std::time::Duration;
@@ -12,7 +14,8 @@ use std::time::Duration;
 use rumqttc::QoS;
 use serde::Serialize;
 
-use crate::configuration::SimConfig;
+use crate::configuration::{Protocol, SimConfig};
+use crate::sparkplug::EdgeNode;
 
 /// Why the broker could not be reached or did not take the messages.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,9 @@ pub enum TransportError {
     /// The MQTT client stopped (its request channel closed).
     #[error("MQTT client stopped: {0}")]
     ClientGone(String),
+    /// A message of one protocol handed to a connection of the other: a bug of the caller.
+    #[error("a {0} message cannot go over a connection of the other protocol")]
+    WrongProtocol(&'static str),
 }
 
 /// The brokers a connection tries, for messages (`host:port` with a single broker).
@@ -105,6 +111,38 @@ pub enum Connection {
     Raw(raw::RawConnection),
     /// QoS 1/2 through rumqttc.
     Client(client::ClientConnection),
+    /// A Sparkplug B edge node through rumqttc.
+    Sparkplug(sparkplug::NodeConnection),
+}
+
+impl Connection {
+    /// Opens the connection of one leg: the raw writer for QoS 0 without TLS (it cannot speak
+    /// TLS), rumqttc for the rest; an edge node carrying `machines` with Sparkplug.
+    async fn open(
+        config: &SimConfig,
+        leg: &SimConfig,
+        home: usize,
+        machines: &[usize],
+    ) -> Result<Self, TransportError> {
+        if let Protocol::Sparkplug { group } = &config.protocol {
+            let devices = machines
+                .iter()
+                .map(|&m| config.machines[m].clone())
+                .collect();
+            let node = format!("sim-node-{home}");
+            let node = EdgeNode::new(group, &node, devices, config.indices.clone());
+            return Ok(Self::Sparkplug(
+                sparkplug::NodeConnection::connect(leg, node).await?,
+            ));
+        }
+        Ok(
+            if config.qos == QoS::AtMostOnce && !config.mqtt.security.tls() {
+                Self::Raw(raw::RawConnection::connect(leg).await?)
+            } else {
+                Self::Client(client::ClientConnection::connect(leg).await?)
+            },
+        )
+    }
 }
 
 /// The connections the runner publishes through, one per broker that carries machines.
@@ -113,6 +151,8 @@ pub struct Transport {
     connections: Vec<Connection>,
     /// Per connection: home broker and number of machines.
     legs: Vec<(String, usize)>,
+    /// Per machine: its position among its connection's machines (its Sparkplug device).
+    slots: Vec<usize>,
 }
 
 impl Transport {
@@ -125,6 +165,7 @@ impl Transport {
         let plan = spread::spread(config.machines.len(), config.mqtt.brokers.len());
         let mut connections = Vec::with_capacity(plan.len());
         let mut legs = Vec::with_capacity(plan.len());
+        let mut slots = vec![0; config.machines.len()];
         for (home, machines) in plan.iter().enumerate() {
             let leg_config = spread::leg_config(config, home);
             let broker = config.mqtt.brokers[home].to_string();
@@ -136,16 +177,17 @@ impl Transport {
                     "connection for this broker's machines"
                 );
             }
-            // The raw writer is for QoS 0 and cannot speak TLS; rumqttc does the rest.
-            let connection = if config.qos == QoS::AtMostOnce && !config.mqtt.security.tls() {
-                Connection::Raw(raw::RawConnection::connect(&leg_config).await?)
-            } else {
-                Connection::Client(client::ClientConnection::connect(&leg_config).await?)
-            };
-            connections.push(connection);
+            connections.push(Connection::open(config, &leg_config, home, machines).await?);
             legs.push((broker, machines.len()));
+            for (slot, &machine) in machines.iter().enumerate() {
+                slots[machine] = slot;
+            }
         }
-        Ok(Self { connections, legs })
+        Ok(Self {
+            connections,
+            legs,
+            slots,
+        })
     }
 
     /// Queues one publish of machine `machine` (position in the machine list) on its
@@ -163,18 +205,42 @@ impl Transport {
         match &mut self.connections[leg] {
             Connection::Raw(c) => c.send(topic, payload).await,
             Connection::Client(c) => c.send(topic, payload).await,
+            Connection::Sparkplug(_) => Err(TransportError::WrongProtocol("JSON")),
+        }
+    }
+
+    /// Queues the Sparkplug DDATA of one reading of machine `machine` (position in the machine
+    /// list) at `index_slot` (position in the indices), taken at `now_ms`.
+    ///
+    /// # Errors
+    /// When the edge node's client has stopped.
+    pub async fn send_reading(
+        &mut self,
+        machine: usize,
+        index_slot: usize,
+        value: f64,
+        now_ms: u64,
+    ) -> Result<(), TransportError> {
+        let leg = spread::connection_of(machine, self.connections.len());
+        let device = self.slots[machine];
+        match &mut self.connections[leg] {
+            Connection::Sparkplug(c) => c.send_reading(device, index_slot, value, now_ms).await,
+            _ => Err(TransportError::WrongProtocol("Sparkplug")),
         }
     }
 
     /// Writes out whatever the raw writers buffered (a batch boundary), and keeps their
-    /// connections alive; rumqttc does both on its own.
+    /// connections alive (rumqttc does both on its own); edge nodes send the births a new
+    /// connection or a rebirth request calls for.
     ///
     /// # Errors
     /// When a connection is lost and no broker can be reached again.
     pub async fn flush(&mut self) -> Result<(), TransportError> {
         for connection in &mut self.connections {
-            if let Connection::Raw(c) = connection {
-                c.flush().await?;
+            match connection {
+                Connection::Raw(c) => c.flush().await?,
+                Connection::Sparkplug(c) => c.flush().await?,
+                Connection::Client(_) => {}
             }
         }
         Ok(())
@@ -185,6 +251,7 @@ impl Transport {
         let delivery = |connection: &Connection| match connection {
             Connection::Raw(c) => c.delivery(),
             Connection::Client(c) => c.delivery(),
+            Connection::Sparkplug(c) => c.delivery(),
         };
         self.connections.iter().map(delivery).sum()
     }
@@ -197,6 +264,7 @@ impl Transport {
             let delivery = match connection {
                 Connection::Raw(c) => c.finish(timeout).await,
                 Connection::Client(c) => c.finish(timeout).await,
+                Connection::Sparkplug(c) => c.finish(timeout).await,
             };
             per_broker.push(BrokerDelivery {
                 broker,

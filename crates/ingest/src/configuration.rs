@@ -16,6 +16,7 @@ use aggregator_core::trend::TrendConfig;
 use aggregator_core::{ParseLimits, WindowConfig};
 use service_kit::{Binary, MqttConfig, MqttSettings, SettingsError, ensure};
 
+use crate::pipeline::sparkplug::SparkplugConfig;
 use crate::shard::Shard;
 
 /// How the binary names itself and its settings.
@@ -62,6 +63,8 @@ service_kit::settings! {
         shard: ShardSettings = ShardSettings::default();
         /// The plant's clock.
         plant: PlantSettings = PlantSettings::default();
+        /// Sparkplug B input, beside the JSON readings.
+        sparkplug: SparkplugSettings = SparkplugSettings::default();
         /// Alarm rules, in the file only, any number of them. For each key the most specific
         /// rule applies (machine and index, then machine, then `*`):
         ///
@@ -157,6 +160,31 @@ service_kit::settings! {
         /// timezone.
         reject_naive_times: bool = false;
     }
+
+    /// Sparkplug B input, beside the JSON readings.
+    pub struct SparkplugSettings {
+        /// Sparkplug groups to follow as a host application (spBv1.0/{group}/#); + follows
+        /// every group; empty: no Sparkplug input.
+        groups: Vec<String> = Vec::new();
+        /// This host application's id: ingest then publishes its retained STATE on
+        /// spBv1.0/STATE/{host_id}, with the offline state as will; empty: no STATE.
+        host_id: String = String::new();
+        /// Metric names that carry scrap, with {index} where the scrap index stands.
+        metric_pattern: String = "scrap/{index}".into();
+        /// Which id is the machine: device (the device's, else the edge node's) or node (the
+        /// edge node's, for all its devices).
+        machine: String = "device".into();
+        /// Which time is the reading's: metric (the metric's timestamp, else the payload's,
+        /// else arrival) or arrival (ingest's clock, for edge nodes with wrong clocks).
+        time: String = "metric".into();
+        /// How long a skipped sequence number may take to arrive before the node is asked
+        /// for a rebirth, in ms.
+        reorder_timeout_ms: u64 = 2_000, in 0..=600_000;
+        /// At most one rebirth request per edge node per this many ms.
+        rebirth_cooldown_ms: u64 = 5_000, in 0..=3_600_000;
+        /// Most edge nodes remembered; messages of further nodes are refused as too_many_nodes.
+        max_nodes: usize = 10_000, in 1..=10_000_000;
+    }
 }
 
 /// The settings checked, with what the checks built.
@@ -172,6 +200,8 @@ pub struct IngestConfig {
     pub shard: Shard,
     /// What parsing a reading allows.
     pub parse: ParseLimits,
+    /// The Sparkplug B input, when groups are followed.
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 impl Settings {
@@ -210,6 +240,7 @@ impl Settings {
             .map_err(|e| SettingsError::invalid("alarm", e.to_string()))?;
         let clock = PlantClock::new(&self.plant.timezone, "00:00")
             .map_err(|e| SettingsError::invalid("plant.timezone", e.to_string()))?;
+        let sparkplug = SparkplugConfig::new(&self.sparkplug)?;
         let parse = ParseLimits {
             max_payload_bytes: max_payload,
             naive_times: (!self.plant.reject_naive_times).then_some(clock),
@@ -220,6 +251,7 @@ impl Settings {
             alarms: Arc::new(alarms),
             shard,
             parse,
+            sparkplug,
         })
     }
 

@@ -6,6 +6,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
+use crate::pipeline::sparkplug::SparkplugRejection;
+
 /// Label set of the rejection counter: `reason="too_large"` etc.
 type ReasonLabel = [(&'static str, &'static str); 1];
 
@@ -56,6 +58,24 @@ service_kit::metrics! {
             "Minute buckets handed to the MQTT client on history/{machineId}/{scrapIndex}";
         history_open_buckets: Gauge = "history_open_buckets",
             "Minute buckets that can still change (not yet sent final)";
+        sparkplug_messages: Counter = "sparkplug_messages",
+            "Messages received on the Sparkplug B topics of the groups followed";
+        sparkplug_rebirth_requests: Counter = "sparkplug_rebirth_requests",
+            "Rebirth requests (NCMD Node Control/Rebirth) sent to edge nodes";
+        sparkplug_duplicates: Counter = "sparkplug_duplicates",
+            "Sparkplug messages whose sequence number was already taken, dropped";
+        sparkplug_stale_deaths: Counter = "sparkplug_stale_deaths",
+            "NDEATHs whose bdSeq is not that of the node's current birth, ignored";
+        sparkplug_metrics_ignored: Counter = "sparkplug_metrics_ignored",
+            "Sparkplug metrics whose name does not match sparkplug.metric_pattern";
+        sparkplug_historical: Counter = "sparkplug_historical",
+            "Historical Sparkplug metrics counted in their minute's history bucket only";
+        sparkplug_historical_dropped: Counter = "sparkplug_historical_dropped",
+            "Historical Sparkplug metrics whose minute was already final, dropped";
+        sparkplug_states: Counter = "sparkplug_states", "Sparkplug host STATE messages read";
+        sparkplug_nodes: Gauge = "sparkplug_nodes", "Sparkplug edge nodes remembered";
+        sparkplug_offline_machines: Gauge = "sparkplug_offline_machines",
+            "Machines whose Sparkplug edge node or device is dead";
         // The window log's sync included.
         batch_seconds: Histogram = "batch_processing_seconds",
             "Time to aggregate one batch of incoming messages",
@@ -66,6 +86,12 @@ service_kit::metrics! {
 }
 
 impl Metrics {
+    /// The rejection counter of a refused Sparkplug message or metric.
+    pub fn sparkplug_rejected(&self, why: SparkplugRejection) -> Counter {
+        self.rejections
+            .get_or_create_owned(&[("reason", why.as_str())])
+    }
+
     /// The rejection counter of `reason`.
     pub fn rejected(&self, reason: RejectionReason) -> Counter {
         self.rejections
@@ -85,6 +111,9 @@ fn every_reason() -> Family<ReasonLabel, Counter> {
     let family = Family::default();
     for reason in RejectionReason::ALL {
         family.get_or_create_owned(&[("reason", reason.as_str())]);
+    }
+    for why in SparkplugRejection::ALL {
+        family.get_or_create_owned(&[("reason", why.as_str())]);
     }
     family
 }

@@ -129,9 +129,15 @@ impl LinkTask {
         let input_config = config.clone();
         let failover = config
             .mqtt
-            .failover(move |b| input_options(&input_config, b));
-        let readings = SubscribeFilter::new(config.shard.filter.clone(), QoS::ExactlyOnce);
-        let (link, input) = Link::new(failover, config.mqtt.backoff(), capacity, vec![readings]);
+            .failover(move |b| input_options(&input_config, b, started_at));
+        let mut filters = vec![SubscribeFilter::new(
+            config.shard.filter.clone(),
+            QoS::ExactlyOnce,
+        )];
+        // Sparkplug deaths come at QoS 1, everything else of a node mostly at QoS 0.
+        let sparkplug = config.sparkplug.iter().flat_map(|s| s.filters());
+        filters.extend(sparkplug.map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce)));
+        let (link, input) = Link::new(failover, config.mqtt.backoff(), capacity, filters);
         let input_task = handler(Role::Input).spawn(link, &abort);
 
         let offline = config.shard.status_payload(false, started_at);
@@ -237,8 +243,8 @@ impl LinkHandler for Handler {
 
     fn subscribed(&mut self, granted: &[SubscribeReasonCode]) {
         // We ask for QoS 2; a broker may grant less (NATS 2.9 grants 1), which the pipeline
-        // handles as well.
-        if let [SubscribeReasonCode::Success(qos)] = granted {
+        // handles as well. The readings' filter comes first; Sparkplug's follow.
+        if let [SubscribeReasonCode::Success(qos), ..] = granted {
             self.metrics.subscription_qos.set(i64::from(*qos as u8));
         }
         self.update(|s| s.subscribed = true);
@@ -295,8 +301,8 @@ fn expect_pubrel(state: &mut MqttState, pkid: u16) {
 
 /// The input connection's options for one broker of the `mqtt.host` list: persistent session
 /// under the stable client id, manual acknowledgements (the pipeline acknowledges once a batch
-/// is durable).
-fn input_options(config: &IngestConfig, broker: &BrokerAddr) -> MqttOptions {
+/// is durable), and the offline Sparkplug STATE as will when ingest publishes one.
+fn input_options(config: &IngestConfig, broker: &BrokerAddr, started_at: Timestamp) -> MqttOptions {
     let mut options = config.mqtt.options_at(broker);
     let limits = &config.settings.limits;
     options
@@ -305,6 +311,10 @@ fn input_options(config: &IngestConfig, broker: &BrokerAddr) -> MqttOptions {
         .set_manual_acks(true)
         .set_inflight(limits.inflight)
         .set_request_channel_capacity(limits.request_capacity);
+    if let Some(topic) = config.sparkplug.as_ref().and_then(|s| s.state_topic()) {
+        let offline = crate::pipeline::sparkplug::state_payload(false, started_at);
+        options.set_last_will(LastWill::new(topic, offline, QoS::AtLeastOnce, true));
+    }
     options
 }
 

@@ -151,6 +151,7 @@ fn log_started(config: &IngestConfig, addr: SocketAddr) {
         alarm_rules = config.alarms.len(),
         trend_interval_seconds = settings.trend.interval_seconds,
         trend_points = settings.trend.points,
+        sparkplug_groups = ?settings.sparkplug.groups,
         "HTTP listening"
     );
 }

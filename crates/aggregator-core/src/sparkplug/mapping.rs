@@ -54,9 +54,63 @@ impl Default for MetricPattern {
     }
 }
 
-/// The machine a metric belongs to: its device, else its edge node.
-pub fn machine<'a>(node: &'a str, device: Option<&'a str>) -> &'a str {
-    device.unwrap_or(node)
+/// Which id names a metric's machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MachineFrom {
+    /// The device, else the edge node (a node's own metrics).
+    #[default]
+    Device,
+    /// The edge node, for all its devices: one machine per node.
+    Node,
+}
+
+impl MachineFrom {
+    /// `device` or `node`, as the settings write it.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "device" => Some(MachineFrom::Device),
+            "node" => Some(MachineFrom::Node),
+            _ => None,
+        }
+    }
+
+    /// The machine of a metric of `node` (and `device`).
+    pub fn machine<'a>(self, node: &'a str, device: Option<&'a str>) -> &'a str {
+        match self {
+            MachineFrom::Device => device.unwrap_or(node),
+            MachineFrom::Node => node,
+        }
+    }
+
+    /// The machine whose presence a birth or death of `node` (and `device`) changes; `None`
+    /// for a device's in [`MachineFrom::Node`]: its node, the machine, lives on.
+    pub fn presence<'a>(self, node: &'a str, device: Option<&'a str>) -> Option<&'a str> {
+        match (self, device) {
+            (MachineFrom::Node, Some(_)) => None,
+            _ => Some(self.machine(node, device)),
+        }
+    }
+}
+
+/// Which time a reading takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeFrom {
+    /// The metric's timestamp, else the payload's, else the time of receipt.
+    #[default]
+    Metric,
+    /// The time of receipt, for edge nodes whose clocks are wrong.
+    Arrival,
+}
+
+impl TimeFrom {
+    /// `metric` or `arrival`, as the settings write it.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "metric" => Some(TimeFrom::Metric),
+            "arrival" => Some(TimeFrom::Arrival),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -101,8 +155,17 @@ mod tests {
     }
 
     #[test]
-    fn the_machine_is_the_device_else_the_node() {
-        assert_eq!(machine("Line-1", Some("A1")), "A1");
-        assert_eq!(machine("Line-1", None), "Line-1");
+    fn the_machine_is_the_device_else_the_node_unless_nodes_are_machines() {
+        let device = MachineFrom::parse("device").unwrap();
+        assert_eq!(device.machine("Line-1", Some("A1")), "A1");
+        assert_eq!(device.machine("Line-1", None), "Line-1");
+        assert_eq!(device.presence("Line-1", Some("A1")), Some("A1"));
+        let node = MachineFrom::parse("node").unwrap();
+        assert_eq!(node.machine("Line-1", Some("A1")), "Line-1");
+        assert_eq!(node.presence("Line-1", Some("A1")), None);
+        assert_eq!(node.presence("Line-1", None), Some("Line-1"));
+        assert_eq!(MachineFrom::parse("Device"), None);
+        assert_eq!(TimeFrom::parse("arrival"), Some(TimeFrom::Arrival));
+        assert_eq!(TimeFrom::parse("payload"), None);
     }
 }

@@ -10,7 +10,7 @@ pub mod topic;
 
 use prost::Message;
 
-pub use mapping::{MetricPattern, PatternError};
+pub use mapping::{MachineFrom, MetricPattern, PatternError, TimeFrom};
 pub use payload::{DataType, Metric, Payload, Value, rebirth_request};
 pub use session::{Applied, NodeKey, Presence, ResolvedMetric, SessionConfig, Sessions, Skipped};
 pub use topic::{MessageType, Topic};

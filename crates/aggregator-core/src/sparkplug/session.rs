@@ -224,6 +224,14 @@ impl Sessions {
         due
     }
 
+    /// When [`Sessions::lost`] has something to tell next, in ms: the earliest time a
+    /// missing sequence number runs out of the reorder timeout.
+    pub fn next_lost_check(&self) -> Option<u64> {
+        let timeout = millis(self.config.reorder_timeout);
+        let noticed = self.nodes.values().flat_map(|n| n.missing.values());
+        noticed.min().map(|since| since.saturating_add(timeout))
+    }
+
     /// How many nodes are known.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -543,10 +551,13 @@ mod tests {
     fn a_gap_not_filled_within_the_reorder_timeout_asks_for_a_rebirth() {
         let mut sessions = born();
         data(&mut sessions, 2, 1.0, T0);
+        assert_eq!(sessions.next_lost_check(), None);
         assert_eq!(data(&mut sessions, 4, 1.0, T0 + 100).metrics.len(), 1);
+        assert_eq!(sessions.next_lost_check(), Some(T0 + 2_100));
         assert!(sessions.lost(T0 + 1_999).is_empty());
         assert_eq!(sessions.lost(T0 + 2_100), vec![node()]);
         assert!(sessions.lost(T0 + 2_200).is_empty(), "asked once");
+        assert_eq!(sessions.next_lost_check(), None);
     }
 
     #[test]

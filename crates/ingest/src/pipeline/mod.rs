@@ -45,11 +45,16 @@ mod history;
 pub mod outbox;
 mod restore;
 pub mod settle;
+pub mod sparkplug;
 pub use restore::Restored;
+use sparkplug::SparkplugInput;
 
 /// Most aggregates handed to the client per tick, so that a burst (every key after a
 /// reconnect) is spread over several loop turns and input keeps flowing.
 const PUBLISHES_PER_TICK: usize = 4096;
+
+/// How every Sparkplug B topic starts.
+const SPARKPLUG_PREFIX: &str = "spBv1.0/";
 
 /// The ingest clock: wall-clock time, as the contract's window is defined on it.
 pub fn clock_now() -> Timestamp {
@@ -78,6 +83,10 @@ pub struct Pipeline {
     batch_size: usize,
     /// The output connection was up before: the next one is a reconnect.
     connected_before: bool,
+    /// The Sparkplug B input, when groups are followed.
+    sparkplug: Option<SparkplugInput>,
+    /// At most one log line per interval for refused Sparkplug messages.
+    sparkplug_log: LogLimit,
     /// The window log, when a data directory is set.
     log: Option<WindowLog>,
     redeliveries: Redeliveries,
@@ -116,7 +125,8 @@ impl Pipeline {
             store: WindowStore::new(window),
             coalescer: Coalescer::new(Duration::from_millis(publish.interval_ms), publish.burst),
             settle: Settle::new(republish_after),
-            outbox: Outbox::new(clients, metrics.clone(), started_at, config.shard.clone()),
+            outbox: Outbox::new(clients, metrics.clone(), started_at, config.shard.clone())
+                .with_state(config.sparkplug.as_ref().and_then(|s| s.state_topic())),
             alarms: Alarms::new(config.alarms.clone(), metrics.clone()),
             trends: Trends::new(settings.trend.config(), clock_now(), metrics.clone()),
             rejected: RejectionReason::ALL.map(|reason| metrics.rejected(reason)),
@@ -127,6 +137,8 @@ impl Pipeline {
             rejection_log: std::array::from_fn(|_| LogLimit::new(rejection_log_interval)),
             batch_size: settings.limits.batch_size,
             connected_before: false,
+            sparkplug: config.sparkplug.clone().map(SparkplugInput::new),
+            sparkplug_log: LogLimit::new(rejection_log_interval),
             log: None,
             redeliveries: Redeliveries::default(),
             fatal: None,
@@ -251,7 +263,7 @@ impl Pipeline {
             match item {
                 Inbound::Reading(publish) => {
                     received += 1;
-                    accepted += u64::from(self.ingest(&publish, now));
+                    accepted += self.ingest(&publish, now);
                 }
                 Inbound::Oversized { publish, size } => {
                     received += 1;
@@ -275,19 +287,24 @@ impl Pipeline {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// One message; true when it was accepted.
-    fn ingest(&mut self, publish: &Publish, now: Timestamp) -> bool {
-        if !self.receive(publish) {
+    /// One message; returns how many readings it brought into a window.
+    fn ingest(&mut self, publish: &Publish, now: Timestamp) -> u64 {
+        if self.sparkplug.is_some() && publish.topic.starts_with(SPARKPLUG_PREFIX) {
+            self.owe_ack(publish);
+            if self.is_redelivery(publish) {
+                return 0;
+            }
+            return self.ingest_sparkplug(publish, now);
+        }
+        u64::from(self.ingest_json(publish, now))
+    }
+
+    /// A JSON reading; true when it was accepted.
+    fn ingest_json(&mut self, publish: &Publish, now: Timestamp) -> bool {
+        if !self.receive(publish) || self.is_redelivery(publish) {
             return false;
         }
         let delivery = Delivery::of(publish);
-        if let Some(d) = delivery
-            && self.redeliveries.is_redelivery(publish.dup, d)
-        {
-            self.metrics.redeliveries_skipped.inc();
-            tracing::debug!(pkid = d.pkid, topic = %publish.topic, "redelivery of a logged reading skipped");
-            return false;
-        }
         let store = &mut self.store;
         let result = parse_reading_with_id(&publish.topic, &publish.payload, now, &self.limits)
             .and_then(|parsed| {
@@ -330,11 +347,28 @@ impl Pipeline {
 
     /// Owes the acknowledgement of `publish` and tells whether it is this process's to count.
     fn receive(&mut self, publish: &Publish) -> bool {
+        self.owe_ack(publish);
+        !self.not_ours(publish)
+    }
+
+    /// Acknowledged after the batch is durable, whatever becomes of it here.
+    fn owe_ack(&mut self, publish: &Publish) {
         if publish.qos != QoS::AtMostOnce {
-            // Acknowledged after the batch is durable, whatever becomes of it here.
             self.outbox.owe_ack(publish.qos, publish.pkid);
         }
-        !self.not_ours(publish)
+    }
+
+    /// True (and counted) for a redelivery of a message whose readings are logged already.
+    fn is_redelivery(&mut self, publish: &Publish) -> bool {
+        let Some(d) = Delivery::of(publish) else {
+            return false;
+        };
+        if !self.redeliveries.is_redelivery(publish.dup, d) {
+            return false;
+        }
+        self.metrics.redeliveries_skipped.inc();
+        tracing::debug!(pkid = d.pkid, topic = %publish.topic, "redelivery of a logged reading skipped");
+        true
     }
 
     /// True (and counted) for a message this process must not count: the broker's retained
@@ -375,6 +409,7 @@ impl Pipeline {
     }
 
     fn on_input_connected(&mut self, session_present: bool) {
+        self.outbox.announce_state();
         if !session_present {
             // A new session: packet ids start over and nothing will be redelivered, so old ids
             // and unsent acknowledgements of the lost session mean nothing.
@@ -431,6 +466,7 @@ impl Pipeline {
             .outbox
             .offer(now, |key| tracked(&key.machine, key.scrap_index));
         self.republish_settled(now);
+        self.check_sequence_gaps(now);
         self.trends.tick(&self.store, now, &mut self.outbox);
         self.maintain_log(now);
         if offered {
@@ -512,7 +548,10 @@ impl Pipeline {
     }
 
     fn aggregate_message(&self, id: KeyId, now: Timestamp) -> Option<(String, Vec<u8>)> {
-        let aggregate = self.store.aggregate(id, now)?;
+        let mut aggregate = self.store.aggregate(id, now)?;
+        if let Some(sparkplug) = &self.sparkplug {
+            aggregate.offline = sparkplug.is_offline(&aggregate.machine_id);
+        }
         let topic = aggregate_topic(&aggregate.machine_id, aggregate.scrap_index);
         // Plain numbers and strings: serialization cannot fail.
         let payload = serde_json::to_vec(&aggregate).ok()?;
@@ -576,6 +615,9 @@ impl Pipeline {
             self.settle.next_deadline(),
             self.orphans.next_deadline(),
             self.history_deadline(),
+            self.sparkplug
+                .as_ref()
+                .and_then(SparkplugInput::next_deadline),
             // While paused, trends wait like aggregates.
             Some(
                 self.outbox

@@ -36,6 +36,8 @@ pub struct Outbox {
     input: AsyncClient,
     /// The output connection's client: everything published.
     client: AsyncClient,
+    /// The Sparkplug STATE topic this host publishes on, on the input connection.
+    state_topic: Option<String>,
     metrics: Metrics,
     /// When this process started (for `status/ingest`).
     started_at: Timestamp,
@@ -65,6 +67,7 @@ impl Outbox {
         Outbox {
             input: clients.input,
             client: clients.output,
+            state_topic: None,
             metrics,
             started_at,
             shard,
@@ -76,6 +79,33 @@ impl Outbox {
             in_order: VecDeque::new(),
             history: VecDeque::new(),
         }
+    }
+
+    /// Publishes this host's Sparkplug STATE on `topic`: online after every ConnAck of the
+    /// input connection, which carries the offline one as will, and offline at a clean stop.
+    pub fn with_state(mut self, topic: Option<String>) -> Self {
+        self.state_topic = topic;
+        self
+    }
+
+    /// The online STATE, retained, if this host publishes one (best effort: the input
+    /// connection's queue holds only acknowledgements besides).
+    pub fn announce_state(&mut self) {
+        if let Some(topic) = &self.state_topic {
+            let online = crate::pipeline::sparkplug::state_payload(true, self.started_at);
+            let _ = self
+                .input
+                .try_publish(topic.clone(), QoS::AtLeastOnce, true, online);
+        }
+    }
+
+    /// Hands a Sparkplug command (QoS 0, not retained) to the client; `false` when its queue
+    /// is full: the node is asked again when the need comes up again.
+    pub fn publish_command(&mut self, topic: String, payload: Vec<u8>) -> bool {
+        let sent = self
+            .client
+            .try_publish(topic, QoS::AtMostOnce, false, payload);
+        sent.is_ok()
     }
 
     /// Owes the broker an acknowledgement for a message of the batch being handled.
@@ -319,6 +349,14 @@ impl Outbox {
     ) -> usize {
         while let Some((qos, pkid)) = self.acks.pop_front() {
             let _ = self.input.ack(&ack_for(qos, pkid)).await;
+        }
+        if let Some(topic) = self.state_topic.take() {
+            // A clean DISCONNECT does not send the will.
+            let offline = crate::pipeline::sparkplug::state_payload(false, self.started_at);
+            let _ = self
+                .input
+                .publish(topic, QoS::AtLeastOnce, true, offline)
+                .await;
         }
         let _ = self.input.disconnect().await;
         let mut published = 0;

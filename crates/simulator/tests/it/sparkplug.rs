@@ -236,7 +236,7 @@ async fn an_ncmd_rebirth_request_gets_the_births_again_with_the_same_bd_seq() {
             .iter()
             .rposition(|k| *k == "NBIRTH")
             .filter(|at| *at > 0);
-        second.is_some_and(|at| kinds[at..].iter().any(|k| *k == "DDATA"))
+        second.is_some_and(|at| kinds[at..].contains(&"DDATA"))
     };
     let waited = collector.wait_for(reborn, WAIT).await;
     let status = simulator.terminate().await;

@@ -97,6 +97,7 @@ pub async fn run(args: &ClusterArgs) -> anyhow::Result<Row> {
         machines: args.machines,
         indices: args.indices,
         ids: true,
+        protocol: crate::workload::Protocol::Json,
     };
     // One after the other, so that neither run competes with the other's processes.
     let cluster = on_cluster(&bins, args, &load, timeout).await;

@@ -16,13 +16,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use simulator::sparkplug::EdgeNode;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::publisher::Publisher;
 use crate::stack::{self, Service};
-use crate::workload::{self, ClockText, Expected};
+use crate::workload::{self, ClockText, Expected, Protocol};
 
 /// The retained message that tells when `mosquitto_sub`'s subscription is active: it is the
 /// first message it prints.
@@ -43,8 +44,10 @@ pub struct Load {
     pub machines: usize,
     /// Scrap indices per machine.
     pub indices: u32,
-    /// Whether every reading carries a unique `id` (its sequence number).
+    /// Whether every reading carries a unique `id` (its sequence number; JSON only).
     pub ids: bool,
+    /// JSON readings or Sparkplug B.
+    pub protocol: Protocol,
 }
 
 impl Load {
@@ -168,7 +171,7 @@ pub async fn measure(
         target.subscriber_filter,
         target.subscriber_qos,
         n,
-        load.ids,
+        load,
     )
     .await?;
     let fleet = Fleet::connect(&target.publish_ports).await?;
@@ -311,6 +314,22 @@ impl Fleet {
 
 /// Connection `connection`'s share of `load`: the readings of its machines, in order.
 async fn publish_share(
+    publisher: Publisher,
+    connection: usize,
+    connections: usize,
+    load: Arc<Load>,
+    timeout: Duration,
+) -> anyhow::Result<Expected> {
+    match load.protocol {
+        Protocol::Json => publish_json(publisher, connection, connections, load, timeout).await,
+        Protocol::Sparkplug => {
+            publish_sparkplug(publisher, connection, connections, load, timeout).await
+        }
+    }
+}
+
+/// The JSON readings of connection `connection`'s machines.
+async fn publish_json(
     mut publisher: Publisher,
     connection: usize,
     connections: usize,
@@ -343,6 +362,63 @@ async fn publish_share(
     Ok(expected)
 }
 
+/// Connection `connection` as Sparkplug edge node `lt-node-{connection}` whose devices are
+/// its machines: the births, then one DDATA per reading, in the order of the JSON load.
+async fn publish_sparkplug(
+    mut publisher: Publisher,
+    connection: usize,
+    connections: usize,
+    load: Arc<Load>,
+    timeout: Duration,
+) -> anyhow::Result<Expected> {
+    let machines: Vec<String> = (0..load.machines).map(workload::machine).collect();
+    // Machine m is device m / connections of its node: its connection has every
+    // `connections`-th machine from `connection` on.
+    let devices = machines
+        .iter()
+        .skip(connection)
+        .step_by(connections)
+        .cloned()
+        .collect();
+    let node_id = format!("lt-node-{connection}");
+    let indices = (0..load.indices).collect();
+    let mut node = EdgeNode::new(workload::SPARKPLUG_GROUP, &node_id, devices, indices);
+    for birth in node.births(0, now_ms()) {
+        publisher
+            .publish(&birth.topic, &birth.payload, false)
+            .await?;
+    }
+    let mut expected = Expected::default();
+    let mut payload = Vec::with_capacity(64);
+    for n in 0..load.messages {
+        let (m, index, value) = load.reading(n);
+        if m % connections != connection {
+            continue;
+        }
+        let topic = node.data(
+            m / connections,
+            index as usize,
+            value,
+            now_ms(),
+            &mut payload,
+        );
+        publisher.publish(topic, &payload, false).await?;
+        expected.add(&machines[m], index, value);
+    }
+    let death = node.death(0);
+    publisher
+        .publish(&death.topic, &death.payload, false)
+        .await?;
+    publisher.finish(timeout).await?;
+    Ok(expected)
+}
+
+/// Milliseconds since the epoch, the time of a Sparkplug reading.
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A `mosquitto_sub -q 1` whose printed readings are counted: every line, or, when readings
 /// carry ids, every distinct id, so that a broker's redeliveries cannot stand in for readings
 /// it never delivered.
@@ -355,13 +431,13 @@ struct BareSubscriber {
 
 impl BareSubscriber {
     /// Starts it on `port` for `filter` at `qos` and returns once its subscription is active.
-    async fn start(
-        port: u16,
-        filter: &str,
-        qos: u8,
-        n: u64,
-        distinct: bool,
-    ) -> anyhow::Result<Self> {
+    /// Sparkplug payloads are binary: it prints them in hex, one line each.
+    async fn start(port: u16, filter: &str, qos: u8, n: u64, load: &Load) -> anyhow::Result<Self> {
+        let distinct = load.ids;
+        let format: &[&str] = match load.protocol {
+            Protocol::Json => &[],
+            Protocol::Sparkplug => &["-F", "%x"],
+        };
         let mut marker =
             Publisher::connect(port, &test_support::unique_client_id("lt-ready"), 1).await?;
         marker.publish(READY_TOPIC, b"ready", true).await?;
@@ -372,6 +448,7 @@ impl BareSubscriber {
             .args(["-q", &qos.to_string()])
             .args(["-t", READY_TOPIC, "-t", filter])
             .args(["-i", &test_support::unique_client_id("lt-sub")])
+            .args(format)
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -552,6 +629,7 @@ mod tests {
             machines: 3,
             indices: 2,
             ids: false,
+            protocol: Protocol::Json,
         };
         let keys: Vec<(usize, u32)> = (0..7)
             .map(|n| {

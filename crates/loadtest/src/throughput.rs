@@ -1,6 +1,9 @@
 //! `loadtest throughput`: how fast one ingest accounts for QoS 1 readings from one publisher
 //! connection, compared with a bare `mosquitto_sub` that only counts, both subscribed to the
-//! same Mosquitto in the same run (the measurement itself is [`crate::delivery`]).
+//! same Mosquitto in the same run (the measurement itself is [`crate::delivery`]). With
+//! `--protocol sparkplug` the same readings (machines, keys, values, order, QoS, publisher)
+//! go as Sparkplug B DDATA, one per message, and ingest follows the group; the figures of
+//! the two runs compare the payload paths.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +11,7 @@ use std::time::Duration;
 use crate::delivery::{self, Load, Target};
 use crate::report::{Row, Verdict};
 use crate::stack::{self, Bins, BrokerArgs};
+use crate::workload::{Protocol, SPARKPLUG_DATA_FILTER, SPARKPLUG_GROUP};
 
 /// Settings of a throughput run.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,6 +28,10 @@ pub struct ThroughputArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// How the readings are published: json, or sparkplug (one DDATA per reading; ingest
+    /// started with `--sparkplug-groups scrap-pulse`).
+    #[arg(long, value_enum, default_value_t = Protocol::Json)]
+    pub protocol: Protocol,
     /// Ingest settings file passed as its `--config` (e.g. a set of `[[alarm]]` rules).
     #[arg(long, value_name = "FILE")]
     pub ingest_config: Option<PathBuf>,
@@ -43,11 +51,14 @@ pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Row> {
     let bins = Bins::locate(args.bin_dir.as_deref())?;
     let timeout = Duration::from_secs(args.timeout_secs);
     let broker = args.broker.config.start().await;
-    let extra: Vec<String> = args
+    let mut extra: Vec<String> = args
         .ingest_config
         .iter()
         .flat_map(|file| ["--config".to_owned(), file.display().to_string()])
         .collect();
+    if args.protocol == Protocol::Sparkplug {
+        extra.extend(["--sparkplug-groups".to_owned(), SPARKPLUG_GROUP.to_owned()]);
+    }
     let ingest = stack::start_ingest(&bins, &broker, &extra).await?;
     let n = args.messages;
     let load = Load {
@@ -55,15 +66,20 @@ pub async fn run(args: &ThroughputArgs) -> anyhow::Result<Row> {
         machines: args.machines,
         indices: args.indices,
         ids: false,
+        protocol: args.protocol,
     };
-    let target = Target::one_mosquitto(&broker, &ingest, 1)?;
+    let mut target = Target::one_mosquitto(&broker, &ingest, 1)?;
+    if args.protocol == Protocol::Sparkplug {
+        target.subscriber_filter = SPARKPLUG_DATA_FILTER;
+    }
     let m = delivery::measure(&target, &load, timeout).await?;
     ingest.stop().await;
 
     let ratio = m.ratio();
     Ok(Row::new(
         format!(
-            "throughput, QoS 1, {} x {} keys, {n} msgs, {}",
+            "throughput, QoS 1, {}, {} x {} keys, {n} msgs, {}",
+            args.protocol.label(),
             args.machines,
             args.indices,
             args.broker.config.label()

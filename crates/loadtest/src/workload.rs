@@ -1,10 +1,37 @@
-//! What the load consists of: keys, reading payloads with exactly representable values, and
-//! the sums ingest must arrive at.
+//! What the load consists of: keys, reading payloads with exactly representable values (JSON,
+//! or Sparkplug B through the simulator's edge node), and the sums ingest must arrive at.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
 
 use aggregator_core::Timestamp;
+
+/// How the readings are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Protocol {
+    /// One JSON reading per message on `machines/{id}/scrap`.
+    #[default]
+    Json,
+    /// Sparkplug B: one edge node per connection whose devices are its machines, one DDATA
+    /// per reading (metric `scrap/{index}` by alias), ingest following [`SPARKPLUG_GROUP`].
+    Sparkplug,
+}
+
+impl Protocol {
+    /// As the report says it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Json => "JSON",
+            Self::Sparkplug => "Sparkplug B",
+        }
+    }
+}
+
+/// The Sparkplug group of the load's edge nodes (the simulator's default).
+pub const SPARKPLUG_GROUP: &str = "scrap-pulse";
+
+/// Every reading of the Sparkplug load as a host receives it.
+pub const SPARKPLUG_DATA_FILTER: &str = "spBv1.0/scrap-pulse/DDATA/+/+";
 
 /// A machine id for index `i`: `M000`, `M001`, ...
 pub fn machine(i: usize) -> String {

@@ -10,6 +10,7 @@ use loadtest::memory::{self, MemoryArgs, Scenario};
 use loadtest::report::Verdict;
 use loadtest::stack::{AnyBroker, AnyBrokerArgs, BrokerArgs, BrokerConfig};
 use loadtest::throughput::{self, ThroughputArgs};
+use loadtest::workload::Protocol;
 
 /// `target/debug` (or whichever profile built this test), where the service binaries are.
 fn bin_dir() -> Option<PathBuf> {
@@ -36,12 +37,32 @@ async fn throughput_counts_both_subscribers_and_checks_exact_sums() {
         machines: 3,
         indices: 2,
         timeout_secs: 60,
+        protocol: Protocol::Json,
         ingest_config: None,
         broker: flood_broker(),
         bin_dir: bin_dir(),
     })
     .await
     .expect("a throughput run with exact sums");
+    assert!(row.measured.contains("sums exact"), "{row}");
+    assert!(row.measured.contains("2000 accepted"), "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparkplug_throughput_counts_ddata_and_checks_exact_sums() {
+    let row = throughput::run(&ThroughputArgs {
+        messages: 2_000,
+        machines: 3,
+        indices: 2,
+        timeout_secs: 60,
+        protocol: Protocol::Sparkplug,
+        ingest_config: None,
+        broker: flood_broker(),
+        bin_dir: bin_dir(),
+    })
+    .await
+    .expect("a Sparkplug throughput run with exact sums");
+    assert!(row.figure.contains("Sparkplug B"), "{row}");
     assert!(row.measured.contains("sums exact"), "{row}");
     assert!(row.measured.contains("2000 accepted"), "{row}");
 }

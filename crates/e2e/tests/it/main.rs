@@ -3,6 +3,8 @@
 //!
 //! The binaries must be built first (`cargo build -p ingest -p gateway`; `scripts/test.sh`
 //! does it): cargo gives a test only the binaries of its own crate.
+//! The Sparkplug tests also run Eclipse Tahu's edge node under Node.js: `npm ci --prefix
+//! interop/sparkplug-tahu` (scripts/test.sh does that too).
 
 mod dev_script;
 mod failover;
@@ -12,3 +14,4 @@ mod nats_cluster;
 mod nats_scale;
 mod security;
 mod shards;
+mod sparkplug;

@@ -743,6 +743,51 @@ mod tests {
         }
 
         #[test]
+        fn a_shard_takes_births_of_every_device_but_counts_only_its_own_machines() {
+            let options = |id| MqttOptions::new(id, "localhost", 1);
+            let (input, _input_loop) = AsyncClient::new(options("i"), 64);
+            let (output, _output_loop) = AsyncClient::new(options("o"), 64);
+            let mut settings = crate::configuration::Settings::default();
+            settings.sparkplug.groups = vec!["G".into()];
+            (settings.shard.count, settings.shard.index) = (2, 0);
+            let config = settings.validate().unwrap();
+            let metrics = Metrics::new();
+            let clients = Clients { input, output };
+            let mut p = Pipeline::new(&config, Timestamp::EPOCH, clients, metrics.clone());
+            let devices: Vec<String> = (0..8).map(|n| format!("D{n}")).collect();
+            let mut batch = vec![message("NBIRTH", None, Some(0), vec![bd_seq(0)])];
+            let mut seq = 0;
+            for (n, device) in devices.iter().enumerate() {
+                seq += 1;
+                let declared = metric(Some("scrap/4"), n as u64, None);
+                batch.push(message("DBIRTH", Some(device), Some(seq), vec![declared]));
+            }
+            for (n, device) in devices.iter().enumerate() {
+                seq += 1;
+                let value = metric(None, n as u64, Some(1.0));
+                batch.push(message("DDATA", Some(device), Some(seq), vec![value]));
+            }
+            p.handle_batch(batch.into_iter(), clock_now());
+            let owned = devices.iter().filter(|d| config.shard.owns(d)).count();
+            assert!(
+                owned > 0 && owned < devices.len(),
+                "both shards own some: {owned}"
+            );
+            for device in &devices {
+                let tracked = p.store.lookup(device, 4).is_some();
+                assert_eq!(tracked, config.shard.owns(device), "{device}");
+            }
+            let other = devices.len() - owned;
+            let text = metrics.render();
+            let line = format!("ingest_readings_other_shard_total {other}");
+            assert!(text.contains(&line), "{text}");
+            assert!(
+                text.contains("ingest_sparkplug_rebirth_requests_total 0"),
+                "{text}"
+            );
+        }
+
+        #[test]
         fn historical_metrics_stay_out_of_the_window_and_other_types_are_refused() {
             let (mut p, metrics, _loops) = sparkplug_pipeline();
             let now = clock_now();

@@ -3,7 +3,9 @@
 //! Node), on a real Mosquitto with the real ingest and gateway binaries. Births and data by
 //! alias give exact sums; an ingest restarted without the births asks the node for them and
 //! counts again; a node's death shows its machines offline within a second and keeps their
-//! windows; a lost sequence number leads to a rebirth request once the reorder timeout is over.
+//! windows; a lost sequence number leads to a rebirth request once the reorder timeout is over;
+//! wrong datatypes (encoded by Tahu's payload library), malformed and oversized payloads are
+//! counted and refused while good data goes on counting.
 //!
 //! Needs Node.js and Tahu's packages: `npm ci --prefix interop/sparkplug-tahu` (scripts/test.sh
 //! runs it). Without them the tests fail, saying so.
@@ -650,4 +652,100 @@ fn gap_to_request(messages: &[Message]) -> Option<Duration> {
         .rev()
         .find(|m| m.topic.contains("/DDATA/"))?;
     Some(messages[ncmd].received.duration_since(ddata.received))
+}
+
+/// The node that sends what a careless or hostile edge node would, next to the Tahu client.
+const ROGUE: &str = "Rogue9";
+
+/// Sparkplug payloads encoded by Tahu's own payload library (`encode.js`), one per entry of
+/// `payloads` (in the library's form).
+fn tahu_encode(payloads: &Value) -> Vec<Vec<u8>> {
+    let node = require_tool("node", NODE_HINT);
+    let script = tahu_dir().join("encode.js");
+    let mut child = std::process::Command::new(node)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run encode.js: {e}; {NPM_HINT}"));
+    // unwrap: asked for as pipes just above.
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, payloads.to_string().as_bytes()).unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "encode.js failed: {output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    text.lines()
+        .map(|hex| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_datatypes_malformed_and_oversized_payloads_are_counted_and_good_data_still_counts() {
+    let mut stack = Stack::start(&["--limits-max-payload-bytes", "2048"]).await;
+    stack.birth().await;
+    let mut expected = Sums::new();
+    stack.data("D1", &[(1, 2.5)]).await;
+    add(&mut expected, "D1", &[(1, 2.5)]);
+
+    // A node whose birth declares scrap/1 as a String: its values are no readings.
+    let encoded = tahu_encode(&json!([
+        { "seq": 0, "metrics": [
+            { "name": "bdSeq", "type": "UInt64", "value": "0" },
+            { "name": "scrap/1", "alias": 1, "type": "String", "value": "none" },
+            { "name": "scrap/2", "alias": 2, "type": "Double", "value": 0.0 } ] },
+        { "seq": 1, "metrics": [ { "alias": 1, "type": "String", "value": "3" } ] },
+        { "seq": 2, "metrics": [ { "alias": 2, "type": "Double", "value": 4.5 } ] },
+        { "seq": 3, "metrics": [ { "alias": 2, "type": "Double", "value": 1.5 } ] },
+    ]));
+    let topic = |kind: &str| format!("spBv1.0/{GROUP}/{kind}/{ROGUE}");
+    let mut publisher = test_support::Publisher::connect(stack.broker.port()).await;
+    let qos = rumqttc::QoS::AtLeastOnce;
+    let sends: [(String, Vec<u8>); 6] = [
+        (topic("NBIRTH"), encoded[0].clone()),
+        (topic("NDATA"), encoded[1].clone()),
+        (topic("NDATA"), encoded[2].clone()),
+        // Not protobuf at all: a length that runs past the end.
+        (topic("NDATA"), vec![0x12, 0x05, 0x01]),
+        (topic("NDATA"), vec![0x08; 3_000]),
+        (topic("NDATA"), encoded[3].clone()),
+    ];
+    for (topic, payload) in sends {
+        let sent = publisher.publish(&topic, qos, false, payload).await;
+        stack.check(sent);
+    }
+    let flushed = publisher.flush(WAIT).await;
+    stack.check(flushed);
+    add(&mut expected, ROGUE, &[(2, 4.5), (2, 1.5)]);
+    stack.wait_sums(&expected).await;
+
+    for (reason, want) in [
+        ("not_numeric", 1.0),
+        ("invalid_sparkplug", 1.0),
+        ("too_large", 1.0),
+    ] {
+        let labels = [("reason", reason)];
+        let got = stack
+            .ingest_metric("ingest_readings_rejected_total", &labels)
+            .await;
+        if got != want {
+            stack.fail(format!("{reason}: want {want} rejections, got {got}"));
+        }
+    }
+    // The rogue node's sequence stayed whole: nobody was asked for a rebirth.
+    let requests = stack
+        .ingest_metric("ingest_sparkplug_rebirth_requests_total", &[])
+        .await;
+    if requests != 0.0 {
+        stack.fail(format!("want no rebirth request, got {requests}"));
+    }
+    // And the Tahu node goes on being counted.
+    stack.data("D2", &[(3, 0.75)]).await;
+    add(&mut expected, "D2", &[(3, 0.75)]);
+    stack.wait_sums(&expected).await;
 }

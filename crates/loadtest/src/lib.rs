@@ -7,7 +7,8 @@
 //! `deploy/nats` ([`stack::AnyBroker`]); the other subcommands refuse it.
 //!
 //! Each subcommand prints one markdown table row (see [`report::HEADER`]):
-//! - [`throughput`]: ingest's rate vs a bare `mosquitto_sub` on the same broker, exact sums.
+//! - [`throughput`]: ingest's rate vs a bare `mosquitto_sub` on the same broker, exact sums;
+//!   JSON readings, or the same readings as Sparkplug B DDATA (`--protocol sparkplug`).
 //! - [`cluster`]: three ingest shards on a three-node NATS cluster vs a bare `mosquitto_sub` on
 //!   it, and one ingest on one Mosquitto under the same many-connection load.
 //! - [`latency`]: publish to WebSocket frame delay through broker, ingest and gateway.
@@ -53,7 +54,8 @@ pub struct Cli {
 /// The measurements.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// QoS 1 readings: ingest's accounting rate vs a bare mosquitto_sub's delivery rate.
+    /// QoS 1 readings (JSON, or Sparkplug B with --protocol sparkplug): ingest's accounting
+    /// rate vs a bare mosquitto_sub's delivery rate.
     Throughput(throughput::ThroughputArgs),
     /// Three ingest shards on a three-node NATS cluster (QoS 1, readings with ids, many
     /// connections) vs a bare mosquitto_sub on it; one ingest on one Mosquitto beside it.

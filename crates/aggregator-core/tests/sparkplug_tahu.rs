@@ -140,7 +140,7 @@ fn births_aliases_and_data_from_tahu_give_exact_sums_and_a_death_goes_offline() 
         for metric in &applied.metrics {
             assert_eq!(metric.device.as_deref(), Some("A1"));
             let Some(index) = pattern.index(&metric.name) else {
-                assert_eq!(metric.name, "temperature");
+                assert_eq!(&*metric.name, "temperature");
                 continue;
             };
             let value = number(metric).unwrap();

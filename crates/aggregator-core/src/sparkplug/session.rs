@@ -11,6 +11,7 @@
 //! rebirth.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::payload::{Metric, Payload, Value, names};
@@ -42,9 +43,9 @@ pub struct NodeKey {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedMetric {
     /// The device it belongs to; `None`: the edge node's own metric.
-    pub device: Option<String>,
-    /// Its name.
-    pub name: String,
+    pub device: Option<Arc<str>>,
+    /// Its name (shared with the birth that declared it: resolving copies no text).
+    pub name: Arc<str>,
     /// Its datatype code.
     pub datatype: u32,
     /// Its value; `None` for a null metric.
@@ -106,6 +107,14 @@ pub struct Sessions {
     nodes: HashMap<NodeKey, Node>,
 }
 
+/// A metric a birth declared.
+#[derive(Debug, Clone)]
+struct Declared {
+    device: Option<Arc<str>>,
+    name: Arc<str>,
+    datatype: Option<u32>,
+}
+
 /// One edge node's state.
 #[derive(Debug, Clone, Default)]
 struct Node {
@@ -115,10 +124,10 @@ struct Node {
     next_seq: Option<u8>,
     /// Skipped sequence numbers and when they were noticed, ms.
     missing: BTreeMap<u8, u64>,
-    /// Alias to (device, name).
-    aliases: HashMap<u64, (Option<String>, String)>,
+    /// Alias to what a birth declared under it.
+    aliases: HashMap<u64, Declared>,
     /// (device, name) to datatype, as declared in births.
-    datatypes: HashMap<(Option<String>, String), u32>,
+    datatypes: HashMap<(Option<Arc<str>>, Arc<str>), u32>,
     /// When a rebirth was last asked for, ms.
     last_rebirth: Option<u64>,
 }
@@ -171,7 +180,6 @@ impl Sessions {
             | MessageType::DeviceDeath
             | MessageType::DeviceData
             | MessageType::NodeData => {
-                let device = device.map(str::to_owned);
                 if state.birth.is_none() {
                     applied.rebirth = true;
                 }
@@ -183,10 +191,12 @@ impl Sessions {
                 if applied.skipped.is_none() {
                     match kind {
                         MessageType::DeviceBirth => {
-                            state.declare(device.as_deref(), &payload.metrics);
+                            state.declare(device, &payload.metrics);
+                            let device = device.map(str::to_owned);
                             applied.presence = Some(Presence::Online { device });
                         }
                         MessageType::DeviceDeath => {
+                            let device = device.map(str::to_owned);
                             applied.presence = Some(Presence::Offline { device });
                         }
                         _ => state.resolve(device, payload, &mut applied),
@@ -272,17 +282,22 @@ impl Node {
     /// Remembers the aliases and datatypes a birth of `device` (or the node) declares,
     /// replacing that device's earlier ones.
     fn declare(&mut self, device: Option<&str>, metrics: &[Metric]) {
-        let device = device.map(str::to_owned);
-        self.aliases.retain(|_, (d, _)| *d != device);
+        let device: Option<Arc<str>> = device.map(Arc::from);
+        self.aliases.retain(|_, declared| declared.device != device);
         self.datatypes.retain(|(d, _), _| *d != device);
         for metric in metrics {
             let Some(name) = &metric.name else { continue };
+            let name: Arc<str> = Arc::from(name.as_str());
             if let Some(alias) = metric.alias {
-                self.aliases.insert(alias, (device.clone(), name.clone()));
+                let declared = Declared {
+                    device: device.clone(),
+                    name: name.clone(),
+                    datatype: metric.datatype,
+                };
+                self.aliases.insert(alias, declared);
             }
             if let Some(datatype) = metric.datatype {
-                self.datatypes
-                    .insert((device.clone(), name.clone()), datatype);
+                self.datatypes.insert((device.clone(), name), datatype);
             }
         }
     }
@@ -322,21 +337,32 @@ impl Node {
     }
 
     /// Resolves the metrics of a data message into `applied`.
-    fn resolve(&self, device: Option<String>, payload: Payload, applied: &mut Applied) {
+    fn resolve(&self, device: Option<&str>, payload: Payload, applied: &mut Applied) {
+        let device: Option<Arc<str>> = device.map(Arc::from);
         for metric in payload.metrics {
-            let declared = match (&metric.name, metric.alias) {
-                (Some(name), _) => Some((device.clone(), name.clone())),
+            let declared = match (metric.name, metric.alias) {
+                (Some(name), _) => Some(Declared {
+                    device: device.clone(),
+                    name: Arc::from(name),
+                    datatype: None,
+                }),
                 (None, Some(alias)) => self.aliases.get(&alias).cloned(),
                 (None, None) => None,
             };
-            let Some((owner, name)) = declared else {
+            let Some(declared) = declared else {
                 applied.unresolved += 1;
                 applied.rebirth |= metric.alias.is_some();
                 continue;
             };
-            let datatype = metric
-                .datatype
-                .or_else(|| self.datatypes.get(&(owner.clone(), name.clone())).copied());
+            let Declared {
+                device: owner,
+                name,
+                datatype: declared_type,
+            } = declared;
+            let datatype = metric.datatype.or(declared_type).or_else(|| {
+                let key = (owner.clone(), name.clone());
+                self.datatypes.get(&key).copied()
+            });
             let Some(datatype) = datatype else {
                 applied.unresolved += 1;
                 applied.rebirth = true;
@@ -503,7 +529,7 @@ mod tests {
             payload(201, vec![metric]),
             T0,
         );
-        assert_eq!(applied.metrics[0].name, "scrap/4");
+        assert_eq!(&*applied.metrics[0].name, "scrap/4");
         assert_eq!(applied.metrics[0].timestamp, Some(T0 - 10));
         assert!(!applied.rebirth);
     }
@@ -626,7 +652,7 @@ mod tests {
             }],
         );
         let applied = sessions.apply(&node(), MessageType::DeviceData, Some("A1"), message, T0);
-        assert_eq!(applied.metrics[0].name, "scrap/2");
+        assert_eq!(&*applied.metrics[0].name, "scrap/2");
         assert_eq!(applied.metrics[0].datatype, 9);
         assert!(applied.metrics[0].is_historical);
     }

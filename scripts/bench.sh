@@ -55,6 +55,7 @@ lt="$target_dir/release/loadtest"
 if ((quick)); then
     runs=(
         "throughput --messages 20000 --broker project"
+        "throughput --messages 20000 --broker project --protocol sparkplug"
         "cluster --messages 6000 --broker project"
         "latency --rate 100 --machines 3 --indices 3 --duration-secs 3"
         "latency --rate 100 --machines 3 --indices 3 --duration-secs 3 --broker project"
@@ -76,6 +77,8 @@ if ((quick)); then
 else
     runs=(
         "throughput --broker project"
+        # The same readings as Sparkplug B DDATA by alias, through ingest's Sparkplug input.
+        "throughput --broker project --protocol sparkplug"
         # Scale-out: 3 ingest shards on a 3-node NATS cluster, 30 QoS 1 connections, vs a bare
         # subscriber on the cluster; one ingest on one Mosquitto under the same load beside it.
         "cluster --broker project"

@@ -19,3 +19,4 @@ mod rejections;
 mod resilience;
 mod security;
 mod shards;
+mod sparkplug_state;

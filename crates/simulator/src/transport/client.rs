@@ -20,15 +20,12 @@ use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Outgoing, QoS, Request};
 use service_kit::{Backoff, Failover};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use super::{Delivery, TransportError, broker_list, raw};
+use super::{Delivery, TransportError, broker_list, raw, wait_for_acknowledgements};
 use crate::configuration::SimConfig;
 
 /// Unacknowledged publishes allowed in flight; high so a round trip does not cap the rate.
 const INFLIGHT: u16 = 1000;
-/// How long `finish` waits, while connected, without any new acknowledgement before giving up.
-const STALL_LIMIT: Duration = Duration::from_secs(10);
 /// How long removing the session from one broker may take in `finish`.
 const FORGET_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -133,7 +130,8 @@ impl ClientConnection {
     /// Waits up to `timeout` until every publish is acknowledged, then disconnects and
     /// removes the session from every broker it used. Unacknowledged messages count as lost.
     pub async fn finish(mut self, timeout: Duration) -> Delivery {
-        self.wait_for_acknowledgements(timeout).await;
+        let (sent, delivery) = (self.sent, || self.delivery());
+        wait_for_acknowledgements(sent, timeout, delivery, || self.error.borrow().is_some()).await;
         let _ = self.client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
         self.task.abort();
@@ -150,32 +148,6 @@ impl ClientConnection {
         let mut delivery = self.delivery();
         delivery.lost = delivery.sent - delivery.acknowledged;
         delivery
-    }
-
-    /// Returns when every publish is acknowledged or lost, at `timeout`, or when nothing has
-    /// moved for [`STALL_LIMIT`] while connected: the broker lost those messages.
-    async fn wait_for_acknowledgements(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut last = (self.delivery().acknowledged, Instant::now());
-        loop {
-            let Delivery {
-                acknowledged, lost, ..
-            } = self.delivery();
-            if acknowledged + lost >= self.sent {
-                return;
-            }
-            let now = Instant::now();
-            // A reconnection (a fail-over to a NATS node can take many seconds) is not a stall.
-            if acknowledged != last.0 || self.error.borrow().is_some() {
-                last = (acknowledged, now);
-            }
-            if now >= deadline || now - last.1 >= STALL_LIMIT {
-                let unacknowledged = self.sent - acknowledged;
-                tracing::warn!(unacknowledged, "giving up waiting for acknowledgements");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 }
 

@@ -64,6 +64,40 @@ pub(crate) fn broker_list(config: &SimConfig) -> String {
     list.join(",")
 }
 
+/// How long `finish` waits, while connected, without any new acknowledgement before giving up.
+const STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// Returns when each of `sent` publishes is acknowledged or lost, at `timeout`, or when nothing
+/// has moved for [`STALL_LIMIT`] while connected: the broker lost those messages. While
+/// `failing` (a reconnection: a fail-over to a NATS node can take many seconds) nothing stalls.
+pub(crate) async fn wait_for_acknowledgements(
+    sent: u64,
+    timeout: Duration,
+    delivery: impl Fn() -> Delivery,
+    failing: impl Fn() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = (delivery().acknowledged, tokio::time::Instant::now());
+    loop {
+        let Delivery {
+            acknowledged, lost, ..
+        } = delivery();
+        if acknowledged + lost >= sent {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if acknowledged != last.0 || failing() {
+            last = (acknowledged, now);
+        }
+        if now >= deadline || now - last.1 >= STALL_LIMIT {
+            let unacknowledged = sent - acknowledged;
+            tracing::warn!(unacknowledged, "giving up waiting for acknowledgements");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Delivery counters of a connection, or of all together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Delivery {

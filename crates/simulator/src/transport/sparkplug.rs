@@ -24,16 +24,13 @@ use rumqttc::{
 use service_kit::{Backoff, Failover};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use super::{Delivery, TransportError, broker_list};
+use super::{Delivery, TransportError, broker_list, wait_for_acknowledgements};
 use crate::configuration::SimConfig;
 use crate::sparkplug::{BirthTracker, Births, EdgeNode, asks_for_rebirth};
 
 /// Unacknowledged QoS 1/2 readings allowed in flight; high so a round trip does not cap the rate.
 const INFLIGHT: u16 = 1000;
-/// How long `finish` waits, while connected, without any new acknowledgement before giving up.
-const STALL_LIMIT: Duration = Duration::from_secs(10);
 /// How long the DISCONNECT may take to go out at the end.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -232,7 +229,11 @@ impl NodeConnection {
     /// NDEATH, since a clean disconnect does not fire the will, and disconnects.
     /// Unacknowledged readings count as lost.
     pub async fn finish(mut self, timeout: Duration) -> Delivery {
-        self.wait_for_acknowledgements(timeout).await;
+        let (sent, delivery) = (self.sent, || self.delivery());
+        wait_for_acknowledgements(sent, timeout, delivery, || {
+            self.state.borrow().error.is_some()
+        })
+        .await;
         if self.state.borrow().error.is_none() {
             let bd_seq = self.state.borrow().bd_seq;
             let death = self.node.death(bd_seq);
@@ -244,31 +245,6 @@ impl NodeConnection {
         let mut delivery = self.delivery();
         delivery.lost = delivery.sent - delivery.acknowledged;
         delivery
-    }
-
-    /// Returns when every reading is acknowledged or lost, at `timeout`, or when nothing has
-    /// moved for [`STALL_LIMIT`] while connected.
-    async fn wait_for_acknowledgements(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut last = (self.delivery().acknowledged, Instant::now());
-        loop {
-            let Delivery {
-                acknowledged, lost, ..
-            } = self.delivery();
-            if acknowledged + lost >= self.sent {
-                return;
-            }
-            let now = Instant::now();
-            if acknowledged != last.0 || self.state.borrow().error.is_some() {
-                last = (acknowledged, now);
-            }
-            if now >= deadline || now - last.1 >= STALL_LIMIT {
-                let unacknowledged = self.sent - acknowledged;
-                tracing::warn!(unacknowledged, "giving up waiting for acknowledgements");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
     }
 }
 

@@ -77,7 +77,7 @@ pub enum Skipped {
     /// A sequence number already taken: a copy.
     Duplicate,
     /// An NDEATH whose `bdSeq` is not that of the current birth: the will of an earlier
-    /// connection.
+    /// connection. (With no birth known, a death is taken.)
     StaleDeath,
     /// A command, which a host sends rather than reads.
     Command,
@@ -166,7 +166,9 @@ impl Sessions {
                 applied.presence = Some(Presence::Online { device: None });
             }
             MessageType::NodeDeath => {
-                if state.birth.is_some() && bd_seq(&payload) == state.birth {
+                // Without a birth known (a host that started after it), a death cannot be
+                // told stale: it is taken, and the node's next birth would follow it anyway.
+                if state.birth.is_none() || bd_seq(&payload) == state.birth {
                     *state = Node {
                         last_rebirth: state.last_rebirth,
                         ..Node::default()
@@ -615,6 +617,15 @@ mod tests {
         // Its aliases died with it: data now asks for a rebirth.
         let after = data(&mut sessions, 2, 1.0, T0 + 1);
         assert_eq!((after.unresolved, after.rebirth), (1, true));
+    }
+
+    #[test]
+    fn a_death_of_a_node_whose_birth_came_before_this_host_is_taken() {
+        let mut sessions = Sessions::new(CONFIG);
+        let death = payload(0, vec![bd_seq_metric(7)]);
+        let applied = sessions.apply(&node(), MessageType::NodeDeath, None, death, T0);
+        assert_eq!(applied.presence, Some(Presence::Offline { device: None }));
+        assert_eq!(applied.skipped, None);
     }
 
     #[test]

@@ -443,6 +443,8 @@ impl Pipeline {
     /// The retained state of a previous run; other shards' keys are theirs to clear or restore.
     fn on_retained(&mut self, mut found: Snapshot, now: Timestamp) {
         found.aggregates.retain(|a| self.shard.owns(&a.machine));
+        let offline = found.aggregates.iter().filter(|a| a.offline);
+        self.restore_offline(offline.map(|a| a.machine.as_str()), now);
         found.alarms.retain(|a| self.shard.owns(&a.machine_id));
         found.trends.retain(|t| self.shard.owns(&t.machine));
         let store = &self.store;

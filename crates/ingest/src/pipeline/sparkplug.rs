@@ -15,7 +15,7 @@ use aggregator_core::sparkplug::{
     self, DataType, MachineFrom, MessageType, MetricPattern, NodeKey, Presence, ResolvedMetric,
     SessionConfig, Sessions, Skipped, TimeFrom, Topic,
 };
-use aggregator_core::{Accepted, Reading, Timestamp};
+use aggregator_core::{Accepted, KeyId, Reading, Timestamp};
 use rumqttc::Publish;
 use service_kit::{SettingsError, ensure};
 
@@ -171,6 +171,11 @@ impl SparkplugInput {
     /// Whether `machine`'s node or device is dead.
     pub fn is_offline(&self, machine: &str) -> bool {
         !self.offline.is_empty() && self.offline.contains(machine)
+    }
+
+    /// Machines a previous run showed offline: they stay so until their birth.
+    pub fn restore_offline<'m>(&mut self, machines: impl IntoIterator<Item = &'m str>) {
+        self.offline.extend(machines.into_iter().map(str::to_owned));
     }
 
     /// When a missing sequence number runs out of time next.
@@ -428,15 +433,35 @@ impl Pipeline {
             return;
         }
         tracing::info!(group = %node.group, node = %node.node, ?machines, online, "Sparkplug presence changed");
+        self.republish_machines(&machines, now);
+    }
+
+    /// Marks `machines`, offline in a previous run's retained aggregates, offline again: a
+    /// node that died while ingest was away sends nothing until its next birth.
+    pub(super) fn restore_offline<'m>(
+        &mut self,
+        machines: impl IntoIterator<Item = &'m str>,
+        now: Timestamp,
+    ) {
+        let Some(input) = &mut self.sparkplug else {
+            return;
+        };
+        let machines: Vec<String> = machines.into_iter().map(str::to_owned).collect();
+        input.restore_offline(machines.iter().map(String::as_str));
+        let offline_count = super::gauge(input.offline.len());
+        self.metrics.sparkplug_offline_machines.set(offline_count);
+        self.republish_machines(&machines, now);
+    }
+
+    /// Publishes the aggregates of every key of `machines` again, now or when the budget
+    /// allows.
+    fn republish_machines(&mut self, machines: &[String], now: Timestamp) {
         let store = &self.store;
-        let ids: Vec<_> = store
-            .key_ids()
-            .filter(|id| {
-                store
-                    .key(*id)
-                    .is_some_and(|k| machines.iter().any(|m| **m == *k.machine))
-            })
-            .collect();
+        let of_machines = |id: &KeyId| {
+            let key = store.key(*id);
+            key.is_some_and(|k| machines.iter().any(|m| **m == *k.machine))
+        };
+        let ids: Vec<KeyId> = store.key_ids().filter(of_machines).collect();
         for id in ids {
             if self.coalescer.is_immediate() {
                 self.publish_aggregate(id, now);
@@ -785,6 +810,44 @@ mod tests {
                 text.contains("ingest_sparkplug_rebirth_requests_total 0"),
                 "{text}"
             );
+        }
+
+        #[test]
+        fn machines_a_previous_run_showed_offline_stay_offline_until_their_birth() {
+            use crate::restart::snapshot::{ReadBack, RetainedAggregate, Snapshot};
+            let (mut p, _metrics, _loops) = sparkplug_pipeline();
+            let now = clock_now();
+            let mut batch = births();
+            batch.push(message(
+                "DDATA",
+                Some("D1"),
+                Some(2),
+                vec![metric(None, 7, Some(2.5))],
+            ));
+            p.handle_batch(batch.into_iter(), now);
+            assert!(!offline(&p));
+            let retained = |machine: &str, offline| RetainedAggregate {
+                machine: machine.into(),
+                scrap_index: 4,
+                stamped: now,
+                count: 1,
+                offline,
+            };
+            let snapshot = Snapshot {
+                aggregates: vec![retained("D1", true), retained("D2", false)],
+                read: ReadBack::Complete,
+                ..Snapshot::default()
+            };
+            p.handle_batch([Inbound::Retained(snapshot)].into_iter(), now);
+            assert!(offline(&p));
+            let birth = message(
+                "DBIRTH",
+                Some("D1"),
+                Some(3),
+                vec![metric(Some("scrap/4"), 7, None)],
+            );
+            p.handle_batch([birth].into_iter(), now);
+            assert!(!offline(&p));
         }
 
         #[test]

@@ -132,6 +132,7 @@ mod tests {
             scrap_index: 1,
             stamped: secs(stamped),
             count,
+            offline: false,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct RetainedAggregate {
     pub stamped: Timestamp,
     /// Readings it counted.
     pub count: u64,
+    /// Its machine's Sparkplug node or device was dead.
+    pub offline: bool,
 }
 
 /// A retained trend found at start-up.
@@ -289,6 +291,7 @@ fn parse_retained(topic: &str, payload: &[u8]) -> Option<RetainedAggregate> {
         scrap_index,
         stamped: Timestamp::parse_rfc3339(&aggregate.timestamp).ok()?,
         count: aggregate.count,
+        offline: aggregate.offline,
     })
 }
 

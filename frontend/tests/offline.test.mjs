@@ -63,8 +63,12 @@ test('an offline aggregate marks its card "offline"; an online one takes the mar
   await badge.waitFor({ state: 'visible', timeout: 5000 });
   assert.equal(await badge.innerText(), 'OFFLINE', 'shown in capitals by the stylesheet');
   assert.equal(await badge.count(), 1, 'only the offline key is marked');
-  const opacity = await page.evaluate(() => Number(getComputedStyle(document.querySelector('.card.offline')).opacity));
-  assert.ok(opacity < 0.8, `offline card is muted (opacity ${opacity})`);
+  // Cards fade (a 0.3 s opacity transition): wait for the muted look rather than sample it.
+  const muted = () => Number(getComputedStyle(document.querySelector('.card.offline')).opacity) < 0.8;
+  await page.waitForFunction(muted, null, { timeout: 5000 }).catch(async () => {
+    const opacity = await page.evaluate(() => getComputedStyle(document.querySelector('.card.offline')).opacity);
+    assert.fail(`offline card is not muted (opacity ${opacity})`);
+  });
   assert.equal((await cardsOf(page)).find((c) => c.machine === 'S2').offline, false);
 
   // A page opened now starts from the snapshot, offline already.

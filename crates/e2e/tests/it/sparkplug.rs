@@ -5,7 +5,8 @@
 //! counts again; a node's death shows its machines offline within a second and keeps their
 //! windows; a lost sequence number leads to a rebirth request once the reorder timeout is over;
 //! wrong datatypes (encoded by Tahu's payload library), malformed and oversized payloads are
-//! counted and refused while good data goes on counting.
+//! counted and refused while good data goes on counting; two ingest shards each take every
+//! birth and count only their own devices.
 //!
 //! Needs Node.js and Tahu's packages: `npm ci --prefix interop/sparkplug-tahu` (scripts/test.sh
 //! runs it). Without them the tests fail, saying so.
@@ -748,4 +749,73 @@ async fn wrong_datatypes_malformed_and_oversized_payloads_are_counted_and_good_d
     stack.data("D2", &[(3, 0.75)]).await;
     add(&mut expected, "D2", &[(3, 0.75)]);
     stack.wait_sums(&expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_each_take_every_birth_and_count_only_their_own_devices() {
+    // fnv1a32 puts D1 on shard 0 and D2 on shard 1 of two.
+    let mut stack = Stack::start(&["--shard-count", "2", "--shard-index", "0"]).await;
+    let client_id = unique_client_id("e2e-sparkplug-shard-1");
+    let args: Vec<String> = [
+        "--mqtt-client-id",
+        &client_id,
+        "--sparkplug-groups",
+        GROUP,
+        "--window-seconds",
+        "600",
+        "--shard-count",
+        "2",
+        "--shard-index",
+        "1",
+    ]
+    .map(str::to_owned)
+    .into();
+    let shard_1 = Stack::start_ingest(stack.broker.port(), &args).await;
+    stack.birth().await;
+    let mut expected = Sums::new();
+    let batches: [(&str, &[(u32, f64)]); 4] = [
+        ("D1", &[(1, 2.5), (2, 0.5)]),
+        ("D2", &[(1, 7.0)]),
+        ("D2", &[(3, 1.25), (1, 0.75)]),
+        ("D1", &[(1, 1.0)]),
+    ];
+    for (device, readings) in batches {
+        stack.data(device, readings).await;
+        add(&mut expected, device, readings);
+    }
+    stack.wait_sums(&expected).await;
+
+    // Each shard counted its own device's readings, and neither missed a birth.
+    let shard_1_metric = |name: &'static str| {
+        let url = shard_1.url("/metrics");
+        async move {
+            let metrics = scrape_metrics(&url).await.ok()?;
+            metrics.get(name, &[])
+        }
+    };
+    let counts = || async {
+        (
+            stack
+                .ingest_metric("ingest_readings_accepted_total", &[])
+                .await,
+            shard_1_metric("ingest_readings_accepted_total").await,
+            stack
+                .ingest_metric("ingest_sparkplug_rebirth_requests_total", &[])
+                .await,
+            shard_1_metric("ingest_sparkplug_rebirth_requests_total").await,
+        )
+    };
+    let want = (3.0, Some(3.0), 0.0, Some(0.0));
+    let reached = wait_until(WAIT, "3 readings on each shard", || async {
+        counts().await == want
+    })
+    .await;
+    if let Err(e) = reached {
+        stack.fail(format!(
+            "{e}: want (shard 0, shard 1, requests 0, requests 1) = {want:?}, got {:?}\n\
+             --- shard 1\n{}",
+            counts().await,
+            shard_1.process.logs()
+        ));
+    }
 }

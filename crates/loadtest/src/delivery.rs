@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use simulator::sparkplug::EdgeNode;
+use simulator::transport::sparkplug::now_ms;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -411,12 +412,6 @@ async fn publish_sparkplug(
         .await?;
     publisher.finish(timeout).await?;
     Ok(expected)
-}
-
-/// Milliseconds since the epoch, the time of a Sparkplug reading.
-fn now_ms() -> u64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    since.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A `mosquitto_sub -q 1` whose printed readings are counted: every line, or, when readings

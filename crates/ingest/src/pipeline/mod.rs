@@ -516,6 +516,11 @@ impl Pipeline {
     /// its budget allows).
     fn changed(&mut self, id: KeyId, now: Timestamp) {
         self.alarms.evaluate(&self.store, id, now, &mut self.outbox);
+        self.publish_soon(id, now);
+    }
+
+    /// Publishes `id`'s aggregate now, or when its budget allows.
+    fn publish_soon(&mut self, id: KeyId, now: Timestamp) {
         if self.coalescer.is_immediate() {
             self.publish_aggregate(id, now);
         } else {

@@ -104,7 +104,7 @@ impl SparkplugConfig {
 /// A host application's STATE message: `{"online":true,"timestamp":1733...}`, the same
 /// timestamp in the birth and in the will, as Sparkplug 3.0 asks.
 pub fn state_payload(online: bool, at: Timestamp) -> Vec<u8> {
-    let timestamp = at.unix_nanos() / 1_000_000;
+    let timestamp = at.unix_millis();
     format!("{{\"online\":{online},\"timestamp\":{timestamp}}}").into_bytes()
 }
 
@@ -228,7 +228,7 @@ fn is_topic_level(text: &str) -> bool {
 }
 
 fn millis(at: Timestamp) -> u64 {
-    u64::try_from(at.unix_nanos() / 1_000_000).unwrap_or(0)
+    u64::try_from(at.unix_millis()).unwrap_or(0)
 }
 
 impl Pipeline {
@@ -385,7 +385,6 @@ impl Pipeline {
             counter.inc();
             return false;
         }
-        let machine = machine.to_owned();
         match self.store.accept_with_id(&reading, None, now) {
             Ok(Accepted::Counted(id)) => {
                 if let Some(log) = &mut self.log {
@@ -394,7 +393,7 @@ impl Pipeline {
                 self.count_in_history(&reading, now);
                 self.changed(id, now);
                 if let Some(input) = &mut self.sparkplug {
-                    input.remember(node, &machine);
+                    input.remember(node, machine);
                 }
                 true
             }
@@ -427,13 +426,10 @@ impl Pipeline {
             return;
         };
         let (machines, online) = input.presence_change(node, presence);
-        let offline_count = super::gauge(input.offline.len());
-        self.metrics.sparkplug_offline_machines.set(offline_count);
-        if machines.is_empty() {
-            return;
+        if !machines.is_empty() {
+            tracing::info!(group = %node.group, node = %node.node, ?machines, online, "Sparkplug presence changed");
         }
-        tracing::info!(group = %node.group, node = %node.node, ?machines, online, "Sparkplug presence changed");
-        self.republish_machines(&machines, now);
+        self.presence_changed(&machines, now);
     }
 
     /// Marks `machines`, offline in a previous run's retained aggregates, offline again: a
@@ -448,14 +444,16 @@ impl Pipeline {
         };
         let machines: Vec<String> = machines.into_iter().map(str::to_owned).collect();
         input.restore_offline(machines.iter().map(String::as_str));
-        let offline_count = super::gauge(input.offline.len());
-        self.metrics.sparkplug_offline_machines.set(offline_count);
-        self.republish_machines(&machines, now);
+        self.presence_changed(&machines, now);
     }
 
-    /// Publishes the aggregates of every key of `machines` again, now or when the budget
-    /// allows.
-    fn republish_machines(&mut self, machines: &[String], now: Timestamp) {
+    /// After `machines` went offline or came back: the gauge, and every key of theirs
+    /// published again, now or when its budget allows.
+    fn presence_changed(&mut self, machines: &[String], now: Timestamp) {
+        if let Some(input) = &self.sparkplug {
+            let offline = super::gauge(input.offline.len());
+            self.metrics.sparkplug_offline_machines.set(offline);
+        }
         let store = &self.store;
         let of_machines = |id: &KeyId| {
             let key = store.key(*id);
@@ -463,11 +461,7 @@ impl Pipeline {
         };
         let ids: Vec<KeyId> = store.key_ids().filter(of_machines).collect();
         for id in ids {
-            if self.coalescer.is_immediate() {
-                self.publish_aggregate(id, now);
-            } else {
-                self.coalescer.touch(id);
-            }
+            self.publish_soon(id, now);
         }
     }
 
@@ -632,13 +626,21 @@ mod tests {
         use crate::mqtt::{Clients, Inbound};
         use crate::pipeline::clock_now;
 
+        /// A pipeline following group G that publishes every change.
         fn sparkplug_pipeline() -> (Pipeline, Metrics, [rumqttc::EventLoop; 2]) {
+            pipeline_with(|settings| settings.publish.interval_ms = 0)
+        }
+
+        /// A pipeline following group G, with `change` made to the default settings.
+        fn pipeline_with(
+            change: impl FnOnce(&mut crate::configuration::Settings),
+        ) -> (Pipeline, Metrics, [rumqttc::EventLoop; 2]) {
             let options = |id| MqttOptions::new(id, "localhost", 1);
             let (input, input_loop) = AsyncClient::new(options("i"), 64);
             let (output, output_loop) = AsyncClient::new(options("o"), 64);
             let mut settings = crate::configuration::Settings::default();
-            settings.publish.interval_ms = 0;
             settings.sparkplug.groups = vec!["G".into()];
+            change(&mut settings);
             let config = settings.validate().unwrap();
             let metrics = Metrics::new();
             let clients = Clients { input, output };
@@ -678,6 +680,16 @@ mod tests {
             ))
         }
 
+        /// A DDATA of device D1 with sequence number `seq`: `value` by `alias`.
+        fn d1_data(seq: u64, alias: u64, value: f64) -> Inbound {
+            message(
+                "DDATA",
+                Some("D1"),
+                Some(seq),
+                vec![metric(None, alias, Some(value))],
+            )
+        }
+
         fn bd_seq(n: u64) -> Metric {
             Metric {
                 name: Some("bdSeq".into()),
@@ -711,25 +723,10 @@ mod tests {
             let (mut p, metrics, _loops) = sparkplug_pipeline();
             let now = clock_now();
             let mut batch = births();
-            batch.push(message(
-                "DDATA",
-                Some("D1"),
-                Some(2),
-                vec![metric(None, 7, Some(2.5))],
-            ));
-            batch.push(message(
-                "DDATA",
-                Some("D1"),
-                Some(3),
-                vec![metric(None, 7, Some(1.5))],
-            ));
+            batch.push(d1_data(2, 7, 2.5));
+            batch.push(d1_data(3, 7, 1.5));
             // An alias no birth declared: counted, never guessed, and a rebirth is asked for.
-            batch.push(message(
-                "DDATA",
-                Some("D1"),
-                Some(4),
-                vec![metric(None, 9, Some(9.0))],
-            ));
+            batch.push(d1_data(4, 9, 9.0));
             batch.push(Inbound::Reading(Publish::new(
                 "spBv1.0/G/DDATA/N1/D1",
                 QoS::AtMostOnce,
@@ -769,16 +766,9 @@ mod tests {
 
         #[test]
         fn a_shard_takes_births_of_every_device_but_counts_only_its_own_machines() {
-            let options = |id| MqttOptions::new(id, "localhost", 1);
-            let (input, _input_loop) = AsyncClient::new(options("i"), 64);
-            let (output, _output_loop) = AsyncClient::new(options("o"), 64);
-            let mut settings = crate::configuration::Settings::default();
-            settings.sparkplug.groups = vec!["G".into()];
-            (settings.shard.count, settings.shard.index) = (2, 0);
-            let config = settings.validate().unwrap();
-            let metrics = Metrics::new();
-            let clients = Clients { input, output };
-            let mut p = Pipeline::new(&config, Timestamp::EPOCH, clients, metrics.clone());
+            let (mut p, metrics, _loops) =
+                pipeline_with(|s| (s.shard.count, s.shard.index) = (2, 0));
+            let shard = p.shard.clone();
             let devices: Vec<String> = (0..8).map(|n| format!("D{n}")).collect();
             let mut batch = vec![message("NBIRTH", None, Some(0), vec![bd_seq(0)])];
             let mut seq = 0;
@@ -793,14 +783,14 @@ mod tests {
                 batch.push(message("DDATA", Some(device), Some(seq), vec![value]));
             }
             p.handle_batch(batch.into_iter(), clock_now());
-            let owned = devices.iter().filter(|d| config.shard.owns(d)).count();
+            let owned = devices.iter().filter(|d| shard.owns(d)).count();
             assert!(
                 owned > 0 && owned < devices.len(),
                 "both shards own some: {owned}"
             );
             for device in &devices {
                 let tracked = p.store.lookup(device, 4).is_some();
-                assert_eq!(tracked, config.shard.owns(device), "{device}");
+                assert_eq!(tracked, shard.owns(device), "{device}");
             }
             let other = devices.len() - owned;
             let text = metrics.render();
@@ -818,12 +808,7 @@ mod tests {
             let (mut p, _metrics, _loops) = sparkplug_pipeline();
             let now = clock_now();
             let mut batch = births();
-            batch.push(message(
-                "DDATA",
-                Some("D1"),
-                Some(2),
-                vec![metric(None, 7, Some(2.5))],
-            ));
+            batch.push(d1_data(2, 7, 2.5));
             p.handle_batch(batch.into_iter(), now);
             assert!(!offline(&p));
             let retained = |machine: &str, offline| RetainedAggregate {
@@ -861,7 +846,7 @@ mod tests {
             text.datatype = Some(12);
             text.value = Some(Value::String("3".into()));
             let mut live = metric(None, 7, Some(1.0));
-            live.timestamp = Some(now.unix_nanos() as u64 / 1_000_000);
+            live.timestamp = Some(millis(now));
             let temperature = metric(Some("temperature"), 99, Some(80.0));
             batch.push(message(
                 "DDATA",

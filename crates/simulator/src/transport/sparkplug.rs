@@ -248,8 +248,8 @@ impl NodeConnection {
     }
 }
 
-/// Milliseconds since the epoch, for births.
-fn now_ms() -> u64 {
+/// Milliseconds since the epoch: the time of births and readings.
+pub fn now_ms() -> u64 {
     let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH);
     since.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

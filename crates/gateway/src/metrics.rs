@@ -23,8 +23,9 @@ service_kit::metrics! {
         messages_received: Counter = "mqtt_messages_received", "MQTT publishes received";
         messages_invalid: Counter = "mqtt_messages_invalid",
             "MQTT publishes ignored for an unusable topic or payload";
-        aggregates_stale: Counter = "aggregates_stale",
-            "Aggregates ignored because the one held for their key is newer (a late redelivery)";
+        stale_messages: Counter = "stale_messages",
+            "Aggregates, alarms and trends ignored because the one held for their key is newer \
+             (a late redelivery)";
         broker_index: Gauge = "broker_index",
             "Position in the mqtt.host list of the broker in use (0: the first)";
         mqtt_errors: Counter = "mqtt_errors", "MQTT connection errors";

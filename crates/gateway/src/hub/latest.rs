@@ -6,12 +6,18 @@
 //! states. `None` (an empty retained payload) forgets a key. After a reconnect the broker
 //! replays every retained message: a key not replayed between `begin_resync` and
 //! `finish_resync` was cleared while the gateway was away and is forgotten too.
+//!
+//! A broker may deliver an old message again, late (a NATS node after a restart): a value
+//! stamped before the one held for its key is refused, in every family alike, so that an old
+//! "raised" never follows the "cleared" that ended it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use aggregator_core::KeyRef;
+use aggregator_core::alarm::AlarmMessage;
+use aggregator_core::trend::TrendMessage;
+use aggregator_core::{Aggregate, KeyRef};
 
 use crate::hub::frame::{EncodedSize, Key, MachineFilter};
 
@@ -35,6 +41,53 @@ impl<V> Default for Latest<V> {
             seen: None,
         }
     }
+}
+
+/// A value that says when ingest made it.
+pub(crate) trait Stamped {
+    /// Ingest's clock when the value was made, RFC 3339 UTC with milliseconds
+    /// (`2026-01-01T12:00:41.337Z`); `None` when unknown.
+    fn stamp(&self) -> Option<&str>;
+}
+
+impl Stamped for Aggregate {
+    fn stamp(&self) -> Option<&str> {
+        Some(&self.timestamp)
+    }
+}
+
+impl Stamped for AlarmMessage {
+    fn stamp(&self) -> Option<&str> {
+        Some(&self.timestamp)
+    }
+}
+
+/// A trend is as new as its newest sample.
+impl Stamped for TrendMessage {
+    fn stamp(&self) -> Option<&str> {
+        self.points.last().map(|point| point.t.as_str())
+    }
+}
+
+/// Whether `held` was made after `incoming`. Only times in ingest's fixed form are compared
+/// (as text, which orders them); a time in another form never makes a value stale.
+fn stamped_later(held: &impl Stamped, incoming: &impl Stamped) -> bool {
+    let fixed = |t: &&str| t.len() == 24 && t.ends_with('Z');
+    match (held.stamp().filter(fixed), incoming.stamp().filter(fixed)) {
+        (Some(held), Some(incoming)) => held > incoming,
+        _ => false,
+    }
+}
+
+/// What [`Latest::set`] did with a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Recorded for the next flush.
+    Changed,
+    /// The key already has (or will have) this value.
+    Unchanged,
+    /// Stamped before the value held for its key: a late redelivery, ignored.
+    Stale,
 }
 
 /// What one flush of a [`Latest`] changed.
@@ -101,19 +154,28 @@ pub(crate) fn chunks<T>(mut items: Vec<T>, max: usize) -> impl Iterator<Item = V
     })
 }
 
-impl<V: PartialEq + Clone> Latest<V> {
-    /// Records `value` (`None`: forget) for `key`; `false` when it changes nothing.
-    pub(crate) fn set(&mut self, key: Key, value: Option<V>) -> bool {
+impl<V: PartialEq + Clone + Stamped> Latest<V> {
+    /// Records `value` (`None`: forget) for `key`, unless it changes nothing or is stale.
+    /// Either way the key was heard of: a replay does not forget it.
+    pub(crate) fn set(&mut self, key: Key, value: Option<V>) -> Outcome {
         if let Some(seen) = self.seen.as_mut() {
             seen.insert(key.clone());
         }
-        if self.current(&key) == value.as_ref() {
-            return false;
+        let held = self.current(&key);
+        if held == value.as_ref() {
+            return Outcome::Unchanged;
+        }
+        if let (Some(held), Some(incoming)) = (held, &value)
+            && stamped_later(held, incoming)
+        {
+            return Outcome::Stale;
         }
         self.pending.insert(key, value);
-        true
+        Outcome::Changed
     }
+}
 
+impl<V: PartialEq + Clone> Latest<V> {
     /// The value `key` will have after the next flush.
     pub(crate) fn current(&self, key: &Key) -> Option<&V> {
         match self.pending.get(key) {
@@ -165,11 +227,17 @@ impl<V: PartialEq + Clone> Latest<V> {
             .filter(|key| !seen.contains(*key))
             .cloned()
             .collect();
-        // A key both shown and pending is listed twice; `set` forgets it once.
-        unseen
-            .into_iter()
-            .filter(|key| self.set(key.clone(), None))
-            .count()
+        // A key both shown and pending is listed twice; it is forgotten once.
+        unseen.into_iter().filter(|key| self.forget(key)).count()
+    }
+
+    /// Forgets `key` at the next flush; `false` when it is not held.
+    fn forget(&mut self, key: &Key) -> bool {
+        if self.current(key).is_none() {
+            return false;
+        }
+        self.pending.insert(key.clone(), None);
+        true
     }
 
     /// Applies the pending changes to the shown state and returns them.
@@ -207,11 +275,23 @@ mod tests {
         (machine.to_owned(), index)
     }
 
+    /// Test values carry no time: none is ever stale.
+    impl Stamped for u32 {
+        fn stamp(&self) -> Option<&str> {
+            None
+        }
+    }
+
+    /// Whether setting `value` changed something.
+    fn set(latest: &mut Latest<u32>, key: Key, value: Option<u32>) -> bool {
+        latest.set(key, value) == Outcome::Changed
+    }
+
     /// A store that has shown `values` under machine `A1`, `B1`, ... (index 1).
     fn flushed(values: &[u32]) -> Latest<u32> {
         let mut latest = Latest::default();
         for (machine, value) in ["A1", "B1", "C1", "D1"].iter().zip(values) {
-            latest.set(key(machine, 1), Some(*value));
+            set(&mut latest, key(machine, 1), Some(*value));
         }
         latest.flush();
         latest
@@ -230,8 +310,8 @@ mod tests {
     #[test]
     fn changes_stay_pending_until_flushed() {
         let mut latest: Latest<u32> = Latest::default();
-        assert!(latest.set(key("B1", 1), Some(2)));
-        assert!(latest.set(key("A1", 1), Some(1)));
+        assert!(set(&mut latest, key("B1", 1), Some(2)));
+        assert!(set(&mut latest, key("A1", 1), Some(1)));
         assert_eq!(
             shown(&latest),
             Vec::<u32>::new(),
@@ -250,22 +330,25 @@ mod tests {
     #[test]
     fn a_change_is_measured_against_the_pending_value_first() {
         let mut latest = flushed(&[1]);
-        assert!(!latest.set(key("A1", 1), Some(1)), "same as shown");
-        assert!(latest.set(key("A1", 1), Some(2)));
-        assert!(!latest.set(key("A1", 1), Some(2)), "same as pending");
+        assert!(!set(&mut latest, key("A1", 1), Some(1)), "same as shown");
+        assert!(set(&mut latest, key("A1", 1), Some(2)));
+        assert!(!set(&mut latest, key("A1", 1), Some(2)), "same as pending");
         // Back to the shown value: still a pending change, which the flush reports.
-        assert!(latest.set(key("A1", 1), Some(1)));
+        assert!(set(&mut latest, key("A1", 1), Some(1)));
         assert_eq!(latest.flush().changed, vec![1]);
     }
 
     #[test]
     fn removal_reports_only_keys_that_were_shown() {
         let mut latest = flushed(&[1]);
-        assert!(!latest.set(key("Z9", 1), None), "an unknown key: no change");
-        assert!(latest.set(key("A1", 1), None));
-        assert!(!latest.set(key("A1", 1), None), "already pending");
-        assert!(latest.set(key("B1", 1), Some(5)));
-        assert!(latest.set(key("B1", 1), None));
+        assert!(
+            !set(&mut latest, key("Z9", 1), None),
+            "an unknown key: no change"
+        );
+        assert!(set(&mut latest, key("A1", 1), None));
+        assert!(!set(&mut latest, key("A1", 1), None), "already pending");
+        assert!(set(&mut latest, key("B1", 1), Some(5)));
+        assert!(set(&mut latest, key("B1", 1), None));
         let changes = latest.flush();
         assert!(changes.changed.is_empty());
         assert_eq!(
@@ -280,11 +363,11 @@ mod tests {
     #[test]
     fn a_resync_forgets_what_was_not_replayed() {
         let mut latest = flushed(&[1, 2, 3]);
-        latest.set(key("C1", 1), Some(4));
-        latest.set(key("D1", 1), Some(5));
+        set(&mut latest, key("C1", 1), Some(4));
+        set(&mut latest, key("D1", 1), Some(5));
         latest.begin_resync();
         // Replayed unchanged: heard of, though it changes nothing.
-        assert!(!latest.set(key("A1", 1), Some(1)));
+        assert!(!set(&mut latest, key("A1", 1), Some(1)));
         // B1 is not replayed; C1 (shown and pending) and D1 (pending only) neither.
         assert_eq!(latest.finish_resync(), 3);
         let changes = latest.flush();
@@ -301,7 +384,7 @@ mod tests {
     #[test]
     fn a_resync_does_not_count_keys_already_forgotten() {
         let mut latest = flushed(&[1]);
-        latest.set(key("A1", 1), None);
+        set(&mut latest, key("A1", 1), None);
         latest.begin_resync();
         assert_eq!(latest.finish_resync(), 0);
         assert_eq!(latest.flush().removed.len(), 1);

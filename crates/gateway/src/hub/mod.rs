@@ -26,7 +26,7 @@ use tokio::sync::{Notify, broadcast};
 // What subscribers receive is part of the hub's interface.
 pub use crate::hub::frame::{Frame, IngestView, Key, MachineFilter, MqttState, merged_texts};
 use crate::hub::frame::{FrameBody, MAX_FRAME_BYTES, MAX_ITEMS_PER_FRAME};
-use crate::hub::latest::{Latest, chunks};
+use crate::hub::latest::{Latest, Outcome, Stamped, chunks};
 use crate::hub::liveness::{IngestLiveness, ShardStatus};
 use crate::hub::snapshot::SnapshotCursor;
 use crate::metrics::Metrics;
@@ -111,32 +111,27 @@ impl Hub {
     }
 
     /// Records `value` (`None`: forget) for `key` in the family `latest` picks, for the
-    /// next flush, and wakes the batcher unless it changes nothing.
-    fn set<V: PartialEq + Clone>(
+    /// next flush, and wakes the batcher if it changes something; counts it if it is
+    /// stamped before the value held (a late redelivery).
+    fn set<V: PartialEq + Clone + Stamped>(
         &self,
         latest: impl FnOnce(&mut Inner) -> &mut Latest<V>,
         key: Key,
         value: Option<V>,
     ) {
-        if latest(&mut self.lock()).set(key, value) {
-            self.wake.notify_one();
+        match latest(&mut self.lock()).set(key, value) {
+            Outcome::Changed => self.wake.notify_one(),
+            Outcome::Stale => {
+                self.metrics.stale_messages.inc();
+            }
+            Outcome::Unchanged => {}
         }
     }
 
-    /// Stores the latest aggregate of its key, unless the one held is newer: a broker may
-    /// deliver an old message again, late (a NATS node after a restart), and it must not
-    /// replace the value that followed it.
+    /// Stores the latest aggregate of its key, unless the one held is stamped later.
     pub fn upsert(&self, aggregate: Aggregate) {
         let key = (aggregate.machine_id.clone(), aggregate.scrap_index);
-        let mut inner = self.lock();
-        let held = inner.aggregates.current(&key);
-        if held.is_some_and(|held| stamped_later(held, &aggregate)) {
-            self.metrics.aggregates_stale.inc();
-            return;
-        }
-        if inner.aggregates.set(key, Some(aggregate)) {
-            self.wake.notify_one();
-        }
+        self.set(|inner| &mut inner.aggregates, key, Some(aggregate));
     }
 
     /// Forgets a key (its retained aggregate was cleared).
@@ -144,13 +139,15 @@ impl Hub {
         self.set(|inner| &mut inner.aggregates, (machine.into(), index), None);
     }
 
-    /// Records the latest alarm message of (`machine`, `index`); `None` forgets the key (its
-    /// retained alarm was emptied). `?machines=` filters go by `machine`.
+    /// Records the latest alarm message of (`machine`, `index`), unless the one held is
+    /// stamped later; `None` forgets the key (its retained alarm was emptied). `?machines=`
+    /// filters go by `machine`.
     pub fn set_alarm(&self, machine: &str, index: u32, alarm: Option<AlarmMessage>) {
         self.set(|inner| &mut inner.alarms, (machine.into(), index), alarm);
     }
 
-    /// Records the latest trend of (`machine`, `index`); `None` forgets the key.
+    /// Records the latest trend of (`machine`, `index`), unless the one held ends later;
+    /// `None` forgets the key.
     pub fn set_trend(&self, machine: &str, index: u32, trend: Option<TrendMessage>) {
         self.set(|inner| &mut inner.trends, (machine.into(), index), trend);
     }
@@ -311,11 +308,6 @@ impl Hub {
 
 /// Whether `held` was stamped after `incoming`. Ingest stamps aggregates in one fixed-width
 /// form (`2026-01-01T12:00:30.123Z`), which sorts as text; anything else is not compared.
-fn stamped_later(held: &Aggregate, incoming: &Aggregate) -> bool {
-    let fixed = |t: &str| t.len() == 24 && t.ends_with('Z');
-    fixed(&held.timestamp) && fixed(&incoming.timestamp) && held.timestamp > incoming.timestamp
-}
-
 /// One admitted client; frees its slot when dropped.
 #[derive(Debug)]
 pub struct ClientSlot {
@@ -333,6 +325,7 @@ impl Drop for ClientSlot {
 mod tests {
     use super::*;
     use crate::fixtures::{agg, alarm, hub, json, snapshot, trend};
+    use aggregator_core::trend::TrendPointMessage;
 
     fn next(sub: &mut Subscription) -> serde_json::Value {
         json(&sub.frames.try_recv().unwrap().text)
@@ -454,12 +447,94 @@ mod tests {
         hub.flush();
         let api: serde_json::Value = serde_json::from_str(&hub.aggregates_json()).unwrap();
         assert_eq!(api[0]["sumLast60s"], 6.0);
-        assert_eq!(hub.metrics().aggregates_stale.get(), 2);
+        assert_eq!(hub.metrics().stale_messages.get(), 2);
         // A time in another form is not compared: the message applies, as before.
         hub.upsert(at(3.0, "2026-01-01T12:00:00+00:00"));
         hub.flush();
         let api: serde_json::Value = serde_json::from_str(&hub.aggregates_json()).unwrap();
         assert_eq!(api[0]["sumLast60s"], 3.0);
+    }
+
+    #[test]
+    fn a_late_older_alarm_does_not_bring_back_a_cleared_one() {
+        let hub = hub();
+        let at = |state: AlarmState, timestamp: &str| AlarmMessage {
+            timestamp: timestamp.into(),
+            ..alarm("A1", 1, state)
+        };
+        hub.set_alarm(
+            "A1",
+            1,
+            Some(at(AlarmState::Raised, "2026-01-01T12:00:10.000Z")),
+        );
+        hub.set_alarm(
+            "A1",
+            1,
+            Some(at(AlarmState::Cleared, "2026-01-01T12:00:20.000Z")),
+        );
+        hub.flush();
+        // The raise delivered again, late, after the clear that followed it.
+        hub.set_alarm(
+            "A1",
+            1,
+            Some(at(AlarmState::Raised, "2026-01-01T12:00:10.000Z")),
+        );
+        hub.flush();
+        assert_eq!(hub.alarms_json(None), "[]", "the alarm stays cleared");
+        assert_eq!(hub.metrics().stale_messages.get(), 1);
+        // A later raise applies.
+        hub.set_alarm(
+            "A1",
+            1,
+            Some(at(AlarmState::Raised, "2026-01-01T12:00:30.000Z")),
+        );
+        hub.flush();
+        assert_eq!(json(&hub.alarms_json(None).into())[0]["maschinenId"], "A1");
+    }
+
+    #[test]
+    fn a_late_older_trend_does_not_replace_a_newer_one() {
+        let hub = hub();
+        let ending = |t: &str, sum: f64| {
+            let mut trend = trend("A1", 1);
+            trend.points.push(TrendPointMessage { t: t.into(), sum });
+            trend
+        };
+        hub.set_trend("A1", 1, Some(ending("2026-01-01T12:00:20.000Z", 2.0)));
+        hub.flush();
+        let mut sub = hub.subscribe();
+        let _ = snapshot(&hub, &mut sub, None);
+        hub.set_trend("A1", 1, Some(ending("2026-01-01T12:00:10.000Z", 9.0)));
+        hub.flush();
+        assert!(sub.frames.try_recv().is_err(), "no frame for a stale trend");
+        assert_eq!(hub.metrics().stale_messages.get(), 1);
+        hub.set_trend("A1", 1, Some(ending("2026-01-01T12:00:30.000Z", 3.0)));
+        hub.flush();
+        assert_eq!(next(&mut sub)["trends"][0]["points"][1]["sum"], 3.0);
+        // Forgetting a key is never stale.
+        hub.set_trend("A1", 1, None);
+        hub.flush();
+        assert_eq!(next(&mut sub)["removed"][0]["maschinenId"], "A1");
+    }
+
+    #[test]
+    fn a_stale_copy_in_a_retained_replay_keeps_its_key() {
+        let hub = hub();
+        let at = |timestamp: &str| Aggregate {
+            timestamp: timestamp.into(),
+            ..agg("A1", 1, 1.0)
+        };
+        hub.upsert(at("2026-01-01T12:00:20.000Z"));
+        hub.flush();
+        hub.begin_resync();
+        hub.upsert(at("2026-01-01T12:00:10.000Z"));
+        assert_eq!(
+            hub.finish_resync(),
+            0,
+            "the key was replayed: not forgotten"
+        );
+        hub.flush();
+        assert_eq!(hub.health().keys, 1);
     }
 
     #[test]
@@ -495,7 +570,7 @@ mod tests {
                 "the API shows what the frame said"
             );
         }
-        assert_eq!(hub.metrics().aggregates_stale.get(), 0);
+        assert_eq!(hub.metrics().stale_messages.get(), 0);
     }
 
     #[test]

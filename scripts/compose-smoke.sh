@@ -246,11 +246,26 @@ sys.exit(1 if problems else 0)
 PY
 }
 
+# aggregate_counters URL: what the gateway at URL and every ingest counted of the aggregates
+# (received, refused as a late older copy, published once more after a key went quiet), so
+# that a missing update can be told from a refused one.
+aggregate_counters() {
+  echo "--- aggregate counters"
+  curl -fsS --max-time 5 "$1/metrics" 2>/dev/null \
+    | grep -E '^gateway_(mqtt_messages_received|mqtt_messages_invalid|stale_messages)_total' || true
+  local service
+  for service in $("${compose[@]}" ps --services 2>/dev/null | grep '^ingest'); do
+    "${compose[@]}" exec -T "$service" curl -fsS --max-time 5 localhost:9100/metrics 2>/dev/null \
+      | grep -E '^ingest_aggregates_(published|republished)_total' | sed "s/^/$service: /" || true
+  done
+}
+
 wait_aggregates() { # wait_aggregates WHAT [URL]
   local what=$1 url=${2:-$base_url} deadline=$((SECONDS + 90))
   until aggregates_match "$url"; do
     if ((SECONDS >= deadline)); then
       sed 's/^/  /' "$work/diff.txt" >&2
+      aggregate_counters "$url" >&2
       fail "aggregates" "$what: $url/api/aggregates differs from what the simulator sent (above)"
     fi
     sleep 0.5 # poll interval of a condition wait

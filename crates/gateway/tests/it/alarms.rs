@@ -1,6 +1,6 @@
 //! Alarms and trends: relayed from their retained topics into the snapshot, `alarm` and
 //! `trend` frames and `/api/alarms`; a (re)started gateway has them all at once; bad payloads
-//! are counted and ignored.
+//! are counted and ignored; a late copy of an older message changes nothing.
 
 use std::time::Duration;
 
@@ -180,4 +180,77 @@ async fn api_alarms_needs_the_token_when_one_is_set() {
         .await
         .unwrap();
     assert_eq!(status(ok), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_older_alarm_or_trend_changes_nothing() {
+    let broker = Broker::start().await;
+    let gw = TestGateway::start(broker.port(), &[]).await;
+    gw.wait_healthy().await;
+    let mut client = WsClient::connect(&gw.ws_url("")).await.unwrap();
+    client.next_of("snapshot", FRAME_TIMEOUT).await.unwrap();
+    let mut publisher = Publisher::connect(broker.port()).await;
+    let alarm_at = |state: &str, timestamp: &str| {
+        let mut alarm = value(&alarm_json("S1", 1, state, 31.0));
+        alarm["timestamp"] = json!(timestamp);
+        alarm.to_string()
+    };
+    let raised = alarm_at("raised", "2026-01-01T12:00:10.000Z");
+    let cleared = alarm_at("cleared", "2026-01-01T12:00:20.000Z");
+    let newer_trend = trend_json("S1", 1, &[1.0, 2.0, 3.0]);
+    let older_trend = trend_json("S1", 1, &[9.0]);
+    for (topic, payload) in [
+        ("alarms/S1/1", &raised),
+        ("alarms/S1/1", &cleared),
+        ("trends/S1/1", &newer_trend),
+    ] {
+        publisher
+            .publish(topic, QoS::AtLeastOnce, true, payload.clone())
+            .await
+            .unwrap();
+        let kind = if topic.starts_with("alarms") {
+            "alarm"
+        } else {
+            "trend"
+        };
+        client.next_of(kind, FRAME_TIMEOUT).await.unwrap();
+    }
+
+    // What a broker node may deliver again, late: the raise before the clear, and a trend
+    // that ends before the one held.
+    for (topic, payload) in [("alarms/S1/1", &raised), ("trends/S1/1", &older_trend)] {
+        publisher
+            .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
+    }
+    gw.wait_metric("gateway_stale_messages_total", 2.0, FRAME_TIMEOUT)
+        .await;
+    assert_eq!(
+        api_alarms(&gw, "").await,
+        json!([]),
+        "the alarm stays cleared"
+    );
+    let mut fresh = WsClient::connect(&gw.ws_url("")).await.unwrap();
+    let snapshot = fresh.next_of("snapshot", FRAME_TIMEOUT).await.unwrap();
+    assert_eq!(snapshot["alarms"], json!([value(&cleared)]));
+    assert_eq!(snapshot["trends"], json!([value(&newer_trend)]));
+    // The live client heard nothing of them: every frame up to a later alarm of another key
+    // (handled after the stale ones, which came first on the same connection) leaves S1 alone.
+    let sentinel = alarm_json("S2", 1, "raised", 35.0);
+    publisher
+        .publish("alarms/S2/1", QoS::AtLeastOnce, true, sentinel.clone())
+        .await
+        .unwrap();
+    loop {
+        let frame = client.next_json(FRAME_TIMEOUT).await.unwrap();
+        assert!(
+            !frame.to_string().contains("S1"),
+            "a frame for a stale message: {frame}"
+        );
+        if frame["type"] == "alarm" {
+            assert_eq!(frame["alarms"], json!([value(&sentinel)]));
+            break;
+        }
+    }
 }

@@ -158,24 +158,38 @@ impl<V: PartialEq + Clone + Stamped> Latest<V> {
     /// Records `value` (`None`: forget) for `key`, unless it changes nothing or is stale.
     /// Either way the key was heard of: a replay does not forget it.
     pub(crate) fn set(&mut self, key: Key, value: Option<V>) -> Outcome {
-        if let Some(seen) = self.seen.as_mut() {
-            seen.insert(key.clone());
-        }
-        let held = self.current(&key);
-        if held == value.as_ref() {
-            return Outcome::Unchanged;
-        }
-        if let (Some(held), Some(incoming)) = (held, &value)
+        if let (Some(held), Some(incoming)) = (self.current(&key), &value)
             && stamped_later(held, incoming)
         {
+            self.heard_of(&key);
             return Outcome::Stale;
         }
-        self.pending.insert(key, value);
-        Outcome::Changed
+        match self.record(key, value) {
+            true => Outcome::Changed,
+            false => Outcome::Unchanged,
+        }
     }
 }
 
 impl<V: PartialEq + Clone> Latest<V> {
+    /// Records `value` (`None`: forget) for `key` as heard of; `false` when it changes
+    /// nothing.
+    fn record(&mut self, key: Key, value: Option<V>) -> bool {
+        self.heard_of(&key);
+        if self.current(&key) == value.as_ref() {
+            return false;
+        }
+        self.pending.insert(key, value);
+        true
+    }
+
+    /// During a retained replay, notes that `key` was replayed.
+    fn heard_of(&mut self, key: &Key) {
+        if let Some(seen) = self.seen.as_mut() {
+            seen.insert(key.clone());
+        }
+    }
+
     /// The value `key` will have after the next flush.
     pub(crate) fn current(&self, key: &Key) -> Option<&V> {
         match self.pending.get(key) {
@@ -227,17 +241,11 @@ impl<V: PartialEq + Clone> Latest<V> {
             .filter(|key| !seen.contains(*key))
             .cloned()
             .collect();
-        // A key both shown and pending is listed twice; it is forgotten once.
-        unseen.into_iter().filter(|key| self.forget(key)).count()
-    }
-
-    /// Forgets `key` at the next flush; `false` when it is not held.
-    fn forget(&mut self, key: &Key) -> bool {
-        if self.current(key).is_none() {
-            return false;
-        }
-        self.pending.insert(key.clone(), None);
-        true
+        // A key both shown and pending is listed twice; `record` forgets it once.
+        unseen
+            .into_iter()
+            .filter(|key| self.record(key.clone(), None))
+            .count()
     }
 
     /// Applies the pending changes to the shown state and returns them.

@@ -5,8 +5,9 @@
 //! backoff while the store is reported unavailable; nothing is read meanwhile, so the backlog
 //! stays at the broker (and in the bounded channel) until the store is back.
 //!
-//! Stopping: the batch at hand is committed if the store takes it within the shutdown timeout
-//! and acknowledged; otherwise it is abandoned unacknowledged and the broker delivers it again.
+//! Stopping: the batch at hand, with the messages the link has already handed over (up to a
+//! batch), is committed if the store takes it within the shutdown timeout and acknowledged;
+//! otherwise it is abandoned unacknowledged and the broker delivers it again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -110,7 +111,8 @@ impl Writer {
         loop {
             let first = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                // What the link has handed over already is the batch at hand.
+                () = shutdown.cancelled() => inbound.try_recv().ok(),
                 () = tokio::time::sleep_until(prune_at) => {
                     self.prune().await;
                     prune_at = Instant::now() + self.prune_every;
@@ -124,7 +126,8 @@ impl Writer {
             };
             let Some(first) = first else { break };
             let batch = self.gather(first, &mut inbound, shutdown).await;
-            if !self.commit(batch, shutdown).await {
+            // Once stopping, one batch at most: what comes later is delivered again.
+            if !self.commit(batch, shutdown).await || shutdown.is_cancelled() {
                 break;
             }
         }
@@ -154,8 +157,8 @@ impl Writer {
     }
 
     /// Reads messages into a batch until it is full, `batch_max` has passed since `first`,
-    /// none has come for `batch_quiet` (the broker waits for acknowledgements), `shutdown`
-    /// fires or the channel closes.
+    /// none has come for `batch_quiet` (the broker waits for acknowledgements) or the channel
+    /// closes. Once `shutdown` fires it takes only what the channel holds already.
     async fn gather(
         &mut self,
         first: Inbound,
@@ -169,7 +172,8 @@ impl Writer {
             let wait_until = deadline.min(Instant::now() + self.batch_quiet);
             let next = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                // Stopping: what is in the channel already joins the batch, nothing more.
+                () = shutdown.cancelled() => inbound.try_recv().ok(),
                 () = tokio::time::sleep_until(wait_until) => break,
                 next = inbound.recv() => next,
             };
@@ -339,4 +343,98 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     since.as_secs() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use aggregator_core::Timestamp;
+    use aggregator_core::topic::history_topic;
+    use aggregator_core::wire::HistoryBucket;
+    use rumqttc::MqttOptions;
+
+    use super::*;
+    use crate::configuration::{BINARY, Settings};
+
+    /// A history message for `machine`/1 at `minute` (unix seconds).
+    fn message(machine: &str, minute: i64, pkid: u16) -> Inbound {
+        let bucket = HistoryBucket {
+            machine_id: machine.into(),
+            scrap_index: 1,
+            minute: Timestamp::from_unix_millis(minute * 1_000)
+                .unwrap()
+                .to_rfc3339_millis(),
+            sum: 2.0,
+            count: 1,
+            min: 2.0,
+            max: 2.0,
+            revision: 1,
+            is_final: false,
+        };
+        let payload = serde_json::to_vec(&bucket).unwrap();
+        let mut publish = Publish::new(history_topic(machine, 1), QoS::AtLeastOnce, payload);
+        publish.pkid = pkid;
+        Inbound {
+            size: publish.payload.len(),
+            publish,
+            generation: 0,
+        }
+    }
+
+    /// Runs a writer on a new SQLite store with `batch_size`, its channel holding `held`
+    /// messages when the stop has already been asked for; the rows stored afterwards.
+    async fn stop_with_messages_held(batch_size: usize, held: u16) -> i64 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/historian.db", dir.path().display());
+        let size = batch_size.to_string();
+        let args = [
+            "historian",
+            "--store-url",
+            &url,
+            "--store-batch-size",
+            &size,
+        ];
+        let config = BINARY
+            .load::<Settings>(args, std::iter::empty())
+            .unwrap()
+            .validate()
+            .unwrap();
+        let store = Store::open(&url, config.store_kind).unwrap();
+        // A client whose queue is never sent: acknowledgements wait in it.
+        let (client, _unpolled) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 1_024);
+        let (available, _) = watch::channel(false);
+        let writer = Writer::new(
+            &config,
+            store.clone(),
+            client,
+            Arc::new(AtomicU64::new(0)),
+            Metrics::new(),
+            available,
+        );
+        let (tx, rx) = mpsc::channel(usize::from(held) + 1);
+        let now = unix_now() / 60 * 60;
+        for i in 0..held {
+            tx.send(message("S", now - 60 * i64::from(i), i + 1))
+                .await
+                .unwrap();
+        }
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        writer.run(rx, &shutdown).await.unwrap();
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM minute_buckets")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        store.close().await;
+        stored
+    }
+
+    #[tokio::test]
+    async fn a_stop_commits_what_the_link_has_handed_over() {
+        assert_eq!(stop_with_messages_held(500, 30).await, 30);
+    }
+
+    #[tokio::test]
+    async fn a_stop_commits_one_batch_at_most() {
+        assert_eq!(stop_with_messages_held(10, 30).await, 10);
+    }
 }

@@ -306,8 +306,6 @@ impl Hub {
     }
 }
 
-/// Whether `held` was stamped after `incoming`. Ingest stamps aggregates in one fixed-width
-/// form (`2026-01-01T12:00:30.123Z`), which sorts as text; anything else is not compared.
 /// One admitted client; frees its slot when dropped.
 #[derive(Debug)]
 pub struct ClientSlot {
@@ -458,37 +456,23 @@ mod tests {
     #[test]
     fn a_late_older_alarm_does_not_bring_back_a_cleared_one() {
         let hub = hub();
-        let at = |state: AlarmState, timestamp: &str| AlarmMessage {
-            timestamp: timestamp.into(),
-            ..alarm("A1", 1, state)
+        // A1/1's alarm in `state`, stamped `timestamp`, received and flushed.
+        let receive = |state: AlarmState, timestamp: &str| {
+            let message = AlarmMessage {
+                timestamp: timestamp.into(),
+                ..alarm("A1", 1, state)
+            };
+            hub.set_alarm("A1", 1, Some(message));
+            hub.flush();
         };
-        hub.set_alarm(
-            "A1",
-            1,
-            Some(at(AlarmState::Raised, "2026-01-01T12:00:10.000Z")),
-        );
-        hub.set_alarm(
-            "A1",
-            1,
-            Some(at(AlarmState::Cleared, "2026-01-01T12:00:20.000Z")),
-        );
-        hub.flush();
+        receive(AlarmState::Raised, "2026-01-01T12:00:10.000Z");
+        receive(AlarmState::Cleared, "2026-01-01T12:00:20.000Z");
         // The raise delivered again, late, after the clear that followed it.
-        hub.set_alarm(
-            "A1",
-            1,
-            Some(at(AlarmState::Raised, "2026-01-01T12:00:10.000Z")),
-        );
-        hub.flush();
+        receive(AlarmState::Raised, "2026-01-01T12:00:10.000Z");
         assert_eq!(hub.alarms_json(None), "[]", "the alarm stays cleared");
         assert_eq!(hub.metrics().stale_messages.get(), 1);
         // A later raise applies.
-        hub.set_alarm(
-            "A1",
-            1,
-            Some(at(AlarmState::Raised, "2026-01-01T12:00:30.000Z")),
-        );
-        hub.flush();
+        receive(AlarmState::Raised, "2026-01-01T12:00:30.000Z");
         assert_eq!(json(&hub.alarms_json(None).into())[0]["maschinenId"], "A1");
     }
 
